@@ -1,0 +1,50 @@
+"""Typed errors of policyagg. Every message says what to change."""
+
+
+class PolicyAggError(Exception):
+    """Base class of every error raised by policyagg."""
+
+
+class InvalidMDPError(PolicyAggError, ValueError):
+    """The transition model, initial distribution or discount is not a valid MDP."""
+
+
+class InvalidProblemError(PolicyAggError, ValueError):
+    """Rewards, weights, names, constraints or options do not fit the MDP."""
+
+
+class InvalidSamplesError(PolicyAggError, ValueError):
+    """A matrix of sampled returns is malformed or does not fit the problem."""
+
+
+class SolverError(PolicyAggError, RuntimeError):
+    """The LP/MILP solver failed; the message carries the solver's status text."""
+
+    def __init__(self, message: str, status: str = "error"):
+        super().__init__(message)
+        self.status = status
+
+
+class InfeasibleError(SolverError):
+    """The feasible set is empty (the message names the constraint families involved)."""
+
+    def __init__(self, message: str, status: str = "infeasible"):
+        super().__init__(message, status)
+
+
+class UnboundedError(SolverError):
+    """The objective is unbounded on the feasible set."""
+
+    def __init__(self, message: str, status: str = "unbounded"):
+        super().__init__(message, status)
+
+
+class SolverTimeLimitError(SolverError):
+    """The time limit was reached before optimality was proven.
+
+    ``solution`` holds the best solution found so far, or ``None``.
+    """
+
+    def __init__(self, message: str, status: str = "time-limit", solution=None):
+        super().__init__(message, status)
+        self.solution = solution
