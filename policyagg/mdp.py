@@ -1,0 +1,357 @@
+"""Tabular MDPs: validation, structure, policy evaluation, occupancy <-> policy.
+
+A :class:`TabularMDP` holds ``P`` as a ``scipy.sparse`` CSR matrix of shape ``(S*A, S)``
+(row ``s*A + a`` is ``P(. | s, a)``), the initial distribution ``rho`` and ``gamma``.
+``gamma < 1`` is the discounted criterion, ``gamma == 1`` the average-reward one.
+
+Occupancies are normalised: ``d(s, a) >= 0`` and ``sum d = 1``. For ``gamma < 1``,
+``d = (1 - gamma) * sum_t gamma^t Pr(s_t = s, a_t = a)``; for ``gamma == 1`` it is the
+long-run (Cesaro) average of the same probabilities from ``rho``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from policyagg.errors import InvalidMDPError
+
+#: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
+#: then renormalised exactly.
+SUM_TOL = 1e-8
+#: A state whose occupancy is at most this is treated as unvisited.
+ZERO_OCCUPANCY = 1e-12
+
+
+class StructureWarning(UserWarning):
+    """The MDP's graph structure may make results misleading (see the message)."""
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Graph facts about an MDP, computed with networkx on the union graph
+    (edge ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``)."""
+
+    unreachable: np.ndarray  # states no policy reaches from supp(rho)
+    closed_classes: tuple[np.ndarray, ...]  # attracting components of the union graph
+    communicating: bool  # the union graph is strongly connected
+
+    def describe(self) -> str:
+        parts = ["communicating" if self.communicating else "not communicating"]
+        parts.append(f"{len(self.closed_classes)} closed class(es)")
+        if self.unreachable.size:
+            shown = ", ".join(map(str, self.unreachable[:10]))
+            more = "..." if self.unreachable.size > 10 else ""
+            parts.append(f"{self.unreachable.size} state(s) unreachable from `rho`: {shown}{more}")
+        return "; ".join(parts)
+
+
+def _as_transition_matrix(P, n_actions) -> sp.csr_array:
+    """Return ``P`` as a CSR ``(S*A, S)`` float array; accepts dense ``(S, A, S)`` or sparse."""
+    if sp.issparse(P):
+        if n_actions is None:
+            raise InvalidMDPError(
+                "`n_actions` is required when `P` is sparse of shape (S*A, S)"
+            )
+        P = sp.csr_array(P, dtype=float)
+        if P.ndim != 2 or P.shape[0] != P.shape[1] * n_actions:
+            raise InvalidMDPError(
+                f"sparse `P` must have shape (S*A, S) = (S*{n_actions}, S); got {P.shape}"
+            )
+        return P
+    P = np.asarray(P, dtype=float)
+    if P.ndim != 3 or P.shape[0] != P.shape[2]:
+        raise InvalidMDPError(
+            f"dense `P` must have shape (S, A, S) with P[s, a, s'] = P(s'|s, a); got {P.shape}"
+        )
+    if n_actions is not None and n_actions != P.shape[1]:
+        raise InvalidMDPError(f"`n_actions`={n_actions} does not match dense `P` shape {P.shape}")
+    S, A, _ = P.shape
+    return sp.csr_array(P.reshape(S * A, S))
+
+
+def _validate(P: sp.csr_array, S: int, A: int, rho, gamma) -> tuple[sp.csr_array, np.ndarray, float]:
+    """One validation entry point; returns standardised ``(P, rho, gamma)``."""
+    if S == 0 or A == 0:
+        raise InvalidMDPError(f"`P` must have at least one state and one action; got S={S}, A={A}")
+    data = P.data
+    if not np.all(np.isfinite(data)):
+        row = int(np.searchsorted(P.indptr, np.flatnonzero(~np.isfinite(data))[0], side="right") - 1)
+        raise InvalidMDPError(f"`P` has a non-finite probability at (state, action) = {divmod(row, A)}")
+    if np.any(data < 0):
+        row = int(np.searchsorted(P.indptr, np.flatnonzero(data < 0)[0], side="right") - 1)
+        raise InvalidMDPError(f"`P` has a negative probability at (state, action) = {divmod(row, A)}")
+    sums = np.asarray(P.sum(axis=1)).ravel()
+    bad = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL)
+    if bad.size:
+        s, a = divmod(int(bad[0]), A)
+        raise InvalidMDPError(
+            f"`P` row for (state, action) = ({s}, {a}) sums to {sums[bad[0]]:.12g}; every row of "
+            f"P(.|s, a) must sum to 1 within {SUM_TOL:g} ({bad.size} row(s) fail)"
+        )
+    P = sp.csr_array(sp.diags_array(1.0 / sums) @ P)
+    P.eliminate_zeros()
+    P.sort_indices()
+
+    try:
+        gamma = float(gamma)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMDPError(f"`gamma` must be a number in (0, 1]; got {gamma!r}") from exc
+    if not (0.0 < gamma <= 1.0):
+        raise InvalidMDPError(f"`gamma` must be in (0, 1] (1 = average reward); got {gamma}")
+
+    if rho is None:
+        rho = np.full(S, 1.0 / S)
+    rho = np.asarray(rho, dtype=float)
+    if rho.shape != (S,):
+        raise InvalidMDPError(f"`rho` must have shape (S,) = ({S},); got {rho.shape}")
+    if not np.all(np.isfinite(rho)):
+        raise InvalidMDPError(f"`rho` has a non-finite entry at state {int(np.flatnonzero(~np.isfinite(rho))[0])}")
+    if np.any(rho < 0):
+        raise InvalidMDPError(f"`rho` has a negative entry at state {int(np.flatnonzero(rho < 0)[0])}")
+    if abs(rho.sum() - 1.0) > SUM_TOL:
+        raise InvalidMDPError(f"`rho` must sum to 1 within {SUM_TOL:g}; it sums to {rho.sum():.12g}")
+    return P, rho / rho.sum(), gamma
+
+
+@dataclass(frozen=True, eq=False)
+class TabularMDP:
+    """A finite MDP ``(S, A, P, rho, gamma)``; ``gamma == 1`` means average reward.
+
+    Parameters
+    ----------
+    P : array (S, A, S) or sparse (S*A, S)
+        ``P[s, a, s'] = P(s' | s, a)``; rows must sum to 1 within :data:`SUM_TOL`.
+    rho : array (S,), optional
+        Initial distribution (uniform if omitted).
+    gamma : float in (0, 1]
+        Discount factor; 1 selects the average-reward criterion.
+    n_actions : int
+        Required when ``P`` is sparse.
+    allow_multichain : bool
+        With ``gamma == 1`` an MDP whose union graph has several closed classes is
+        refused (the average-reward polytope ignores ``rho``, so its points mix classes
+        the system may never reach); set this to only warn.
+
+    Examples
+    --------
+    >>> P = np.array([[[1.0], [1.0]]])          # one state, two actions
+    >>> TabularMDP(P, gamma=0.9).n_states
+    1
+    """
+
+    P: sp.csr_array
+    rho: np.ndarray | None = None
+    gamma: float = 0.99
+    n_actions: int | None = None
+    allow_multichain: bool = False
+    n_states: int = field(init=False)
+
+    def __post_init__(self):
+        P = _as_transition_matrix(self.P, self.n_actions)
+        S = P.shape[1]
+        A = P.shape[0] // S
+        P, rho, gamma = _validate(P, S, A, self.rho, self.gamma)
+        for name, value in (("P", P), ("rho", rho), ("gamma", gamma), ("n_actions", A), ("n_states", S)):
+            object.__setattr__(self, name, value)
+        rho.flags.writeable = False
+        if gamma == 1.0:
+            self._check_average_reward_structure()
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def n_state_actions(self) -> int:
+        return self.n_states * self.n_actions
+
+    @property
+    def average_reward(self) -> bool:
+        return self.gamma == 1.0
+
+    @cached_property
+    def P_dense(self) -> np.ndarray:
+        """``P`` as a dense ``(S, A, S)`` array (only for small MDPs)."""
+        return self.P.toarray().reshape(self.n_states, self.n_actions, self.n_states)
+
+    @cached_property
+    def structure(self) -> Structure:
+        union = sp.coo_array(self._union_adjacency())
+        graph = nx.DiGraph()
+        graph.add_nodes_from(range(self.n_states))
+        graph.add_edges_from(zip(union.row.tolist(), union.col.tolist()))
+        source = -1  # a virtual node feeding supp(rho): one search instead of one per state
+        graph.add_edges_from((source, int(s)) for s in np.flatnonzero(self.rho > 0))
+        reached = nx.descendants(graph, source)
+        graph.remove_node(source)
+        unreachable = np.setdiff1d(np.arange(self.n_states), np.fromiter(reached, int))
+        closed = tuple(np.sort(np.fromiter(c, int)) for c in nx.attracting_components(graph))
+        closed = tuple(sorted(closed, key=lambda c: int(c[0])))
+        return Structure(unreachable, closed, nx.is_strongly_connected(graph))
+
+    def _union_adjacency(self) -> sp.csr_array:
+        """Boolean ``(S, S)`` adjacency of the union graph over actions."""
+        S, A = self.n_states, self.n_actions
+        collapse = sp.kron(sp.eye_array(S), np.ones((1, A)), format="csr")  # (S, S*A)
+        adjacency = collapse @ (self.P > 0).astype(float)
+        return sp.csr_array(adjacency > 0)
+
+    def _check_average_reward_structure(self) -> None:
+        info = self.structure
+        if len(info.closed_classes) > 1:
+            message = (
+                f"with `gamma` = 1 the MDP has {len(info.closed_classes)} closed classes of states "
+                f"(first states: {[int(c[0]) for c in info.closed_classes]}); the average-reward "
+                "polytope ignores `rho` and mixes stationary distributions of classes the system "
+                "may never reach, and random policies have no unique stationary distribution. "
+                "Use `gamma` < 1, keep only one closed class, or pass `allow_multichain=True`."
+            )
+            if not self.allow_multichain:
+                raise InvalidMDPError(message)
+            warnings.warn(message, StructureWarning, stacklevel=3)
+        elif not info.communicating:
+            warnings.warn(
+                f"with `gamma` = 1 the MDP is not communicating ({info.describe()}): the "
+                "average-reward polytope contains long-run behaviour on states that may be "
+                "transient for every policy started from `rho`; check results against "
+                "`evaluate` or use `gamma` < 1.",
+                StructureWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------- policies and occupancy
+    def check_policy(self, policy) -> np.ndarray:
+        """Validate a stochastic policy ``(S, A)`` (rows sum to 1) and return it as floats."""
+        policy = np.asarray(policy, dtype=float)
+        if policy.shape != (self.n_states, self.n_actions):
+            raise InvalidMDPError(
+                f"`policy` must have shape (S, A) = ({self.n_states}, {self.n_actions}); got {policy.shape}"
+            )
+        if not np.all(np.isfinite(policy)) or np.any(policy < 0):
+            s = int(np.flatnonzero(~(np.isfinite(policy) & (policy >= 0)).all(axis=1))[0])
+            raise InvalidMDPError(f"`policy` row {s} has a negative or non-finite entry")
+        sums = policy.sum(axis=1)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL)
+        if bad.size:
+            raise InvalidMDPError(f"`policy` row {int(bad[0])} sums to {sums[bad[0]]:.12g}, not 1")
+        return policy / sums[:, None]
+
+    def transition_under(self, policy: np.ndarray) -> sp.csr_array:
+        """``P_pi[s, s'] = sum_a pi(a|s) P(s'|s, a)`` as a sparse ``(S, S)`` matrix."""
+        weights = sp.diags_array(np.asarray(policy, dtype=float).ravel())
+        collapse = sp.kron(sp.eye_array(self.n_states), np.ones((1, self.n_actions)), format="csr")
+        return sp.csr_array(collapse @ (weights @ self.P))
+
+    def state_occupancy(self, policy) -> np.ndarray:
+        """Normalised state occupancy ``mu_pi`` (S,) of ``policy`` started from ``rho``.
+
+        Discounted: ``mu = (1 - gamma) (I - gamma P_pi^T)^{-1} rho``.
+        Average reward: the Cesaro limit ``lim_T (1/T) sum_t rho^T P_pi^t``, computed exactly
+        from the closed classes of ``P_pi`` and the absorption probabilities into them.
+        """
+        policy = self.check_policy(policy)
+        P_pi = self.transition_under(policy)
+        S = self.n_states
+        if not self.average_reward:
+            system = sp.csc_array(sp.eye_array(S) - self.gamma * P_pi.T)
+            mu = spla.spsolve(system, (1.0 - self.gamma) * self.rho)
+            return np.clip(mu, 0.0, None) / np.clip(mu, 0.0, None).sum()
+        return _cesaro_limit(P_pi, self.rho)
+
+    def occupancy(self, policy) -> np.ndarray:
+        """Normalised state-action occupancy ``d(s, a) = mu_pi(s) pi(a|s)``, shape (S, A)."""
+        policy = self.check_policy(policy)
+        return self.state_occupancy(policy)[:, None] * policy
+
+    def evaluate(self, policy, rewards) -> np.ndarray:
+        """Per-step returns ``J_i = <r_i, d_pi>`` for rewards of shape (S, A) or (n, S, A).
+
+        The discounted value from ``rho`` is ``J / (1 - gamma)``; with ``gamma == 1`` ``J``
+        is the gain (long-run average reward).
+        """
+        d = self.occupancy(policy)
+        rewards = np.asarray(rewards, dtype=float)
+        return np.tensordot(rewards, d, axes=([-2, -1], [0, 1]))
+
+    def policy_from_occupancy(self, d, *, tol: float = ZERO_OCCUPANCY) -> np.ndarray:
+        """``pi(a|s) = d(s, a) / sum_a d(s, a)``; states with no occupancy get a filler.
+
+        Discounted: the filler is uniform (those states are never visited from ``rho``).
+        Average reward: the filler steers toward the support of ``d`` along a shortest
+        path of the union graph, so the chain falls into ``supp(d)`` from every state that
+        can reach it; where no path exists it is uniform.
+        """
+        S, A = self.n_states, self.n_actions
+        d = np.asarray(d, dtype=float).reshape(S, A)
+        d = np.where(d > 0, d, 0.0)
+        mass = d.sum(axis=1)
+        visited = mass > tol
+        policy = np.full((S, A), 1.0 / A)
+        policy[visited] = d[visited] / mass[visited, None]
+        if self.average_reward and not visited.all() and visited.any():
+            _steer_toward(self, policy, visited)
+        return policy
+
+
+def _cesaro_limit(P_pi: sp.csr_array, rho: np.ndarray) -> np.ndarray:
+    """``lim (1/T) sum_t rho P^t`` for a (possibly multichain) stochastic matrix ``P``."""
+    S = P_pi.shape[0]
+    graph = nx.from_scipy_sparse_array(P_pi, create_using=nx.DiGraph)
+    classes = [np.sort(np.fromiter(c, int)) for c in nx.attracting_components(graph)]
+    recurrent = np.zeros(S, dtype=bool)
+    for c in classes:
+        recurrent[c] = True
+    transient = np.flatnonzero(~recurrent)
+    # Probability of entering each closed class from rho: rho_R + rho_T (I - Q)^{-1} R.
+    enter = np.zeros(len(classes))
+    if transient.size:
+        Q = P_pi[transient][:, transient]
+        x = spla.spsolve(sp.csc_array(sp.eye_array(transient.size) - Q.T), rho[transient])
+        x = np.atleast_1d(x)
+    mu = np.zeros(S)
+    for k, c in enumerate(classes):
+        enter[k] = rho[c].sum()
+        if transient.size:
+            enter[k] += x @ np.asarray(P_pi[transient][:, c].sum(axis=1)).ravel()
+        if enter[k] <= 0:
+            continue
+        mu[c] = enter[k] * _stationary(P_pi[c][:, c])
+    return mu / mu.sum()
+
+
+def _stationary(P_class: sp.csr_array) -> np.ndarray:
+    """Stationary distribution of an irreducible stochastic matrix (one row replaced by ``sum = 1``)."""
+    n = P_class.shape[0]
+    if n == 1:
+        return np.ones(1)
+    system = sp.lil_array(sp.eye_array(n) - P_class.T)
+    system[n - 1, :] = np.ones(n)
+    rhs = np.zeros(n)
+    rhs[-1] = 1.0
+    pi = spla.spsolve(sp.csc_array(system), rhs)
+    pi = np.clip(pi, 0.0, None)
+    return pi / pi.sum()
+
+
+def _steer_toward(mdp: TabularMDP, policy: np.ndarray, visited: np.ndarray) -> None:
+    """In place: at unvisited states pick an action that moves one step closer to ``visited``."""
+    adjacency = mdp._union_adjacency()
+    graph = nx.from_scipy_sparse_array(adjacency.T, create_using=nx.DiGraph)  # reversed
+    dist = nx.multi_source_dijkstra_path_length(graph, np.flatnonzero(visited).tolist(), weight=None)
+    far = np.full(mdp.n_states, np.inf)
+    far[list(dist)] = list(dist.values())
+    P = mdp.P
+    for s in np.flatnonzero(~visited & np.isfinite(far)):
+        best, best_prob = None, -1.0
+        for a in range(mdp.n_actions):
+            row = P[[s * mdp.n_actions + a]]
+            closer = far[row.indices] < far[s]
+            prob = row.data[closer].sum()
+            if prob > best_prob:
+                best, best_prob = a, prob
+        policy[s] = 0.0
+        policy[s, best] = 1.0

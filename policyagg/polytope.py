@@ -1,0 +1,149 @@
+"""The state-action occupancy polytope and extra linear constraints on it.
+
+Variables are the flattened occupancy ``d`` of length ``S*A`` (index ``s*A + a``).
+
+Discounted (``gamma < 1``):
+    ``sum_a d(s', a) - gamma * sum_{s,a} P(s'|s,a) d(s,a) = (1 - gamma) rho(s')``,  ``d >= 0``.
+Average reward (``gamma = 1``):
+    ``sum_a d(s', a) - sum_{s,a} P(s'|s,a) d(s,a) = 0``,  ``sum d = 1``,  ``d >= 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from policyagg.errors import InvalidProblemError
+from policyagg.mdp import TabularMDP
+
+
+@dataclass(frozen=True, eq=False)
+class OccupancyPolytope:
+    """``O = {d >= 0 : A_eq d = b_eq}`` built from ``P`` with sparse matrix algebra."""
+
+    A_eq: sp.csr_array  # (S or S+1, S*A)
+    b_eq: np.ndarray
+
+    @classmethod
+    def from_mdp(cls, mdp: TabularMDP) -> "OccupancyPolytope":
+        S, A = mdp.n_states, mdp.n_actions
+        outflow = sp.kron(sp.eye_array(S), np.ones((1, A)), format="csr")  # sum_a d(s', a)
+        inflow = mdp.P.T  # (S, S*A): sum_{s,a} P(s'|s,a) d(s,a)
+        if mdp.average_reward:
+            A_eq = sp.vstack([outflow - inflow, np.ones((1, S * A))], format="csr")
+            b_eq = np.zeros(S + 1)
+            b_eq[-1] = 1.0
+        else:
+            A_eq = sp.csr_array(outflow - mdp.gamma * inflow)
+            b_eq = (1.0 - mdp.gamma) * mdp.rho
+        A_eq.eliminate_zeros()
+        return cls(sp.csr_array(A_eq), b_eq)
+
+    def violation(self, d) -> float:
+        """Largest violation of ``A_eq d = b_eq`` and ``d >= 0`` (0 for a member)."""
+        d = np.asarray(d, dtype=float).ravel()
+        return float(max(np.abs(self.A_eq @ d - self.b_eq).max(initial=0.0), (-d).max(initial=0.0)))
+
+
+@dataclass(frozen=True, eq=False)
+class LinearConstraints:
+    """Extra constraints ``A_ub d <= b_ub`` and ``A_eq d = b_eq`` on the flattened occupancy.
+
+    Build them with :func:`forbid`, :func:`budget`, :func:`return_floor` or by hand, and
+    combine with ``&``. Each row has a label used in error messages.
+    """
+
+    A_ub: sp.csr_array
+    b_ub: np.ndarray
+    A_eq: sp.csr_array
+    b_eq: np.ndarray
+    labels_ub: tuple[str, ...] = ()
+    labels_eq: tuple[str, ...] = ()
+
+    @classmethod
+    def empty(cls, n_vars: int) -> "LinearConstraints":
+        zero = sp.csr_array((0, n_vars))
+        return cls(zero, np.zeros(0), zero, np.zeros(0))
+
+    @classmethod
+    def build(cls, n_vars: int, *, A_ub=None, b_ub=None, A_eq=None, b_eq=None, label: str = "user") -> "LinearConstraints":
+        """Validate user matrices (dense or sparse, ``(m, S*A)``) into a constraint set."""
+        blocks = {}
+        for kind, A, b in (("ub", A_ub, b_ub), ("eq", A_eq, b_eq)):
+            if A is None and b is None:
+                blocks[kind] = (sp.csr_array((0, n_vars)), np.zeros(0))
+                continue
+            if A is None or b is None:
+                raise InvalidProblemError(f"`A_{kind}` and `b_{kind}` must be given together")
+            A = sp.csr_array(np.atleast_2d(A) if not sp.issparse(A) else A, dtype=float)
+            b = np.atleast_1d(np.asarray(b, dtype=float))
+            if A.shape[1] != n_vars:
+                raise InvalidProblemError(
+                    f"`A_{kind}` must have S*A = {n_vars} columns (flattened occupancy d[s*A + a]); got {A.shape[1]}"
+                )
+            if b.shape != (A.shape[0],):
+                raise InvalidProblemError(f"`b_{kind}` must have shape ({A.shape[0]},); got {b.shape}")
+            if not (np.all(np.isfinite(A.data)) and np.all(np.isfinite(b))):
+                raise InvalidProblemError(f"`A_{kind}` and `b_{kind}` must be finite")
+            blocks[kind] = (A, b)
+        (Au, bu), (Ae, be) = blocks["ub"], blocks["eq"]
+        return cls(Au, bu, Ae, be, (label,) * Au.shape[0], (label,) * Ae.shape[0])
+
+    @property
+    def n_vars(self) -> int:
+        return self.A_ub.shape[1]
+
+    def __len__(self) -> int:
+        return self.A_ub.shape[0] + self.A_eq.shape[0]
+
+    def __and__(self, other: "LinearConstraints") -> "LinearConstraints":
+        if self.n_vars != other.n_vars:
+            raise InvalidProblemError(
+                f"cannot combine constraints on {self.n_vars} and {other.n_vars} variables"
+            )
+        return LinearConstraints(
+            sp.vstack([self.A_ub, other.A_ub], format="csr"),
+            np.concatenate([self.b_ub, other.b_ub]),
+            sp.vstack([self.A_eq, other.A_eq], format="csr"),
+            np.concatenate([self.b_eq, other.b_eq]),
+            self.labels_ub + other.labels_ub,
+            self.labels_eq + other.labels_eq,
+        )
+
+    def violation(self, d) -> float:
+        """Largest violation of these constraints at ``d`` (0 when satisfied)."""
+        d = np.asarray(d, dtype=float).ravel()
+        over = (self.A_ub @ d - self.b_ub).max(initial=0.0)
+        off = np.abs(self.A_eq @ d - self.b_eq).max(initial=0.0)
+        return float(max(over, off, 0.0))
+
+
+def forbid(mdp: TabularMDP, state: int, action: int) -> LinearConstraints:
+    """Never take ``action`` in ``state``: ``d(state, action) = 0``."""
+    S, A = mdp.n_states, mdp.n_actions
+    if not (0 <= state < S and 0 <= action < A):
+        raise InvalidProblemError(f"`state`, `action` must be in [0, {S}) x [0, {A}); got ({state}, {action})")
+    row = sp.csr_array(([1.0], ([0], [state * A + action])), shape=(1, S * A))
+    return LinearConstraints.build(S * A, A_eq=row, b_eq=[0.0], label=f"forbid(s={state}, a={action})")
+
+
+def budget(mdp: TabularMDP, cost, limit: float) -> LinearConstraints:
+    """Expected per-step cost at most ``limit``: ``<c, d> <= limit`` with ``cost`` of shape (S, A)."""
+    cost = np.asarray(cost, dtype=float)
+    if cost.shape != (mdp.n_states, mdp.n_actions):
+        raise InvalidProblemError(f"`cost` must have shape (S, A) = ({mdp.n_states}, {mdp.n_actions}); got {cost.shape}")
+    return LinearConstraints.build(
+        mdp.n_state_actions, A_ub=cost.reshape(1, -1), b_ub=[limit], label=f"budget(<= {limit:g})"
+    )
+
+
+def return_floor(mdp: TabularMDP, reward, value: float) -> LinearConstraints:
+    """A guaranteed return: ``<r, d> >= value`` with ``reward`` of shape (S, A)."""
+    reward = np.asarray(reward, dtype=float)
+    if reward.shape != (mdp.n_states, mdp.n_actions):
+        raise InvalidProblemError(f"`reward` must have shape (S, A) = ({mdp.n_states}, {mdp.n_actions}); got {reward.shape}")
+    return LinearConstraints.build(
+        mdp.n_state_actions, A_ub=-reward.reshape(1, -1), b_ub=[-value], label=f"return floor(>= {value:g})"
+    )

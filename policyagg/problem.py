@@ -1,0 +1,127 @@
+"""A policy-aggregation problem: one MDP, ``n`` agents' rewards, optional constraints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+
+from policyagg.errors import InvalidProblemError
+from policyagg.mdp import TabularMDP
+from policyagg.polytope import LinearConstraints, OccupancyPolytope
+
+#: Agents whose return range ``max_O J_i - min_O J_i`` is at most this (relative to the
+#: reward scale) are indifferent: their normalised return is defined as 1.
+FLAT_RANGE = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class ReturnRanges:
+    """Per-agent ``min_O J_i`` and ``max_O J_i`` with optimal occupancies (computed by ``solvers``)."""
+
+    lower: np.ndarray  # (n,)
+    upper: np.ndarray  # (n,)
+    best: np.ndarray  # (n, S*A): an occupancy attaining upper[i]
+    worst: np.ndarray  # (n, S*A): an occupancy attaining lower[i]
+
+    @property
+    def width(self) -> np.ndarray:
+        return self.upper - self.lower
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Agents whose return is (numerically) the same on the whole polytope."""
+        scale = np.maximum(1.0, np.maximum(np.abs(self.lower), np.abs(self.upper)))
+        return self.width <= FLAT_RANGE * scale
+
+    def normalize(self, returns) -> np.ndarray:
+        """``(J_i - min_O J_i) / (max_O J_i - min_O J_i)``; 1 for indifferent agents. Shape (..., n)."""
+        returns = np.asarray(returns, dtype=float)
+        width = np.where(self.flat, 1.0, self.width)
+        return np.where(self.flat, 1.0, (returns - self.lower) / width)
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """``n`` agents with rewards ``r_i(s, a)`` sharing ``mdp``.
+
+    Parameters
+    ----------
+    mdp : TabularMDP
+    rewards : array (n, S, A)
+    names : sequence of str, optional (default ``agent0``, ``agent1``, ...)
+    weights : array (n,), optional, positive (default all 1)
+    constraints : LinearConstraints, optional
+        Extra linear constraints on the occupancy, honoured by every rule.
+    ranges : ReturnRanges, optional
+        Cached per-agent return ranges; see ``solvers.with_ranges``.
+    """
+
+    mdp: TabularMDP
+    rewards: np.ndarray
+    names: tuple[str, ...] | None = None
+    weights: np.ndarray | None = None
+    constraints: LinearConstraints | None = None
+    ranges: ReturnRanges | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        S, A = self.mdp.n_states, self.mdp.n_actions
+        rewards = np.asarray(self.rewards, dtype=float)
+        if rewards.ndim == 2:
+            rewards = rewards[None]
+        if rewards.ndim != 3 or rewards.shape[1:] != (S, A) or rewards.shape[0] == 0:
+            raise InvalidProblemError(
+                f"`rewards` must have shape (n, S, A) = (n, {S}, {A}) with n >= 1; got {np.shape(self.rewards)}"
+            )
+        if not np.all(np.isfinite(rewards)):
+            i, s, a = np.argwhere(~np.isfinite(rewards))[0]
+            raise InvalidProblemError(f"`rewards` has a non-finite entry for agent {i} at (state, action) = ({s}, {a})")
+        n = rewards.shape[0]
+        names = tuple(f"agent{i}" for i in range(n)) if self.names is None else tuple(map(str, self.names))
+        if len(names) != n:
+            raise InvalidProblemError(f"`names` must have one name per agent ({n}); got {len(names)}")
+        if len(set(names)) != n:
+            raise InvalidProblemError(f"`names` must be distinct; got {names}")
+        weights = np.ones(n) if self.weights is None else np.asarray(self.weights, dtype=float)
+        if weights.shape != (n,):
+            raise InvalidProblemError(f"`weights` must have shape (n,) = ({n},); got {weights.shape}")
+        bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
+        if bad.size:
+            raise InvalidProblemError(f"`weights` must be finite and > 0; agent {int(bad[0])} has {weights[bad[0]]}")
+        constraints = self.constraints or LinearConstraints.empty(S * A)
+        if constraints.n_vars != S * A:
+            raise InvalidProblemError(f"`constraints` act on {constraints.n_vars} variables; the MDP has S*A = {S * A}")
+        if self.ranges is not None and self.ranges.lower.shape != (n,):
+            raise InvalidProblemError(f"`ranges` must cover the {n} agents")
+        rewards.flags.writeable = False
+        weights.flags.writeable = False
+        for name, value in (("rewards", rewards), ("names", names), ("weights", weights), ("constraints", constraints)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def n_agents(self) -> int:
+        return self.rewards.shape[0]
+
+    @cached_property
+    def reward_matrix(self) -> np.ndarray:
+        """Rewards as ``(n, S*A)`` so that ``J = reward_matrix @ d``."""
+        return self.rewards.reshape(self.n_agents, -1)
+
+    @cached_property
+    def polytope(self) -> OccupancyPolytope:
+        return OccupancyPolytope.from_mdp(self.mdp)
+
+    def returns(self, d) -> np.ndarray:
+        """``J_i(d) = <r_i, d>`` for an occupancy of shape (S, A) or (S*A,)."""
+        return self.reward_matrix @ np.asarray(d, dtype=float).ravel()
+
+    def with_ranges(self, ranges: ReturnRanges) -> "Problem":
+        return replace(self, ranges=ranges)
+
+    def require_ranges(self) -> ReturnRanges:
+        if self.ranges is None:
+            raise InvalidProblemError(
+                "this needs per-agent return ranges; compute them with `solvers.with_ranges(problem)`"
+            )
+        return self.ranges

@@ -1,0 +1,121 @@
+"""The result of a rule: a frozen record that saves to JSON + NPZ (no pickle), atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from policyagg.errors import PolicyAggError
+from policyagg.io import atomic_write_bytes, atomic_write_json, npz_bytes
+from policyagg.metrics import gini
+from policyagg.problem import Problem
+from policyagg.samples import ReturnSamples
+
+FORMAT_VERSION = 1
+ARRAYS = ("occupancy", "policy", "returns", "normalized", "ranks")
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """One collective policy chosen by a rule, with what it gives every agent.
+
+    ``returns[i] = J_i(d)`` (per step), ``normalized[i]`` is in [0, 1] (0 = agent ``i``'s
+    worst policy, 1 = its best), ``ranks[i] = F_i(J_i)`` under the samples (``None``
+    when no samples were given); ``gini`` is the Gini index of ``normalized``.
+    """
+
+    rule: str
+    occupancy: np.ndarray  # (S, A)
+    policy: np.ndarray  # (S, A)
+    returns: np.ndarray  # (n,)
+    normalized: np.ndarray  # (n,)
+    ranks: np.ndarray | None  # (n,)
+    names: tuple[str, ...]
+    gini: float
+    options: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def min_rank(self) -> float | None:
+        """The quantile reached: ``min_i rank_i``."""
+        return None if self.ranks is None else float(self.ranks.min())
+
+    def table(self) -> str:
+        """A plain-text table: one line per agent."""
+        lines = [f"rule: {self.rule}   gini: {self.gini:.4f}" + ("" if self.ranks is None else f"   min rank: {self.min_rank:.4f}")]
+        header = f"{'agent':>12} {'return':>14} {'normalized':>11}" + ("" if self.ranks is None else f" {'rank':>7}")
+        lines.append(header)
+        for i, name in enumerate(self.names):
+            row = f"{name:>12} {self.returns[i]:>14.6g} {self.normalized[i]:>11.4f}"
+            if self.ranks is not None:
+                row += f" {self.ranks[i]:>7.4f}"
+            lines.append(row)
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ storage
+    def save(self, path) -> Path:
+        """Write ``<path>.npz`` (arrays) then ``<path>.json`` (the rest + the npz's SHA-256).
+
+        Both writes are atomic; the JSON is written last and names the exact arrays file, so a
+        crash in between leaves no result that loads with mismatched arrays.
+        """
+        path = Path(path)
+        arrays = {k: getattr(self, k) for k in ARRAYS if getattr(self, k) is not None}
+        payload = npz_bytes(**arrays)
+        npz_path = atomic_write_bytes(path.with_suffix(".npz"), payload)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "rule": self.rule,
+            "names": list(self.names),
+            "gini": self.gini,
+            "options": self.options,
+            "diagnostics": self.diagnostics,
+            "arrays": npz_path.name,
+            "arrays_sha256": hashlib.sha256(payload).hexdigest(),
+        }
+        return atomic_write_json(path.with_suffix(".json"), meta)
+
+    @classmethod
+    def load(cls, path) -> "Result":
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise PolicyAggError(f"{path}: unsupported result format version {meta.get('format_version')!r}")
+        npz_path = path.with_suffix(".json").parent / meta["arrays"]
+        payload = npz_path.read_bytes()
+        if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
+            raise PolicyAggError(f"{npz_path} does not match {path.with_suffix('.json')} (checksum); save the result again")
+        with np.load(npz_path, allow_pickle=False) as data:
+            arrays = {k: (data[k] if k in data else None) for k in ARRAYS}
+        return cls(
+            rule=meta["rule"], names=tuple(meta["names"]), gini=meta["gini"],
+            options=meta["options"], diagnostics=meta["diagnostics"], **arrays,
+        )
+
+
+def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None = None, options=None, diagnostics=None) -> Result:
+    """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised)."""
+    mdp = problem.mdp
+    d = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)
+    d /= d.sum()
+    returns = problem.returns(d)
+    normalized = np.clip(problem.require_ranges().normalize(returns), 0.0, 1.0)
+    ranks = None if samples is None else samples.check_agents(problem.n_agents).cdf(returns)
+    for array in (d, returns, normalized) + (() if ranks is None else (ranks,)):
+        array.flags.writeable = False
+    return Result(
+        rule=rule,
+        occupancy=d,
+        policy=mdp.policy_from_occupancy(d),
+        returns=returns,
+        normalized=normalized,
+        ranks=ranks,
+        names=problem.names,
+        gini=gini(normalized),
+        options=dict(options or {}),
+        diagnostics=dict(diagnostics or {}),
+    )

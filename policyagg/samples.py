@@ -1,0 +1,113 @@
+"""Sampled returns and the empirical CDFs (volumetric ranks) they define.
+
+Given ``N`` samples ``d_1..d_N`` of a measure ``mu`` on the occupancy polytope, only the
+``N x n`` matrix ``V[k, i] = J_i(d_k)`` is kept. Agent ``i``'s rank of a return ``v`` is
+the empirical CDF ``F_i(v) = #{k : V[k, i] <= v} / N``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from policyagg.errors import InvalidSamplesError
+from policyagg.io import atomic_write_bytes, npz_bytes
+
+#: Returns within this fraction of an agent's sampled range of a sample count as equal to
+#: it, so that an LP optimum sitting on a sample (up to solver tolerance) gets its rank.
+TIE_TOL = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class ReturnSamples:
+    """An ``(N, n)`` matrix of sampled returns, from any sampler.
+
+    Parameters
+    ----------
+    values : array (N, n)
+        ``values[k, i]`` is agent ``i``'s return ``J_i`` under the ``k``-th sampled policy,
+        on the same (per-step) scale as ``Problem.returns``.
+    measure : str
+        Where the samples come from (``"policy"``, ``"user"``, ...), for reports.
+    info : dict
+        JSON-serialisable facts about the sampling run (seed, time, ...).
+    """
+
+    values: np.ndarray
+    measure: str = "user"
+    info: dict = field(default_factory=dict)
+    sorted_values: np.ndarray = field(init=False, repr=False)  # (n, N), each row ascending
+    tolerance: np.ndarray = field(init=False, repr=False)  # (n,)
+
+    def __post_init__(self):
+        values = np.array(self.values, dtype=float)  # a private copy
+        if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
+            raise InvalidSamplesError(f"`values` must be a non-empty (N, n) array of returns; got shape {np.shape(self.values)}")
+        if not np.all(np.isfinite(values)):
+            k, i = np.argwhere(~np.isfinite(values))[0]
+            raise InvalidSamplesError(f"`values` has a non-finite return at sample {k}, agent {i}")
+        values.flags.writeable = False
+        sorted_values = np.sort(values, axis=0).T.copy()
+        span = sorted_values[:, -1] - sorted_values[:, 0]
+        scale = np.maximum(span, np.maximum(np.abs(sorted_values[:, 0]), np.abs(sorted_values[:, -1])))
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "sorted_values", sorted_values)
+        object.__setattr__(self, "tolerance", TIE_TOL * np.maximum(scale, 1e-300))
+
+    @property
+    def n_samples(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_agents(self) -> int:
+        return self.values.shape[1]
+
+    def check_agents(self, n_agents: int) -> "ReturnSamples":
+        if self.n_agents != n_agents:
+            raise InvalidSamplesError(
+                f"the samples have returns for {self.n_agents} agents but the problem has {n_agents}; "
+                "sample again for this problem or pass the matching (N, n) array"
+            )
+        return self
+
+    def cdf(self, returns) -> np.ndarray:
+        """Ranks ``F_i(J_i)`` for returns of shape (n,) or (m, n); values in [0, 1]."""
+        returns = np.asarray(returns, dtype=float)
+        if returns.shape[-1] != self.n_agents:
+            raise InvalidSamplesError(f"`returns` must end in n = {self.n_agents}; got shape {returns.shape}")
+        flat = returns.reshape(-1, self.n_agents)
+        counts = np.empty(flat.shape, dtype=np.int64)
+        for i in range(self.n_agents):
+            counts[:, i] = np.searchsorted(self.sorted_values[i], flat[:, i] + self.tolerance[i], side="right")
+        return (counts / self.n_samples).reshape(returns.shape)
+
+    def threshold(self, alpha) -> np.ndarray:
+        """Quantile thresholds ``t_i(alpha) = min{v in samples_i : F_i(v) >= alpha}``, shape (n,).
+
+        ``alpha <= 0`` gives ``-inf`` (every return is approved).
+        """
+        alpha = float(alpha)
+        if not 0.0 <= alpha <= 1.0:
+            raise InvalidSamplesError(f"`alpha` must be in [0, 1]; got {alpha}")
+        k = int(np.ceil(alpha * self.n_samples - 1e-12))
+        if k <= 0:
+            return np.full(self.n_agents, -np.inf)
+        return self.sorted_values[:, k - 1].copy()
+
+    # ------------------------------------------------------------------ storage
+    def save(self, path) -> Path:
+        """Write ``values``, ``measure`` and ``info`` to one ``.npz`` file, atomically."""
+        path = Path(path).with_suffix(".npz")
+        meta = json.dumps({"measure": self.measure, "info": self.info})
+        atomic_write_bytes(path, npz_bytes(values=self.values, meta=np.array(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path) -> "ReturnSamples":
+        path = Path(path).with_suffix(".npz")
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            return cls(data["values"], meta["measure"], meta["info"])
