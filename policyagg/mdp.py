@@ -156,7 +156,7 @@ class TabularMDP:
     def __post_init__(self):
         P = _as_transition_matrix(self.P, self.n_actions)
         S = P.shape[1]
-        A = P.shape[0] // S
+        A = P.shape[0] // S if S else 0
         P, rho, gamma = _validate(P, S, A, self.rho, self.gamma)
         for name, value in (("P", P), ("rho", rho), ("gamma", gamma), ("n_actions", A), ("n_states", S)):
             object.__setattr__(self, name, value)
