@@ -1,0 +1,21 @@
+"""Rules: plain functions ``rule(problem, samples=None, **options) -> Result``, by name in :data:`RULES`."""
+
+from policyagg.errors import InvalidProblemError
+from solvers.occupancy import return_ranges, with_ranges
+from solvers.welfare import egalitarian, utilitarian
+
+RULES = {
+    "utilitarian": utilitarian,
+    "egalitarian": egalitarian,
+}
+
+
+def get_rule(name: str):
+    """The rule registered as ``name``; an unknown name lists the valid ones."""
+    try:
+        return RULES[name]
+    except KeyError:
+        raise InvalidProblemError(f"unknown rule {name!r}; choose one of: {', '.join(sorted(RULES))}") from None
+
+
+__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian"]
