@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+
+import solvers
+from conftest import bandit, leaky_average
+from policyagg.errors import PolicyAggError
+from policyagg.metrics import gini
+from policyagg.result import Result
+from policyagg.samples import ReturnSamples
+
+
+def test_gini_by_hand():
+    assert gini([1.0, 1.0, 1.0]) == 0.0
+    assert gini([0.0, 0.0, 1.0]) == pytest.approx(2 / 3)  # (n - 1) / n
+    # |1-3| * 2 / (2 * 4 * 2) = 4 / 16
+    assert gini([1.0, 3.0]) == pytest.approx(0.25)
+    assert gini([0.0, 0.0]) == 0.0
+    with pytest.raises(PolicyAggError, match="non-negative"):
+        gini([-1.0, 2.0])
+    with pytest.raises(PolicyAggError, match="must not be empty"):
+        gini([])
+
+
+def test_result_fields():
+    problem = leaky_average()
+    samples = ReturnSamples(np.random.default_rng(0).uniform(size=(100, 2)))
+    result = solvers.egalitarian(problem, samples)
+    assert result.occupancy.shape == result.policy.shape == (2, 2)
+    np.testing.assert_allclose(result.policy.sum(axis=1), 1.0)
+    assert result.ranks.shape == (2,) and 0 <= result.min_rank <= 1
+    assert result.gini == pytest.approx(gini(result.normalized))
+    assert result.diagnostics["n_solves"] >= 1 and result.diagnostics["status"] == "optimal"
+    assert "agent1" in result.table()
+    with pytest.raises(ValueError):
+        result.returns[0] = 1.0  # frozen arrays
+    with pytest.raises(AttributeError):
+        result.rule = "other"
+
+
+def test_save_load_round_trip(tmp_path):
+    samples = ReturnSamples(np.random.default_rng(0).uniform(size=(100, 2)))
+    result = solvers.utilitarian(bandit(), samples, normalize=True)
+    result.save(tmp_path / "run" / "util")
+    loaded = Result.load(tmp_path / "run" / "util")
+    for name in ("occupancy", "policy", "returns", "normalized", "ranks"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
+    assert (loaded.rule, loaded.names, loaded.gini, loaded.options) == (result.rule, result.names, result.gini, result.options)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["util.json", "util.npz"]  # no temporaries left
+    json.loads((tmp_path / "run" / "util.json").read_text())  # plain JSON
+
+
+def test_result_without_ranks_round_trips(tmp_path):
+    result = solvers.utilitarian(bandit())
+    result.save(tmp_path / "r")
+    assert Result.load(tmp_path / "r").ranks is None
+
+
+def test_load_detects_mismatched_arrays(tmp_path):
+    result = solvers.utilitarian(bandit())
+    result.save(tmp_path / "r")
+    other = solvers.egalitarian(bandit())
+    other.save(tmp_path / "o")
+    (tmp_path / "o.npz").replace(tmp_path / "r.npz")
+    with pytest.raises(PolicyAggError, match="does not match"):
+        Result.load(tmp_path / "r")
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    import policyagg.io as io
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        solvers.utilitarian(bandit()).save(tmp_path / "r")
+    assert list(tmp_path.iterdir()) == []
