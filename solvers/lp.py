@@ -1,0 +1,459 @@
+"""The project's single LP/MILP layer: a validated `LinearProgram`, two backends, typed errors.
+
+    min/max  cost @ x   s.t.   row_lower <= A @ x <= row_upper,   col_lower <= x <= col_upper,
+                               x_j integer where integrality[j].
+
+`HighsModel` passes the model to HiGHS in one call and keeps it alive for warm re-solves;
+`PulpModel` solves it with PuLP's bundled CBC.  Both return `LPSolution` or raise a
+`policyagg.errors.SolverError` subtype naming the model and the solver status.
+
+Duals (both backends, HiGHS convention): ``row_duals[i] = d objective / d b_i`` with ``b_i`` the
+active bound of row i and the objective in the LP's own sense, so ``cost = A.T @ y + reduced``.
+A binding ``<=`` row has ``y_i >= 0`` when maximising, ``<= 0`` when minimising; ``>=`` rows the
+reverse; slack rows 0.  (CBC via PuLP already reports this; ranged rows, split in two for PuLP,
+get the sum of both duals.)
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import pulp
+import scipy.sparse as sp
+
+from policyagg.errors import (InfeasibleError, InvalidProblemError, SolverError,
+                              SolverTimeLimitError, UnboundedError)
+
+BACKENDS = ("highs", "pulp")
+_MS = highspy.HighsModelStatus
+_FEASIBLE = 2            # HiGHS primal_solution_status kSolutionStatusFeasible
+_DIAG_MAX_FAMILIES = 32  # culprit search: at most this many families ...
+_DIAG_TIME = 10.0        # ... and this many seconds per feasibility check
+
+
+def _bad(field, why):
+    return InvalidProblemError(f"LinearProgram.{field}: {why}")
+
+
+def _vector(value, size, field):
+    arr = np.array(value, dtype=float)
+    if arr.shape != (size,):
+        raise _bad(field, f"expected shape ({size},), got {arr.shape}")
+    if np.isnan(arr).any():
+        raise _bad(field, f"contains NaN at index {np.flatnonzero(np.isnan(arr))[0]}")
+    arr.setflags(write=False)
+    return arr
+
+
+def _check_bounds(lower, upper, lo, up):
+    if np.isposinf(lower).any():
+        raise _bad(lo, "+inf lower bound; use a finite value or -inf")
+    if np.isneginf(upper).any():
+        raise _bad(up, "-inf upper bound; use a finite value or +inf")
+    if (lower > upper).any():
+        i = np.flatnonzero(lower > upper)[0]
+        raise _bad(lo, f"{lo}[{i}] = {lower[i]} > {up}[{i}] = {upper[i]}")
+
+
+@dataclass(frozen=True, eq=False)   # eq=False: == on array fields would be ambiguous
+class LinearProgram:
+    """min/max  cost @ x  s.t.  row_lower <= A @ x <= row_upper,  col_lower <= x <= col_upper,  x_j integer where integrality[j]."""
+
+    cost: np.ndarray
+    A: sp.sparray | sp.spmatrix
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    integrality: np.ndarray | None = None
+    maximize: bool = False
+    name: str = "lp"
+    row_families: tuple[tuple[str, int, int], ...] = ()
+
+    def __post_init__(self):
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        if not isinstance(self.name, str) or not self.name:
+            raise _bad("name", f"must be a non-empty str, got {self.name!r}")
+        n = np.size(self.cost)
+        put("cost", _vector(self.cost, n, "cost"))
+        if n == 0 or not np.isfinite(self.cost).all():
+            raise _bad("cost", "must be a 1-D, non-empty, finite vector")
+        try:
+            A = sp.csc_array(self.A, dtype=float, copy=True)
+        except Exception as exc:
+            raise _bad("A", f"cannot be converted to a sparse CSC matrix ({exc})") from None
+        if A.ndim != 2 or A.shape[1] != n:
+            raise _bad("A", f"shape {A.shape} does not match cost (n_cols={n})")
+        if not np.isfinite(A.data).all():
+            raise _bad("A", "contains NaN or inf entries")
+        A.sum_duplicates()
+        put("A", A)
+        m = A.shape[0]
+        for field, size in (("row_lower", m), ("row_upper", m), ("col_lower", n), ("col_upper", n)):
+            put(field, _vector(getattr(self, field), size, field))
+        _check_bounds(self.row_lower, self.row_upper, "row_lower", "row_upper")
+        _check_bounds(self.col_lower, self.col_upper, "col_lower", "col_upper")
+        if self.integrality is not None:
+            integ = np.asarray(self.integrality)
+            if integ.shape != (n,) or not np.isin(integ, (0, 1)).all():
+                raise _bad("integrality", f"must be None or a bool array of shape ({n},)")
+            integ = integ.astype(bool)
+            integ.setflags(write=False)
+            put("integrality", integ if integ.any() else None)
+        put("maximize", bool(self.maximize))
+        put("row_families", tuple((str(f), int(a), int(b)) for f, a, b in self.row_families))
+        for f, a, b in self.row_families:
+            if not 0 <= a <= b <= m:
+                raise _bad("row_families", f"family {f!r} rows [{a}, {b}) outside [0, {m})")
+
+    n_rows = property(lambda self: self.A.shape[0])
+    n_cols = property(lambda self: self.A.shape[1])
+    is_mip = property(lambda self: self.integrality is not None)
+
+    @classmethod
+    def build(cls, cost, *, A_ub=None, b_ub=None, A_eq=None, b_eq=None, bounds=(0, None),
+              integrality=None, maximize=False, name="lp", families=()) -> LinearProgram:
+        """Stack ``A_ub @ x <= b_ub`` over ``A_eq @ x == b_eq`` (``scipy.optimize.linprog`` style).
+
+        ``bounds = (lower, upper)``: scalars, arrays or None (= unbounded, also per entry).
+        ``families = ((name, n_rows), ...)`` labels consecutive rows of the stacked matrix.
+        """
+        n = np.size(cost)
+        blocks = [(sp.csc_array(A, dtype=float), b, eq)
+                  for A, b, eq in ((A_ub, b_ub, False), (A_eq, b_eq, True)) if A is not None]
+        rhs = [np.broadcast_to(np.asarray(b, dtype=float), A.shape[:1]) for A, b, _ in blocks]
+        lo = [b if eq else np.full(b.size, -np.inf) for b, (_, _, eq) in zip(rhs, blocks)]
+        A = sp.vstack([a for a, _, _ in blocks], format="csc") if blocks else sp.csc_array((0, n))
+        stops = np.cumsum([k for _, k in families], dtype=int)
+        if len(families) and stops[-1] != A.shape[0]:
+            raise _bad("row_families", f"families cover {stops[-1]} rows, the matrix has {A.shape[0]}")
+        fams = tuple((f, int(s - k), int(s)) for (f, k), s in zip(families, stops))
+        col_lo, col_up = (np.array([d if v is None else v for v in
+                                    np.broadcast_to(np.asarray(b, dtype=object), (n,))], dtype=float)
+                          for b, d in zip(bounds, (-np.inf, np.inf)))
+        return cls(cost, A, np.concatenate([np.zeros(0), *lo]), np.concatenate([np.zeros(0), *rhs]),
+                   col_lo, col_up, integrality, maximize, name, fams)
+
+
+@dataclass(frozen=True, eq=False)
+class LPSolution:
+    """One solve's result; ``objective = cost @ x`` in the LP's own sense (module doc: duals)."""
+
+    x: np.ndarray
+    objective: float
+    status: str                    # "optimal", or "time-limit" for an incumbent attached to the error
+    row_duals: np.ndarray | None   # None for MILP or when the backend gives none
+    backend: str
+    solve_time: float              # seconds in the solver call (PuLP: includes its MPS file I/O)
+    build_time: float              # seconds building / passing the model in Python
+    iterations: int                # simplex iterations of this solve, 0 if unknown
+    mip_gap: float | None
+
+
+class _Model:
+    """Shared part of the backends: options, the current (modified) data, setters, error texts."""
+
+    backend = ""
+
+    def __init__(self, lp: LinearProgram, *, time_limit: float | None = None,
+                 threads: int | None = None, mip_rel_gap: float | None = None):
+        if not isinstance(lp, LinearProgram):
+            raise InvalidProblemError(f"expected a LinearProgram, got {type(lp).__name__}")
+        if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
+            raise InvalidProblemError(f"time_limit must be a positive number of seconds, got {time_limit}")
+        self.lp, self.time_limit, self.threads, self.mip_rel_gap = lp, time_limit, threads, mip_rel_gap
+        self._cur = {k: np.array(getattr(lp, k)) for k in
+                     ("cost", "row_lower", "row_upper", "col_lower", "col_upper")}
+        self._setup()
+
+    def current_lp(self) -> LinearProgram:
+        """The LinearProgram as changed by the setters (re-validated: not for hot loops)."""
+        return dataclasses.replace(self.lp, **self._cur)
+
+    def _set_bounds(self, kind, idx, lower, upper):
+        size = self.lp.n_rows if kind == "row" else self.lp.n_cols
+        idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
+        if idx.ndim != 1 or ((idx < 0) | (idx >= size)).any():
+            raise InvalidProblemError(f"{kind} indices must be 1-D and in [0, {size})")
+        lower, upper = (np.broadcast_to(np.asarray(v, dtype=float), idx.shape).copy() for v in (lower, upper))
+        if np.isnan(lower).any() or np.isnan(upper).any():
+            raise InvalidProblemError(f"{kind} bounds contain NaN")
+        _check_bounds(lower, upper, f"{kind}_lower", f"{kind}_upper")
+        self._cur[f"{kind}_lower"][idx], self._cur[f"{kind}_upper"][idx] = lower, upper
+        self._changed(kind, idx.astype(np.int32), lower, upper)
+
+    def set_row_bounds(self, rows, lower, upper) -> None:
+        """``lower[k] <= A[rows[k]] @ x <= upper[k]`` (HiGHS keeps its basis for a warm start)."""
+        self._set_bounds("row", rows, lower, upper)
+
+    def set_col_bounds(self, cols, lower, upper) -> None:
+        """``lower[k] <= x[cols[k]] <= upper[k]``."""
+        self._set_bounds("col", cols, lower, upper)
+
+    def set_cost(self, cost) -> None:
+        """Replace the whole cost vector (same sense)."""
+        cost = np.asarray(cost, dtype=float)
+        if cost.shape != (self.lp.n_cols,) or not np.isfinite(cost).all():
+            raise InvalidProblemError(f"cost must be finite with shape ({self.lp.n_cols},)")
+        self._cur["cost"][:] = cost
+        self._changed("cost", np.arange(self.lp.n_cols, dtype=np.int32), cost, None)
+
+    def _fail(self, kind, text, solution=None) -> SolverError:
+        fams = [f for f, _, _ in self.lp.row_families]
+        where = f"LP {self.lp.name!r} ({self.backend}, solver status: {text!r})"
+        if kind == "infeasible":
+            return InfeasibleError(f"{where} is infeasible; row families: {fams}. "
+                                   + _diagnose(self.current_lp()))
+        if kind == "ambiguous":
+            return InfeasibleError(f"{where} is infeasible or unbounded; row families: {fams}. "
+                                   "Check the constraints and bound the columns.")
+        if kind == "unbounded":
+            return UnboundedError(f"{where} is unbounded; add column bounds or constraints.")
+        if kind == "time-limit":
+            return SolverTimeLimitError(f"{where} hit time_limit={self.time_limit} s before "
+                                        "proving optimality; raise time_limit.", solution=solution)
+        return SolverError(f"{where} did not solve; check the model data and solver options.", text)
+
+
+def _quiet_highs() -> highspy.Highs:
+    """A silent Highs.  HiGHS prints a banner from C++ on its first construction in a process,
+    before options exist, so that one construction runs with fd 1 sent to /dev/null."""
+    if getattr(_quiet_highs, "muted", False):
+        h = highspy.Highs()
+    else:
+        sys.stdout.flush()
+        saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+            h = highspy.Highs()
+            try:                                  # flush C stdio before fd 1 comes back
+                ctypes.CDLL(None).fflush(None)
+            except (OSError, AttributeError, TypeError):
+                pass
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved), os.close(null)
+        _quiet_highs.muted = True
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _highs_lp(lp: LinearProgram, cost=None) -> highspy.HighsLp:
+    out = highspy.HighsLp()
+    out.num_col_, out.num_row_ = lp.n_cols, lp.n_rows
+    out.col_cost_ = lp.cost if cost is None else cost
+    out.col_lower_, out.col_upper_, out.row_lower_, out.row_upper_ = (
+        lp.col_lower, lp.col_upper, lp.row_lower, lp.row_upper)
+    out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    out.a_matrix_.start_, out.a_matrix_.index_, out.a_matrix_.value_ = (
+        lp.A.indptr.astype(np.int32), lp.A.indices.astype(np.int32), lp.A.data)
+    out.sense_ = highspy.ObjSense.kMaximize if lp.maximize else highspy.ObjSense.kMinimize
+    if lp.is_mip:
+        kinds = np.array([highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger], dtype=object)
+        out.integrality_ = kinds[lp.integrality.astype(int)].tolist()
+    return out
+
+
+def _feasibility_checker(lp: LinearProgram):
+    """Zero-cost copy of ``lp`` in HiGHS: ``check(rows_to_drop) -> True | False | None (unknown)``."""
+    h = _quiet_highs()
+    h.setOptionValue("time_limit", _DIAG_TIME)
+    if h.passModel(_highs_lp(lp, np.zeros(lp.n_cols))) == highspy.HighsStatus.kError:
+        return lambda rows=(): None
+
+    def check(rows=np.zeros(0, np.int32)):
+        h.changeRowsBounds(len(rows), rows, np.full(len(rows), -np.inf), np.full(len(rows), np.inf))
+        h.clearSolver()
+        h.run()
+        status = h.getModelStatus()
+        h.changeRowsBounds(len(rows), rows, lp.row_lower[rows], lp.row_upper[rows])
+        return {_MS.kOptimal: True, _MS.kInfeasible: False}.get(status)
+    return check
+
+
+def _diagnose(lp: LinearProgram) -> str:
+    """Name the families whose removal alone makes ``lp`` feasible (run only after 'infeasible')."""
+    if not lp.row_families or len(lp.row_families) > _DIAG_MAX_FAMILIES:
+        return "Relax the constraints or the column bounds."
+    check = _feasibility_checker(lp)
+    culprits = [f for f, a, b in lp.row_families if check(np.arange(a, b, dtype=np.int32)) is True]
+    if culprits:
+        return f"Dropping any one of these families makes it feasible: {culprits}; relax one of them."
+    return "No single family is responsible; the conflict spans several families or the column bounds."
+
+
+class HighsModel(_Model):
+    """One HiGHS model, passed in one call (HighsLp + passModel with the CSC matrix), kept alive so right-hand sides / bounds / cost can change and the next solve starts warm from the previous basis."""
+
+    backend = "highs"
+
+    def _setup(self):
+        t0 = time.perf_counter()
+        self._h = _quiet_highs()
+        for key in ("time_limit", "threads", "mip_rel_gap"):
+            if getattr(self, key) is not None:
+                self.set_option(key, getattr(self, key))
+        self._call("passModel", self._h.passModel(_highs_lp(self.lp)))
+        self._build_time = time.perf_counter() - t0
+
+    def _call(self, what, status):
+        if status == highspy.HighsStatus.kError:
+            raise SolverError(f"LP {self.lp.name!r} (highs): {what} returned HighsStatus.kError; "
+                              "check the model data.")
+
+    def set_option(self, name: str, value) -> None:
+        """Set any HiGHS option (e.g. ``mip_max_nodes``); a bad name or value -> InvalidProblemError."""
+        try:
+            ok = self._h.setOptionValue(name, value) != highspy.HighsStatus.kError
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InvalidProblemError(f"HiGHS rejected option {name}={value!r}")
+
+    def _changed(self, kind, idx, a, b):
+        t0 = time.perf_counter()
+        if kind == "cost":
+            self._call("changeColsCost", self._h.changeColsCost(idx.size, idx, a))
+        else:
+            change = self._h.changeRowsBounds if kind == "row" else self._h.changeColsBounds
+            self._call(f"change{kind.title()}sBounds", change(idx.size, idx, a, b))
+        self._build_time += time.perf_counter() - t0
+
+    def _run(self):
+        t0 = time.perf_counter()
+        failed = self._h.run() == highspy.HighsStatus.kError
+        status = self._h.getModelStatus()
+        return (_MS.kSolveError if failed and status == _MS.kOptimal else status), time.perf_counter() - t0
+
+    def solve(self) -> LPSolution:
+        """Solve (warm from the previous basis if any); LPSolution or a SolverError subtype."""
+        status, seconds = self._run()
+        if status == _MS.kUnboundedOrInfeasible:       # presolve could not tell: retry without it
+            presolve = self._h.getOptionValue("presolve")[1]   # getOptionValue -> (status, value)
+            self._h.setOptionValue("presolve", "off")
+            try:
+                status, more = self._run()
+                seconds += more
+            finally:
+                self._h.setOptionValue("presolve", presolve)
+            if status == _MS.kUnboundedOrInfeasible:   # still unclear: is the feasible set empty?
+                feasible = _feasibility_checker(self.current_lp())()
+                status = {True: _MS.kUnbounded, False: _MS.kInfeasible}.get(feasible, status)
+        if status == _MS.kOptimal:
+            return self._solution("optimal", seconds)
+        incumbent = None
+        if status == _MS.kTimeLimit and self._h.getInfo().primal_solution_status == _FEASIBLE:
+            incumbent = self._solution("time-limit", seconds)
+        raise self.error_for(status, incumbent)
+
+    def error_for(self, status, incumbent=None) -> SolverError:
+        """The typed error for any non-optimal ``highspy.HighsModelStatus`` (unlisted -> SolverError)."""
+        kind = {_MS.kInfeasible: "infeasible", _MS.kUnbounded: "unbounded",
+                _MS.kUnboundedOrInfeasible: "ambiguous", _MS.kTimeLimit: "time-limit"}.get(status, "error")
+        return self._fail(kind, self._h.modelStatusToString(status), incumbent)
+
+    def _solution(self, status, seconds):
+        sol, info = self._h.getSolution(), self._h.getInfo()
+        return LPSolution(
+            x=np.array(sol.col_value), objective=float(info.objective_function_value), status=status,
+            row_duals=np.array(sol.row_dual) if sol.dual_valid and not self.lp.is_mip else None,
+            backend=self.backend, solve_time=seconds, build_time=self._build_time,
+            iterations=max(int(info.simplex_iteration_count), 0),
+            mip_gap=float(info.mip_gap) if self.lp.is_mip else None)
+
+
+class PulpModel(_Model):
+    """The same model for PuLP + bundled CBC; a setter marks the model stale, the next solve rebuilds."""
+
+    backend = "pulp"
+
+    def _setup(self):
+        self._prob = None
+
+    def _changed(self, *_):
+        self._prob = None
+
+    def _build(self):
+        lp, cur = self.lp, self._cur
+        prob = pulp.LpProblem(re.sub(r"\W", "_", lp.name), pulp.LpMaximize if lp.maximize else pulp.LpMinimize)
+        lo, up = ([None if not np.isfinite(v) else v for v in cur[k].tolist()] for k in ("col_lower", "col_upper"))
+        cats = np.where(lp.integrality if lp.is_mip else False, pulp.LpInteger, pulp.LpContinuous)
+        xs = np.empty(lp.n_cols, dtype=object)
+        xs[:] = [prob.add_variable(f"x{j}", a, b, c)
+                 for j, (a, b, c) in enumerate(zip(lo, up, np.broadcast_to(cats, (lp.n_cols,)).tolist()))]
+        prob.setObjective(pulp.LpAffineExpression(zip(xs, cur["cost"].tolist())))
+        csr = lp.A.tocsr()
+        self._cons = []                              # (row, constraint): duals are read back per row
+        for i, (a, b, l, u) in enumerate(zip(csr.indptr[:-1].tolist(), csr.indptr[1:].tolist(),
+                                             cur["row_lower"].tolist(), cur["row_upper"].tolist())):
+            terms = list(zip(xs[csr.indices[a:b]], csr.data[a:b].tolist()))
+            senses = ([(pulp.LpConstraintEQ, l)] if l == u else      # ranged rows: two constraints
+                      [(pulp.LpConstraintGE, l)] * (l > -np.inf) + [(pulp.LpConstraintLE, u)] * (u < np.inf))
+            for k, (sense, rhs) in enumerate(senses):
+                con = pulp.LpConstraint(pulp.LpAffineExpression(terms), sense, f"r{i}_{k}", rhs)
+                prob.addConstraint(con)
+                self._cons.append((i, con))
+        self._prob, self._xs = prob, xs
+
+    def solve(self) -> LPSolution:
+        """Build (if stale) and solve with CBC; LPSolution or a SolverError subtype."""
+        t0 = time.perf_counter()
+        if self._prob is None:
+            self._build()
+        t1 = time.perf_counter()
+        with warnings.catch_warnings():               # PULP_CBC_CMD is deprecated for PuLP 4.0
+            warnings.simplefilter("ignore", DeprecationWarning)
+            cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit, threads=self.threads,
+                                    gapRel=self.mip_rel_gap)
+        try:
+            status = self._prob.solve(cmd)
+        except pulp.PulpSolverError as exc:
+            raise SolverError(f"LP {self.lp.name!r} (pulp): CBC failed ({exc}); check the model data.") from exc
+        seconds = time.perf_counter() - t1
+        if status == pulp.LpStatusOptimal:   # CBC "Stopped on time" with an incumbent also lands here
+            stopped = self._prob.sol_status == pulp.LpSolutionIntegerFeasible
+            sol = self._solution("time-limit" if stopped else "optimal", seconds, t1 - t0)
+            if not stopped:
+                return sol
+            raise self._fail("time-limit", "Stopped on time (feasible solution found)", sol)
+        kind = {pulp.LpStatusInfeasible: "infeasible", pulp.LpStatusUnbounded: "unbounded"}.get(status, "error")
+        # CBC answers "infeasible" when the time limit cuts its preprocessing short: distrust it then
+        if self.time_limit is not None and (status == pulp.LpStatusNotSolved or
+                                            (kind == "infeasible" and seconds >= self.time_limit)):
+            kind = "time-limit"
+        raise self._fail(kind, pulp.LpStatus[status])
+
+    def _solution(self, status, seconds, build):
+        x = np.array([np.nan if v.varValue is None else v.varValue for v in self._xs], dtype=float)
+        x = np.where(np.isnan(x), np.clip(0.0, self._cur["col_lower"], self._cur["col_upper"]), x)
+        pis = [c.pi for _, c in self._cons]
+        duals = None
+        if not self.lp.is_mip and None not in pis:
+            duals = np.zeros(self.lp.n_rows)
+            np.add.at(duals, np.array([i for i, _ in self._cons], dtype=int), np.array(pis, dtype=float))
+        return LPSolution(x=x, objective=float(self._cur["cost"] @ x), status=status, row_duals=duals,
+                          backend=self.backend, solve_time=seconds, build_time=build,
+                          iterations=0, mip_gap=None)
+
+
+def make_model(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None,
+               **options) -> HighsModel | PulpModel:
+    """A reusable model for ``backend`` in ("highs", "pulp"); options: threads, mip_rel_gap."""
+    classes = {"highs": HighsModel, "pulp": PulpModel}
+    if backend not in classes:
+        raise InvalidProblemError(f"unknown LP backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    return classes[backend](lp, time_limit=time_limit, **options)
+
+
+def solve(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None,
+          **options) -> LPSolution:
+    """Solve ``lp`` once: ``make_model(lp, ...).solve()``."""
+    return make_model(lp, backend=backend, time_limit=time_limit, **options).solve()
