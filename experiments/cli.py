@@ -1,0 +1,84 @@
+"""The ``policyagg`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from policyagg.errors import PolicyAggError
+
+
+def _compare(args) -> None:
+    from experiments.compare import attention_problem, compare, fairness_table
+
+    problem = attention_problem(args.experiment, n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, seed=args.seed)
+    out = Path(args.out) / f"experiment-{args.experiment}-seed{args.seed}"
+    print(f"attention allocation: {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
+          f"{problem.n_agents} agents, {args.samples} sampled policies, seed {args.seed}")
+    results = compare(problem, n_samples=args.samples, seed=args.seed, backend=args.backend, out=out)
+    print(fairness_table(results))
+    print(f"results written to {out}/")
+
+
+def _bench(args) -> None:
+    from experiments.bench import bench_sampler
+
+    report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples,
+                           baseline_samples=args.baseline_samples, workers=args.workers)
+    print(report["model"])
+    print(f"  batched sampler : {report['sampler_per_s']:10.0f} policies/s  ({report['samples']} samples)")
+    print(f"  per-sample solve: {report['baseline_per_s']:10.0f} policies/s  (baseline, same run)")
+    print(f"  speed-up        : {report['speedup']:10.1f} x")
+    print(f"  max |difference|: {report['max_abs_difference']:10.2e}")
+    print(f"  peak RSS        : {report['peak_rss_mb']:10.0f} MB")
+
+
+def _show(args) -> None:
+    from policyagg.result import Result
+
+    print(Result.load(args.path).table())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="policyagg", description="Fair policy aggregation over the occupancy polytope.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compare", help="fairness comparison of the rules on the attention-allocation environment")
+    p.add_argument("--experiment", choices=["a", "b"], default="a", help="a: one agent per site; b: random subsets of sites")
+    p.add_argument("--sites", type=int, default=5)
+    p.add_argument("--phases", type=int, default=3)
+    p.add_argument("--agents", type=int, default=10, help="number of agents in experiment b")
+    p.add_argument("--samples", type=int, default=20_000, help="sampled random policies (paper: 500000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["highs", "pulp"], default="highs")
+    p.add_argument("--out", default="results")
+    p.set_defaults(run=_compare)
+
+    p = sub.add_parser("bench", help="benchmarks with a same-run baseline")
+    p.add_argument("target", choices=["sampler"])
+    p.add_argument("--sites", type=int, default=5)
+    p.add_argument("--phases", type=int, default=3)
+    p.add_argument("--samples", type=int, default=10_000)
+    p.add_argument("--baseline-samples", type=int, default=500)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(run=_bench)
+
+    p = sub.add_parser("show", help="print a saved result's table")
+    p.add_argument("path", help="result path without suffix (the .json and .npz next to each other)")
+    p.set_defaults(run=_show)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (PolicyAggError, FileNotFoundError) as exc:
+        print(f"policyagg: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.cli import main
+from policyagg.result import Result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert Result.load(tmp_path / "out" / "egal").rule == "egalitarian"
+
+
+def test_compare_writes_results_and_prints_table(tmp_path, capsys):
+    code = main(["compare", "--sites", "3", "--samples", "300", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| utilitarian |" in out and "| egalitarian (normalised) |" in out
+    folder = tmp_path / "experiment-a-seed0"
+    result = Result.load(folder / "egalitarian_normalised")
+    assert result.ranks is not None and len(result.names) == 3
+    assert main(["show", str(folder / "egalitarian")]) == 0
+    assert "site0" in capsys.readouterr().out
+
+
+def test_compare_is_reproducible(tmp_path):
+    for run in ("x", "y"):
+        main(["compare", "--experiment", "b", "--sites", "3", "--agents", "4", "--samples", "200", "--out", str(tmp_path / run)])
+    a = Result.load(tmp_path / "x" / "experiment-b-seed0" / "utilitarian")
+    b = Result.load(tmp_path / "y" / "experiment-b-seed0" / "utilitarian")
+    np.testing.assert_array_equal(a.occupancy, b.occupancy)
+    np.testing.assert_array_equal(a.ranks, b.ranks)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    assert main(["show", str(tmp_path / "missing")]) == 2
+    assert "policyagg: error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--experiment", "c"])
+
+
+@pytest.mark.slow
+def test_bench_sampler_agrees_with_baseline():
+    from experiments.bench import bench_sampler
+
+    report = bench_sampler(n_samples=2000, baseline_samples=100)
+    assert report["max_abs_difference"] < 1e-9
