@@ -26,12 +26,13 @@ def _bench(args) -> None:
 
     report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples,
                            baseline_samples=args.baseline_samples, workers=args.workers)
-    print(report["model"])
-    print(f"  batched sampler : {report['sampler_per_s']:10.0f} policies/s  ({report['samples']} samples)")
-    print(f"  per-sample solve: {report['baseline_per_s']:10.0f} policies/s  (baseline, same run)")
-    print(f"  speed-up        : {report['speedup']:10.1f} x")
-    print(f"  max |difference|: {report['max_abs_difference']:10.2e}")
-    print(f"  peak RSS        : {report['peak_rss_mb']:10.0f} MB")
+    print(f"{report['model']}, {report['samples']} samples")
+    base = report["baseline_per_s"]
+    print(f"  {'method':<28} {'policies/s':>10} {'ratio':>7} {'max |diff|':>10}")
+    print(f"  {'per-sample solve (baseline)':<28} {base:>10.0f} {1.0:>7.1f} {'':>10}")
+    for method, rate in report["per_s"].items():
+        print(f"  {'batched ' + method:<28} {rate:>10.0f} {rate / base:>7.1f} {report['max_abs_difference'][method]:>10.1e}")
+    print(f"  peak RSS {report['peak_rss_mb']:.0f} MB")
 
 
 def _show(args) -> None:

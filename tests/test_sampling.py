@@ -61,13 +61,32 @@ def test_seeded_and_independent_of_workers():
     assert a.values.shape == (1000, 2) and a.measure == "policy"
 
 
-def test_attention_model_samples_match_policy_evaluation():
-    model = AttentionModel(3, 3, seed=0)
-    problem = Problem(model.mdp(), model.rewards(one_agent_per_site(3, 0)))
-    sampler = PolicySampler(problem)
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+@pytest.mark.parametrize("method", ["dense", "krylov"])
+def test_attention_model_samples_match_policy_evaluation(method, gamma):
+    model = AttentionModel(5, 3, seed=0)  # 243 states: large enough for the Krylov solver
+    problem = Problem(model.mdp(gamma=gamma), model.rewards(one_agent_per_site(5, 0)))
+    sampler = PolicySampler(problem, method=method)
     policies = sampler.draw_policies(np.random.default_rng(0), 3)
-    expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])
+    expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])  # sparse direct solve
     np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_krylov_flags_unconverged_samples_and_falls_back_to_dense():
+    model = AttentionModel(5, 3, seed=0)
+    problem = Problem(model.mdp(), model.rewards(one_agent_per_site(5, 0)))
+    sampler = PolicySampler(problem, method="krylov")
+    policies = sampler.draw_policies(np.random.default_rng(0), 8)
+    _, converged = sampler.solve_krylov(policies, iterations=3)
+    assert not converged.any()  # 3 iterations cannot reach 1e-12
+    exact = sampler.solve_dense(policies)
+    mu, converged = sampler.solve_krylov(policies)
+    assert converged.all()
+    np.testing.assert_allclose(mu, exact, atol=1e-12)
+    # a sample the Krylov solver gives up on is re-solved densely
+    sampler.solve_krylov = lambda p: (np.zeros((len(p), sampler.S)), np.arange(len(p)) % 2 == 0)
+    np.testing.assert_allclose(sampler.state_occupancies(policies)[1::2], exact[1::2], atol=1e-12)
+    assert (sampler.state_occupancies(policies)[::2] == 0).all()
 
 
 @pytest.mark.parametrize(
@@ -78,6 +97,7 @@ def test_attention_model_samples_match_policy_evaluation():
         ({"n_samples": 10, "batch_size": 0}, r"`batch_size` must be >= 1"),
         ({"n_samples": 10, "workers": 0}, r"`workers` must be >= 1"),
         ({"n_samples": 10, "concentration": -1.0}, r"`concentration` must be a positive number"),
+        ({"n_samples": 10, "method": "lu"}, r"`method` must be one of auto, dense, krylov"),
     ],
 )
 def test_invalid_sampling_options(kwargs, match):
