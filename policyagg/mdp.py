@@ -36,7 +36,14 @@ class StructureWarning(UserWarning):
 @dataclass(frozen=True)
 class Structure:
     """Graph facts about an MDP, computed with networkx on the union graph
-    (edge ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``)."""
+    (edge ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``).
+
+    Whether an MDP is *unichain* (every stationary policy has one recurrent class) is
+    NP-hard to decide (Tsitsiklis, 2007), so it is not reported. What the average-reward
+    criterion needs is checked instead: one closed class (then every policy that gives all
+    actions positive probability has a unique stationary distribution) and, for the
+    polytope to describe only behaviour reachable from ``rho``, a communicating MDP.
+    """
 
     unreachable: np.ndarray  # states no policy reaches from supp(rho)
     closed_classes: tuple[np.ndarray, ...]  # attracting components of the union graph
@@ -306,20 +313,19 @@ def _cesaro_limit(P_pi: sp.csr_array, rho: np.ndarray) -> np.ndarray:
     for c in classes:
         recurrent[c] = True
     transient = np.flatnonzero(~recurrent)
-    # Probability of entering each closed class from rho: rho_R + rho_T (I - Q)^{-1} R.
-    enter = np.zeros(len(classes))
+    # Probability of entering each closed class from rho: rho_R + rho_T^T (I - Q)^{-1} R.
+    # x = expected visits to each transient state from rho: x^T (I - Q) = rho_T^T
     if transient.size:
-        Q = P_pi[transient][:, transient]
-        x = spla.spsolve(sp.csc_array(sp.eye_array(transient.size) - Q.T), rho[transient])
-        x = np.atleast_1d(x)
+        from_transient = P_pi[transient]
+        Q = from_transient[:, transient]
+        x = np.atleast_1d(spla.spsolve(sp.csc_array(sp.eye_array(transient.size) - Q.T), rho[transient]))
     mu = np.zeros(S)
-    for k, c in enumerate(classes):
-        enter[k] = rho[c].sum()
+    for c in classes:
+        enter = rho[c].sum()
         if transient.size:
-            enter[k] += x @ np.asarray(P_pi[transient][:, c].sum(axis=1)).ravel()
-        if enter[k] <= 0:
-            continue
-        mu[c] = enter[k] * _stationary(P_pi[c][:, c])
+            enter += x @ np.asarray(from_transient[:, c].sum(axis=1)).ravel()
+        if enter > 0:
+            mu[c] = enter * _stationary(P_pi[c][:, c])
     return mu / mu.sum()
 
 
@@ -344,14 +350,11 @@ def _steer_toward(mdp: TabularMDP, policy: np.ndarray, visited: np.ndarray) -> N
     dist = nx.multi_source_dijkstra_path_length(graph, np.flatnonzero(visited).tolist(), weight=None)
     far = np.full(mdp.n_states, np.inf)
     far[list(dist)] = list(dist.values())
-    P = mdp.P
-    for s in np.flatnonzero(~visited & np.isfinite(far)):
-        best, best_prob = None, -1.0
-        for a in range(mdp.n_actions):
-            row = P[[s * mdp.n_actions + a]]
-            closer = far[row.indices] < far[s]
-            prob = row.data[closer].sum()
-            if prob > best_prob:
-                best, best_prob = a, prob
-        policy[s] = 0.0
-        policy[s, best] = 1.0
+    # probability that (s, a) moves strictly closer to supp(d), for every row of P at once
+    coo = mdp.P.tocoo()
+    source = coo.row // mdp.n_actions
+    closer = np.bincount(coo.row, weights=coo.data * (far[coo.col] < far[source]), minlength=mdp.P.shape[0])
+    best = closer.reshape(mdp.n_states, mdp.n_actions).argmax(axis=1)
+    steer = np.flatnonzero(~visited & np.isfinite(far))
+    policy[steer] = 0.0
+    policy[steer, best[steer]] = 1.0

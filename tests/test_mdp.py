@@ -155,3 +155,19 @@ def test_policy_occupancy_round_trip(problem):
     assert problem.polytope.violation(d) < 1e-9
     visited = d.sum(axis=1) > 1e-12
     np.testing.assert_allclose(mdp.policy_from_occupancy(d)[visited], policy[visited], atol=1e-9)
+
+
+def test_policy_from_occupancy_steers_unvisited_states_into_the_support():
+    # state 0 absorbing (the support of d); start in state 1 where action 0 leads to 0 and
+    # action 1 to the absorbing state 2. A uniform filler would lose half the mass to state 2.
+    P = np.zeros((3, 2, 3))
+    P[0, :, 0] = 1.0
+    P[1, 0, 0] = P[1, 1, 2] = 1.0
+    P[2, :, 2] = 1.0
+    with pytest.warns(StructureWarning):
+        mdp = TabularMDP(P, rho=[0, 1, 0], gamma=1.0, allow_multichain=True)
+    d = np.zeros((3, 2))
+    d[0, 0] = 1.0
+    policy = mdp.policy_from_occupancy(d)
+    np.testing.assert_allclose(policy[1], [1.0, 0.0])
+    np.testing.assert_allclose(mdp.occupancy(policy), d)
