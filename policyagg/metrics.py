@@ -24,3 +24,45 @@ def gini(values) -> float:
     n = x.size
     # sum_{i,j} |x_i - x_j| = 2 sum_k (2k - n - 1) x_(k) for ascending x, k = 1..n
     return float(np.sum((2 * np.arange(1, n + 1) - n - 1) * x) / (n * total))
+
+
+def approvals(ranks, alpha: float) -> int:
+    """Number of agents that approve: ``#{i : rank_i >= alpha}``."""
+    return int(np.count_nonzero(np.asarray(ranks) >= alpha - 1e-12))
+
+
+def borda_score(ranks) -> float:
+    """Volumetric Borda score ``sum_i rank_i`` (each rank in [0, 1])."""
+    return float(np.sum(ranks))
+
+
+MAX_PVC_AGENTS = 24
+
+
+def pvc_epsilon(returns, sample_values) -> float:
+    """Smallest ``eps`` such that ``d`` (with returns ``J``) is in the eps-proportional veto core.
+
+    .. math:: \\varepsilon(d) = \\max_{\\emptyset \\ne T \\subseteq N} \\mu(B_T) - 1 + |T| / n,
+              \\qquad B_T = \\{k : V_{k,i} > J_i \\ \\forall i \\in T\\}
+
+    ``mu(B_T)`` is the share of samples every member of ``T`` strictly prefers to ``d``. One
+    bit-mask per sample, a histogram over the ``2^n`` masks and a superset-sum transform give
+    every ``mu(B_T)`` at once (``n`` up to :data:`MAX_PVC_AGENTS`). Negative values mean
+    ``d`` is in the core with room to spare.
+    """
+    values = np.asarray(sample_values, dtype=float)
+    returns = np.asarray(returns, dtype=float)
+    N, n = values.shape
+    if returns.shape != (n,):
+        raise InvalidProblemError(f"`returns` must have shape ({n},); got {returns.shape}")
+    if n > MAX_PVC_AGENTS:
+        raise InvalidProblemError(f"the PVC verifier enumerates 2^n coalitions; n = {n} > {MAX_PVC_AGENTS} agents")
+    prefers = values > returns[None, :]
+    masks = prefers.astype(np.int64) @ (1 << np.arange(n, dtype=np.int64))
+    count = np.bincount(masks, minlength=1 << n).astype(np.int64)
+    for i in range(n):  # superset sums: count[T] = #{k : mask_k contains T}
+        view = count.reshape(-1, 2, 1 << i)
+        view[:, 0, :] += view[:, 1, :]
+    sizes = np.bitwise_count(np.arange(1 << n, dtype=np.uint64)).astype(float)
+    slack = count[1:] / N - 1.0 + sizes[1:] / n
+    return float(slack.max())

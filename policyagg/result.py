@@ -38,6 +38,7 @@ class Result:
     gini: float
     options: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # fairness report: Pareto gap, Borda score, approvals, PVC eps
 
     @property
     def min_rank(self) -> float | None:
@@ -45,8 +46,10 @@ class Result:
         return None if self.ranks is None else float(self.ranks.min())
 
     def table(self) -> str:
-        """A plain-text table: one line per agent."""
+        """A plain-text table: a summary line, the fairness report, then one line per agent."""
         lines = [f"rule: {self.rule}   gini: {self.gini:.4f}" + ("" if self.ranks is None else f"   min rank: {self.min_rank:.4f}")]
+        if self.report:
+            lines.append("   ".join(f"{key}: {_fmt(value)}" for key, value in self.report.items() if key != "min_rank"))
         header = f"{'agent':>12} {'return':>14} {'normalized':>11}" + ("" if self.ranks is None else f" {'rank':>7}")
         lines.append(header)
         for i, name in enumerate(self.names):
@@ -74,6 +77,7 @@ class Result:
             "gini": self.gini,
             "options": self.options,
             "diagnostics": self.diagnostics,
+            "report": self.report,
             "arrays": npz_path.name,
             "arrays_sha256": hashlib.sha256(payload).hexdigest(),
         }
@@ -93,11 +97,12 @@ class Result:
             arrays = {k: (data[k] if k in data else None) for k in ARRAYS}
         return cls(
             rule=meta["rule"], names=tuple(meta["names"]), gini=meta["gini"],
-            options=meta["options"], diagnostics=meta["diagnostics"], **arrays,
+            options=meta["options"], diagnostics=meta["diagnostics"], report=meta.get("report", {}), **arrays,
         )
 
 
-def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None = None, options=None, diagnostics=None) -> Result:
+def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None = None, options=None,
+                diagnostics=None, report=None) -> Result:
     """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised)."""
     mdp = problem.mdp
     d = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)
@@ -118,4 +123,13 @@ def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None
         gini=gini(normalized),
         options=dict(options or {}),
         diagnostics=dict(diagnostics or {}),
+        report=dict(report or {}),
     )
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    return str(value)

@@ -1,0 +1,197 @@
+"""What every rule shares after its own optimisation: threshold regions, completion inside
+the rule's optimal set, and Pareto optimality.
+
+A rule typically reduces to a region ``R = {d in O : J_i(d) >= t_i for i in T}`` (plus the
+problem's constraints). Such a region is *upward closed* in return space, so a Pareto
+improvement of any point of ``R`` stays in ``R``; a completion that is Pareto optimal
+inside ``R`` (leximin, or positive-weight utilitarian) is therefore Pareto optimal in ``O``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from policyagg.errors import InvalidProblemError, InvalidSamplesError
+from policyagg.metrics import approvals, borda_score, pvc_epsilon
+from policyagg.problem import Problem
+from policyagg.result import Result, make_result
+from policyagg.samples import ReturnSamples
+from solvers.lp import make_model
+from solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
+
+#: Leximin fixes an agent's level ``v`` as the floor ``u_i >= v - LEVEL_SLACK * max(1, |v|)``
+#: so that solver tolerances never make a later round infeasible.
+LEVEL_SLACK = 1e-7
+#: A dual value above this marks an agent's floor as binding in every optimum.
+DUAL_TOL = 1e-9
+COMPLETIONS = ("egalitarian", "utilitarian")
+#: Pareto gaps (sum of normalised improvements) below this count as Pareto optimal.
+PARETO_TOL = 1e-6
+
+
+def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) -> ReturnSamples:
+    """The samples a volumetric rule needs, checked against the problem."""
+    if samples is None:
+        raise InvalidSamplesError(
+            f"rule {rule!r} ranks policies by volume and needs sampled returns: pass "
+            "`samples=sample_policy_returns(problem, N)` or `ReturnSamples(values)` with values of shape (N, n)"
+        )
+    return samples.check_agents(problem.n_agents)
+
+
+def threshold_rows(problem: Problem, agents, thresholds, name: str) -> Rows:
+    """Rows ``J_i(d) >= t_i`` for ``i`` in ``agents`` over the ``d`` columns."""
+    agents = np.asarray(agents, dtype=int)
+    R = problem.reward_matrix[agents]
+    return Rows(name, sp.csr_array(R), np.asarray(thresholds, dtype=float), np.full(agents.size, np.inf))
+
+
+def complete(problem: Problem, rows: list[Rows], *, how: str = "egalitarian", backend: str = "highs",
+             time_limit: float | None = None, log: SolveLog | None = None) -> np.ndarray:
+    """A Pareto-optimal point of ``{d in O : rows}`` chosen by ``how`` on normalised returns.
+
+    ``egalitarian``: leximin of the weighted normalised returns; ``utilitarian``: max of
+    their weighted sum. Returns the flattened occupancy.
+    """
+    if how not in COMPLETIONS:
+        raise InvalidProblemError(f"`completion` must be one of {', '.join(COMPLETIONS)}; got {how!r}")
+    log = log if log is not None else SolveLog(backend)
+    C, c0 = utilities(problem, normalize=True)
+    if how == "egalitarian":
+        d, inner, _ = leximin(problem, C, c0, rows=rows, backend=backend, time_limit=time_limit)
+        _merge(log, inner)
+        return d
+    lp = occupancy_program(problem, problem.weights @ C, name="utilitarian completion", maximize=True, rows=list(rows))
+    return log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).x
+
+
+def _merge(log: SolveLog, other: SolveLog) -> None:
+    log.n_solves += other.n_solves
+    log.solve_time += other.solve_time
+    log.build_time += other.build_time
+    log.iterations += other.iterations
+    log.statuses += other.statuses
+
+
+def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limit: float | None = None,
+                       log: SolveLog | None = None) -> tuple[float, np.ndarray]:
+    """How far ``d`` is from the Pareto frontier, and a Pareto-optimal point that dominates it.
+
+    .. math:: \\max_{d' \\in O \\cap C} \\sum_i u_i(d') - u_i(d) \\quad\\text{s.t.}\\quad J_i(d') \\ge J_i(d)\\ \\forall i
+
+    with ``u`` the normalised returns (indifferent agents contribute 0). The gap is 0 exactly
+    when ``d`` is Pareto optimal; the maximiser is Pareto optimal (an improvement on it would
+    raise the objective) and makes no agent worse.
+    """
+    log = log if log is not None else SolveLog(backend)
+    d = np.asarray(d, dtype=float).ravel()
+    C, c0 = utilities(problem, normalize=True)
+    returns = problem.reward_matrix @ d
+    scale = np.maximum(1.0, np.abs(returns))
+    # keep every agent within solver tolerance of its current return
+    floor = threshold_rows(problem, np.arange(problem.n_agents), returns - 1e-9 * scale, "keep every agent's return")
+    lp = occupancy_program(problem, C.sum(axis=0), name="Pareto check", maximize=True, rows=[floor])
+    solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
+    better = np.clip(solution.x, 0.0, None)
+    gap = float(max(0.0, (C @ better - C @ d).sum()))
+    return gap, better
+
+
+def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", time_limit=None, active=None):
+    """Leximin of ``u = C @ d + c0`` (entitlements ``u_i / w_i``) over the occupancy LP.
+
+    ``rows`` are extra row families over the ``d`` columns only (a completion step uses them
+    to stay inside a rule's optimal set). ``active`` masks the agents that take part
+    (default: all). Returns ``(d, log, levels)``
+    where ``levels[i]`` is the level at which agent ``i`` was fixed (NaN if not active).
+
+    Columns: ``d`` (S*A), one level ``t_i`` per agent, the common level ``t``.
+    Rows: ``C_i d - w_i t_i >= -c0_i`` ("agent floor") and ``t_i - t >= 0`` ("leximin level").
+    """
+    n, n_d = C.shape
+    w = problem.weights
+    active = np.ones(n, bool) if active is None else np.asarray(active, bool)
+    n_cols = n_d + n + 1
+    eye = sp.eye_array(n, format="csr")
+    floor = Rows("agent floor", sp.hstack([sp.csr_array(C), -sp.diags_array(w), sp.csr_array((n, 1))], format="csr"),
+                 -c0, np.full(n, np.inf))
+    level = Rows("leximin level", sp.hstack([sp.csr_array((n, n_d)), eye, -np.ones((n, 1))], format="csr"),
+                 np.where(active, 0.0, -np.inf), np.full(n, np.inf))
+    widened = [Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], n + 1))], format="csr"), r.lower, r.upper)
+               for r in rows]
+    cost = np.zeros(n_cols)
+    cost[-1] = 1.0
+    lp = occupancy_program(problem, cost, name="egalitarian (leximin)", maximize=True, extra_cols=n + 1,
+                           col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)]),
+                           rows=[*widened, floor, level])
+    level_rows = lp.row_families[-1][1] + np.arange(n)
+    model = make_model(lp, backend=backend, time_limit=time_limit)
+    log = SolveLog(backend)
+    levels = np.full(n, np.nan)
+    free = active.copy()
+    if not free.any():  # nobody to balance: any feasible point
+        model.set_cost(np.zeros(n_cols))
+        return log.add(model.solve()).x[:n_d], log, levels
+    while free.any():
+        solution = log.add(model.solve())
+        t = solution.x[-1]
+        binding = free & _binding(solution.row_duals, level_rows)
+        if not binding.any():
+            binding = free & _saturated(model, free, t, n_d, n, log)
+        fix = np.flatnonzero(binding)
+        levels[fix] = t
+        free[fix] = False
+        model.set_col_bounds(n_d + fix, np.full(fix.size, t - LEVEL_SLACK * max(1.0, abs(t))), np.full(fix.size, np.inf))
+        model.set_row_bounds(level_rows[fix], np.full(fix.size, -np.inf), np.full(fix.size, np.inf))
+    return solution.x[:n_d], log, levels
+
+
+def _binding(row_duals, rows) -> np.ndarray:
+    if row_duals is None:
+        return np.zeros(rows.size, bool)
+    return np.abs(np.asarray(row_duals)[rows]) > DUAL_TOL
+
+
+def _saturated(model, free, t, n_d, n, log) -> np.ndarray:
+    """Without usable duals: agent ``i`` is saturated if ``t_i`` cannot exceed ``t`` while
+    every free agent keeps level ``t`` (one LP per free agent)."""
+    n_cols = n_d + n + 1
+    model.set_col_bounds([n_cols - 1], [t - LEVEL_SLACK * max(1.0, abs(t))], [np.inf])
+    out = np.zeros(n, bool)
+    for i in np.flatnonzero(free):
+        cost = np.zeros(n_cols)
+        cost[n_d + i] = 1.0
+        model.set_cost(cost)
+        out[i] = log.add(model.solve()).x[n_d + i] <= t + LEVEL_SLACK * max(1.0, abs(t))
+    cost = np.zeros(n_cols)
+    cost[-1] = 1.0
+    model.set_cost(cost)
+    model.set_col_bounds([n_cols - 1], [-np.inf], [np.inf])
+    return out
+
+
+#: Approval levels reported for every result.
+REPORT_ALPHAS = (0.5, 0.8, 0.9)
+
+
+def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, options: dict, log: SolveLog,
+           started: float, time_limit: float | None = None, **extra) -> Result:
+    """Assemble a rule's :class:`Result` with its fairness report (the Pareto gap is one more LP)."""
+    d = np.clip(np.asarray(d, dtype=float).ravel(), 0.0, None)
+    gap, _ = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit)
+    returns = problem.reward_matrix @ d
+    report = {"pareto_gap": gap, "pareto_optimal": gap <= PARETO_TOL}
+    if samples is not None:
+        ranks = samples.cdf(returns)
+        report |= {
+            "min_rank": float(ranks.min()),
+            "borda": borda_score(ranks),
+            "approvals": {str(alpha): approvals(ranks, alpha) for alpha in REPORT_ALPHAS},
+            "pvc_epsilon": pvc_epsilon(returns, samples.values) if problem.n_agents <= 20 else None,
+        }
+    diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
+    return make_result(problem, d, rule=rule, samples=samples, options=options | {"backend": log.backend},
+                       diagnostics=diagnostics, report=report)
