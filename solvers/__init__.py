@@ -1,12 +1,16 @@
 """Rules: plain functions ``rule(problem, samples=None, **options) -> Result``, by name in :data:`RULES`."""
 
 from policyagg.errors import InvalidProblemError
+from solvers.approval import approval
 from solvers.occupancy import return_ranges, with_ranges
+from solvers.quantile import max_quantile
 from solvers.welfare import egalitarian, utilitarian
 
 RULES = {
     "utilitarian": utilitarian,
     "egalitarian": egalitarian,
+    "approval": approval,
+    "max_quantile": max_quantile,
 }
 
 
@@ -18,4 +22,4 @@ def get_rule(name: str):
         raise InvalidProblemError(f"unknown rule {name!r}; choose one of: {', '.join(sorted(RULES))}") from None
 
 
-__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian"]
+__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian", "approval", "max_quantile"]

@@ -1,0 +1,78 @@
+"""Quantile fairness: the max-quantile rule.
+
+``q*`` is the largest ``q`` on the sample grid ``{0, 1/N, ..., 1}`` such that some ``d``
+gives every agent ``rank_i(d) >= q``, i.e. ``J_i(d) >= t_i(q) = F_i^{-1}(q)`` for all ``i``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from policyagg.problem import Problem
+from policyagg.result import Result
+from policyagg.samples import ReturnSamples
+from solvers.completion import complete, finish, require_samples, threshold_rows
+from solvers.lp import make_model
+from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
+
+#: The feasibility margin ``s*`` (in units of each agent's return range) counted as >= 0.
+FEASIBILITY_TOL = 1e-9
+
+
+def max_quantile(
+    problem: Problem,
+    samples: ReturnSamples | None = None,
+    *,
+    completion: str = "egalitarian",
+    constraints=None,
+    backend: str = "highs",
+    time_limit: float | None = None,
+) -> Result:
+    """Binary search for ``q*`` with one LP whose right-hand sides change (warm starts),
+    then completion inside ``{d : J_i(d) >= t_i(q*) for all i}``.
+
+    Each step solves the always-feasible margin LP
+
+    .. math:: s^*(k) = \\max_{d \\in O,\\, s} s \\quad\\text{s.t.}\\quad J_i(d) - s\\,(\\max_O J_i - \\min_O J_i) \\ge t_i(k/N)
+
+    and grid point ``k`` is feasible iff ``s*(k) >= 0``; feasibility is monotone in ``k``.
+    Under the uniform measure on ``O`` the centroid gives every agent rank ``>= 1/e``
+    (Gruenbaum), so ``q* >= 1/e`` up to sampling error.
+    """
+    started = time.perf_counter()
+    problem = prepare(problem, constraints, backend)
+    samples = require_samples(samples, problem, "max_quantile")
+    log = SolveLog(backend)
+    n, n_d, N = problem.n_agents, problem.mdp.n_state_actions, samples.n_samples
+    width = np.where(problem.ranges.flat, 1.0, problem.ranges.width)
+    margin = Rows("quantile thresholds", sp.hstack([sp.csr_array(problem.reward_matrix), -width[:, None]], format="csr"),
+                  problem.ranges.lower, np.full(n, np.inf))
+    cost = np.zeros(n_d + 1)
+    cost[-1] = 1.0
+    lp = occupancy_program(problem, cost, name="max-quantile", maximize=True, extra_cols=1,
+                           col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
+                           col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]), rows=[margin])
+    rows = lp.row_families[-1][1] + np.arange(n)
+    model = make_model(lp, backend=backend, time_limit=time_limit)
+
+    def thresholds(k: int) -> np.ndarray:
+        return samples.sorted_values[:, k - 1] if k > 0 else problem.ranges.lower
+
+    def feasible(k: int) -> bool:
+        model.set_row_bounds(rows, thresholds(k), np.full(n, np.inf))
+        return log.add(model.solve()).objective >= -FEASIBILITY_TOL
+
+    low, high = 0, N  # invariant: low feasible; answer in [low, high]
+    while low < high:
+        mid = (low + high + 1) // 2
+        if feasible(mid):
+            low = mid
+        else:
+            high = mid - 1
+    region = [threshold_rows(problem, np.arange(n), thresholds(low), "quantile thresholds")]
+    d = complete(problem, region, how=completion, backend=backend, time_limit=time_limit, log=log)
+    return finish(problem, d, rule="max_quantile", samples=samples, options={"completion": completion},
+                  log=log, started=started, time_limit=time_limit, q_star=low / N, thresholds=thresholds(low).tolist())
