@@ -67,7 +67,7 @@ class Problem:
 
     def __post_init__(self):
         S, A = self.mdp.n_states, self.mdp.n_actions
-        rewards = np.asarray(self.rewards, dtype=float)
+        rewards = np.array(self.rewards, dtype=float)  # a private copy (made read-only below)
         if rewards.ndim == 2:
             rewards = rewards[None]
         if rewards.ndim != 3 or rewards.shape[1:] != (S, A) or rewards.shape[0] == 0:
@@ -83,7 +83,7 @@ class Problem:
             raise InvalidProblemError(f"`names` must have one name per agent ({n}); got {len(names)}")
         if len(set(names)) != n:
             raise InvalidProblemError(f"`names` must be distinct; got {names}")
-        weights = np.ones(n) if self.weights is None else np.asarray(self.weights, dtype=float)
+        weights = np.ones(n) if self.weights is None else np.array(self.weights, dtype=float)
         if weights.shape != (n,):
             raise InvalidProblemError(f"`weights` must have shape (n,) = ({n},); got {weights.shape}")
         bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))

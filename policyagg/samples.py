@@ -17,8 +17,9 @@ from policyagg.errors import InvalidSamplesError
 from policyagg.io import atomic_write_bytes, npz_bytes
 
 #: Returns within this fraction of an agent's sampled range of a sample count as equal to
-#: it, so that an LP optimum sitting on a sample (up to solver tolerance) gets its rank.
-TIE_TOL = 1e-9
+#: it, so that an LP optimum sitting on a sample gets its rank although LP solvers meet
+#: constraints only to about 1e-7 (rules scale their threshold rows by the return range).
+TIE_TOL = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,10 +53,11 @@ class ReturnSamples:
         values.flags.writeable = False
         sorted_values = np.sort(values, axis=0).T.copy()
         span = sorted_values[:, -1] - sorted_values[:, 0]
-        scale = np.maximum(span, np.maximum(np.abs(sorted_values[:, 0]), np.abs(sorted_values[:, -1])))
+        magnitude = np.maximum(np.abs(sorted_values[:, 0]), np.abs(sorted_values[:, -1]))
+        scale = np.where(span > 0, span, np.maximum(magnitude, 1.0))  # all samples equal: any tie scale
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "sorted_values", sorted_values)
-        object.__setattr__(self, "tolerance", TIE_TOL * np.maximum(scale, 1e-300))
+        object.__setattr__(self, "tolerance", TIE_TOL * scale)
 
     @property
     def n_samples(self) -> int:

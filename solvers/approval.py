@@ -14,7 +14,7 @@ from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import complete, finish, require_samples, threshold_rows
+from solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
 from solvers.lp import make_model
 from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
 
@@ -53,8 +53,9 @@ def approval(
     lower = problem.ranges.lower
     thresholds = np.maximum(samples.threshold(alpha), lower)  # t_i <= min_O J_i: always approved
     big_m = thresholds - lower
-    rows = Rows("approval thresholds", sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr"),
-                lower, np.full(n, np.inf))
+    scale = 1.0 / range_widths(problem)  # rows in units of each agent's return range
+    A = sp.diags_array(scale) @ sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr")
+    rows = Rows("approval thresholds", sp.csr_array(A), lower * scale, np.full(n, np.inf))
     lp = occupancy_program(
         problem, np.concatenate([np.zeros(n_d), problem.weights]), name=f"{alpha:g}-approval", maximize=True,
         extra_cols=n, col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]), rows=[rows],

@@ -43,10 +43,22 @@ def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) 
 
 
 def threshold_rows(problem: Problem, agents, thresholds, name: str) -> Rows:
-    """Rows ``J_i(d) >= t_i`` for ``i`` in ``agents`` over the ``d`` columns."""
+    """Rows ``J_i(d) >= t_i`` for ``i`` in ``agents`` over the ``d`` columns.
+
+    Each row is divided by the agent's return range, so the solver's feasibility tolerance
+    (about 1e-7) is relative to the range and stays within the rank tie tolerance of
+    :class:`ReturnSamples`.
+    """
     agents = np.asarray(agents, dtype=int)
-    R = problem.reward_matrix[agents]
-    return Rows(name, sp.csr_array(R), np.asarray(thresholds, dtype=float), np.full(agents.size, np.inf))
+    scale = 1.0 / range_widths(problem)[agents]
+    R = problem.reward_matrix[agents] * scale[:, None]
+    return Rows(name, sp.csr_array(R), np.asarray(thresholds, dtype=float) * scale, np.full(agents.size, np.inf))
+
+
+def range_widths(problem: Problem) -> np.ndarray:
+    """``max_O J_i - min_O J_i`` (1 for indifferent agents), for scaling rows."""
+    ranges = problem.require_ranges()
+    return np.where(ranges.flat, 1.0, ranges.width)
 
 
 def complete(problem: Problem, rows: list[Rows], *, how: str = "egalitarian", backend: str = "highs",

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import complete, finish, require_samples, threshold_rows
+from solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
 from solvers.lp import make_model
 from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
 
@@ -36,7 +36,7 @@ def max_quantile(
 
     Each step solves the always-feasible margin LP
 
-    .. math:: s^*(k) = \\max_{d \\in O,\\, s} s \\quad\\text{s.t.}\\quad J_i(d) - s\\,(\\max_O J_i - \\min_O J_i) \\ge t_i(k/N)
+    .. math:: s^*(k) = \\max_{d \\in O,\\, s} s \\quad\\text{s.t.}\\quad (J_i(d) - t_i(k/N)) / (\\max_O J_i - \\min_O J_i) \\ge s
 
     and grid point ``k`` is feasible iff ``s*(k) >= 0``; feasibility is monotone in ``k``.
     Under the uniform measure on ``O`` the centroid gives every agent rank ``>= 1/e``
@@ -47,9 +47,9 @@ def max_quantile(
     samples = require_samples(samples, problem, "max_quantile")
     log = SolveLog(backend)
     n, n_d, N = problem.n_agents, problem.mdp.n_state_actions, samples.n_samples
-    width = np.where(problem.ranges.flat, 1.0, problem.ranges.width)
-    margin = Rows("quantile thresholds", sp.hstack([sp.csr_array(problem.reward_matrix), -width[:, None]], format="csr"),
-                  problem.ranges.lower, np.full(n, np.inf))
+    width = range_widths(problem)  # rows in units of each agent's return range
+    margin = Rows("quantile thresholds", sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
+                  problem.ranges.lower / width, np.full(n, np.inf))
     cost = np.zeros(n_d + 1)
     cost[-1] = 1.0
     lp = occupancy_program(problem, cost, name="max-quantile", maximize=True, extra_cols=1,
@@ -62,7 +62,7 @@ def max_quantile(
         return samples.sorted_values[:, k - 1] if k > 0 else problem.ranges.lower
 
     def feasible(k: int) -> bool:
-        model.set_row_bounds(rows, thresholds(k), np.full(n, np.inf))
+        model.set_row_bounds(rows, thresholds(k) / width, np.full(n, np.inf))
         return log.add(model.solve()).objective >= -FEASIBILITY_TOL
 
     low, high = 0, N  # invariant: low feasible; answer in [low, high]

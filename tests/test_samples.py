@@ -12,9 +12,11 @@ def test_cdf_counts_samples_at_or_below():
 
 
 def test_cdf_treats_solver_rounding_as_a_tie():
-    samples = ReturnSamples(np.array([[1.0], [2.0]]))
-    assert samples.cdf([2.0 - 1e-12])[0] == 1.0
-    assert samples.cdf([2.0 - 1e-6])[0] == 0.5
+    samples = ReturnSamples(np.array([[1.0], [2.0]]))  # span 1: ties within 1e-6
+    assert samples.cdf([2.0 - 1e-8])[0] == 1.0
+    assert samples.cdf([2.0 - 1e-4])[0] == 0.5
+    flat = ReturnSamples(np.array([[5.0], [5.0]]))  # no span: ties within 1e-6 * |value|
+    assert flat.cdf([5.0 - 1e-7])[0] == 1.0 and flat.cdf([4.99])[0] == 0.0
 
 
 def test_threshold_is_the_empirical_quantile():

@@ -73,8 +73,9 @@ def test_constraints_are_honoured():
 def test_constraints_in_problem_apply_to_every_rule():
     problem = leaky_average()
     constrained = Problem(problem.mdp, problem.rewards, constraints=forbid(problem.mdp, 0, 1))
+    samples = ReturnSamples(np.random.default_rng(0).uniform(size=(50, 2)))
     for rule in solvers.RULES.values():
-        np.testing.assert_allclose(rule(constrained).returns, [1.0, 0.0], atol=1e-7)
+        np.testing.assert_allclose(rule(constrained, samples).returns, [1.0, 0.0], atol=1e-7)
 
 
 def test_ranks_from_user_samples():
@@ -95,8 +96,8 @@ def test_egalitarian_with_unequal_weights_needs_normalize():
 
 
 def test_unknown_rule_and_backend():
-    with pytest.raises(InvalidProblemError, match="unknown rule 'borda'.*egalitarian, utilitarian"):
-        solvers.get_rule("borda")
+    with pytest.raises(InvalidProblemError, match="unknown rule 'condorcet'; choose one of: .*egalitarian.*utilitarian"):
+        solvers.get_rule("condorcet")
     with pytest.raises(InvalidProblemError, match=r"`backend` must be one of highs, pulp"):
         solvers.utilitarian(bandit(), backend="gurobi")
 
@@ -170,3 +171,12 @@ def test_backends_agree_on_random_problems():
                 else:  # optima may tie: compare welfare
                     u = lambda r: r.normalized if normalize else r.returns
                     assert u(a).sum() == pytest.approx(u(b).sum(), abs=1e-6)
+
+
+def test_problem_copies_user_arrays():
+    rewards = np.zeros((1, 1, 2))
+    weights = np.ones(1)
+    problem = Problem(bandit().mdp, rewards, weights=weights)
+    rewards[0, 0, 0] = 5.0  # the caller's arrays stay writable and the problem keeps its copy
+    weights[0] = 2.0
+    assert problem.rewards[0, 0, 0] == 0.0 and problem.weights[0] == 1.0

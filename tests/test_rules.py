@@ -1,0 +1,86 @@
+"""Properties every registered rule must have, parametrised over ``solvers.RULES``."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import solvers
+from conftest import leaky_average, random_problems
+from policyagg.errors import InfeasibleError
+from policyagg.mdp import TabularMDP
+from policyagg.polytope import budget, return_floor
+from policyagg.problem import Problem
+from policyagg.samples import ReturnSamples
+from policyagg.sampling import sample_policy_returns
+
+#: Rules that read preferences only through ranks (volumes), hence invariant to a*r + b.
+VOLUMETRIC = ("approval", "borda", "max_quantile", "pvc")
+RULES = sorted(solvers.RULES)
+
+
+@pytest.mark.parametrize("name", RULES)
+@settings(max_examples=10, deadline=None)
+@given(problem=random_problems(gammas=(0.5, 0.9, 1.0)))
+def test_every_rule_is_feasible_and_pareto_optimal(name, problem):
+    problem = solvers.with_ranges(Problem(problem.mdp, problem.rewards))
+    samples = sample_policy_returns(problem, 300, rng=0, progress=False)
+    result = solvers.get_rule(name)(problem, samples)
+    assert problem.polytope.violation(result.occupancy) < 1e-7
+    assert result.report["pareto_optimal"], result.report
+    reevaluated = problem.mdp.evaluate(result.policy, problem.rewards)
+    np.testing.assert_allclose(reevaluated, result.returns, atol=1e-6 * (1 + np.abs(problem.rewards).max()))
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_every_rule_names_itself_and_the_culprit_when_infeasible(name):
+    problem = leaky_average()
+    cost = np.zeros((2, 2))
+    cost[1, :] = 1.0
+    impossible = return_floor(problem.mdp, problem.rewards[1], 0.5) & budget(problem.mdp, cost, 0.3)
+    samples = ReturnSamples(np.random.default_rng(0).uniform(size=(50, 2)))
+    with pytest.raises(InfeasibleError, match=r"return floor\(>= 0.5\).*budget\(<= 0.3\)"):
+        solvers.get_rule(name)(problem, samples, constraints=impossible)
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_every_rule_runs_on_both_backends(name):
+    rng = np.random.default_rng(11)
+    problem = solvers.with_ranges(Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=0.8), rng.normal(size=(3, 3, 2))))
+    samples = sample_policy_returns(problem, 300, rng=0, progress=False)
+    a = solvers.get_rule(name)(problem, samples, backend="highs")
+    b = solvers.get_rule(name)(problem, samples, backend="pulp")
+    assert a.report["pareto_optimal"] and b.report["pareto_optimal"]
+    assert b.diagnostics["backend"] == "pulp"
+
+
+def _affine_copy(problem, samples, agent, a, b):
+    rewards = np.array(problem.rewards)
+    rewards[agent] = a * rewards[agent] + b
+    values = np.array(samples.values)
+    values[:, agent] = a * values[:, agent] + b
+    return Problem(problem.mdp, rewards, weights=problem.weights), ReturnSamples(values)
+
+
+@pytest.mark.parametrize("name", [r for r in VOLUMETRIC if r in solvers.RULES])
+@settings(max_examples=10, deadline=None)
+@given(problem=random_problems(gammas=(0.5, 0.9)))
+def test_volumetric_rules_are_invariant_to_affine_rewards(name, problem):
+    samples = sample_policy_returns(problem, 300, rng=0, progress=False)
+    scaled, scaled_samples = _affine_copy(problem, samples, agent=0, a=7.5, b=-3.0)
+    rule = solvers.get_rule(name)
+    before = rule(problem, samples, completion="egalitarian")
+    after = rule(scaled, scaled_samples, completion="egalitarian")
+    # the leximin completion's normalised returns are unique, so the outcome must coincide
+    np.testing.assert_allclose(after.normalized, before.normalized, atol=1e-6)
+    np.testing.assert_allclose(after.ranks, before.ranks)
+
+
+def test_utilitarian_on_raw_returns_is_not_invariant():
+    # bandit: agent 0 likes action 0 (scale 1), agent 1 likes action 1 (scale 3): utilitarian picks action 1;
+    # scaling agent 0 by 10 flips the choice.
+    mdp = TabularMDP(np.ones((1, 2, 1)), gamma=0.9)
+    rewards = np.array([[[1.0, 0.0]], [[0.0, 3.0]]])
+    before = solvers.utilitarian(Problem(mdp, rewards))
+    rewards[0] *= 10.0
+    after = solvers.utilitarian(Problem(mdp, rewards))
+    assert not np.allclose(before.occupancy, after.occupancy)
