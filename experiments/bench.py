@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+import solvers
 from envs.attention import AttentionModel, one_agent_per_site
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, sample_policy_returns
@@ -53,5 +54,45 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=10_000, baseline_samples=5
         "baseline_per_s": baseline_rate,
         "per_s": rates,
         "max_abs_difference": differences,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+#: (label, rule, options) timed by :func:`bench_rules`; rules not registered are skipped.
+RULE_CASES = (
+    ("max-quantile", "max_quantile", {}),
+    ("0.9-approval", "approval", {"alpha": 0.9}),
+    ("borda LP", "borda", {"solver": "lp", "fallback": "milp"}),
+    ("borda MILP K=32", "borda", {"solver": "milp", "breakpoints": 32}),
+    ("PVC", "pvc", {}),
+    ("egalitarian", "egalitarian", {"normalize": True}),
+    ("nash welfare", "nash_welfare", {}),
+    ("generalized gini", "generalized_gini", {}),
+    ("random dictator", "random_dictator", {}),
+)
+
+
+def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0, cases=RULE_CASES) -> dict:
+    """Seconds per rule on the attention model (experiment b), each also as a multiple of one
+    utilitarian LP over the same polytope solved in the same run (the baseline)."""
+    from experiments.compare import attention_problem
+
+    problem = solvers.with_ranges(attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed))
+    samples = sample_policy_returns(problem, n_samples, rng=seed, progress=False)
+    start = time.perf_counter()
+    solvers.utilitarian(problem, normalize=True)
+    baseline = time.perf_counter() - start
+    timings = {}
+    for label, name, options in cases:
+        if name not in solvers.RULES:
+            continue
+        start = time.perf_counter()
+        result = solvers.get_rule(name)(problem, samples, **options)
+        timings[label] = {"seconds": time.perf_counter() - start, "solves": result.diagnostics.get("n_solves"),
+                          "min_rank": result.min_rank, "gini": result.gini}
+    return {
+        "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}), {problem.n_agents} agents, {n_samples} samples",
+        "baseline_seconds": baseline,
+        "rules": timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

@@ -22,9 +22,11 @@ def _compare(args) -> None:
 
 
 def _bench(args) -> None:
+    if args.target == "rules":
+        return _bench_rules(args)
     from experiments.bench import bench_sampler
 
-    report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples,
+    report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 10_000,
                            baseline_samples=args.baseline_samples, workers=args.workers)
     print(f"{report['model']}, {report['samples']} samples")
     base = report["baseline_per_s"]
@@ -32,6 +34,19 @@ def _bench(args) -> None:
     print(f"  {'per-sample solve (baseline)':<28} {base:>10.0f} {1.0:>7.1f} {'':>10}")
     for method, rate in report["per_s"].items():
         print(f"  {'batched ' + method:<28} {rate:>10.0f} {rate / base:>7.1f} {report['max_abs_difference'][method]:>10.1e}")
+    print(f"  peak RSS {report['peak_rss_mb']:.0f} MB")
+
+
+def _bench_rules(args) -> None:
+    from experiments.bench import bench_rules
+
+    report = bench_rules(n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, n_samples=args.samples or 100_000)
+    base = report["baseline_seconds"]
+    print(report["model"])
+    print(f"  {'rule':<20} {'seconds':>8} {'x baseline':>9} {'LP solves':>9}")
+    print(f"  {'utilitarian (baseline)':<20} {base:>8.3f} {1.0:>9.1f} {1:>9}")
+    for label, row in report["rules"].items():
+        print(f"  {label:<20} {row['seconds']:>8.3f} {row['seconds'] / base:>9.1f} {row['solves']!s:>9}")
     print(f"  peak RSS {report['peak_rss_mb']:.0f} MB")
 
 
@@ -57,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_compare)
 
     p = sub.add_parser("bench", help="benchmarks with a same-run baseline")
-    p.add_argument("target", choices=["sampler"])
+    p.add_argument("target", choices=["sampler", "rules"])
     p.add_argument("--sites", type=int, default=5)
     p.add_argument("--phases", type=int, default=3)
-    p.add_argument("--samples", type=int, default=10_000)
+    p.add_argument("--agents", type=int, default=10, help="agents (rules benchmark)")
+    p.add_argument("--samples", type=int, default=None, help="default: 10000 (sampler), 100000 (rules)")
     p.add_argument("--baseline-samples", type=int, default=500)
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(run=_bench)

@@ -32,10 +32,13 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("utilitarian", "utilitarian", {"normalize": False}),
+    Variant("max-quantile", "max_quantile", {}),
+    Variant("90%-approval", "approval", {"alpha": 0.9}),
+    Variant("80%-approval", "approval", {"alpha": 0.8}),
     Variant("egalitarian", "egalitarian", {"normalize": False}),
-    Variant("utilitarian (normalised)", "utilitarian", {"normalize": True}),
+    Variant("utilitarian", "utilitarian", {"normalize": False}),
     Variant("egalitarian (normalised)", "egalitarian", {"normalize": True}),
+    Variant("utilitarian (normalised)", "utilitarian", {"normalize": True}),
 )
 
 
@@ -72,10 +75,17 @@ def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=VARIANT
 def fairness_table(results: dict[str, Result]) -> str:
     """Markdown table: one row per rule variant."""
     lines = [
-        "| rule | Gini | min normalised | mean normalised | quantile reached |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| rule | Gini | min normalised | mean normalised | quantile reached | Borda | PVC eps | Pareto optimal |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for label, r in results.items():
-        quantile = "" if r.ranks is None else f"{r.min_rank:.4f}"
-        lines.append(f"| {label} | {r.gini:.4f} | {r.normalized.min():.4f} | {r.normalized.mean():.4f} | {quantile} |")
+        report = r.report
+        cells = [f"{r.gini:.4f}", f"{r.normalized.min():.4f}", f"{r.normalized.mean():.4f}",
+                 _cell(report.get("min_rank")), _cell(report.get("borda")), _cell(report.get("pvc_epsilon")),
+                 "yes" if report.get("pareto_optimal") else "no"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.4f}"

@@ -52,3 +52,9 @@ def test_bench_sampler_agrees_with_baseline():
     report = bench_sampler(n_samples=2000, baseline_samples=100)
     assert max(report["max_abs_difference"].values()) < 1e-9
     assert set(report["per_s"]) == {"dense", "krylov"}
+
+
+def test_bench_rules_runs_every_registered_case(capsys):
+    assert main(["bench", "rules", "--sites", "3", "--agents", "3", "--samples", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "utilitarian (baseline)" in out and "max-quantile" in out and "0.9-approval" in out
