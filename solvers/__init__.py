@@ -2,6 +2,7 @@
 
 from policyagg.errors import InvalidProblemError
 from solvers.approval import approval
+from solvers.completion import pareto_check, pareto_complete
 from solvers.occupancy import return_ranges, with_ranges
 from solvers.quantile import max_quantile
 from solvers.welfare import egalitarian, utilitarian
@@ -22,4 +23,4 @@ def get_rule(name: str):
         raise InvalidProblemError(f"unknown rule {name!r}; choose one of: {', '.join(sorted(RULES))}") from None
 
 
-__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian", "approval", "max_quantile"]
+__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian", "approval", "max_quantile", "pareto_check", "pareto_complete"]

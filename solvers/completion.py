@@ -207,3 +207,31 @@ def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, opt
     diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
     return make_result(problem, d, rule=rule, samples=samples, options=options | {"backend": log.backend},
                        diagnostics=diagnostics, report=report)
+
+
+def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs") -> tuple[bool, float]:
+    """Whether a result (or an occupancy) is Pareto optimal, and the Pareto gap: the largest
+    total gain in normalised returns available without making any agent worse."""
+    from solvers.occupancy import with_ranges
+
+    problem = with_ranges(problem, backend=backend)
+    gap, _ = pareto_improvement(problem, _occupancy(result_or_occupancy), backend=backend)
+    return gap <= PARETO_TOL, gap
+
+
+def pareto_complete(problem: Problem, result_or_occupancy, samples: ReturnSamples | None = None, *,
+                    backend: str = "highs", time_limit: float | None = None) -> Result:
+    """Lift a result (or an occupancy) to a Pareto-optimal one that makes no agent worse."""
+    from solvers.occupancy import with_ranges
+
+    started = time.perf_counter()
+    problem = with_ranges(problem, backend=backend)
+    log = SolveLog(backend)
+    _, better = pareto_improvement(problem, _occupancy(result_or_occupancy), backend=backend, time_limit=time_limit, log=log)
+    rule = getattr(result_or_occupancy, "rule", "occupancy")
+    return finish(problem, better, rule=f"{rule}+pareto", samples=samples, options={}, log=log, started=started,
+                  time_limit=time_limit)
+
+
+def _occupancy(result_or_occupancy) -> np.ndarray:
+    return np.asarray(getattr(result_or_occupancy, "occupancy", result_or_occupancy), dtype=float).ravel()

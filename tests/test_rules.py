@@ -84,3 +84,19 @@ def test_utilitarian_on_raw_returns_is_not_invariant():
     rewards[0] *= 10.0
     after = solvers.utilitarian(Problem(mdp, rewards))
     assert not np.allclose(before.occupancy, after.occupancy)
+
+
+def test_pareto_check_and_complete_on_a_dominated_point():
+    # 1 state, 3 actions; action 2 is worse than action 0 for both agents
+    mdp = TabularMDP(np.ones((1, 3, 1)), gamma=0.9)
+    problem = solvers.with_ranges(Problem(mdp, np.array([[[1.0, 0.0, 0.5]], [[1.0, 2.0, 0.0]]])))
+    dominated = np.array([[0.0, 0.5, 0.5]])  # returns (0.25, 1.0)
+    optimal, gap = solvers.pareto_check(problem, dominated)
+    # normalised sum 1.5 p0 + p1 + 0.5 p2 (widths 1 and 2) under J0 >= .25, J1 >= 1 is maximal at
+    # p = (1, 0, 0): 1.5, against 0.75 now
+    assert not optimal and gap == pytest.approx(0.75, abs=1e-7)
+    lifted = solvers.pareto_complete(problem, dominated)
+    assert (lifted.returns >= problem.returns(dominated) - 1e-9).all()
+    np.testing.assert_allclose(lifted.returns, [1.0, 1.0], atol=1e-7)
+    assert lifted.report["pareto_optimal"] and lifted.rule == "occupancy+pareto"
+    assert solvers.pareto_check(problem, lifted) == (True, pytest.approx(0.0, abs=1e-9))
