@@ -9,6 +9,7 @@ variants are extra rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +67,15 @@ def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=VARIANT
         result = solvers.get_rule(variant.rule)(problem, samples, backend=backend, **variant.options)
         results[variant.label] = result
         if out is not None:
-            result.save(Path(out) / variant.label.replace(" ", "_").replace("(", "").replace(")", ""))
+            result.save(Path(out) / slug(variant.label))
     if out is not None:
         samples.save(Path(out) / "samples")
     return results
+
+
+def slug(label: str) -> str:
+    """A file name for a variant label: ``"90%-approval"`` -> ``"90-approval"``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def fairness_table(results: dict[str, Result]) -> str:

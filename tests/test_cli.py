@@ -21,9 +21,10 @@ def test_compare_writes_results_and_prints_table(tmp_path, capsys):
     code = main(["compare", "--sites", "3", "--samples", "300", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    assert "| utilitarian |" in out and "| egalitarian (normalised) |" in out
+    assert "| utilitarian |" in out and "| egalitarian (normalised) |" in out and "| 90%-approval |" in out
     folder = tmp_path / "experiment-a-seed0"
-    result = Result.load(folder / "egalitarian_normalised")
+    assert (folder / "90-approval.json").exists() and (folder / "samples.npz").exists()
+    result = Result.load(folder / "egalitarian-normalised")
     assert result.ranks is not None and len(result.names) == 3
     assert main(["show", str(folder / "egalitarian")]) == 0
     assert "site0" in capsys.readouterr().out
