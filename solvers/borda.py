@@ -15,7 +15,7 @@ hence the chosen policy, is invariant to positive affine changes of one agent's 
 ``solver="lp"`` (the paper's concave-region LP), ``K = tangents``:
     ``F~_i`` is the PL function through the knots; its density (slope) is piecewise constant.
     The *mode* ``m_i`` is the left end of ``F~_i``'s steepest segment (the smallest point
-    where its density is maximal; the first such segment on ties): the midpoint of the
+    where its density is maximal; the first segment on ties, up to ``MODE_TIE``): the start of the
     shortest interval holding ``1/K`` of the samples, a shorth-type estimator. Above the mode
     ``F~_i`` is concave when the density is unimodal; where sampling noise (or a second bump)
     breaks that, ``F~_i`` is replaced by its concave envelope (upper hull) on
@@ -84,6 +84,9 @@ FALLBACKS = (None, "milp")
 #: Relative MIP gap at which the MILP stops (HiGHS' default 1e-4 would leave up to
 #: 1e-4 * n of Borda score on the table).
 MIP_REL_GAP = 1e-7
+#: Segments whose density is within this relative tolerance of the steepest tie for the mode
+#: (the first one wins), so rounding cannot move the mode of an evenly spread sample.
+MODE_TIE = 1e-9
 #: The completion keeps agent ``i`` at ``J_i >= J_i* - COMPLETION_SLACK * samples.tolerance[i]``:
 #: below the samples' tie tolerance, so no agent loses a rank it had at the optimum.
 COMPLETION_SLACK = 0.2
@@ -150,7 +153,7 @@ def borda(
                 raise InfeasibleError(
                     "borda (solver='lp'): the concave region is empty: no feasible policy gives every agent "
                     "a return at or above the mode of its return density (modes "
-                    f"{np.array2string(modes, precision=4, separator=', ')}), and the tangent LP is only "
+                    f"{', '.join(f'{m:.4g}' for m in modes)}), and the tangent LP is only "
                     "valid there; use `solver=\"milp\"` (exact on the piecewise-linear CDFs) "
                     "or pass `fallback=\"milp\"`"
                 ) from exc
@@ -228,7 +231,8 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
             modes[i] = x[0]
         if x.size <= 1:
             continue
-        j = int(np.argmax(np.diff(F) / np.diff(x)))
+        density = np.diff(F) / np.diff(x)
+        j = int(np.flatnonzero(density >= density.max() * (1.0 - MODE_TIE))[0])
         modes[i] = x[j]
         hull = j + _upper_hull(x[j:], F[j:])
         s = np.diff(F[hull]) / np.diff(x[hull])
