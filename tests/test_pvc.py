@@ -163,7 +163,7 @@ def test_verifier_on_an_occupancy_and_a_known_blocked_point():
 
 
 # ------------------------------------------------------------------ properties
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(random_problems(gammas=(0.5, 0.9)))
 def test_constructed_policy_is_in_the_eps_core(problem):
     problem = solvers.with_ranges(problem)
