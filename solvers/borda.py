@@ -15,8 +15,9 @@ hence the chosen policy, is invariant to positive affine changes of one agent's 
 ``solver="lp"`` (the paper's concave-region LP), ``K = tangents``:
     ``F~_i`` is the PL function through the knots; its density (slope) is piecewise constant.
     The *mode* ``m_i`` is the left end of ``F~_i``'s steepest segment (the smallest point
-    where its density is maximal; the first segment on ties, up to ``MODE_TIE``): the start of the
-    shortest interval holding ``1/K`` of the samples, a shorth-type estimator. Above the mode
+    where its density is maximal; the first segment on ties, up to ``MODE_TIE``): the start of
+    the shortest of the ``K`` quantile intervals, each holding about ``1/K`` of the samples (a
+    shorth-type estimator; ``K`` trades resolution against sampling noise). Above the mode
     ``F~_i`` is concave when the density is unimodal; where sampling noise (or a second bump)
     breaks that, ``F~_i`` is replaced by its concave envelope (upper hull) on
     ``[m_i, max sample]``, which lies above it, so the LP stays an outer approximation. The
@@ -44,9 +45,15 @@ hence the chosen policy, is invariant to positive affine changes of one agent's 
     first by itself, and a binary at the kink that ends a run forces the whole run to be full
     before the next run starts (through the chain), so the model's value is exactly ``F^_i``.
 
-Either way a completion then picks, among the points that keep every agent at least at the
-optimum's return (a subset of the optimal set, since the objectives are non-decreasing), a
-Pareto-optimal one (leximin or utilitarian on normalised returns). The solver's own objective
+Both programs work in normalised returns ``(J_i - min_O J_i) / (max_O J_i - min_O J_i)``, so
+slopes and breakpoint gaps do not depend on the reward scale.
+
+Either way a completion then picks a Pareto-optimal point (leximin or utilitarian on
+normalised returns) among those that keep every agent's term of the objective: ``J_i >=
+J_i*`` at the optimum ``d*``, or only ``J_i >=`` the agent's largest sample when ``J_i*`` is
+above it (its rank is 1 from there on), each up to :data:`COMPLETION_SLACK` of the samples'
+tie tolerance. The objectives are non-decreasing in every ``J_i``, so this region lies in the
+optimal set, and it is upward closed, so the completion is Pareto optimal. The solver's own objective
 is ``diagnostics["objective"]``; the achieved Borda score under the empirical CDFs is
 ``report["borda"]`` (unweighted, like every rank in the report).
 
@@ -59,8 +66,8 @@ Example
 >>> problem = Problem(TabularMDP(np.ones((1, 3, 1)), gamma=0.9), np.eye(3)[:2, None, :])
 >>> samples = sample_policy_returns(problem, 1000, rng=0)
 >>> result = borda(problem, samples, solver="milp", breakpoints=16)
->>> round(result.report["borda"], 3) >= 1.0
-True
+>>> result.diagnostics["solver"], bool(result.report["pareto_optimal"])
+('milp', True)
 """
 
 from __future__ import annotations
@@ -87,8 +94,8 @@ MIP_REL_GAP = 1e-7
 #: Segments whose density is within this relative tolerance of the steepest tie for the mode
 #: (the first one wins), so rounding cannot move the mode of an evenly spread sample.
 MODE_TIE = 1e-9
-#: The completion keeps agent ``i`` at ``J_i >= J_i* - COMPLETION_SLACK * samples.tolerance[i]``:
-#: below the samples' tie tolerance, so no agent loses a rank it had at the optimum.
+#: The completion's floors sit this fraction of the samples' tie tolerance below the optimum's
+#: returns: solver tolerances cannot make the region empty, and no agent loses a rank.
 COMPLETION_SLACK = 0.2
 
 
@@ -143,7 +150,7 @@ def borda(
     extra = {"fallback": None}
     if solver == "lp":
         lp, modes = _tangent_program(problem, samples, tangents)
-        extra["modes"] = modes.tolist()
+        extra["modes"] = [float(m) if np.isfinite(m) else None for m in modes]  # None: indifferent agent
         try:
             solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
             used, objective = "lp", solution.objective

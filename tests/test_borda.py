@@ -1,13 +1,16 @@
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 
 import solvers
 from conftest import bandit, leaky_average, random_problems
-from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
+from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, return_floor
 from policyagg.problem import Problem
+from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
 from solvers.borda import borda
@@ -74,6 +77,22 @@ def test_most_repeated_policy_wins(solver, backend):
     if solver == "lp":
         np.testing.assert_allclose(result.diagnostics["modes"], [0.2, 1.8])
     _feasible_and_pareto(bandit(), result)
+
+
+@pytest.mark.parametrize("solver", ["lp", "milp"])
+def test_an_indifferent_agent_changes_nothing_and_the_result_is_stored(solver, tmp_path):
+    # a third agent with reward 2 everywhere has rank 1 on every policy: +1 to the objective
+    problem = bandit(rewards=((1.0, 0.0), (0.0, 3.0), (2.0, 2.0)))
+    samples = ReturnSamples(np.column_stack([REPEATED, 3 * (1 - REPEATED), np.full(9, 2.0)]))
+    result = borda(problem, samples, solver=solver, breakpoints=8, tangents=8)
+    np.testing.assert_allclose(result.returns, [0.3, 2.1, 2.0], atol=1e-5)
+    assert result.diagnostics["objective"] == pytest.approx(12 / 9 + 1, abs=1e-6)
+    assert result.ranks[2] == 1.0
+    json.dumps([result.options, result.diagnostics], allow_nan=False)  # strict JSON
+    loaded = Result.load(result.save(tmp_path / "borda"))
+    assert loaded.options == result.options and loaded.diagnostics == result.diagnostics
+    if solver == "lp":
+        assert result.diagnostics["modes"][2] is None
 
 
 def test_lp_uses_the_concave_envelope_above_the_mode():
@@ -189,6 +208,12 @@ def test_infeasible_constraints_are_named_not_the_region():
         with pytest.raises(InfeasibleError, match=r"return floor\(>= 0.5\).*budget\(<= 0.3\)") as info:
             borda(problem, samples, solver=solver, fallback="milp", constraints=impossible)
         assert "concave region" not in str(info.value)
+
+
+def test_time_limit_is_reported():
+    samples = ReturnSamples(np.column_stack([REPEATED, 3 * (1 - REPEATED)]))
+    with pytest.raises(SolverTimeLimitError, match=r"'borda \(incremental MILP\)'.*raise time_limit"):
+        borda(bandit(), samples, solver="milp", breakpoints=8, time_limit=1e-9)
 
 
 # ------------------------------------------------------------------ invariance
