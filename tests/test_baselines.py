@@ -8,11 +8,11 @@ from conftest import bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError
 from policyagg.mdp import TabularMDP
 from policyagg.metrics import gini
-from policyagg.polytope import budget, return_floor
+from policyagg.polytope import budget, forbid, return_floor
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
 from reference import dense_polytope, lp_max, max_min, occupancy_by_dense_solve
-from solvers.baselines import generalized_gini, gini_owa_weights, nash_welfare, random_dictator
+from solvers.baselines import NASH_FLOOR, generalized_gini, gini_owa_weights, nash_welfare, random_dictator
 
 BASELINES = (random_dictator, nash_welfare, generalized_gini)
 
@@ -139,6 +139,19 @@ def test_nash_ignores_indifferent_agents():
     np.testing.assert_allclose(result.normalized, [0.5, 0.5, 1.0], atol=1e-4)
     everyone_indifferent = nash_welfare(simplex_bandit([[1.0, 1.0]]))
     assert everyone_indifferent.diagnostics["nash_welfare"] == 0.0
+
+
+def test_constraints_that_zero_an_agent():
+    # leaky, 'move' forbidden in state 0: the chain stays in state 0, agent 1 gets u = 0 whatever
+    # happens; Nash floors its log at NASH_FLOOR and still converges
+    problem = leaky_average()
+    for rule in BASELINES:
+        result = rule(problem, constraints=forbid(problem.mdp, 0, 1))
+        np.testing.assert_allclose(result.returns, [1.0, 0.0], atol=1e-7)
+        assert result.report["pareto_optimal"]
+    result = nash_welfare(problem, constraints=forbid(problem.mdp, 0, 1))
+    assert result.diagnostics["converged"]
+    assert result.diagnostics["nash_welfare"] == pytest.approx(np.log(NASH_FLOOR), rel=1e-6)
 
 
 # ------------------------------------------------------------------ generalised Gini welfare
