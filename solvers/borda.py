@@ -195,7 +195,7 @@ def _check_options(solver, breakpoints, tangents, fallback, completion) -> None:
         raise InvalidProblemError(f"`completion` must be one of {', '.join(COMPLETIONS)}; got {completion!r}")
 
 
-def quantile_knots(problem: Problem, samples: ReturnSamples, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _quantile_knots(problem: Problem, samples: ReturnSamples, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per agent ``(x, F)``: strictly increasing order statistics at the quantile levels
     ``k / levels`` (``k = 0..levels``), as *normalised* returns ``(v - min_O J_i) / (max_O J_i -
     min_O J_i)``, and the empirical CDF there; ties merged (module doc). Indifferent agents
@@ -233,10 +233,9 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
     n, n_d = C.shape
     modes = np.full(n, -np.inf)  # normalised; indifferent agents: no region
     agent, slope, intercept = [], [], []
-    for i, (x, F) in enumerate(quantile_knots(problem, samples, tangents)):
-        if x.size == 1:  # one return value: F~ is 1 from there on
-            modes[i] = x[0]
-        if x.size <= 1:
+    for i, (x, F) in enumerate(_quantile_knots(problem, samples, tangents)):
+        if x.size <= 1:  # indifferent (no knots), or one sampled return: F~ is 1 from there on
+            modes[i] = x[0] if x.size else -np.inf
             continue
         density = np.diff(F) / np.diff(x)
         j = int(np.flatnonzero(density >= density.max() * (1.0 - MODE_TIE))[0])
@@ -262,7 +261,10 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
                            col_upper=np.concatenate([np.full(n_d + n, np.inf), np.ones(n)]),
                            rows=[link, tangent])
     ranges = problem.ranges
-    return lp, np.where(ranges.flat, np.nan, ranges.lower + np.where(ranges.flat, 0.0, modes) * ranges.width)
+    finite = np.isfinite(modes)
+    in_returns = np.full(n, np.nan)
+    in_returns[finite] = ranges.lower[finite] + modes[finite] * ranges.width[finite]
+    return lp, in_returns
 
 
 def _incremental_program(problem: Problem, samples: ReturnSamples, breakpoints: int):
@@ -272,14 +274,15 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, breakpoints: 
     n, n_d = C.shape
     tie = samples.tolerance / range_widths(problem)
     base, start, db, df = np.full(n, -np.inf), np.ones(n), [], []
-    for i, (x, F) in enumerate(quantile_knots(problem, samples, breakpoints)):
+    for i, (x, F) in enumerate(_quantile_knots(problem, samples, breakpoints)):
         if x.size:
             if x[0] > tie[i]:  # F^ = 0 at min_O J_i (normalised 0)
                 x, F = np.concatenate([[0.0], x]), np.concatenate([[0.0], F])
             else:  # the smallest sample is min_O J_i up to ties
                 x = np.concatenate([[min(x[0], 0.0)], x[1:]])
             base[i], start[i] = x[0], F[0]
-        db.append(np.diff(x)), df.append(np.diff(F))
+        db.append(np.diff(x))
+        df.append(np.diff(F))
     agent = np.repeat(np.arange(n), [a.size for a in db])
     db, df = np.concatenate(db), np.concatenate(df)
     M = db.size
