@@ -36,7 +36,8 @@ def borda_score(ranks) -> float:
     return float(np.sum(ranks))
 
 
-MAX_PVC_AGENTS = 24
+#: The verifier enumerates 2^n coalitions; beyond this it refuses.
+MAX_PVC_AGENTS = 20
 
 
 def pvc_epsilon(returns, sample_values) -> float:

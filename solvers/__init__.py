@@ -2,8 +2,11 @@
 
 from policyagg.errors import InvalidProblemError
 from solvers.approval import approval
+from solvers.baselines import generalized_gini, nash_welfare, random_dictator
+from solvers.borda import borda
 from solvers.completion import pareto_check, pareto_complete
 from solvers.occupancy import return_ranges, with_ranges
+from solvers.pvc import proportional_veto_core, pvc_epsilon
 from solvers.quantile import max_quantile
 from solvers.welfare import egalitarian, utilitarian
 
@@ -12,6 +15,11 @@ RULES = {
     "egalitarian": egalitarian,
     "approval": approval,
     "max_quantile": max_quantile,
+    "borda": borda,
+    "pvc": proportional_veto_core,
+    "random_dictator": random_dictator,
+    "nash_welfare": nash_welfare,
+    "generalized_gini": generalized_gini,
 }
 
 
@@ -23,4 +31,6 @@ def get_rule(name: str):
         raise InvalidProblemError(f"unknown rule {name!r}; choose one of: {', '.join(sorted(RULES))}") from None
 
 
-__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian", "approval", "max_quantile", "pareto_check", "pareto_complete"]
+__all__ = ["RULES", "get_rule", "return_ranges", "with_ranges", "utilitarian", "egalitarian", "approval", "max_quantile",
+           "borda", "proportional_veto_core", "pvc_epsilon", "random_dictator", "nash_welfare", "generalized_gini",
+           "pareto_check", "pareto_complete"]

@@ -82,7 +82,7 @@ def random_dictator(
     if pareto:
         gap, d = pareto_improvement(problem, mixture, backend=backend, time_limit=time_limit, log=log)
         extra["mixture_pareto_gap"] = gap
-    return finish(problem, d, rule="random_dictator", samples=samples, options={"pareto": bool(pareto)},
+    return finish(problem, d, rule="random_dictator", samples=samples, options={"pareto": bool(pareto)}, lift=bool(pareto),
                   log=log, started=started, time_limit=time_limit, **extra)
 
 

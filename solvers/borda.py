@@ -202,7 +202,8 @@ def _quantile_knots(problem: Problem, samples: ReturnSamples, levels: int) -> li
     get no knots (their rank is 1 on all of ``O``)."""
     ranges = problem.ranges
     N = samples.n_samples
-    index = np.unique(np.rint(np.linspace(0, N - 1, levels + 1)).astype(np.int64))
+    # k (N - 1) / levels is exact up to one rounding, so halves round to even as documented
+    index = np.unique(np.rint(np.arange(levels + 1) * (N - 1) / levels).astype(np.int64))
     x = samples.sorted_values[:, index]  # (n, m)
     F = samples.cdf(x.T).T
     x = ranges.normalize(x.T).T

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError, InvalidSamplesError
-from policyagg.metrics import approvals, borda_score, pvc_epsilon
+from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
+from policyagg.metrics import MAX_PVC_AGENTS, approvals, borda_score, pvc_epsilon
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
@@ -30,6 +30,9 @@ DUAL_TOL = 1e-9
 COMPLETIONS = ("egalitarian", "utilitarian")
 #: Pareto gaps (sum of normalised improvements) below this count as Pareto optimal.
 PARETO_TOL = 1e-6
+#: The Pareto check lets each agent lose this much of its return range or reward scale
+#: (LP tolerance); the second value is tried only if the first leaves no feasible point.
+PARETO_SLACKS = (1e-9, 1e-6)
 
 
 def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) -> ReturnSamples:
@@ -102,11 +105,18 @@ def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limi
     d = np.asarray(d, dtype=float).ravel()
     C, c0 = utilities(problem, normalize=True)
     returns = problem.reward_matrix @ d
-    scale = np.maximum(1.0, np.abs(returns))
-    # keep every agent within solver tolerance of its current return
-    floor = threshold_rows(problem, np.arange(problem.n_agents), returns - 1e-9 * scale, "keep every agent's return")
-    lp = occupancy_program(problem, C.sum(axis=0), name="Pareto check", maximize=True, rows=[floor])
-    solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
+    # d itself came from an LP, so each agent may lose the LP tolerance, measured against its
+    # return range or reward scale; if d is just outside what HiGHS accepts as O, widen once
+    scale = np.maximum(range_widths(problem), np.abs(problem.reward_matrix).max(axis=1))
+    for slack in PARETO_SLACKS:
+        floor = threshold_rows(problem, np.arange(problem.n_agents), returns - slack * scale, "keep every agent's return")
+        lp = occupancy_program(problem, C.sum(axis=0), name="Pareto check", maximize=True, rows=[floor])
+        try:
+            solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
+            break
+        except InfeasibleError:
+            if slack == PARETO_SLACKS[-1]:
+                raise
     better = np.clip(solution.x, 0.0, None)
     gap = float(max(0.0, (C @ better - C @ d).sum()))
     return gap, better
@@ -190,10 +200,22 @@ REPORT_ALPHAS = (0.5, 0.8, 0.9)
 
 
 def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, options: dict, log: SolveLog,
-           started: float, time_limit: float | None = None, **extra) -> Result:
-    """Assemble a rule's :class:`Result` with its fairness report (the Pareto gap is one more LP)."""
+           started: float, time_limit: float | None = None, lift: bool = True, **extra) -> Result:
+    """Assemble a rule's :class:`Result` with its fairness report.
+
+    The Pareto gap costs one more LP. If it exceeds :data:`PARETO_TOL` (a rule's point left
+    short of the frontier by solver tolerances), the point is lifted with
+    :func:`pareto_improvement`, which makes no agent worse, and ``diagnostics["pareto_lift"]``
+    records the gap that was closed. ``lift=False`` reports the gap of ``d`` as it is.
+    """
     d = np.clip(np.asarray(d, dtype=float).ravel(), 0.0, None)
-    gap, _ = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit)
+    d /= d.sum()
+    gap, better = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit, log=log)
+    if lift and gap > PARETO_TOL:
+        # solver tolerances left the rule's point short of the frontier: lift it (no agent loses)
+        extra["pareto_lift"] = gap
+        d = np.clip(better, 0.0, None) / np.clip(better, 0.0, None).sum()
+        gap, _ = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit, log=log)
     returns = problem.reward_matrix @ d
     report = {"pareto_gap": gap, "pareto_optimal": gap <= PARETO_TOL}
     if samples is not None:
@@ -202,7 +224,9 @@ def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, opt
             "min_rank": float(ranks.min()),
             "borda": borda_score(ranks),
             "approvals": {str(alpha): approvals(ranks, alpha) for alpha in REPORT_ALPHAS},
-            "pvc_epsilon": pvc_epsilon(returns, samples.values) if problem.n_agents <= 20 else None,
+            # returns within the rank tie tolerance of a sample do not strictly prefer it
+            "pvc_epsilon": pvc_epsilon(returns + samples.tolerance, samples.values)
+            if problem.n_agents <= MAX_PVC_AGENTS else None,
         }
     diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
     return make_result(problem, d, rule=rule, samples=samples, options=options | {"backend": log.backend},

@@ -100,9 +100,8 @@ def proportional_veto_core(
     Diagnostics: ``thresholds`` (``theta_k`` per agent, the vetoed maxima), ``order``,
     ``veto_size`` (``m``), ``n_survivors``, ``epsilon_bound`` (the a-priori bound
     ``max(eps, 1 - n m / N)`` on the verified ``eps``, which is in ``report["pvc_epsilon"]``;
-    that report reads strict preference exactly, :func:`pvc_epsilon` with the samples' tie
-    tolerance — they differ only for agents whose sampled returns tie with ``J_i(d)`` up to
-    rounding, e.g. indifferent agents).
+    the report and :func:`pvc_epsilon` both read strict preference up to the samples' tie
+    tolerance).
 
     Example
     -------

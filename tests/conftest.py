@@ -49,6 +49,11 @@ def leaky_average():
     return Problem(mdp, rewards)
 
 
+#: Options so that every registered rule answers on any instance (Borda's LP needs a
+#: non-empty concave region; the fallback is opt-in).
+RULE_OPTIONS = {"borda": {"fallback": "milp"}}
+
+
 @pytest.fixture
 def leaky():
     return leaky_average()

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 
 import solvers
+from policyagg.samples import TIE_TOL
 from conftest import bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
 from policyagg.mdp import TabularMDP
@@ -24,6 +25,7 @@ def bandit3(rewards, weights=None):
 def pl_cdfs(values, ranges, K):
     """Independent PL interpolation of each empirical CDF on K quantile intervals (module doc of
     solvers.borda): knots at the order statistics round(k (N-1) / K), F = share of samples <= knot,
+    (ties within TIE_TOL of the sampled range count, as in ReturnSamples.cdf),
     plus (min_O J_i, 0) in front when below the smallest sample; an indifferent agent's F^ is 1.
     Returns [(xs, Fs)] per agent."""
     N, n = values.shape
@@ -33,10 +35,11 @@ def pl_cdfs(values, ranges, K):
             out.append((np.array([ranges.lower[i]]), np.array([1.0])))
             continue
         v = np.sort(values[:, i])
+        tie = TIE_TOL * (v[-1] - v[0])  # ranks count samples within the tie tolerance as equal
         picked = sorted({int(round(k * (N - 1) / K)) for k in range(K + 1)})
         xs, Fs = [], []
         for j in picked:
-            F = np.count_nonzero(v <= v[j]) / N
+            F = np.count_nonzero(v <= v[j] + tie) / N
             if not Fs or F > Fs[-1]:
                 xs.append(v[j])
                 Fs.append(F)

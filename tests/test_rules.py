@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 
 import solvers
-from conftest import leaky_average, random_problems
+from conftest import RULE_OPTIONS, leaky_average, random_problems
 from policyagg.errors import InfeasibleError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, return_floor
@@ -16,6 +16,7 @@ from policyagg.sampling import sample_policy_returns
 #: Rules that read preferences only through ranks (volumes), hence invariant to a*r + b.
 VOLUMETRIC = ("approval", "borda", "max_quantile", "pvc")
 RULES = sorted(solvers.RULES)
+OPTIONS = RULE_OPTIONS
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -24,7 +25,7 @@ RULES = sorted(solvers.RULES)
 def test_every_rule_is_feasible_and_pareto_optimal(name, problem):
     problem = solvers.with_ranges(Problem(problem.mdp, problem.rewards))
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
-    result = solvers.get_rule(name)(problem, samples)
+    result = solvers.get_rule(name)(problem, samples, **OPTIONS.get(name, {}))
     assert problem.polytope.violation(result.occupancy) < 1e-7
     assert result.report["pareto_optimal"], result.report
     reevaluated = problem.mdp.evaluate(result.policy, problem.rewards)
@@ -39,7 +40,7 @@ def test_every_rule_names_itself_and_the_culprit_when_infeasible(name):
     impossible = return_floor(problem.mdp, problem.rewards[1], 0.5) & budget(problem.mdp, cost, 0.3)
     samples = ReturnSamples(np.random.default_rng(0).uniform(size=(50, 2)))
     with pytest.raises(InfeasibleError, match=r"return floor\(>= 0.5\).*budget\(<= 0.3\)"):
-        solvers.get_rule(name)(problem, samples, constraints=impossible)
+        solvers.get_rule(name)(problem, samples, constraints=impossible, **OPTIONS.get(name, {}))
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -47,8 +48,8 @@ def test_every_rule_runs_on_both_backends(name):
     rng = np.random.default_rng(11)
     problem = solvers.with_ranges(Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=0.8), rng.normal(size=(3, 3, 2))))
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
-    a = solvers.get_rule(name)(problem, samples, backend="highs")
-    b = solvers.get_rule(name)(problem, samples, backend="pulp")
+    a = solvers.get_rule(name)(problem, samples, backend="highs", **OPTIONS.get(name, {}))
+    b = solvers.get_rule(name)(problem, samples, backend="pulp", **OPTIONS.get(name, {}))
     assert a.report["pareto_optimal"] and b.report["pareto_optimal"]
     assert b.diagnostics["backend"] == "pulp"
 
@@ -68,8 +69,9 @@ def test_volumetric_rules_are_invariant_to_affine_rewards(name, problem):
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
     scaled, scaled_samples = _affine_copy(problem, samples, agent=0, a=7.5, b=-3.0)
     rule = solvers.get_rule(name)
-    before = rule(problem, samples, completion="egalitarian")
-    after = rule(scaled, scaled_samples, completion="egalitarian")
+    options = {"completion": "egalitarian"} | OPTIONS.get(name, {})
+    before = rule(problem, samples, **options)
+    after = rule(scaled, scaled_samples, **options)
     # the leximin completion's normalised returns are unique, so the outcome must coincide
     np.testing.assert_allclose(after.normalized, before.normalized, atol=1e-6)
     np.testing.assert_allclose(after.ranks, before.ranks)
