@@ -80,7 +80,7 @@ def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0
     problem = solvers.with_ranges(attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed))
     samples = sample_policy_returns(problem, n_samples, rng=seed, progress=False)
     start = time.perf_counter()
-    solvers.utilitarian(problem, normalize=True)
+    baseline_solves = solvers.utilitarian(problem, normalize=True).diagnostics["n_solves"]
     baseline = time.perf_counter() - start
     timings = {}
     for label, name, options in cases:
@@ -93,6 +93,7 @@ def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}), {problem.n_agents} agents, {n_samples} samples",
         "baseline_seconds": baseline,
+        "baseline_solves": baseline_solves,
         "rules": timings,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

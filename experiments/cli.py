@@ -44,7 +44,7 @@ def _bench_rules(args) -> None:
     base = report["baseline_seconds"]
     print(report["model"])
     print(f"  {'rule':<20} {'seconds':>8} {'x baseline':>9} {'LP solves':>9}")
-    print(f"  {'utilitarian (baseline)':<20} {base:>8.3f} {1.0:>9.1f} {1:>9}")
+    print(f"  {'utilitarian (baseline)':<20} {base:>8.3f} {1.0:>9.1f} {report['baseline_solves']:>9}")
     for label, row in report["rules"].items():
         print(f"  {label:<20} {row['seconds']:>8.3f} {row['seconds'] / base:>9.1f} {row['solves']!s:>9}")
     print(f"  peak RSS {report['peak_rss_mb']:.0f} MB")

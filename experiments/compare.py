@@ -34,12 +34,17 @@ class Variant:
 
 VARIANTS = (
     Variant("max-quantile", "max_quantile", {}),
+    Variant("Borda", "borda", {"solver": "lp", "fallback": "milp"}),
     Variant("90%-approval", "approval", {"alpha": 0.9}),
     Variant("80%-approval", "approval", {"alpha": 0.8}),
     Variant("egalitarian", "egalitarian", {"normalize": False}),
     Variant("utilitarian", "utilitarian", {"normalize": False}),
     Variant("egalitarian (normalised)", "egalitarian", {"normalize": True}),
     Variant("utilitarian (normalised)", "utilitarian", {"normalize": True}),
+    Variant("PVC", "pvc", {}),
+    Variant("Nash welfare", "nash_welfare", {}),
+    Variant("generalised Gini", "generalized_gini", {}),
+    Variant("random dictator", "random_dictator", {}),
 )
 
 
@@ -59,7 +64,10 @@ def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n
 
 def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=VARIANTS, backend: str = "highs",
             out: Path | None = None, progress: bool | None = None) -> dict[str, Result]:
-    """Run every variant on ``problem`` with one shared sample set; save results under ``out``."""
+    """Run every variant on ``problem`` with one shared sample set; save results under ``out``.
+
+    The first six rows are the paper's (utilitarian and egalitarian on raw returns); the
+    normalised variants, PVC and the baselines are extra rows."""
     problem = solvers.with_ranges(problem, backend=backend)
     samples = sample_policy_returns(problem, n_samples, rng=seed, progress=progress)
     results = {}
