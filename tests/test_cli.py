@@ -14,7 +14,7 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
-    assert Result.load(tmp_path / "out" / "egal").rule == "egalitarian"
+    assert Result.load(tmp_path / "out" / "fair").rule == "max_quantile"
 
 
 def test_compare_writes_results_and_prints_table(tmp_path, capsys):
