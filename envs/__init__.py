@@ -1,0 +1,24 @@
+"""Environments of policyagg; importing this package registers them with Gymnasium."""
+
+import gymnasium
+
+from envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
+from envs.attention_env import AttentionAllocation
+
+__all__ = ["AttentionAllocation", "AttentionModel", "one_agent_per_site", "random_site_subsets"]
+
+# One place for every registration; the guard keeps a re-import (importlib.reload) silent.
+# The passive env checker is off, as in MO-Gymnasium's `make`: it only knows scalar rewards
+# and would warn on every environment's first step. Tests run `check_env` explicitly.
+_REGISTRATIONS = [
+    dict(
+        id="policyagg/AttentionAllocation-v0",
+        entry_point="envs.attention_env:AttentionAllocation",
+        max_episode_steps=1000,
+        disable_env_checker=True,
+        kwargs={"n_sites": 5, "n_phases": 3},
+    ),
+]
+for _spec in _REGISTRATIONS:
+    if _spec["id"] not in gymnasium.registry:
+        gymnasium.register(**_spec)
