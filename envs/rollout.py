@@ -1,0 +1,237 @@
+"""Roll a policy out in the real environment and compare with the LP's prediction.
+
+The prediction is ``J = <r, d_pi>`` from :meth:`TabularMDP.evaluate` on the model
+(per step; for a :class:`Result` on the same model it equals ``result.returns``). The
+empirical figure is on the same per-step scale:
+
+* discounted (``gamma < 1``): each episode gives ``(1 - gamma) sum_{t < H} gamma^t r_t``
+  with ``H = ceil(log(1e-4) / log(gamma))`` by default; cutting at ``H`` moves the mean by
+  at most ``gamma^H max |r|``, which :meth:`RolloutReport.agrees` adds to its tolerance;
+* average reward (``gamma = 1``): each episode is an independent chain started from
+  ``rho``, run for ``burn_in`` steps and then averaged over ``H`` steps (default 2000 and
+  ``H // 10``). The chains are independent, so the standard error over episodes is honest;
+  what it does not cover is the bias of a finite ``H`` (slowly mixing chains need more).
+
+The confidence interval is ``mean +- 1.96 s.e.`` over episodes. As in
+:mod:`envs.tabular`, truncation is ignored (the environment keeps being stepped past its
+``TimeLimit``) and termination follows the model's ``info["on_termination"]``: with
+``"absorb"`` the rest of the episode contributes 0; with ``"reset"`` the environment is
+reset and the episode goes on.
+
+Rewards (``reward=``): ``"model"`` scores each step ``(s, a)`` with ``rewards[:, s, a]``
+(the model's, or any agents' ``rewards`` of shape ``(n, S, A)``), ``"env"`` with the
+reward the environment returns (its scalar or vector reward; then the model's rewards
+must be the environment's own). Both estimate the same expectation; ``"env"`` also
+checks the model's reward table against the environment.
+
+Episodes are stepped one after another in one environment: a Gymnasium
+``SyncVectorEnv`` steps its copies in a Python loop as well, and its automatic resets on
+truncation would cut episodes the model does not cut. Action choice and reward lookup
+are array operations; the report gives the throughput.
+
+Examples
+--------
+>>> import gymnasium, solvers
+>>> from envs.tabular import from_gymnasium
+>>> env = gymnasium.make("FrozenLake-v1")
+>>> model = from_gymnasium(env, gamma=0.95)
+>>> result = solvers.utilitarian(model.problem())
+>>> rollout(env, model, result, episodes=500).agrees()
+True
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.tabular import EnvModel, make_env
+from policyagg.errors import InvalidProblemError
+
+#: Default discounted horizon: ``gamma^H <= DISCOUNT_CUTOFF``.
+DISCOUNT_CUTOFF = 1e-4
+#: Default average-reward horizon (steps averaged per episode).
+AVERAGE_HORIZON = 2000
+#: Half-width of the confidence interval in standard errors.
+Z95 = 1.96
+
+
+@dataclass(frozen=True, eq=False)
+class RolloutReport:
+    """Empirical per-agent returns of a policy next to the LP's prediction (all per step)."""
+
+    mean: np.ndarray  # (n,)
+    ci_low: np.ndarray  # (n,)
+    ci_high: np.ndarray  # (n,)
+    predicted: np.ndarray  # (n,): the model's evaluation of the policy from rho
+    episodes: int
+    horizon: int
+    gamma: float
+    std_error: np.ndarray | None = None  # (n,)
+    tolerance: float = 0.0  # added to both ends of the interval by agrees(): truncation bias bound + rounding
+    burn_in: int = 0
+    reward: str = "model"
+    lp_returns: np.ndarray | None = None  # result.returns when a Result was rolled out
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else float("inf")
+
+    def agreement(self) -> np.ndarray:
+        """Per agent: the prediction lies in ``[ci_low - tolerance, ci_high + tolerance]``."""
+        return (self.predicted >= self.ci_low - self.tolerance) & (self.predicted <= self.ci_high + self.tolerance)
+
+    def agrees(self) -> bool:
+        """Every agent's prediction lies in its (tolerance-widened) confidence interval."""
+        return bool(self.agreement().all())
+
+    def table(self, names=None) -> str:
+        """A plain-text table: one line per agent with the prediction, the mean and the 95% CI."""
+        n = self.mean.size
+        names = [f"agent{i}" for i in range(n)] if names is None else list(map(str, names))
+        criterion = f"gamma: {self.gamma:g}" if self.gamma < 1 else f"average reward, burn-in {self.burn_in}"
+        lines = [
+            f"rollout: {self.episodes} episodes x {self.horizon} steps   {criterion}   reward: {self.reward}   "
+            f"{self.steps_per_second:,.0f} steps/s",
+            f"{'agent':>12} {'predicted':>12} {'empirical':>12} {'95% CI':>27} {'agrees':>7}",
+        ]
+        ok = self.agreement()
+        for i, name in enumerate(names):
+            ci = f"[{self.ci_low[i]:.6g}, {self.ci_high[i]:.6g}]"
+            lines.append(f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}")
+        return "\n".join(lines)
+
+
+def rollout(
+    env,
+    model: EnvModel,
+    policy_or_result,
+    *,
+    episodes: int = 200,
+    horizon: int | None = None,
+    burn_in: int | None = None,
+    seed: int = 0,
+    reward: str = "model",
+    rewards=None,
+) -> RolloutReport:
+    """Run a policy ``(S, A)`` (or ``result.policy``) in ``env`` and report per-agent returns.
+
+    Parameters
+    ----------
+    env : gymnasium.Env or str
+        The environment ``model`` was built from (or its id).
+    model : EnvModel
+    policy_or_result : array (S, A) or Result
+    episodes : int >= 2
+    horizon : int, optional
+        Steps per episode (defaults in the module docstring).
+    burn_in : int, optional
+        Average reward only: steps discarded before averaging (default ``horizon // 10``).
+    seed : int
+        Seeds the episodes' resets and the action draws; the same seed gives the same report.
+    reward : "model" or "env"
+    rewards : array (n, S, A), optional
+        Agents to score with ``reward="model"`` (default ``model.rewards``).
+    """
+    env = make_env(env)
+    mdp = model.mdp
+    policy = mdp.check_policy(getattr(policy_or_result, "policy", policy_or_result))
+    if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 2:
+        raise InvalidProblemError(f"`episodes` must be an integer >= 2 (for a standard error); got {episodes!r}")
+    if reward not in ("model", "env"):
+        raise InvalidProblemError(f"`reward` must be 'model' or 'env'; got {reward!r}")
+    if rewards is None:
+        R = model.rewards
+    else:
+        if reward == "env":
+            raise InvalidProblemError("`rewards` only applies with reward='model' (reward='env' scores with the environment's reward)")
+        R = np.asarray(rewards, dtype=float)
+        R = R[None] if R.ndim == 2 else R
+        if R.ndim != 3 or R.shape[1:] != (mdp.n_states, mdp.n_actions):
+            raise InvalidProblemError(f"`rewards` must have shape (n, S, A) = (n, {mdp.n_states}, {mdp.n_actions}); got {np.shape(rewards)}")
+    gamma = mdp.gamma
+    discounted = gamma < 1.0
+    if horizon is None:
+        horizon = int(np.ceil(np.log(DISCOUNT_CUTOFF) / np.log(gamma))) if discounted else AVERAGE_HORIZON
+    if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        raise InvalidProblemError(f"`horizon` must be a positive integer; got {horizon!r}")
+    if burn_in is None:
+        burn_in = 0 if discounted else horizon // 10
+    if discounted and burn_in:
+        raise InvalidProblemError("`burn_in` only applies to average reward (gamma = 1); discounted returns start at t = 0")
+    if not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
+        raise InvalidProblemError(f"`burn_in` must be a non-negative integer; got {burn_in!r}")
+
+    predicted = mdp.evaluate(policy, R)
+    lp_returns = getattr(policy_or_result, "returns", None)
+    if lp_returns is not None and rewards is None:
+        lp_returns = np.asarray(lp_returns, dtype=float)
+        if lp_returns.shape == predicted.shape and not np.allclose(lp_returns, predicted, rtol=1e-6, atol=1e-8):
+            warnings.warn(
+                f"the result's returns {lp_returns} differ from the model's evaluation of its policy {predicted}: "
+                "the result was computed on other rewards (pass them as `rewards=`) or, with gamma = 1, its "
+                "occupancy is not reached from `rho`; the rollout is compared with the evaluation",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    returns, steps, seconds = _run_episodes(
+        env, model, policy, R, episodes=int(episodes), horizon=int(horizon), burn_in=int(burn_in),
+        seed=seed, use_env_reward=(reward == "env"),
+    )
+    mean = returns.mean(axis=0)
+    se = returns.std(axis=0, ddof=1) / np.sqrt(episodes)
+    scale = float(np.abs(R).max(initial=0.0))
+    tolerance = (gamma**horizon * scale if discounted else 0.0) + 1e-9 * (1.0 + scale)
+    return RolloutReport(
+        mean=mean, ci_low=mean - Z95 * se, ci_high=mean + Z95 * se, predicted=predicted,
+        episodes=int(episodes), horizon=int(horizon), gamma=gamma, std_error=se, tolerance=tolerance,
+        burn_in=int(burn_in), reward=reward, lp_returns=lp_returns, steps=steps, seconds=seconds,
+    )
+
+
+def _run_episodes(env, model, policy, R, *, episodes, horizon, burn_in, seed, use_env_reward):
+    """``(returns (episodes, n) on the per-step scale, steps taken, seconds)``."""
+    gamma = model.mdp.gamma
+    discounted = gamma < 1.0
+    reset_on_termination = model.info.get("on_termination") == "reset"
+    n, A = R.shape[0], model.mdp.n_actions
+    cumulative = np.cumsum(policy, axis=1)
+    cumulative[:, -1] = 1.0  # u < 1 always picks an action
+    weights = gamma ** np.arange(horizon) if discounted else np.ones(horizon)
+    sequence = np.random.SeedSequence(seed)
+    env_seeds = sequence.generate_state(episodes, dtype=np.uint32)
+    draws = np.random.default_rng(sequence.spawn(1)[0])
+    length = burn_in + horizon
+    returns = np.zeros((episodes, n))
+    steps = 0
+    started = time.perf_counter()
+    for e in range(episodes):
+        obs, _ = env.reset(seed=int(env_seeds[e]))
+        s = model.state_index(obs)
+        u = draws.random(length)
+        total = np.zeros(n)
+        for t in range(length):
+            a = min(int(np.searchsorted(cumulative[s], u[t], side="right")), A - 1)
+            obs, r, terminated, _truncated, _ = env.step(model.actions[a])
+            steps += 1
+            if t >= burn_in:
+                if use_env_reward:
+                    r = np.asarray(r, dtype=float).ravel()
+                    if r.size != n:
+                        raise InvalidProblemError(f"the environment's reward has {r.size} component(s); the model has {n} agent(s)")
+                    total += weights[t - burn_in] * r
+                else:
+                    total += weights[t - burn_in] * R[:, s, a]
+            if terminated:
+                if not reset_on_termination:
+                    break  # absorbing: zero reward from here on
+                obs, _ = env.reset()
+            s = model.state_index(obs)
+        returns[e] = (1.0 - gamma) * total if discounted else total / horizon
+    return returns, steps, time.perf_counter() - started

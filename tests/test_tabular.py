@@ -1,0 +1,384 @@
+"""Gymnasium environments to tabular models: every route, checked by hand and against real steps."""
+
+import re
+import threading
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium import spaces
+from scipy.stats import norm
+
+import solvers
+from envs.rollout import rollout
+from envs.tabular import EnvModel, from_gymnasium
+from policyagg.errors import InvalidProblemError
+from policyagg.mdp import StructureWarning
+
+LEFT, DOWN, RIGHT, UP = 0, 1, 2, 3  # FrozenLake
+
+
+# --------------------------------------------------------------------------- custom envs
+class Grid(gymnasium.Env):
+    """4x4 grid, MultiDiscrete (row, col) observations, no `P`: deterministic moves
+    (0 up, 1 down, 2 left, 3 right; walls stop), a wall cell at (1, 1), reward 1 and
+    termination on entering (3, 3), reward -1 for bumping into a wall."""
+
+    MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])
+
+    def __init__(self):
+        self.observation_space = spaces.MultiDiscrete([4, 4])
+        self.action_space = spaces.Discrete(4)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = np.array([0, 0])
+        return self.pos.copy(), {}
+
+    def step(self, action):
+        target = self.pos + self.MOVES[action]
+        blocked = np.any(target < 0) or np.any(target > 3) or tuple(target) == (1, 1)
+        if not blocked:
+            self.pos = target
+        done = tuple(self.pos) == (3, 3)
+        return self.pos.copy(), float(done) - float(blocked), done, False, {}
+
+
+class Coin(gymnasium.Env):
+    """Discrete(3) states; action 1 moves up a state w.p. `p` drawn as `np_random.random() < p`,
+    action 0 stays; state 2 pays 2 per step. Continuing (never terminates)."""
+
+    def __init__(self, p=0.3):
+        self.p = p
+        self.observation_space = spaces.Discrete(3)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.s = 0
+        return self.s, {}
+
+    def step(self, action):
+        reward = 2.0 * (self.s == 2)
+        if action == 1 and self.np_random.random() < self.p:
+            self.s = (self.s + 1) % 3
+        return self.s, reward, False, False, {}
+
+
+class NoisyChain(gymnasium.Env):
+    """5-state chain: action 1 advances iff `np_random.normal() < CUT` (not enumerable exactly);
+    reaching state 4 pays 1 and terminates. With `lock` the state holds a lock: no snapshot."""
+
+    CUT = 0.5
+
+    def __init__(self, lock=False):
+        self.observation_space = spaces.Discrete(5)
+        self.action_space = spaces.Discrete(2)
+        if lock:
+            self._lock = threading.Lock()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.s = 0
+        return self.s, {}
+
+    def step(self, action):
+        if action == 1 and self.np_random.normal() < self.CUT:
+            self.s += 1
+        done = self.s == 4
+        return self.s, float(done), done, False, {}
+
+
+class ContinuousAction(Coin):
+    def __init__(self):
+        super().__init__()
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+
+class TupleObservation(Coin):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2)))
+
+
+# --------------------------------------------------------------------------- route "model"
+@pytest.mark.parametrize("env_id", ["FrozenLake-v1", "CliffWalking-v1", "Taxi-v4"])
+def test_toy_text_takes_the_model_route(env_id):
+    env = gymnasium.make(env_id)
+    model = from_gymnasium(env, gamma=0.95)
+    base = env.unwrapped
+    S = base.observation_space.n
+    assert model.route == "model" and model.info["exact"]
+    assert model.info["skipped"] == {"protocol": "the environment has no `tabular_model(gamma)` method"}
+    assert model.mdp.n_states == S + 1 and model.observations[-1] is None and model.info["absorbing"] == S
+    np.testing.assert_allclose(model.mdp.P.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.mdp.P_dense[S, :, S], 1.0)  # absorbing self-loop
+    assert np.all(model.rewards[:, S] == 0)
+    np.testing.assert_array_equal(model.mdp.rho[:S], base.initial_state_distrib)
+    # r(s, a) = sum prob * reward and terminating mass -> absorbing, on the env's own lists
+    rng = np.random.default_rng(0)
+    for s, a in zip(rng.integers(S, size=20), rng.integers(base.action_space.n, size=20)):
+        entries = base.P[s][a]
+        assert model.rewards[0, s, a] == pytest.approx(sum(p * r for p, _, r, _ in entries))
+        assert model.mdp.P_dense[s, a, S] == pytest.approx(sum(p for p, _, _, t in entries if t))
+
+
+def test_frozen_lake_by_hand():
+    model = from_gymnasium(gymnasium.make("FrozenLake-v1"), gamma=0.9)
+    P, absorbing = model.mdp.P_dense, 16
+    # slippery: intended direction and both perpendicular ones, 1/3 each; duplicates summed
+    assert P[0, LEFT, 0] == pytest.approx(2 / 3) and P[0, LEFT, 4] == pytest.approx(1 / 3)
+    # from 14 going right: goal 15 (reward 1, terminates) or up to 10 or down (wall) staying at 14
+    np.testing.assert_allclose(P[14, RIGHT, [absorbing, 10, 14]], [1 / 3, 1 / 3, 1 / 3])
+    assert model.rewards[0, 14, RIGHT] == pytest.approx(1 / 3)
+    # holes and the goal are only entered by terminating transitions; their own rows absorb
+    np.testing.assert_allclose(P[5, :, absorbing], 1.0)
+    np.testing.assert_array_equal(model.mdp.rho, np.eye(17)[0])
+
+
+def test_cliff_walking_and_taxi_by_hand():
+    cliff = from_gymnasium(gymnasium.make("CliffWalking-v1"), gamma=0.9)
+    start = 36
+    assert cliff.mdp.P_dense[start, 1, start] == 1.0 and cliff.rewards[0, start, 1] == -100  # into the cliff: back to start
+    assert cliff.mdp.P_dense[start, 0, 24] == 1.0 and cliff.rewards[0, start, 0] == -1
+    assert cliff.mdp.P_dense[35, 2, 48] == 1.0 and cliff.rewards[0, 35, 2] == -1  # step onto the goal terminates
+    env = gymnasium.make("Taxi-v4")
+    taxi = from_gymnasium(env, gamma=0.9)
+    s = env.unwrapped.encode(0, 0, 4, 0)  # at R with the passenger aboard, destination R
+    assert taxi.mdp.P_dense[s, 5, 500] == 1.0 and taxi.rewards[0, s, 5] == 20  # drop-off: +20, episode ends
+    s = env.unwrapped.encode(1, 1, 0, 2)
+    assert taxi.mdp.P_dense[s, 4, s] == 1.0 and taxi.rewards[0, s, 4] == -10  # illegal pick-up
+
+
+@pytest.mark.parametrize("env_id", ["FrozenLake-v1", "CliffWalkingSlippery-v1"])
+def test_model_matches_real_steps(env_id):
+    """Empirical next-state frequencies from restored states (`env.unwrapped.s = s`) within 5 s.e."""
+    env = gymnasium.make(env_id)
+    model = from_gymnasium(env, gamma=0.9)
+    base, absorbing = env.unwrapped, model.info["absorbing"]
+    base.reset(seed=0)
+    n = 400
+    for s in (0, 6, 10, 24, 35):
+        if s >= base.observation_space.n or not np.any(model.mdp.P_dense[s, :, :absorbing]):
+            continue
+        for a in range(base.action_space.n):
+            counts = np.zeros(model.mdp.n_states)
+            for _ in range(n):
+                base.s = s
+                obs, reward, terminated, _, _ = base.step(a)
+                counts[absorbing if terminated else obs] += 1
+            p = model.mdp.P_dense[s, a]
+            assert np.all(np.abs(counts / n - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-12), (s, a)
+
+
+def test_reset_on_termination_sends_terminating_mass_to_rho():
+    with pytest.warns(StructureWarning, match="not communicating"):  # holes and goal unreachable
+        model = from_gymnasium(gymnasium.make("FrozenLake-v1"), gamma=1.0, on_termination="reset")
+    assert model.info["absorbing"] is None and model.mdp.n_states == 16
+    P = model.mdp.P_dense
+    np.testing.assert_allclose(P[14, RIGHT, [0, 10, 14]], [1 / 3, 1 / 3, 1 / 3])  # the goal restarts at 0
+    assert model.rewards[0, 14, RIGHT] == pytest.approx(1 / 3)
+
+
+# --------------------------------------------------------------------------- route "enumerate"
+def test_enumerate_deterministic_grid_by_hand():
+    model = from_gymnasium(Grid(), gamma=0.9)
+    assert model.route == "enumerate" and model.info["exact"] and model.info["stochastic_pairs"] == 0
+    assert "no toy-text model" in model.info["skipped"]["model"]
+    # 16 cells - the wall - the goal (entered only by terminating) + the absorbing state
+    assert model.mdp.n_states == 15 and model.observations[0] == (0, 0) and model.observations[-1] is None
+    assert set(model.observations[:-1]) == {(r, c) for r in range(4) for c in range(4)} - {(1, 1), (3, 3)}
+    P, R, i = model.mdp.P_dense, model.rewards[0], model.state_index
+    absorbing = model.info["absorbing"]
+    np.testing.assert_array_equal(model.mdp.rho, np.eye(15)[0])
+    assert P[i((0, 0)), 3, i((0, 1))] == 1 and R[i((0, 0)), 3] == 0  # right
+    assert P[i((0, 0)), 0, i((0, 0))] == 1 and R[i((0, 0)), 0] == -1  # up: the edge
+    assert P[i((0, 1)), 1, i((0, 1))] == 1 and R[i((0, 1)), 1] == -1  # down: the wall cell
+    assert P[i((3, 2)), 3, absorbing] == 1 and R[i((3, 2)), 3] == 1  # onto the goal
+    assert P[i(np.array([2, 3])), 1, absorbing] == 1
+    # best return: 6 steps to the goal, reward on the last one
+    ranges = solvers.return_ranges(model.problem())
+    assert ranges.upper[0] / (1 - 0.9) == pytest.approx(0.9**5)
+
+
+def test_enumerate_probes_random_draws_exactly():
+    model = from_gymnasium(Coin(p=0.3), gamma=1.0)
+    assert model.route == "enumerate" and model.info["stochastic_pairs"] == 3 and model.info["absorbing"] is None
+    P = model.mdp.P_dense
+    for s in range(3):
+        t = model.state_index((s + 1) % 3)
+        assert P[s, 1, t] == 0.3 and P[s, 1, s] == 1 - 0.3  # the env's own threshold, to the last bit
+    assert model.rewards[0, model.state_index(2)].tolist() == [2.0, 2.0]
+
+
+def test_enumerate_reproduces_the_toy_text_model_exactly():
+    """Probing FrozenLake's categorical draws gives its `P` to rounding (1e-15)."""
+    env = gymnasium.make("FrozenLake-v1")
+    exact = from_gymnasium(env, gamma=0.95)
+    probed = from_gymnasium(env, gamma=0.95, route="enumerate")
+    assert probed.route == "enumerate" and probed.info["stochastic_pairs"] > 0
+    idx = [exact.info["absorbing"] if o is None else exact.state_index(o) for o in probed.observations]
+    np.testing.assert_allclose(exact.mdp.P_dense[np.ix_(idx, range(4), idx)], probed.mdp.P_dense, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(exact.rewards[:, idx], probed.rewards, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(exact.mdp.rho[idx], probed.mdp.rho)
+    # BFS finds exactly the states reachable from rho (holes and the goal are entered only by terminating)
+    assert set(range(17)) - set(idx) == set(exact.mdp.structure.unreachable.tolist())
+
+
+# --------------------------------------------------------------------------- route "sampled"
+@pytest.mark.parametrize(
+    "lock, how, why",
+    [
+        (False, "restored snapshots", "draws with Generator.normal, which cannot be enumerated exactly"),
+        (True, "exploring the live environment", "cannot be snapshotted and restored: .* cannot pickle"),
+    ],
+)
+def test_sampled_route_estimates_within_five_standard_errors(lock, how, why):
+    model = from_gymnasium(NoisyChain(lock=lock), gamma=0.9, n_samples=300, rng=1)
+    info = model.info
+    assert model.route == "sampled" and not info["exact"] and info["how"].startswith(how)
+    assert re.search(why, info["skipped"]["enumerate"])
+    assert info["min_count"] >= 300 and 0 < info["max_std_error"] < 0.05 and info["max_reward_std_error"] > 0
+    p = norm.cdf(NoisyChain.CUT)
+    P, counts, i = model.mdp.P_dense, info["counts"], model.state_index
+    for s in range(3):
+        se = np.sqrt(p * (1 - p) / counts[i(s), 1])
+        assert abs(P[i(s), 1, i(s + 1)] - p) <= 5 * se
+        assert P[i(s), 0, i(s)] == 1.0
+    se = np.sqrt(p * (1 - p) / counts[i(3), 1])
+    assert abs(P[i(3), 1, info["absorbing"]] - p) <= 5 * se
+    assert abs(model.rewards[0, i(3), 1] - p) <= 5 * se
+
+
+# --------------------------------------------------------------------------- errors and API
+@pytest.mark.parametrize(
+    "env, match",
+    [
+        ("CartPole-v1", "continuous observation space .* discretise it first"),
+        (ContinuousAction(), "continuous action space"),
+        (TupleObservation(), "only Discrete, MultiDiscrete and integer Box observations"),
+    ],
+)
+def test_unsupported_spaces(env, match):
+    with pytest.raises(InvalidProblemError, match=match):
+        from_gymnasium(env, gamma=0.9)
+
+
+def test_option_errors():
+    with pytest.raises(InvalidProblemError, match="route 'model' is not available for Grid: .*no toy-text model"):
+        from_gymnasium(Grid(), gamma=0.9, route="model")
+    with pytest.raises(InvalidProblemError, match="route 'protocol' is not available"):
+        from_gymnasium("FrozenLake-v1", gamma=0.9, route="protocol")
+    with pytest.raises(InvalidProblemError, match="`on_termination` must be one of"):
+        from_gymnasium(Grid(), gamma=0.9, on_termination="restart")
+    with pytest.raises(InvalidProblemError, match="`route` must be"):
+        from_gymnasium(Grid(), gamma=0.9, route="exact")
+    with pytest.raises(InvalidProblemError, match="`n_samples` must be an integer >= 2"):
+        from_gymnasium(Grid(), gamma=0.9, n_samples=1)
+    with pytest.raises(InvalidProblemError, match="more than `max_states`=5"):
+        from_gymnasium(Grid(), gamma=0.9, max_states=5)
+    with pytest.raises(InvalidProblemError, match="not a registered"):
+        from_gymnasium("NoSuchEnv-v0", gamma=0.9)
+
+
+def test_state_index_and_problem():
+    model = from_gymnasium(Grid(), gamma=0.9)
+    assert model.state_index(np.array([0, 1], dtype=np.int32)) == model.state_index((0, 1))
+    with pytest.raises(InvalidProblemError, match=r"observation \(1, 1\) is not a state of this model"):
+        model.state_index((1, 1))
+    problem = model.problem(names=["goal"])
+    assert problem.names == ("goal",) and problem.rewards.shape == (1, 15, 4)
+    assert isinstance(model, EnvModel) and model.actions == (0, 1, 2, 3)
+
+
+def test_multidiscrete_actions_are_enumerated():
+    class Pair(Coin):
+        def __init__(self):
+            super().__init__()
+            self.action_space = spaces.MultiDiscrete([2, 3])
+
+        def step(self, action):
+            return super().step(int(action[0]))
+
+    model = from_gymnasium(Pair(), gamma=0.9)
+    assert model.mdp.n_actions == 6 and [a.tolist() for a in model.actions[:3]] == [[0, 0], [0, 1], [0, 2]]
+
+
+# --------------------------------------------------------------------------- multi-objective
+GAMMA = 0.95
+
+
+@pytest.fixture(scope="module")
+def mo_gym():
+    return pytest.importorskip("mo_gymnasium")
+
+
+def _real_transitions(env, model, episodes, seed):
+    """(s, a, s', reward vector) from random-action episodes of the real environment."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        for _ in range(60):
+            s, a = model.state_index(obs), int(rng.integers(model.mdp.n_actions))
+            obs, reward, terminated, _, _ = env.step(model.actions[a])
+            out.append((s, a, model.info["absorbing"] if terminated else model.state_index(obs), np.asarray(reward, float)))
+            if terminated:
+                break
+    return out
+
+
+def _optimal_rollouts_agree(env, model, episodes):
+    ranges = solvers.return_ranges(model.problem())
+    for i in range(model.n_agents):
+        policy = model.mdp.policy_from_occupancy(ranges.best[i])
+        report = rollout(env, model, policy, episodes=episodes, seed=i)
+        assert report.predicted[i] == pytest.approx(ranges.upper[i], abs=1e-7)
+        assert report.agrees(), report.table()
+    return ranges
+
+
+def test_deep_sea_treasure(mo_gym):
+    env = mo_gym.make("deep-sea-treasure-v0")
+    model = from_gymnasium(env, gamma=GAMMA)
+    assert model.route == "enumerate" and model.info["exact"] and model.info["stochastic_pairs"] == 0
+    assert model.n_agents == env.unwrapped.reward_dim == 2
+    # the model against real steps: deterministic, so every step must match exactly
+    for s, a, t, reward in _real_transitions(env, model, episodes=40, seed=0):
+        assert model.mdp.P_dense[s, a, t] == 1.0
+        np.testing.assert_array_equal(model.rewards[:, s, a], reward)
+    ranges = _optimal_rollouts_agree(env, model, episodes=5)
+    # per-component optima against the environment's own discounted Pareto front
+    front = np.array(env.unwrapped.pareto_front(GAMMA))
+    np.testing.assert_allclose(ranges.upper / (1 - GAMMA), front.max(axis=0), rtol=1e-6)
+
+
+def test_resource_gathering(mo_gym):
+    env = mo_gym.make("resource-gathering-v0")
+    model = from_gymnasium(env, gamma=GAMMA)
+    assert model.route == "enumerate" and model.info["exact"] and model.info["stochastic_pairs"] > 0
+    assert model.n_agents == 3
+    P = model.mdp.P_dense
+    # exact: the only randomness is the enemy's attack, `np_random.random() < 0.1` in `step`
+    assert set(np.unique(P[P > 0]).tolist()) == {0.1, 0.9, 1.0}
+    # the model against real steps: frequencies and mean rewards of well-visited pairs within 5 s.e.
+    transitions = _real_transitions(env, model, episodes=1500, seed=1)
+    S, A = model.mdp.n_states, model.mdp.n_actions
+    counts = np.zeros((S, A, S))
+    reward_sum = np.zeros((model.n_agents, S, A))
+    for s, a, t, reward in transitions:
+        counts[s, a, t] += 1
+        reward_sum[:, s, a] += reward
+    visits = counts.sum(axis=2)
+    assert (counts[P == 0] == 0).all()  # nothing the model rules out ever happens
+    checked = 0
+    for s, a in zip(*np.nonzero(visits >= 30)):
+        n, p = visits[s, a], P[s, a]
+        assert np.all(np.abs(counts[s, a] / n - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-12)
+        # every reward component lies in [-1, 1], so its standard deviation is at most 1
+        assert np.all(np.abs(reward_sum[:, s, a] / n - model.rewards[:, s, a]) <= 5 / np.sqrt(n))
+        checked += P[s, a].max() < 1
+    assert checked >= 3  # some stochastic pairs were compared
+    ranges = _optimal_rollouts_agree(env, model, episodes=400)
+    # hand check: the diamond is 5 steps away, so 10 steps there and back: gamma^9 per-step-scaled
+    assert ranges.upper[2] / (1 - GAMMA) == pytest.approx(GAMMA**9)
