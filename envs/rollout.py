@@ -12,7 +12,14 @@ empirical figure is on the same per-step scale:
   ``H // 10``). The chains are independent, so the standard error over episodes is honest;
   what it does not cover is the bias of a finite ``H`` (slowly mixing chains need more).
 
-The confidence interval is ``mean +- 1.96 s.e.`` over episodes. As in
+The confidence interval is ``mean +- 1.96 s.e.`` over episodes. It rests on the normal
+approximation of the mean, which is poor when the per-episode returns are strongly skewed
+(rare, large rewards or penalties: a sample that has seen too few of them has a mean too
+high *and* a standard error too small). The report gives each agent's sample skewness
+``g1`` and :meth:`RolloutReport.reliable` applies Cochran's rule (episodes ``> 25 g1^2``,
+Cochran, *Sampling Techniques*, 1977, section 2.15); the table marks the agents that fail
+it. A rare event the sample never saw cannot show in ``g1``, so prefer generous episode
+counts for such rewards. As in
 :mod:`envs.tabular`, truncation is ignored (the environment keeps being stepped past its
 ``TimeLimit``) and termination follows the model's ``info["on_termination"]``: with
 ``"absorb"`` the rest of the episode contributes 0; with ``"reset"`` the environment is
@@ -77,18 +84,34 @@ class RolloutReport:
     lp_returns: np.ndarray | None = None  # result.returns when a Result was rolled out
     steps: int = 0
     seconds: float = 0.0
+    skewness: np.ndarray | None = None  # (n,) sample skewness g1 of the per-episode returns
 
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.seconds if self.seconds > 0 else float("inf")
 
-    def agreement(self) -> np.ndarray:
-        """Per agent: the prediction lies in ``[ci_low - tolerance, ci_high + tolerance]``."""
-        return (self.predicted >= self.ci_low - self.tolerance) & (self.predicted <= self.ci_high + self.tolerance)
+    def agreement(self, z: float | None = None) -> np.ndarray:
+        """Per agent: the prediction lies in ``[ci_low - tolerance, ci_high + tolerance]``, or,
+        given ``z``, within ``z`` standard errors (+ tolerance) of the mean."""
+        if z is None:
+            low, high = self.ci_low, self.ci_high
+        else:
+            low, high = self.mean - z * self.std_error, self.mean + z * self.std_error
+        return (self.predicted >= low - self.tolerance) & (self.predicted <= high + self.tolerance)
 
-    def agrees(self) -> bool:
-        """Every agent's prediction lies in its (tolerance-widened) confidence interval."""
-        return bool(self.agreement().all())
+    def agrees(self, z: float | None = None) -> bool:
+        """Every agent's prediction lies in its (tolerance-widened) 95% confidence interval.
+
+        Each agent is a separate 95% check, so with many agents some miss by chance; pass a
+        larger ``z`` (e.g. 3.29 for 99.9% per agent) when checking many at once.
+        """
+        return bool(self.agreement(z).all())
+
+    def reliable(self) -> np.ndarray:
+        """Per agent: enough episodes for the normal interval by Cochran's rule ``episodes > 25 g1^2``."""
+        if self.skewness is None:
+            return np.ones(self.mean.shape, dtype=bool)
+        return self.episodes > 25.0 * self.skewness**2
 
     def table(self, names=None) -> str:
         """A plain-text table: one line per agent with the prediction, the mean and the 95% CI."""
@@ -100,10 +123,15 @@ class RolloutReport:
             f"{self.steps_per_second:,.0f} steps/s",
             f"{'agent':>12} {'predicted':>12} {'empirical':>12} {'95% CI':>27} {'agrees':>7}",
         ]
-        ok = self.agreement()
+        ok, reliable = self.agreement(), self.reliable()
         for i, name in enumerate(names):
             ci = f"[{self.ci_low[i]:.6g}, {self.ci_high[i]:.6g}]"
-            lines.append(f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}")
+            mark = "" if reliable[i] else " *"
+            lines.append(f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}{mark}")
+        if not reliable.all():
+            need = int(np.ceil(25.0 * np.max(self.skewness[~reliable] ** 2)))
+            lines.append(f"* skewed returns: the normal CI wants more than {need} episodes (Cochran: 25 g1^2); "
+                         f"this run has {self.episodes}")
         return "\n".join(lines)
 
 
@@ -186,12 +214,17 @@ def rollout(
     )
     mean = returns.mean(axis=0)
     se = returns.std(axis=0, ddof=1) / np.sqrt(episodes)
+    centred = returns - mean
+    m2, m3 = (centred**2).mean(axis=0), (centred**3).mean(axis=0)
+    scale_m2 = np.maximum(m2, 1e-300)
+    skewness = np.where(m2 > 1e-24 * (1.0 + mean**2), m3 / scale_m2**1.5, 0.0)
     scale = float(np.abs(R).max(initial=0.0))
     tolerance = (gamma**horizon * scale if discounted else 0.0) + 1e-9 * (1.0 + scale)
     return RolloutReport(
         mean=mean, ci_low=mean - Z95 * se, ci_high=mean + Z95 * se, predicted=predicted,
         episodes=int(episodes), horizon=int(horizon), gamma=gamma, std_error=se, tolerance=tolerance,
         burn_in=int(burn_in), reward=reward, lp_returns=lp_returns, steps=steps, seconds=seconds,
+        skewness=skewness,
     )
 
 

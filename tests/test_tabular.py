@@ -334,7 +334,7 @@ def _optimal_rollouts_agree(env, model, episodes):
         policy = model.mdp.policy_from_occupancy(ranges.best[i])
         report = rollout(env, model, policy, episodes=episodes, seed=i)
         assert report.predicted[i] == pytest.approx(ranges.upper[i], abs=1e-7)
-        assert report.agrees(), report.table()
+        assert report.agrees(z=3.29), report.table()  # 99.9% per agent: several agents and policies per test
     return ranges
 
 
