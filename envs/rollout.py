@@ -216,8 +216,8 @@ def rollout(
     se = returns.std(axis=0, ddof=1) / np.sqrt(episodes)
     centred = returns - mean
     m2, m3 = (centred**2).mean(axis=0), (centred**3).mean(axis=0)
-    scale_m2 = np.maximum(m2, 1e-300)
-    skewness = np.where(m2 > 1e-24 * (1.0 + mean**2), m3 / scale_m2**1.5, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant returns: skewness 0
+        skewness = np.where(m2 > 1e-24 * (1.0 + mean**2), m3 / m2**1.5, 0.0)
     scale = float(np.abs(R).max(initial=0.0))
     tolerance = (gamma**horizon * scale if discounted else 0.0) + 1e-9 * (1.0 + scale)
     return RolloutReport(

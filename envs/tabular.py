@@ -71,7 +71,6 @@ from __future__ import annotations
 import copy
 import importlib
 import itertools
-import pickle
 import random as _pyrandom
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
@@ -416,8 +415,8 @@ class _Snapshot:
     rebuilds a *fresh* environment from its constructor arguments) are bypassed.
     """
 
-    def __init__(self, cls, payload, pickled: bool):
-        self.cls, self.payload, self.pickled = cls, payload, pickled
+    def __init__(self, cls, payload):
+        self.cls, self.payload = cls, payload
 
     @classmethod
     def take(cls, env) -> "_Snapshot":
@@ -425,17 +424,13 @@ class _Snapshot:
         if state is None:
             raise _SnapshotError(f"{type(env).__name__} has no __dict__ to copy")
         try:
-            return cls(type(env), pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), True)
-        except Exception:  # noqa: BLE001 - any pickling failure: try a deep copy instead
-            pass
-        try:
-            return cls(type(env), copy.deepcopy(state), False)
-        except Exception as exc:  # noqa: BLE001
+            return cls(type(env), copy.deepcopy(state))
+        except Exception as exc:  # noqa: BLE001 - any copying failure means: no snapshots
             raise _SnapshotError(f"its state cannot be copied ({type(exc).__name__}: {exc})") from exc
 
     def restore(self):
         env = object.__new__(self.cls)
-        env.__dict__.update(pickle.loads(self.payload) if self.pickled else copy.deepcopy(self.payload))
+        env.__dict__.update(copy.deepcopy(self.payload))
         return env
 
 
