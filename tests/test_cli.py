@@ -10,11 +10,15 @@ from policyagg.result import Result
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_python_example_runs(tmp_path, monkeypatch):
-    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
+def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert Result.load(tmp_path / "out" / "fair").rule == "max_quantile"
+    out = capsys.readouterr().out
+    assert "enumerate 5 states" in out and "agrees" in out
 
 
 def test_compare_writes_results_and_prints_table(tmp_path, capsys):
