@@ -46,6 +46,15 @@ class AttentionModel:
     _q: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
+        for name in ("attention_cost", "penalty"):
+            value = getattr(self, name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidProblemError(f"`{name}` must be a non-negative finite number; got {value!r}") from exc
+            if not (np.isfinite(value) and value >= 0):
+                raise InvalidProblemError(f"`{name}` must be a non-negative finite number; got {value!r}")
+            object.__setattr__(self, name, value)
         k, m = self.n_sites, self.n_phases
         if not (isinstance(k, (int, np.integer)) and k >= 1):
             raise InvalidProblemError(f"`n_sites` must be a positive integer; got {k!r}")

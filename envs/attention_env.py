@@ -22,16 +22,8 @@ from policyagg.mdp import TabularMDP
 
 def _validate_args(n_sites, n_phases, escalation, model_seed, site_weights, attention_cost, penalty, start):
     """Check the constructor arguments; return ``(model, site_weights (n, k), start phases (k,))``."""
-    for name, value in (("attention_cost", attention_cost), ("penalty", penalty)):
-        try:
-            value = float(value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidProblemError(f"`{name}` must be a non-negative finite number; got {value!r}") from exc
-        if not (np.isfinite(value) and value >= 0):
-            raise InvalidProblemError(f"`{name}` must be a non-negative finite number; got {value!r}")
     model = AttentionModel(
-        n_sites, n_phases, escalation=escalation, seed=model_seed,
-        attention_cost=float(attention_cost), penalty=float(penalty),
+        n_sites, n_phases, escalation=escalation, seed=model_seed, attention_cost=attention_cost, penalty=penalty,
     )
     k, m = model.n_sites, model.n_phases
 

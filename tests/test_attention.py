@@ -80,3 +80,9 @@ def test_invalid_model(kwargs, match):
 def test_invalid_site_weights():
     with pytest.raises(InvalidProblemError, match="`site_weights` must be non-negative"):
         AttentionModel(2, 3).rewards([[1.0, -1.0]])
+
+
+@pytest.mark.parametrize("name, value", [("attention_cost", -1.0), ("penalty", float("nan")), ("penalty", "high")])
+def test_invalid_costs(name, value):
+    with pytest.raises(InvalidProblemError, match=f"`{name}` must be a non-negative finite number"):
+        AttentionModel(2, 3, **{name: value})
