@@ -21,6 +21,37 @@ def _compare(args) -> None:
     print(f"results written to {out}/")
 
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
+PAPER = ("attention-a", "attention-b")
+
+
+def _overrides(args) -> dict:
+    return {"samples": args.samples, "seeds": None if args.seeds is None else list(range(args.seeds))}
+
+
+def _run(args) -> None:
+    from experiments.config import load_config
+    from experiments.run import run_config, summary_markdown, summarize
+
+    config = load_config(args.config).with_overrides(output=args.out, **_overrides(args))
+    run = run_config(config)
+    print(summary_markdown(config, summarize(run.seeds)))
+    print(f"results written to {config.output}/")
+
+
+def _reproduce(args) -> None:
+    from experiments.config import load_config
+    from experiments.run import run_config, summary_markdown, summarize
+
+    overrides = _overrides(args) | ({"samples": 500_000} if args.full else {})
+    for name in PAPER:
+        config = load_config(CONFIGS / f"{name}.toml").with_overrides(
+            output=Path(args.out) / (name + ("-full" if args.full else "")), **overrides)
+        run = run_config(config)
+        print(summary_markdown(config, summarize(run.seeds)))
+        print(f"tables, figures and per-seed results in {config.output}/\n")
+
+
 def _bench(args) -> None:
     if args.target == "rules":
         return _bench_rules(args)
@@ -60,7 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policyagg", description="Fair policy aggregation over the occupancy polytope.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compare", help="fairness comparison of the rules on the attention-allocation environment")
+    p = sub.add_parser("reproduce", help="the paper's fairness comparison, experiments (a) and (b), over seeds")
+    p.add_argument("--full", action="store_true", help="the paper's scale: 500000 sampled policies per seed")
+    p.add_argument("--samples", type=int, default=None, help="sampled policies per seed (default: the configs' 10000)")
+    p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 (default: the configs' five)")
+    p.add_argument("--out", default="results", help="parent folder of the two experiments' folders")
+    p.set_defaults(run=_reproduce)
+
+    p = sub.add_parser("run", help="run an experiment configuration (TOML); resumes where a killed run stopped")
+    p.add_argument("config", help="path of a TOML configuration (see experiments/configs/)")
+    p.add_argument("--samples", type=int, default=None, help="override `measure.samples`")
+    p.add_argument("--seeds", type=int, default=None, help="override `seeds` with 0..N-1")
+    p.add_argument("--out", default=None, help="override `output`")
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("compare", help="one seed of the comparison, with options for the attention model")
     p.add_argument("--experiment", choices=["a", "b"], default="a", help="a: one agent per site; b: random subsets of sites")
     p.add_argument("--sites", type=int, default=5)
     p.add_argument("--phases", type=int, default=3)

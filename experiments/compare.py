@@ -48,10 +48,13 @@ VARIANTS = (
 )
 
 
-def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n_agents: int = 10, seed: int = 0) -> Problem:
-    """The attention MDP (average reward) with experiment ``a`` or ``b``'s agents, all from ``seed``."""
+def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n_agents: int = 10, seed: int = 0,
+                      gamma: float = 1.0, **model_options) -> Problem:
+    """The attention MDP (average reward by default) with experiment ``a`` or ``b``'s agents;
+    the escalation probabilities and the agents are drawn from ``seed``. ``model_options``
+    go to :class:`AttentionModel` (``attention_cost``, ``penalty``, ``escalation``)."""
     rng = np.random.default_rng(seed)
-    model = AttentionModel(n_sites, n_phases, seed=int(rng.integers(2**32)))
+    model = AttentionModel(n_sites, n_phases, seed=int(rng.integers(2**32)), **model_options)
     if experiment == "a":
         weights = one_agent_per_site(n_sites, rng)
     elif experiment == "b":
@@ -59,7 +62,7 @@ def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n
     else:
         raise InvalidProblemError(f"`experiment` must be 'a' (one agent per site) or 'b' (random subsets); got {experiment!r}")
     names = [f"site{j}" for j in range(n_sites)] if experiment == "a" else None
-    return Problem(model.mdp(), model.rewards(weights), names=names)
+    return Problem(model.mdp(gamma=gamma), model.rewards(weights), names=names)
 
 
 def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=VARIANTS, backend: str = "highs",

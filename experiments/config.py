@@ -1,0 +1,193 @@
+"""Experiment configurations: a TOML file (or a dict) validated into :class:`ExperimentConfig`.
+
+A configuration names the environment, the agents, the measure, the rules and the seeds::
+
+    name = "attention-a"
+    output = "results/attention-a"     # relative paths are relative to the working directory
+    seeds = [0, 1, 2, 3, 4]
+
+    [environment]
+    id = "attention"                    # the attention model, or any registered Gymnasium id
+    kwargs = { n_sites = 5, n_phases = 3 }
+    gamma = 1.0
+    on_termination = "absorb"           # Gymnasium ids only: "absorb" or "reset"
+
+    [agents]
+    population = "one_per_site"         # attention: "one_per_site" | "random_subsets"; Gymnasium: "env"
+    n_agents = 10                       # random_subsets only
+
+    [measure]
+    name = "policy"
+    samples = 10000
+
+    [[rules]]
+    label = "max-quantile"
+    rule = "max_quantile"
+    options = {}
+
+Unknown keys and bad values raise :class:`InvalidConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policyagg.errors import InvalidProblemError
+
+MEASURES = ("policy",)
+ATTENTION_POPULATIONS = ("one_per_site", "random_subsets")
+
+
+class InvalidConfigError(InvalidProblemError):
+    """A configuration key is unknown or has a bad value."""
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    label: str
+    rule: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    output: Path
+    seeds: tuple[int, ...]
+    env_id: str
+    env_kwargs: dict
+    gamma: float
+    on_termination: str
+    population: str
+    n_agents: int | None
+    measure: str
+    samples: int
+    rules: tuple[RuleSpec, ...]
+
+    def with_overrides(self, *, samples: int | None = None, seeds=None, output=None) -> "ExperimentConfig":
+        """A copy with the number of samples, the seeds or the output folder replaced."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            samples=self.samples if samples is None else _positive_int(samples, "measure.samples"),
+            seeds=self.seeds if seeds is None else _seeds(seeds),
+            output=self.output if output is None else Path(output),
+        )
+
+
+def load_config(path) -> ExperimentConfig:
+    """Read and validate a TOML configuration file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
+    """Validate a configuration dict (the parsed TOML) into an :class:`ExperimentConfig`."""
+    if not isinstance(data, dict):
+        raise InvalidConfigError(f"{source}: the configuration must be a table of keys")
+    _known(data, {"name", "output", "seeds", "environment", "agents", "measure", "rules"}, "", source)
+    env = _table(data, "environment", source, required=True)
+    agents = _table(data, "agents", source, required=True)
+    measure = _table(data, "measure", source, required=True)
+    _known(env, {"id", "kwargs", "gamma", "on_termination"}, "environment.", source)
+    _known(agents, {"population", "n_agents"}, "agents.", source)
+    _known(measure, {"name", "samples"}, "measure.", source)
+
+    name = _string(data.get("name"), "name", source)
+    env_id = _string(env.get("id"), "environment.id", source)
+    kwargs = env.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise InvalidConfigError(f"{source}: `environment.kwargs` must be a table; got {kwargs!r}")
+    gamma = env.get("gamma", 1.0)
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+        raise InvalidConfigError(f"{source}: `environment.gamma` must be a number in (0, 1]; got {gamma!r}")
+    on_termination = env.get("on_termination", "absorb")
+    if on_termination not in ("absorb", "reset"):
+        raise InvalidConfigError(f"{source}: `environment.on_termination` must be 'absorb' or 'reset'; got {on_termination!r}")
+
+    population = _string(agents.get("population"), "agents.population", source)
+    allowed = ATTENTION_POPULATIONS if env_id == "attention" else ("env",)
+    if population not in allowed:
+        raise InvalidConfigError(f"{source}: `agents.population` must be one of {', '.join(allowed)} for "
+                                 f"environment {env_id!r}; got {population!r}")
+    n_agents = agents.get("n_agents")
+    if population == "random_subsets":
+        n_agents = _positive_int(n_agents, "agents.n_agents", source)
+    elif n_agents is not None:
+        raise InvalidConfigError(f"{source}: `agents.n_agents` applies only to population 'random_subsets'")
+
+    measure_name = measure.get("name", "policy")
+    if measure_name not in MEASURES:
+        raise InvalidConfigError(f"{source}: `measure.name` must be one of {', '.join(MEASURES)}; got {measure_name!r}")
+    samples = _positive_int(measure.get("samples"), "measure.samples", source)
+
+    rules = data.get("rules")
+    if not isinstance(rules, list) or not rules:
+        raise InvalidConfigError(f"{source}: `rules` must be a non-empty array of tables ([[rules]])")
+    specs = []
+    from solvers import RULES  # here, not at import time: configs can be read without the solvers
+
+    for k, rule in enumerate(rules):
+        where = f"rules[{k}]"
+        if not isinstance(rule, dict):
+            raise InvalidConfigError(f"{source}: `{where}` must be a table")
+        _known(rule, {"label", "rule", "options"}, f"{where}.", source)
+        rule_name = _string(rule.get("rule"), f"{where}.rule", source)
+        if rule_name not in RULES:
+            raise InvalidConfigError(f"{source}: `{where}.rule` = {rule_name!r} is not a rule; choose one of {', '.join(sorted(RULES))}")
+        options = rule.get("options", {})
+        if not isinstance(options, dict):
+            raise InvalidConfigError(f"{source}: `{where}.options` must be a table")
+        specs.append(RuleSpec(str(rule.get("label", rule_name)), rule_name, dict(options)))
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise InvalidConfigError(f"{source}: rule labels must be distinct; got {labels}")
+
+    return ExperimentConfig(
+        name=name, output=Path(data.get("output", f"results/{name}")), seeds=_seeds(data.get("seeds", [0]), source),
+        env_id=env_id, env_kwargs=dict(kwargs), gamma=float(gamma), on_termination=on_termination,
+        population=population, n_agents=n_agents, measure=measure_name, samples=samples, rules=tuple(specs),
+    )
+
+
+def _known(table: dict, keys: set, prefix: str, source: str) -> None:
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise InvalidConfigError(f"{source}: unknown key `{prefix}{unknown[0]}`; the keys here are: "
+                                 + ", ".join(f"`{prefix}{k}`" for k in sorted(keys)))
+
+
+def _table(data: dict, key: str, source: str, required: bool) -> dict:
+    value = data.get(key)
+    if value is None and required:
+        raise InvalidConfigError(f"{source}: the table `[{key}]` is missing")
+    if not isinstance(value, dict):
+        raise InvalidConfigError(f"{source}: `{key}` must be a table ([{key}])")
+    return value
+
+
+def _string(value, key: str, source: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidConfigError(f"{source}: `{key}` must be a non-empty string; got {value!r}")
+    return value
+
+
+def _positive_int(value, key: str, source: str = "config") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidConfigError(f"{source}: `{key}` must be a positive integer; got {value!r}")
+    return value
+
+
+def _seeds(value, source: str = "config") -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value):
+        raise InvalidConfigError(f"{source}: `seeds` must be a non-empty array of non-negative integers; got {value!r}")
+    if len(set(value)) != len(value):
+        raise InvalidConfigError(f"{source}: `seeds` must be distinct; got {value!r}")
+    return tuple(int(s) for s in value)

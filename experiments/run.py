@@ -1,0 +1,221 @@
+"""Run an experiment configuration over its seeds, with checkpoints that survive interruption.
+
+Layout of the output folder::
+
+    config.json            the configuration this folder belongs to
+    seed<k>/samples.npz    the sampled returns of seed k
+    seed<k>/<rule>.json/.npz   one result per rule and seed
+    summary.md, summary.csv    mean ± standard error over seeds, per rule
+    bars.csv, bars.png/.svg    agents' normalised returns sorted ascending, per rule
+    cdf-seed<k>.png/.svg       every agent's sampled-return CDF with each rule's result marked
+
+Every file is written atomically, and a seed's samples and each rule's result are written as
+soon as they exist, so a killed run (even SIGKILL) started again with the same command
+skips the finished work and ends with the same numbers: sampling and rules are
+deterministic given the configuration and the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import solvers
+from envs.tabular import from_gymnasium, make_env
+from experiments.compare import attention_problem, slug
+from experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
+from policyagg.errors import PolicyAggError
+from policyagg.io import atomic_write_bytes, atomic_write_json
+from policyagg.problem import Problem
+from policyagg.result import Result
+from policyagg.samples import ReturnSamples
+from policyagg.sampling import sample_policy_returns
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    samples: ReturnSamples
+    results: dict[str, Result]  # by rule label, in the configuration's order
+
+
+@dataclass
+class ExperimentRun:
+    config: ExperimentConfig
+    seeds: list[SeedRun]
+    files: list[Path]
+
+
+def build_problem(config: ExperimentConfig, seed: int) -> Problem:
+    """The problem of one seed, with return ranges attached."""
+    if config.env_id == "attention":
+        experiment = "a" if config.population == "one_per_site" else "b"
+        problem = attention_problem(experiment, n_agents=config.n_agents or 10, seed=seed, gamma=config.gamma,
+                                    **config.env_kwargs)
+    else:
+        model = from_gymnasium(make_env(config.env_id, **config.env_kwargs), gamma=config.gamma,
+                               on_termination=config.on_termination, rng=seed)
+        problem = model.problem()
+    return solvers.with_ranges(problem)
+
+
+def run_config(config, *, progress: bool | None = None, figures: bool = True) -> ExperimentRun:
+    """Run ``config`` (an :class:`ExperimentConfig`, a dict as parsed from TOML, or a path).
+
+    Finished seeds' samples and results found in the output folder are reused (resume).
+    """
+    config = _as_config(config)
+    out = Path(config.output)
+    _claim_output(config, out)
+    runs = []
+    for seed in tqdm(config.seeds, desc=f"{config.name}: seeds", disable=progress is False, unit="seed"):
+        runs.append(_run_seed(config, seed, out / f"seed{seed}", progress))
+    files = write_summary(config, runs, out, figures=figures)
+    return ExperimentRun(config, runs, files)
+
+
+def _as_config(config) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    return load_config(config)
+
+
+def _fingerprint(config: ExperimentConfig) -> dict:
+    data = asdict(config)
+    data["output"] = str(data["output"])
+    return json.loads(json.dumps(data))  # tuples become lists, as they come back from the file
+
+
+def _claim_output(config: ExperimentConfig, out: Path) -> None:
+    """Refuse to mix runs: the folder must be new or hold this same configuration (seeds may grow)."""
+    path = out / "config.json"
+    mine = _fingerprint(config)
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        differs = sorted(k for k in mine if k not in ("seeds", "output") and theirs.get(k) != mine[k])
+        if differs:
+            raise InvalidConfigError(
+                f"{out} holds results of a different configuration (differs in {', '.join(differs)}); "
+                "choose another `output` folder or delete that one"
+            )
+    atomic_write_json(path, mine)
+
+
+def _run_seed(config: ExperimentConfig, seed: int, folder: Path, progress) -> SeedRun:
+    problem = build_problem(config, seed)
+    samples = _load_samples(folder / "samples.npz", config, problem)
+    if samples is None:
+        samples = sample_policy_returns(problem, config.samples, rng=seed, progress=progress)
+        samples.save(folder / "samples.npz")
+    results = {}
+    for spec in config.rules:
+        path = folder / slug(spec.label)
+        result = _load_result(path)
+        if result is None:
+            result = solvers.get_rule(spec.rule)(problem, samples, **spec.options)
+            result.save(path)
+        results[spec.label] = result
+    return SeedRun(seed, samples, results)
+
+
+def _load_samples(path: Path, config: ExperimentConfig, problem: Problem) -> ReturnSamples | None:
+    if not path.exists():
+        return None
+    samples = ReturnSamples.load(path)
+    if samples.values.shape != (config.samples, problem.n_agents):
+        return None  # from another configuration: sample again
+    return samples
+
+
+def _load_result(path: Path) -> Result | None:
+    if not path.with_suffix(".json").exists():
+        return None
+    try:
+        return Result.load(path)
+    except (PolicyAggError, OSError, ValueError, KeyError):
+        return None  # a result from an interrupted write pair: compute it again
+
+
+# --------------------------------------------------------------------------- summary
+def summarize(runs: list[SeedRun]) -> dict[str, dict]:
+    """Per rule label: mean and standard error over seeds of the fairness figures, and of
+    the agents' normalised returns sorted ascending."""
+    labels = list(runs[0].results)
+    summary = {}
+    for label in labels:
+        results = [run.results[label] for run in runs]
+        figures = {
+            "gini": [r.gini for r in results],
+            "min_normalized": [float(r.normalized.min()) for r in results],
+            "mean_normalized": [float(r.normalized.mean()) for r in results],
+            "quantile": [r.report.get("min_rank", np.nan) for r in results],
+            "pvc_epsilon": [_num(r.report.get("pvc_epsilon")) for r in results],
+        }
+        sorted_normalized = np.sort(np.stack([r.normalized for r in results]), axis=1)
+        summary[label] = {
+            "rule": results[0].rule,
+            **{k: (float(np.mean(v)), _se(np.asarray(v, float))) for k, v in figures.items()},
+            "bars_mean": sorted_normalized.mean(axis=0),
+            "bars_se": np.array([_se(col) for col in sorted_normalized.T]),
+        }
+    return summary
+
+
+def _num(value) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _se(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
+
+
+COLUMNS = (("gini", "Gini"), ("min_normalized", "min normalised"), ("mean_normalized", "mean normalised"),
+           ("quantile", "quantile reached"), ("pvc_epsilon", "PVC eps"))
+
+
+def summary_markdown(config: ExperimentConfig, summary: dict) -> str:
+    lines = [f"{config.name}: {len(config.seeds)} seed(s), {config.samples} sampled policies per seed; mean ± s.e. over seeds",
+             "", "| rule | " + " | ".join(title for _, title in COLUMNS) + " |",
+             "| --- |" + " ---: |" * len(COLUMNS)]
+    for label, row in summary.items():
+        lines.append(f"| {label} | " + " | ".join(f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[list]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, figures: bool = True) -> list[Path]:
+    """Write the Markdown and CSV tables, the bar data, and the figures; return the paths."""
+    summary = summarize(runs)
+    files = [atomic_write_bytes(out / "summary.md", summary_markdown(config, summary).encode())]
+    header = ["rule"] + [f"{k}_{part}" for k, _ in COLUMNS for part in ("mean", "se")]
+    rows = [header] + [[label] + [f"{row[k][i]:.10g}" for k, _ in COLUMNS for i in (0, 1)] for label, row in summary.items()]
+    files.append(atomic_write_bytes(out / "summary.csv", _csv(rows)))
+    bars = [["rule", "position", "mean", "se"]] + [
+        [label, j, f"{row['bars_mean'][j]:.10g}", f"{row['bars_se'][j]:.10g}"]
+        for label, row in summary.items() for j in range(row["bars_mean"].size)]
+    files.append(atomic_write_bytes(out / "bars.csv", _csv(bars)))
+    if figures:
+        from experiments.plots import bar_chart, cdf_figure
+
+        title = f"{config.name} ({len(config.seeds)} seed(s))"
+        files += bar_chart({label: row["bars_mean"] for label, row in summary.items()}, out / "bars", title=title,
+                           errors={label: row["bars_se"] for label, row in summary.items()})
+        first = runs[0]
+        returns = {label: result.returns for label, result in first.results.items()}
+        names = next(iter(first.results.values())).names
+        files += cdf_figure(first.samples.values, returns, out / f"cdf-seed{first.seed}", names=names,
+                            title=f"{config.name}, seed {first.seed}")
+    return files

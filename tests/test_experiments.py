@@ -1,0 +1,174 @@
+"""Config-driven experiments: validation, resume after SIGKILL, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.config import InvalidConfigError, load_config, parse_config
+from experiments.run import run_config
+from policyagg.result import Result
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_ARRAYS = ("occupancy", "policy", "returns", "normalized", "ranks")
+
+
+def small_config(output, **changes):
+    config = {
+        "name": "tiny",
+        "output": str(output),
+        "seeds": [0, 1],
+        "environment": {"id": "attention", "kwargs": {"n_sites": 3, "n_phases": 3}, "gamma": 1.0},
+        "agents": {"population": "random_subsets", "n_agents": 4},
+        "measure": {"name": "policy", "samples": 300},
+        "rules": [
+            {"label": "max-quantile", "rule": "max_quantile"},
+            {"label": "90%-approval", "rule": "approval", "options": {"alpha": 0.9}},
+            {"label": "utilitarian", "rule": "utilitarian"},
+        ],
+    }
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def same_results(folder_a: Path, folder_b: Path) -> None:
+    names = sorted(p.name for p in folder_a.rglob("*.json") if p.name != "config.json")
+    assert names == sorted(p.name for p in folder_b.rglob("*.json") if p.name != "config.json") and names
+    for path in folder_a.rglob("seed*/*.json"):
+        a, b = Result.load(path), Result.load(folder_b / path.relative_to(folder_a))
+        for field in RESULT_ARRAYS:
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert a.report == b.report
+    for name in ("summary.csv", "bars.csv"):
+        assert (folder_a / name).read_bytes() == (folder_b / name).read_bytes()
+
+
+def test_shipped_configs_parse():
+    for path in sorted((ROOT / "experiments" / "configs").glob("*.toml")):
+        config = load_config(path)
+        assert config.env_id == "attention" and len(config.rules) >= 6
+
+
+def test_python_api_runs_a_dict_and_writes_tables_and_figures(tmp_path):
+    run = run_config(small_config(tmp_path / "out"), progress=False)
+    assert [s.seed for s in run.seeds] == [0, 1]
+    assert list(run.seeds[0].results) == ["max-quantile", "90%-approval", "utilitarian"]
+    for name in ("summary.md", "summary.csv", "bars.csv", "bars.png", "bars.svg", "cdf-seed0.png", "cdf-seed0.svg"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert "max-quantile" in (tmp_path / "out" / "summary.md").read_text()
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_same_config_gives_identical_results(tmp_path):
+    run_config(small_config(tmp_path / "x"), progress=False)
+    run_config(small_config(tmp_path / "y"), progress=False)
+    same_results(tmp_path / "x", tmp_path / "y")
+    assert (tmp_path / "x" / "bars.svg").read_bytes() == (tmp_path / "y" / "bars.svg").read_bytes()
+
+
+def test_resume_reuses_finished_work(tmp_path):
+    out = tmp_path / "out"
+    run_config(small_config(out), progress=False, figures=False)
+    marker = out / "seed0" / "utilitarian.json"
+    before = marker.stat().st_mtime_ns
+    run_config(small_config(out), progress=False, figures=False)
+    assert marker.stat().st_mtime_ns == before  # not recomputed
+
+
+def test_output_folder_of_another_configuration_is_refused(tmp_path):
+    run_config(small_config(tmp_path / "out"), progress=False, figures=False)
+    other = small_config(tmp_path / "out", measure={"name": "policy", "samples": 400})
+    with pytest.raises(InvalidConfigError, match="different configuration.*samples"):
+        run_config(other, progress=False)
+
+
+def test_killed_run_resumes_to_identical_results(tmp_path):
+    """SIGKILL a real `policyagg run` once some results exist, run it again, compare with an
+    uninterrupted run."""
+    config = small_config(tmp_path / "killed", seeds=[0, 1, 2])
+    path = tmp_path / "tiny.toml"
+    path.write_text(_toml(config))
+    command = [sys.executable, "-m", "experiments.cli", "run", str(path)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "killed" / "seed0" / "max-quantile.json"
+    deadline = time.monotonic() + 120
+    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists(), "the run was killed before it wrote anything"
+    assert not (tmp_path / "killed" / "summary.md").exists(), "the run finished before it was killed"
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_config(small_config(tmp_path / "clean", seeds=[0, 1, 2]), progress=False)
+    same_results(tmp_path / "killed", tmp_path / "clean")
+
+
+def _toml(config: dict) -> str:
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    lines = [f"{k} = {value(config[k])}" for k in ("name", "output", "seeds")]
+    for table in ("environment", "agents", "measure"):
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {value(v)}" for k, v in config[table].items()]
+    for rule in config["rules"]:
+        lines.append("[[rules]]")
+        lines += [f"{k} = {value(v)}" for k, v in rule.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"colour": "blue"}, r"unknown key `colour`"),
+        ({"environment": {"id": "attention", "gama": 1.0}}, r"unknown key `environment.gama`"),
+        ({"environment": {"id": "attention", "gamma": 1.5}}, r"`environment.gamma` must be a number in \(0, 1\]"),
+        ({"environment": {"id": "attention", "on_termination": "stop"}}, r"`environment.on_termination`"),
+        ({"agents": {"population": "everyone"}}, r"`agents.population` must be one of one_per_site, random_subsets"),
+        ({"agents": {"population": "random_subsets"}}, r"`agents.n_agents` must be a positive integer"),
+        ({"agents": {"population": "one_per_site", "n_agents": 3}}, r"`agents.n_agents` applies only"),
+        ({"measure": {"name": "volume", "samples": 10}}, r"`measure.name` must be one of policy"),
+        ({"measure": {"name": "policy", "samples": 0}}, r"`measure.samples` must be a positive integer"),
+        ({"measure": {"name": "policy"}}, r"`measure.samples` must be a positive integer"),
+        ({"seeds": [0, 0]}, r"`seeds` must be distinct"),
+        ({"seeds": [-1]}, r"`seeds` must be a non-empty array of non-negative integers"),
+        ({"rules": []}, r"`rules` must be a non-empty array"),
+        ({"rules": [{"rule": "condorcet"}]}, r"`rules\[0\].rule` = 'condorcet' is not a rule"),
+        ({"rules": [{"rule": "borda", "weight": 2}]}, r"unknown key `rules\[0\].weight`"),
+        ({"rules": [{"rule": "borda"}, {"rule": "borda"}]}, r"rule labels must be distinct"),
+        ({"name": ""}, r"`name` must be a non-empty string"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, change, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        parse_config(small_config(tmp_path, **change))
+
+
+def test_missing_table_and_bad_toml(tmp_path):
+    config = small_config(tmp_path)
+    del config["agents"]
+    with pytest.raises(InvalidConfigError, match=r"the table `\[agents\]` is missing"):
+        parse_config(config)
+    path = tmp_path / "broken.toml"
+    path.write_text("name = \n")
+    with pytest.raises(InvalidConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_gymnasium_environment_config(tmp_path):
+    config = small_config(tmp_path / "frozen", seeds=[0],
+                          environment={"id": "FrozenLake-v1", "kwargs": {"is_slippery": True}, "gamma": 0.95},
+                          agents={"population": "env"},
+                          rules=[{"label": "utilitarian", "rule": "utilitarian"}, {"label": "max-quantile", "rule": "max_quantile"}])
+    run = run_config(config, progress=False, figures=False)
+    assert run.seeds[0].results["utilitarian"].returns.shape == (1,)
