@@ -21,6 +21,7 @@ def atomic_write_bytes(path, payload: bytes) -> Path:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

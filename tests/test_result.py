@@ -77,3 +77,8 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         solvers.utilitarian(bandit()).save(tmp_path / "r")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    solvers.utilitarian(bandit()).save(tmp_path / "r")
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
