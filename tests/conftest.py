@@ -49,6 +49,16 @@ def leaky_average():
     return Problem(mdp, rewards)
 
 
+def assert_valid_result(problem, result, *, pareto=True):
+    """A rule's result is a feasible occupancy whose policy re-evaluates to its returns
+    and, by default, is Pareto optimal."""
+    assert problem.polytope.violation(result.occupancy) < 1e-7
+    reevaluated = problem.mdp.evaluate(result.policy, problem.rewards)
+    np.testing.assert_allclose(reevaluated, result.returns, atol=1e-6 * (1.0 + np.abs(problem.rewards).max()))
+    if pareto:
+        assert result.report["pareto_optimal"], result.report
+
+
 #: Options so that every registered rule answers on any instance (Borda's LP needs a
 #: non-empty concave region; the fallback is opt-in).
 RULE_OPTIONS = {"borda": {"fallback": "milp"}}

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from scipy.optimize import minimize
 
 import solvers
-from conftest import bandit, leaky_average, random_problems
+from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError
 from policyagg.mdp import TabularMDP
 from policyagg.metrics import gini
@@ -213,11 +213,7 @@ def test_gini_limits_are_max_min_and_utilitarian(problem):
 @settings(max_examples=15, deadline=None)
 @given(problem=random_problems(gammas=(0.5, 0.9, 1.0)))
 def test_feasible_and_pareto_optimal(rule, problem):
-    result = rule(problem)
-    assert problem.polytope.violation(result.occupancy) < 1e-7
-    assert result.report["pareto_optimal"], result.report
-    reevaluated = problem.mdp.evaluate(result.policy, problem.rewards)
-    np.testing.assert_allclose(reevaluated, result.returns, atol=1e-6 * (1 + np.abs(problem.rewards).max()))
+    assert_valid_result(problem, rule(problem))  # weighted problems (test_rules covers unweighted)
 
 
 @pytest.mark.parametrize("rule", BASELINES)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 
 import solvers
 from policyagg.samples import TIE_TOL
-from conftest import bandit, leaky_average, random_problems
+from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, return_floor
@@ -54,11 +54,6 @@ def pl_score(cdfs, returns, weights):
     return sum(w * np.interp(returns[..., i], xs, Fs) for i, ((xs, Fs), w) in enumerate(zip(cdfs, weights)))
 
 
-def _feasible_and_pareto(problem, result):
-    assert problem.polytope.violation(result.occupancy) < 1e-7
-    assert result.report["pareto_optimal"], result.report
-
-
 # ------------------------------------------------------------------ by hand
 # Bandit d = (p, 1 - p), J = (p, 3 (1 - p)); the samples are the policies p below, so
 # F_0(p) + F_1(3 (1 - p)) = (#{p_k <= p} + #{p_k >= p}) / 9, largest at the most repeated p = 0.3: 12/9.
@@ -79,7 +74,7 @@ def test_most_repeated_policy_wins(solver, backend):
     assert result.diagnostics["solver"] == solver and result.diagnostics["backend"] == backend
     if solver == "lp":
         np.testing.assert_allclose(result.diagnostics["modes"], [0.2, 1.8])
-    _feasible_and_pareto(bandit(), result)
+    assert_valid_result(bandit(), result)
 
 
 @pytest.mark.parametrize("solver", ["lp", "milp"])
@@ -145,7 +140,7 @@ def test_milp_matches_brute_force_on_the_simplex(seed, n):
     assert best - 1e-9 <= objective <= best + lipschitz
     assert lipschitz < 0.05  # the bound is informative
     assert pl_score(cdfs, result.returns, problem.weights) >= objective - 1e-6  # the completion keeps it
-    _feasible_and_pareto(problem, result)
+    assert_valid_result(problem, result)
 
 
 @settings(max_examples=10, deadline=None)
@@ -157,7 +152,7 @@ def test_milp_is_never_worse_than_the_lp(problem):
     milp = borda(problem, samples, solver="milp", breakpoints=K)
     lp = borda(problem, samples, solver="lp", fallback="milp")
     for result in (milp, lp):
-        _feasible_and_pareto(problem, result)
+        assert_valid_result(problem, result)
     if lp.diagnostics["fallback"] == "milp":
         assert lp.diagnostics["solver"] == "milp"
         return
@@ -198,7 +193,7 @@ def test_empty_concave_region_explains_and_falls_back():
     direct = borda(bandit(), samples, solver="milp", breakpoints=5)
     assert result.diagnostics["objective"] == pytest.approx(direct.diagnostics["objective"])
     np.testing.assert_allclose(result.returns, direct.returns, atol=1e-7)
-    _feasible_and_pareto(bandit(), result)
+    assert_valid_result(bandit(), result)
 
 
 def test_infeasible_constraints_are_named_not_the_region():

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 
 import solvers
-from conftest import RULE_OPTIONS, bandit, chain_discounted, leaky_average, random_problems
+from conftest import RULE_OPTIONS, assert_valid_result, bandit, chain_discounted, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError
 from policyagg.polytope import LinearConstraints, budget, forbid, return_floor
 from policyagg.problem import Problem
@@ -107,19 +107,11 @@ def test_unknown_rule_and_backend():
 
 
 # ------------------------------------------------------------------ properties
-def _feasible_and_consistent(problem, result):
-    mdp = problem.mdp
-    assert problem.polytope.violation(result.occupancy) < 1e-7
-    reevaluated = mdp.evaluate(result.policy, problem.rewards)
-    scale = np.abs(problem.rewards).max() + 1.0
-    np.testing.assert_allclose(reevaluated, result.returns, atol=1e-6 * scale)
-
-
 @settings(max_examples=25, deadline=None)
 @given(random_problems())
 def test_utilitarian_is_optimal_and_feasible(problem):
     result = solvers.utilitarian(problem)
-    _feasible_and_consistent(problem, result)
+    assert_valid_result(problem, result)
     c = problem.weights @ problem.rewards.reshape(problem.n_agents, -1)
     best, _ = lp_max(c, problem.mdp.P_dense, problem.mdp.rho, problem.mdp.gamma)
     welfare = problem.weights @ result.returns
@@ -135,7 +127,7 @@ def test_utilitarian_is_optimal_and_feasible(problem):
 def test_leximin_minimum_equals_max_min(problem):
     problem = Problem(problem.mdp, problem.rewards)  # equal weights for raw returns
     result = solvers.egalitarian(problem)
-    _feasible_and_consistent(problem, result)
+    assert_valid_result(problem, result)
     R = problem.rewards.reshape(problem.n_agents, -1)
     expected = max_min(R, problem.mdp.P_dense, problem.mdp.rho, problem.mdp.gamma)
     assert result.returns.min() == pytest.approx(expected, abs=1e-6 * (1 + abs(expected)))
@@ -145,7 +137,7 @@ def test_leximin_minimum_equals_max_min(problem):
 @given(random_problems())
 def test_normalised_leximin_with_weights(problem):
     result = solvers.egalitarian(problem, normalize=True)
-    _feasible_and_consistent(problem, result)
+    assert_valid_result(problem, result)
     R = problem.rewards.reshape(problem.n_agents, -1)
     lo = np.array([-lp_max(-r, problem.mdp.P_dense, problem.mdp.rho, problem.mdp.gamma)[0] for r in R])
     hi = np.array([lp_max(r, problem.mdp.P_dense, problem.mdp.rho, problem.mdp.gamma)[0] for r in R])
