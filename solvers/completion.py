@@ -76,19 +76,10 @@ def complete(problem: Problem, rows: list[Rows], *, how: str = "egalitarian", ba
     log = log if log is not None else SolveLog(backend)
     C, c0 = utilities(problem, normalize=True)
     if how == "egalitarian":
-        d, inner, _ = leximin(problem, C, c0, rows=rows, backend=backend, time_limit=time_limit)
-        _merge(log, inner)
+        d, _, _ = leximin(problem, C, c0, rows=rows, backend=backend, time_limit=time_limit, log=log)
         return d
     lp = occupancy_program(problem, problem.weights @ C, name="utilitarian completion", maximize=True, rows=list(rows))
     return log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).x
-
-
-def _merge(log: SolveLog, other: SolveLog) -> None:
-    log.n_solves += other.n_solves
-    log.solve_time += other.solve_time
-    log.build_time += other.build_time
-    log.iterations += other.iterations
-    log.statuses += other.statuses
 
 
 def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limit: float | None = None,
@@ -122,12 +113,13 @@ def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limi
     return gap, better
 
 
-def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", time_limit=None, active=None):
+def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", time_limit=None, active=None,
+            log: SolveLog | None = None):
     """Leximin of ``u = C @ d + c0`` (entitlements ``u_i / w_i``) over the occupancy LP.
 
     ``rows`` are extra row families over the ``d`` columns only (a completion step uses them
     to stay inside a rule's optimal set). ``active`` masks the agents that take part
-    (default: all). Returns ``(d, log, levels)``
+    (default: all). Solves are recorded in ``log`` (a new one if omitted). Returns ``(d, log, levels)``
     where ``levels[i]`` is the level at which agent ``i`` was fixed (NaN if not active).
 
     Columns: ``d`` (S*A), one level ``t_i`` per agent, the common level ``t``.
@@ -151,7 +143,7 @@ def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", 
                            rows=[*widened, floor, level])
     level_rows = lp.row_families[-1][1] + np.arange(n)
     model = make_model(lp, backend=backend, time_limit=time_limit)
-    log = SolveLog(backend)
+    log = log if log is not None else SolveLog(backend)
     levels = np.full(n, np.nan)
     free = active.copy()
     if not free.any():  # nobody to balance: any feasible point

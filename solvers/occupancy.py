@@ -16,9 +16,7 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem, ReturnRanges
-from solvers.lp import LinearProgram, LPSolution, make_model
-
-BACKENDS = ("highs", "pulp")
+from solvers.lp import BACKENDS, LinearProgram, LPSolution, make_model
 
 
 @dataclass
