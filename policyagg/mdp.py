@@ -186,6 +186,11 @@ class TabularMDP:
         return self.P.toarray().reshape(self.n_states, self.n_actions, self.n_states)
 
     @cached_property
+    def action_sum(self) -> sp.csr_array:
+        """``(S, S*A)`` 0/1 matrix summing over actions: ``(action_sum @ x)[s] = sum_a x[s*A + a]``."""
+        return sp.csr_array(sp.kron(sp.eye_array(self.n_states), np.ones((1, self.n_actions)), format="csr"))
+
+    @cached_property
     def structure(self) -> Structure:
         union = sp.coo_array(self._union_adjacency())
         graph = nx.DiGraph()
@@ -202,9 +207,7 @@ class TabularMDP:
 
     def _union_adjacency(self) -> sp.csr_array:
         """Boolean ``(S, S)`` adjacency of the union graph over actions."""
-        S, A = self.n_states, self.n_actions
-        collapse = sp.kron(sp.eye_array(S), np.ones((1, A)), format="csr")  # (S, S*A)
-        adjacency = collapse @ (self.P > 0).astype(float)
+        adjacency = self.action_sum @ (self.P > 0).astype(float)
         return sp.csr_array(adjacency > 0)
 
     def _check_average_reward_structure(self) -> None:
@@ -250,8 +253,7 @@ class TabularMDP:
     def transition_under(self, policy: np.ndarray) -> sp.csr_array:
         """``P_pi[s, s'] = sum_a pi(a|s) P(s'|s, a)`` as a sparse ``(S, S)`` matrix."""
         weights = sp.diags_array(np.asarray(policy, dtype=float).ravel())
-        collapse = sp.kron(sp.eye_array(self.n_states), np.ones((1, self.n_actions)), format="csr")
-        return sp.csr_array(collapse @ (weights @ self.P))
+        return sp.csr_array(self.action_sum @ (weights @ self.P))
 
     def state_occupancy(self, policy) -> np.ndarray:
         """Normalised state occupancy ``mu_pi`` (S,) of ``policy`` started from ``rho``.

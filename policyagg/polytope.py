@@ -29,7 +29,7 @@ class OccupancyPolytope:
     @classmethod
     def from_mdp(cls, mdp: TabularMDP) -> "OccupancyPolytope":
         S, A = mdp.n_states, mdp.n_actions
-        outflow = sp.kron(sp.eye_array(S), np.ones((1, A)), format="csr")  # sum_a d(s', a)
+        outflow = mdp.action_sum  # sum_a d(s', a)
         inflow = mdp.P.T  # (S, S*A): sum_{s,a} P(s'|s,a) d(s,a)
         if mdp.average_reward:
             A_eq = sp.vstack([outflow - inflow, np.ones((1, S * A))], format="csr")
