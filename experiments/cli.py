@@ -21,7 +21,6 @@ def _compare(args) -> None:
     print(f"results written to {out}/")
 
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
 PAPER = ("attention-a", "attention-b")
 
 
@@ -40,7 +39,7 @@ def _run(args) -> None:
 
 
 def _reproduce(args) -> None:
-    from experiments.config import load_config
+    from experiments.config import CONFIGS, load_config
     from experiments.run import run_config, summary_markdown, summarize
 
     overrides = _overrides(args) | ({"samples": 500_000} if args.full else {})

@@ -10,42 +10,23 @@ variants are extra rows.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import solvers
 from envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
+from experiments.config import CONFIGS, load_config
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.sampling import sample_policy_returns
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One row of the comparison: a registered rule with options."""
-
-    label: str
-    rule: str
-    options: dict
-
-
-VARIANTS = (
-    Variant("max-quantile", "max_quantile", {}),
-    Variant("Borda", "borda", {"solver": "lp", "fallback": "milp"}),
-    Variant("90%-approval", "approval", {"alpha": 0.9}),
-    Variant("80%-approval", "approval", {"alpha": 0.8}),
-    Variant("egalitarian", "egalitarian", {"normalize": False}),
-    Variant("utilitarian", "utilitarian", {"normalize": False}),
-    Variant("egalitarian (normalised)", "egalitarian", {"normalize": True}),
-    Variant("utilitarian (normalised)", "utilitarian", {"normalize": True}),
-    Variant("PVC", "pvc", {}),
-    Variant("Nash welfare", "nash_welfare", {}),
-    Variant("generalised Gini", "generalized_gini", {}),
-    Variant("random dictator", "random_dictator", {}),
-)
+def paper_rules():
+    """The rule rows of the paper's comparison, as shipped in ``configs/attention-a.toml``
+    (the paper's six first, then the normalised variants, PVC and the baselines)."""
+    return load_config(CONFIGS / "attention-a.toml").rules
 
 
 def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n_agents: int = 10, seed: int = 0,
@@ -65,12 +46,11 @@ def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n
     return Problem(model.mdp(gamma=gamma), model.rewards(weights), names=names)
 
 
-def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=VARIANTS, backend: str = "highs",
+def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=None, backend: str = "highs",
             out: Path | None = None, progress: bool | None = None) -> dict[str, Result]:
-    """Run every variant on ``problem`` with one shared sample set; save results under ``out``.
-
-    The first six rows are the paper's (utilitarian and egalitarian on raw returns); the
-    normalised variants, PVC and the baselines are extra rows."""
+    """Run every rule row (``RuleSpec``s; default :func:`paper_rules`) on ``problem`` with one
+    shared sample set; save results under ``out``."""
+    variants = paper_rules() if variants is None else variants
     problem = solvers.with_ranges(problem, backend=backend)
     samples = sample_policy_returns(problem, n_samples, rng=seed, progress=progress)
     results = {}

@@ -36,6 +36,8 @@ from pathlib import Path
 
 from policyagg.errors import InvalidProblemError
 
+#: The shipped configurations (the paper's experiments).
+CONFIGS = Path(__file__).resolve().parent / "configs"
 MEASURES = ("policy",)
 ATTENTION_POPULATIONS = ("one_per_site", "random_subsets")
 
