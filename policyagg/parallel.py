@@ -1,0 +1,107 @@
+"""Independent, seeded tasks on several cores.
+
+Tasks are numbered ``0..n_tasks-1`` and write their output into arrays made by
+:func:`shared_empty`, so results never travel through a pipe (no pickling of data) and do
+not depend on which worker ran which task. On platforms with ``fork`` the workers are
+processes (numpy and scipy release the GIL only in their large kernels, so threads scale
+poorly on the many small calls of a sampler); elsewhere they are threads.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from policyagg.errors import InvalidProblemError
+
+#: Most workers used when the caller does not say.
+MAX_DEFAULT_WORKERS = 4
+KINDS = ("auto", "process", "thread")
+
+_task: Callable[[int], int] | None = None  # the running task, inherited by forked workers
+
+
+def default_workers() -> int:
+    """The usable CPU count (respecting affinity), at most :data:`MAX_DEFAULT_WORKERS`."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, MAX_DEFAULT_WORKERS))
+
+
+def check_workers(workers) -> int:
+    """``workers`` as a positive int (``None`` -> :func:`default_workers`)."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InvalidProblemError(f"`workers` must be a positive integer; got {workers!r}")
+    return int(workers)
+
+
+def processes_available() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def shared_empty(shape, dtype=float) -> np.ndarray:
+    """An uninitialised array in anonymous shared memory: writes by forked workers are seen
+    by the parent. (Freed when the array is garbage collected.)"""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = mmap.mmap(-1, max(size, 1))  # MAP_SHARED | MAP_ANONYMOUS on Unix
+    return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
+
+
+def _run(index: int) -> int:
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _task(index)
+
+
+def run_tasks(task: Callable[[int], int], n_tasks: int, *, workers: int | None = None,
+              kind: str = "auto") -> Iterator[int]:
+    """Run ``task(j)`` for ``j in range(n_tasks)``; yield each task's (small int) return value
+    as it completes, e.g. for a progress bar.
+
+    ``kind``: ``"process"`` (forked workers; outputs must go to :func:`shared_empty` arrays),
+    ``"thread"``, or ``"auto"`` (processes where ``fork`` exists, else threads). One worker
+    runs the tasks in order in this process. BLAS is limited to one thread per worker.
+    """
+    global _task
+    if kind not in KINDS:
+        raise InvalidProblemError(f"`kind` must be one of {', '.join(KINDS)}; got {kind!r}")
+    workers = min(check_workers(workers), max(n_tasks, 1))
+    if workers == 1:
+        with threadpool_limits(limits=1, user_api="blas"):
+            for j in range(n_tasks):
+                yield task(j)
+        return
+    if kind == "auto":
+        kind = "process" if processes_available() else "thread"
+    if kind == "process" and not processes_available():
+        raise InvalidProblemError("`kind='process'` needs the 'fork' start method, which this platform lacks; "
+                                  "use kind='thread'")
+    if _task is not None:
+        raise RuntimeError("run_tasks is not re-entrant: a parallel run is already in progress")
+    _task = task
+    try:
+        pool: Executor
+        if kind == "process":
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        else:
+            pool = ThreadPoolExecutor(workers)
+        with pool:
+            futures = [pool.submit(_run, j) for j in range(n_tasks)]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+    finally:
+        _task = None
