@@ -1,0 +1,87 @@
+"""The reference measures ``mu`` on the occupancy polytope, behind one function.
+
+``sample_returns(problem, N, measure=...)`` returns the ``(N, n)`` sampled returns of
+
+* ``"policy"`` — random policies, each state's action distribution ~ Dirichlet(1)
+  (:func:`policyagg.sampling.sample_policy_returns`; the paper's experiments);
+* ``"volume"`` — ``d`` uniform on ``O`` (:func:`policyagg.volume.sample_volume_returns`,
+  Metropolis in policy coordinates; the paper's theory);
+* ``"optimal-mixture"`` — ``d = sum_j w_j d*_j`` with ``w ~ Dirichlet(concentration)`` over
+  the agents' optimal occupancies ``d*_j`` (:func:`sample_mixture_returns`).
+
+In high dimension the first two concentrate: almost all their mass sits in a thin band of
+each agent's return range, so every clearly good policy gets rank ~ 1 and quantile rules
+lose resolution. The optimal mixture spreads its mass over the part of ``O`` between the
+agents' optima, where the trade-offs are, at any size.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from policyagg.errors import InvalidProblemError
+from policyagg.problem import Problem
+from policyagg.samples import ReturnSamples
+from policyagg.sampling import sample_policy_returns
+
+MEASURES = ("policy", "volume", "optimal-mixture")
+
+
+def sample_mixture_returns(problem: Problem, n_samples: int, *, rng=None, concentration: float = 1.0,
+                           progress: bool | None = None, workers: int | None = None) -> ReturnSamples:
+    """Returns of ``d = sum_j w_j d*_j``, ``w ~ Dirichlet(concentration * 1_n)``.
+
+    ``d*_j`` is agent ``j``'s optimal occupancy over ``O`` (``problem.ranges.best``, attached by
+    ``solvers.with_ranges``). ``O`` is convex, so every ``d`` is a point of ``O``, and
+    ``J(d) = sum_j w_j J(d*_j)`` is exact without forming ``d``. (``progress`` and
+    ``workers`` are accepted for a uniform interface; this measure needs neither.)
+    """
+    _check_count(n_samples)
+    if not (np.isfinite(concentration) and concentration > 0):
+        raise InvalidProblemError(f"`concentration` must be a positive number; got {concentration}")
+    ranges = problem.require_ranges()
+    corners = ranges.best @ problem.reward_matrix.T  # (n optima, n agents): J(d*_j)
+    rng = np.random.default_rng(rng)
+    weights = rng.dirichlet(np.full(len(corners), float(concentration)), size=n_samples)
+    info = {"n_samples": int(n_samples), "concentration": float(concentration), "gamma": problem.mdp.gamma,
+            "optima": len(corners)}
+    return ReturnSamples(weights @ corners, measure="optimal-mixture", info=info)
+
+
+def _sampler(measure: str):
+    if measure == "policy":
+        return sample_policy_returns
+    if measure == "volume":
+        from policyagg.volume import sample_volume_returns  # scipy-heavy, and only needed here
+
+        return sample_volume_returns
+    if measure == "optimal-mixture":
+        return sample_mixture_returns
+    raise InvalidProblemError(f"`measure` must be one of {', '.join(MEASURES)}; got {measure!r}")
+
+
+def measure_options(measure: str) -> tuple[str, ...]:
+    """The keyword options ``measure``'s sampler accepts (besides ``rng``, ``workers``, ``progress``)."""
+    params = inspect.signature(_sampler(measure)).parameters
+    return tuple(name for name, p in params.items()
+                 if p.kind is p.KEYWORD_ONLY and name not in ("rng", "workers", "progress"))
+
+
+def sample_returns(problem: Problem, n_samples: int, *, measure: str = "policy", rng=None,
+                   workers: int | None = None, progress: bool | None = None, **options) -> ReturnSamples:
+    """``n_samples`` sampled returns ``(N, n)`` of ``problem`` under ``measure`` (see the module
+    docstring); ``options`` go to that measure's sampler. Same seed, same numbers."""
+    sampler = _sampler(measure)
+    allowed = measure_options(measure)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidProblemError(f"measure {measure!r} has no option {unknown[0]!r}; its options are: "
+                                  + (", ".join(allowed) or "none"))
+    return sampler(problem, n_samples, rng=rng, workers=workers, progress=progress, **options)
+
+
+def _check_count(n_samples) -> None:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise InvalidProblemError(f"`n_samples` must be a positive integer; got {n_samples!r}")
