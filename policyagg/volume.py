@@ -1,0 +1,398 @@
+"""The ``volume`` measure: occupancies uniform on the occupancy polytope ``O``.
+
+**Density in policy coordinates.** Write ``d(s, a) = mu(s) pi(a|s)``. Per state the map
+``(mu(s), pi(.|s)) -> d(s, .)`` has Jacobian ``mu(s)^(A-1)``, so ``dd = prod_s mu(s)^(A-1)
+dmu dpi``. In these coordinates the (full-rank) equality constraints of ``O`` read
+``C d - b = A_pi mu - c`` with the matrices of :meth:`PolicySampler.dense_systems`
+(discounted: ``A_pi = I - gamma P_pi^T``, ``c = (1 - gamma) rho``; average reward:
+``I - P_pi^T`` with its redundant last flow row replaced by ``sum mu = 1``, ``c = e_last``).
+The uniform measure on ``O`` is proportional to ``delta(C d - b) dd``; integrating ``mu``
+out at ``mu_pi = A_pi^{-1} c`` leaves, on the product of action simplices,
+
+.. math:: p(\\pi) \\propto \\prod_s \\mu_\\pi(s)^{A-1} / |\\det A_\\pi|
+
+relative to independent Dirichlet(1) rows. This needs ``mu_pi(s) > 0`` for every state and
+every policy with full support (else the map misses part of ``O`` or ``O`` has lower
+dimension): discounted MDPs must reach every state from ``rho``, average-reward MDPs must be
+communicating. Problems that violate it, or that carry extra linear constraints (the
+policy map covers ``O`` only), are refused.
+
+**Sampler.** Metropolis-within-Gibbs: a *sweep* visits the states in a random order and at
+each one proposes a fresh row ``pi'(.|s) ~ Dirichlet(1)`` (an independence proposal from the
+reference measure, so the acceptance probability is the target ratio). Changing row ``s``
+changes only column ``s`` of ``A_pi``: ``A' = A + u e_s^T`` with ``u`` supported on
+``P(.|s, .)``, hence ``det A' = det A (1 + x_s)`` and ``mu' = mu - x mu(s) / (1 + x_s)``
+with ``x = A^{-1} u`` (cost ``S nnz(u)``); on acceptance ``A^{-1}`` gets the Sherman-Morrison
+update (``O(S^2)``). ``A^{-1}``, ``mu`` and ``log|det A|`` are recomputed from scratch every
+``refresh`` sweeps; the largest relative drift seen is reported. Chains start from
+independent Dirichlet(1) policies, run in parallel (:func:`policyagg.parallel.run_tasks`)
+and are checked with rank-normalised split R-hat and bulk ESS
+(:mod:`policyagg.diagnostics`).
+
+:func:`hit_and_run_returns` is an independent baseline: plain hit-and-run in the null space
+of the equality constraints, from the uniform policy's occupancy.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import scipy.linalg as la
+from scipy.linalg.blas import dger
+from tqdm.auto import tqdm
+
+from policyagg.diagnostics import effective_sample_size, rhat
+from policyagg.errors import InvalidProblemError
+from policyagg.parallel import check_workers, run_tasks, shared_empty
+from policyagg.problem import Problem
+from policyagg.samples import ReturnSamples
+from policyagg.sampling import PolicySampler
+
+#: R-hat above this (for any agent) triggers a :class:`MixingWarning`.
+RHAT_MAX = 1.01
+#: A bulk ESS below this share of ``n_samples`` (for any agent) triggers a :class:`MixingWarning`.
+MIN_ESS_FRACTION = 0.1
+#: Default sweeps discarded at the start of each chain.
+BURN_IN_SWEEPS = 20
+#: Default sweeps between kept samples.
+THIN_SWEEPS = 1
+#: Default sweeps between recomputations of ``A_pi^{-1}``, ``mu`` and ``log|det A_pi|``.
+REFRESH_SWEEPS = 10
+
+
+class MixingWarning(UserWarning):
+    """An MCMC sample set may not represent its target (R-hat or ESS is poor; see the message)."""
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidProblemError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_volume_problem(problem: Problem) -> None:
+    """Refuse problems the policy-coordinate sampler cannot represent (see the module docstring)."""
+    if len(problem.constraints):
+        raise InvalidProblemError(
+            f"the `volume` measure does not support extra linear constraints (the problem has "
+            f"{len(problem.constraints)}): its sampler works in policy coordinates, which cover the "
+            "whole occupancy polytope only; sample the unconstrained problem or use the `policy` measure"
+        )
+    mdp = problem.mdp
+    structure = mdp.structure
+    if not mdp.average_reward and structure.unreachable.size:
+        shown = ", ".join(map(str, structure.unreachable[:10]))
+        raise InvalidProblemError(
+            f"the `volume` measure needs every state to have positive occupancy mu_pi(s) > 0, but "
+            f"{structure.unreachable.size} state(s) are unreachable from `rho` ({shown}): the polytope "
+            "then has lower dimension than the policy space. Give those states positive `rho`, "
+            "or remove them from the MDP"
+        )
+    if mdp.average_reward and not structure.communicating:
+        raise InvalidProblemError(
+            "the `volume` measure needs every state to have positive occupancy mu_pi(s) > 0 under "
+            f"every policy with full support; with `gamma` = 1 that means a communicating MDP, but this "
+            f"one is not ({structure.describe()}): states outside its closed class are transient. "
+            "Use `gamma` < 1 with `rho` > 0, or remove the transient states"
+        )
+
+
+class VolumeSampler:
+    """Per-problem data of the policy-coordinate Metropolis sampler (shared by all chains)."""
+
+    def __init__(self, problem: Problem):
+        check_volume_problem(problem)
+        mdp = problem.mdp
+        self.S, self.A = mdp.n_states, mdp.n_actions
+        self.systems = PolicySampler(problem, method="dense")
+        self.rhs = self.systems.rhs
+        self.rewards = problem.reward_matrix.T.copy()  # (S*A, n)
+        # Column s of A_pi changes by u = -gamma sum_a (pi'(a|s) - pi(a|s)) P(.|s, a) on the
+        # support of P(.|s, .); the normalisation row of the average-reward system does not change.
+        P = mdp.P
+        self.support, self.blocks = [], []
+        for s in range(self.S):
+            rows = P[s * self.A : (s + 1) * self.A]
+            support = np.unique(rows.indices)
+            block = -mdp.gamma * rows[:, support].toarray()  # (A, k)
+            if mdp.average_reward:
+                block[:, support == self.S - 1] = 0.0
+            self.support.append(support)
+            self.blocks.append(block)
+        uniform = np.full((self.S, self.A), 1.0 / self.A)
+        mu = self.systems.solve_dense(uniform[None])[0]
+        if not np.all(mu > 0):
+            s = int(np.argmin(mu))
+            raise InvalidProblemError(
+                f"the `volume` measure needs mu_pi(s) > 0 for every state; the uniform policy gives "
+                f"state {s} occupancy {mu[s]:.3g}"
+            )
+
+    def factor(self, policy: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """From scratch: ``(G, mu, log|det A_pi|)`` with ``G = (A_pi^{-1})^T`` (C order)."""
+        lu, piv = la.lu_factor(self.systems.dense_systems(policy[None])[0])
+        G = la.lu_solve((lu, piv), np.eye(self.S), trans=1)  # solves A^T G = I
+        mu = la.lu_solve((lu, piv), self.rhs)
+        return np.ascontiguousarray(G), mu, float(np.log(np.abs(np.diag(lu))).sum())
+
+    def returns(self, policy: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        return (mu[:, None] * policy).ravel() @ self.rewards
+
+    def run_chain(self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int,
+                  thin: int, refresh: int) -> dict:
+        """Run one chain; write ``n_keep`` returns into ``out`` (n_keep, n); return its statistics."""
+        S, A = self.S, self.A
+        am1 = float(A - 1)
+        policy = rng.standard_exponential((S, A))
+        policy /= policy.sum(axis=1, keepdims=True)
+        G, mu, logdet = self.factor(policy)
+        log_mu = float(np.log(mu).sum())
+        accepted = proposed = refreshes = 0
+        drift = 0.0
+        support, blocks = self.support, self.blocks
+        total_sweeps = burn_in + n_keep * thin
+        for sweep in range(total_sweeps):
+            order = rng.permutation(S)
+            proposals = rng.standard_exponential((S, A))
+            proposals /= proposals.sum(axis=1, keepdims=True)
+            log_u = np.log(rng.random(S))
+            for s, proposal, lu in zip(order.tolist(), proposals, log_u.tolist()):
+                u = (proposal - policy[s]) @ blocks[s]
+                x = u @ G[support[s]]  # A^{-1} u: rows of G are columns of A^{-1}
+                denom = 1.0 + x[s]
+                if denom == 0.0:
+                    continue
+                new_mu = mu - x * (mu[s] / denom)
+                if new_mu.min() <= 0.0:  # only through rounding: the true mu' is > 0
+                    continue
+                new_log_mu = float(np.log(new_mu).sum())
+                log_det_ratio = float(np.log(abs(denom)))
+                if lu < am1 * (new_log_mu - log_mu) - log_det_ratio:
+                    dger(-1.0 / denom, x, G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
+                    mu, log_mu = new_mu, new_log_mu
+                    logdet += log_det_ratio
+                    policy[s] = proposal
+                    accepted += 1
+            proposed += S
+            if (sweep + 1) % refresh == 0:
+                G, fresh_mu, fresh_logdet = self.factor(policy)
+                drift = max(drift, float(np.abs(fresh_mu / mu - 1.0).max()), abs(fresh_logdet - logdet))
+                mu, logdet = fresh_mu, fresh_logdet
+                log_mu = float(np.log(mu).sum())
+                refreshes += 1
+            kept = sweep + 1 - burn_in
+            if kept > 0 and kept % thin == 0:
+                out[kept // thin - 1] = self.returns(policy, mu)
+        return {"accepted": accepted, "proposed": proposed, "refreshes": refreshes, "drift": drift}
+
+
+def mixing_report(chains: np.ndarray, n_samples: int) -> tuple[dict, str | None]:
+    """Per-agent R-hat and bulk ESS of ``chains`` (m, n_per_chain, agents), and a warning text
+    when any R-hat exceeds :data:`RHAT_MAX` or any ESS is below :data:`MIN_ESS_FRACTION` of
+    ``n_samples``."""
+    if chains.shape[1] < 4:
+        return {"rhat": None, "ess": None}, (
+            f"too few draws per chain ({chains.shape[1]}) to compute R-hat and ESS; draw more samples"
+        )
+    r = np.atleast_1d(rhat(chains))
+    ess = np.atleast_1d(effective_sample_size(chains))
+    problems = []
+    if r.max() > RHAT_MAX:
+        problems.append(f"R-hat up to {r.max():.3f} (agent {int(r.argmax())}) > {RHAT_MAX}")
+    if ess.min() < MIN_ESS_FRACTION * n_samples:
+        problems.append(f"bulk ESS down to {ess.min():.0f} (agent {int(ess.argmin())}) for {n_samples} samples")
+    message = None
+    if problems:
+        message = ("poor mixing: " + "; ".join(problems)
+                   + "; increase `burn_in` or `thin`, or use more `chains`")
+    return {"rhat": r.tolist(), "ess": ess.tolist()}, message
+
+
+def sample_volume_returns(
+    problem: Problem,
+    n_samples: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    chains: int = 4,
+    burn_in: int | None = None,
+    thin: int | None = None,
+    refresh: int | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> ReturnSamples:
+    """Returns of ``n_samples`` occupancies uniform on ``O`` (the ``volume`` measure), by MCMC.
+
+    Parameters
+    ----------
+    problem : Problem
+        Without extra constraints; every state must have positive occupancy under every
+        policy with full support (see the module docstring).
+    n_samples : int
+        Rows returned: ``ceil(n_samples / chains)`` per chain, concatenated chain by chain,
+        the last chain cut short.
+    rng : numpy Generator or seed
+        Chain ``k`` draws from the ``k``-th child of ``rng.spawn``, so the numbers depend on
+        the seed and the chain count only, never on ``workers``.
+    chains : int
+        Independent chains (>= 2 for R-hat to compare chains).
+    burn_in, thin, refresh : int, optional
+        In sweeps (``S`` single-state updates): discarded at the start of each chain
+        (default :data:`BURN_IN_SWEEPS`), between kept samples (default :data:`THIN_SWEEPS`),
+        between recomputations from scratch (default :data:`REFRESH_SWEEPS`).
+    workers : int, optional
+        Processes running chains in parallel (default: CPU count, at most 4).
+    progress : bool, optional
+        Show a tqdm bar counting finished chains (default: off).
+
+    ``info`` holds per-agent ``rhat`` and ``ess`` (bulk, all chains), ``acceptance``,
+    ``chains``, ``sweeps`` per chain, ``burn_in``, ``thin``, ``refreshes``, ``max_drift``
+    (largest relative change of ``mu`` or ``log|det A_pi|`` at a refresh) and ``seconds``.
+    A :class:`MixingWarning` is issued when R-hat > :data:`RHAT_MAX` or ESS is small.
+    """
+    n_samples = _check_count("n_samples", n_samples, 1)
+    chains = _check_count("chains", chains, 1)
+    burn_in = _check_count("burn_in", BURN_IN_SWEEPS if burn_in is None else burn_in, 0)
+    thin = _check_count("thin", THIN_SWEEPS if thin is None else thin, 1)
+    refresh = _check_count("refresh", REFRESH_SWEEPS if refresh is None else refresh, 1)
+    workers = check_workers(workers)
+    rng = np.random.default_rng(rng)
+    start = time.perf_counter()
+    n = problem.n_agents
+    per_chain = -(-n_samples // chains)
+    if problem.mdp.n_actions == 1:  # O is the single occupancy of the only policy
+        check_volume_problem(problem)
+        point = problem.mdp.evaluate(np.ones((problem.mdp.n_states, 1)), problem.rewards)
+        values = np.broadcast_to(point, (n_samples, n))
+        info = {"n_samples": n_samples, "chains": chains, "degenerate": "O is a single point (one action)",
+                "rhat": [1.0] * n, "ess": [float(n_samples)] * n, "acceptance": 1.0, "sweeps": 0,
+                "burn_in": burn_in, "thin": thin, "refresh": refresh, "refreshes": 0, "max_drift": 0.0,
+                "seconds": time.perf_counter() - start, "gamma": problem.mdp.gamma}
+        return ReturnSamples(values, measure="volume", info=info)
+    sampler = VolumeSampler(problem)
+    children = rng.spawn(chains)
+    out = shared_empty((chains, per_chain, n))
+    stats = shared_empty((chains, 4))
+
+    def task(k: int) -> int:
+        result = sampler.run_chain(children[k], per_chain, out[k], burn_in=burn_in, thin=thin, refresh=refresh)
+        stats[k] = [result["accepted"], result["proposed"], result["refreshes"], result["drift"]]
+        return k
+
+    with tqdm(total=chains, disable=not progress, desc="volume chains", unit="chain") as bar:
+        for _ in run_tasks(task, chains, workers=workers):
+            bar.update(1)
+    elapsed = time.perf_counter() - start
+    chain_values = np.array(out)
+    diagnostics, message = mixing_report(chain_values, n_samples)
+    info = {
+        "n_samples": n_samples,
+        "chains": chains,
+        **diagnostics,
+        "acceptance": float(stats[:, 0].sum() / stats[:, 1].sum()),
+        "sweeps": burn_in + per_chain * thin,
+        "burn_in": burn_in,
+        "thin": thin,
+        "refresh": refresh,
+        "refreshes": int(stats[:, 2].sum()),
+        "max_drift": float(stats[:, 3].max()),
+        "seconds": elapsed,
+        "gamma": problem.mdp.gamma,
+    }
+    if message:
+        warnings.warn(f"`volume` samples: {message}", MixingWarning, stacklevel=2)
+    return ReturnSamples(chain_values.reshape(-1, n)[:n_samples], measure="volume", info=info)
+
+
+# --------------------------------------------------------------------------- baseline
+class HitAndRun:
+    """Plain hit-and-run on ``O``: directions uniform on the unit sphere of the null space of
+    ``A_eq`` (an orthonormal basis ``N``), a uniform point on the chord ``{d + t N z >= 0}``."""
+
+    def __init__(self, problem: Problem):
+        if len(problem.constraints):
+            raise InvalidProblemError("`hit_and_run_returns` does not support extra linear constraints")
+        polytope = problem.polytope
+        self.basis = la.null_space(polytope.A_eq.toarray())  # (S*A, k)
+        if self.basis.shape[1] == 0:
+            raise InvalidProblemError("the occupancy polytope is a single point; there is nothing to sample")
+        mdp = problem.mdp
+        self.start = mdp.occupancy(np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)).ravel()
+        if self.start.min() <= 0.0:
+            raise InvalidProblemError(
+                "the uniform policy's occupancy is on the boundary of `O` (some state has zero occupancy); "
+                "hit-and-run needs an interior starting point"
+            )
+        self.rewards = problem.reward_matrix  # (n, S*A)
+
+    def run_chain(self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int, thin: int,
+                  batch: int = 256) -> dict:
+        """``burn_in`` and ``thin`` in steps; writes ``n_keep`` returns into ``out``."""
+        d = self.start.copy()
+        k = self.basis.shape[1]
+        total = burn_in + n_keep * thin
+        step = 0
+        while step < total:
+            directions = self.basis @ rng.standard_normal((k, min(batch, total - step)))
+            lengths = rng.random(directions.shape[1])
+            for j in range(directions.shape[1]):
+                direction = directions[:, j]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = -d / direction
+                low = ratio[direction > 0].max(initial=-np.inf)
+                high = ratio[direction < 0].min(initial=np.inf)
+                d += (low + lengths[j] * (high - low)) * direction
+                np.maximum(d, 0.0, out=d)  # rounding can leave -1e-17 at the chord's end
+                step += 1
+                kept = step - burn_in
+                if kept > 0 and kept % thin == 0:
+                    out[kept // thin - 1] = self.rewards @ d
+        return {"steps": total}
+
+
+def hit_and_run_returns(
+    problem: Problem,
+    n_samples: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    chains: int = 4,
+    burn_in: int | None = None,
+    thin: int | None = None,
+    workers: int | None = None,
+) -> ReturnSamples:
+    """Returns of ``n_samples`` points of plain hit-and-run on ``O`` (an independent check of
+    :func:`sample_volume_returns`; no rounding, so it mixes slowly in high dimension).
+
+    ``burn_in`` and ``thin`` count steps (defaults ``10 k^2`` and ``k`` for a polytope of
+    dimension ``k``); chain ``k`` uses the ``k``-th child of ``rng.spawn``. ``info`` holds
+    per-agent ``rhat`` and ``ess`` and issues a :class:`MixingWarning` like
+    :func:`sample_volume_returns`.
+    """
+    n_samples = _check_count("n_samples", n_samples, 1)
+    chains = _check_count("chains", chains, 1)
+    workers = check_workers(workers)
+    rng = np.random.default_rng(rng)
+    start = time.perf_counter()
+    walker = HitAndRun(problem)
+    dim = walker.basis.shape[1]
+    burn_in = _check_count("burn_in", 10 * dim * dim if burn_in is None else burn_in, 0)
+    thin = _check_count("thin", dim if thin is None else thin, 1)
+    per_chain = -(-n_samples // chains)
+    children = rng.spawn(chains)
+    out = shared_empty((chains, per_chain, problem.n_agents))
+
+    def task(k: int) -> int:
+        walker.run_chain(children[k], per_chain, out[k], burn_in=burn_in, thin=thin)
+        return k
+
+    for _ in run_tasks(task, chains, workers=workers):
+        pass
+    chain_values = np.array(out)
+    diagnostics, message = mixing_report(chain_values, n_samples)
+    info = {"n_samples": n_samples, "chains": chains, **diagnostics, "dimension": dim, "burn_in": burn_in,
+            "thin": thin, "steps": burn_in + per_chain * thin, "seconds": time.perf_counter() - start,
+            "gamma": problem.mdp.gamma}
+    if message:
+        warnings.warn(f"hit-and-run samples: {message}", MixingWarning, stacklevel=2)
+    return ReturnSamples(chain_values.reshape(-1, problem.n_agents)[:n_samples], measure="hit-and-run", info=info)
