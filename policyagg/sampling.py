@@ -4,69 +4,110 @@ Each sample draws ``pi(.|s) ~ Dirichlet(concentration)`` independently for every
 solves for its exact occupancy and keeps only the returns ``J_i = <r_i, d_pi>``:
 
 * discounted: ``(I - gamma P_pi^T) mu = (1 - gamma) rho``;
-* average reward: ``(I - P_pi^T) mu = 0`` with one equation replaced by ``sum mu = 1``
+* average reward: ``(I - P_pi^T) mu = 0`` with the last equation replaced by ``sum mu = 1``
   (unique because the MDP has one closed class, checked by ``TabularMDP``, and a random
   policy gives every action positive probability);
 
-then ``J_i = sum_{s,a} mu(s) pi(a|s) r_i(s, a)``. Samples are processed in batches, so
-memory is bounded whatever ``N`` is. Two exact solvers:
+then ``J_i = sum_{s,a} mu(s) pi(a|s) r_i(s, a)``. Samples are processed in batches whose
+work arrays fit in :data:`BATCH_BYTES`, so memory is bounded whatever ``N`` is. Methods:
 
-* ``"dense"``: the ``B`` systems are assembled densely from one sparse product and solved by
-  one batched LAPACK call (``O(S^3)`` per sample);
-* ``"krylov"``: batched GMRES, right-preconditioned by the exact inverse of the uniform
-  policy's system (the mean of the Dirichlet), which needs only products with the sparse
-  ``P`` and one matrix product with the preconditioner per iteration. Every sample's true
-  residual is checked at the end; the rare ones above :data:`RESIDUAL_TOL` are re-solved
-  densely, so both methods give the same numbers up to rounding.
+* ``"dense"``: the ``B`` systems are assembled densely and solved by one batched LAPACK call
+  (``O(S^3)`` per sample);
+* ``"krylov"``: batched GMRES on the ``(S, B)`` block of samples, right-preconditioned by
+  the exact dense inverse of the uniform policy's system ``M`` (the Dirichlet mean), so an
+  iteration costs one sparse product with ``P`` and one ``S x S`` GEMM per sample;
+* ``"sparse"``: the same GMRES with an incomplete LU factorisation of the sparse ``M``
+  (``scipy.sparse.linalg.spilu``) as the preconditioner, so an iteration costs
+  ``O(nnz(P) + nnz(L + U))`` per sample and nothing ``S x S`` is ever formed.
+
+GMRES runs ``KRYLOV_ITERATIONS`` Arnoldi steps per cycle (classical Gram-Schmidt; the
+residual estimate by Givens rotations kept as one orthogonal matrix per sample). Every
+sample's *true* residual ``||c - A_pi mu|| / ||c||`` is then checked against
+:data:`RESIDUAL_TOL`; samples above it get up to ``KRYLOV_CYCLES - 1`` restarted cycles and
+are finally solved directly (dense LAPACK up to :data:`DENSE_DIRECT_MAX_STATES` states, a
+sparse LU of their own system above), so every method returns the exact occupancies up to
+rounding. ``"auto"`` picks dense below :data:`KRYLOV_MIN_STATES` states, krylov below
+:data:`SPARSE_MIN_STATES`, sparse from there on.
+
+Batches run on forked worker processes (:func:`policyagg.parallel.run_tasks`); batch ``j``
+draws from the ``j``-th child of ``rng.spawn`` and is solved by the same operations (one
+BLAS thread) whichever worker runs it, so the numbers depend on the seed and
+``batch_size`` only, never on ``workers`` (bitwise).
 """
 
 from __future__ import annotations
 
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+import scipy.sparse.linalg as spla
 from tqdm.auto import tqdm
 
 from policyagg.errors import InvalidProblemError
+from policyagg.parallel import check_workers, run_tasks, shared_empty
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 
 #: Bytes the per-batch work arrays may take (sets the default batch size).
 BATCH_BYTES = 32 * 2**20
-#: GMRES iterations before giving up on a sample (it is then solved densely).
+#: Most samples per batch (larger blocks stop paying off once the Python overhead per
+#: GMRES step is amortised and the Krylov basis falls out of cache).
+MAX_BATCH = 128
+#: Arnoldi steps per GMRES cycle.
 KRYLOV_ITERATIONS = 40
-#: Relative residual ``||c - A mu|| / ||c||`` a GMRES solution must reach.
+#: GMRES cycles (the first plus restarts) before a sample is solved directly.
+KRYLOV_CYCLES = 3
+#: Relative residual ``||c - A_pi mu|| / ||c||`` every GMRES solution must reach.
 RESIDUAL_TOL = 1e-12
 #: Below this many states the dense solver is used: LAPACK is cheap there and a Krylov
 #: space of dimension close to ``S`` would break down.
 KRYLOV_MIN_STATES = 4 * KRYLOV_ITERATIONS
-METHODS = ("auto", "dense", "krylov")
+#: From this many states on the sparse (ILU) preconditioner replaces the dense inverse:
+#: the dense inverse costs ``2 S^2`` flops per sample and step and ``8 S^2`` bytes.
+SPARSE_MIN_STATES = 600
+#: Incomplete LU of the uniform policy's system: drop tolerance and fill limit. Measured on
+#: the attention model (3..8 sites) GMRES needs about as many steps as with the exact
+#: inverse, with ``nnz(L + U)`` about ``nnz(P)``.
+ILU_DROP_TOL = 1e-2
+ILU_FILL_FACTOR = 2.0
+#: Direct fallback: dense LAPACK up to this many states, a sparse LU per sample above.
+DENSE_DIRECT_MAX_STATES = 1500
+METHODS = ("auto", "dense", "krylov", "sparse")
 
 
-def default_batch_size(n_states: int, method: str = "dense") -> int:
+def resolve_method(method: str, n_states: int) -> str:
+    """The concrete method ``"auto"`` stands for at ``n_states`` states."""
+    if method not in METHODS:
+        raise InvalidProblemError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
+    if method != "auto":
+        return method
+    if n_states < KRYLOV_MIN_STATES:
+        return "dense"
+    return "krylov" if n_states < SPARSE_MIN_STATES else "sparse"
+
+
+def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1) -> int:
     """Samples per batch so that a batch's work arrays fit in :data:`BATCH_BYTES`."""
-    per_sample = 8 * n_states * (n_states if method == "dense" else 2 * KRYLOV_ITERATIONS + 4)
-    return int(np.clip(BATCH_BYTES // per_sample, 1, 1024))
+    if method == "dense":
+        per_sample = 8 * n_states * (n_states + 2 * n_actions)
+    else:  # Krylov basis, policies and their weighted copy
+        per_sample = 8 * n_states * (KRYLOV_ITERATIONS + 6 + 3 * n_actions)
+    return int(np.clip(BATCH_BYTES // per_sample, 1, MAX_BATCH))
 
 
 class PolicySampler:
     """Returns of random policies for one problem; reusable across calls.
 
-    ``method`` is ``"dense"``, ``"krylov"`` or ``"auto"`` (Krylov from
-    :data:`KRYLOV_MIN_STATES` states on, dense below).
+    ``method`` is one of :data:`METHODS` (see the module docstring).
     """
 
     def __init__(self, problem: Problem, *, concentration: float = 1.0, method: str = "auto"):
         if not (np.isfinite(concentration) and concentration > 0):
             raise InvalidProblemError(f"`concentration` must be a positive number; got {concentration}")
-        if method not in METHODS:
-            raise InvalidProblemError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
         mdp = problem.mdp
         self.S, self.A = mdp.n_states, mdp.n_actions
+        self.method = resolve_method(method, self.S)
         self.gamma = mdp.gamma
         self.concentration = float(concentration)
         self.reward_matrix = problem.reward_matrix  # (n, S*A)
@@ -75,19 +116,24 @@ class PolicySampler:
         else:
             self.rhs = np.zeros(self.S)
             self.rhs[-1] = 1.0
-        if method == "auto":
-            method = "krylov" if self.S >= KRYLOV_MIN_STATES else "dense"
-        self.method = method
-        # P_pi^T[s', s] = sum_a pi(a|s) P(s'|s, a): a fixed sparsity pattern, so a batch of
-        # policies (B, S*A) maps to its non-zeros by one sparse product with `gather`.
-        coo = mdp.P.tocoo()
+        P = sp.csr_array(mdp.P)  # (S*A, S)
+        # P^T in CSC form (the same arrays as P in CSR): its product with an (S*A, B) block
+        # scatters into the small (S, B) result instead of gathering rows of the large block.
+        self.P_T = sp.csc_array((P.data, P.indices, P.indptr), shape=(self.S, self.S * self.A))
+        # For dense_systems: P_pi^T[s', s] = sum_a pi(a|s) P(s'|s, a) has a fixed sparsity
+        # pattern, so a batch of policies (B, S*A) maps to its non-zeros by one product.
+        coo = P.tocoo()
         position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
         self.positions, slot = np.unique(position, return_inverse=True)
         self.gather = sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, self.positions.size))
-        self.P_T = sp.csr_array(mdp.P.T)  # (S, S*A)
-        if method == "krylov":
-            uniform = np.full((1, self.S, self.A), 1.0 / self.A)
-            self.preconditioner_T = np.linalg.inv(self.dense_systems(uniform)[0]).T.copy()
+        self._inverse = self._ilu = None
+        if self.method in ("krylov", "sparse"):
+            uniform = np.full((self.S, self.A), 1.0 / self.A)
+            if self.method == "krylov":
+                self._inverse = np.linalg.inv(self.dense_systems(uniform[None])[0])
+            else:
+                self._ilu = spla.spilu(self.sparse_system(uniform), drop_tol=ILU_DROP_TOL, fill_factor=ILU_FILL_FACTOR)
+            self._x_uniform = self.precondition(self.rhs[:, None])[:, 0]  # ~ the uniform policy's solution
 
     def draw_policies(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` policies of shape (S, A), each row ~ Dirichlet(concentration)."""
@@ -111,79 +157,139 @@ class PolicySampler:
             systems[:, -1, :] = 1.0
         return systems
 
-    def apply(self, policies: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """``A_pi x`` for a batch (B, S) without forming ``A_pi``: one sparse product with ``P^T``."""
-        weighted = (policies * x[:, :, None]).reshape(len(x), -1)  # pi(a|s) x(s)
-        y = x - self.gamma * (self.P_T @ weighted.T).T
+    def sparse_system(self, policy: np.ndarray) -> sp.csc_array:
+        """``A_pi`` of one policy (S, A) as a sparse matrix."""
+        S, A = self.S, self.A
+        spread = sp.csr_array((np.ravel(policy), (np.arange(S * A), np.repeat(np.arange(S), A))), shape=(S * A, S))
+        system = sp.csr_array(sp.eye_array(S) - self.gamma * (self.P_T @ spread))
         if self.gamma == 1.0:
-            y[:, -1] = x.sum(axis=1)
+            system = sp.vstack([system[: S - 1], np.ones((1, S))])
+        return sp.csc_array(system)
+
+    def apply(self, policies: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """``A_pi x`` for a block of samples: policies (S, A, B), ``x`` (S, B); one sparse
+        product ``P^T (pi(a|s) x(s))`` without forming any ``A_pi``."""
+        S, A, B = policies.shape
+        y = self.P_T @ (policies * x[:, None, :]).reshape(S * A, B)
+        y *= -self.gamma
+        y += x
+        if self.gamma == 1.0:
+            y[-1] = x.sum(axis=0)
         return y
+
+    def precondition(self, v: np.ndarray) -> np.ndarray:
+        """``M^{-1} v`` (exact inverse) or its incomplete-LU approximation, ``v`` (S, B)."""
+        return self._inverse @ v if self._inverse is not None else self._ilu.solve(v)
 
     # ------------------------------------------------------------------- solvers
     def solve_dense(self, policies: np.ndarray) -> np.ndarray:
+        """Occupancies (B, S) of policies (B, S, A) by one batched LAPACK solve."""
         rhs = np.broadcast_to(self.rhs, (len(policies), self.S))
         return np.linalg.solve(self.dense_systems(policies), rhs[..., None])[..., 0]
 
-    def solve_krylov(self, policies: np.ndarray, iterations: int = KRYLOV_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
-        """Batched right-preconditioned GMRES (Arnoldi with classical Gram-Schmidt done twice,
-        Givens rotations); returns ``(mu, converged)``."""
-        B, S, m = len(policies), self.S, iterations
-        c = self.rhs
-        c_norm = np.linalg.norm(c)
-        x0 = np.broadcast_to(c @ self.preconditioner_T, (B, S))  # the uniform policy's solution
+    def solve_direct(self, policies: np.ndarray) -> np.ndarray:
+        """Occupancies (B, S) by a direct solve: dense LAPACK or, above
+        :data:`DENSE_DIRECT_MAX_STATES` states, a sparse LU per policy."""
+        if self.S <= DENSE_DIRECT_MAX_STATES:
+            return self.solve_dense(policies)
+        return np.array([spla.spsolve(self.sparse_system(policy), self.rhs) for policy in policies]).reshape(-1, self.S)
+
+    def gmres(self, policies: np.ndarray, x0: np.ndarray, iterations: int = KRYLOV_ITERATIONS):
+        """One cycle of right-preconditioned GMRES for a block: policies (S, A, B), start
+        ``x0`` (S, B). Returns ``(x (S, B), converged (B,), steps (B,))``; ``converged`` is the
+        TRUE relative residual ``||c - A_pi x|| / ||c|| <= RESIDUAL_TOL``.
+
+        ``x = x0 + M^{-1} V y`` with ``V`` the Arnoldi basis of ``A_pi M^{-1}`` and ``y`` the
+        least-squares solution of ``H y ~ beta e_1``; ``H`` is reduced to triangular ``R`` by
+        Givens rotations whose product ``Q^T`` is kept per sample, so rotating a new column is
+        one batched product and the residual estimate is ``beta |Q^T[k+1, 0]|``.
+        """
+        S, A, B = policies.shape
+        m = iterations
+        c = self.rhs[:, None]
+        target = 0.1 * RESIDUAL_TOL * np.linalg.norm(self.rhs)  # on the estimate; the true residual is checked
         r = c - self.apply(policies, x0)
-        beta = np.linalg.norm(r, axis=1)
-        V = np.empty((m + 1, B, S))
-        Z = np.empty((m, B, S))
-        R = np.zeros((B, m, m))  # the Hessenberg matrix, rotated to upper triangular
-        rotations = np.empty((2, m, B))
-        g = np.zeros((B, m + 1))
-        g[:, 0] = beta
+        beta = np.sqrt(np.einsum("sb,sb->b", r, r))
+        V = np.empty((m + 1, S, B))
+        np.divide(r, np.where(beta > 0, beta, np.inf), out=V[0])
+        Qt = np.zeros((B, m + 1, m + 1))
+        Qt[:, np.arange(m + 1), np.arange(m + 1)] = 1.0
+        R = np.zeros((B, m, m))
+        steps = np.where(beta <= target, 0, m)  # Arnoldi steps each sample needs
         with np.errstate(divide="ignore", invalid="ignore"):
-            V[0] = r / beta[:, None]
-            k = 0
-            while k < m:
-                Z[k] = V[k] @ self.preconditioner_T
-                w = self.apply(policies, Z[k])
-                h = np.zeros((B, k + 2))
-                for _ in range(2):
-                    coeff = np.einsum("jbs,bs->bj", V[: k + 1], w)
-                    w -= np.einsum("bj,jbs->bs", coeff, V[: k + 1])
-                    h[:, : k + 1] += coeff
-                h[:, k + 1] = np.linalg.norm(w, axis=1)
-                V[k + 1] = w / h[:, k + 1, None]
-                for i in range(k):
-                    cos, sin = rotations[:, i]
-                    h[:, i], h[:, i + 1] = cos * h[:, i] + sin * h[:, i + 1], cos * h[:, i + 1] - sin * h[:, i]
-                radius = np.hypot(h[:, k], h[:, k + 1])
-                cos, sin = h[:, k] / radius, h[:, k + 1] / radius
-                rotations[:, k] = cos, sin
-                R[:, : k + 1, k] = h[:, : k + 1]
+            for k in range(m):
+                w = self.apply(policies, self.precondition(V[k]))
+                coeff = np.einsum("jsb,sb->jb", V[: k + 1], w)
+                w -= np.einsum("jb,jsb->sb", coeff, V[: k + 1])
+                norm = np.sqrt(np.einsum("sb,sb->b", w, w))
+                np.divide(w, np.where(norm > 0, norm, np.inf), out=V[k + 1])  # breakdown: a zero vector
+                t = np.matmul(Qt[:, : k + 1, : k + 1], coeff.T[:, :, None])[:, :, 0]  # previous rotations
+                radius = np.hypot(t[:, k], norm)
+                ok = radius > 0
+                cos = np.where(ok, t[:, k] / radius, 1.0)
+                sin = np.where(ok, norm / radius, 0.0)
+                R[:, :k, k] = t[:, :k]
                 R[:, k, k] = radius
-                g[:, k + 1] = -sin * g[:, k]
-                g[:, k] = cos * g[:, k]
-                k += 1
-                if np.all(np.abs(g[:, k]) <= 0.1 * RESIDUAL_TOL * c_norm):
+                row = Qt[:, k, : k + 1].copy()
+                Qt[:, k, : k + 1] = cos[:, None] * row
+                Qt[:, k, k + 1] = sin
+                Qt[:, k + 1, : k + 1] = -sin[:, None] * row
+                Qt[:, k + 1, k + 1] = cos
+                reached = (beta * np.abs(Qt[:, k + 1, 0]) <= target) & (steps == m)
+                steps[reached] = k + 1
+                if (steps <= k + 1).all():
                     break
-            y = np.linalg.solve(R[:, :k, :k], g[:, :k, None])[..., 0]
-            x = x0 + np.einsum("bj,jbs->bs", y, Z[:k])
-            residual = np.linalg.norm(c - self.apply(policies, x), axis=1)
-        return x, residual <= RESIDUAL_TOL * c_norm
+        n = int(steps.max())
+        if n == 0:
+            return x0.copy(), np.ones(B, dtype=bool), steps
+        # Each sample uses its own first steps[b] columns: pad the rest with the identity.
+        unused = np.arange(n)[None, :] >= steps[:, None]  # (B, n)
+        Rn = R[:, :n, :n].copy()
+        Rn[unused[:, :, None] | unused[:, None, :]] = 0.0
+        Rn[:, np.arange(n), np.arange(n)] += unused
+        g = np.where(unused, 0.0, beta[:, None] * Qt[:, :n, 0])
+        y = np.linalg.solve(Rn, g[:, :, None])[:, :, 0]
+        x = x0 + self.precondition(np.einsum("bj,jsb->sb", y, V[:n]))
+        residual = c - self.apply(policies, x)
+        converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) <= RESIDUAL_TOL * np.linalg.norm(self.rhs)
+        return x, converged, steps
+
+    def solve_block(self, policies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact occupancies (S, B) of a block of policies (S, A, B), and the counts
+        ``[GMRES steps summed over samples, samples restarted, samples solved directly]``."""
+        B = policies.shape[2]
+        if self.method == "dense":
+            return self.solve_dense(np.moveaxis(policies, 2, 0)).T, np.zeros(3, dtype=np.int64)
+        x = np.repeat(self._x_uniform[:, None], B, axis=1)
+        todo = np.arange(B)
+        counts = np.zeros(3, dtype=np.int64)
+        for cycle in range(KRYLOV_CYCLES):
+            block = policies if cycle == 0 else np.ascontiguousarray(policies[:, :, todo])
+            x[:, todo], converged, steps = self.gmres(block, x[:, todo])
+            counts[0] += steps.sum()
+            todo = todo[~converged]
+            if todo.size == 0:
+                break
+            counts[1] += todo.size if cycle + 1 < KRYLOV_CYCLES else 0
+        if todo.size:
+            x[:, todo] = self.solve_direct(np.moveaxis(policies[:, :, todo], 2, 0)).T
+            counts[2] = todo.size
+        return x, counts
 
     def state_occupancies(self, policies: np.ndarray) -> np.ndarray:
         """Exact normalised state occupancies ``mu_pi`` (B, S) of a batch of policies (B, S, A)."""
-        if self.method == "dense":
-            return self.solve_dense(policies)
-        mu, converged = self.solve_krylov(policies)
-        if not converged.all():
-            mu[~converged] = self.solve_dense(policies[~converged])
-        return mu
+        return self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))[0].T
+
+    def block_returns(self, policies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``J`` (B, n) of a batch of policies (B, S, A), and the counts of :meth:`solve_block`."""
+        block = np.ascontiguousarray(np.moveaxis(policies, 0, 2))  # (S, A, B)
+        mu, counts = self.solve_block(block)
+        block *= mu[:, None, :]  # d(s, a) = mu(s) pi(a|s)
+        return (self.reward_matrix @ block.reshape(self.S * self.A, -1)).T, counts
 
     def returns(self, policies: np.ndarray) -> np.ndarray:
         """Returns ``J`` (B, n) of a batch of policies (B, S, A)."""
-        mu = self.state_occupancies(policies)
-        d = (mu[:, :, None] * policies).reshape(len(policies), -1)
-        return d @ self.reward_matrix.T
+        return self.block_returns(policies)[0]
 
 
 def sample_policy_returns(
@@ -208,49 +314,56 @@ def sample_policy_returns(
         the seed and ``batch_size`` only, never on ``workers``.
     concentration : float
         Dirichlet parameter of every state's action distribution (1 = uniform on the simplex).
-    method : {"auto", "dense", "krylov"}
+    method : {"auto", "dense", "krylov", "sparse"}
         How the occupancy systems are solved (see the module docstring); all are exact.
     batch_size : int, optional
         Samples per batch (default: :func:`default_batch_size`).
     workers : int, optional
-        Threads solving batches in parallel (default: CPU count, at most 4).
+        Worker processes solving batches in parallel (default: usable CPUs, at most 4).
     progress : bool, optional
         Show a tqdm bar (default: when more than 20 batches).
+
+    ``info`` records the method, the batch size, the seconds taken and the solver counts:
+    mean GMRES steps per sample, samples restarted and samples solved directly.
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise InvalidProblemError(f"`n_samples` must be a positive integer; got {n_samples!r}")
+    workers = check_workers(workers)
     rng = np.random.default_rng(rng)
     sampler = PolicySampler(problem, concentration=concentration, method=method)
-    batch_size = default_batch_size(sampler.S, sampler.method) if batch_size is None else int(batch_size)
-    if batch_size < 1:
-        raise InvalidProblemError(f"`batch_size` must be >= 1; got {batch_size}")
-    workers = min(os.cpu_count() or 1, 4) if workers is None else int(workers)
-    if workers < 1:
-        raise InvalidProblemError(f"`workers` must be >= 1; got {workers}")
+    if batch_size is None:
+        batch_size = default_batch_size(sampler.S, sampler.method, sampler.A)
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InvalidProblemError(f"`batch_size` must be a positive integer; got {batch_size!r}")
+    batch_size = int(batch_size)
     n_batches = -(-n_samples // batch_size)
     children = rng.spawn(n_batches)
-    out = np.empty((n_samples, problem.n_agents))
+    out = shared_empty((n_samples, problem.n_agents))
+    counts = shared_empty((n_batches, 3), dtype=np.int64)
 
-    def run(j: int) -> int:
-        size = min(batch_size, n_samples - j * batch_size)
-        policies = sampler.draw_policies(children[j], size)
-        out[j * batch_size : j * batch_size + size] = sampler.returns(policies)
+    def task(j: int) -> int:
+        start = j * batch_size
+        size = min(batch_size, n_samples - start)
+        out[start : start + size], counts[j] = sampler.block_returns(sampler.draw_policies(children[j], size))
         return size
 
     show = n_batches > 20 if progress is None else progress
     start = time.perf_counter()
-    # One BLAS thread per worker: the batched solves are parallel across batches instead.
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        with tqdm(total=n_samples, disable=not show, desc="sampling policies", unit="policy") as bar:
-            for size in pool.map(run, range(n_batches)):
-                bar.update(size)
+    with tqdm(total=n_samples, disable=not show, desc="sampling policies", unit="policy") as bar:
+        for size in run_tasks(task, n_batches, workers=workers):
+            bar.update(size)
     elapsed = time.perf_counter() - start
+    total = counts.sum(axis=0)
     info = {
         "n_samples": int(n_samples),
         "concentration": float(concentration),
         "batch_size": batch_size,
         "method": sampler.method,
+        "workers": workers,
         "seconds": elapsed,
         "gamma": problem.mdp.gamma,
+        "gmres_steps_per_sample": float(total[0] / n_samples),
+        "restarted": int(total[1]),
+        "direct_solves": int(total[2]),
     }
-    return ReturnSamples(out, measure="policy", info=info)
+    return ReturnSamples(np.array(out), measure="policy", info=info)

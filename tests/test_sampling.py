@@ -2,18 +2,45 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+import policyagg.sampling as sampling
 from conftest import leaky_average, random_problems
 from envs.attention import AttentionModel, one_agent_per_site
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
-from policyagg.sampling import PolicySampler, sample_policy_returns
+from policyagg.sampling import PolicySampler, default_batch_size, resolve_method, sample_policy_returns
 from reference import occupancy_by_dense_solve
 
+METHODS = ["dense", "krylov", "sparse"]
 
-@settings(max_examples=30, deadline=None)
-@given(random_problems())
-def test_batched_returns_match_a_direct_dense_solve(problem):
-    sampler = PolicySampler(problem)
+
+def reference_returns(problem, policies):
+    """Per-policy dense solve written independently of the package: the stationary (or
+    discounted) flow equations plus ``sum mu = 1``, stacked and solved by least squares."""
+    mdp = problem.mdp
+    P, S = mdp.P_dense, mdp.n_states
+    out = []
+    for policy in policies:
+        P_pi = np.einsum("sa,sat->st", policy, P)
+        if mdp.gamma < 1:
+            mu = np.linalg.solve(np.eye(S) - mdp.gamma * P_pi.T, (1 - mdp.gamma) * mdp.rho)
+        else:
+            system = np.vstack([np.eye(S) - P_pi.T, np.ones((1, S))])
+            mu = np.linalg.lstsq(system, np.eye(S + 1)[-1], rcond=None)[0]
+        out.append(np.einsum("sa,isa->i", mu[:, None] * policy, problem.rewards))
+    return np.array(out)
+
+
+def attention_problem(n_sites=5, gamma=1.0):
+    model = AttentionModel(n_sites, 3, seed=0)
+    return Problem(model.mdp(gamma=gamma), model.rewards(one_agent_per_site(n_sites, 0)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(max_examples=15, deadline=None)
+@given(problem=random_problems())
+def test_batched_returns_match_a_direct_dense_solve(method, problem):
+    """Tiny random MDPs: GMRES runs into (happy) breakdowns there, which must not matter."""
+    sampler = PolicySampler(problem, method=method)
     policies = sampler.draw_policies(np.random.default_rng(1), 4)
     got = sampler.returns(policies)
     mdp = problem.mdp
@@ -61,32 +88,87 @@ def test_seeded_and_independent_of_workers():
     assert a.values.shape == (1000, 2) and a.measure == "policy"
 
 
+@pytest.mark.parametrize("method", ["krylov", "sparse"])
+def test_parallel_gmres_is_bitwise_serial_and_follows_the_seeding_contract(method):
+    """Two worker processes give the same bits as one; batch j is the j-th spawned child's
+    draw, and every sample equals an independent dense solve of that policy."""
+    problem = attention_problem()
+    serial = sample_policy_returns(problem, 150, rng=3, method=method, batch_size=40, workers=1, progress=False)
+    parallel = sample_policy_returns(problem, 150, rng=3, method=method, batch_size=40, workers=2, progress=False)
+    np.testing.assert_array_equal(parallel.values, serial.values)
+    assert serial.info["method"] == method and serial.info["gmres_steps_per_sample"] > 0
+    sampler = PolicySampler(problem)
+    children = np.random.default_rng(3).spawn(4)
+    policies = np.concatenate([sampler.draw_policies(child, size) for child, size in zip(children, (40, 40, 40, 30))])
+    np.testing.assert_allclose(serial.values, reference_returns(problem, policies), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
-@pytest.mark.parametrize("method", ["dense", "krylov"])
+@pytest.mark.parametrize("method", METHODS)
 def test_attention_model_samples_match_policy_evaluation(method, gamma):
-    model = AttentionModel(5, 3, seed=0)  # 243 states: large enough for the Krylov solver
-    problem = Problem(model.mdp(gamma=gamma), model.rewards(one_agent_per_site(5, 0)))
+    problem = attention_problem(gamma=gamma)  # 243 states: large enough for the Krylov solvers
     sampler = PolicySampler(problem, method=method)
     policies = sampler.draw_policies(np.random.default_rng(0), 3)
     expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])  # sparse direct solve
     np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
 
 
-def test_krylov_flags_unconverged_samples_and_falls_back_to_dense():
-    model = AttentionModel(5, 3, seed=0)
-    problem = Problem(model.mdp(), model.rewards(one_agent_per_site(5, 0)))
-    sampler = PolicySampler(problem, method="krylov")
+def test_sparse_method_on_a_larger_model():
+    problem = attention_problem(n_sites=7)  # 2187 states: above the dense direct fallback too
+    assert resolve_method("auto", problem.mdp.n_states) == "sparse"
+    sampler = PolicySampler(problem)
+    assert sampler.method == "sparse" and sampler._inverse is None
+    policies = sampler.draw_policies(np.random.default_rng(0), 3)
+    expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])
+    np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["krylov", "sparse"])
+def test_gmres_checks_the_true_residual_restarts_and_falls_back(method, monkeypatch):
+    problem = attention_problem()
+    sampler = PolicySampler(problem, method=method)
     policies = sampler.draw_policies(np.random.default_rng(0), 8)
-    _, converged = sampler.solve_krylov(policies, iterations=3)
-    assert not converged.any()  # 3 iterations cannot reach 1e-12
+    block = np.ascontiguousarray(np.moveaxis(policies, 0, 2))
+    x0 = np.repeat(sampler._x_uniform[:, None], 8, axis=1)
     exact = sampler.solve_dense(policies)
-    mu, converged = sampler.solve_krylov(policies)
-    assert converged.all()
-    np.testing.assert_allclose(mu, exact, atol=1e-12)
-    # a sample the Krylov solver gives up on is re-solved densely
-    sampler.solve_krylov = lambda p: (np.zeros((len(p), sampler.S)), np.arange(len(p)) % 2 == 0)
-    np.testing.assert_allclose(sampler.state_occupancies(policies)[1::2], exact[1::2], atol=1e-12)
-    assert (sampler.state_occupancies(policies)[::2] == 0).all()
+    _, converged, steps = sampler.gmres(block, x0, iterations=3)
+    assert not converged.any() and (steps == 3).all()  # 3 steps cannot reach 1e-12
+    mu, converged, steps = sampler.gmres(block, x0)
+    assert converged.all() and (steps < sampling.KRYLOV_ITERATIONS).all()
+    np.testing.assert_allclose(mu.T, exact, rtol=0, atol=1e-12)
+
+    full_gmres = sampler.gmres
+    # Cycles of 12 steps: the first falls short, the restarts finish the job.
+    monkeypatch.setattr(sampler, "gmres", lambda p, x: full_gmres(p, x, iterations=12))
+    mu, counts = sampler.solve_block(block)
+    assert counts[1] > 0 and counts[2] == 0
+    np.testing.assert_allclose(mu.T, exact, rtol=0, atol=1e-12)
+    # Cycles of 2 steps never converge: every sample is solved directly.
+    monkeypatch.setattr(sampler, "gmres", lambda p, x: full_gmres(p, x, iterations=2))
+    mu, counts = sampler.solve_block(block)
+    assert counts[1] == 8 * (sampling.KRYLOV_CYCLES - 1) and counts[2] == 8
+    np.testing.assert_allclose(mu.T, exact, rtol=0, atol=1e-12)
+
+
+def test_sparse_direct_fallback(monkeypatch):
+    problem = attention_problem(gamma=0.9)
+    sampler = PolicySampler(problem, method="sparse")
+    policies = sampler.draw_policies(np.random.default_rng(4), 3)
+    monkeypatch.setattr(sampling, "DENSE_DIRECT_MAX_STATES", 10)
+    monkeypatch.setattr(sampler, "solve_dense", None)  # must not be used
+    mu = sampler.solve_direct(policies)
+    d = mu[:, :, None] * policies
+    np.testing.assert_allclose(np.einsum("bsa,isa->bi", d, problem.rewards), reference_returns(problem, policies),
+                               rtol=0, atol=1e-10)
+
+
+def test_method_choice_and_batch_memory():
+    assert [resolve_method("auto", S) for S in (27, 243, 2187)] == ["dense", "krylov", "sparse"]
+    for S, A in ((27, 4), (243, 6), (6561, 9), (10**6, 3)):
+        for method in ("krylov", "sparse"):
+            batch = default_batch_size(S, method, A)
+            assert 1 <= batch <= sampling.MAX_BATCH
+            assert batch == 1 or batch * 8 * S * (sampling.KRYLOV_ITERATIONS + 6 + 3 * A) <= sampling.BATCH_BYTES
 
 
 @pytest.mark.parametrize(
@@ -94,10 +176,11 @@ def test_krylov_flags_unconverged_samples_and_falls_back_to_dense():
     [
         ({"n_samples": 0}, r"`n_samples` must be a positive integer"),
         ({"n_samples": 2.5}, r"`n_samples` must be a positive integer"),
-        ({"n_samples": 10, "batch_size": 0}, r"`batch_size` must be >= 1"),
-        ({"n_samples": 10, "workers": 0}, r"`workers` must be >= 1"),
+        ({"n_samples": 10, "batch_size": 0}, r"`batch_size` must be a positive integer"),
+        ({"n_samples": 10, "batch_size": 2.5}, r"`batch_size` must be a positive integer"),
+        ({"n_samples": 10, "workers": 0}, r"`workers` must be a positive integer"),
         ({"n_samples": 10, "concentration": -1.0}, r"`concentration` must be a positive number"),
-        ({"n_samples": 10, "method": "lu"}, r"`method` must be one of auto, dense, krylov"),
+        ({"n_samples": 10, "method": "lu"}, r"`method` must be one of auto, dense, krylov, sparse"),
     ],
 )
 def test_invalid_sampling_options(kwargs, match):
