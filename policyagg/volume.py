@@ -17,9 +17,11 @@ dimension): discounted MDPs must reach every state from ``rho``, average-reward 
 communicating. Problems that violate it, or that carry extra linear constraints (the
 policy map covers ``O`` only), are refused.
 
-**Sampler.** Metropolis-within-Gibbs: a *sweep* visits the states in a random order and at
-each one proposes a fresh row ``pi'(.|s) ~ Dirichlet(1)`` (an independence proposal from the
-reference measure, so the acceptance probability is the target ratio). Changing row ``s``
+**Sampler.** Metropolis-within-Gibbs: a *sweep* visits the states in a random order; a visit
+of state ``s`` makes one random-walk step (a Dirichlet proposal around the current row, with
+its Hastings correction) and then :data:`TRIES` independence steps with fresh rows
+``pi'(.|s) ~ Dirichlet(1)`` (proposals from the reference measure, so their acceptance
+probability is the target ratio); all candidates are scored in one batch. Changing row ``s``
 changes only column ``s`` of ``A_pi``: ``A' = A + u e_s^T`` with ``u`` supported on
 ``P(.|s, .)``, hence ``det A' = det A (1 + x_s)`` and ``mu' = mu - x mu(s) / (1 + x_s)``
 with ``x = A^{-1} u`` (cost ``S nnz(u)``); on acceptance ``A^{-1}`` gets the Sherman-Morrison
@@ -40,6 +42,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg as la
+from scipy import special
 from scipy.linalg.blas import dger
 from tqdm.auto import tqdm
 
@@ -60,6 +63,13 @@ BURN_IN_SWEEPS = 20
 THIN_SWEEPS = 1
 #: Default sweeps between recomputations of ``A_pi^{-1}``, ``mu`` and ``log|det A_pi|``.
 REFRESH_SWEEPS = 10
+#: Independence proposals (Dirichlet(1)) per state visit.
+TRIES = 16
+#: The random-walk proposal of a row is Dirichlet(LOCAL_FLOOR + LOCAL_CONCENTRATION * row).
+LOCAL_CONCENTRATION = 20.0
+LOCAL_FLOOR = 0.5
+#: Floor under occupancies before taking logs (candidates with mu' <= 0 are refused anyway).
+TINY = 1e-300
 
 
 class MixingWarning(UserWarning):
@@ -141,41 +151,61 @@ class VolumeSampler:
         return (mu[:, None] * policy).ravel() @ self.rewards
 
     def run_chain(self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int,
-                  thin: int, refresh: int) -> dict:
-        """Run one chain; write ``n_keep`` returns into ``out`` (n_keep, n); return its statistics."""
+                  thin: int, refresh: int, tries: int = TRIES, concentration: float = LOCAL_CONCENTRATION) -> dict:
+        """Run one chain; write ``n_keep`` returns into ``out`` (n_keep, n); return its statistics.
+
+        Each visit of state ``s`` makes one random-walk Metropolis-Hastings step with proposal
+        ``Dirichlet(LOCAL_FLOOR + concentration * pi(.|s))`` (for conditionals too peaked for
+        the independence proposal), then ``tries`` independence steps with ``Dirichlet(1)``
+        proposals, all evaluated in one batch against the state at the start of the visit,
+        and applies one rank-one update for the row reached.
+        """
         S, A = self.S, self.A
         am1 = float(A - 1)
         policy = rng.standard_exponential((S, A))
         policy /= policy.sum(axis=1, keepdims=True)
         G, mu, logdet = self.factor(policy)
         log_mu = float(np.log(mu).sum())
-        accepted = proposed = refreshes = 0
+        moved = visits = refreshes = 0
         drift = 0.0
         support, blocks = self.support, self.blocks
         total_sweeps = burn_in + n_keep * thin
         for sweep in range(total_sweeps):
             order = rng.permutation(S)
-            proposals = rng.standard_exponential((S, A))
-            proposals /= proposals.sum(axis=1, keepdims=True)
-            log_u = np.log(rng.random(S))
-            for s, proposal, lu in zip(order.tolist(), proposals, log_u.tolist()):
-                u = (proposal - policy[s]) @ blocks[s]
-                x = u @ G[support[s]]  # A^{-1} u: rows of G are columns of A^{-1}
-                denom = 1.0 + x[s]
-                if denom == 0.0:
-                    continue
-                new_mu = mu - x * (mu[s] / denom)
-                if new_mu.min() <= 0.0:  # only through rounding: the true mu' is > 0
-                    continue
-                new_log_mu = float(np.log(new_mu).sum())
-                log_det_ratio = float(np.log(abs(denom)))
-                if lu < am1 * (new_log_mu - log_mu) - log_det_ratio:
-                    dger(-1.0 / denom, x, G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
-                    mu, log_mu = new_mu, new_log_mu
-                    logdet += log_det_ratio
-                    policy[s] = proposal
-                    accepted += 1
-            proposed += S
+            # Every state is visited once per sweep, so its row at the visit is its row now:
+            # the random-walk proposals and their Hastings terms are drawn for all states at once.
+            alpha = LOCAL_FLOOR + concentration * policy
+            local = rng.standard_gamma(alpha)
+            local /= local.sum(axis=1, keepdims=True)
+            back = LOCAL_FLOOR + concentration * local
+            with np.errstate(divide="ignore", invalid="ignore"):  # a row with an entry 0 is refused
+                hastings = (special.gammaln(alpha).sum(axis=1) - special.gammaln(back).sum(axis=1)
+                            + ((back - 1.0) * np.log(policy)).sum(axis=1) - ((alpha - 1.0) * np.log(local)).sum(axis=1))
+            hastings = np.where(np.isfinite(hastings), hastings, -np.inf)
+            candidates = np.concatenate([local[:, None], rng.standard_exponential((S, tries, A))], axis=1)
+            candidates[:, 1:] /= candidates[:, 1:].sum(axis=2, keepdims=True)
+            thresholds = np.log(rng.random((S, tries + 1)))
+            thresholds[:, 0] -= hastings
+            for s in order.tolist():
+                W = blocks[s] @ G[support[s]]  # (A, S); rows of G are columns of A^{-1}
+                X = (candidates[s] - policy[s]) @ W  # x = A^{-1} u for every candidate row
+                denom = 1.0 + X[:, s]
+                denom[denom == 0.0] = np.inf  # singular (only through rounding): never accepted
+                new_mu = mu - X * (mu[s] / denom)[:, None]
+                log_target = am1 * (np.log(np.maximum(new_mu, TINY)).sum(axis=1) - log_mu) - np.log(np.abs(denom))
+                log_target[new_mu.min(axis=1) <= 0.0] = -np.inf  # only through rounding: the true mu' is > 0
+                current, current_log = -1, 0.0
+                for j, (threshold, value) in enumerate(zip(thresholds[s].tolist(), log_target.tolist())):
+                    if threshold < value - current_log:
+                        current, current_log = j, value
+                if current >= 0:
+                    dger(-1.0 / denom[current], X[current], G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
+                    mu = new_mu[current]
+                    log_mu = float(np.log(mu).sum())
+                    logdet += float(np.log(abs(denom[current])))
+                    policy[s] = candidates[s, current]
+                    moved += 1
+            visits += S
             if (sweep + 1) % refresh == 0:
                 G, fresh_mu, fresh_logdet = self.factor(policy)
                 drift = max(drift, float(np.abs(fresh_mu / mu - 1.0).max()), abs(fresh_logdet - logdet))
@@ -185,7 +215,7 @@ class VolumeSampler:
             kept = sweep + 1 - burn_in
             if kept > 0 and kept % thin == 0:
                 out[kept // thin - 1] = self.returns(policy, mu)
-        return {"accepted": accepted, "proposed": proposed, "refreshes": refreshes, "drift": drift}
+        return {"moved": moved, "visits": visits, "refreshes": refreshes, "drift": drift}
 
 
 def mixing_report(chains: np.ndarray, n_samples: int) -> tuple[dict, str | None]:
@@ -246,7 +276,8 @@ def sample_volume_returns(
     progress : bool, optional
         Show a tqdm bar counting finished chains (default: off).
 
-    ``info`` holds per-agent ``rhat`` and ``ess`` (bulk, all chains), ``acceptance``,
+    ``info`` holds per-agent ``rhat`` and ``ess`` (bulk, all chains), ``acceptance`` (share of
+    state visits that changed the row),
     ``chains``, ``sweeps`` per chain, ``burn_in``, ``thin``, ``refreshes``, ``max_drift``
     (largest relative change of ``mu`` or ``log|det A_pi|`` at a refresh) and ``seconds``.
     A :class:`MixingWarning` is issued when R-hat > :data:`RHAT_MAX` or ESS is small.
@@ -277,7 +308,7 @@ def sample_volume_returns(
 
     def task(k: int) -> int:
         result = sampler.run_chain(children[k], per_chain, out[k], burn_in=burn_in, thin=thin, refresh=refresh)
-        stats[k] = [result["accepted"], result["proposed"], result["refreshes"], result["drift"]]
+        stats[k] = [result["moved"], result["visits"], result["refreshes"], result["drift"]]
         return k
 
     with tqdm(total=chains, disable=not progress, desc="volume chains", unit="chain") as bar:
