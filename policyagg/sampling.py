@@ -126,14 +126,18 @@ class PolicySampler:
         position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
         self.positions, slot = np.unique(position, return_inverse=True)
         self.gather = sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, self.positions.size))
-        self._inverse = self._ilu = None
+        self._inverse_T = self._ilu = None
         if self.method in ("krylov", "sparse"):
             uniform = np.full((self.S, self.A), 1.0 / self.A)
             if self.method == "krylov":
-                self._inverse = np.linalg.inv(self.dense_systems(uniform[None])[0])
+                self._inverse_T = np.ascontiguousarray(np.linalg.inv(self.dense_systems(uniform[None])[0]).T)
             else:
                 self._ilu = spla.spilu(self.sparse_system(uniform), drop_tol=ILU_DROP_TOL, fill_factor=ILU_FILL_FACTOR)
-            self._x_uniform = self.precondition(self.rhs[:, None])[:, 0]  # ~ the uniform policy's solution
+            self._self_loops = np.zeros((self.S, self.A))  # P(s|s, a)
+            loop = coo.col == coo.row // self.A
+            np.add.at(self._self_loops.reshape(-1), coo.row[loop], coo.data[loop])
+            self._uniform_escape = 1.0 - self.gamma * self._self_loops.mean(axis=1)
+            self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
 
     def draw_policies(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """``size`` policies of shape (S, A), each row ~ Dirichlet(concentration)."""
@@ -167,19 +171,26 @@ class PolicySampler:
         return sp.csc_array(system)
 
     def apply(self, policies: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """``A_pi x`` for a block of samples: policies (S, A, B), ``x`` (S, B); one sparse
+        """``A_pi x`` for a block of samples: policies (S, A, B), ``x`` (B, S); one sparse
         product ``P^T (pi(a|s) x(s))`` without forming any ``A_pi``."""
         S, A, B = policies.shape
-        y = self.P_T @ (policies * x[:, None, :]).reshape(S * A, B)
-        y *= -self.gamma
-        y += x
+        y = self.P_T @ (policies * x.T[:, None, :]).reshape(S * A, B)  # (S, B)
+        out = x - self.gamma * y.T
         if self.gamma == 1.0:
-            y[-1] = x.sum(axis=0)
-        return y
+            out[:, -1] = x.sum(axis=1)
+        return out
+
+    def column_scale(self, policies: np.ndarray) -> np.ndarray:
+        """``(1 - gamma P_u(s|s)) / (1 - gamma P_pi(s|s))`` (B, S): ``A_pi ~ M D_pi`` with ``D_pi``
+        the inverse of this scale, since column ``s`` of ``A_pi`` depends on ``pi(.|s)`` only
+        and its diagonal entry is the escape rate from ``s``."""
+        escape = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
+        scale = np.ones_like(escape)
+        return np.divide(self._uniform_escape, escape, out=scale, where=(escape > 1e-8) & (self._uniform_escape > 1e-8))
 
     def precondition(self, v: np.ndarray) -> np.ndarray:
-        """``M^{-1} v`` (exact inverse) or its incomplete-LU approximation, ``v`` (S, B)."""
-        return self._inverse @ v if self._inverse is not None else self._ilu.solve(v)
+        """``M^{-1} v`` for a block ``v`` (B, S): the exact inverse or the incomplete LU."""
+        return v @ self._inverse_T if self._inverse_T is not None else self._ilu.solve(v.T).T
 
     # ------------------------------------------------------------------- solvers
     def solve_dense(self, policies: np.ndarray) -> np.ndarray:
@@ -196,34 +207,37 @@ class PolicySampler:
 
     def gmres(self, policies: np.ndarray, x0: np.ndarray, iterations: int = KRYLOV_ITERATIONS):
         """One cycle of right-preconditioned GMRES for a block: policies (S, A, B), start
-        ``x0`` (S, B). Returns ``(x (S, B), converged (B,), steps (B,))``; ``converged`` is the
+        ``x0`` (B, S). Returns ``(x (B, S), converged (B,), steps (B,))``; ``converged`` is the
         TRUE relative residual ``||c - A_pi x|| / ||c|| <= RESIDUAL_TOL``.
 
-        ``x = x0 + M^{-1} V y`` with ``V`` the Arnoldi basis of ``A_pi M^{-1}`` and ``y`` the
-        least-squares solution of ``H y ~ beta e_1``; ``H`` is reduced to triangular ``R`` by
-        Givens rotations whose product ``Q^T`` is kept per sample, so rotating a new column is
-        one batched product and the residual estimate is ``beta |Q^T[k+1, 0]|``.
+        Preconditioner ``T = D_pi^{-1} M^{-1}`` (:meth:`precondition`, :meth:`column_scale`);
+        ``x = x0 + T V y`` with ``V`` the Arnoldi basis of ``A_pi T`` (classical Gram-Schmidt)
+        and ``y`` the least-squares solution of ``H y ~ beta e_1``. ``H`` is reduced to
+        triangular ``R`` by Givens rotations whose product ``Q^T`` is kept per sample, so
+        rotating a new column is one batched product and the residual estimate is
+        ``beta |Q^T[k+1, 0]|``.
         """
         S, A, B = policies.shape
         m = iterations
-        c = self.rhs[:, None]
-        target = 0.1 * RESIDUAL_TOL * np.linalg.norm(self.rhs)  # on the estimate; the true residual is checked
-        r = c - self.apply(policies, x0)
-        beta = np.sqrt(np.einsum("sb,sb->b", r, r))
-        V = np.empty((m + 1, S, B))
-        np.divide(r, np.where(beta > 0, beta, np.inf), out=V[0])
+        scale = self.column_scale(policies)
+        c_norm = np.linalg.norm(self.rhs)
+        target = 0.1 * RESIDUAL_TOL * c_norm  # on the estimate; the true residual is checked below
+        r = self.rhs - self.apply(policies, x0)
+        beta = np.sqrt(np.einsum("bs,bs->b", r, r))
+        V = np.empty((B, m + 1, S))  # one contiguous basis per sample: Gram-Schmidt by batched matmul
+        V[:, 0] = r / np.where(beta > 0, beta, np.inf)[:, None]
         Qt = np.zeros((B, m + 1, m + 1))
         Qt[:, np.arange(m + 1), np.arange(m + 1)] = 1.0
         R = np.zeros((B, m, m))
         steps = np.where(beta <= target, 0, m)  # Arnoldi steps each sample needs
         with np.errstate(divide="ignore", invalid="ignore"):
             for k in range(m):
-                w = self.apply(policies, self.precondition(V[k]))
-                coeff = np.einsum("jsb,sb->jb", V[: k + 1], w)
-                w -= np.einsum("jb,jsb->sb", coeff, V[: k + 1])
-                norm = np.sqrt(np.einsum("sb,sb->b", w, w))
-                np.divide(w, np.where(norm > 0, norm, np.inf), out=V[k + 1])  # breakdown: a zero vector
-                t = np.matmul(Qt[:, : k + 1, : k + 1], coeff.T[:, :, None])[:, :, 0]  # previous rotations
+                w = self.apply(policies, self.precondition(V[:, k]) * scale)
+                coeff = np.matmul(V[:, : k + 1], w[:, :, None])  # (B, k+1, 1)
+                w -= np.matmul(coeff.transpose(0, 2, 1), V[:, : k + 1])[:, 0]
+                norm = np.sqrt(np.einsum("bs,bs->b", w, w))
+                np.divide(w, np.where(norm > 0, norm, np.inf)[:, None], out=V[:, k + 1])  # breakdown: zero
+                t = np.matmul(Qt[:, : k + 1, : k + 1], coeff)[:, :, 0]  # the previous rotations applied
                 radius = np.hypot(t[:, k], norm)
                 ok = radius > 0
                 cos = np.where(ok, t[:, k] / radius, 1.0)
@@ -248,44 +262,43 @@ class PolicySampler:
         Rn[unused[:, :, None] | unused[:, None, :]] = 0.0
         Rn[:, np.arange(n), np.arange(n)] += unused
         g = np.where(unused, 0.0, beta[:, None] * Qt[:, :n, 0])
-        y = np.linalg.solve(Rn, g[:, :, None])[:, :, 0]
-        x = x0 + self.precondition(np.einsum("bj,jsb->sb", y, V[:n]))
-        residual = c - self.apply(policies, x)
-        converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) <= RESIDUAL_TOL * np.linalg.norm(self.rhs)
+        y = np.linalg.solve(Rn, g[:, :, None])  # (B, n, 1)
+        x = x0 + self.precondition(np.matmul(y.transpose(0, 2, 1), V[:, :n])[:, 0]) * scale
+        r = self.rhs - self.apply(policies, x)
+        converged = np.sqrt(np.einsum("bs,bs->b", r, r)) <= RESIDUAL_TOL * c_norm
         return x, converged, steps
 
     def solve_block(self, policies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact occupancies (S, B) of a block of policies (S, A, B), and the counts
+        """Exact occupancies (B, S) of a block of policies (S, A, B), and the counts
         ``[GMRES steps summed over samples, samples restarted, samples solved directly]``."""
         B = policies.shape[2]
         if self.method == "dense":
-            return self.solve_dense(np.moveaxis(policies, 2, 0)).T, np.zeros(3, dtype=np.int64)
-        x = np.repeat(self._x_uniform[:, None], B, axis=1)
+            return self.solve_dense(np.moveaxis(policies, 2, 0)), np.zeros(3, dtype=np.int64)
+        x = self._x_uniform * self.column_scale(policies)
         todo = np.arange(B)
         counts = np.zeros(3, dtype=np.int64)
         for cycle in range(KRYLOV_CYCLES):
             block = policies if cycle == 0 else np.ascontiguousarray(policies[:, :, todo])
-            x[:, todo], converged, steps = self.gmres(block, x[:, todo])
+            x[todo], converged, steps = self.gmres(block, x[todo])
             counts[0] += steps.sum()
             todo = todo[~converged]
             if todo.size == 0:
                 break
             counts[1] += todo.size if cycle + 1 < KRYLOV_CYCLES else 0
         if todo.size:
-            x[:, todo] = self.solve_direct(np.moveaxis(policies[:, :, todo], 2, 0)).T
+            x[todo] = self.solve_direct(np.moveaxis(policies[:, :, todo], 2, 0))
             counts[2] = todo.size
         return x, counts
 
     def state_occupancies(self, policies: np.ndarray) -> np.ndarray:
         """Exact normalised state occupancies ``mu_pi`` (B, S) of a batch of policies (B, S, A)."""
-        return self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))[0].T
+        return self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))[0]
 
     def block_returns(self, policies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``J`` (B, n) of a batch of policies (B, S, A), and the counts of :meth:`solve_block`."""
-        block = np.ascontiguousarray(np.moveaxis(policies, 0, 2))  # (S, A, B)
-        mu, counts = self.solve_block(block)
-        block *= mu[:, None, :]  # d(s, a) = mu(s) pi(a|s)
-        return (self.reward_matrix @ block.reshape(self.S * self.A, -1)).T, counts
+        mu, counts = self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))
+        d = (policies * mu[:, :, None]).reshape(len(policies), -1)  # d(s, a) = mu(s) pi(a|s)
+        return d @ self.reward_matrix.T, counts
 
     def returns(self, policies: np.ndarray) -> np.ndarray:
         """Returns ``J`` (B, n) of a batch of policies (B, S, A)."""

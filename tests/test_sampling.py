@@ -117,7 +117,7 @@ def test_sparse_method_on_a_larger_model():
     problem = attention_problem(n_sites=7)  # 2187 states: above the dense direct fallback too
     assert resolve_method("auto", problem.mdp.n_states) == "sparse"
     sampler = PolicySampler(problem)
-    assert sampler.method == "sparse" and sampler._inverse is None
+    assert sampler.method == "sparse" and sampler._inverse_T is None
     policies = sampler.draw_policies(np.random.default_rng(0), 3)
     expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])
     np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
@@ -129,25 +129,25 @@ def test_gmres_checks_the_true_residual_restarts_and_falls_back(method, monkeypa
     sampler = PolicySampler(problem, method=method)
     policies = sampler.draw_policies(np.random.default_rng(0), 8)
     block = np.ascontiguousarray(np.moveaxis(policies, 0, 2))
-    x0 = np.repeat(sampler._x_uniform[:, None], 8, axis=1)
+    x0 = np.tile(sampler._x_uniform, (8, 1))
     exact = sampler.solve_dense(policies)
     _, converged, steps = sampler.gmres(block, x0, iterations=3)
     assert not converged.any() and (steps == 3).all()  # 3 steps cannot reach 1e-12
     mu, converged, steps = sampler.gmres(block, x0)
     assert converged.all() and (steps < sampling.KRYLOV_ITERATIONS).all()
-    np.testing.assert_allclose(mu.T, exact, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mu, exact, rtol=0, atol=1e-12)
 
     full_gmres = sampler.gmres
     # Cycles of 12 steps: the first falls short, the restarts finish the job.
     monkeypatch.setattr(sampler, "gmres", lambda p, x: full_gmres(p, x, iterations=12))
     mu, counts = sampler.solve_block(block)
     assert counts[1] > 0 and counts[2] == 0
-    np.testing.assert_allclose(mu.T, exact, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mu, exact, rtol=0, atol=1e-12)
     # Cycles of 2 steps never converge: every sample is solved directly.
     monkeypatch.setattr(sampler, "gmres", lambda p, x: full_gmres(p, x, iterations=2))
     mu, counts = sampler.solve_block(block)
     assert counts[1] == 8 * (sampling.KRYLOV_CYCLES - 1) and counts[2] == 8
-    np.testing.assert_allclose(mu.T, exact, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(mu, exact, rtol=0, atol=1e-12)
 
 
 def test_sparse_direct_fallback(monkeypatch):
