@@ -1,0 +1,82 @@
+"""Benchmark of the ``volume`` measure on the attention polytope, against plain hit-and-run
+given the same wall time in the same run.
+
+Effective samples per second = (smallest per-agent bulk ESS) / (wall time of the whole call,
+set-up and burn-in included).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import warnings
+
+import numpy as np
+
+from envs.attention import AttentionModel, one_agent_per_site
+from policyagg.parallel import check_workers
+from policyagg.problem import Problem
+from policyagg.volume import HitAndRun, MixingWarning, hit_and_run_returns, sample_volume_returns
+
+
+def _summary(samples, seconds: float) -> dict:
+    ess = np.array(samples.info["ess"])
+    return {
+        "samples": samples.n_samples,
+        "seconds": seconds,
+        "ess_min": float(ess.min()),
+        "ess_per_s": float(ess.min() / seconds),
+        "rhat_max": float(max(samples.info["rhat"])),
+    }
+
+
+def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=None, seed=0) -> dict:
+    """Effective samples per second of :func:`sample_volume_returns` and of plain hit-and-run
+    (same chains and workers, same wall time) on ``AttentionModel(n_sites, n_phases)``."""
+    workers = check_workers(workers)
+    model = AttentionModel(n_sites, n_phases, seed=seed)
+    problem = Problem(model.mdp(), model.rewards(one_agent_per_site(n_sites, seed)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MixingWarning)  # the figures below report mixing
+        start = time.perf_counter()
+        volume = sample_volume_returns(problem, n_samples, rng=seed, chains=chains, workers=workers)
+        volume_seconds = time.perf_counter() - start
+
+        # hit-and-run: measure its step rate, then give it the same wall time
+        start = time.perf_counter()
+        walker = HitAndRun(problem)
+        setup = time.perf_counter() - start
+        pilot_steps = 2000
+        start = time.perf_counter()
+        walker.run_chain(np.random.default_rng(seed), pilot_steps, np.empty((pilot_steps, problem.n_agents)),
+                         burn_in=0, thin=1)
+        steps_per_s = pilot_steps / (time.perf_counter() - start)
+        budget = max(volume_seconds - setup, 1.0)
+        steps_per_chain = int(steps_per_s * budget * min(workers, chains) / chains)
+        per_chain = max(n_samples // chains, 4)
+        thin = max(steps_per_chain // per_chain, 1)
+        start = time.perf_counter()
+        walk = hit_and_run_returns(problem, per_chain * chains, rng=seed, chains=chains, burn_in=0, thin=thin,
+                                   workers=workers)
+        walk_seconds = time.perf_counter() - start
+    result = {
+        "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, "
+                 f"A={problem.mdp.n_actions}, dim O = {walker.basis.shape[1]})",
+        "chains": chains,
+        "workers": workers,
+        "volume": _summary(volume, volume_seconds) | {
+            "acceptance": volume.info["acceptance"], "sweeps_per_chain": volume.info["sweeps"],
+            "max_drift": volume.info["max_drift"]},
+        "hit_and_run": _summary(walk, walk_seconds) | {"steps_per_chain": thin * per_chain, "thin": thin},
+        "peak_rss_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024,
+    }
+    result["ratio"] = result["volume"]["ess_per_s"] / result["hit_and_run"]["ess_per_s"]
+    return result
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(bench_volume(n_samples=int(sys.argv[1]) if len(sys.argv) > 1 else 4000), indent=2))
