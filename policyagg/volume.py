@@ -165,7 +165,7 @@ class VolumeSampler:
         policy = rng.standard_exponential((S, A))
         policy /= policy.sum(axis=1, keepdims=True)
         G, mu, logdet = self.factor(policy)
-        log_mu = float(np.log(mu).sum())
+        inv_mu = 1.0 / mu
         moved = visits = refreshes = 0
         drift = 0.0
         support, blocks = self.support, self.blocks
@@ -191,17 +191,21 @@ class VolumeSampler:
                 X = (candidates[s] - policy[s]) @ W  # x = A^{-1} u for every candidate row
                 denom = 1.0 + X[:, s]
                 denom[denom == 0.0] = np.inf  # singular (only through rounding): never accepted
-                new_mu = mu - X * (mu[s] / denom)[:, None]
-                log_target = am1 * (np.log(np.maximum(new_mu, TINY)).sum(axis=1) - log_mu) - np.log(np.abs(denom))
-                log_target[new_mu.min(axis=1) <= 0.0] = -np.inf  # only through rounding: the true mu' is > 0
+                # mu'/mu for every candidate; one log of each product instead of S logs (the
+                # ratios are O(1), so a product over S states stays far from under/overflow)
+                ratio = 1.0 - X * (mu[s] / denom)[:, None] * inv_mu
+                product = ratio.prod(axis=1)
+                product[(ratio.min(axis=1) <= 0.0) | ~np.isfinite(product)] = TINY  # only through rounding
+                log_target = am1 * np.log(np.maximum(product, TINY)) - np.log(np.abs(denom))
+                log_target[product <= TINY] = -np.inf
                 current, current_log = -1, 0.0
                 for j, (threshold, value) in enumerate(zip(thresholds[s].tolist(), log_target.tolist())):
                     if threshold < value - current_log:
                         current, current_log = j, value
                 if current >= 0:
                     dger(-1.0 / denom[current], X[current], G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
-                    mu = new_mu[current]
-                    log_mu = float(np.log(mu).sum())
+                    mu = mu * ratio[current]
+                    inv_mu = 1.0 / mu
                     logdet += float(np.log(abs(denom[current])))
                     policy[s] = candidates[s, current]
                     moved += 1
@@ -210,7 +214,7 @@ class VolumeSampler:
                 G, fresh_mu, fresh_logdet = self.factor(policy)
                 drift = max(drift, float(np.abs(fresh_mu / mu - 1.0).max()), abs(fresh_logdet - logdet))
                 mu, logdet = fresh_mu, fresh_logdet
-                log_mu = float(np.log(mu).sum())
+                inv_mu = 1.0 / mu
                 refreshes += 1
             kept = sweep + 1 - burn_in
             if kept > 0 and kept % thin == 0:
