@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 
@@ -30,32 +31,106 @@ def per_sample_returns(problem: Problem, policies: np.ndarray) -> np.ndarray:
     return out
 
 
-def bench_sampler(*, n_sites=5, n_phases=3, n_samples=10_000, baseline_samples=500, workers=None, seed=0) -> dict:
-    """Policies per second of each sampler method vs :func:`per_sample_returns`, same run."""
+def _peak_rss_mb() -> dict:
+    """Peak resident memory of this process and of its largest (forked) child, in MB."""
+    return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def _best_median(values) -> dict:
+    return {"best": float(np.max(values)), "median": float(np.median(values))}
+
+
+def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=500, workers=None, repeats=1,
+                  methods=("dense", "krylov"), seed=0) -> dict:
+    """Policies per second of each sampler method with one worker and with ``workers``
+    (default: all usable cores), each repeated ``repeats`` times (best and median), next to
+    :func:`per_sample_returns` timed in the same run; the largest difference from it on the
+    same policies; whether the parallel numbers are bitwise the serial ones.
+
+    ``per_s`` and ``max_abs_difference`` map each method to its best rate with ``workers``
+    and its difference; ``rows`` has every (method, workers) measurement."""
+    from policyagg.parallel import check_workers
+
+    workers = check_workers(workers)
     model = AttentionModel(n_sites, n_phases, seed=seed)
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(n_sites, seed)))
     policies = PolicySampler(problem).draw_policies(np.random.default_rng(seed), baseline_samples)
-
-    start = time.perf_counter()
-    baseline = per_sample_returns(problem, policies)
-    baseline_rate = baseline_samples / (time.perf_counter() - start)
-
-    rates, differences = {}, {}
-    for method in ("dense", "krylov"):
-        sample_policy_returns(problem, 200, rng=seed, method=method, workers=workers, progress=False)  # warm-up
+    baseline_rates = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        sample_policy_returns(problem, n_samples, rng=seed, method=method, workers=workers, progress=False)
-        rates[method] = n_samples / (time.perf_counter() - start)
-        returns = PolicySampler(problem, method=method).returns(policies)
-        differences[method] = float(np.abs(returns - baseline).max())
+        baseline = per_sample_returns(problem, policies)
+        baseline_rates.append(baseline_samples / (time.perf_counter() - start))
+    baseline_best = max(baseline_rates)
+
+    rows = []
+    for method in methods:
+        difference = float(np.abs(PolicySampler(problem, method=method).returns(policies) - baseline).max())
+        serial = None
+        for n_workers in sorted({1, workers}):
+            sample_policy_returns(problem, 200, rng=seed, method=method, workers=n_workers, progress=False)  # warm-up
+            rates = []
+            for _ in range(repeats):
+                samples = sample_policy_returns(problem, n_samples, rng=seed, method=method, workers=n_workers,
+                                                progress=False)
+                rates.append(n_samples / samples.info["seconds"])
+            serial = samples.values if serial is None else serial
+            rows.append({"method": method, "workers": n_workers, "per_s": _best_median(rates),
+                         "ratio_vs_baseline": max(rates) / baseline_best,
+                         "batch_size": samples.info["batch_size"],
+                         "gmres_steps_per_sample": samples.info.get("gmres_steps_per_sample"),
+                         "restarted": samples.info.get("restarted"), "direct_solves": samples.info.get("direct_solves"),
+                         "max_abs_difference": difference,
+                         "bitwise_equal_to_1_worker": bool(np.array_equal(samples.values, serial))})
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, A={problem.mdp.n_actions})",
         "samples": n_samples,
-        "baseline_per_s": baseline_rate,
-        "per_s": rates,
-        "max_abs_difference": differences,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "workers": workers,
+        "baseline_per_s": baseline_best,
+        "baseline_per_s_median": float(np.median(baseline_rates)),
+        "per_s": {row["method"]: row["per_s"]["best"] for row in rows if row["workers"] == workers},
+        "max_abs_difference": {row["method"]: row["max_abs_difference"] for row in rows},
+        "rows": rows,
+        "load_average": list(os.getloadavg()),
+        "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+#: Samples per size in :func:`bench_sampler_growth` (fewer where one sample costs more).
+GROWTH_SAMPLES = {3: 4000, 4: 4000, 5: 4000, 6: 1000, 7: 400, 8: 160}
+
+
+def bench_sampler_growth(*, sites=(3, 4, 5, 6, 7, 8), n_phases=3, n_samples=None, method="sparse", workers=1,
+                         seed=0) -> dict:
+    """Cost per sampled policy on attention models of growing size: wall and CPU seconds per
+    sample, and the CPU cost per sample divided by ``nnz(P)``, normalised to the smallest size
+    (flat = the cost grows with the non-zeros of ``P``), with the GMRES steps per sample.
+    ``n_samples``: one count for every size (default :data:`GROWTH_SAMPLES`)."""
+    from policyagg.sampling import resolve_method
+
+    rows = []
+    for k in sites:
+        start = time.perf_counter()
+        model = AttentionModel(k, n_phases, seed=seed)
+        problem = Problem(model.mdp(), model.rewards(one_agent_per_site(k, seed)))
+        build = time.perf_counter() - start
+        N = GROWTH_SAMPLES.get(k, 200) if n_samples is None else n_samples
+        cpu = time.process_time()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        samples = sample_policy_returns(problem, N, rng=seed, method=method, workers=workers, progress=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = time.process_time() - cpu + (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+        mdp = problem.mdp
+        rows.append({"sites": k, "S": mdp.n_states, "SA": mdp.n_states * mdp.n_actions, "nnz_P": int(mdp.P.nnz),
+                     "method": samples.info["method"], "auto_method": resolve_method("auto", mdp.n_states),
+                     "samples": N, "batch_size": samples.info["batch_size"], "build_s": build,
+                     "s_per_sample": samples.info["seconds"] / N, "cpu_s_per_sample": cpu / N,
+                     "gmres_steps_per_sample": samples.info["gmres_steps_per_sample"],
+                     "restarted": samples.info["restarted"], "direct_solves": samples.info["direct_solves"]})
+    first = rows[0]["cpu_s_per_sample"] / rows[0]["nnz_P"]
+    for row in rows:
+        row["cpu_per_nnz_vs_smallest"] = row["cpu_s_per_sample"] / row["nnz_P"] / first
+    return {"rows": rows, "workers": workers, "load_average": list(os.getloadavg()), "peak_rss_mb": _peak_rss_mb()}
 
 
 #: (label, rule, options) timed by :func:`bench_rules`; rules not registered are skipped.

@@ -54,6 +54,8 @@ BATCH_BYTES = 32 * 2**20
 #: Most samples per batch (larger blocks stop paying off once the Python overhead per
 #: GMRES step is amortised and the Krylov basis falls out of cache).
 MAX_BATCH = 128
+#: Samples x states of work per parallel task (sets how many batches one task runs).
+TASK_WORK = 2**19
 #: Arnoldi steps per GMRES cycle.
 KRYLOV_ITERATIONS = 40
 #: GMRES cycles (the first plus restarts) before a sample is solved directly.
@@ -354,16 +356,24 @@ def sample_policy_returns(
     out = shared_empty((n_samples, problem.n_agents))
     counts = shared_empty((n_batches, 3), dtype=np.int64)
 
-    def task(j: int) -> int:
-        start = j * batch_size
-        size = min(batch_size, n_samples - start)
-        out[start : start + size], counts[j] = sampler.block_returns(sampler.draw_policies(children[j], size))
-        return size
+    # Consecutive batches are grouped into one parallel task, so the pool's cost per task
+    # (about a millisecond) stays small next to the work, with enough tasks to balance.
+    group = int(np.clip(TASK_WORK // (batch_size * sampler.S), 1, max(1, n_batches // (4 * workers))))
+    n_tasks = -(-n_batches // group)
+
+    def task(t: int) -> int:
+        done = 0
+        for j in range(t * group, min((t + 1) * group, n_batches)):
+            start = j * batch_size
+            size = min(batch_size, n_samples - start)
+            out[start : start + size], counts[j] = sampler.block_returns(sampler.draw_policies(children[j], size))
+            done += size
+        return done
 
     show = n_batches > 20 if progress is None else progress
     start = time.perf_counter()
     with tqdm(total=n_samples, disable=not show, desc="sampling policies", unit="policy") as bar:
-        for size in run_tasks(task, n_batches, workers=workers):
+        for size in run_tasks(task, n_tasks, workers=workers):
             bar.update(size)
     elapsed = time.perf_counter() - start
     total = counts.sum(axis=0)
