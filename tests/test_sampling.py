@@ -14,8 +14,9 @@ METHODS = ["dense", "krylov", "sparse"]
 
 
 def reference_returns(problem, policies):
-    """Per-policy dense solve written independently of the package: the stationary (or
-    discounted) flow equations plus ``sum mu = 1``, stacked and solved by least squares."""
+    """Per-policy dense solve written independently of the package; average reward by the
+    rank-one form ``(I - P_pi^T + 1 1^T) mu = 1`` (nonsingular for one closed class) instead
+    of the package's replaced row."""
     mdp = problem.mdp
     P, S = mdp.P_dense, mdp.n_states
     out = []
@@ -24,8 +25,7 @@ def reference_returns(problem, policies):
         if mdp.gamma < 1:
             mu = np.linalg.solve(np.eye(S) - mdp.gamma * P_pi.T, (1 - mdp.gamma) * mdp.rho)
         else:
-            system = np.vstack([np.eye(S) - P_pi.T, np.ones((1, S))])
-            mu = np.linalg.lstsq(system, np.eye(S + 1)[-1], rcond=None)[0]
+            mu = np.linalg.solve(np.eye(S) - P_pi.T + 1.0, np.ones(S))
         out.append(np.einsum("sa,isa->i", mu[:, None] * policy, problem.rewards))
     return np.array(out)
 
