@@ -15,7 +15,7 @@ from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
-from solvers.lp import make_model
+from solvers.occupancy import make_model
 from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
 
 #: A binary at least this large counts as an approval when reading the MILP's solution.

@@ -21,7 +21,7 @@ from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from solvers.completion import finish, pareto_improvement
-from solvers.lp import make_model
+from solvers.occupancy import make_model
 from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
 
 #: Tangent points of the first Nash round, in normalised-return units.

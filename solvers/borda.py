@@ -83,7 +83,7 @@ from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from solvers.completion import COMPLETIONS, complete, finish, range_widths, require_samples, threshold_rows
-from solvers.lp import make_model
+from solvers.occupancy import make_model
 from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
 
 SOLVERS = ("lp", "milp")

@@ -19,7 +19,7 @@ from policyagg.metrics import MAX_PVC_AGENTS, approvals, borda_score, pvc_epsilo
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
-from solvers.lp import make_model
+from solvers.occupancy import make_model
 from solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
 
 #: Leximin fixes an agent's level ``v`` as the floor ``u_i >= v - LEVEL_SLACK * max(1, |v|)``

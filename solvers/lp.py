@@ -153,9 +153,10 @@ class LPSolution:
     row_duals: np.ndarray | None   # None for MILP or when the backend gives none
     backend: str
     solve_time: float              # seconds in the solver call (PuLP: includes its MPS file I/O)
-    build_time: float              # seconds building / passing the model in Python
+    build_time: float              # seconds building / passing / changing the model in Python since the last solve
     iterations: int                # simplex iterations of this solve, 0 if unknown
     mip_gap: float | None
+    details: dict | None = None    # backend-specific counters (e.g. column generation's pricing time)
 
 
 class _Model:
@@ -362,10 +363,11 @@ class HighsModel(_Model):
 
     def _solution(self, status, seconds):
         sol, info = self._h.getSolution(), self._h.getInfo()
+        build, self._reported_build = self._build_time - getattr(self, "_reported_build", 0.0), self._build_time
         return LPSolution(
             x=np.array(sol.col_value), objective=float(info.objective_function_value), status=status,
             row_duals=np.array(sol.row_dual) if sol.dual_valid and not self.lp.is_mip else None,
-            backend=self.backend, solve_time=seconds, build_time=self._build_time,
+            backend=self.backend, solve_time=seconds, build_time=build,
             iterations=max(int(info.simplex_iteration_count), 0),
             mip_gap=float(info.mip_gap) if self.lp.is_mip else None)
 

@@ -7,6 +7,8 @@ constraints, then the rule's own row families.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 
@@ -16,7 +18,8 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem, ReturnRanges
-from solvers.lp import BACKENDS, LinearProgram, LPSolution, make_model
+from solvers.lp import BACKENDS, LinearProgram, LPSolution
+from solvers.lp import make_model as _lp_make_model
 
 
 @dataclass
@@ -39,6 +42,58 @@ def _families(labels, start: int):
     return out
 
 
+class OccupancyProgram:
+    """An LP over ``[d, z]``: the flow rows of ``O`` (``n_flow`` of them, first) and *side* rows.
+
+    ``side`` is a :class:`LinearProgram` over all columns holding every row except the flow
+    rows (problem constraints, then the rule's families) with the full cost and bounds;
+    ``full`` stacks the flow rows on top (built on first use). Row indices and
+    ``row_families`` are those of ``full``. :func:`make_model` solves ``full`` directly or,
+    for large MDPs, by column generation over ``side`` (:mod:`solvers.decomposition`).
+    Attributes not defined here (``A``, ``row_lower``, ...) are those of ``full``.
+    """
+
+    def __init__(self, problem: Problem, side: LinearProgram, build_time: float = 0.0):
+        self.problem, self.side, self.build_time = problem, side, build_time
+        self.n_d = problem.mdp.n_state_actions
+        self.n_flow = problem.polytope.A_eq.shape[0]
+        shifted = tuple((f, a + self.n_flow, b + self.n_flow) for f, a, b in side.row_families)
+        self.row_families = (("occupancy flow", 0, self.n_flow),) + shifted
+        self._full = None
+
+    name = property(lambda self: self.side.name)
+    cost = property(lambda self: self.side.cost)
+    maximize = property(lambda self: self.side.maximize)
+    integrality = property(lambda self: self.side.integrality)
+    is_mip = property(lambda self: self.side.is_mip)
+    col_lower = property(lambda self: self.side.col_lower)
+    col_upper = property(lambda self: self.side.col_upper)
+    n_cols = property(lambda self: self.side.n_cols)
+    n_rows = property(lambda self: self.n_flow + self.side.n_rows)
+
+    @property
+    def full(self) -> LinearProgram:
+        """The whole LP, flow rows included."""
+        if self._full is None:
+            t0 = time.perf_counter()
+            poly, side = self.problem.polytope, self.side
+            extra = side.n_cols - self.n_d
+            flow = sp.hstack([poly.A_eq, sp.csr_array((poly.A_eq.shape[0], extra))], format="csr") if extra else poly.A_eq
+            self._full = LinearProgram(
+                cost=side.cost, A=sp.vstack([flow, side.A], format="csc"),
+                row_lower=np.concatenate([poly.b_eq, side.row_lower]),
+                row_upper=np.concatenate([poly.b_eq, side.row_upper]),
+                col_lower=side.col_lower, col_upper=side.col_upper, integrality=side.integrality,
+                maximize=side.maximize, name=side.name, row_families=self.row_families)
+            self.build_time += time.perf_counter() - t0
+        return self._full
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.full, name)
+
+
 def occupancy_program(
     problem: Problem,
     cost,
@@ -51,26 +106,25 @@ def occupancy_program(
     rows: list[Rows] = (),
     integrality=None,
     with_constraints: bool = True,
-) -> LinearProgram:
+) -> OccupancyProgram:
     """The LP ``max/min cost @ [d, z]`` over ``d in O`` (+ problem constraints) and ``rows``.
 
     ``cost``, ``col_lower``, ``col_upper`` and ``integrality`` cover all ``S*A + extra_cols``
     columns (``d`` has bounds ``[0, inf)`` unless given). ``with_constraints=False`` drops
-    the problem's extra constraints (the bare polytope).
+    the problem's extra constraints (the bare polytope). Solve it with :func:`make_model`.
     """
+    t0 = time.perf_counter()
     n_d = problem.mdp.n_state_actions
     n = n_d + extra_cols
 
     def widen(A):
         return sp.hstack([A, sp.csr_array((A.shape[0], extra_cols))], format="csr") if extra_cols else A
 
-    poly = problem.polytope
     user = problem.constraints if with_constraints else LinearConstraints.empty(n_d)
-    blocks = [widen(poly.A_eq), widen(user.A_eq), widen(user.A_ub)] + [r.A for r in rows]
-    lower = [poly.b_eq, user.b_eq, np.full(user.b_ub.size, -np.inf)] + [r.lower for r in rows]
-    upper = [poly.b_eq, user.b_eq, user.b_ub] + [r.upper for r in rows]
-    families = [("occupancy flow", 0, poly.A_eq.shape[0])]
-    at = poly.A_eq.shape[0]
+    blocks = [widen(sp.csr_array(user.A_eq)), widen(sp.csr_array(user.A_ub))] + [r.A for r in rows]
+    lower = [user.b_eq, np.full(user.b_ub.size, -np.inf)] + [r.lower for r in rows]
+    upper = [user.b_eq, user.b_ub] + [r.upper for r in rows]
+    families, at = [], 0
     for labels in (user.labels_eq, user.labels_ub):
         families += _families(labels, at)
         at += len(labels)
@@ -81,9 +135,9 @@ def occupancy_program(
         at += r.A.shape[0]
     lo = np.zeros(n) if col_lower is None else np.asarray(col_lower, dtype=float)
     hi = np.full(n, np.inf) if col_upper is None else np.asarray(col_upper, dtype=float)
-    return LinearProgram(
+    side = LinearProgram(
         cost=np.asarray(cost, dtype=float),
-        A=sp.vstack(blocks, format="csc"),
+        A=sp.vstack([sp.csr_array(b) for b in blocks], format="csc") if at else sp.csc_array((0, n)),
         row_lower=np.concatenate(lower),
         row_upper=np.concatenate(upper),
         col_lower=lo,
@@ -93,6 +147,54 @@ def occupancy_program(
         name=name,
         row_families=tuple(families),
     )
+    return OccupancyProgram(problem, side, time.perf_counter() - t0)
+
+
+#: When :func:`make_model` solves an occupancy program by column generation: ``"auto"``
+#: (HiGHS backend, an LP, at least :data:`DECOMPOSE_MIN_COLUMNS` occupancy columns),
+#: ``"always"`` (HiGHS LPs of any size; for tests) or ``"never"``.
+DECOMPOSE_MODES = ("auto", "always", "never")
+#: Occupancy columns from which ``"auto"`` decomposes (direct dual simplex is faster below).
+DECOMPOSE_MIN_COLUMNS = 15_000
+_decompose = {"mode": "auto"}
+
+
+@contextlib.contextmanager
+def decomposition(mode: str):
+    """``with decomposition("always"): ...`` sets how :func:`make_model` solves occupancy programs."""
+    if mode not in DECOMPOSE_MODES:
+        raise InvalidProblemError(f"decomposition mode must be one of {', '.join(DECOMPOSE_MODES)}; got {mode!r}")
+    saved, _decompose["mode"] = _decompose["mode"], mode
+    try:
+        yield
+    finally:
+        _decompose["mode"] = saved
+
+
+def decomposes(program, backend: str = "highs") -> bool:
+    """Whether :func:`make_model` would solve ``program`` by column generation."""
+    mode = _decompose["mode"]
+    if not isinstance(program, OccupancyProgram) or backend != "highs" or program.is_mip or mode == "never":
+        return False
+    d_bounds_default = not (program.col_lower[: program.n_d] != 0).any() and not np.isfinite(program.col_upper[: program.n_d]).any()
+    return d_bounds_default and (mode == "always" or program.n_d >= DECOMPOSE_MIN_COLUMNS)
+
+
+def make_model(program, *, backend: str = "highs", time_limit: float | None = None, **options):
+    """A reusable model of ``program`` (an :class:`OccupancyProgram` or a :class:`LinearProgram`).
+
+    Large occupancy LPs on HiGHS are solved by column generation (see :func:`decomposes`),
+    everything else by :func:`solvers.lp.make_model` on the full LP.
+    """
+    if decomposes(program, backend):
+        from solvers.decomposition import DecomposedModel
+
+        return DecomposedModel(program, time_limit=time_limit)
+    lp = program.full if isinstance(program, OccupancyProgram) else program
+    model = _lp_make_model(lp, backend=backend, time_limit=time_limit, **options)
+    if isinstance(program, OccupancyProgram) and backend == "highs":
+        model._build_time += program.build_time
+    return model
 
 
 def check_backend(backend: str) -> str:
@@ -111,6 +213,11 @@ class SolveLog:
     build_time: float = 0.0
     iterations: int = 0
     statuses: list = field(default_factory=list)
+    highs_time: float = 0.0  # HiGHS's own run time (column generation: the master solves)
+    pricing_time: float = 0.0  # column generation: policy iteration (scipy)
+    pricings: int = 0
+    columns_added: int = 0
+    max_gap: float = 0.0  # column generation: largest final optimality gap
 
     def add(self, solution: LPSolution) -> LPSolution:
         self.n_solves += 1
@@ -118,6 +225,12 @@ class SolveLog:
         self.build_time += solution.build_time
         self.iterations += int(solution.iterations or 0)
         self.statuses.append(solution.status)
+        details = solution.details or {}
+        self.highs_time += details.get("highs_time", solution.solve_time)
+        self.pricing_time += details.get("pricing_time", 0.0)
+        self.pricings += details.get("pricings", 0)
+        self.columns_added += details.get("columns_added", 0)
+        self.max_gap = max(self.max_gap, details.get("gap") or 0.0)
         return solution
 
     def as_dict(self) -> dict:
@@ -128,7 +241,9 @@ class SolveLog:
             "build_time": self.build_time,
             "iterations": self.iterations,
             "status": self.statuses[-1] if self.statuses else None,
-        }
+            "highs_time": self.highs_time,
+        } | ({"pricing_time": self.pricing_time, "pricings": self.pricings, "columns_added": self.columns_added,
+              "column_generation_gap": self.max_gap} if self.pricings else {})
 
 
 def return_ranges(problem: Problem, *, backend: str = "highs", time_limit: float | None = None) -> ReturnRanges:

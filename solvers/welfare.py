@@ -15,7 +15,7 @@ from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from solvers.completion import finish, leximin
-from solvers.lp import make_model
+from solvers.occupancy import make_model
 from solvers.occupancy import SolveLog, occupancy_program, prepare, utilities
 
 
