@@ -13,9 +13,11 @@ work arrays fit in :data:`BATCH_BYTES`, so memory is bounded whatever ``N`` is. 
 
 * ``"dense"``: the ``B`` systems are assembled densely and solved by one batched LAPACK call
   (``O(S^3)`` per sample);
-* ``"krylov"``: batched GMRES on the ``(S, B)`` block of samples, right-preconditioned by
-  the exact dense inverse of the uniform policy's system ``M`` (the Dirichlet mean), so an
-  iteration costs one sparse product with ``P`` and one ``S x S`` GEMM per sample;
+* ``"krylov"``: GMRES on a block of ``B`` samples at once, right-preconditioned by the
+  exact dense inverse of the uniform policy's system ``M`` (the Dirichlet mean) followed by
+  a per-sample diagonal that corrects each state's escape rate (:meth:`PolicySampler.column_scale`),
+  so a step costs one sparse product with ``P`` (all samples together) and one ``S x S``
+  GEMM;
 * ``"sparse"``: the same GMRES with an incomplete LU factorisation of the sparse ``M``
   (``scipy.sparse.linalg.spilu``) as the preconditioner, so an iteration costs
   ``O(nnz(P) + nnz(L + U))`` per sample and nothing ``S x S`` is ever formed.
@@ -335,7 +337,8 @@ def sample_policy_returns(
     batch_size : int, optional
         Samples per batch (default: :func:`default_batch_size`).
     workers : int, optional
-        Worker processes solving batches in parallel (default: usable CPUs, at most 4).
+        Worker processes (forked; threads where ``fork`` is missing) solving batches in
+        parallel (default: usable CPUs, at most 4).
     progress : bool, optional
         Show a tqdm bar (default: when more than 20 batches).
 
