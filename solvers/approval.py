@@ -16,7 +16,9 @@ from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
 from solvers.occupancy import make_model
-from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
+from solvers.lp import LinearProgram
+from solvers.lp import make_model as make_lp_model
+from solvers.occupancy import Rows, SolveLog, decomposes, occupancy_program, prepare
 
 #: A binary at least this large counts as an approval when reading the MILP's solution.
 BINARY_ROUNDING = 0.5
@@ -54,6 +56,14 @@ def approval(
     thresholds = np.maximum(samples.threshold(alpha), lower)  # t_i <= min_O J_i: always approved
     big_m = thresholds - lower
     scale = 1.0 / range_widths(problem)  # rows in units of each agent's return range
+    if decomposes(_margin_program(problem, thresholds), backend):
+        approvers, searched = _approvers_by_cuts(problem, thresholds, log, time_limit)
+        region = [threshold_rows(problem, approvers, thresholds[approvers], "approving set")]
+        d = complete(problem, region, how=completion, backend=backend, time_limit=time_limit, log=log)
+        return finish(problem, d, rule="approval", samples=samples, options={"alpha": alpha, "completion": completion},
+                      log=log, started=started, time_limit=time_limit,
+                      approvers=approvers.tolist(), approval_weight=float(problem.weights[approvers].sum()),
+                      thresholds=thresholds.tolist(), **searched)
     A = sp.diags_array(scale) @ sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr")
     rows = Rows("approval thresholds", sp.csr_array(A), lower * scale, np.full(n, np.inf))
     lp = occupancy_program(
@@ -69,3 +79,61 @@ def approval(
                   log=log, started=started, time_limit=time_limit,
                   approvers=approvers.tolist(), approval_weight=float(problem.weights[approvers].sum()),
                   thresholds=thresholds.tolist())
+
+
+#: A margin ``s* >= -FEASIBILITY_TOL`` (in units of each agent's return range) counts as feasible.
+FEASIBILITY_TOL = 1e-9
+#: A threshold row with a dual above this belongs to the infeasible core of a candidate set.
+CORE_DUAL_TOL = 1e-9
+
+
+def _margin_program(problem: Problem, thresholds):
+    """``max s`` s.t. ``(J_i(d) - t_i) / width_i >= s`` for every agent, ``s <= 1`` (rows switched off with -inf)."""
+    n, n_d = problem.n_agents, problem.mdp.n_state_actions
+    width = range_widths(problem)
+    rows = Rows("approval thresholds", sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))],
+                                                format="csr"), thresholds / width, np.full(n, np.inf))
+    cost = np.zeros(n_d + 1)
+    cost[-1] = 1.0
+    return occupancy_program(problem, cost, name="approval (feasibility of an approving set)", maximize=True,
+                             extra_cols=1, col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
+                             col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]), rows=[rows])
+
+
+def _approvers_by_cuts(problem: Problem, thresholds, log: SolveLog, time_limit):
+    """The approval MILP solved exactly without binaries over ``O`` (combinatorial Benders).
+
+    A set ``S`` of agents can all approve iff ``max_{d in O} min_{i in S} (J_i(d) - t_i) / width_i >= 0``
+    (one LP, solved by column generation on large MDPs). Feasible sets are closed under
+    subsets. Loop: a small pure-binary MILP proposes the heaviest ``S`` that contains no
+    known infeasible core; if ``S`` is feasible it is optimal (every feasible set satisfies
+    every cut), otherwise the rows with non-zero duals form an infeasible core ``T`` (the LP
+    restricted to ``T`` has the same optimum ``s* < 0``) and ``sum_{i in T} x_i <= |T| - 1``
+    is added.
+    """
+    n, w = problem.n_agents, problem.weights
+    program = _margin_program(problem, thresholds)
+    rows = program.row_families[-1][1] + np.arange(n)
+    width = range_widths(problem)
+    model = make_model(program, backend="highs", time_limit=time_limit)
+    cuts: list[np.ndarray] = []
+    checked = 0
+    while True:
+        if cuts:
+            A = np.zeros((len(cuts), n))
+            for k, core in enumerate(cuts):
+                A[k, core] = 1.0
+            lp = LinearProgram.build(w, A_ub=A, b_ub=A.sum(axis=1) - 1.0, bounds=(0, 1), integrality=np.ones(n, bool),
+                                     maximize=True, name="approval (approving set)")
+            x = make_lp_model(lp, backend="highs", time_limit=time_limit).solve().x
+            chosen = x >= BINARY_ROUNDING
+        else:
+            chosen = np.ones(n, bool)
+        checked += 1
+        model.set_row_bounds(rows, np.where(chosen, thresholds / width, -np.inf), np.full(n, np.inf))
+        solution = log.add(model.solve())
+        if solution.objective >= -FEASIBILITY_TOL:
+            return np.flatnonzero(chosen), {"approval_sets_checked": checked, "approval_cuts": len(cuts)}
+        duals = np.abs(solution.row_duals[rows]) if solution.row_duals is not None else np.ones(n)
+        core = np.flatnonzero(chosen & (duals > CORE_DUAL_TOL))
+        cuts.append(core if core.size else np.flatnonzero(chosen))
