@@ -85,6 +85,7 @@ class Pricer:
         self._reverse = self._coo = None  # reversed union graph, P as COO (built on first use)
         self.iterations = 0
         self.fallbacks = 0
+        self.direct_max_states = DIRECT_MAX_STATES
 
     # -------------------------------------------------------------- evaluation
     def _evaluate(self, policy, c_pi):
@@ -99,7 +100,7 @@ class Pricer:
             rhs_mu[0] = 1.0
         else:
             rhs_mu = (1.0 - self.gamma) * self.mdp.rho
-        if S <= DIRECT_MAX_STATES:
+        if S <= self.direct_max_states:
             M = sp.eye_array(S, format="csc") - self.gamma * sp.csc_array(P_pi)
             if avg:
                 keep = np.ones(S)

@@ -1,0 +1,124 @@
+"""Scale benchmark (issue 6): LP-based rules on the large attention instance.
+
+Every figure is wall time measured in this run; each rule is also given as a multiple of one
+utilitarian solve measured in the same run (the baseline). No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+
+import solvers
+from policyagg.samples import ReturnSamples
+from solvers.decomposition import clear_pools
+from solvers.occupancy import decomposes, occupancy_program
+
+#: (label, rule, options) timed by :func:`bench_scale`.
+SCALE_CASES = (
+    ("utilitarian", "utilitarian", {"normalize": True}),
+    ("egalitarian", "egalitarian", {"normalize": True}),
+    ("max-quantile", "max_quantile", {}),
+    ("PVC", "pvc", {}),
+    ("0.9-approval", "approval", {"alpha": 0.9}),
+)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mixture_samples(problem, n_samples: int, seed: int = 0) -> ReturnSamples:
+    """Returns of random convex combinations (Dirichlet(1) weights) of the agents' best and
+    worst occupancies: points of ``O`` (``J`` of a mixture is the mixture of the ``J``'s),
+    for timing when no sampler output is at hand. Not the package's volumetric measure."""
+    ranges = problem.require_ranges()
+    points = problem.reward_matrix @ np.vstack([ranges.best, ranges.worst]).T  # (n, 2n)
+    weights = np.random.default_rng(seed).dirichlet(np.ones(points.shape[1]), size=n_samples)
+    return ReturnSamples(weights @ points.T, measure="mixture of extreme occupancies (timing only)")
+
+
+def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_samples: int = 20_000,
+                samples_path=None, seed: int = 0, rules=SCALE_CASES, backend: str = "highs") -> dict:
+    """Model build, return ranges and each LP-based rule on the attention instance (experiment b).
+
+    Per rule: wall seconds, LP solves, Python model-building seconds, HiGHS's own seconds
+    (for column generation: the master LPs), pricing seconds (policy iteration, scipy),
+    whether column generation was used, the ratio to the baseline (one utilitarian solve,
+    the first case run) and the process's peak RSS after the rule. ``samples_path``: a
+    ``ReturnSamples`` file of this instance; without it :func:`mixture_samples` (timing only).
+    """
+    from experiments.compare import attention_problem
+
+    clear_pools()  # cold start: no columns from an earlier run in this process
+    start = time.perf_counter()
+    problem = attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed)
+    _ = problem.polytope
+    build_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    problem = solvers.with_ranges(problem, backend=backend)
+    ranges_seconds = time.perf_counter() - start
+    if samples_path is not None:
+        samples = ReturnSamples.load(samples_path)
+        source = str(samples_path)
+    else:
+        samples = mixture_samples(problem, n_samples, seed)
+        source = "mixture of extreme occupancies (timing only)"
+    decomposed = decomposes(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="probe"), backend)
+
+    baseline = None
+    timings = {}
+    for label, name, options in rules:
+        start = time.perf_counter()
+        result = solvers.get_rule(name)(problem, samples, backend=backend, **options)
+        seconds = time.perf_counter() - start
+        diag = result.diagnostics
+        baseline = seconds if baseline is None else baseline
+        timings[label] = {
+            "seconds": seconds,
+            "rule_seconds": diag.get("wall_time"),  # inside the rule, before the Result is assembled
+            "solves": diag.get("n_solves"),
+            "build_seconds": diag.get("build_time"),
+            "highs_seconds": diag.get("highs_time"),
+            "pricing_seconds": diag.get("pricing_time", 0.0),
+            "pricings": diag.get("pricings", 0),
+            "gap": diag.get("column_generation_gap"),
+            "vs_baseline": seconds / baseline,
+            "min_rank": result.min_rank,
+            "violation": float(problem.polytope.violation(result.occupancy)),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+    mdp = problem.mdp
+    return {
+        "model": f"attention {n_sites} sites x {n_phases} phases (S={mdp.n_states}, A={mdp.n_actions}, "
+                 f"{mdp.n_state_actions} occupancy columns, P nnz={mdp.P.nnz}), {problem.n_agents} agents",
+        "samples": f"{samples.n_samples} from {source}",
+        "column_generation": decomposed,
+        "build_seconds": build_seconds,
+        "ranges_seconds": ranges_seconds,
+        "baseline": rules[0][0] if rules else None,
+        "baseline_seconds": baseline,
+        "rules": timings,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def format_scale(report: dict) -> str:
+    """The report as a Markdown table."""
+    lines = [f"{report['model']}; {report['samples']}; column generation: {report['column_generation']}",
+             f"model build {report['build_seconds']:.2f} s, return ranges {report['ranges_seconds']:.2f} s", "",
+             "| rule | s | in rule s | solves | build s | HiGHS s | pricing s | x baseline | min rank | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, t in report["rules"].items():
+        lines.append(f"| {label} | {t['seconds']:.1f} | {t['rule_seconds']:.1f} | {t['solves']} | {t['build_seconds']:.2f} | "
+                     f"{t['highs_seconds']:.2f} | {t['pricing_seconds']:.1f} | {t['vs_baseline']:.1f} | "
+                     f"{t['min_rank']:.3f} | {t['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m experiments.bench_scale [n_sites]
+    import sys
+
+    print(format_scale(bench_scale(n_sites=int(sys.argv[1]) if len(sys.argv) > 1 else 8)))
