@@ -53,8 +53,8 @@ from policyagg.samples import ReturnSamples
 
 #: Bytes the per-batch work arrays may take (sets the default batch size).
 BATCH_BYTES = 32 * 2**20
-#: Most samples per batch (larger blocks stop paying off once the Python overhead per
-#: GMRES step is amortised and the Krylov basis falls out of cache).
+#: Most samples per GMRES batch (larger blocks stop paying off once the Python overhead
+#: per step is amortised and the Krylov basis falls out of cache).
 MAX_BATCH = 128
 #: Samples x states of work per parallel task (sets how many batches one task runs).
 TASK_WORK = 2**19
@@ -94,10 +94,9 @@ def resolve_method(method: str, n_states: int) -> str:
 
 def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1) -> int:
     """Samples per batch so that a batch's work arrays fit in :data:`BATCH_BYTES`."""
-    if method == "dense":
-        per_sample = 8 * n_states * (n_states + 2 * n_actions)
-    else:  # Krylov basis, policies and their weighted copy
-        per_sample = 8 * n_states * (KRYLOV_ITERATIONS + 6 + 3 * n_actions)
+    if method == "dense":  # (unchanged since the first release, so small problems keep their samples)
+        return int(np.clip(BATCH_BYTES // (8 * n_states * n_states), 1, 1024))
+    per_sample = 8 * n_states * (KRYLOV_ITERATIONS + 6 + 3 * n_actions)  # Krylov basis, policies, weighted copy
     return int(np.clip(BATCH_BYTES // per_sample, 1, MAX_BATCH))
 
 
