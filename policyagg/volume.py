@@ -68,6 +68,12 @@ TRIES = 16
 #: The random-walk proposal of a row is Dirichlet(LOCAL_FLOOR + LOCAL_CONCENTRATION * row).
 LOCAL_CONCENTRATION = 20.0
 LOCAL_FLOOR = 0.5
+#: Share of Dirichlet(1) in the adapted independence proposals (bounds ``p / q`` by ``p / share``).
+UNIFORM_SHARE = 0.1
+#: The adapted proposals have ``1 / PROPOSAL_WIDENING`` of the fitted Dirichlet precision.
+PROPOSAL_WIDENING = 2.0
+#: Smallest Dirichlet parameter of an adapted proposal.
+ALPHA_FLOOR = 0.2
 #: Floor under occupancies before taking logs (candidates with mu' <= 0 are refused anyway).
 TINY = 1e-300
 
@@ -151,14 +157,20 @@ class VolumeSampler:
         return (mu[:, None] * policy).ravel() @ self.rewards
 
     def run_chain(self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int,
-                  thin: int, refresh: int, tries: int = TRIES, concentration: float = LOCAL_CONCENTRATION) -> dict:
+                  thin: int, refresh: int, tries: int = TRIES, concentration: float = LOCAL_CONCENTRATION,
+                  adapt: bool = True) -> dict:
         """Run one chain; write ``n_keep`` returns into ``out`` (n_keep, n); return its statistics.
 
         Each visit of state ``s`` makes one random-walk Metropolis-Hastings step with proposal
         ``Dirichlet(LOCAL_FLOOR + concentration * pi(.|s))`` (for conditionals too peaked for
-        the independence proposal), then ``tries`` independence steps with ``Dirichlet(1)``
-        proposals, all evaluated in one batch against the state at the start of the visit,
-        and applies one rank-one update for the row reached.
+        an independence proposal), then ``tries`` independence steps with proposals from
+        ``q_s``, all evaluated in one batch against the state at the start of the visit, and
+        applies one rank-one update for the row reached. An independence step from ``pi`` to
+        ``pi'`` is accepted with probability ``min(1, w(pi') / w(pi))``, ``w = p / q_s``.
+        ``q_s`` is Dirichlet(1) until half of the burn-in; with ``adapt`` it is then the mixture
+        ``(1 - UNIFORM_SHARE) Dirichlet(alpha_s) + UNIFORM_SHARE Dirichlet(1)`` with ``alpha_s``
+        fitted to the rows the chain visited in the second half of the burn-in
+        (:func:`fit_dirichlet`), frozen before any sample is kept.
         """
         S, A = self.S, self.A
         am1 = float(A - 1)
@@ -170,7 +182,17 @@ class VolumeSampler:
         drift = 0.0
         support, blocks = self.support, self.blocks
         total_sweeps = burn_in + n_keep * thin
+        fitted = None  # alpha (S, A) of the adapted proposals, once frozen
+        adapt_from = burn_in // 2 if adapt and burn_in >= 4 else None
+        row_sum, row_squares, counted = np.zeros((S, A)), np.zeros((S, A)), 0
         for sweep in range(total_sweeps):
+            if adapt_from is not None and sweep >= adapt_from and fitted is None:
+                if sweep < burn_in:
+                    row_sum += policy
+                    row_squares += policy * policy
+                    counted += 1
+                else:
+                    fitted = fit_dirichlet(row_sum / counted, row_squares / counted)
             order = rng.permutation(S)
             # Every state is visited once per sweep, so its row at the visit is its row now:
             # the random-walk proposals and their Hastings terms are drawn for all states at once.
@@ -182,8 +204,20 @@ class VolumeSampler:
                 hastings = (special.gammaln(alpha).sum(axis=1) - special.gammaln(back).sum(axis=1)
                             + ((back - 1.0) * np.log(policy)).sum(axis=1) - ((alpha - 1.0) * np.log(local)).sum(axis=1))
             hastings = np.where(np.isfinite(hastings), hastings, -np.inf)
-            candidates = np.concatenate([local[:, None], rng.standard_exponential((S, tries, A))], axis=1)
+            if fitted is None:
+                fresh = rng.standard_exponential((S, tries, A))
+            else:
+                fresh = rng.standard_gamma(np.broadcast_to(fitted[:, None], (S, tries, A)))
+                uniform = rng.random((S, tries)) < UNIFORM_SHARE
+                fresh[uniform] = rng.standard_exponential((int(uniform.sum()), A))
+            candidates = np.concatenate([local[:, None], fresh], axis=1)
             candidates[:, 1:] /= candidates[:, 1:].sum(axis=2, keepdims=True)
+            # log q_s of the current row and of every candidate (0 for Dirichlet(1): only
+            # differences of log(p / q) between rows of the same state are used)
+            log_q = np.zeros((S, tries + 2))
+            if fitted is not None:
+                rows = np.concatenate([policy[:, None], candidates], axis=1)
+                log_q = mixture_log_density(fitted, rows)
             thresholds = np.log(rng.random((S, tries + 1)))
             thresholds[:, 0] -= hastings
             for s in order.tolist():
@@ -198,10 +232,17 @@ class VolumeSampler:
                 product[(ratio.min(axis=1) <= 0.0) | ~np.isfinite(product)] = TINY  # only through rounding
                 log_target = am1 * np.log(np.maximum(product, TINY)) - np.log(np.abs(denom))
                 log_target[product <= TINY] = -np.inf
-                current, current_log = -1, 0.0
-                for j, (threshold, value) in enumerate(zip(thresholds[s].tolist(), log_target.tolist())):
-                    if threshold < value - current_log:
-                        current, current_log = j, value
+                # log w = log p - log q relative to the row at the start of the visit; the
+                # random-walk step (j = 0) uses p and its Hastings term instead
+                log_w = log_target - log_q[s, 1:] + log_q[s, 0]
+                current, current_w = -1, 0.0
+                for j, (threshold, value, weight) in enumerate(
+                        zip(thresholds[s].tolist(), log_target.tolist(), log_w.tolist())):
+                    if j == 0:
+                        if threshold < value:
+                            current, current_w = 0, weight
+                    elif threshold < weight - current_w:
+                        current, current_w = j, weight
                 if current >= 0:
                     dger(-1.0 / denom[current], X[current], G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
                     mu = mu * ratio[current]
@@ -220,6 +261,26 @@ class VolumeSampler:
             if kept > 0 and kept % thin == 0:
                 out[kept // thin - 1] = self.returns(policy, mu)
         return {"moved": moved, "visits": visits, "refreshes": refreshes, "drift": drift}
+
+
+def fit_dirichlet(mean: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Per row, the Dirichlet with the given mean whose precision ``alpha_0`` matches the total
+    variance (``sum_a Var = (1 - sum_a m_a^2) / (alpha_0 + 1)``), widened by
+    :data:`PROPOSAL_WIDENING` and floored at :data:`ALPHA_FLOOR` per entry."""
+    variance = np.maximum(squares - mean * mean, 0.0).sum(axis=1)
+    spread = np.maximum(1.0 - (mean * mean).sum(axis=1), 1e-12)
+    precision = np.clip(spread / np.maximum(variance, 1e-12) - 1.0, 1.0, 1e6) / PROPOSAL_WIDENING
+    return np.maximum(mean * precision[:, None], ALPHA_FLOOR)
+
+
+def mixture_log_density(alpha: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``log q_s(rows[s, j])`` for ``q_s = (1 - UNIFORM_SHARE) Dirichlet(alpha_s) + UNIFORM_SHARE
+    Dirichlet(1)``; ``alpha`` (S, A), ``rows`` (S, m, A) on the simplex."""
+    A = alpha.shape[1]
+    norm = special.gammaln(alpha.sum(axis=1)) - special.gammaln(alpha).sum(axis=1)
+    with np.errstate(divide="ignore"):
+        fitted = norm[:, None] + ((alpha[:, None] - 1.0) * np.log(rows)).sum(axis=2)
+    return np.logaddexp(np.log1p(-UNIFORM_SHARE) + fitted, np.log(UNIFORM_SHARE) + special.gammaln(A))
 
 
 def mixing_report(chains: np.ndarray, n_samples: int) -> tuple[dict, str | None]:
