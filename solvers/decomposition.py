@@ -60,6 +60,18 @@ POOL_MAX = 1000
 MAX_ROUNDS = 5000
 
 
+def _iterative(op, b, x0):
+    """Solve ``op x = b`` to :data:`ITERATIVE_RTOL`: BiCGSTAB (little Python overhead per
+    step), then restarted GMRES if it stalls; :class:`PricingFailed` if both fail."""
+    target = ITERATIVE_RTOL * np.linalg.norm(b)
+    x, info = spla.bicgstab(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, maxiter=2000)
+    if info != 0 or not np.isfinite(x).all() or np.linalg.norm(op.matvec(x) - b) > 10 * target:
+        x, info = spla.gmres(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50)
+        if info != 0:
+            raise PricingFailed(f"GMRES did not converge (info {info})")
+    return x
+
+
 class PricingFailed(Exception):
     """Policy iteration could not evaluate a policy (singular system, no convergence)."""
 
@@ -80,20 +92,21 @@ class Pricer:
         self.P = sp.csr_array(mdp.P)
         self.gamma = float(mdp.gamma)
         self.policy = np.zeros(self.S, dtype=np.int64)
-        self._guess = None  # last evaluation, the next GMRES start
+        self._guess = self._guess_mu = None  # last evaluations, the next iterative starts
         self._lp = None  # fallback: HiGHS over O
         self._reverse = self._coo = None  # reversed union graph, P as COO (built on first use)
+        self._last = None  # (policy bytes, P_pi)
         self.iterations = 0
         self.fallbacks = 0
         self.direct_max_states = DIRECT_MAX_STATES
 
     # -------------------------------------------------------------- evaluation
-    def _evaluate(self, policy, c_pi):
+    def _evaluate(self, policy, c_pi, need_mu=True):
         """Average reward: ``x = (g, h_1..)`` with ``(I - P_pi) h + g 1 = c_pi``, ``h_0 = 0``,
         and the stationary ``mu``; discounted: ``v = (I - gamma P_pi)^{-1} c_pi`` and
         ``mu = (1 - gamma) (I - gamma P_pi^T)^{-1} rho``."""
         S = self.S
-        P_pi = self.P[np.arange(S) * self.A + policy]
+        P_pi = self._transitions(policy)
         avg = self.gamma == 1.0
         rhs_mu = np.zeros(S)
         if avg:
@@ -114,7 +127,7 @@ class Pricer:
             except (RuntimeError, FloatingPointError) as exc:
                 raise PricingFailed(str(exc)) from None
         else:
-            P_T = sp.csr_array(P_pi.T)
+            P_T = P_pi.T  # a CSC view: no conversion
             if avg:
                 def mv(x):
                     h = x.copy()
@@ -132,12 +145,13 @@ class Pricer:
                 def rmv(y):
                     return y - self.gamma * (P_T @ y)
             op = spla.LinearOperator((S, S), matvec=mv, dtype=float)
-            opT = spla.LinearOperator((S, S), matvec=rmv, dtype=float)
-            x, info = spla.gmres(op, c_pi, x0=self._guess, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50)
-            mu, info_mu = spla.gmres(opT, rhs_mu, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50)
-            if info != 0 or info_mu != 0:
-                raise PricingFailed(f"GMRES did not converge (info {info}, {info_mu})")
+            x = _iterative(op, c_pi, self._guess)
             self._guess = x
+            if need_mu:
+                mu = _iterative(spla.LinearOperator((S, S), matvec=rmv, dtype=float), rhs_mu, self._guess_mu)
+                self._guess_mu = mu
+            else:
+                mu = np.zeros(S)
         if not (np.isfinite(x).all() and np.isfinite(mu).all()):
             raise PricingFailed("policy evaluation returned non-finite values")
         if avg:
@@ -146,6 +160,13 @@ class Pricer:
             return g, h, mu
         return None, x, mu
 
+    def _transitions(self, policy):
+        """``P_pi`` (S, S) for a deterministic policy, cached for the last policy asked."""
+        key = policy.tobytes()
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.P[np.arange(self.S) * self.A + policy])
+        return self._last[1]
+
     def _unichain(self, policy, c):
         """Average reward: a policy with several closed classes has no bordered evaluation
         system. Keep its best closed class (by gain on ``c``) and steer the states of the other
@@ -153,7 +174,7 @@ class Pricer:
         other state). The gain never drops below the best class's gain."""
         S, A = self.S, self.A
         for attempt in range(6):
-            P_pi = self.P[np.arange(S) * A + policy]
+            P_pi = self._transitions(policy)
             n_comp, labels = csgraph.connected_components(P_pi, directed=True, connection="strong")
             if n_comp == 1:
                 return policy
@@ -203,7 +224,7 @@ class Pricer:
         mu = mu / mu.sum()
         # a deterministic column must satisfy the flow rows (a singular system solved "well")
         idx = np.arange(self.S) * self.A + policy
-        inflow = (self.P[idx].T @ mu) * self.gamma
+        inflow = (self._transitions(policy).T @ mu) * self.gamma
         target = mu if self.gamma == 1.0 else mu - (1.0 - self.gamma) * self.mdp.rho
         if np.abs(inflow - target).max() > 1e-9:
             raise PricingFailed("evaluated column violates the flow rows")
@@ -221,7 +242,7 @@ class Pricer:
                 self.iterations += 1
                 if self.gamma == 1.0:
                     policy = self._unichain(policy, c)
-                g, h, mu = self._evaluate(policy, C[np.arange(S), policy])
+                g, h, _ = self._evaluate(policy, C[np.arange(S), policy], need_mu=False)
                 Q = (c + self.gamma * (self.P @ h)).reshape(S, A)
                 best = Q.max(axis=1)
                 if self.gamma == 1.0:
@@ -231,10 +252,15 @@ class Pricer:
                     bound = float((1.0 - self.gamma) * self.mdp.rho @ h + delta)
                 current = Q[np.arange(S), policy]
                 improve = current < best - 1e-12 * scale
-                mu_col, value = self._column(policy, mu, c)
+                # the policy's value: its gain (average reward) or (1 - gamma) rho @ v (discounted)
+                value = g if self.gamma == 1.0 else float((1.0 - self.gamma) * self.mdp.rho @ h)
                 if not improve.any() or bound - value <= 1e-12 * scale:
                     break
                 policy[improve] = Q[improve].argmax(axis=1)
+            if self.gamma == 1.0:
+                policy = self._unichain(policy, c)
+            _, _, mu = self._evaluate(policy, C[np.arange(S), policy])
+            mu_col, value = self._column(policy, mu, c)
             self.policy = policy
             if self.gamma == 1.0:
                 duals = np.concatenate([h, [bound]])
@@ -395,8 +421,14 @@ class DecomposedModel:
     def _run_master(self):
         t0 = self._h.getRunTime()
         self._h.run()
+        status = self._h.getModelStatus()
+        if status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible,
+                          highspy.HighsModelStatus.kUnbounded, highspy.HighsModelStatus.kTimeLimit):
+            self._h.clearSolver()  # numerical trouble in a warm start: once more from scratch
+            self._h.run()
+            status = self._h.getModelStatus()
         self.stats["master_time"] += self._h.getRunTime() - t0
-        return self._h.getModelStatus()
+        return status
 
     # ----------------------------------------------------------------- setters
     def current_lp(self) -> LinearProgram:
