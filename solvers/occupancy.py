@@ -154,8 +154,10 @@ def occupancy_program(
 #: (HiGHS backend, an LP, at least :data:`DECOMPOSE_MIN_COLUMNS` occupancy columns),
 #: ``"always"`` (HiGHS LPs of any size; for tests) or ``"never"``.
 DECOMPOSE_MODES = ("auto", "always", "never")
-#: Occupancy columns from which ``"auto"`` decomposes (direct dual simplex is faster below).
-DECOMPOSE_MIN_COLUMNS = 15_000
+#: Occupancy columns from which ``"auto"`` decomposes. Measured (egalitarian, attention model,
+#: 10 agents): 1,458 columns direct 0.3 s vs column generation 0.9 s; 4,374 columns direct
+#: 11.0 s vs 1.1 s; 59,049 columns: one direct LP > 160 s vs about 10 s for the whole rule.
+DECOMPOSE_MIN_COLUMNS = 3_000
 _decompose = {"mode": "auto"}
 
 
