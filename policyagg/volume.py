@@ -221,17 +221,20 @@ class VolumeSampler:
             thresholds = np.log(rng.random((S, tries + 1)))
             thresholds[:, 0] -= hastings
             for s in order.tolist():
-                W = blocks[s] @ G[support[s]]  # (A, S); rows of G are columns of A^{-1}
-                X = (candidates[s] - policy[s]) @ W  # x = A^{-1} u for every candidate row
-                denom = 1.0 + X[:, s]
+                # rows of G are columns of A^{-1}; Y = x / mu for every candidate row, x = A^{-1} u
+                Y = (candidates[s] - policy[s]) @ ((blocks[s] @ G[support[s]]) * inv_mu)
+                denom = 1.0 + Y[:, s] * mu[s]
                 denom[denom == 0.0] = np.inf  # singular (only through rounding): never accepted
-                # mu'/mu for every candidate; one log of each product instead of S logs (the
-                # ratios are O(1), so a product over S states stays far from under/overflow)
-                ratio = 1.0 - X * (mu[s] / denom)[:, None] * inv_mu
-                product = ratio.prod(axis=1)
-                product[(ratio.min(axis=1) <= 0.0) | ~np.isfinite(product)] = TINY  # only through rounding
-                log_target = am1 * np.log(np.maximum(product, TINY)) - np.log(np.abs(denom))
-                log_target[product <= TINY] = -np.inf
+                # mu'/mu = 1 - y mu(s) / (1 + x_s) for every candidate; one log of each product
+                # instead of S logs (the ratios are O(1), so the product stays far from
+                # under/overflow). mu' > 0 for rows with full support, so a ratio <= 0 can come
+                # from rounding only: it is checked on the row chosen (below).
+                ratio = Y * (-mu[s] / denom)[:, None]
+                ratio += 1.0
+                product = np.multiply.reduce(ratio, axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    log_target = am1 * np.log(product) - np.log(np.abs(denom))
+                log_target[~(product > 0.0)] = -np.inf
                 # log w = log p - log q relative to the row at the start of the visit; the
                 # random-walk step (j = 0) uses p and its Hastings term instead
                 log_w = log_target - log_q[s, 1:] + log_q[s, 0]
@@ -243,8 +246,11 @@ class VolumeSampler:
                             current, current_w = 0, weight
                     elif threshold < weight - current_w:
                         current, current_w = j, weight
+                if current >= 0 and ratio[current].min() <= 0.0:
+                    current = -1  # rounding only (see above); never seen in practice
                 if current >= 0:
-                    dger(-1.0 / denom[current], X[current], G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
+                    x = Y[current] * mu
+                    dger(-1.0 / denom[current], x, G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
                     mu = mu * ratio[current]
                     inv_mu = 1.0 / mu
                     logdet += float(np.log(abs(denom[current])))
