@@ -25,7 +25,8 @@ PAPER = ("attention-a", "attention-b")
 
 
 def _overrides(args) -> dict:
-    return {"samples": args.samples, "seeds": None if args.seeds is None else list(range(args.seeds))}
+    return {"samples": args.samples, "seeds": None if args.seeds is None else list(range(args.seeds)),
+            "measure": args.measure}
 
 
 def _run(args) -> None:
@@ -33,7 +34,7 @@ def _run(args) -> None:
     from experiments.run import run_config, summary_markdown, summarize
 
     config = load_config(args.config).with_overrides(output=args.out, **_overrides(args))
-    run = run_config(config)
+    run = run_config(config, workers=args.workers)
     print(summary_markdown(config, summarize(run.seeds)))
     print(f"results written to {config.output}/")
 
@@ -43,12 +44,22 @@ def _reproduce(args) -> None:
     from experiments.run import run_config, summary_markdown, summarize
 
     overrides = _overrides(args) | ({"samples": 500_000} if args.full else {})
+    suffix = ("-full" if args.full else "") + (f"-{args.measure}" if args.measure not in (None, "policy") else "")
     for name in PAPER:
-        config = load_config(CONFIGS / f"{name}.toml").with_overrides(
-            output=Path(args.out) / (name + ("-full" if args.full else "")), **overrides)
-        run = run_config(config)
+        config = load_config(CONFIGS / f"{name}.toml").with_overrides(output=Path(args.out) / (name + suffix), **overrides)
+        run = run_config(config, workers=args.workers)
         print(summary_markdown(config, summarize(run.seeds)))
         print(f"tables, figures and per-seed results in {config.output}/\n")
+
+
+def _measures(args) -> None:
+    from experiments.measure_comparison import compare_measures
+
+    seeds = None if args.seeds is None else list(range(args.seeds))
+    report = compare_measures(args.config, measures=args.measures, samples=args.samples, seeds=seeds, out=args.out,
+                              workers=args.workers)
+    print(report["markdown"])
+    print(f"written to {report['path']} (the runs in {args.out}/)")
 
 
 def _bench(args) -> None:
@@ -86,6 +97,14 @@ def _show(args) -> None:
     print(Result.load(args.path).table())
 
 
+def _common_run_options(p) -> None:
+    from policyagg.measures import MEASURES
+
+    p.add_argument("--measure", choices=MEASURES, default=None,
+                   help="reference measure of the ranks (default: the configs' `policy`)")
+    p.add_argument("--workers", type=int, default=None, help="processes for sampling and rules (default: the cores, at most 4)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policyagg", description="Fair policy aggregation over the occupancy polytope.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None, help="sampled policies per seed (default: the configs' 10000)")
     p.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 (default: the configs' five)")
     p.add_argument("--out", default="results", help="parent folder of the two experiments' folders")
+    _common_run_options(p)
     p.set_defaults(run=_reproduce)
 
     p = sub.add_parser("run", help="run an experiment configuration (TOML); resumes where a killed run stopped")
@@ -102,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=None, help="override `measure.samples`")
     p.add_argument("--seeds", type=int, default=None, help="override `seeds` with 0..N-1")
     p.add_argument("--out", default=None, help="override `output`")
+    _common_run_options(p)
     p.set_defaults(run=_run)
 
     p = sub.add_parser("compare", help="one seed of the comparison, with options for the attention model")
@@ -114,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["highs", "pulp"], default="highs")
     p.add_argument("--out", default="results")
     p.set_defaults(run=_compare)
+
+    p = sub.add_parser("measures", help="one experiment under each reference measure: fairness, ranking, concentration")
+    from policyagg.measures import MEASURES
+
+    p.add_argument("config", nargs="?", default="attention-a", help="a shipped config name or a TOML path")
+    p.add_argument("--measures", nargs="+", choices=MEASURES, default=list(MEASURES))
+    p.add_argument("--samples", type=int, default=4000, help="samples per seed and measure")
+    p.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1")
+    p.add_argument("--out", default="results")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(run=_measures)
 
     p = sub.add_parser("bench", help="benchmarks with a same-run baseline")
     p.add_argument("target", choices=["sampler", "rules"])

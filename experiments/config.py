@@ -17,8 +17,9 @@ A configuration names the environment, the agents, the measure, the rules and th
     n_agents = 10                       # random_subsets only
 
     [measure]
-    name = "policy"
+    name = "policy"                     # "policy" | "volume" | "optimal-mixture"
     samples = 10000
+    options = {}                        # the measure sampler's keyword options, e.g. { chains = 4 }
 
     [[rules]]
     label = "max-quantile"
@@ -35,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from policyagg.errors import InvalidProblemError
+from policyagg.measures import MEASURES, measure_options
 
 #: The shipped configurations (the paper's experiments).
 CONFIGS = Path(__file__).resolve().parent / "configs"
-MEASURES = ("policy",)
 ATTENTION_POPULATIONS = ("one_per_site", "random_subsets")
 
 
@@ -67,13 +68,20 @@ class ExperimentConfig:
     measure: str
     samples: int
     rules: tuple[RuleSpec, ...]
+    measure_options: dict = field(default_factory=dict)
 
-    def with_overrides(self, *, samples: int | None = None, seeds=None, output=None) -> "ExperimentConfig":
-        """A copy with the number of samples, the seeds or the output folder replaced."""
+    def with_overrides(self, *, samples: int | None = None, seeds=None, output=None,
+                       measure: str | None = None) -> "ExperimentConfig":
+        """A copy with the number of samples, the seeds, the output folder or the measure
+        replaced (a new measure drops the old one's options)."""
         from dataclasses import replace
 
+        if measure is not None and measure not in MEASURES:
+            raise InvalidConfigError(f"`measure.name` must be one of {', '.join(MEASURES)}; got {measure!r}")
         return replace(
             self,
+            measure=self.measure if measure is None else measure,
+            measure_options=self.measure_options if measure in (None, self.measure) else {},
             samples=self.samples if samples is None else _positive_int(samples, "measure.samples"),
             seeds=self.seeds if seeds is None else _seeds(seeds),
             output=self.output if output is None else Path(output),
@@ -100,7 +108,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     measure = _table(data, "measure", source, required=True)
     _known(env, {"id", "kwargs", "gamma", "on_termination"}, "environment.", source)
     _known(agents, {"population", "n_agents"}, "agents.", source)
-    _known(measure, {"name", "samples"}, "measure.", source)
+    _known(measure, {"name", "samples", "options"}, "measure.", source)
 
     name = _string(data.get("name"), "name", source)
     env_id = _string(env.get("id"), "environment.id", source)
@@ -129,6 +137,14 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     if measure_name not in MEASURES:
         raise InvalidConfigError(f"{source}: `measure.name` must be one of {', '.join(MEASURES)}; got {measure_name!r}")
     samples = _positive_int(measure.get("samples"), "measure.samples", source)
+    sampler_options = measure.get("options", {})
+    if not isinstance(sampler_options, dict):
+        raise InvalidConfigError(f"{source}: `measure.options` must be a table")
+    allowed = measure_options(measure_name)
+    unknown = sorted(set(sampler_options) - set(allowed))
+    if unknown:
+        raise InvalidConfigError(f"{source}: unknown key `measure.options.{unknown[0]}` for measure {measure_name!r}; "
+                                 f"its options are: {', '.join(allowed)}")
 
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
@@ -156,6 +172,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         name=name, output=Path(data.get("output", f"results/{name}")), seeds=_seeds(data.get("seeds", [0]), source),
         env_id=env_id, env_kwargs=dict(kwargs), gamma=float(gamma), on_termination=on_termination,
         population=population, n_agents=n_agents, measure=measure_name, samples=samples, rules=tuple(specs),
+        measure_options=dict(sampler_options),
     )
 
 

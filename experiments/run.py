@@ -13,6 +13,11 @@ Every file is written atomically, and a seed's samples and each rule's result ar
 soon as they exist, so a killed run (even SIGKILL) started again with the same command
 skips the finished work and ends with the same numbers: sampling and rules are
 deterministic given the configuration and the seed.
+
+Both cores are used: sampling splits each seed's samples into batches solved in parallel,
+then every (seed, rule) pair is an independent task run by ``workers`` forked processes,
+which save their results to the checkpoint files the parent then reads (nothing crosses a
+pipe). The numbers do not depend on ``workers``.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from experiments.compare import attention_problem, slug
 from experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
 from policyagg.errors import PolicyAggError
 from policyagg.io import atomic_write_bytes, atomic_write_json
+from policyagg.measures import sample_returns
+from policyagg.parallel import check_workers, run_tasks
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from policyagg.sampling import sample_policy_returns
 
 
 @dataclass
@@ -65,19 +71,56 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
     return solvers.with_ranges(problem)
 
 
-def run_config(config, *, progress: bool | None = None, figures: bool = True) -> ExperimentRun:
+def run_config(config, *, progress: bool | None = None, figures: bool = True,
+               workers: int | None = None) -> ExperimentRun:
     """Run ``config`` (an :class:`ExperimentConfig`, a dict as parsed from TOML, or a path).
 
     Finished seeds' samples and results found in the output folder are reused (resume).
+    ``workers`` processes (default: the usable cores, at most 4) sample and run the rules.
     """
     config = _as_config(config)
+    workers = check_workers(workers)
     out = Path(config.output)
     _claim_output(config, out)
-    runs = []
-    for seed in tqdm(config.seeds, desc=f"{config.name}: seeds", disable=progress is False, unit="seed"):
-        runs.append(_run_seed(config, seed, out / f"seed{seed}", progress))
+    problems, samples = {}, {}
+    for seed in tqdm(config.seeds, desc=f"{config.name}: sampling", disable=progress is False, unit="seed"):
+        problems[seed] = build_problem(config, seed)
+        samples[seed] = _seed_samples(config, seed, problems[seed], out / f"seed{seed}", progress, workers)
+    results = _run_rules(config, problems, samples, out, progress, workers)
+    runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
     files = write_summary(config, runs, out, figures=figures)
     return ExperimentRun(config, runs, files)
+
+
+def _seed_samples(config: ExperimentConfig, seed: int, problem: Problem, folder: Path, progress,
+                  workers: int) -> ReturnSamples:
+    samples = _load_samples(folder / "samples.npz", config, problem)
+    if samples is None:
+        samples = sample_returns(problem, config.samples, measure=config.measure, rng=seed, workers=workers,
+                                 progress=progress, **config.measure_options)
+        samples.save(folder / "samples.npz")
+    return samples
+
+
+def _run_rules(config: ExperimentConfig, problems: dict, samples: dict, out: Path, progress,
+               workers: int) -> dict[int, dict[str, Result]]:
+    """Every (seed, rule) result: loaded if saved, else computed by a worker that saves it."""
+    paths = {(seed, spec.label): out / f"seed{seed}" / slug(spec.label) for seed in config.seeds for spec in config.rules}
+    results = {key: _load_result(path) for key, path in paths.items()}
+    todo = [(seed, spec) for seed in config.seeds for spec in config.rules if results[seed, spec.label] is None]
+
+    def task(j: int) -> int:
+        seed, spec = todo[j]
+        solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(paths[seed, spec.label])
+        return j
+
+    bar = tqdm(total=len(todo), desc=f"{config.name}: rules", disable=progress is False or not todo, unit="rule")
+    with bar:
+        for _ in run_tasks(task, len(todo), workers=workers):
+            bar.update()
+    for seed, spec in todo:
+        results[seed, spec.label] = Result.load(paths[seed, spec.label])
+    return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
 
 
 def _as_config(config) -> ExperimentConfig:
@@ -107,23 +150,6 @@ def _claim_output(config: ExperimentConfig, out: Path) -> None:
                 "choose another `output` folder or delete that one"
             )
     atomic_write_json(path, mine)
-
-
-def _run_seed(config: ExperimentConfig, seed: int, folder: Path, progress) -> SeedRun:
-    problem = build_problem(config, seed)
-    samples = _load_samples(folder / "samples.npz", config, problem)
-    if samples is None:
-        samples = sample_policy_returns(problem, config.samples, rng=seed, progress=progress)
-        samples.save(folder / "samples.npz")
-    results = {}
-    for spec in config.rules:
-        path = folder / slug(spec.label)
-        result = _load_result(path)
-        if result is None:
-            result = solvers.get_rule(spec.rule)(problem, samples, **spec.options)
-            result.save(path)
-        results[spec.label] = result
-    return SeedRun(seed, samples, results)
 
 
 def _load_samples(path: Path, config: ExperimentConfig, problem: Problem) -> ReturnSamples | None:

@@ -67,3 +67,21 @@ def pvc_epsilon(returns, sample_values) -> float:
     sizes = np.bitwise_count(np.arange(1 << n, dtype=np.uint64)).astype(float)
     slack = count[1:] / N - 1.0 + sizes[1:] / n
     return float(slack.max())
+
+
+def window_mass(normalized, width: float = 0.06) -> np.ndarray:
+    """Per agent, the largest share of samples inside any window of ``width`` (a fraction of
+    the agent's LP return range) of its normalised sampled returns ``(N, n)``.
+
+    Near 1 means the measure concentrates: almost every policy gives the agent nearly the
+    same return, so ranks jump from ~0 to ~1 across that thin band.
+    """
+    x = np.sort(np.asarray(normalized, dtype=float), axis=0)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise InvalidProblemError(f"`normalized` must be a non-empty (N, n) array; got shape {np.shape(normalized)}")
+    if not 0 < width <= 1:
+        raise InvalidProblemError(f"`width` must be in (0, 1]; got {width}")
+    N = x.shape[0]
+    # For each sample as the window's left end, count samples <= left + width.
+    ends = np.stack([np.searchsorted(col, col + width, side="right") for col in x.T], axis=1)
+    return (ends - np.arange(N)[:, None]).max(axis=0) / N

@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
@@ -58,6 +59,27 @@ def shared_empty(shape, dtype=float) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape)
 
 
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to kill this worker when its parent dies, so a killed run leaves
+    no orphan workers behind (they would hold its output pipes open)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_init() -> None:
+    _die_with_parent()
+    highspy = sys.modules.get("highspy")
+    if highspy is not None:
+        # HiGHS's task-scheduler threads do not survive fork: a MIP in the child would wait
+        # for them forever. A fresh scheduler is made on the next solve.
+        highspy.Highs.resetGlobalScheduler(False)
+
+
 def _run(index: int) -> int:
     with threadpool_limits(limits=1, user_api="blas"):
         return _task(index)
@@ -92,7 +114,8 @@ def run_tasks(task: Callable[[int], int], n_tasks: int, *, workers: int | None =
     try:
         pool: Executor
         if kind == "process":
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                       initializer=_worker_init)
         else:
             pool = ThreadPoolExecutor(workers)
         with pool:

@@ -137,7 +137,10 @@ def _toml(config: dict) -> str:
         ({"agents": {"population": "everyone"}}, r"`agents.population` must be one of one_per_site, random_subsets"),
         ({"agents": {"population": "random_subsets"}}, r"`agents.n_agents` must be a positive integer"),
         ({"agents": {"population": "one_per_site", "n_agents": 3}}, r"`agents.n_agents` applies only"),
-        ({"measure": {"name": "volume", "samples": 10}}, r"`measure.name` must be one of policy"),
+        ({"measure": {"name": "uniform", "samples": 10}}, r"`measure.name` must be one of policy, volume, optimal-mixture"),
+        ({"measure": {"name": "volume", "samples": 10, "options": {"alpha": 1}}},
+         r"unknown key `measure.options.alpha` for measure 'volume'; its options are: .*chains"),
+        ({"measure": {"name": "policy", "samples": 10, "options": 3}}, r"`measure.options` must be a table"),
         ({"measure": {"name": "policy", "samples": 0}}, r"`measure.samples` must be a positive integer"),
         ({"measure": {"name": "policy"}}, r"`measure.samples` must be a positive integer"),
         ({"seeds": [0, 0]}, r"`seeds` must be distinct"),
@@ -172,3 +175,16 @@ def test_gymnasium_environment_config(tmp_path):
                           rules=[{"label": "utilitarian", "rule": "utilitarian"}, {"label": "max-quantile", "rule": "max_quantile"}])
     run = run_config(config, progress=False, figures=False)
     assert run.seeds[0].results["utilitarian"].returns.shape == (1,)
+
+
+def test_measure_and_workers_do_not_change_the_contract(tmp_path):
+    """A config under another measure runs end to end with options; 1 and 2 workers give the
+    same files (rules run in forked processes, sampling in batches)."""
+    config = small_config(tmp_path / "one", seeds=[0, 1])
+    config["measure"] = {"name": "optimal-mixture", "samples": 300, "options": {"concentration": 0.5}}
+    one = run_config(config, progress=False, figures=False, workers=1)
+    assert one.seeds[0].samples.measure == "optimal-mixture"
+    assert one.seeds[0].samples.info["concentration"] == 0.5
+    config["output"] = str(tmp_path / "two")
+    run_config(config, progress=False, figures=False, workers=2)
+    same_results(tmp_path / "one", tmp_path / "two")

@@ -78,3 +78,15 @@ def test_bad_measure_and_options():
         sample_returns(problem, 0, measure="optimal-mixture")
     assert "concentration" in measure_options("policy")
     assert set(MEASURES) == {"policy", "volume", "optimal-mixture"}
+
+
+def test_window_mass():
+    from policyagg.metrics import window_mass
+
+    rng = np.random.default_rng(0)
+    uniform = rng.random((20000, 2))
+    np.testing.assert_allclose(window_mass(uniform, 0.06), 0.06, atol=0.01)
+    spike = np.concatenate([np.full((990, 1), 0.5), np.linspace(0, 1, 10)[:, None]])
+    assert window_mass(spike, 0.01)[0] >= 0.99
+    with pytest.raises(InvalidProblemError, match="width"):
+        window_mass(uniform, 0.0)
