@@ -63,19 +63,66 @@ def _measures(args) -> None:
 
 
 def _bench(args) -> None:
-    if args.target == "rules":
-        return _bench_rules(args)
+    if args.sites is None:
+        args.sites = 8 if args.target in ("scale", "growth") else 5
+    {"sampler": _bench_sampler, "growth": _bench_growth, "rules": _bench_rules, "scale": _bench_scale,
+     "volume": _bench_volume}[args.target](args)
+
+
+def _rss(report) -> str:
+    rss = report["peak_rss_mb"]
+    return f"  peak RSS {max(rss.values()) if isinstance(rss, dict) else rss:.0f} MB"
+
+
+def _bench_sampler(args) -> None:
     from experiments.bench import bench_sampler
 
-    report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 10_000,
-                           baseline_samples=args.baseline_samples, workers=args.workers)
-    print(f"{report['model']}, {report['samples']} samples")
+    report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 20_000,
+                           baseline_samples=args.baseline_samples, workers=args.workers, repeats=args.repeats,
+                           methods=tuple(args.methods))
+    print(f"{report['model']}, {report['samples']} samples, best (median) of {args.repeats}, "
+          f"load average {report['load_average'][0]:.1f}")
+    print(f"  {'method':<28} {'workers':>7} {'policies/s':>16} {'ratio':>6} {'max |diff|':>10} {'= 1 worker':>10}")
     base = report["baseline_per_s"]
-    print(f"  {'method':<28} {'policies/s':>10} {'ratio':>7} {'max |diff|':>10}")
-    print(f"  {'per-sample solve (baseline)':<28} {base:>10.0f} {1.0:>7.1f} {'':>10}")
-    for method, rate in report["per_s"].items():
-        print(f"  {'batched ' + method:<28} {rate:>10.0f} {rate / base:>7.1f} {report['max_abs_difference'][method]:>10.1e}")
-    print(f"  peak RSS {report['peak_rss_mb']:.0f} MB")
+    print(f"  {'per-sample solve (baseline)':<28} {1:>7} {base:>9.0f} ({report['baseline_per_s_median']:>5.0f}) {1.0:>6.1f}")
+    for row in report["rows"]:
+        rate = row["per_s"]
+        print(f"  {'batched ' + row['method']:<28} {row['workers']:>7} {rate['best']:>9.0f} ({rate['median']:>5.0f}) "
+              f"{row['ratio_vs_baseline']:>6.1f} {row['max_abs_difference']:>10.1e} {row['bitwise_equal_to_1_worker']!s:>10}")
+    print(_rss(report))
+
+
+def _bench_growth(args) -> None:
+    from experiments.bench import bench_sampler_growth
+
+    report = bench_sampler_growth(sites=tuple(range(3, args.sites + 1)), n_phases=args.phases, n_samples=args.samples,
+                                  workers=args.workers or 1)
+    print(f"{'sites':>5} {'S':>6} {'S*A':>7} {'nnz(P)':>9} {'samples':>7} {'CPU ms/sample':>13} {'CPU/nnz (rel.)':>14} {'GMRES steps':>11}")
+    for row in report["rows"]:
+        print(f"{row['sites']:>5} {row['S']:>6} {row['SA']:>7} {row['nnz_P']:>9} {row['samples']:>7} "
+              f"{1e3 * row['cpu_s_per_sample']:>13.3f} {row['cpu_per_nnz_vs_smallest']:>14.2f} {row['gmres_steps_per_sample']:>11.1f}")
+    print(_rss(report))
+
+
+def _bench_scale(args) -> None:
+    from experiments.bench_scale import bench_scale, format_scale
+
+    print(format_scale(bench_scale(n_sites=args.sites, n_phases=args.phases, n_agents=args.agents,
+                                   n_samples=args.samples or 20_000)))
+
+
+def _bench_volume(args) -> None:
+    from experiments.bench_volume import bench_volume
+
+    report = bench_volume(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 4000, workers=args.workers)
+    print(f"{report['model']}, {report['chains']} chains on {report['workers']} workers")
+    print(f"  {'sampler':<18} {'seconds':>8} {'min ESS':>8} {'ESS/s':>8} {'max R-hat':>9}")
+    for name in ("volume", "hit_and_run"):
+        row = report[name]
+        print(f"  {name:<18} {row['seconds']:>8.1f} {row['ess_min']:>8.0f} {row['ess_per_s']:>8.2f} {row['rhat_max']:>9.3f}")
+    print(f"  ratio {report['ratio']:.0f}x (CPU-time ratio {report['ratio_cpu']:.0f}x); acceptance "
+          f"{report['volume']['acceptance']:.2f}")
+    print(_rss(report))
 
 
 def _bench_rules(args) -> None:
@@ -148,12 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_measures)
 
     p = sub.add_parser("bench", help="benchmarks with a same-run baseline")
-    p.add_argument("target", choices=["sampler", "rules"])
-    p.add_argument("--sites", type=int, default=5)
+    p.add_argument("target", choices=["sampler", "growth", "rules", "scale", "volume"],
+                   help="sampler: policies/s vs a per-sample solve; growth: sampler cost over 3..8 sites; "
+                        "rules: rule times at 5 sites; scale: LP rules at 8 sites; volume: ESS/s vs hit-and-run")
+    p.add_argument("--sites", type=int, default=None, help="attention sites (default 8 for scale and growth (3..N), else 5)")
     p.add_argument("--phases", type=int, default=3)
     p.add_argument("--agents", type=int, default=10, help="agents (rules benchmark)")
     p.add_argument("--samples", type=int, default=None, help="default: 10000 (sampler), 100000 (rules)")
     p.add_argument("--baseline-samples", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3, help="sampler: repetitions (best and median reported)")
+    p.add_argument("--methods", nargs="+", choices=["dense", "krylov", "sparse"], default=["dense", "krylov", "sparse"])
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(run=_bench)
 

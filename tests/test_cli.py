@@ -63,3 +63,14 @@ def test_bench_rules_runs_every_registered_case(capsys):
     assert main(["bench", "rules", "--sites", "3", "--agents", "3", "--samples", "300"]) == 0
     out = capsys.readouterr().out
     assert "utilitarian (baseline)" in out and "max-quantile" in out and "0.9-approval" in out
+
+
+@pytest.mark.parametrize("target", ["growth", "scale", "volume", "sampler"])
+def test_bench_targets_run_small(target, capsys):
+    extra = {"growth": ["--sites", "4", "--samples", "50"], "scale": ["--sites", "3", "--agents", "3", "--samples", "200"],
+             "volume": ["--sites", "2", "--samples", "200", "--workers", "1"],
+             "sampler": ["--sites", "3", "--samples", "300", "--baseline-samples", "20", "--repeats", "1",
+                         "--workers", "1"]}[target]
+    assert main(["bench", target, *extra]) == 0
+    out = capsys.readouterr().out
+    assert "peak RSS" in out or "| rule |" in out
