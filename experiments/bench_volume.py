@@ -2,7 +2,10 @@
 given the same wall time in the same run.
 
 Effective samples per second = (smallest per-agent bulk ESS) / (wall time of the whole call,
-set-up and burn-in included).
+set-up and burn-in included). On a loaded machine the wall time overstates the cost, so the
+CPU seconds (this process and its worker processes) are reported too, with
+``ess_per_cpu_s_per_core`` = ESS / (CPU seconds / cores used): the rate an otherwise idle
+machine with that many cores would reach, if the chains keep the cores busy.
 """
 
 from __future__ import annotations
@@ -19,13 +22,21 @@ from policyagg.problem import Problem
 from policyagg.volume import HitAndRun, MixingWarning, hit_and_run_returns, sample_volume_returns
 
 
-def _summary(samples, seconds: float) -> dict:
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its finished child processes."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _summary(samples, seconds: float, cpu: float, cores: int) -> dict:
     ess = np.array(samples.info["ess"])
     return {
         "samples": samples.n_samples,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "ess_min": float(ess.min()),
         "ess_per_s": float(ess.min() / seconds),
+        "ess_per_cpu_s_per_core": float(ess.min() / (cpu / cores)),
         "rhat_max": float(max(samples.info["rhat"])),
     }
 
@@ -34,13 +45,14 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
     """Effective samples per second of :func:`sample_volume_returns` and of plain hit-and-run
     (same chains and workers, same wall time) on ``AttentionModel(n_sites, n_phases)``."""
     workers = check_workers(workers)
+    cores = min(workers, chains)
     model = AttentionModel(n_sites, n_phases, seed=seed)
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(n_sites, seed)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MixingWarning)  # the figures below report mixing
-        start = time.perf_counter()
+        cpu, start = _cpu_seconds(), time.perf_counter()
         volume = sample_volume_returns(problem, n_samples, rng=seed, chains=chains, workers=workers)
-        volume_seconds = time.perf_counter() - start
+        volume_seconds, volume_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
 
         # hit-and-run: measure its step rate, then give it the same wall time
         start = time.perf_counter()
@@ -55,23 +67,25 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
         steps_per_chain = int(steps_per_s * budget * min(workers, chains) / chains)
         per_chain = max(n_samples // chains, 4)
         thin = max(steps_per_chain // per_chain, 1)
-        start = time.perf_counter()
+        cpu, start = _cpu_seconds(), time.perf_counter()
         walk = hit_and_run_returns(problem, per_chain * chains, rng=seed, chains=chains, burn_in=0, thin=thin,
                                    workers=workers)
-        walk_seconds = time.perf_counter() - start
+        walk_seconds, walk_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     result = {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, "
                  f"A={problem.mdp.n_actions}, dim O = {walker.basis.shape[1]})",
         "chains": chains,
         "workers": workers,
-        "volume": _summary(volume, volume_seconds) | {
+        "volume": _summary(volume, volume_seconds, volume_cpu, cores) | {
             "acceptance": volume.info["acceptance"], "sweeps_per_chain": volume.info["sweeps"],
             "max_drift": volume.info["max_drift"]},
-        "hit_and_run": _summary(walk, walk_seconds) | {"steps_per_chain": thin * per_chain, "thin": thin},
+        "hit_and_run": _summary(walk, walk_seconds, walk_cpu, cores) | {"steps_per_chain": thin * per_chain, "thin": thin},
         "peak_rss_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024,
     }
     result["ratio"] = result["volume"]["ess_per_s"] / result["hit_and_run"]["ess_per_s"]
+    result["ratio_cpu"] = (result["volume"]["ess_per_cpu_s_per_core"]
+                           / result["hit_and_run"]["ess_per_cpu_s_per_core"])
     return result
 
 

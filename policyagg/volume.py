@@ -20,8 +20,11 @@ policy map covers ``O`` only), are refused.
 **Sampler.** Metropolis-within-Gibbs: a *sweep* visits the states in a random order; a visit
 of state ``s`` makes one random-walk step (a Dirichlet proposal around the current row, with
 its Hastings correction) and then :data:`TRIES` independence steps with fresh rows
-``pi'(.|s) ~ Dirichlet(1)`` (proposals from the reference measure, so their acceptance
-probability is the target ratio); all candidates are scored in one batch. Changing row ``s``
+``pi' ~ q_s`` (accepted with probability ``min(1, w(pi') / w(pi))``, ``w = p / q_s``); all
+candidates are scored in one batch. ``q_s`` is Dirichlet(1) during the first half of the
+burn-in, then a Dirichlet fitted to the rows state ``s`` took in the second half (widened, and
+mixed with 10% Dirichlet(1)), frozen before any sample is kept, so the kept chain is a fixed
+Markov kernel that leaves the target invariant. Changing row ``s``
 changes only column ``s`` of ``A_pi``: ``A' = A + u e_s^T`` with ``u`` supported on
 ``P(.|s, .)``, hence ``det A' = det A (1 + x_s)`` and ``mu' = mu - x mu(s) / (1 + x_s)``
 with ``x = A^{-1} u`` (cost ``S nnz(u)``); on acceptance ``A^{-1}`` gets the Sherman-Morrison
@@ -158,7 +161,7 @@ class VolumeSampler:
 
     def run_chain(self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int,
                   thin: int, refresh: int, tries: int = TRIES, concentration: float = LOCAL_CONCENTRATION,
-                  adapt: bool = True) -> dict:
+                  adapt: bool = True, records: int = 1) -> dict:
         """Run one chain; write ``n_keep`` returns into ``out`` (n_keep, n); return its statistics.
 
         Each visit of state ``s`` makes one random-walk Metropolis-Hastings step with proposal
@@ -170,7 +173,8 @@ class VolumeSampler:
         ``q_s`` is Dirichlet(1) until half of the burn-in; with ``adapt`` it is then the mixture
         ``(1 - UNIFORM_SHARE) Dirichlet(alpha_s) + UNIFORM_SHARE Dirichlet(1)`` with ``alpha_s``
         fitted to the rows the chain visited in the second half of the burn-in
-        (:func:`fit_dirichlet`), frozen before any sample is kept.
+        (:func:`fit_dirichlet`), frozen before any sample is kept. After the burn-in the
+        returns are recorded every ``thin * S // records`` state visits.
         """
         S, A = self.S, self.A
         am1 = float(A - 1)
@@ -181,7 +185,9 @@ class VolumeSampler:
         moved = visits = refreshes = 0
         drift = 0.0
         support, blocks = self.support, self.blocks
-        total_sweeps = burn_in + n_keep * thin
+        interval = max(1, thin * S // records)  # visits between records
+        total_sweeps = burn_in + -(-n_keep * interval // S)
+        kept = after_burn_in = 0
         fitted = None  # alpha (S, A) of the adapted proposals, once frozen
         adapt_from = burn_in // 2 if adapt and burn_in >= 4 else None
         row_sum, row_squares, counted = np.zeros((S, A)), np.zeros((S, A)), 0
@@ -256,6 +262,11 @@ class VolumeSampler:
                     logdet += float(np.log(abs(denom[current])))
                     policy[s] = candidates[s, current]
                     moved += 1
+                if sweep >= burn_in:
+                    after_burn_in += 1
+                    if after_burn_in % interval == 0 and kept < n_keep:
+                        out[kept] = self.returns(policy, mu)
+                        kept += 1
             visits += S
             if (sweep + 1) % refresh == 0:
                 G, fresh_mu, fresh_logdet = self.factor(policy)
@@ -263,10 +274,7 @@ class VolumeSampler:
                 mu, logdet = fresh_mu, fresh_logdet
                 inv_mu = 1.0 / mu
                 refreshes += 1
-            kept = sweep + 1 - burn_in
-            if kept > 0 and kept % thin == 0:
-                out[kept // thin - 1] = self.returns(policy, mu)
-        return {"moved": moved, "visits": visits, "refreshes": refreshes, "drift": drift}
+        return {"moved": moved, "visits": visits, "refreshes": refreshes, "drift": drift, "sweeps": total_sweeps}
 
 
 def fit_dirichlet(mean: np.ndarray, squares: np.ndarray) -> np.ndarray:
