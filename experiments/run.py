@@ -92,6 +92,75 @@ def run_config(config, *, progress: bool | None = None, figures: bool = True,
     return ExperimentRun(config, runs, files)
 
 
+#: Measures that depend on the MDP only, not on the agents' rewards: configurations whose
+#: seed gives the same MDP can share one sampling run.
+REWARD_FREE_MEASURES = ("policy", "volume")
+
+
+def run_configs(configs, *, progress: bool | None = None, figures: bool = True,
+                workers: int | None = None) -> list[ExperimentRun]:
+    """Run several configurations (as :func:`run_config`). Where some of them give the same
+    MDP for a seed and sample the same reward-free measure alike, the policies are sampled
+    once for all of them (their agents' rewards stacked) and each keeps its own agents'
+    columns: the same sampled policies (common random numbers), half the sampling time for
+    the paper's two experiments."""
+    configs = [_as_config(c) for c in configs]
+    workers = check_workers(workers)
+    _share_samples(configs, progress, workers)
+    return [run_config(c, progress=progress, figures=figures, workers=workers) for c in configs]
+
+
+def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> None:
+    """Write the shared samples' checkpoints that :func:`run_config` will then find."""
+    groups: dict[tuple, list[ExperimentConfig]] = {}
+    for config in configs:
+        if config.measure in REWARD_FREE_MEASURES:
+            for seed in config.seeds:
+                key = (config.measure, json.dumps(config.measure_options, sort_keys=True), config.samples, seed)
+                groups.setdefault(key, []).append(config)
+    for (measure, _, n_samples, seed), members in groups.items():
+        if len(members) < 2:
+            continue
+        problems = [build_problem(config, seed) for config in members]
+        paths = [Path(config.output) / f"seed{seed}" / "samples.npz" for config in members]
+        todo = [k for k, (config, problem) in enumerate(zip(members, problems))
+                if _load_samples(paths[k], config, problem) is None]
+        for same in _same_mdp_groups([problems[k] for k in todo]):
+            if len(same) < 2:
+                continue
+            chosen = [todo[k] for k in same]
+            for k in chosen:
+                _claim_output(members[k], Path(members[k].output))
+            stacked = Problem(problems[chosen[0]].mdp, np.concatenate([problems[k].rewards for k in chosen]))
+            shared = sample_returns(stacked, n_samples, measure=measure, rng=seed, workers=workers, progress=progress,
+                                    **members[chosen[0]].measure_options)
+            start = 0
+            for k in chosen:
+                n = problems[k].n_agents
+                info = shared.info | {"shared_with": [members[j].name for j in chosen]}
+                for key in ("ess", "rhat"):  # per-agent diagnostics: keep this config's agents
+                    if key in info:
+                        info[key] = list(info[key][start:start + n])
+                ReturnSamples(shared.values[:, start:start + n], measure, info).save(paths[k])
+                start += n
+
+
+def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
+    """Indices of ``problems`` grouped by identical MDP (``P``, ``rho``, ``gamma``)."""
+    groups: list[list[int]] = []
+    for k, problem in enumerate(problems):
+        for group in groups:
+            other = problems[group[0]].mdp
+            mdp = problem.mdp
+            if (mdp.gamma == other.gamma and mdp.P.shape == other.P.shape and np.array_equal(mdp.rho, other.rho)
+                    and (mdp.P != other.P).nnz == 0):
+                group.append(k)
+                break
+        else:
+            groups.append([k])
+    return groups
+
+
 def _seed_samples(config: ExperimentConfig, seed: int, problem: Problem, folder: Path, progress,
                   workers: int) -> ReturnSamples:
     samples = _load_samples(folder / "samples.npz", config, problem)

@@ -188,3 +188,20 @@ def test_measure_and_workers_do_not_change_the_contract(tmp_path):
     config["output"] = str(tmp_path / "two")
     run_config(config, progress=False, figures=False, workers=2)
     same_results(tmp_path / "one", tmp_path / "two")
+
+
+def test_configs_on_the_same_mdp_share_their_sampled_policies(tmp_path):
+    """Two populations on one attention MDP: run together, each config's samples are the
+    returns of the same policies it would have sampled alone (common random numbers)."""
+    from experiments.run import run_configs
+
+    a = small_config(tmp_path / "a", seeds=[0])
+    a["agents"] = {"population": "one_per_site"}
+    b = small_config(tmp_path / "b", seeds=[0])
+    together = run_configs([a, b], progress=False, figures=False, workers=1)
+    assert together[0].seeds[0].samples.info["shared_with"] == ["tiny", "tiny"]
+    for config, run in zip((a, b), together):
+        config = dict(config, output=str(tmp_path / ("alone-" + Path(config["output"]).name)))
+        alone = run_config(config, progress=False, figures=False, workers=1)
+        np.testing.assert_allclose(run.seeds[0].samples.values, alone.seeds[0].samples.values, rtol=0, atol=1e-12)
+        assert run.seeds[0].samples.values.shape[1] == alone.seeds[0].samples.values.shape[1]
