@@ -56,6 +56,8 @@ DIRECT_MAX_STATES = 500
 ITERATIVE_RTOL = 1e-13
 #: At most this many columns are kept per MDP for later models (newest first dropped).
 POOL_MAX = 1000
+#: Up to this many occupancy columns a stalled generation re-prices with an exact LP over O.
+EXACT_PRICING_MAX_COLUMNS = 20_000
 #: Column generation rounds per solve before giving up with a SolverError.
 MAX_ROUNDS = 5000
 
@@ -521,7 +523,11 @@ class DecomposedModel:
                 elif bound - obj <= GAP_TOL * max(1.0, abs(obj)):
                     return highspy.HighsModelStatus.kOptimal
                 if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:
-                    # pricing found no improving column although the bound is open: price exactly
+                    # pricing found no improving column although the bound is open (numerical
+                    # noise in the potential): price exactly where an LP over O is cheap,
+                    # otherwise stop and report the open gap
+                    if self.n_d > EXACT_PRICING_MAX_COLUMNS:
+                        return highspy.HighsModelStatus.kOptimal
                     policy, mu, value, price_bound, duals = self.pool.pricer.price_lp(c)
                     self._duals_flow = duals
                     if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:

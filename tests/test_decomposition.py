@@ -183,3 +183,15 @@ def test_auto_mode_decomposes_only_large_highs_lps(monkeypatch):
     with pytest.raises(InvalidProblemError, match="decomposition mode"):
         with occ.decomposition("sometimes"):
             pass
+
+
+def test_decomposed_model_honours_the_time_limit():
+    rng = np.random.default_rng(9)
+    mdp = TabularMDP(rng.dirichlet(np.ones(4), size=(4, 3)), gamma=0.9)
+    problem = Problem(mdp, rng.normal(size=(1, 4, 3)))
+    program = occ.occupancy_program(problem, problem.reward_matrix[0], name="slow")
+    with occ.decomposition("always"):
+        model = occ.make_model(program, time_limit=1e-9)  # a fresh MDP: no pooled columns yet
+        with pytest.raises(solvers.lp.SolverTimeLimitError if hasattr(solvers.lp, "SolverTimeLimitError")
+                           else Exception, match="time_limit"):
+            model.solve()
