@@ -13,7 +13,7 @@ import numpy as np
 
 import solvers
 from policyagg.samples import ReturnSamples
-from solvers.decomposition import clear_pools
+from solvers.decomposition import clear_pools, pool_for
 from solvers.occupancy import decomposes, occupancy_program
 
 #: (label, rule, options) timed by :func:`bench_scale`.
@@ -46,7 +46,8 @@ def mixture_samples(problem, n_samples: int, seed: int = 0) -> ReturnSamples:
 
 
 def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_samples: int = 20_000,
-                samples_path=None, seed: int = 0, rules=SCALE_CASES, backend: str = "highs") -> dict:
+                samples_path=None, seed: int = 0, rules=SCALE_CASES, backend: str = "highs",
+                share_columns: bool = False) -> dict:
     """Model build, return ranges and each LP-based rule on the attention instance (experiment b).
 
     Per rule: wall seconds, LP solves, Python model-building seconds, HiGHS's own seconds
@@ -54,6 +55,10 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     whether column generation was used, the ratio to the baseline (one utilitarian solve,
     the first case run) and the process's peak RSS after the rule. ``samples_path``: a
     ``ReturnSamples`` file of this instance; without it :func:`mixture_samples` (timing only).
+    Column generation keeps the columns it generates per MDP; by default every rule starts
+    from the columns left by the return ranges only (times independent of the rule order);
+    ``share_columns=True`` lets each rule reuse the columns of the rules before it, as in
+    one ``compare`` run.
     """
     from experiments.compare import attention_problem
 
@@ -73,9 +78,13 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
         source = "mixture of extreme occupancies (timing only)"
     decomposed = decomposes(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="probe"), backend)
 
+    pool = pool_for(problem.mdp)
+    after_ranges = (list(pool.columns), list(pool.policies))
     baseline = None
     timings = {}
     for label, name, options in rules:
+        if not share_columns:
+            pool.columns, pool.policies = list(after_ranges[0]), list(after_ranges[1])
         start, cpu = time.perf_counter(), _cpu_seconds()
         result = solvers.get_rule(name)(problem, samples, backend=backend, **options)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
@@ -102,6 +111,7 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
                  f"{mdp.n_state_actions} occupancy columns, P nnz={mdp.P.nnz}), {problem.n_agents} agents",
         "samples": f"{samples.n_samples} from {source}",
         "column_generation": decomposed,
+        "share_columns": share_columns,
         "build_seconds": build_seconds,
         "ranges_seconds": ranges_seconds,
         "baseline": rules[0][0] if rules else None,
@@ -124,7 +134,9 @@ def format_scale(report: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m experiments.bench_scale [n_sites]
+if __name__ == "__main__":  # python -m experiments.bench_scale [n_sites] [samples.npz] [--share]
     import sys
 
-    print(format_scale(bench_scale(n_sites=int(sys.argv[1]) if len(sys.argv) > 1 else 8)))
+    args = [a for a in sys.argv[1:] if a != "--share"]
+    print(format_scale(bench_scale(n_sites=int(args[0]) if args else 8, samples_path=args[1] if len(args) > 1 else None,
+                                   share_columns="--share" in sys.argv)))
