@@ -71,7 +71,7 @@ BURN_IN_SWEEPS = 20
 THIN_SWEEPS = 1
 #: Default sweeps between recomputations of ``A_pi^{-1}``, ``mu`` and ``log|det A_pi|``.
 REFRESH_SWEEPS = 25
-#: Independence proposals (Dirichlet(1)) per state visit.
+#: Independence proposals per state visit.
 TRIES = 16
 #: The random-walk proposal of a row is Dirichlet(LOCAL_FLOOR + LOCAL_CONCENTRATION * row).
 LOCAL_CONCENTRATION = 20.0
@@ -87,8 +87,6 @@ LIGHT_PERIOD = 2
 LIGHT_MIN_STATES = 50
 #: Smallest Dirichlet parameter of an adapted proposal.
 ALPHA_FLOOR = 0.2
-#: Floor under occupancies before taking logs (candidates with mu' <= 0 are refused anyway).
-TINY = 1e-300
 
 
 class MixingWarning(UserWarning):
