@@ -30,9 +30,12 @@ DUAL_TOL = 1e-9
 COMPLETIONS = ("egalitarian", "utilitarian")
 #: Pareto gaps (sum of normalised improvements) below this count as Pareto optimal.
 PARETO_TOL = 1e-6
-#: The Pareto check lets each agent lose this much of its return range or reward scale
-#: (LP tolerance); the second value is tried only if the first leaves no feasible point.
-PARETO_SLACKS = (1e-9, 1e-6)
+#: The Pareto check's price per unit of normalised return an agent falls short of its
+#: floor. Exact-penalty argument: above the frontier's trade-off rates (the floors' dual
+#: values) no loss pays, so the LP answers the constrained question, while a point a hair
+#: outside ``O`` (LP tolerance) still gets a feasible check without trading one agent's
+#: loss for another's gain.
+LOSS_PENALTY = 1e4
 
 
 def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) -> ReturnSamples:
@@ -95,20 +98,14 @@ def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limi
     log = log if log is not None else SolveLog(backend)
     d = np.asarray(d, dtype=float).ravel()
     C, c0 = utilities(problem, normalize=True)
-    returns = problem.reward_matrix @ d
-    # d itself came from an LP, so each agent may lose the LP tolerance, measured against its
-    # return range or reward scale; if d is just outside what HiGHS accepts as O, widen once
-    scale = np.maximum(range_widths(problem), np.abs(problem.reward_matrix).max(axis=1))
-    for slack in PARETO_SLACKS:
-        floor = threshold_rows(problem, np.arange(problem.n_agents), returns - slack * scale, "keep every agent's return")
-        lp = occupancy_program(problem, C.sum(axis=0), name="Pareto check", maximize=True, rows=[floor])
-        try:
-            solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
-            break
-        except InfeasibleError:
-            if slack == PARETO_SLACKS[-1]:
-                raise
-    better = np.clip(solution.x, 0.0, None)
+    n, n_d = problem.n_agents, problem.mdp.n_state_actions
+    # floors u_i(d') + shortfall_i >= u_i(d), each unit of shortfall priced LOSS_PENALTY
+    floor = threshold_rows(problem, np.arange(n), problem.reward_matrix @ d, "keep every agent's return")
+    floor = Rows(floor.name, sp.hstack([floor.A, sp.eye_array(n)], format="csr"), floor.lower, floor.upper)
+    cost = np.concatenate([C.sum(axis=0), np.full(n, -LOSS_PENALTY)])
+    lp = occupancy_program(problem, cost, name="Pareto check", maximize=True, extra_cols=n, rows=[floor])
+    solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
+    better = np.clip(solution.x[:n_d], 0.0, None)
     gap = float(max(0.0, (C @ better - C @ d).sum()))
     return gap, better
 
