@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.tabular import EnvModel, make_env
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 
 #: Default discounted horizon: ``gamma^H <= DISCOUNT_CUTOFF``.
 DISCOUNT_CUTOFF = 1e-4
@@ -169,8 +169,7 @@ def rollout(
     env = make_env(env)
     mdp = model.mdp
     policy = mdp.check_policy(getattr(policy_or_result, "policy", policy_or_result))
-    if not isinstance(episodes, (int, np.integer)) or isinstance(episodes, bool) or episodes < 2:
-        raise InvalidProblemError(f"`episodes` must be an integer >= 2 (for a standard error); got {episodes!r}")
+    check_count("episodes", episodes, 2, why="for a standard error")
     if reward not in ("model", "env"):
         raise InvalidProblemError(f"`reward` must be 'model' or 'env'; got {reward!r}")
     if rewards is None:

@@ -80,7 +80,7 @@ import numpy as np
 import scipy.sparse as sp
 from gymnasium import spaces
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 from policyagg.mdp import TabularMDP
 from policyagg.problem import Problem
 
@@ -259,9 +259,8 @@ class _Context:
             raise InvalidProblemError(f"`route` must be 'auto' or one of {ROUTES}; got {route!r}")
         if on_termination not in ON_TERMINATION:
             raise InvalidProblemError(f"`on_termination` must be one of {ON_TERMINATION}; got {on_termination!r}")
-        for name, value, low in (("n_samples", n_samples, 2), ("max_states", max_states, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise InvalidProblemError(f"`{name}` must be an integer >= {low}; got {value!r}")
+        check_count("n_samples", n_samples, 2)
+        check_count("max_states", max_states, 1)
         self.env = make_env(env)
         self.base = self.env.unwrapped
         spec = getattr(self.env, "spec", None)

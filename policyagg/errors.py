@@ -1,5 +1,7 @@
 """Typed errors of policyagg. Every message says what to change."""
 
+import numpy as np
+
 
 class PolicyAggError(Exception):
     """Base class of every error raised by policyagg."""
@@ -48,3 +50,12 @@ class SolverTimeLimitError(SolverError):
     def __init__(self, message: str, status: str = "time-limit", solution=None):
         super().__init__(message, status)
         self.solution = solution
+
+
+def check_count(name: str, value, minimum: int = 1, why: str | None = None) -> int:
+    """``value`` as an ``int >= minimum`` (bools refused); else an :class:`InvalidProblemError`
+    naming the argument ``name`` (and ``why`` the bound, if given)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 and why is None else f"an integer >= {minimum}"
+        raise InvalidProblemError(f"`{name}` must be {wanted}{f' ({why})' if why else ''}; got {value!r}")
+    return int(value)

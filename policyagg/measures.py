@@ -21,7 +21,7 @@ import inspect
 
 import numpy as np
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
@@ -38,7 +38,7 @@ def sample_mixture_returns(problem: Problem, n_samples: int, *, rng=None, concen
     ``J(d) = sum_j w_j J(d*_j)`` is exact without forming ``d``. (``progress`` and
     ``workers`` are accepted for a uniform interface; this measure needs neither.)
     """
-    _check_count(n_samples)
+    check_count("n_samples", n_samples)
     if not (np.isfinite(concentration) and concentration > 0):
         raise InvalidProblemError(f"`concentration` must be a positive number; got {concentration}")
     ranges = problem.require_ranges()
@@ -80,8 +80,3 @@ def sample_returns(problem: Problem, n_samples: int, *, measure: str = "policy",
         raise InvalidProblemError(f"measure {measure!r} has no option {unknown[0]!r}; its options are: "
                                   + (", ".join(allowed) or "none"))
     return sampler(problem, n_samples, rng=rng, workers=workers, progress=progress, **options)
-
-
-def _check_count(n_samples) -> None:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise InvalidProblemError(f"`n_samples` must be a positive integer; got {n_samples!r}")

@@ -19,7 +19,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 
 #: Most workers used when the caller does not say.
 MAX_DEFAULT_WORKERS = 4
@@ -39,11 +39,7 @@ def default_workers() -> int:
 
 def check_workers(workers) -> int:
     """``workers`` as a positive int (``None`` -> :func:`default_workers`)."""
-    if workers is None:
-        return default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise InvalidProblemError(f"`workers` must be a positive integer; got {workers!r}")
-    return int(workers)
+    return default_workers() if workers is None else check_count("workers", workers)
 
 
 def processes_available() -> bool:

@@ -46,7 +46,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from tqdm.auto import tqdm
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 from policyagg.parallel import check_workers, run_tasks, shared_empty
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
@@ -344,16 +344,13 @@ def sample_policy_returns(
     ``info`` records the method, the batch size, the seconds taken and the solver counts:
     mean GMRES steps per sample, samples restarted and samples solved directly.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise InvalidProblemError(f"`n_samples` must be a positive integer; got {n_samples!r}")
+    check_count("n_samples", n_samples)
     workers = check_workers(workers)
     rng = np.random.default_rng(rng)
     sampler = PolicySampler(problem, concentration=concentration, method=method)
     if batch_size is None:
         batch_size = default_batch_size(sampler.S, sampler.method, sampler.A)
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InvalidProblemError(f"`batch_size` must be a positive integer; got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = check_count("batch_size", batch_size)
     n_batches = -(-n_samples // batch_size)
     children = rng.spawn(n_batches)
     out = shared_empty((n_samples, problem.n_agents))

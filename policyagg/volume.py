@@ -55,7 +55,7 @@ from scipy.linalg.blas import dger
 from tqdm.auto import tqdm
 
 from policyagg.diagnostics import effective_sample_size, rhat
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 from policyagg.parallel import check_workers, run_tasks, shared_empty
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
@@ -91,12 +91,6 @@ ALPHA_FLOOR = 0.2
 
 class MixingWarning(UserWarning):
     """An MCMC sample set may not represent its target (R-hat or ESS is poor; see the message)."""
-
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidProblemError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def check_volume_problem(problem: Problem) -> None:
@@ -377,11 +371,11 @@ def sample_volume_returns(
     (largest relative change of ``mu`` or ``log|det A_pi|`` at a refresh) and ``seconds``.
     A :class:`MixingWarning` is issued when R-hat > :data:`RHAT_MAX` or ESS is small.
     """
-    n_samples = _check_count("n_samples", n_samples, 1)
-    chains = _check_count("chains", chains, 1)
-    burn_in = _check_count("burn_in", BURN_IN_SWEEPS if burn_in is None else burn_in, 0)
-    thin = _check_count("thin", THIN_SWEEPS if thin is None else thin, 1)
-    refresh = _check_count("refresh", REFRESH_SWEEPS if refresh is None else refresh, 1)
+    n_samples = check_count("n_samples", n_samples, 1)
+    chains = check_count("chains", chains, 1)
+    burn_in = check_count("burn_in", BURN_IN_SWEEPS if burn_in is None else burn_in, 0)
+    thin = check_count("thin", THIN_SWEEPS if thin is None else thin, 1)
+    refresh = check_count("refresh", REFRESH_SWEEPS if refresh is None else refresh, 1)
     workers = check_workers(workers)
     rng = np.random.default_rng(rng)
     start = time.perf_counter()
@@ -495,15 +489,15 @@ def hit_and_run_returns(
     per-agent ``rhat`` and ``ess`` and issues a :class:`MixingWarning` like
     :func:`sample_volume_returns`.
     """
-    n_samples = _check_count("n_samples", n_samples, 1)
-    chains = _check_count("chains", chains, 1)
+    n_samples = check_count("n_samples", n_samples, 1)
+    chains = check_count("chains", chains, 1)
     workers = check_workers(workers)
     rng = np.random.default_rng(rng)
     start = time.perf_counter()
     walker = HitAndRun(problem)
     dim = walker.basis.shape[1]
-    burn_in = _check_count("burn_in", 10 * dim * dim if burn_in is None else burn_in, 0)
-    thin = _check_count("thin", dim if thin is None else thin, 1)
+    burn_in = check_count("burn_in", 10 * dim * dim if burn_in is None else burn_in, 0)
+    thin = check_count("thin", dim if thin is None else thin, 1)
     per_chain = -(-n_samples // chains)
     children = rng.spawn(chains)
     out = shared_empty((chains, per_chain, problem.n_agents))

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, check_count
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
@@ -131,8 +131,7 @@ def nash_welfare(
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float, np.integer, np.floating)) \
             or not (np.isfinite(tolerance) and tolerance > 0):
         raise InvalidProblemError(f"`tolerance` must be a positive number; got {tolerance!r}")
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, (int, np.integer)) or max_rounds < 1:
-        raise InvalidProblemError(f"`max_rounds` must be a positive integer; got {max_rounds!r}")
+    check_count("max_rounds", max_rounds)
     problem = prepare(problem, constraints, backend)
     log = SolveLog(backend)
     C, c0 = utilities(problem, normalize=True)

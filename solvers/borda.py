@@ -77,7 +77,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InfeasibleError, InvalidProblemError
+from policyagg.errors import InfeasibleError, InvalidProblemError, check_count
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
@@ -187,8 +187,7 @@ def _check_options(solver, breakpoints, tangents, fallback, completion) -> None:
         raise InvalidProblemError(f"`solver` must be 'lp' (concave-region tangent LP) or 'milp' (exact on the "
                                   f"piecewise-linear CDFs); got {solver!r}")
     for name, value in (("breakpoints", breakpoints), ("tangents", tangents)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidProblemError(f"`{name}` must be an integer >= 1 (quantile intervals per agent); got {value!r}")
+        check_count(name, value, 1, why="quantile intervals per agent")
     if fallback not in FALLBACKS:
         raise InvalidProblemError(f"`fallback` must be None or 'milp'; got {fallback!r}")
     if completion not in COMPLETIONS:
