@@ -72,19 +72,21 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
 
 
 def run_config(config, *, progress: bool | None = None, figures: bool = True,
-               workers: int | None = None) -> ExperimentRun:
+               workers: int | None = None, problems: dict[int, Problem] | None = None) -> ExperimentRun:
     """Run ``config`` (an :class:`ExperimentConfig`, a dict as parsed from TOML, or a path).
 
     Finished seeds' samples and results found in the output folder are reused (resume).
     ``workers`` processes (default: the usable cores, at most 4) sample and run the rules.
+    ``problems``: seeds' problems already built by :func:`build_problem` (the rest are built).
     """
     config = _as_config(config)
     workers = check_workers(workers)
     out = Path(config.output)
     _claim_output(config, out)
-    problems, samples = {}, {}
+    problems, samples = dict(problems or {}), {}
     for seed in tqdm(config.seeds, desc=f"{config.name}: sampling", disable=progress is False, unit="seed"):
-        problems[seed] = build_problem(config, seed)
+        if seed not in problems:
+            problems[seed] = build_problem(config, seed)
         samples[seed] = _seed_samples(config, seed, problems[seed], out / f"seed{seed}", progress, workers)
     results = _run_rules(config, problems, samples, out, progress, workers)
     runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
@@ -106,22 +108,28 @@ def run_configs(configs, *, progress: bool | None = None, figures: bool = True,
     the paper's two experiments."""
     configs = [_as_config(c) for c in configs]
     workers = check_workers(workers)
-    _share_samples(configs, progress, workers)
-    return [run_config(c, progress=progress, figures=figures, workers=workers) for c in configs]
+    built = _share_samples(configs, progress, workers)
+    return [run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
+            for i, c in enumerate(configs)]
 
 
-def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> None:
-    """Write the shared samples' checkpoints that :func:`run_config` will then find."""
-    groups: dict[tuple, list[ExperimentConfig]] = {}
-    for config in configs:
+def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> list[dict[int, Problem]]:
+    """Write the shared samples' checkpoints that :func:`run_config` will then find; return
+    the problems built on the way, per configuration and seed, for it to reuse."""
+    built: list[dict[int, Problem]] = [{} for _ in configs]
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
         if config.measure in REWARD_FREE_MEASURES:
             for seed in config.seeds:
                 key = (config.measure, json.dumps(config.measure_options, sort_keys=True), config.samples, seed)
-                groups.setdefault(key, []).append(config)
-    for (measure, _, n_samples, seed), members in groups.items():
-        if len(members) < 2:
+                groups.setdefault(key, []).append(i)
+    for (measure, _, n_samples, seed), indices in groups.items():
+        if len(indices) < 2:
             continue
+        members = [configs[i] for i in indices]
         problems = [build_problem(config, seed) for config in members]
+        for i, problem in zip(indices, problems):
+            built[i][seed] = problem
         paths = [Path(config.output) / f"seed{seed}" / "samples.npz" for config in members]
         todo = [k for k, (config, problem) in enumerate(zip(members, problems))
                 if _load_samples(paths[k], config, problem) is None]
@@ -143,6 +151,7 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> N
                         info[key] = list(info[key][start:start + n])
                 ReturnSamples(shared.values[:, start:start + n], measure, info).save(paths[k])
                 start += n
+    return built
 
 
 def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
