@@ -31,10 +31,16 @@ def per_sample_returns(problem: Problem, policies: np.ndarray) -> np.ndarray:
     return out
 
 
-def _peak_rss_mb() -> dict:
-    """Peak resident memory of this process and of its largest (forked) child, in MB."""
-    return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process or of its largest finished (forked) child, in MB."""
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of its finished child processes."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _best_median(values) -> dict:
@@ -92,7 +98,7 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=5
         "max_abs_difference": {row["method"]: row["max_abs_difference"] for row in rows},
         "rows": rows,
         "load_average": list(os.getloadavg()),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -115,11 +121,9 @@ def bench_sampler_growth(*, sites=(3, 4, 5, 6, 7, 8), n_phases=3, n_samples=None
         problem = Problem(model.mdp(), model.rewards(one_agent_per_site(k, seed)))
         build = time.perf_counter() - start
         N = GROWTH_SAMPLES.get(k, 200) if n_samples is None else n_samples
-        cpu = time.process_time()
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = cpu_seconds()
         samples = sample_policy_returns(problem, N, rng=seed, method=method, workers=workers, progress=False)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = time.process_time() - cpu + (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+        cpu = cpu_seconds() - cpu
         mdp = problem.mdp
         rows.append({"sites": k, "S": mdp.n_states, "SA": mdp.n_states * mdp.n_actions, "nnz_P": int(mdp.P.nnz),
                      "method": samples.info["method"], "auto_method": resolve_method("auto", mdp.n_states),
@@ -130,7 +134,7 @@ def bench_sampler_growth(*, sites=(3, 4, 5, 6, 7, 8), n_phases=3, n_samples=None
     first = rows[0]["cpu_s_per_sample"] / rows[0]["nnz_P"]
     for row in rows:
         row["cpu_per_nnz_vs_smallest"] = row["cpu_s_per_sample"] / row["nnz_P"] / first
-    return {"rows": rows, "workers": workers, "load_average": list(os.getloadavg()), "peak_rss_mb": _peak_rss_mb()}
+    return {"rows": rows, "workers": workers, "load_average": list(os.getloadavg()), "peak_rss_mb": peak_rss_mb()}
 
 
 #: (label, rule, options) timed by :func:`bench_rules`; rules not registered are skipped.
@@ -170,5 +174,5 @@ def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0
         "baseline_seconds": baseline,
         "baseline_solves": baseline_solves,
         "rules": timings,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }

@@ -6,12 +6,12 @@ utilitarian solve measured in the same run (the baseline). No timing is asserted
 
 from __future__ import annotations
 
-import resource
 import time
 
 import numpy as np
 
 import solvers
+from experiments.bench import cpu_seconds, peak_rss_mb
 from policyagg.samples import ReturnSamples
 from solvers.decomposition import clear_pools, pool_for
 from solvers.occupancy import decomposes, occupancy_program
@@ -24,15 +24,6 @@ SCALE_CASES = (
     ("PVC", "pvc", {}),
     ("0.9-approval", "approval", {"alpha": 0.9}),
 )
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def mixture_samples(problem, n_samples: int, seed: int = 0) -> ReturnSamples:
@@ -85,14 +76,14 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     for label, name, options in rules:
         if not share_columns:
             pool.columns, pool.policies = list(after_ranges[0]), list(after_ranges[1])
-        start, cpu = time.perf_counter(), _cpu_seconds()
+        start, cpu = time.perf_counter(), cpu_seconds()
         result = solvers.get_rule(name)(problem, samples, backend=backend, **options)
-        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         diag = result.diagnostics
         baseline = seconds if baseline is None else baseline
         timings[label] = {
             "seconds": seconds,
-            "cpu_seconds": cpu,  # this process's CPU time: shows when other jobs share the cores
+            "cpu_seconds": cpu,  # CPU time of this run: shows when other jobs share the cores
             "rule_seconds": diag.get("wall_time"),  # inside the rule, before the Result is assembled
             "solves": diag.get("n_solves"),
             "build_seconds": diag.get("build_time"),
@@ -103,7 +94,7 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
             "vs_baseline": seconds / baseline,
             "min_rank": result.min_rank,
             "violation": float(problem.polytope.violation(result.occupancy)),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
         }
     mdp = problem.mdp
     return {
@@ -117,7 +108,7 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
         "baseline": rules[0][0] if rules else None,
         "baseline_seconds": baseline,
         "rules": timings,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -10,22 +10,16 @@ machine with that many cores would reach, if the chains keep the cores busy.
 
 from __future__ import annotations
 
-import resource
 import time
 import warnings
 
 import numpy as np
 
+from experiments.bench import cpu_seconds, peak_rss_mb
 from envs.attention import AttentionModel, one_agent_per_site
 from policyagg.parallel import check_workers
 from policyagg.problem import Problem
 from policyagg.volume import HitAndRun, MixingWarning, hit_and_run_returns, sample_volume_returns
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process and of its finished child processes."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _summary(samples, seconds: float, cpu: float, cores: int) -> dict:
@@ -50,9 +44,9 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(n_sites, seed)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MixingWarning)  # the figures below report mixing
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         volume = sample_volume_returns(problem, n_samples, rng=seed, chains=chains, workers=workers)
-        volume_seconds, volume_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        volume_seconds, volume_cpu = time.perf_counter() - start, cpu_seconds() - cpu
 
         # hit-and-run: measure its step rate, then give it the same wall time
         start = time.perf_counter()
@@ -67,10 +61,10 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
         steps_per_chain = int(steps_per_s * budget * min(workers, chains) / chains)
         per_chain = max(n_samples // chains, 4)
         thin = max(steps_per_chain // per_chain, 1)
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         walk = hit_and_run_returns(problem, per_chain * chains, rng=seed, chains=chains, burn_in=0, thin=thin,
                                    workers=workers)
-        walk_seconds, walk_cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        walk_seconds, walk_cpu = time.perf_counter() - start, cpu_seconds() - cpu
     result = {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, "
                  f"A={problem.mdp.n_actions}, dim O = {walker.basis.shape[1]})",
@@ -80,8 +74,7 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
             "acceptance": volume.info["acceptance"], "sweeps_per_chain": volume.info["sweeps"],
             "max_drift": volume.info["max_drift"]},
         "hit_and_run": _summary(walk, walk_seconds, walk_cpu, cores) | {"steps_per_chain": thin * per_chain, "thin": thin},
-        "peak_rss_mb": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
     result["ratio"] = result["volume"]["ess_per_s"] / result["hit_and_run"]["ess_per_s"]
     result["ratio_cpu"] = (result["volume"]["ess_per_cpu_s_per_core"]

@@ -71,8 +71,7 @@ def _bench(args) -> None:
 
 
 def _rss(report) -> str:
-    rss = report["peak_rss_mb"]
-    return f"  peak RSS {max(rss.values()) if isinstance(rss, dict) else rss:.0f} MB"
+    return f"  peak RSS {report['peak_rss_mb']:.0f} MB"
 
 
 def _bench_sampler(args) -> None:
@@ -135,7 +134,7 @@ def _bench_rules(args) -> None:
     print(f"  {'utilitarian (baseline)':<20} {base:>8.3f} {1.0:>9.1f} {report['baseline_solves']:>9}")
     for label, row in report["rules"].items():
         print(f"  {label:<20} {row['seconds']:>8.3f} {row['seconds'] / base:>9.1f} {row['solves']!s:>9}")
-    print(f"  peak RSS {report['peak_rss_mb']:.0f} MB")
+    print(_rss(report))
 
 
 def _show(args) -> None:
