@@ -44,6 +44,7 @@ of the equality constraints, from the uniform policy's occupancy.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 import warnings
@@ -87,6 +88,9 @@ LIGHT_PERIOD = 2
 LIGHT_MIN_STATES = 50
 #: Smallest Dirichlet parameter of an adapted proposal.
 ALPHA_FLOOR = 0.2
+#: Implementations of the state visits: "numba" (compiled, the ``fast`` extra), "numpy", or
+#: "auto" (numba when installed).
+KERNELS = ("auto", "numba", "numpy")
 
 
 class MixingWarning(UserWarning):
@@ -123,7 +127,7 @@ def check_volume_problem(problem: Problem) -> None:
 class VolumeSampler:
     """Per-problem data of the policy-coordinate Metropolis sampler (shared by all chains)."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, kernel: str = "auto"):
         check_volume_problem(problem)
         mdp = problem.mdp
         self.S, self.A = mdp.n_states, mdp.n_actions
@@ -132,16 +136,24 @@ class VolumeSampler:
         self.rewards = problem.reward_matrix.T.copy()  # (S*A, n)
         # Column s of A_pi changes by u = -gamma sum_a (pi'(a|s) - pi(a|s)) P(.|s, a) on the
         # support of P(.|s, .); the normalisation row of the average-reward system does not change.
+        # Stored flat: rows support_ptr[s]:support_ptr[s + 1] of support_index (states) and of
+        # blocks (k, A) belong to state s.
         P = mdp.P
-        self.support, self.blocks = [], []
+        supports, blocks = [], []
         for s in range(self.S):
             rows = P[s * self.A : (s + 1) * self.A]
             support = np.unique(rows.indices)
             block = -mdp.gamma * rows[:, support].toarray()  # (A, k)
             if mdp.average_reward:
                 block[:, support == self.S - 1] = 0.0
-            self.support.append(support)
-            self.blocks.append(block)
+            supports.append(support)
+            blocks.append(block.T)
+        support_ptr = np.zeros(self.S + 1, np.int64)
+        support_ptr[1:] = np.cumsum([support.size for support in supports])
+        self.layout = (support_ptr, np.concatenate(supports).astype(np.int64),
+                       np.ascontiguousarray(np.concatenate(blocks)))
+        self.visit = visit_kernel(kernel)  # compiled here, before chains are forked
+        self.kernel = "numpy" if self.visit is visit_states else "numba"
         uniform = np.full((self.S, self.A), 1.0 / self.A)
         mu = self.systems.solve_dense(uniform[None])[0]
         if not np.all(mu > 0):
@@ -191,7 +203,7 @@ class VolumeSampler:
         inv_mu = 1.0 / mu
         moved = visits = refreshes = 0
         drift = 0.0
-        support, blocks = self.support, self.blocks
+        visit = self.visit
         total_sweeps = burn_in + n_keep * thin
         states, light = np.arange(S), np.zeros(S, bool)
         fitted = None  # alpha (S, A) of the adapted proposals, once frozen
@@ -238,41 +250,9 @@ class VolumeSampler:
             log_q_shift = log_q[:, 1:] - log_q[:, :1]  # log q(candidate) - log q(row at the visit)
             thresholds = np.log(rng.random((m, tries + 1)))
             thresholds[:, 0] -= hastings
-            with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf marks refused rows
-                for i, s in enumerate(order.tolist()):
-                    # rows of G are columns of A^{-1}; Y = x / mu for every candidate row, x = A^{-1} u
-                    Y = (candidates[i] - policy[s]) @ ((blocks[s] @ G[support[s]]) * inv_mu)
-                    denom = 1.0 + Y[:, s] * mu[s]
-                    denom[denom == 0.0] = np.inf  # singular (only through rounding): never accepted
-                    # mu'/mu = 1 - y mu(s) / (1 + x_s) for every candidate; one log of each product
-                    # instead of S logs (the ratios are O(1), so the product stays far from
-                    # under/overflow). mu' > 0 for rows with full support, so a ratio <= 0 can come
-                    # from rounding only: it is checked on the row chosen (below).
-                    ratio = Y * (-mu[s] / denom)[:, None]
-                    ratio += 1.0
-                    product = np.multiply.reduce(ratio, axis=1)
-                    product[~(product > 0.0)] = 0.0  # log 0 = -inf: refused
-                    log_target = am1 * np.log(product) - np.log(np.abs(denom))
-                    # log w = log p - log q relative to the row at the start of the visit; the
-                    # random-walk step (j = 0) uses p and its Hastings term instead
-                    log_w = (log_target - log_q_shift[i]).tolist()
-                    threshold = thresholds[i].tolist()
-                    current, current_w = -1, 0.0
-                    if threshold[0] < float(log_target[0]):
-                        current, current_w = 0, log_w[0]
-                    for j in range(1, tries + 1):
-                        if threshold[j] < log_w[j] - current_w:
-                            current, current_w = j, log_w[j]
-                    if current >= 0 and ratio[current].min() <= 0.0:
-                        current = -1  # rounding only (see above); never seen in practice
-                    if current >= 0:
-                        x = Y[current] * mu
-                        dger(-1.0 / denom[current], x, G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
-                        mu = mu * ratio[current]
-                        inv_mu = 1.0 / mu
-                        logdet += math.log(abs(float(denom[current])))
-                        policy[s] = candidates[i, current]
-                        moved += 1
+            moved_now, logdet = visit(order, candidates, log_q_shift, thresholds, policy, G, mu, inv_mu, logdet,
+                                      *self.layout, am1)
+            moved += moved_now
             visits += due.size
             if (sweep + 1) % refresh == 0:
                 G, fresh_mu, fresh_logdet = self.factor(policy)
@@ -284,6 +264,83 @@ class VolumeSampler:
             if kept > 0 and kept % thin == 0:
                 out[kept // thin - 1] = self.returns(policy, mu)
         return {"moved": moved, "visits": visits, "refreshes": refreshes, "drift": drift, "sweeps": total_sweeps}
+
+
+def visit_states(order, candidates, log_q_shift, thresholds, policy, G, mu, inv_mu, logdet,
+                 support_ptr, support_index, blocks, am1) -> tuple[int, float]:
+    """Visit the states ``order`` in turn (numpy kernel); update ``policy``, ``G``, ``mu`` and
+    ``inv_mu`` in place; return ``(moves, logdet)``.
+
+    Visit ``i`` scores the candidate rows ``candidates[i]`` of state ``s = order[i]`` at once:
+    ``x = A^{-1} u`` (``u`` the change of column ``s`` of ``A_pi``, supported on
+    ``support_index[support_ptr[s]:support_ptr[s + 1]]`` with per-action coefficients ``blocks``
+    on those rows), ``det A'/det A = 1 + x_s`` and ``mu'/mu = 1 - x mu(s) / ((1 + x_s) mu)``.
+    Candidate 0 is the random-walk step (its Hastings term is in ``thresholds[i, 0]``), the
+    others independence steps accepted on ``log p - log_q_shift``. The row reached gets one
+    Sherman-Morrison update of ``G = (A^{-1})^T``. :mod:`policyagg.volume_kernel` is the same
+    loop compiled.
+    """
+    moves = 0
+    with np.errstate(divide="ignore", invalid="ignore"):  # log 0 = -inf marks refused rows
+        for i, s in enumerate(order.tolist()):
+            lo, hi = support_ptr[s], support_ptr[s + 1]
+            # rows of G are columns of A^{-1}; Y = x / mu for every candidate row
+            Y = (candidates[i] - policy[s]) @ ((blocks[lo:hi].T @ G[support_index[lo:hi]]) * inv_mu)
+            denom = 1.0 + Y[:, s] * mu[s]
+            denom[denom == 0.0] = np.inf  # singular (only through rounding): never accepted
+            # mu'/mu for every candidate; one log of each product instead of S logs (the ratios
+            # are O(1), so the product stays far from under/overflow). mu' > 0 for rows with full
+            # support, so a ratio <= 0 can come from rounding only: it is checked on the row chosen.
+            ratio = Y * (-mu[s] / denom)[:, None]
+            ratio += 1.0
+            product = np.multiply.reduce(ratio, axis=1)
+            product[~(product > 0.0)] = 0.0  # log 0 = -inf: refused
+            log_target = am1 * np.log(product) - np.log(np.abs(denom))
+            log_w = (log_target - log_q_shift[i]).tolist()
+            threshold = thresholds[i].tolist()
+            current, current_w = -1, 0.0
+            if threshold[0] < float(log_target[0]):
+                current, current_w = 0, log_w[0]
+            for j in range(1, len(log_w)):
+                if threshold[j] < log_w[j] - current_w:
+                    current, current_w = j, log_w[j]
+            if current >= 0 and ratio[current].min() <= 0.0:
+                current = -1  # rounding only (see above); never seen in practice
+            if current >= 0:
+                x = Y[current] * mu
+                dger(-1.0 / denom[current], x, G[:, s].copy(), a=G.T, overwrite_a=1)  # Sherman-Morrison
+                mu *= ratio[current]
+                np.divide(1.0, mu, out=inv_mu)
+                logdet += math.log(abs(float(denom[current])))
+                policy[s] = candidates[i, current]
+                moves += 1
+    return moves, logdet
+
+
+def compiled_kernel_available() -> bool:
+    """Whether numba (the ``fast`` extra) is installed, so ``kernel="numba"`` works."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def check_kernel(kernel) -> str:
+    if kernel not in KERNELS:
+        raise InvalidProblemError(f"unknown volume kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    return kernel
+
+
+def visit_kernel(kernel: str):
+    """The state-visit function for ``kernel`` in :data:`KERNELS` (``"auto"``: numba when installed)."""
+    check_kernel(kernel)
+    if kernel == "numpy" or (kernel == "auto" and not compiled_kernel_available()):
+        return visit_states
+    try:
+        from policyagg.volume_kernel import visit_states as compiled
+    except ImportError as error:
+        raise InvalidProblemError(
+            f"kernel='numba' needs numba ({error}); install it with `pip install 'policyagg[fast]'`, "
+            "or use kernel='numpy'"
+        ) from None
+    return compiled
 
 
 def fit_dirichlet(mean: np.ndarray, squares: np.ndarray) -> np.ndarray:
@@ -339,6 +396,7 @@ def sample_volume_returns(
     refresh: int | None = None,
     workers: int | None = None,
     progress: bool | None = None,
+    kernel: str = "auto",
 ) -> ReturnSamples:
     """Returns of ``n_samples`` occupancies uniform on ``O`` (the ``volume`` measure), by MCMC.
 
@@ -364,11 +422,15 @@ def sample_volume_returns(
         Processes running chains in parallel (default: CPU count, at most 4).
     progress : bool, optional
         Show a tqdm bar counting finished chains (default: off).
+    kernel : {"auto", "numba", "numpy"}
+        Implementation of the state visits: the same Markov chain (same proposals and
+        thresholds; the numbers agree to rounding), ~3x faster compiled with numba (the
+        ``fast`` extra). ``"auto"`` uses numba when it is installed.
 
     ``info`` holds per-agent ``rhat`` and ``ess`` (bulk, all chains), ``acceptance`` (share of
     state visits that changed the row),
     ``chains``, ``sweeps`` per chain, ``burn_in``, ``thin``, ``refreshes``, ``max_drift``
-    (largest relative change of ``mu`` or ``log|det A_pi|`` at a refresh) and ``seconds``.
+    (largest relative change of ``mu`` or ``log|det A_pi|`` at a refresh), ``kernel`` and ``seconds``.
     A :class:`MixingWarning` is issued when R-hat > :data:`RHAT_MAX` or ESS is small.
     """
     n_samples = check_count("n_samples", n_samples, 1)
@@ -377,6 +439,7 @@ def sample_volume_returns(
     thin = check_count("thin", THIN_SWEEPS if thin is None else thin, 1)
     refresh = check_count("refresh", REFRESH_SWEEPS if refresh is None else refresh, 1)
     workers = check_workers(workers)
+    check_kernel(kernel)
     rng = np.random.default_rng(rng)
     start = time.perf_counter()
     n = problem.n_agents
@@ -390,7 +453,7 @@ def sample_volume_returns(
                 "burn_in": burn_in, "thin": thin, "refresh": refresh, "refreshes": 0, "max_drift": 0.0,
                 "seconds": time.perf_counter() - start, "gamma": problem.mdp.gamma}
         return ReturnSamples(values, measure="volume", info=info)
-    sampler = VolumeSampler(problem)
+    sampler = VolumeSampler(problem, kernel)
     children = rng.spawn(chains)
     out = shared_empty((chains, per_chain, n))
     stats = shared_empty((chains, 4))
@@ -417,6 +480,7 @@ def sample_volume_returns(
         "refresh": refresh,
         "refreshes": int(stats[:, 2].sum()),
         "max_drift": float(stats[:, 3].max()),
+        "kernel": sampler.kernel,
         "seconds": elapsed,
         "gamma": problem.mdp.gamma,
     }

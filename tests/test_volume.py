@@ -8,6 +8,7 @@ reproducible; the constant says how often another seed would fail (about 1 in 10
 """
 
 import itertools
+import sys
 import warnings
 
 import numpy as np
@@ -23,10 +24,13 @@ from policyagg.mdp import TabularMDP
 from policyagg.polytope import forbid
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
-from policyagg.volume import MixingWarning, hit_and_run_returns, sample_volume_returns
+from policyagg.volume import (MixingWarning, VolumeSampler, compiled_kernel_available, hit_and_run_returns,
+                              sample_volume_returns)
 from tests.conftest import bandit, chain_discounted, leaky_average, random_problems
 
 KS_Z = 1.95
+NEEDS_NUMBA = pytest.mark.skipif(not compiled_kernel_available(), reason="numba (the `fast` extra) is not installed")
+KERNELS_INSTALLED = [pytest.param("numba", marks=NEEDS_NUMBA), "numpy"]
 
 
 # ------------------------------------------------------------------ exact CDFs
@@ -122,18 +126,20 @@ INSTANCES = {
 def volume_samples():
     cache = {}
 
-    def get(name):
-        if name not in cache:
-            cache[name] = sample_volume_returns(INSTANCES[name](), 4000, rng=1, workers=1)
-        return cache[name]
+    def get(name, kernel="auto"):
+        if (name, kernel) not in cache:
+            cache[name, kernel] = sample_volume_returns(INSTANCES[name](), 4000, rng=1, workers=1, kernel=kernel)
+        return cache[name, kernel]
 
     return get
 
 
+@pytest.mark.parametrize("kernel", KERNELS_INSTALLED)
 @pytest.mark.parametrize("name", list(INSTANCES))
-def test_sampled_cdf_matches_exact(name, volume_samples):
+def test_sampled_cdf_matches_exact(name, kernel, volume_samples):
     problem = INSTANCES[name]()
-    samples = volume_samples(name)
+    samples = volume_samples(name, kernel)
+    assert samples.info["kernel"] == kernel
     assert samples.measure == "volume" and samples.n_samples == 4000
     ess = np.array(samples.info["ess"])
     assert max(samples.info["rhat"]) < 1.01
@@ -177,6 +183,51 @@ def test_agrees_with_hit_and_run(gamma):
         n1, n2 = volume.info["ess"][i], walk.info["ess"][i]
         tolerance = KS_Z * np.sqrt(1 / n1 + 1 / n2)
         assert stats.ks_2samp(volume.values[:, i], walk.values[:, i]).statistic < tolerance
+
+
+# ------------------------------------------------------------------ the two kernels
+@NEEDS_NUMBA
+@pytest.mark.filterwarnings("ignore::policyagg.volume.MixingWarning")  # short chains, compared to each other
+@pytest.mark.parametrize("gamma", [0.9, 1.0])
+def test_kernels_run_the_same_chain(gamma):
+    """numba and numpy visit the same proposals with the same thresholds: the chains agree to
+    rounding (a flipped decision would make them diverge by O(1))."""
+    rng = np.random.default_rng(7)
+    S, A = 7, 4
+    P = rng.dirichlet(np.full(S, 0.7), size=(S, A))
+    problem = Problem(TabularMDP(P, rho=rng.dirichlet(np.ones(S)), gamma=gamma), rng.normal(size=(3, S, A)))
+    fast = sample_volume_returns(problem, 400, rng=2, chains=2, burn_in=8, refresh=5, workers=1, kernel="numba")
+    slow = sample_volume_returns(problem, 400, rng=2, chains=2, burn_in=8, refresh=5, workers=1, kernel="numpy")
+    assert (fast.info["kernel"], slow.info["kernel"]) == ("numba", "numpy")
+    assert fast.info["acceptance"] == slow.info["acceptance"]
+    np.testing.assert_allclose(fast.values, slow.values, rtol=1e-9, atol=1e-12)
+
+
+@NEEDS_NUMBA
+def test_kernels_agree_on_one_sweep_of_attention():
+    """One sweep on the 27-state attention model (supports of several states, light schedule
+    off): same moves, ``G``, ``mu`` and ``log|det|`` from both kernels."""
+    from envs.attention import AttentionModel, one_agent_per_site
+
+    model = AttentionModel(3, 3, seed=1)
+    problem = Problem(model.mdp(), model.rewards(one_agent_per_site(3, 1)))
+    results = []
+    for kernel in ("numba", "numpy"):
+        sampler = VolumeSampler(problem, kernel)
+        out = np.empty((3, problem.n_agents))
+        stats_ = sampler.run_chain(np.random.default_rng(5), 3, out, burn_in=6, thin=1, refresh=100)
+        results.append((stats_["moved"], out))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-9)
+
+
+def test_unknown_kernel_and_missing_numba(monkeypatch):
+    with pytest.raises(InvalidProblemError, match="unknown volume kernel 'cuda'.*auto, numba, numpy"):
+        sample_volume_returns(leaky_average(), 10, kernel="cuda")
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    monkeypatch.setitem(sys.modules, "policyagg.volume_kernel", None)
+    with pytest.raises(InvalidProblemError, match=r"pip install 'policyagg\[fast\]'"):
+        sample_volume_returns(leaky_average(), 10, kernel="numba")
 
 
 # ------------------------------------------------------------------ refusals
