@@ -19,7 +19,8 @@ from experiments.bench import cpu_seconds, peak_rss_mb
 from envs.attention import AttentionModel, one_agent_per_site
 from policyagg.parallel import check_workers
 from policyagg.problem import Problem
-from policyagg.volume import HitAndRun, MixingWarning, hit_and_run_returns, sample_volume_returns
+from policyagg.volume import (HitAndRun, MixingWarning, compiled_kernel_available, hit_and_run_returns,
+                              sample_volume_returns)
 
 
 def _summary(samples, seconds: float, cpu: float, cores: int) -> dict:
@@ -35,18 +36,27 @@ def _summary(samples, seconds: float, cpu: float, cores: int) -> dict:
     }
 
 
-def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=None, seed=0) -> dict:
-    """Effective samples per second of :func:`sample_volume_returns` and of plain hit-and-run
-    (same chains and workers, same wall time) on ``AttentionModel(n_sites, n_phases)``."""
+def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=None, seed=0,
+                 kernels=None) -> dict:
+    """Effective samples per second of :func:`sample_volume_returns` with each of ``kernels``
+    (default: numba, when installed, and numpy; the same chain, so only the time differs) and
+    of plain hit-and-run (same chains and workers, the wall time of the first kernel) on
+    ``AttentionModel(n_sites, n_phases)``."""
     workers = check_workers(workers)
     cores = min(workers, chains)
+    if kernels is None:
+        kernels = ["numba", "numpy"] if compiled_kernel_available() else ["numpy"]
     model = AttentionModel(n_sites, n_phases, seed=seed)
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(n_sites, seed)))
+    runs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MixingWarning)  # the figures below report mixing
-        cpu, start = cpu_seconds(), time.perf_counter()
-        volume = sample_volume_returns(problem, n_samples, rng=seed, chains=chains, workers=workers)
-        volume_seconds, volume_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        for kernel in kernels:
+            cpu, start = cpu_seconds(), time.perf_counter()
+            samples = sample_volume_returns(problem, n_samples, rng=seed, chains=chains, workers=workers,
+                                            kernel=kernel)
+            runs[kernel] = (samples, time.perf_counter() - start, cpu_seconds() - cpu)
+        volume_seconds = runs[kernels[0]][1]
 
         # hit-and-run: measure its step rate, then give it the same wall time
         start = time.perf_counter()
@@ -70,15 +80,15 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
                  f"A={problem.mdp.n_actions}, dim O = {walker.basis.shape[1]})",
         "chains": chains,
         "workers": workers,
-        "volume": _summary(volume, volume_seconds, volume_cpu, cores) | {
-            "acceptance": volume.info["acceptance"], "sweeps_per_chain": volume.info["sweeps"],
-            "max_drift": volume.info["max_drift"]},
+        "volume": {kernel: _summary(samples, seconds, cpu, cores) | {
+            "acceptance": samples.info["acceptance"], "sweeps_per_chain": samples.info["sweeps"],
+            "max_drift": samples.info["max_drift"]} for kernel, (samples, seconds, cpu) in runs.items()},
         "hit_and_run": _summary(walk, walk_seconds, walk_cpu, cores) | {"steps_per_chain": thin * per_chain, "thin": thin},
         "peak_rss_mb": peak_rss_mb(),
     }
-    result["ratio"] = result["volume"]["ess_per_s"] / result["hit_and_run"]["ess_per_s"]
-    result["ratio_cpu"] = (result["volume"]["ess_per_cpu_s_per_core"]
-                           / result["hit_and_run"]["ess_per_cpu_s_per_core"])
+    first = result["volume"][kernels[0]]
+    result["ratio"] = first["ess_per_s"] / result["hit_and_run"]["ess_per_s"]
+    result["ratio_cpu"] = first["ess_per_cpu_s_per_core"] / result["hit_and_run"]["ess_per_cpu_s_per_core"]
     return result
 
 

@@ -116,11 +116,12 @@ def _bench_volume(args) -> None:
 
     report = bench_volume(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 4000, workers=args.workers)
     print(f"{report['model']}, {report['chains']} chains on {report['workers']} workers")
-    print(f"  {'sampler':<18} {'seconds':>8} {'min ESS':>8} {'ESS/s':>8} {'max R-hat':>9}")
-    for name in ("volume", "hit_and_run"):
-        row = report[name]
-        print(f"  {name:<18} {row['seconds']:>8.1f} {row['ess_min']:>8.0f} {row['ess_per_s']:>8.2f} {row['rhat_max']:>9.3f}")
-    print(f"  ESS/s ratio {report['ratio']:.0f}x; acceptance {report['volume']['acceptance']:.2f}")
+    print(f"  {'sampler':<26} {'seconds':>8} {'min ESS':>8} {'ESS/s':>8} {'max R-hat':>9}")
+    rows = [(f"volume ({kernel} kernel)", row) for kernel, row in report["volume"].items()]
+    for name, row in rows + [("plain hit-and-run", report["hit_and_run"])]:
+        print(f"  {name:<26} {row['seconds']:>8.1f} {row['ess_min']:>8.0f} {row['ess_per_s']:>8.2f} {row['rhat_max']:>9.3f}")
+    first = rows[0][1]
+    print(f"  {rows[0][0]}: {report['ratio']:.0f}x hit-and-run's ESS/s; acceptance {first['acceptance']:.2f}")
     print(_rss(report))
 
 

@@ -237,9 +237,9 @@ class VolumeSampler:
             if fitted is None:
                 fresh = rng.standard_exponential((m, tries, A))
             else:
-                fresh = rng.standard_gamma(np.broadcast_to(fitted[order, None], (m, tries, A)))
                 uniform = rng.random((m, tries)) < UNIFORM_SHARE
-                fresh[uniform] = rng.standard_exponential((int(uniform.sum()), A))
+                fresh = rng.standard_exponential((m, tries, A))
+                fresh[~uniform] = gamma_variates(rng, np.broadcast_to(fitted[order, None], (m, tries, A))[~uniform])
             candidates = np.concatenate([local[:, None], fresh], axis=1)
             candidates[:, 1:] /= candidates[:, 1:].sum(axis=2, keepdims=True)
             # log q_s of the current row and of every candidate (0 for Dirichlet(1): only
@@ -341,6 +341,12 @@ def visit_kernel(kernel: str):
             "or use kernel='numpy'"
         ) from None
     return compiled
+
+
+def gamma_variates(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
+    """Gamma(alpha) variates as ``Gamma(alpha + 1) U^(1 / alpha)`` (Marsaglia and Tsang 2000):
+    numpy's sampler is about twice as fast for shapes >= 1, and most fitted shapes are < 1."""
+    return rng.standard_gamma(alpha + 1.0) * rng.random(alpha.shape) ** (1.0 / alpha)
 
 
 def fit_dirichlet(mean: np.ndarray, squares: np.ndarray) -> np.ndarray:

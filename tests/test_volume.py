@@ -24,8 +24,8 @@ from policyagg.mdp import TabularMDP
 from policyagg.polytope import forbid
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
-from policyagg.volume import (MixingWarning, VolumeSampler, compiled_kernel_available, hit_and_run_returns,
-                              sample_volume_returns)
+from policyagg.volume import (MixingWarning, VolumeSampler, compiled_kernel_available, gamma_variates,
+                              hit_and_run_returns, sample_volume_returns)
 from tests.conftest import bandit, chain_discounted, leaky_average, random_problems
 
 KS_Z = 1.95
@@ -228,6 +228,13 @@ def test_unknown_kernel_and_missing_numba(monkeypatch):
     monkeypatch.setitem(sys.modules, "policyagg.volume_kernel", None)
     with pytest.raises(InvalidProblemError, match=r"pip install 'policyagg\[fast\]'"):
         sample_volume_returns(leaky_average(), 10, kernel="numba")
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.7, 1.0, 3.5])
+def test_gamma_variates(alpha):
+    """The shape-boosting identity used for the adapted proposals, against scipy's Gamma CDF."""
+    draws = gamma_variates(np.random.default_rng(0), np.full(20000, alpha))
+    assert stats.kstest(draws, stats.gamma(alpha).cdf).pvalue > 1e-3
 
 
 # ------------------------------------------------------------------ refusals
