@@ -280,6 +280,7 @@ def test_single_action_is_a_point():
 
 
 # ------------------------------------------------------------------ reproducibility, warnings
+@pytest.mark.filterwarnings("ignore::policyagg.volume.MixingWarning")  # 100 draws per chain, compared to each other
 def test_seeded_and_independent_of_workers():
     problem = two_state_discounted()
     a = sample_volume_returns(problem, 301, rng=11, chains=3, workers=1)
