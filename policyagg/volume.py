@@ -36,7 +36,9 @@ update (``O(S^2)``). ``A^{-1}``, ``mu`` and ``log|det A|`` are recomputed from s
 ``refresh`` sweeps; the largest relative drift seen is reported. Chains start from
 independent Dirichlet(1) policies, run in parallel (:func:`policyagg.parallel.run_tasks`)
 and are checked with rank-normalised split R-hat and bulk ESS
-(:mod:`policyagg.diagnostics`).
+(:mod:`policyagg.diagnostics`). The proposals of a sweep are drawn with numpy; the visits
+themselves (:func:`visit_states`) run compiled with numba when it is installed
+(:mod:`policyagg.volume_kernel`), the same chain to rounding.
 
 :func:`hit_and_run_returns` is an independent baseline: plain hit-and-run in the null space
 of the equality constraints, from the uniform policy's occupancy.
@@ -325,6 +327,7 @@ def compiled_kernel_available() -> bool:
 
 
 def check_kernel(kernel) -> str:
+    """``kernel`` if it is one of :data:`KERNELS`, else an :class:`InvalidProblemError`."""
     if kernel not in KERNELS:
         raise InvalidProblemError(f"unknown volume kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     return kernel
@@ -432,7 +435,7 @@ def sample_volume_returns(
         Show a tqdm bar counting finished chains (default: off).
     kernel : {"auto", "numba", "numpy"}
         Implementation of the state visits: the same Markov chain (same proposals and
-        thresholds; the numbers agree to rounding), ~3x faster compiled with numba (the
+        thresholds; the numbers agree to rounding), about 2x faster compiled with numba (the
         ``fast`` extra). ``"auto"`` uses numba when it is installed.
 
     ``info`` holds per-agent ``rhat`` and ``ess`` (bulk, all chains), ``acceptance`` (share of
