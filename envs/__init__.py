@@ -2,8 +2,8 @@
 
 import gymnasium
 
-from envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
-from envs.attention_env import AttentionAllocation
+from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
+from policyagg.envs.attention_env import AttentionAllocation
 
 __all__ = ["AttentionAllocation", "AttentionModel", "one_agent_per_site", "random_site_subsets"]
 
@@ -13,7 +13,7 @@ __all__ = ["AttentionAllocation", "AttentionModel", "one_agent_per_site", "rando
 _REGISTRATIONS = [
     dict(
         id="policyagg/AttentionAllocation-v0",
-        entry_point="envs.attention_env:AttentionAllocation",
+        entry_point="policyagg.envs.attention_env:AttentionAllocation",
         max_episode_steps=1000,
         disable_env_checker=True,
         kwargs={"n_sites": 5, "n_phases": 3},

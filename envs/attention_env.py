@@ -1,6 +1,6 @@
 """Dynamic attention allocation as a Gymnasium environment with one reward per agent.
 
-The dynamics and rewards come from :class:`envs.attention.AttentionModel`: the step samples
+The dynamics and rewards come from :class:`policyagg.envs.attention.AttentionModel`: the step samples
 each site's next phase from the model's escalation probabilities ``q``, and the reward is
 read from the model's own reward table, so the environment and its exact tabular model
 (:meth:`AttentionAllocation.tabular_model`) cannot disagree.
@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from envs.attention import AttentionModel
+from policyagg.envs.attention import AttentionModel
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
 
@@ -82,7 +82,7 @@ class AttentionAllocation(gym.Env[np.ndarray, np.int64]):
     and ``reward_dim``). Agent ``i`` with site weights ``w_i`` receives, for state ``s`` and
     action ``a``,
     ``r_i(s, a) = -attention_cost * [a < k] - penalty * sum_j w_ij [phase_j(s) = m-1, a != j]``,
-    read from :meth:`envs.attention.AttentionModel.rewards`.
+    read from :meth:`policyagg.envs.attention.AttentionModel.rewards`.
 
     ## Starting State
     ``start``: every site in phase 0 (``"zeros"``) or a given phase vector; deterministic.

@@ -20,7 +20,7 @@ high *and* a standard error too small). The report gives each agent's sample ske
 Cochran, *Sampling Techniques*, 1977, section 2.15); the table marks the agents that fail
 it. A rare event the sample never saw cannot show in ``g1``, so prefer generous episode
 counts for such rewards. As in
-:mod:`envs.tabular`, truncation is ignored (the environment keeps being stepped past its
+:mod:`policyagg.envs.tabular`, truncation is ignored (the environment keeps being stepped past its
 ``TimeLimit``) and termination follows the model's ``info["on_termination"]``: with
 ``"absorb"`` the rest of the episode contributes 0; with ``"reset"`` the environment is
 reset and the episode goes on.
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.tabular import EnvModel, make_env
+from policyagg.envs.tabular import EnvModel, make_env
 from policyagg.errors import InvalidProblemError, check_count
 
 #: Default discounted horizon: ``gamma^H <= DISCOUNT_CUTOFF``.

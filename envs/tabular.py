@@ -56,7 +56,7 @@ reward) it is rarely what you want: the long-run average of any policy that term
 ``on_termination="reset"``: terminating transitions then go straight back to ``rho`` (no
 absorbing state), so the average is taken over a never-ending sequence of episodes (the
 renewal-reward rate: expected episode reward / expected episode length).
-:func:`envs.rollout.rollout` follows the same convention.
+:func:`policyagg.envs.rollout.rollout` follows the same convention.
 
 Examples
 --------

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-import solvers
-from envs.attention import AttentionModel, one_agent_per_site
+from policyagg import solvers
+from policyagg.envs.attention import AttentionModel, one_agent_per_site
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, sample_policy_returns
 
@@ -154,7 +154,7 @@ RULE_CASES = (
 def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0, cases=RULE_CASES) -> dict:
     """Seconds per rule on the attention model (experiment b), each also as a multiple of one
     utilitarian LP over the same polytope solved in the same run (the baseline)."""
-    from experiments.compare import attention_problem
+    from policyagg.experiments.compare import attention_problem
 
     problem = solvers.with_ranges(attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed))
     samples = sample_policy_returns(problem, n_samples, rng=seed, progress=False)

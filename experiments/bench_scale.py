@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 
-import solvers
-from experiments.bench import cpu_seconds, peak_rss_mb
+from policyagg import solvers
+from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
 from policyagg.samples import ReturnSamples
-from solvers.decomposition import clear_pools, pool_for
-from solvers.occupancy import decomposes, occupancy_program
+from policyagg.solvers.decomposition import clear_pools, pool_for
+from policyagg.solvers.occupancy import decomposes, occupancy_program
 
 #: (label, rule, options) timed by :func:`bench_scale`.
 SCALE_CASES = (
@@ -51,7 +51,7 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     ``share_columns=True`` lets each rule reuse the columns of the rules before it, as in
     one ``compare`` run.
     """
-    from experiments.compare import attention_problem
+    from policyagg.experiments.compare import attention_problem
 
     clear_pools()  # cold start: no columns from an earlier run in this process
     start = time.perf_counter()

@@ -15,8 +15,8 @@ import warnings
 
 import numpy as np
 
-from experiments.bench import cpu_seconds, peak_rss_mb
-from envs.attention import AttentionModel, one_agent_per_site
+from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
+from policyagg.envs.attention import AttentionModel, one_agent_per_site
 from policyagg.parallel import check_workers
 from policyagg.problem import Problem
 from policyagg.volume import (HitAndRun, MixingWarning, compiled_kernel_available, hit_and_run_returns,

@@ -10,7 +10,7 @@ from policyagg.errors import PolicyAggError
 
 
 def _compare(args) -> None:
-    from experiments.compare import attention_problem, compare, fairness_table
+    from policyagg.experiments.compare import attention_problem, compare, fairness_table
 
     problem = attention_problem(args.experiment, n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, seed=args.seed)
     out = Path(args.out) / f"experiment-{args.experiment}-seed{args.seed}"
@@ -30,8 +30,8 @@ def _overrides(args) -> dict:
 
 
 def _run(args) -> None:
-    from experiments.config import load_config
-    from experiments.run import run_config, summary_markdown, summarize
+    from policyagg.experiments.config import load_config
+    from policyagg.experiments.run import run_config, summary_markdown, summarize
 
     config = load_config(args.config).with_overrides(output=args.out, **_overrides(args))
     run = run_config(config, workers=args.workers)
@@ -40,8 +40,8 @@ def _run(args) -> None:
 
 
 def _reproduce(args) -> None:
-    from experiments.config import CONFIGS, load_config
-    from experiments.run import run_configs, summary_markdown, summarize
+    from policyagg.experiments.config import CONFIGS, load_config
+    from policyagg.experiments.run import run_configs, summary_markdown, summarize
 
     overrides = _overrides(args) | ({"samples": 500_000} if args.full else {})
     suffix = ("-full" if args.full else "") + (f"-{args.measure}" if args.measure not in (None, "policy") else "")
@@ -54,7 +54,7 @@ def _reproduce(args) -> None:
 
 
 def _measures(args) -> None:
-    from experiments.measure_comparison import compare_measures
+    from policyagg.experiments.measure_comparison import compare_measures
 
     seeds = None if args.seeds is None else list(range(args.seeds))
     report = compare_measures(args.config, measures=args.measures, samples=args.samples, seeds=seeds, out=args.out,
@@ -75,7 +75,7 @@ def _rss(report) -> str:
 
 
 def _bench_sampler(args) -> None:
-    from experiments.bench import bench_sampler
+    from policyagg.experiments.bench import bench_sampler
 
     report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 20_000,
                            baseline_samples=args.baseline_samples, workers=args.workers, repeats=args.repeats,
@@ -93,7 +93,7 @@ def _bench_sampler(args) -> None:
 
 
 def _bench_growth(args) -> None:
-    from experiments.bench import bench_sampler_growth
+    from policyagg.experiments.bench import bench_sampler_growth
 
     report = bench_sampler_growth(sites=tuple(range(3, args.sites + 1)), n_phases=args.phases, n_samples=args.samples,
                                   workers=args.workers or 1)
@@ -105,14 +105,14 @@ def _bench_growth(args) -> None:
 
 
 def _bench_scale(args) -> None:
-    from experiments.bench_scale import bench_scale, format_scale
+    from policyagg.experiments.bench_scale import bench_scale, format_scale
 
     print(format_scale(bench_scale(n_sites=args.sites, n_phases=args.phases, n_agents=args.agents,
                                    n_samples=args.samples or 20_000)))
 
 
 def _bench_volume(args) -> None:
-    from experiments.bench_volume import bench_volume
+    from policyagg.experiments.bench_volume import bench_volume
 
     report = bench_volume(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 4000, workers=args.workers)
     print(f"{report['model']}, {report['chains']} chains on {report['workers']} workers")
@@ -126,7 +126,7 @@ def _bench_volume(args) -> None:
 
 
 def _bench_rules(args) -> None:
-    from experiments.bench import bench_rules
+    from policyagg.experiments.bench import bench_rules
 
     report = bench_rules(n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, n_samples=args.samples or 100_000)
     base = report["baseline_seconds"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-import solvers
-from envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
-from experiments.config import CONFIGS, load_config
+from policyagg import solvers
+from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
+from policyagg.experiments.config import CONFIGS, load_config
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result

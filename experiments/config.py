@@ -150,7 +150,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     if not isinstance(rules, list) or not rules:
         raise InvalidConfigError(f"{source}: `rules` must be a non-empty array of tables ([[rules]])")
     specs = []
-    from solvers import RULES  # here, not at import time: configs can be read without the solvers
+    from policyagg.solvers import RULES  # here, not at import time: configs can be read without the solvers
 
     for k, rule in enumerate(rules):
         where = f"rules[{k}]"

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from experiments.config import CONFIGS, load_config
-from experiments.run import build_problem, run_config, summarize
+from policyagg.experiments.config import CONFIGS, load_config
+from policyagg.experiments.run import build_problem, run_config, summarize
 from policyagg.io import atomic_write_bytes
 from policyagg.measures import MEASURES
 from policyagg.metrics import window_mass

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-import solvers
-from envs.tabular import from_gymnasium, make_env
-from experiments.compare import attention_problem, slug
-from experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
+from policyagg import solvers
+from policyagg.envs.tabular import from_gymnasium, make_env
+from policyagg.experiments.compare import attention_problem, slug
+from policyagg.experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
 from policyagg.errors import PolicyAggError
 from policyagg.io import atomic_write_bytes, atomic_write_json
 from policyagg.measures import sample_returns
@@ -312,7 +312,7 @@ def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, f
         for label, row in summary.items() for j in range(row["bars_mean"].size)]
     files.append(atomic_write_bytes(out / "bars.csv", _csv(bars)))
     if figures:
-        from experiments.plots import bar_chart, cdf_figure
+        from policyagg.experiments.plots import bar_chart, cdf_figure
 
         title = f"{config.name} ({len(config.seeds)} seed(s))"
         files += bar_chart({label: row["bars_mean"] for label, row in summary.items()}, out / "bars", title=title,

@@ -1,14 +1,14 @@
 """Rules: plain functions ``rule(problem, samples=None, **options) -> Result``, by name in :data:`RULES`."""
 
 from policyagg.errors import InvalidProblemError
-from solvers.approval import approval
-from solvers.baselines import generalized_gini, nash_welfare, random_dictator
-from solvers.borda import borda
-from solvers.completion import pareto_check, pareto_complete
-from solvers.occupancy import return_ranges, with_ranges
-from solvers.pvc import proportional_veto_core, pvc_epsilon
-from solvers.quantile import max_quantile
-from solvers.welfare import egalitarian, utilitarian
+from policyagg.solvers.approval import approval
+from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
+from policyagg.solvers.borda import borda
+from policyagg.solvers.completion import pareto_check, pareto_complete
+from policyagg.solvers.occupancy import return_ranges, with_ranges
+from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon
+from policyagg.solvers.quantile import max_quantile
+from policyagg.solvers.welfare import egalitarian, utilitarian
 
 RULES = {
     "utilitarian": utilitarian,

@@ -14,11 +14,11 @@ from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
-from solvers.occupancy import make_model
-from solvers.lp import LinearProgram
-from solvers.lp import make_model as make_lp_model
-from solvers.occupancy import Rows, SolveLog, decomposes, occupancy_program, prepare
+from policyagg.solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.lp import LinearProgram
+from policyagg.solvers.lp import make_model as make_lp_model
+from policyagg.solvers.occupancy import Rows, SolveLog, decomposes, occupancy_program, prepare
 
 #: A binary at least this large counts as an approval when reading the MILP's solution.
 BINARY_ROUNDING = 0.5

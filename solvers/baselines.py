@@ -1,7 +1,7 @@
 """Baselines on normalised returns: random dictator, Nash welfare, generalised Gini welfare.
 
 All three read preferences through the normalised returns ``u = C @ d + c0`` of
-:func:`solvers.occupancy.utilities` (``u_i = 0`` at agent ``i``'s worst policy, ``1`` at its
+:func:`policyagg.solvers.occupancy.utilities` (``u_i = 0`` at agent ``i``'s worst policy, ``1`` at its
 best; indifferent agents have ``u_i = 1``), so they are invariant to positive affine changes
 of any agent's reward. Samples are optional: with them the result carries the volumetric
 fairness report.
@@ -20,9 +20,9 @@ from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import finish, pareto_improvement
-from solvers.occupancy import make_model
-from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
+from policyagg.solvers.completion import finish, pareto_improvement
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
 
 #: Tangent points of the first Nash round, in normalised-return units.
 NASH_GRID = (1e-3, 1e-2, 0.1, 0.5, 1.0)
@@ -53,7 +53,7 @@ def random_dictator(
 
     The mixture is often not Pareto optimal (two dictators' favourites can both be beaten by
     a compromise). Every rule's default output in this library is Pareto optimal, so with
-    ``pareto=True`` (default) the mixture is lifted by :func:`solvers.completion.pareto_improvement`:
+    ``pareto=True`` (default) the mixture is lifted by :func:`policyagg.solvers.completion.pareto_improvement`:
     the point of ``O ∩ C`` that maximises the sum of normalised returns among those where
     *no agent is worse off* than under the mixture. ``pareto=False`` returns the plain
     mixture (its Pareto gap is then ``report["pareto_gap"]``). Diagnostics: ``mixture_returns``

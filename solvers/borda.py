@@ -82,9 +82,9 @@ from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import COMPLETIONS, complete, finish, range_widths, require_samples, threshold_rows
-from solvers.occupancy import make_model
-from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
+from policyagg.solvers.completion import COMPLETIONS, complete, finish, range_widths, require_samples, threshold_rows
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
 
 SOLVERS = ("lp", "milp")
 FALLBACKS = (None, "milp")

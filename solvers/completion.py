@@ -19,8 +19,8 @@ from policyagg.metrics import MAX_PVC_AGENTS, approvals, borda_score, pvc_epsilo
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
-from solvers.occupancy import make_model
-from solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
 
 #: Leximin fixes an agent's level ``v`` as the floor ``u_i >= v - LEVEL_SLACK * max(1, |v|)``
 #: so that solver tolerances never make a later round infeasible.
@@ -225,7 +225,7 @@ def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, opt
 def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs") -> tuple[bool, float]:
     """Whether a result (or an occupancy) is Pareto optimal, and the Pareto gap: the largest
     total gain in normalised returns available without making any agent worse."""
-    from solvers.occupancy import with_ranges
+    from policyagg.solvers.occupancy import with_ranges
 
     problem = with_ranges(problem, backend=backend)
     gap, _ = pareto_improvement(problem, _occupancy(result_or_occupancy), backend=backend)
@@ -235,7 +235,7 @@ def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs
 def pareto_complete(problem: Problem, result_or_occupancy, samples: ReturnSamples | None = None, *,
                     backend: str = "highs", time_limit: float | None = None) -> Result:
     """Lift a result (or an occupancy) to a Pareto-optimal one that makes no agent worse."""
-    from solvers.occupancy import with_ranges
+    from policyagg.solvers.occupancy import with_ranges
 
     started = time.perf_counter()
     problem = with_ranges(problem, backend=backend)

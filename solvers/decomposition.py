@@ -38,7 +38,7 @@ import scipy.sparse.linalg as spla
 from scipy.sparse import csgraph
 
 from policyagg.errors import InfeasibleError, InvalidProblemError, SolverError, SolverTimeLimitError
-from solvers.lp import LinearProgram, LPSolution, _quiet_highs
+from policyagg.solvers.lp import LinearProgram, LPSolution, _quiet_highs
 
 #: Column generation stops when (bound - objective) <= GAP_TOL * max(1, |objective|).
 GAP_TOL = 1e-8
@@ -274,7 +274,7 @@ class Pricer:
 
     def price_lp(self, c):
         """Exact pricing by one HiGHS LP over ``O`` (the fallback; slow for large MDPs)."""
-        from solvers.lp import HighsModel
+        from policyagg.solvers.lp import HighsModel
 
         self.fallbacks += 1
         if self._lp is None:
@@ -323,7 +323,7 @@ def clear_pools() -> None:
 
 
 class DecomposedModel:
-    """The model interface of :mod:`solvers.lp` (setters, ``solve``) for an occupancy program,
+    """The model interface of :mod:`policyagg.solvers.lp` (setters, ``solve``) for an occupancy program,
     solved by column generation. Row indices are those of the full program (flow rows first);
     only side rows, the extra columns and the cost may change."""
 

@@ -18,8 +18,8 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem, ReturnRanges
-from solvers.lp import BACKENDS, LinearProgram, LPSolution
-from solvers.lp import make_model as _lp_make_model
+from policyagg.solvers.lp import BACKENDS, LinearProgram, LPSolution
+from policyagg.solvers.lp import make_model as _lp_make_model
 
 
 @dataclass
@@ -49,7 +49,7 @@ class OccupancyProgram:
     rows (problem constraints, then the rule's families) with the full cost and bounds;
     ``full`` stacks the flow rows on top (built on first use). Row indices and
     ``row_families`` are those of ``full``. :func:`make_model` solves ``full`` directly or,
-    for large MDPs, by column generation over ``side`` (:mod:`solvers.decomposition`).
+    for large MDPs, by column generation over ``side`` (:mod:`policyagg.solvers.decomposition`).
     Attributes not defined here (``A``, ``row_lower``, ...) are those of ``full``.
     """
 
@@ -186,10 +186,10 @@ def make_model(program, *, backend: str = "highs", time_limit: float | None = No
     """A reusable model of ``program`` (an :class:`OccupancyProgram` or a :class:`LinearProgram`).
 
     Large occupancy LPs on HiGHS are solved by column generation (see :func:`decomposes`),
-    everything else by :func:`solvers.lp.make_model` on the full LP.
+    everything else by :func:`policyagg.solvers.lp.make_model` on the full LP.
     """
     if decomposes(program, backend):
-        from solvers.decomposition import DecomposedModel
+        from policyagg.solvers.decomposition import DecomposedModel
 
         return DecomposedModel(program, time_limit=time_limit)
     lp = program.full if isinstance(program, OccupancyProgram) else program

@@ -24,9 +24,9 @@ from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import COMPLETIONS, complete, finish, require_samples, threshold_rows
-from solvers.occupancy import make_model
-from solvers.occupancy import SolveLog, occupancy_program, prepare
+from policyagg.solvers.completion import COMPLETIONS, complete, finish, require_samples, threshold_rows
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.occupancy import SolveLog, occupancy_program, prepare
 
 #: Each threshold is raised by ``min(THRESHOLD_MARGIN * (max_O J_k - min_O J_k), gap_k / 2)``
 #: with ``gap_k`` the distance from ``theta_k`` to agent ``k``'s lowest surviving sample: the

@@ -14,9 +14,9 @@ import scipy.sparse as sp
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
-from solvers.occupancy import make_model
-from solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
+from policyagg.solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
 
 #: The feasibility margin ``s*`` (in units of each agent's return range) counted as >= 0.
 FEASIBILITY_TOL = 1e-9

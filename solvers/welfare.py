@@ -14,9 +14,9 @@ from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from solvers.completion import finish, leximin
-from solvers.occupancy import make_model
-from solvers.occupancy import SolveLog, occupancy_program, prepare, utilities
+from policyagg.solvers.completion import finish, leximin
+from policyagg.solvers.occupancy import make_model
+from policyagg.solvers.occupancy import SolveLog, occupancy_program, prepare, utilities
 
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from scipy.optimize import linprog
 
-import solvers
+from policyagg import solvers
 from conftest import bandit, random_problems
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.mdp import TabularMDP

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
+from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
 from policyagg.errors import InvalidProblemError
 
 

@@ -9,8 +9,8 @@ import scipy.sparse as sp
 from gymnasium.utils.env_checker import check_env
 from scipy.stats import binom
 
-import envs  # registers the environments
-from envs import AttentionAllocation, AttentionModel, one_agent_per_site, random_site_subsets
+from policyagg import envs  # registers the environments
+from policyagg.envs import AttentionAllocation, AttentionModel, one_agent_per_site, random_site_subsets
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
 

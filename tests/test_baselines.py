@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from scipy.optimize import minimize
 
-import solvers
+from policyagg import solvers
 from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError
 from policyagg.mdp import TabularMDP
@@ -12,7 +12,7 @@ from policyagg.polytope import budget, forbid, return_floor
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
 from reference import dense_polytope, lp_max, max_min, occupancy_by_dense_solve
-from solvers.baselines import NASH_FLOOR, generalized_gini, gini_owa_weights, nash_welfare, random_dictator
+from policyagg.solvers.baselines import NASH_FLOOR, generalized_gini, gini_owa_weights, nash_welfare, random_dictator
 
 BASELINES = (random_dictator, nash_welfare, generalized_gini)
 

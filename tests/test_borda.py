@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import solvers
+from policyagg import solvers
 from policyagg.samples import TIE_TOL
 from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
@@ -14,7 +14,7 @@ from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
-from solvers.borda import borda
+from policyagg.solvers.borda import borda
 
 
 def bandit3(rewards, weights=None):

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.cli import main
+from policyagg.experiments.cli import main
 from policyagg.result import Result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_bench_sampler_agrees_with_baseline():
-    from experiments.bench import bench_sampler
+    from policyagg.experiments.bench import bench_sampler
 
     report = bench_sampler(n_samples=2000, baseline_samples=100)
     assert max(report["max_abs_difference"].values()) < 1e-9

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import solvers
-import solvers.decomposition as dec
-import solvers.occupancy as occ
+from policyagg import solvers
+import policyagg.solvers.decomposition as dec
+import policyagg.solvers.occupancy as occ
 from conftest import assert_valid_result, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, SolverTimeLimitError
 from policyagg.mdp import TabularMDP

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.config import InvalidConfigError, load_config, parse_config
-from experiments.run import run_config
+from policyagg.experiments.config import InvalidConfigError, load_config, parse_config
+from policyagg.experiments.run import run_config
 from policyagg.result import Result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     config = small_config(tmp_path / "killed", seeds=[0, 1, 2])
     path = tmp_path / "tiny.toml"
     path.write_text(_toml(config))
-    command = [sys.executable, "-m", "experiments.cli", "run", str(path)]
+    command = [sys.executable, "-m", "policyagg.experiments.cli", "run", str(path)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "killed" / "seed0" / "max-quantile.json"
@@ -193,7 +193,7 @@ def test_measure_and_workers_do_not_change_the_contract(tmp_path):
 def test_configs_on_the_same_mdp_share_their_sampled_policies(tmp_path):
     """Two populations on one attention MDP: run together, each config's samples are the
     returns of the same policies it would have sampled alone (common random numbers)."""
-    from experiments.run import run_configs
+    from policyagg.experiments.run import run_configs
 
     a = small_config(tmp_path / "a", seeds=[0])
     a["agents"] = {"population": "one_per_site"}

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from policyagg.errors import (InfeasibleError, InvalidProblemError, SolverError,
                               SolverTimeLimitError, UnboundedError)
-from solvers.lp import (BACKENDS, HighsModel, LinearProgram, LPSolution, PulpModel, make_model,
+from policyagg.solvers.lp import (BACKENDS, HighsModel, LinearProgram, LPSolution, PulpModel, make_model,
                         solve)
 
 INF = np.inf

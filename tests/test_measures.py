@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import solvers
+from policyagg import solvers
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
 from policyagg.measures import MEASURES, measure_options, sample_mixture_returns, sample_returns
 from policyagg.problem import Problem
-from tests.conftest import leaky_average
+from conftest import leaky_average
 
 
 def three_armed(gamma=0.9):

@@ -40,8 +40,8 @@ def test_bad_workers(workers):
 
 MILP_AFTER_FORK = """
 import numpy as np
-import solvers
-from experiments.compare import attention_problem
+from policyagg import solvers
+from policyagg.experiments.compare import attention_problem
 from policyagg.parallel import run_tasks, shared_empty
 from policyagg.sampling import sample_policy_returns
 

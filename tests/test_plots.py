@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from experiments import plots
+from policyagg.experiments import plots
 from policyagg.errors import InvalidProblemError
 from policyagg.samples import ReturnSamples
 

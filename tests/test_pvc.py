@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import solvers
+from policyagg import solvers
 from conftest import bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
 from policyagg.mdp import TabularMDP
@@ -13,7 +13,7 @@ from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
-from solvers.pvc import proportional_veto_core, pvc_epsilon, sequential_veto
+from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon, sequential_veto
 
 
 def simplex_bandit(rewards, weights=None):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-import solvers
+from policyagg import solvers
 from conftest import bandit, leaky_average
 from policyagg.errors import PolicyAggError
 from policyagg.metrics import gini

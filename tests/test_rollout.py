@@ -6,10 +6,10 @@ import gymnasium
 import numpy as np
 import pytest
 
-import envs  # noqa: F401 - registers policyagg/AttentionAllocation-v0
-import solvers
-from envs.rollout import RolloutReport, rollout
-from envs.tabular import from_gymnasium
+from policyagg import envs  # noqa: F401 - registers policyagg/AttentionAllocation-v0
+from policyagg import solvers
+from policyagg.envs.rollout import RolloutReport, rollout
+from policyagg.envs.tabular import from_gymnasium
 from policyagg.errors import InvalidMDPError, InvalidProblemError
 from policyagg.mdp import StructureWarning
 from policyagg.problem import Problem

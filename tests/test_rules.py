@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import solvers
+from policyagg import solvers
 from conftest import RULE_OPTIONS, assert_valid_result, leaky_average, random_problems
 from policyagg.errors import InfeasibleError
 from policyagg.mdp import TabularMDP

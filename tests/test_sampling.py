@@ -4,7 +4,7 @@ from hypothesis import given, settings
 
 import policyagg.sampling as sampling
 from conftest import leaky_average, random_problems
-from envs.attention import AttentionModel, one_agent_per_site
+from policyagg.envs.attention import AttentionModel, one_agent_per_site
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, default_batch_size, resolve_method, sample_policy_returns

@@ -9,9 +9,9 @@ import pytest
 from gymnasium import spaces
 from scipy.stats import norm
 
-import solvers
-from envs.rollout import rollout
-from envs.tabular import EnvModel, from_gymnasium
+from policyagg import solvers
+from policyagg.envs.rollout import rollout
+from policyagg.envs.tabular import EnvModel, from_gymnasium
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import StructureWarning
 

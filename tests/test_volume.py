@@ -17,7 +17,7 @@ import scipy.linalg as la
 from hypothesis import HealthCheck, given, settings
 from scipy import stats
 
-import solvers
+from policyagg import solvers
 from policyagg.diagnostics import effective_sample_size, rhat
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.mdp import TabularMDP
@@ -26,7 +26,7 @@ from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
 from policyagg.volume import (MixingWarning, VolumeSampler, compiled_kernel_available, gamma_variates,
                               hit_and_run_returns, sample_volume_returns)
-from tests.conftest import bandit, chain_discounted, leaky_average, random_problems
+from conftest import bandit, chain_discounted, leaky_average, random_problems
 
 KS_Z = 1.95
 NEEDS_NUMBA = pytest.mark.skipif(not compiled_kernel_available(), reason="numba (the `fast` extra) is not installed")
@@ -207,7 +207,7 @@ def test_kernels_run_the_same_chain(gamma):
 def test_kernels_agree_on_one_sweep_of_attention():
     """One sweep on the 27-state attention model (supports of several states, light schedule
     off): same moves, ``G``, ``mu`` and ``log|det|`` from both kernels."""
-    from envs.attention import AttentionModel, one_agent_per_site
+    from policyagg.envs.attention import AttentionModel, one_agent_per_site
 
     model = AttentionModel(3, 3, seed=1)
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(3, 1)))
@@ -296,7 +296,7 @@ def test_seeded_and_independent_of_workers():
 
 def test_warns_when_chains_disagree():
     """One sweep per chain and no burn-in on a 243-state model: R-hat cannot be near 1."""
-    from envs.attention import AttentionModel, one_agent_per_site
+    from policyagg.envs.attention import AttentionModel, one_agent_per_site
 
     model = AttentionModel(3, 3, seed=0)  # 27 states
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(3, 0)))

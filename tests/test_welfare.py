@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import solvers
+from policyagg import solvers
 from conftest import RULE_OPTIONS, assert_valid_result, bandit, chain_discounted, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError
 from policyagg.polytope import LinearConstraints, budget, forbid, return_floor
