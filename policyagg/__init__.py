@@ -1,29 +1,82 @@
 """policyagg: the model of policy aggregation (MDP, occupancy polytope, agents, samples, results).
 
-The rules live in the ``solvers`` package, environments in ``envs``.
+The rules live in :mod:`policyagg.solvers`, environments in :mod:`policyagg.envs` and the
+command line, configs and the paper's experiments in :mod:`policyagg.experiments`.
+
+The public names below are imported on first use (PEP 562), so that ``import policyagg``
+and ``policyagg --help`` stay fast; ``from policyagg import TabularMDP`` works as usual.
 """
 
-from policyagg.errors import (
-    InfeasibleError,
-    InvalidMDPError,
-    InvalidProblemError,
-    InvalidSamplesError,
-    PolicyAggError,
-    SolverError,
-    SolverTimeLimitError,
-    UnboundedError,
-)
-from policyagg.mdp import StructureWarning, TabularMDP
-from policyagg.metrics import gini
-from policyagg.polytope import LinearConstraints, OccupancyPolytope, budget, forbid, return_floor
-from policyagg.problem import Problem, ReturnRanges
-from policyagg.result import Result
-from policyagg.samples import ReturnSamples
-from policyagg.sampling import sample_policy_returns
+from __future__ import annotations
 
-__all__ = [
-    "InfeasibleError", "InvalidMDPError", "InvalidProblemError", "InvalidSamplesError", "PolicyAggError",
-    "SolverError", "SolverTimeLimitError", "UnboundedError", "StructureWarning", "TabularMDP", "gini",
-    "LinearConstraints", "OccupancyPolytope", "budget", "forbid", "return_floor", "Problem", "ReturnRanges",
-    "Result", "ReturnSamples", "sample_policy_returns",
-]
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("policyagg")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "InfeasibleError": "policyagg.errors",
+    "InvalidMDPError": "policyagg.errors",
+    "InvalidProblemError": "policyagg.errors",
+    "InvalidSamplesError": "policyagg.errors",
+    "PolicyAggError": "policyagg.errors",
+    "SolverError": "policyagg.errors",
+    "SolverTimeLimitError": "policyagg.errors",
+    "UnboundedError": "policyagg.errors",
+    "StructureWarning": "policyagg.mdp",
+    "TabularMDP": "policyagg.mdp",
+    "gini": "policyagg.metrics",
+    "LinearConstraints": "policyagg.polytope",
+    "OccupancyPolytope": "policyagg.polytope",
+    "budget": "policyagg.polytope",
+    "forbid": "policyagg.polytope",
+    "return_floor": "policyagg.polytope",
+    "Problem": "policyagg.problem",
+    "ReturnRanges": "policyagg.problem",
+    "Result": "policyagg.result",
+    "ReturnSamples": "policyagg.samples",
+    "sample_policy_returns": "policyagg.sampling",
+    "MEASURES": "policyagg.measures",
+    "sample_returns": "policyagg.measures",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'policyagg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
+    from policyagg.errors import (
+        InfeasibleError,
+        InvalidMDPError,
+        InvalidProblemError,
+        InvalidSamplesError,
+        PolicyAggError,
+        SolverError,
+        SolverTimeLimitError,
+        UnboundedError,
+    )
+    from policyagg.mdp import StructureWarning, TabularMDP
+    from policyagg.measures import MEASURES, sample_returns
+    from policyagg.metrics import gini
+    from policyagg.polytope import LinearConstraints, OccupancyPolytope, budget, forbid, return_floor
+    from policyagg.problem import Problem, ReturnRanges
+    from policyagg.result import Result
+    from policyagg.samples import ReturnSamples
+    from policyagg.sampling import sample_policy_returns

@@ -1,5 +1,14 @@
 """Tiny named instances with hand-computed answers, and a hypothesis strategy for random MDPs."""
 
+import os
+import sys
+
+# The tests exercise the *installed* package. `python -m pytest` puts the checkout's root on
+# sys.path, where the folder policyagg/ would shadow the installation (without its
+# subpackages envs, solvers, experiments, which live in other folders of the checkout).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+
 import numpy as np
 import pytest
 from hypothesis import strategies as st
