@@ -103,7 +103,8 @@ class AttentionAllocation(gym.Env[np.ndarray, np.int64]):
 
     Examples
     --------
-    >>> import gymnasium, envs
+    >>> import gymnasium
+    >>> import policyagg.envs  # registers the environment
     >>> env = gymnasium.make("policyagg/AttentionAllocation-v0", disable_env_checker=True)
     >>> obs, info = env.reset(seed=0)
     >>> obs.tolist(), env.unwrapped.reward_dim

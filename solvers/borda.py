@@ -59,7 +59,7 @@ is ``diagnostics["objective"]``; the achieved Borda score under the empirical CD
 
 Example
 -------
->>> import numpy as np, solvers
+>>> import numpy as np
 >>> from policyagg.mdp import TabularMDP
 >>> from policyagg.problem import Problem
 >>> from policyagg.sampling import sample_policy_returns
