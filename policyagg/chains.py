@@ -9,11 +9,10 @@ the diagnostics are rank-normalised split R-hat and bulk ESS (:mod:`policyagg.di
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import time
 
 import numpy as np
 from tqdm.auto import tqdm

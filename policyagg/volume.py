@@ -28,10 +28,32 @@ from policyagg.parallel import check_workers
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.volume_chain import (
-    ALPHA_FLOOR, BURN_IN_SWEEPS, KERNELS, LIGHT_MIN_STATES, LIGHT_PERIOD, LIGHT_SHARE, LOCAL_CONCENTRATION,
-    LOCAL_FLOOR, PROPOSAL_WIDENING, REFRESH_SWEEPS, THIN_SWEEPS, TRIES, UNIFORM_SHARE, ChainSettings, ChainState,
-    ChainStats, VolumeSampler, check_kernel, check_volume_problem, compiled_kernel_available, fit_dirichlet,
-    gamma_variates, mixture_log_density, run_chain, visit_kernel, visit_states,
+    ALPHA_FLOOR,
+    BURN_IN_SWEEPS,
+    KERNELS,
+    LIGHT_MIN_STATES,
+    LIGHT_PERIOD,
+    LIGHT_SHARE,
+    LOCAL_CONCENTRATION,
+    LOCAL_FLOOR,
+    PROPOSAL_WIDENING,
+    REFRESH_SWEEPS,
+    THIN_SWEEPS,
+    TRIES,
+    UNIFORM_SHARE,
+    ChainSettings,
+    ChainState,
+    ChainStats,
+    VolumeSampler,
+    check_kernel,
+    check_volume_problem,
+    compiled_kernel_available,
+    fit_dirichlet,
+    gamma_variates,
+    mixture_log_density,
+    run_chain,
+    visit_kernel,
+    visit_states,
 )
 
 __all__ = [

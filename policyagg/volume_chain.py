@@ -128,7 +128,7 @@ class VolumeSampler:
         self.S, self.A = mdp.n_states, mdp.n_actions
         self.systems = PolicySampler(problem, method="dense")
         self.rhs = self.systems.rhs
-        self.rewards = problem.reward_matrix.T.copy()  # (S*A, n)
+        self.rewards: np.ndarray = problem.reward_matrix.T.copy()  # (S*A, n)
         # Column s of A_pi changes by u = -gamma sum_a (pi'(a|s) - pi(a|s)) P(.|s, a) on the
         # support of P(.|s, .); the normalisation row of the average-reward system does not change.
         # Stored flat: rows support_ptr[s]:support_ptr[s + 1] of support_index (states) and of
@@ -167,7 +167,8 @@ class VolumeSampler:
 
     def returns(self, policy: np.ndarray, mu: np.ndarray) -> np.ndarray:
         """Per-agent returns ``R d`` of the occupancy ``d(s, a) = mu(s) pi(a|s)``."""
-        return (mu[:, None] * policy).ravel() @ self.rewards
+        returns: np.ndarray = (mu[:, None] * policy).ravel() @ self.rewards
+        return returns
 
 
 # --------------------------------------------------------------------------- one chain
@@ -454,14 +455,15 @@ def visit_kernel(kernel: str) -> VisitFunction:
             f"kernel='numba' needs numba ({error}); install it with `pip install 'policyagg[fast]'`, "
             "or use kernel='numpy'"
         ) from None
-    return compiled  # type: ignore[no-any-return]
+    return compiled
 
 
 # --------------------------------------------------------------------------- adapted proposals
 def gamma_variates(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:
     """Gamma(alpha) variates as ``Gamma(alpha + 1) U^(1 / alpha)`` (Marsaglia and Tsang 2000):
     numpy's sampler is about twice as fast for shapes >= 1, and most fitted shapes are < 1."""
-    return rng.standard_gamma(alpha + 1.0) * rng.random(alpha.shape) ** (1.0 / alpha)
+    variates: np.ndarray = rng.standard_gamma(alpha + 1.0) * rng.random(alpha.shape) ** (1.0 / alpha)
+    return variates
 
 
 def fit_dirichlet(mean: np.ndarray, squares: np.ndarray) -> np.ndarray:
@@ -471,7 +473,8 @@ def fit_dirichlet(mean: np.ndarray, squares: np.ndarray) -> np.ndarray:
     variance = np.maximum(squares - mean * mean, 0.0).sum(axis=1)
     spread = np.maximum(1.0 - (mean * mean).sum(axis=1), 1e-12)
     precision = np.clip(spread / np.maximum(variance, 1e-12) - 1.0, 1.0, 1e6) / PROPOSAL_WIDENING
-    return np.maximum(mean * precision[:, None], ALPHA_FLOOR)
+    alpha: np.ndarray = np.maximum(mean * precision[:, None], ALPHA_FLOOR)
+    return alpha
 
 
 def mixture_log_density(alpha: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -481,4 +484,5 @@ def mixture_log_density(alpha: np.ndarray, rows: np.ndarray) -> np.ndarray:
     norm = special.gammaln(alpha.sum(axis=1)) - special.gammaln(alpha).sum(axis=1)
     with np.errstate(divide="ignore"):
         fitted = norm[:, None] + ((alpha[:, None] - 1.0) * np.log(rows)).sum(axis=2)
-    return np.logaddexp(np.log1p(-UNIFORM_SHARE) + fitted, np.log(UNIFORM_SHARE) + special.gammaln(A))
+    density: np.ndarray = np.logaddexp(np.log1p(-UNIFORM_SHARE) + fitted, np.log(UNIFORM_SHARE) + special.gammaln(A))
+    return density
