@@ -1,6 +1,6 @@
 """The state visits of the ``volume`` sampler compiled with numba (the optional ``fast`` extra).
 
-:func:`visit_states` does what :func:`policyagg.volume.visit_states` does in numpy, visit by
+:func:`visit_states` does what :func:`policyagg.volume_chain.visit_states` does in numpy, visit by
 visit on the same pre-drawn proposals and thresholds, without the ~20 numpy calls per visit
 that dominate the numpy version's time on attention-sized problems. Its floating-point sums
 run in another order than BLAS's, so the two agree to rounding, not bit for bit.
@@ -47,7 +47,7 @@ def visit_states(order, candidates, log_q_shift, thresholds, policy, G, mu, inv_
     """Visit the states ``order`` in turn; update ``policy``, ``G``, ``mu`` and ``inv_mu`` in
     place; return ``(moves, logdet)``. ``support_index[support_ptr[s]:support_ptr[s + 1]]``
     are the states ``P(.|s, .)`` reaches and ``blocks`` (same rows, (k, A)) the change of
-    column ``s`` of ``A_pi`` per unit of each action (see :class:`policyagg.volume.VolumeSampler`)."""
+    column ``s`` of ``A_pi`` per unit of each action (see :class:`policyagg.volume_chain.VolumeSampler`)."""
     S, A = policy.shape
     n_candidates = candidates.shape[1]
     W = np.empty((A, S))

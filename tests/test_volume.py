@@ -24,8 +24,8 @@ from policyagg.mdp import TabularMDP
 from policyagg.polytope import forbid
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
-from policyagg.volume import (MixingWarning, VolumeSampler, compiled_kernel_available, gamma_variates,
-                              hit_and_run_returns, sample_volume_returns)
+from policyagg.volume import (ChainSettings, MixingWarning, VolumeSampler, compiled_kernel_available,
+                              gamma_variates, hit_and_run_returns, run_chain, sample_volume_returns)
 from conftest import bandit, chain_discounted, leaky_average, random_problems
 
 KS_Z = 1.95
@@ -215,8 +215,8 @@ def test_kernels_agree_on_one_sweep_of_attention():
     for kernel in ("numba", "numpy"):
         sampler = VolumeSampler(problem, kernel)
         out = np.empty((3, problem.n_agents))
-        stats_ = sampler.run_chain(np.random.default_rng(5), 3, out, burn_in=6, thin=1, refresh=100)
-        results.append((stats_["moved"], out))
+        stats_ = run_chain(sampler, np.random.default_rng(5), out, ChainSettings(burn_in=6, thin=1, refresh=100))
+        results.append((stats_.moved, out))
     assert results[0][0] == results[1][0]
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-9)
 
