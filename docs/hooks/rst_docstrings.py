@@ -80,7 +80,13 @@ def to_markdown(text: str) -> str:
     lines = convert_math(text.splitlines())
     text = "\n".join(close_item_sections(lines))
     text = INLINE_MATH.sub(lambda m: "$" + _tex(m.group(1)) + "$", text)
-    return ROLE.sub(lambda m: "`" + m.group(1).split(".")[-1] + "`" if m.group(0).find("~") >= 0 else "`" + m.group(1) + "`", text)
+    return ROLE.sub(_role, text)
+
+
+def _role(match: re.Match) -> str:
+    """``:class:`~a.b.C``` -> ```C```; ``:class:`a.b.C``` -> ```a.b.C```."""
+    target = match.group(1)
+    return f"`{target.rsplit('.', 1)[-1] if '~' in match.group(0) else target}`"
 
 
 class RstToMarkdown(griffe.Extension):
