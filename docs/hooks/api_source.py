@@ -24,10 +24,24 @@ _STAGING: list[Path] = []
 
 
 def package_dirs(root: Path) -> dict[str, Path]:
-    """Installed package name -> source folder, from ``pyproject.toml``'s package-dir mapping."""
+    """Installed package name -> source folder, from ``pyproject.toml``'s package-dir mapping.
+
+    As in setuptools, a package without an entry lives in its nearest mapped ancestor's
+    folder (``policyagg.envs.tabular`` -> ``envs/tabular``), or at its dotted path.
+    """
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     mapping = setuptools.get("package-dir", {})
-    return {name: root / mapping.get(name, name.replace(".", "/")) for name in setuptools["packages"]}
+    packages = setuptools.get("packages")
+    names = packages if isinstance(packages, list) else [name for name in mapping if name]  # `find` tables: the mapped ones
+    folders = {}
+    for name in names:
+        parts = name.split(".")
+        for cut in range(len(parts), -1, -1):
+            prefix = ".".join(parts[:cut])
+            if prefix in mapping or cut == 0:
+                folders[name] = root.joinpath(mapping.get(prefix, ""), *parts[cut:])
+                break
+    return folders
 
 
 def stage_sources(root: Path, target: Path) -> None:
