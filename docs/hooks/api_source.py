@@ -32,7 +32,8 @@ def package_dirs(root: Path) -> dict[str, Path]:
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     mapping = setuptools.get("package-dir", {})
     packages = setuptools.get("packages")
-    names = packages if isinstance(packages, list) else [name for name in mapping if name]  # `find` tables: the mapped ones
+    # a `packages.find` table instead of a list: document the mapped packages
+    names = packages if isinstance(packages, list) else [name for name in mapping if name]
     folders = {}
     for name in names:
         parts = name.split(".")
