@@ -229,7 +229,7 @@ class RuleSpec:
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Check option names and values without running the rule (the common options
         included): the given options in canonical form, or an :class:`InvalidProblemError`
-        naming the option and what it must be."""
+        naming the rule, the option and what it must be (an unknown name: the valid ones)."""
         allowed = {**self.options, **COMMON_OPTIONS}
         unknown = [name for name in options if name not in allowed]
         if unknown:
@@ -237,7 +237,14 @@ class RuleSpec:
                 f"rule {self.name!r} has no option `{unknown[0]}`; its options are: "
                 + ", ".join(f"`{name}`" for name in self.option_names)
             )
-        return {name: allowed[name].check(value) for name, value in options.items()}
+        checked = {}
+        for name, value in options.items():
+            try:
+                checked[name] = allowed[name].check(value)
+            except InvalidProblemError as exc:
+                why = f" (`{name}`: {allowed[name].help})" if allowed[name].help else ""
+                raise InvalidProblemError(f"rule {self.name!r}: {exc}{why}") from None
+        return checked
 
 
 @dataclass
@@ -350,16 +357,16 @@ def unregister_rule(name: str) -> RuleSpec:
 
 @contextmanager
 def registered_rule(name: str, body: Callable[..., Result], **declaration: Any) -> Iterator[Rule]:
-    """Register ``body`` as ``name`` (as :func:`register_rule`) for the ``with`` block only;
-    a rule it replaced comes back afterwards."""
-    previous = RULE_SPECS.get(name)
-    rule = register_rule(name, **declaration)(body)
+    """Register ``body`` as ``name`` (``declaration``: as for :func:`register_rule`) for the
+    ``with`` block only; afterwards the registry is as it was (a replaced rule comes back)."""
+    saved_rules, saved_specs = dict(RULES), dict(RULE_SPECS)
     try:
-        yield rule
+        yield register_rule(name, **declaration)(body)
     finally:
-        unregister_rule(name)
-        if previous is not None:
-            RULES[name], RULE_SPECS[name] = previous.function, previous
+        RULES.clear()
+        RULES.update(saved_rules)
+        RULE_SPECS.clear()
+        RULE_SPECS.update(saved_specs)
 
 
 def get_spec(name: str) -> RuleSpec:
