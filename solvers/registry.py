@@ -20,27 +20,27 @@ values without running anything), the tests and the command line.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-import dataclasses
 from dataclasses import dataclass, field
 from functools import update_wrapper
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+from policyagg.solvers.completion import finish, require_samples
+from policyagg.solvers.lp import BACKENDS, LPSolution
+from policyagg.solvers.occupancy import SolveLog, make_model, occupancy_program, prepare
 
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from policyagg.solvers.completion import finish, require_samples
-from policyagg.solvers.lp import BACKENDS, LPSolution
-from policyagg.solvers.occupancy import SolveLog, make_model, occupancy_program, prepare
 
 #: A public rule: ``rule(problem, samples=None, **options) -> Result``.
 Rule = Callable[..., Result]
@@ -83,16 +83,12 @@ class OptionSpec:
     @property
     def allowed(self) -> str:
         """What a value must be, in words: ``"a number in [0, 1]"``, ``"one of lp, milp"``."""
-        words = {
-            "bool": "True or False",
-            "int": _interval("an integer", self),
-            "number": _interval("a number", self),
-            "choice": "one of " + ", ".join(str(c) for c in self.choices or ()),
-            "per_agent": "None or a sequence with one entry per agent",
-            "constraints": "None or LinearConstraints",
-            "any": "any value",
-        }[self.kind]
-        return words
+        if self.kind in ("int", "number"):
+            return _interval("an integer" if self.kind == "int" else "a number", self)
+        if self.kind == "choice":
+            return "one of " + ", ".join(str(c) for c in self.choices or ())
+        return {"bool": "True or False", "per_agent": "None or a sequence with one entry per agent",
+                "constraints": "None or LinearConstraints", "any": "any value"}[self.kind]
 
     def check(self, value: Any) -> Any:
         """``value`` in canonical form (``bool`` / ``int`` / ``float``) if allowed, else an
@@ -105,7 +101,7 @@ class OptionSpec:
             return value
         if self.kind in ("int", "number") and _in_range(value, self):
             return int(value) if self.kind == "int" else float(value)
-        if self.kind == "per_agent" and isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str | bytes):
+        if self.kind == "per_agent" and isinstance(value, Sequence | np.ndarray) and not isinstance(value, str | bytes):
             return value
         if self.kind == "constraints" and isinstance(value, LinearConstraints):
             return value
@@ -161,13 +157,17 @@ def _in_range(value: Any, spec: OptionSpec) -> bool:
         return False
     if spec.low is not None and (value <= spec.low if spec.low_open else value < spec.low):
         return False
-    return spec.high is None or (value < spec.high if spec.high_open else value <= spec.high)
+    return spec.high is None or bool(value < spec.high if spec.high_open else value <= spec.high)
 
 
 def _is_choice(value: Any, choices: tuple[Any, ...]) -> bool:
-    # `==` alone would let True match the choice 1: strings compare as strings, the rest by type too
-    return any(value is c or (isinstance(value, str) and isinstance(c, str) or type(value) is type(c)) and value == c
-               for c in choices)
+    """``value`` is one of ``choices``; ``==`` alone would let ``True`` match the choice ``1``,
+    so the types must agree too (any ``str`` matches a ``str``)."""
+    def same(c: Any) -> bool:
+        comparable = type(value) is type(c) or (isinstance(value, str) and isinstance(c, str))
+        return value is c or (comparable and bool(value == c))
+
+    return any(same(c) for c in choices)
 
 
 def _inferred(default: Any) -> OptionSpec:
@@ -183,11 +183,10 @@ def _inferred(default: Any) -> OptionSpec:
 
 #: The options every rule takes besides its own (checked at call time by the LP layer).
 COMMON_OPTIONS: Mapping[str, OptionSpec] = MappingProxyType({
-    "constraints": dataclasses.replace(OptionSpec("constraints", "extra linear constraints on the occupancy measure"),
-                           name="constraints"),
+    "constraints": OptionSpec("constraints", "extra linear constraints on the occupancy measure", name="constraints"),
     "backend": dataclasses.replace(choice(BACKENDS, help="the LP/MILP backend"), name="backend", default="highs"),
     "time_limit": dataclasses.replace(number(0, low_open=True, help="seconds per LP/MILP solve (None: no limit)"),
-                          name="time_limit"),
+                                      name="time_limit"),
 })
 
 
@@ -196,7 +195,8 @@ COMMON_OPTIONS: Mapping[str, OptionSpec] = MappingProxyType({
 class RuleSpec:
     """A registered rule: ``name``, the public ``function``, whether it ``needs_samples``, its
     own ``options`` (name -> :class:`OptionSpec`, in signature order; every rule also takes
-    :data:`COMMON_OPTIONS`) and a one-line ``summary`` (the first line of its docstring)."""
+    :data:`COMMON_OPTIONS`), a one-line ``summary`` (the first paragraph of its docstring)
+    and the ``body`` the function wraps."""
 
     name: str
     function: Rule
@@ -218,12 +218,7 @@ class RuleSpec:
     def check(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """The rule's own options, defaults filled in and values in canonical form; an unknown
         name or a bad value raises :class:`InvalidProblemError` naming the option."""
-        unknown = [name for name in options if name not in self.options]
-        if unknown:
-            raise InvalidProblemError(
-                f"rule {self.name!r} has no option `{unknown[0]}`; its options are: "
-                + ", ".join(f"`{name}`" for name in self.option_names)
-            )
+        self._refuse_unknown(options, self.options)
         return {name: option.check(options.get(name, option.default)) for name, option in self.options.items()}
 
     def validate(self, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -231,12 +226,7 @@ class RuleSpec:
         included): the given options in canonical form, or an :class:`InvalidProblemError`
         naming the rule, the option and what it must be (an unknown name: the valid ones)."""
         allowed = {**self.options, **COMMON_OPTIONS}
-        unknown = [name for name in options if name not in allowed]
-        if unknown:
-            raise InvalidProblemError(
-                f"rule {self.name!r} has no option `{unknown[0]}`; its options are: "
-                + ", ".join(f"`{name}`" for name in self.option_names)
-            )
+        self._refuse_unknown(options, allowed)
         checked = {}
         for name, value in options.items():
             try:
@@ -245,6 +235,12 @@ class RuleSpec:
                 why = f" (`{name}`: {allowed[name].help})" if allowed[name].help else ""
                 raise InvalidProblemError(f"rule {self.name!r}: {exc}{why}") from None
         return checked
+
+    def _refuse_unknown(self, options: Mapping[str, Any], allowed: Mapping[str, OptionSpec]) -> None:
+        unknown = [name for name in options if name not in allowed]
+        if unknown:
+            raise InvalidProblemError(f"rule {self.name!r} has no option `{unknown[0]}`; its options are: "
+                                      + ", ".join(f"`{name}`" for name in self.option_names))
 
 
 @dataclass
@@ -273,7 +269,8 @@ class RuleCall:
         """A maximiser ``d`` of ``cost @ d`` over the occupancy polytope and the problem's
         constraints (one LP named ``name``, default the rule's)."""
         program = occupancy_program(self.problem, cost, name=name or self.spec.name, maximize=True)
-        return self.solve(program).x
+        d: np.ndarray = self.solve(program).x
+        return d
 
     def finish(self, d: np.ndarray, *, options: Mapping[str, Any] | None = None, lift: bool = True,
                **diagnostics: Any) -> Result:
@@ -283,9 +280,10 @@ class RuleCall:
         ``Result.options`` are the checked options, with ``options`` replacing some of them by
         the values the rule resolved (e.g. a default ``None`` made concrete); ``diagnostics``
         are added to the solver's."""
-        return finish(self.problem, d, rule=self.spec.name, samples=self.samples,
-                      options=self.options | dict(options or {}), log=self.log, started=self.started,
-                      time_limit=self.time_limit, lift=lift, **diagnostics)
+        result: Result = finish(self.problem, d, rule=self.spec.name, samples=self.samples,
+                                options=self.options | dict(options or {}), log=self.log, started=self.started,
+                                time_limit=self.time_limit, lift=lift, **diagnostics)
+        return result
 
 
 # --------------------------------------------------------------------------- registry

@@ -4,15 +4,15 @@ import inspect
 
 import numpy as np
 import pytest
-
 from conftest import bandit
-from policyagg import solvers
-from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.experiments.config import InvalidConfigError, load_config
 from policyagg.experiments.run import run_config
+from policyagg.solvers import RuleCall, get_rule, get_spec, integer, register_rule, registered_rule, unregister_rule
+
+from policyagg import solvers
+from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from policyagg.solvers import RuleCall, get_rule, get_spec, integer, register_rule, registered_rule, unregister_rule
 
 SPECS = sorted(solvers.RULE_SPECS)
 
@@ -109,7 +109,7 @@ def _first_agents_best(call: RuleCall, *, agent: int = 0) -> Result:
 
 
 def test_registering_a_taken_name_needs_replace():
-    with pytest.raises(InvalidProblemError, match=r"a rule named 'utilitarian' is registered already; pass `replace=True`"):
+    with pytest.raises(InvalidProblemError, match=r"a rule named 'utilitarian' is registered already; pass `replace="):
         register_rule("utilitarian")(_first_agents_best)
     assert get_rule("utilitarian") is solvers.utilitarian
     before = list(solvers.RULES)
