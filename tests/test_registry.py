@@ -225,3 +225,12 @@ def test_a_rule_that_needs_samples_gets_them_checked():
             rule(bandit(), ReturnSamples(np.zeros((4, 3))))
         result = rule(bandit(), ReturnSamples(np.ones((4, 2))))
         assert result.rule == "toy" and "min_rank" in result.report
+
+
+def test_the_register_rule_example_runs():
+    import doctest
+
+    from policyagg.solvers import registry
+
+    failed, tried = doctest.testmod(registry)
+    assert tried > 5 and failed == 0 and "dictator" not in solvers.RULES
