@@ -48,7 +48,7 @@ def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n
 
 def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=None, backend: str = "highs",
             out: Path | None = None, progress: bool | None = None) -> dict[str, Result]:
-    """Run every rule row (``RuleSpec``s; default :func:`paper_rules`) on ``problem`` with one
+    """Run every rule row (``RuleRow``s; default :func:`paper_rules`) on ``problem`` with one
     shared sample set; save results under ``out``."""
     variants = paper_rules() if variants is None else variants
     problem = solvers.with_ranges(problem, backend=backend)

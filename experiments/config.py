@@ -26,7 +26,9 @@ A configuration names the environment, the agents, the measure, the rules and th
     rule = "max_quantile"
     options = {}
 
-Unknown keys and bad values raise :class:`InvalidConfigError` naming the key.
+Unknown keys and bad values raise :class:`InvalidConfigError` naming the key; a rule's options
+are checked against the rule's spec (:meth:`policyagg.solvers.RuleSpec.validate`), so a typo
+(``alfa = 0.9``) or a bad value (``alpha = 1.9``) fails when the file is read.
 """
 
 from __future__ import annotations
@@ -48,10 +50,17 @@ class InvalidConfigError(InvalidProblemError):
 
 
 @dataclass(frozen=True)
-class RuleSpec:
+class RuleRow:
+    """One ``[[rules]]`` entry: a label, the registered rule's name, and its options (checked
+    against the rule's :class:`~policyagg.solvers.RuleSpec` when the configuration is read)."""
+
     label: str
     rule: str
     options: dict = field(default_factory=dict)
+
+
+#: The former name of :class:`RuleRow` (not :class:`policyagg.solvers.RuleSpec`, the rule's own spec).
+RuleSpec = RuleRow
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class ExperimentConfig:
     n_agents: int | None
     measure: str
     samples: int
-    rules: tuple[RuleSpec, ...]
+    rules: tuple[RuleRow, ...]
     measure_options: dict = field(default_factory=dict)
 
     def with_overrides(self, *, samples: int | None = None, seeds=None, output=None,
@@ -150,7 +159,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     if not isinstance(rules, list) or not rules:
         raise InvalidConfigError(f"{source}: `rules` must be a non-empty array of tables ([[rules]])")
     specs = []
-    from policyagg.solvers import RULES  # here, not at import time: configs can be read without the solvers
+    from policyagg.solvers import RULES, get_spec  # here, not at import time: configs can be read without the solvers
 
     for k, rule in enumerate(rules):
         where = f"rules[{k}]"
@@ -163,7 +172,11 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         options = rule.get("options", {})
         if not isinstance(options, dict):
             raise InvalidConfigError(f"{source}: `{where}.options` must be a table")
-        specs.append(RuleSpec(str(rule.get("label", rule_name)), rule_name, dict(options)))
+        try:  # names and values from the rule's spec, before anything is sampled
+            get_spec(rule_name).validate(options)
+        except InvalidProblemError as exc:
+            raise InvalidConfigError(f"{source}: `{where}.options`: {exc}") from None
+        specs.append(RuleRow(str(rule.get("label", rule_name)), rule_name, dict(options)))
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise InvalidConfigError(f"{source}: rule labels must be distinct; got {labels}")

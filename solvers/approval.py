@@ -5,35 +5,27 @@ Agent ``i`` approves ``d`` iff ``rank_i(d) >= alpha``, i.e. ``J_i(d) >= t_i = F_
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result
-from policyagg.samples import ReturnSamples
-from policyagg.solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
+from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
 from policyagg.solvers.occupancy import make_model
 from policyagg.solvers.lp import LinearProgram
 from policyagg.solvers.lp import make_model as make_lp_model
-from policyagg.solvers.occupancy import Rows, SolveLog, decomposes, occupancy_program, prepare
+from policyagg.solvers.occupancy import Rows, SolveLog, decomposes, occupancy_program
+from policyagg.solvers.registry import RuleCall, choice, number, register_rule
 
 #: A binary at least this large counts as an approval when reading the MILP's solution.
 BINARY_ROUNDING = 0.5
 
 
-def approval(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    alpha: float = 0.9,
-    completion: str = "utilitarian",
-    constraints=None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("approval", needs_samples=True, options={
+    "alpha": number(0.0, 1.0, help="agent i approves d iff rank_i(d) >= alpha"),
+    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping the approvers"),
+})
+def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitarian") -> Result:
     """Maximise the (weighted) number of approvers, then complete among the policies that
     keep that approving set.
 
@@ -45,40 +37,29 @@ def approval(
     completion (utilitarian on normalised returns by default). ``alpha = 1`` asks for each
     agent's best sample; an agent's own optimum reaches it, so at least one agent approves.
     """
-    started = time.perf_counter()
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise InvalidProblemError(f"`alpha` must be a number in [0, 1]; got {alpha!r}")
-    problem = prepare(problem, constraints, backend)
-    samples = require_samples(samples, problem, "approval")
-    log = SolveLog(backend)
+    problem, samples, log = call.problem, call.samples, call.log
     n, n_d = problem.n_agents, problem.mdp.n_state_actions
     lower = problem.ranges.lower
     thresholds = np.maximum(samples.threshold(alpha), lower)  # t_i <= min_O J_i: always approved
     big_m = thresholds - lower
     scale = 1.0 / range_widths(problem)  # rows in units of each agent's return range
-    if decomposes(_margin_program(problem, thresholds), backend):
-        approvers, searched = _approvers_by_cuts(problem, thresholds, log, time_limit)
-        region = [threshold_rows(problem, approvers, thresholds[approvers], "approving set")]
-        d = complete(problem, region, how=completion, backend=backend, time_limit=time_limit, log=log)
-        return finish(problem, d, rule="approval", samples=samples, options={"alpha": alpha, "completion": completion},
-                      log=log, started=started, time_limit=time_limit,
-                      approvers=approvers.tolist(), approval_weight=float(problem.weights[approvers].sum()),
-                      thresholds=thresholds.tolist(), **searched)
-    A = sp.diags_array(scale) @ sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr")
-    rows = Rows("approval thresholds", sp.csr_array(A), lower * scale, np.full(n, np.inf))
-    lp = occupancy_program(
-        problem, np.concatenate([np.zeros(n_d), problem.weights]), name=f"{alpha:g}-approval", maximize=True,
-        extra_cols=n, col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]), rows=[rows],
-        integrality=np.concatenate([np.zeros(n_d, bool), np.ones(n, bool)]),
-    )
-    solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
-    approvers = np.flatnonzero(solution.x[n_d:] >= BINARY_ROUNDING)
+    searched = {}
+    if decomposes(_margin_program(problem, thresholds), call.backend):
+        approvers, searched = _approvers_by_cuts(problem, thresholds, log, call.time_limit)
+    else:
+        A = sp.diags_array(scale) @ sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)],
+                                              format="csr")
+        rows = Rows("approval thresholds", sp.csr_array(A), lower * scale, np.full(n, np.inf))
+        lp = occupancy_program(
+            problem, np.concatenate([np.zeros(n_d), problem.weights]), name=f"{alpha:g}-approval", maximize=True,
+            extra_cols=n, col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]), rows=[rows],
+            integrality=np.concatenate([np.zeros(n_d, bool), np.ones(n, bool)]),
+        )
+        approvers = np.flatnonzero(call.solve(lp).x[n_d:] >= BINARY_ROUNDING)
     region = [threshold_rows(problem, approvers, thresholds[approvers], "approving set")]
-    d = complete(problem, region, how=completion, backend=backend, time_limit=time_limit, log=log)
-    return finish(problem, d, rule="approval", samples=samples, options={"alpha": alpha, "completion": completion},
-                  log=log, started=started, time_limit=time_limit,
-                  approvers=approvers.tolist(), approval_weight=float(problem.weights[approvers].sum()),
-                  thresholds=thresholds.tolist())
+    d = complete(problem, region, how=completion, backend=call.backend, time_limit=call.time_limit, log=log)
+    return call.finish(d, approvers=approvers.tolist(), approval_weight=float(problem.weights[approvers].sum()),
+                       thresholds=thresholds.tolist(), **searched)
 
 
 #: A margin ``s* >= -FEASIBILITY_TOL`` (in units of each agent's return range) counts as feasible.

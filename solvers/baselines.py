@@ -9,20 +9,18 @@ fairness report.
 
 from __future__ import annotations
 
-import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError, check_count
-from policyagg.polytope import LinearConstraints
-from policyagg.problem import Problem
+from policyagg.errors import InvalidProblemError
 from policyagg.result import Result
-from policyagg.samples import ReturnSamples
-from policyagg.solvers.completion import finish, pareto_improvement
+from policyagg.solvers.completion import pareto_improvement
 from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
+from policyagg.solvers.occupancy import Rows, occupancy_program, utilities
+from policyagg.solvers.registry import RuleCall, flag, integer, number, per_agent, register_rule
 
 #: Tangent points of the first Nash round, in normalised-return units.
 NASH_GRID = (1e-3, 1e-2, 0.1, 0.5, 1.0)
@@ -32,15 +30,10 @@ NASH_FLOOR = 1e-9
 
 
 # ------------------------------------------------------------------ random dictator
-def random_dictator(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    pareto: bool = True,
-    constraints: LinearConstraints | None = None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("random_dictator", options={
+    "pareto": flag("lift the mixture to a Pareto-optimal policy that makes no agent worse"),
+})
+def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
     """The expected outcome of a random dictator: agent ``i`` dictates with probability ``w_i / sum w``.
 
     .. math:: d_{RD} = \\sum_i \\frac{w_i}{\\sum_j w_j}\\, d_i^*, \\qquad d_i^* \\in \\arg\\max_{d \\in O \\cap C} J_i(d)
@@ -60,11 +53,7 @@ def random_dictator(
     and, with ``pareto=True``, ``mixture_pareto_gap`` (the sum of normalised gains the lift
     found; 0 if the mixture was already Pareto optimal).
     """
-    started = time.perf_counter()
-    if not isinstance(pareto, (bool, np.bool_)):
-        raise InvalidProblemError(f"`pareto` must be True or False; got {pareto!r}")
-    problem = prepare(problem, constraints, backend)
-    log = SolveLog(backend)
+    problem, log, backend, time_limit = call.problem, call.log, call.backend, call.time_limit
     R = problem.reward_matrix
     if len(problem.constraints):
         lp = occupancy_program(problem, R[0], name="random dictator", maximize=True)
@@ -82,21 +71,15 @@ def random_dictator(
     if pareto:
         gap, d = pareto_improvement(problem, mixture, backend=backend, time_limit=time_limit, log=log)
         extra["mixture_pareto_gap"] = gap
-    return finish(problem, d, rule="random_dictator", samples=samples, options={"pareto": bool(pareto)}, lift=bool(pareto),
-                  log=log, started=started, time_limit=time_limit, **extra)
+    return call.finish(d, lift=pareto, **extra)
 
 
 # ------------------------------------------------------------------ Nash welfare
-def nash_welfare(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    tolerance: float = 1e-6,
-    max_rounds: int = 50,
-    constraints: LinearConstraints | None = None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("nash_welfare", options={
+    "tolerance": number(0.0, low_open=True, help="stop when every agent's log-welfare error is at most this"),
+    "max_rounds": integer(1, help="rounds of tangent cuts before giving up (with a RuntimeWarning)"),
+})
+def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 50) -> Result:
     """Maximise weighted Nash welfare of normalised returns by tangent cuts (Kelley's cutting planes).
 
     .. math:: \\max_{d \\in O \\cap C} \\sum_{i \\in A} w_i \\log u_i(d)
@@ -127,23 +110,13 @@ def nash_welfare(
     Diagnostics: ``rounds``, ``gap`` (the final ``max_i (z_i - log u_i)``), ``converged``,
     ``n_cuts``, ``nash_welfare`` (``sum_i w_i log u_i`` at the result, over ``A``).
     """
-    started = time.perf_counter()
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(tolerance) and tolerance > 0):
-        raise InvalidProblemError(f"`tolerance` must be a positive number; got {tolerance!r}")
-    check_count("max_rounds", max_rounds)
-    problem = prepare(problem, constraints, backend)
-    log = SolveLog(backend)
+    problem = call.problem
     C, c0 = utilities(problem, normalize=True)
     n_d = problem.mdp.n_state_actions
     agents = np.flatnonzero(~problem.ranges.flat)
     if agents.size == 0:  # everybody is indifferent: any point of O ∩ C
-        lp = occupancy_program(problem, np.zeros(n_d), name="Nash welfare", maximize=True)
-        d = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).x
-        return finish(problem, d, rule="nash_welfare", samples=samples,
-                      options={"tolerance": float(tolerance), "max_rounds": int(max_rounds)}, log=log,
-                      started=started, time_limit=time_limit, rounds=1, gap=0.0, converged=True, n_cuts=0,
-                      nash_welfare=0.0)
+        d = call.maximize(np.zeros(n_d), name="Nash welfare")
+        return call.finish(d, rounds=1, gap=0.0, converged=True, n_cuts=0, nash_welfare=0.0)
     C, c0, w = C[agents], c0[agents], problem.weights[agents]
     k = agents.size
     cut_agent = np.repeat(np.arange(k), len(NASH_GRID))
@@ -155,7 +128,7 @@ def nash_welfare(
         rounds += 1
         lp = occupancy_program(problem, cost, name="Nash welfare", maximize=True, extra_cols=k,
                                col_lower=col_lower, rows=[_tangent_cuts(C, c0, cut_agent, cut_point)])
-        x = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).x
+        x = call.solve(lp).x
         d = np.clip(x[:n_d], 0.0, None)
         u = np.maximum(C @ d + c0, NASH_FLOOR)
         # the cut envelope at u (rather than the solver's z, which carries its tolerance)
@@ -173,10 +146,8 @@ def nash_welfare(
     if not converged:
         warnings.warn(f"nash_welfare: {max_rounds} rounds left a log-gap of {gap:.3g} > tolerance {tolerance:g}; "
                       "raise `max_rounds` or `tolerance`", RuntimeWarning, stacklevel=2)
-    return finish(problem, d, rule="nash_welfare", samples=samples,
-                  options={"tolerance": float(tolerance), "max_rounds": int(max_rounds)}, log=log,
-                  started=started, time_limit=time_limit, rounds=rounds, gap=gap, converged=converged,
-                  n_cuts=int(cut_agent.size), nash_welfare=float(w @ np.log(u)))
+    return call.finish(d, rounds=rounds, gap=gap, converged=converged, n_cuts=int(cut_agent.size),
+                       nash_welfare=float(w @ np.log(u)))
 
 
 def _tangent_cuts(C, c0, agent, point) -> Rows:
@@ -199,15 +170,11 @@ def gini_owa_weights(n: int) -> np.ndarray:
     return (2 * (n - k) + 1) / n**2
 
 
-def generalized_gini(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    owa_weights=None,
-    constraints: LinearConstraints | None = None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("generalized_gini", options={
+    "owa_weights": per_agent("OWA weights a_1 >= ... >= a_n > 0 on the sorted normalised returns "
+                             "(default: the Gini weights)"),
+})
+def generalized_gini(call: RuleCall, *, owa_weights: Sequence[float] | None = None) -> Result:
     """Maximise the generalised Gini welfare (an ordered weighted average) of normalised returns.
 
     .. math:: \\max_{d \\in O \\cap C} \\sum_{k=1}^{n} a_k\\, u_{(k)}(d), \\qquad
@@ -228,10 +195,9 @@ def generalized_gini(
     in the sorted returns, not agents). Indifferent agents take part with ``u_i = 1``.
     Diagnostics: ``owa_value`` (the objective at the result).
     """
-    started = time.perf_counter()
+    problem = call.problem
     n = problem.n_agents
     a = _check_owa_weights(owa_weights, n)
-    problem = prepare(problem, constraints, backend)
     C, c0 = utilities(problem, normalize=True)
     n_d = problem.mdp.n_state_actions
     step = a - np.append(a[1:], 0.0)
@@ -249,12 +215,9 @@ def generalized_gini(
     col_lower = np.concatenate([np.zeros(n_d), np.full(m, -np.inf), np.zeros(m * n)])
     lp = occupancy_program(problem, cost, name="generalized Gini welfare", maximize=True, extra_cols=m + m * n,
                            col_lower=col_lower, rows=[deviations])
-    log = SolveLog(backend)
-    solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
-    d = np.clip(solution.x[:n_d], 0.0, None)
+    d = np.clip(call.solve(lp).x[:n_d], 0.0, None)
     value = float(a @ np.sort(C @ d + c0))
-    return finish(problem, d, rule="generalized_gini", samples=samples, options={"owa_weights": a.tolist()},
-                  log=log, started=started, time_limit=time_limit, owa_value=value)
+    return call.finish(d, options={"owa_weights": a.tolist()}, owa_value=value)
 
 
 def _check_owa_weights(owa_weights, n: int) -> np.ndarray:

@@ -72,19 +72,17 @@ Example
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InfeasibleError, InvalidProblemError, check_count
-from policyagg.polytope import LinearConstraints
+from policyagg.errors import InfeasibleError
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from policyagg.solvers.completion import COMPLETIONS, complete, finish, range_widths, require_samples, threshold_rows
+from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
 from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, prepare, utilities
+from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
+from policyagg.solvers.registry import RuleCall, choice, integer, register_rule
 
 SOLVERS = ("lp", "milp")
 FALLBACKS = (None, "milp")
@@ -99,19 +97,15 @@ MODE_TIE = 1e-9
 COMPLETION_SLACK = 0.2
 
 
-def borda(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    solver: str = "lp",
-    breakpoints: int = 32,
-    tangents: int = 32,
-    fallback: str | None = None,
-    completion: str = "egalitarian",
-    constraints: LinearConstraints | None = None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("borda", needs_samples=True, options={
+    "solver": choice(SOLVERS, help="lp: tangent LP on the concave region; milp: exact on the piecewise-linear CDFs"),
+    "breakpoints": integer(1, help="MILP: quantile intervals per agent"),
+    "tangents": integer(1, help="LP: quantile intervals per agent (at most this many tangents)"),
+    "fallback": choice(FALLBACKS, help="with solver='lp': solve the MILP when the concave region is empty"),
+    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping every rank"),
+})
+def borda(call: RuleCall, *, solver: str = "lp", breakpoints: int = 32, tangents: int = 32, fallback: str | None = None,
+          completion: str = "egalitarian") -> Result:
     """Maximise the weighted sum of the agents' ranks (module docstring: both formulations).
 
     Parameters
@@ -142,17 +136,13 @@ def borda(
         ``diagnostics`` add ``solver`` (the one that produced ``d``), ``objective``,
         ``fallback``, and ``modes`` (LP) or ``n_binaries`` / ``mip_gap`` (MILP).
     """
-    started = time.perf_counter()
-    _check_options(solver, breakpoints, tangents, fallback, completion)
-    problem = prepare(problem, constraints, backend)
-    samples = require_samples(samples, problem, "borda")
-    log = SolveLog(backend)
+    problem, samples, log, backend, time_limit = call.problem, call.samples, call.log, call.backend, call.time_limit
     extra = {"fallback": None}
     if solver == "lp":
         lp, modes = _tangent_program(problem, samples, tangents)
         extra["modes"] = [float(m) if np.isfinite(m) else None for m in modes]  # None: indifferent agent
         try:
-            solution = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
+            solution = call.solve(lp)
             used, objective = "lp", solution.objective
         except InfeasibleError as exc:
             _check_feasible(problem, backend, time_limit, log)  # raises, naming the constraints, if they clash
@@ -167,7 +157,7 @@ def borda(
             extra["fallback"] = "milp"
     if solver == "milp" or extra["fallback"] == "milp":
         lp, constant = _incremental_program(problem, samples, breakpoints)
-        solution = log.add(make_model(lp, backend=backend, time_limit=time_limit, mip_rel_gap=MIP_REL_GAP).solve())
+        solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
         used, objective = "milp", solution.objective + constant
         extra |= {"n_binaries": int(np.count_nonzero(lp.integrality)) if lp.is_mip else 0,
                   "mip_gap": solution.mip_gap}
@@ -176,22 +166,7 @@ def borda(
     floor = np.minimum(optimum, samples.sorted_values[:, -1]) - COMPLETION_SLACK * samples.tolerance
     region = threshold_rows(problem, np.arange(problem.n_agents), floor, "borda optimum")
     d = complete(problem, [region], how=completion, backend=backend, time_limit=time_limit, log=log)
-    options = {"solver": solver, "breakpoints": breakpoints, "tangents": tangents, "fallback": fallback,
-               "completion": completion}
-    return finish(problem, d, rule="borda", samples=samples, options=options, log=log, started=started,
-                  time_limit=time_limit, solver=used, objective=float(objective), **extra)
-
-
-def _check_options(solver, breakpoints, tangents, fallback, completion) -> None:
-    if solver not in SOLVERS:
-        raise InvalidProblemError(f"`solver` must be 'lp' (concave-region tangent LP) or 'milp' (exact on the "
-                                  f"piecewise-linear CDFs); got {solver!r}")
-    for name, value in (("breakpoints", breakpoints), ("tangents", tangents)):
-        check_count(name, value, 1, why="quantile intervals per agent")
-    if fallback not in FALLBACKS:
-        raise InvalidProblemError(f"`fallback` must be None or 'milp'; got {fallback!r}")
-    if completion not in COMPLETIONS:
-        raise InvalidProblemError(f"`completion` must be one of {', '.join(COMPLETIONS)}; got {completion!r}")
+    return call.finish(d, solver=used, objective=float(objective), **extra)
 
 
 def _quantile_knots(problem: Problem, samples: ReturnSamples, levels: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -14,19 +14,18 @@ A coalition ``T`` of agents *blocks* ``d`` if some set ``B`` of policies with
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Sequence
 
 import numpy as np
 
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.metrics import pvc_epsilon as _superset_epsilon
-from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
-from policyagg.solvers.completion import COMPLETIONS, complete, finish, require_samples, threshold_rows
-from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import SolveLog, occupancy_program, prepare
+from policyagg.solvers.completion import COMPLETIONS, complete, threshold_rows
+from policyagg.solvers.occupancy import occupancy_program
+from policyagg.solvers.registry import RuleCall, choice, number, per_agent, register_rule
 
 #: Each threshold is raised by ``min(THRESHOLD_MARGIN * (max_O J_k - min_O J_k), gap_k / 2)``
 #: with ``gap_k`` the distance from ``theta_k`` to agent ``k``'s lowest surviving sample: the
@@ -35,17 +34,13 @@ from policyagg.solvers.occupancy import SolveLog, occupancy_program, prepare
 THRESHOLD_MARGIN = 1e-6
 
 
-def proportional_veto_core(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    eps: float = 0.0,
-    order=None,
-    completion: str = "egalitarian",
-    constraints: LinearConstraints | None = None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("pvc", needs_samples=True, options={
+    "eps": number(0.0, 1.0, high_open=True, help="the core's slack: larger eps, smaller vetoes, larger region"),
+    "order": per_agent("a permutation of the agents: who vetoes first (default: index order)"),
+    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen inside the core region"),
+})
+def proportional_veto_core(call: RuleCall, *, eps: float = 0.0, order: Sequence[int] | None = None,
+                           completion: str = "egalitarian") -> Result:
     """A point of the eps-proportional veto core by sequential veto, completed inside the core region.
 
     **Veto.** With ``N`` samples and ``n`` agents every agent vetoes the same number
@@ -112,12 +107,7 @@ def proportional_veto_core(
     >>> result.report["pvc_epsilon"] <= 0.1 + problem.n_agents / 10_000  # doctest: +SKIP
     True
     """
-    started = time.perf_counter()
-    eps = _check_eps(eps)
-    if completion not in COMPLETIONS:
-        raise InvalidProblemError(f"`completion` must be one of {', '.join(COMPLETIONS)}; got {completion!r}")
-    problem = prepare(problem, constraints, backend)
-    samples = require_samples(samples, problem, "proportional veto core")
+    problem, samples = call.problem, call.samples
     n, N = problem.n_agents, samples.n_samples
     order = _check_order(order, n)
     if N <= n:
@@ -134,17 +124,13 @@ def proportional_veto_core(
     lower = np.where(ranges.flat, -np.inf, thresholds + np.maximum(lift, 0.0))
     region = [threshold_rows(problem, np.arange(n), lower, "veto thresholds")]
 
-    log = SolveLog(backend)
     # feasibility first, under the rule's own name: an empty region is reported as the PVC's
-    lp = occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="proportional veto core",
-                           maximize=True, rows=region)
-    log.add(make_model(lp, backend=backend, time_limit=time_limit).solve())
-    d = complete(problem, region, how=completion, backend=backend, time_limit=time_limit, log=log)
-    return finish(problem, d, rule="pvc", samples=samples,
-                  options={"eps": eps, "order": order.tolist(), "completion": completion},
-                  log=log, started=started, time_limit=time_limit,
-                  thresholds=thresholds.tolist(), order=order.tolist(), veto_size=int(m),
-                  n_survivors=int(survivors.size), epsilon_bound=float(max(eps, 1.0 - n * m / N)))
+    call.solve(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="proportional veto core",
+                                 maximize=True, rows=region))
+    d = complete(problem, region, how=completion, backend=call.backend, time_limit=call.time_limit, log=call.log)
+    return call.finish(d, options={"order": order.tolist()}, thresholds=thresholds.tolist(), order=order.tolist(),
+                       veto_size=int(m), n_survivors=int(survivors.size),
+                       epsilon_bound=float(max(eps, 1.0 - n * m / N)))
 
 
 def sequential_veto(values, veto_size: int, order) -> tuple[np.ndarray, np.ndarray]:
@@ -212,15 +198,6 @@ def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None) ->
     if samples.n_agents != returns.size:
         raise InvalidSamplesError(f"the samples have returns for {samples.n_agents} agents but the policy for {returns.size}")
     return _superset_epsilon(returns + samples.tolerance, samples.values)
-
-
-def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
-        raise InvalidProblemError(f"`eps` must be a number in [0, 1); got {eps!r}")
-    eps = float(eps)
-    if not 0.0 <= eps < 1.0:
-        raise InvalidProblemError(f"`eps` must be in [0, 1); got {eps}")
-    return eps
 
 
 def _check_order(order, n: int) -> np.ndarray:

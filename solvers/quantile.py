@@ -6,31 +6,23 @@ gives every agent ``rank_i(d) >= q``, i.e. ``J_i(d) >= t_i(q) = F_i^{-1}(q)`` fo
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.problem import Problem
 from policyagg.result import Result
-from policyagg.samples import ReturnSamples
-from policyagg.solvers.completion import complete, finish, range_widths, require_samples, threshold_rows
+from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
 from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, prepare
+from policyagg.solvers.occupancy import Rows, occupancy_program
+from policyagg.solvers.registry import RuleCall, choice, register_rule
 
 #: The feasibility margin ``s*`` (in units of each agent's return range) counted as >= 0.
 FEASIBILITY_TOL = 1e-9
 
 
-def max_quantile(
-    problem: Problem,
-    samples: ReturnSamples | None = None,
-    *,
-    completion: str = "egalitarian",
-    constraints=None,
-    backend: str = "highs",
-    time_limit: float | None = None,
-) -> Result:
+@register_rule("max_quantile", needs_samples=True, options={
+    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen once every agent reaches q*"),
+})
+def max_quantile(call: RuleCall, *, completion: str = "egalitarian") -> Result:
     """Binary search for ``q*`` with one LP whose right-hand sides change (warm starts),
     then completion inside ``{d : J_i(d) >= t_i(q*) for all i}``.
 
@@ -42,10 +34,7 @@ def max_quantile(
     Under the uniform measure on ``O`` the centroid gives every agent rank ``>= 1/e``
     (Gruenbaum), so ``q* >= 1/e`` up to sampling error.
     """
-    started = time.perf_counter()
-    problem = prepare(problem, constraints, backend)
-    samples = require_samples(samples, problem, "max_quantile")
-    log = SolveLog(backend)
+    problem, samples, log, time_limit = call.problem, call.samples, call.log, call.time_limit
     n, n_d, N = problem.n_agents, problem.mdp.n_state_actions, samples.n_samples
     width = range_widths(problem)  # rows in units of each agent's return range
     margin = Rows("quantile thresholds", sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
@@ -56,7 +45,7 @@ def max_quantile(
                            col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
                            col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]), rows=[margin])
     rows = lp.row_families[-1][1] + np.arange(n)
-    model = make_model(lp, backend=backend, time_limit=time_limit)
+    model = make_model(lp, backend=call.backend, time_limit=time_limit)
 
     def thresholds(k: int) -> np.ndarray:
         return samples.sorted_values[:, k - 1] if k > 0 else problem.ranges.lower
@@ -73,6 +62,5 @@ def max_quantile(
         else:
             high = mid - 1
     region = [threshold_rows(problem, np.arange(n), thresholds(low), "quantile thresholds")]
-    d = complete(problem, region, how=completion, backend=backend, time_limit=time_limit, log=log)
-    return finish(problem, d, rule="max_quantile", samples=samples, options={"completion": completion},
-                  log=log, started=started, time_limit=time_limit, q_star=low / N, thresholds=thresholds(low).tolist())
+    d = complete(problem, region, how=completion, backend=call.backend, time_limit=time_limit, log=log)
+    return call.finish(d, q_star=low / N, thresholds=thresholds(low).tolist())

@@ -149,12 +149,26 @@ def _toml(config: dict) -> str:
         ({"rules": [{"rule": "condorcet"}]}, r"`rules\[0\].rule` = 'condorcet' is not a rule"),
         ({"rules": [{"rule": "borda", "weight": 2}]}, r"unknown key `rules\[0\].weight`"),
         ({"rules": [{"rule": "borda"}, {"rule": "borda"}]}, r"rule labels must be distinct"),
+        ({"rules": [{"rule": "approval", "options": {"alfa": 0.9}}]},
+         r"`rules\[0\].options`: rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`"),
+        ({"rules": [{"rule": "approval", "options": {"alpha": 1.9}}]},
+         r"`rules\[0\].options`: rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9"),
+        ({"rules": [{"rule": "borda", "options": {"solver": "simplex"}}]},
+         r"rule 'borda': `solver` must be one of lp, milp; got 'simplex'"),
         ({"name": ""}, r"`name` must be a non-empty string"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, change, match):
     with pytest.raises(InvalidConfigError, match=match):
         parse_config(small_config(tmp_path, **change))
+
+
+def test_bad_rule_options_are_refused_before_sampling(tmp_path):
+    config = small_config(tmp_path / "out")
+    config["rules"][1]["options"] = {"alpha": 1.9}
+    with pytest.raises(InvalidConfigError, match=r"`rules\[1\].options`: rule 'approval': `alpha` must be"):
+        run_config(config, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_table_and_bad_toml(tmp_path):

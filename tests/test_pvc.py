@@ -212,10 +212,17 @@ def test_bad_eps(eps):
         proportional_veto_core(problem, bandit_samples(problem, [0.1, 0.5, 0.9]), eps=eps)
 
 
-@pytest.mark.parametrize("order", [[0, 0], [0], [0, 1, 2], [1, 2], [0.0, 1.0], "ab", [[0, 1]]])
+@pytest.mark.parametrize("order", [[0, 0], [0], [0, 1, 2], [1, 2], [0.0, 1.0], [[0, 1]]])
 def test_bad_order(order):
     problem = solvers.with_ranges(bandit())
     with pytest.raises(InvalidProblemError, match=r"`order` must be a permutation of the agent indices 0..1"):
+        proportional_veto_core(problem, bandit_samples(problem, [0.1, 0.5, 0.9]), order=order)
+
+
+@pytest.mark.parametrize("order", ["ab", 3])
+def test_order_must_be_a_sequence(order):
+    problem = solvers.with_ranges(bandit())
+    with pytest.raises(InvalidProblemError, match=r"`order` must be None or a sequence with one entry per agent"):
         proportional_veto_core(problem, bandit_samples(problem, [0.1, 0.5, 0.9]), order=order)
 
 
