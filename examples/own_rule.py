@@ -10,10 +10,11 @@ floors are extra linear constraints on the occupancy (:func:`policyagg.return_fl
 rule is one call of :func:`policyagg.solvers.utilitarian` with constraints; the result is
 Pareto optimal because the floor region is upward closed in return space.
 
-A rule is any function ``rule(problem, samples=None, *, constraints=None, backend="highs",
-**options) -> Result``. This example calls it directly; to make it usable by name in
-configuration files and on the command line, register it under ``RULE_NAME`` (one line, see
-the end of this file).
+A rule is a *body* ``body(call, *, option=default, ...) -> Result`` declared with
+:func:`policyagg.solvers.register_rule`: the registry checks the options, attaches return ranges,
+adds the caller's constraints and checks the samples before the body runs, and the rule is then
+usable by name everywhere, ``solvers.get_rule(RULE_NAME)``, a configuration's
+``[[rules]] rule = "floored_utilitarian"`` and the command line.
 
 Run: ``python examples/own_rule.py [--out DIR]`` (a few seconds).
 """
@@ -21,31 +22,33 @@ Run: ``python examples/own_rule.py [--out DIR]`` (a few seconds).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from policyagg import Problem, Result, ReturnSamples, TabularMDP, return_floor, sample_policy_returns, solvers
-from policyagg.errors import InvalidProblemError
+from policyagg.solvers.occupancy import occupancy_program, utilities
+from policyagg.solvers.registry import RuleCall
 
 RULE_NAME = "floored_utilitarian"
 
 
-def floored_utilitarian(problem: Problem, samples: ReturnSamples | None = None, *, floor: float = 0.5,
-                        constraints=None, backend: str = "highs", time_limit: float | None = None) -> Result:
+@solvers.register_rule(RULE_NAME, needs_samples=True,
+                        options={"floor": solvers.number(0.0, 1.0, help="the rank every agent is guaranteed")})
+def floored_utilitarian(call: RuleCall, *, floor: float = 0.5) -> Result:
     """Max sum of normalised returns s.t. every agent's rank is at least ``floor``."""
-    if samples is None:
-        raise InvalidProblemError(f"rule {RULE_NAME!r} ranks policies by volume: pass `samples`")
-    if not 0.0 <= floor <= 1.0:
-        raise InvalidProblemError(f"`floor` must be in [0, 1]; got {floor!r}")
-    thresholds = samples.check_agents(problem.n_agents).threshold(floor)  # t_i = F_i^{-1}(floor)
-    floors = constraints
+    problem = call.problem
+    assert call.samples is not None  # needs_samples=True: the registry has checked them
+    thresholds = call.samples.threshold(floor)  # t_i = F_i^{-1}(floor)
+    floors = problem.constraints
     for i in range(problem.n_agents):
         if np.isfinite(thresholds[i]):
             row = return_floor(problem.mdp, problem.rewards[i], float(thresholds[i]))
             floors = row if floors is None else floors & row
-    return solvers.utilitarian(problem, samples, normalize=True, constraints=floors, backend=backend,
-                               time_limit=time_limit)
+    C, _ = utilities(problem, True)  # normalised returns u = C d
+    program = occupancy_program(replace(problem, constraints=floors), C.sum(axis=0), name=RULE_NAME, maximize=True)
+    return call.finish(call.solve(program).x)
 
 
 def random_problem(n_states: int, n_actions: int, n_agents: int, seed: int) -> Problem:
@@ -61,7 +64,7 @@ def main(out: Path) -> None:
     samples = sample_policy_returns(problem, 4_000, rng=0)
     results = {
         "utilitarian": solvers.utilitarian(problem, samples, normalize=True),
-        "floored utilitarian (0.6)": floored_utilitarian(problem, samples, floor=0.6),
+        "floored utilitarian (0.6)": solvers.get_rule(RULE_NAME)(problem, samples, floor=0.6),
         "max-quantile": solvers.max_quantile(problem, samples),
     }
     print(f"{'rule':<28} {'sum normalised':>14} {'min rank':>9} {'gini':>7} {'pareto':>7}")
@@ -73,11 +76,6 @@ def main(out: Path) -> None:
     print(f"every rank >= 0.6: {bool(floored.ranks.min() >= 0.6)}")
     print(f"saved to {out}/")
 
-
-# Registration, once the rule registry is in place (sketch):
-#     from policyagg.solvers.registry import register_rule
-#     register_rule(RULE_NAME, floored_utilitarian)
-# after which a configuration can say `[[rules]] rule = "floored_utilitarian"`.
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
