@@ -19,36 +19,40 @@ uncertain), R-hat ``inf`` and ESS 1 when they do not.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from scipy import special, stats
 
 from policyagg.errors import InvalidSamplesError
 
 
-def _as_chains(draws) -> np.ndarray:
+def _as_chains(draws: ArrayLike) -> NDArray[np.float64]:
     """``draws`` (chains, n) or (chains, n, k) as floats with at least 4 draws per chain."""
-    draws = np.asarray(draws, dtype=float)
-    if draws.ndim not in (2, 3) or draws.shape[0] < 1 or draws.shape[1] < 4:
+    chains = np.asarray(draws, dtype=float)
+    if chains.ndim not in (2, 3) or chains.shape[0] < 1 or chains.shape[1] < 4:
         raise InvalidSamplesError(
-            f"`draws` must have shape (chains, n) or (chains, n, k) with n >= 4; got {draws.shape}"
+            f"`draws` must have shape (chains, n) or (chains, n, k) with n >= 4; got {chains.shape}"
         )
-    if not np.all(np.isfinite(draws)):
+    if not np.all(np.isfinite(chains)):
         raise InvalidSamplesError("`draws` must be finite")
-    return draws
+    return chains
 
 
-def _split(chains: np.ndarray) -> np.ndarray:
+def _split(chains: NDArray[np.float64]) -> NDArray[np.float64]:
     """(m, n) -> (2m, n // 2): each chain cut in two halves (the middle draw of an odd n dropped)."""
     half = chains.shape[1] // 2
     return np.concatenate([chains[:, :half], chains[:, -half:]], axis=0)
 
 
-def _rank_normalise(chains: np.ndarray) -> np.ndarray:
+def _rank_normalise(chains: NDArray[np.float64]) -> NDArray[np.float64]:
     ranks = stats.rankdata(chains, axis=None).reshape(chains.shape)  # ties: average ranks
-    return special.ndtri((ranks - 0.375) / (chains.size + 0.25))
+    scores: NDArray[np.float64] = special.ndtri((ranks - 0.375) / (chains.size + 0.25))  # scipy is untyped: Any
+    return scores
 
 
-def _basic_rhat(chains: np.ndarray) -> float:
+def _basic_rhat(chains: NDArray[np.float64]) -> float:
     m, n = chains.shape
     within = chains.var(axis=1, ddof=1).mean()
     between = n * chains.mean(axis=1).var(ddof=1) if m > 1 else 0.0
@@ -58,7 +62,7 @@ def _basic_rhat(chains: np.ndarray) -> float:
     return float(np.sqrt(var_plus / within))
 
 
-def _ess(chains: np.ndarray) -> float:
+def _ess(chains: NDArray[np.float64]) -> float:
     """ESS of (m, n) chains with Geyer's initial monotone sequence (Vehtari et al. 2021, eqs. 10-11)."""
     m, n = chains.shape
     centred = chains - chains.mean(axis=1, keepdims=True)
@@ -82,20 +86,22 @@ def _ess(chains: np.ndarray) -> float:
     return float(total / tau)
 
 
-def _per_column(function, draws):
-    draws = _as_chains(draws)
-    if draws.ndim == 2:
-        return function(draws)
-    return np.array([function(draws[:, :, j]) for j in range(draws.shape[2])])
+def _per_column(
+    function: Callable[[NDArray[np.float64]], float], draws: ArrayLike
+) -> float | NDArray[np.float64]:
+    chains = _as_chains(draws)
+    if chains.ndim == 2:
+        return function(chains)
+    return np.array([function(chains[:, :, j]) for j in range(chains.shape[2])])
 
 
-def rhat(draws) -> float | np.ndarray:
+def rhat(draws: ArrayLike) -> float | NDArray[np.float64]:
     """Rank-normalised split R-hat (max of bulk and folded), per column for 3-D input.
 
     ``draws``: (chains, n) or (chains, n, k). Values near 1 (< 1.01) indicate mixing.
     """
 
-    def one(chains):
+    def one(chains: NDArray[np.float64]) -> float:
         split = _split(chains)
         folded = np.abs(split - np.median(split))
         return max(_basic_rhat(_rank_normalise(split)), _basic_rhat(_rank_normalise(folded)))
@@ -103,7 +109,7 @@ def rhat(draws) -> float | np.ndarray:
     return _per_column(one, draws)
 
 
-def effective_sample_size(draws) -> float | np.ndarray:
+def effective_sample_size(draws: ArrayLike) -> float | NDArray[np.float64]:
     """Bulk effective sample size (rank-normalised split chains), per column for 3-D input.
 
     ``draws``: (chains, n) or (chains, n, k). For an AR(1) chain with coefficient ``phi``

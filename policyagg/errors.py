@@ -22,7 +22,7 @@ class InvalidSamplesError(PolicyAggError, ValueError):
 class SolverError(PolicyAggError, RuntimeError):
     """The LP/MILP solver failed; the message carries the solver's status text."""
 
-    def __init__(self, message: str, status: str = "error"):
+    def __init__(self, message: str, status: str = "error") -> None:
         super().__init__(message)
         self.status = status
 
@@ -30,14 +30,14 @@ class SolverError(PolicyAggError, RuntimeError):
 class InfeasibleError(SolverError):
     """The feasible set is empty (the message names the constraint families involved)."""
 
-    def __init__(self, message: str, status: str = "infeasible"):
+    def __init__(self, message: str, status: str = "infeasible") -> None:
         super().__init__(message, status)
 
 
 class UnboundedError(SolverError):
     """The objective is unbounded on the feasible set."""
 
-    def __init__(self, message: str, status: str = "unbounded"):
+    def __init__(self, message: str, status: str = "unbounded") -> None:
         super().__init__(message, status)
 
 
@@ -47,12 +47,12 @@ class SolverTimeLimitError(SolverError):
     ``solution`` holds the best solution found so far, or ``None``.
     """
 
-    def __init__(self, message: str, status: str = "time-limit", solution=None):
+    def __init__(self, message: str, status: str = "time-limit", solution: object | None = None) -> None:
         super().__init__(message, status)
         self.solution = solution
 
 
-def check_count(name: str, value, minimum: int = 1, why: str | None = None) -> int:
+def check_count(name: str, value: object, minimum: int = 1, why: str | None = None) -> int:
     """``value`` as an ``int >= minimum`` (bools refused); else an :class:`InvalidProblemError`
     naming the argument ``name`` (and ``why`` the bound, if given)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

@@ -18,6 +18,8 @@ agents' optima, where the trade-offs are, at any size.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +31,9 @@ from policyagg.sampling import sample_policy_returns
 MEASURES = ("policy", "volume", "optimal-mixture")
 
 
-def sample_mixture_returns(problem: Problem, n_samples: int, *, rng=None, concentration: float = 1.0,
-                           progress: bool | None = None, workers: int | None = None) -> ReturnSamples:
+def sample_mixture_returns(problem: Problem, n_samples: int, *, rng: np.random.Generator | int | None = None,
+                           concentration: float = 1.0, progress: bool | None = None,
+                           workers: int | None = None) -> ReturnSamples:
     """Returns of ``d = sum_j w_j d*_j``, ``w ~ Dirichlet(concentration * 1_n)``.
 
     ``d*_j`` is agent ``j``'s optimal occupancy over ``O`` (``problem.ranges.best``, attached by
@@ -50,7 +53,7 @@ def sample_mixture_returns(problem: Problem, n_samples: int, *, rng=None, concen
     return ReturnSamples(weights @ corners, measure="optimal-mixture", info=info)
 
 
-def _sampler(measure: str):
+def _sampler(measure: str) -> Callable[..., ReturnSamples]:
     if measure == "policy":
         return sample_policy_returns
     if measure == "volume":
@@ -69,8 +72,9 @@ def measure_options(measure: str) -> tuple[str, ...]:
                  if p.kind is p.KEYWORD_ONLY and name not in ("rng", "workers", "progress"))
 
 
-def sample_returns(problem: Problem, n_samples: int, *, measure: str = "policy", rng=None,
-                   workers: int | None = None, progress: bool | None = None, **options) -> ReturnSamples:
+def sample_returns(problem: Problem, n_samples: int, *, measure: str = "policy",
+                   rng: np.random.Generator | int | None = None, workers: int | None = None,
+                   progress: bool | None = None, **options: Any) -> ReturnSamples:
     """``n_samples`` sampled returns ``(N, n)`` of ``problem`` under ``measure`` (see the module
     docstring); ``options`` go to that measure's sampler. Same seed, same numbers."""
     sampler = _sampler(measure)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidProblemError
 
 
-def gini(values) -> float:
+def gini(values: ArrayLike) -> float:
     """Gini index ``sum_{i,j} |x_i - x_j| / (2 n^2 mean(x))`` of non-negative values.
 
     0 means perfect equality; ``(n-1)/n`` means one agent has everything. All zeros give 0.
@@ -26,12 +27,12 @@ def gini(values) -> float:
     return float(np.sum((2 * np.arange(1, n + 1) - n - 1) * x) / (n * total))
 
 
-def approvals(ranks, alpha: float) -> int:
+def approvals(ranks: ArrayLike, alpha: float) -> int:
     """Number of agents that approve: ``#{i : rank_i >= alpha}``."""
     return int(np.count_nonzero(np.asarray(ranks) >= alpha - 1e-12))
 
 
-def borda_score(ranks) -> float:
+def borda_score(ranks: ArrayLike) -> float:
     """Volumetric Borda score ``sum_i rank_i`` (each rank in [0, 1])."""
     return float(np.sum(ranks))
 
@@ -40,7 +41,7 @@ def borda_score(ranks) -> float:
 MAX_PVC_AGENTS = 20
 
 
-def pvc_epsilon(returns, sample_values) -> float:
+def pvc_epsilon(returns: ArrayLike, sample_values: ArrayLike) -> float:
     """Smallest ``eps`` such that ``d`` (with returns ``J``) is in the eps-proportional veto core.
 
     .. math:: \\varepsilon(d) = \\max_{\\emptyset \\ne T \\subseteq N} \\mu(B_T) - 1 + |T| / n,
@@ -69,7 +70,7 @@ def pvc_epsilon(returns, sample_values) -> float:
     return float(slack.max())
 
 
-def window_mass(normalized, width: float = 0.06) -> np.ndarray:
+def window_mass(normalized: ArrayLike, width: float = 0.06) -> NDArray[np.float64]:
     """Per agent, the largest share of samples inside any window of ``width`` (a fraction of
     the agent's LP return range) of its normalised sampled returns ``(N, n)``.
 
@@ -84,4 +85,5 @@ def window_mass(normalized, width: float = 0.06) -> np.ndarray:
     N = x.shape[0]
     # For each sample as the window's left end, count samples <= left + width.
     ends = np.stack([np.searchsorted(col, col + width, side="right") for col in x.T], axis=1)
-    return (ends - np.arange(N)[:, None]).max(axis=0) / N
+    mass: NDArray[np.float64] = (ends - np.arange(N)[:, None]).max(axis=0) / N  # numpy types axis reductions as Any
+    return mass

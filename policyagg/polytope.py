@@ -11,12 +11,17 @@ Average reward (``gamma = 1``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidMDPError, InvalidProblemError
 from policyagg.mdp import TabularMDP
+
+#: A constraint matrix as users give it: dense (anything ``np.atleast_2d`` takes) or scipy sparse.
+MatrixLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,24 +29,27 @@ class OccupancyPolytope:
     """``O = {d >= 0 : A_eq d = b_eq}`` built from ``P`` with sparse matrix algebra."""
 
     A_eq: sp.csr_array  # (S or S+1, S*A)
-    b_eq: np.ndarray
+    b_eq: NDArray[np.float64]
 
     @classmethod
     def from_mdp(cls, mdp: TabularMDP) -> "OccupancyPolytope":
-        S, A = mdp.n_states, mdp.n_actions
+        S, SA = mdp.n_states, mdp.n_state_actions
         outflow = mdp.action_sum  # sum_a d(s', a)
         inflow = mdp.P.T  # (S, S*A): sum_{s,a} P(s'|s,a) d(s,a)
+        b_eq: NDArray[np.float64]
         if mdp.average_reward:
-            A_eq = sp.vstack([outflow - inflow, np.ones((1, S * A))], format="csr")
+            A_eq = sp.vstack([outflow - inflow, np.ones((1, SA))], format="csr")
             b_eq = np.zeros(S + 1)
             b_eq[-1] = 1.0
         else:
+            if mdp.rho is None:  # typed optional as a constructor argument; TabularMDP always sets it
+                raise InvalidMDPError("`mdp.rho` is unset; build the MDP with `TabularMDP(...)`")
             A_eq = sp.csr_array(outflow - mdp.gamma * inflow)
             b_eq = (1.0 - mdp.gamma) * mdp.rho
         A_eq.eliminate_zeros()
         return cls(sp.csr_array(A_eq), b_eq)
 
-    def violation(self, d) -> float:
+    def violation(self, d: ArrayLike) -> float:
         """Largest violation of ``A_eq d = b_eq`` and ``d >= 0`` (0 for a member)."""
         d = np.asarray(d, dtype=float).ravel()
         return float(max(np.abs(self.A_eq @ d - self.b_eq).max(initial=0.0), (-d).max(initial=0.0)))
@@ -56,9 +64,9 @@ class LinearConstraints:
     """
 
     A_ub: sp.csr_array
-    b_ub: np.ndarray
+    b_ub: NDArray[np.float64]
     A_eq: sp.csr_array
-    b_eq: np.ndarray
+    b_eq: NDArray[np.float64]
     labels_ub: tuple[str, ...] = ()
     labels_eq: tuple[str, ...] = ()
 
@@ -68,17 +76,19 @@ class LinearConstraints:
         return cls(zero, np.zeros(0), zero, np.zeros(0))
 
     @classmethod
-    def build(cls, n_vars: int, *, A_ub=None, b_ub=None, A_eq=None, b_eq=None, label: str = "user") -> "LinearConstraints":
+    def build(cls, n_vars: int, *, A_ub: MatrixLike | None = None, b_ub: ArrayLike | None = None,
+              A_eq: MatrixLike | None = None, b_eq: ArrayLike | None = None,
+              label: str = "user") -> "LinearConstraints":
         """Validate user matrices (dense or sparse, ``(m, S*A)``) into a constraint set."""
-        blocks = {}
-        for kind, A, b in (("ub", A_ub, b_ub), ("eq", A_eq, b_eq)):
-            if A is None and b is None:
+        blocks: dict[str, tuple[sp.csr_array, NDArray[np.float64]]] = {}
+        for kind, A_in, b_in in (("ub", A_ub, b_ub), ("eq", A_eq, b_eq)):
+            if A_in is None and b_in is None:
                 blocks[kind] = (sp.csr_array((0, n_vars)), np.zeros(0))
                 continue
-            if A is None or b is None:
+            if A_in is None or b_in is None:
                 raise InvalidProblemError(f"`A_{kind}` and `b_{kind}` must be given together")
-            A = sp.csr_array(np.atleast_2d(A) if not sp.issparse(A) else A, dtype=float)
-            b = np.atleast_1d(np.asarray(b, dtype=float))
+            A = sp.csr_array(np.atleast_2d(A_in) if not sp.issparse(A_in) else A_in, dtype=float)
+            b = np.atleast_1d(np.asarray(b_in, dtype=float))
             if A.shape[1] != n_vars:
                 raise InvalidProblemError(
                     f"`A_{kind}` must have S*A = {n_vars} columns (flattened occupancy d[s*A + a]); got {A.shape[1]}"
@@ -93,10 +103,10 @@ class LinearConstraints:
 
     @property
     def n_vars(self) -> int:
-        return self.A_ub.shape[1]
+        return int(self.A_ub.shape[1])
 
     def __len__(self) -> int:
-        return self.A_ub.shape[0] + self.A_eq.shape[0]
+        return int(self.A_ub.shape[0] + self.A_eq.shape[0])
 
     def __and__(self, other: "LinearConstraints") -> "LinearConstraints":
         if self.n_vars != other.n_vars:
@@ -112,7 +122,7 @@ class LinearConstraints:
             self.labels_eq + other.labels_eq,
         )
 
-    def violation(self, d) -> float:
+    def violation(self, d: ArrayLike) -> float:
         """Largest violation of these constraints at ``d`` (0 when satisfied)."""
         d = np.asarray(d, dtype=float).ravel()
         over = (self.A_ub @ d - self.b_ub).max(initial=0.0)
@@ -123,13 +133,15 @@ class LinearConstraints:
 def forbid(mdp: TabularMDP, state: int, action: int) -> LinearConstraints:
     """Never take ``action`` in ``state``: ``d(state, action) = 0``."""
     S, A = mdp.n_states, mdp.n_actions
+    if A is None:  # typed optional as a constructor argument; TabularMDP always sets it
+        raise InvalidMDPError("`mdp.n_actions` is unset; build the MDP with `TabularMDP(...)`")
     if not (0 <= state < S and 0 <= action < A):
         raise InvalidProblemError(f"`state`, `action` must be in [0, {S}) x [0, {A}); got ({state}, {action})")
     row = sp.csr_array(([1.0], ([0], [state * A + action])), shape=(1, S * A))
     return LinearConstraints.build(S * A, A_eq=row, b_eq=[0.0], label=f"forbid(s={state}, a={action})")
 
 
-def budget(mdp: TabularMDP, cost, limit: float) -> LinearConstraints:
+def budget(mdp: TabularMDP, cost: ArrayLike, limit: float) -> LinearConstraints:
     """Expected per-step cost at most ``limit``: ``<c, d> <= limit`` with ``cost`` of shape (S, A)."""
     cost = np.asarray(cost, dtype=float)
     if cost.shape != (mdp.n_states, mdp.n_actions):
@@ -139,7 +151,7 @@ def budget(mdp: TabularMDP, cost, limit: float) -> LinearConstraints:
     )
 
 
-def return_floor(mdp: TabularMDP, reward, value: float) -> LinearConstraints:
+def return_floor(mdp: TabularMDP, reward: ArrayLike, value: float) -> LinearConstraints:
     """A guaranteed return: ``<r, d> >= value`` with ``reward`` of shape (S, A)."""
     reward = np.asarray(reward, dtype=float)
     if reward.shape != (mdp.n_states, mdp.n_actions):

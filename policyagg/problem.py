@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
@@ -20,22 +21,22 @@ FLAT_RANGE = 1e-9
 class ReturnRanges:
     """Per-agent ``min_O J_i`` and ``max_O J_i`` with optimal occupancies (computed by ``solvers``)."""
 
-    lower: np.ndarray  # (n,)
-    upper: np.ndarray  # (n,)
-    best: np.ndarray  # (n, S*A): an occupancy attaining upper[i]
-    worst: np.ndarray  # (n, S*A): an occupancy attaining lower[i]
+    lower: NDArray[np.float64]  # (n,)
+    upper: NDArray[np.float64]  # (n,)
+    best: NDArray[np.float64]  # (n, S*A): an occupancy attaining upper[i]
+    worst: NDArray[np.float64]  # (n, S*A): an occupancy attaining lower[i]
 
     @property
-    def width(self) -> np.ndarray:
+    def width(self) -> NDArray[np.float64]:
         return self.upper - self.lower
 
     @property
-    def flat(self) -> np.ndarray:
+    def flat(self) -> NDArray[np.bool_]:
         """Agents whose return is (numerically) the same on the whole polytope."""
         scale = np.maximum(1.0, np.maximum(np.abs(self.lower), np.abs(self.upper)))
         return self.width <= FLAT_RANGE * scale
 
-    def normalize(self, returns) -> np.ndarray:
+    def normalize(self, returns: ArrayLike) -> NDArray[np.float64]:
         """``(J_i - min_O J_i) / (max_O J_i - min_O J_i)``; 1 for indifferent agents. Shape (..., n)."""
         returns = np.asarray(returns, dtype=float)
         width = np.where(self.flat, 1.0, self.width)
@@ -59,14 +60,14 @@ class Problem:
     """
 
     mdp: TabularMDP
-    rewards: np.ndarray
+    rewards: NDArray[np.float64]
     names: tuple[str, ...] | None = None
-    weights: np.ndarray | None = None
+    weights: NDArray[np.float64] | None = None
     constraints: LinearConstraints | None = None
     ranges: ReturnRanges | None = field(default=None, repr=False)
 
-    def __post_init__(self):
-        S, A = self.mdp.n_states, self.mdp.n_actions
+    def __post_init__(self) -> None:
+        S, A, SA = self.mdp.n_states, self.mdp.n_actions, self.mdp.n_state_actions
         rewards = np.array(self.rewards, dtype=float)  # a private copy (made read-only below)
         if rewards.ndim == 2:
             rewards = rewards[None]
@@ -89,9 +90,9 @@ class Problem:
         bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
         if bad.size:
             raise InvalidProblemError(f"`weights` must be finite and > 0; agent {int(bad[0])} has {weights[bad[0]]}")
-        constraints = self.constraints or LinearConstraints.empty(S * A)
-        if constraints.n_vars != S * A:
-            raise InvalidProblemError(f"`constraints` act on {constraints.n_vars} variables; the MDP has S*A = {S * A}")
+        constraints = self.constraints or LinearConstraints.empty(SA)
+        if constraints.n_vars != SA:
+            raise InvalidProblemError(f"`constraints` act on {constraints.n_vars} variables; the MDP has S*A = {SA}")
         if self.ranges is not None and self.ranges.lower.shape != (n,):
             raise InvalidProblemError(f"`ranges` must cover the {n} agents")
         rewards.flags.writeable = False
@@ -101,10 +102,10 @@ class Problem:
 
     @property
     def n_agents(self) -> int:
-        return self.rewards.shape[0]
+        return int(self.rewards.shape[0])
 
     @cached_property
-    def reward_matrix(self) -> np.ndarray:
+    def reward_matrix(self) -> NDArray[np.float64]:
         """Rewards as ``(n, S*A)`` so that ``J = reward_matrix @ d``."""
         return self.rewards.reshape(self.n_agents, -1)
 
@@ -112,9 +113,10 @@ class Problem:
     def polytope(self) -> OccupancyPolytope:
         return OccupancyPolytope.from_mdp(self.mdp)
 
-    def returns(self, d) -> np.ndarray:
+    def returns(self, d: ArrayLike) -> NDArray[np.float64]:
         """``J_i(d) = <r_i, d>`` for an occupancy of shape (S, A) or (S*A,)."""
-        return self.reward_matrix @ np.asarray(d, dtype=float).ravel()
+        returns: NDArray[np.float64] = self.reward_matrix @ np.asarray(d, dtype=float).ravel()  # numpy: @ is Any
+        return returns
 
     def with_ranges(self, ranges: ReturnRanges) -> "Problem":
         return replace(self, ranges=ranges)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidSamplesError
-from policyagg.io import atomic_write_bytes, npz_bytes
+from policyagg.io import StrPath, atomic_write_bytes, npz_bytes
 
 #: Returns within this fraction of an agent's sampled range of a sample count as equal to
 #: it, so that an LP optimum sitting on a sample gets its rank although LP solvers meet
@@ -37,13 +39,13 @@ class ReturnSamples:
         JSON-serialisable facts about the sampling run (seed, time, ...).
     """
 
-    values: np.ndarray
+    values: NDArray[np.float64]
     measure: str = "user"
-    info: dict = field(default_factory=dict)
-    sorted_values: np.ndarray = field(init=False, repr=False)  # (n, N), each row ascending
-    tolerance: np.ndarray = field(init=False, repr=False)  # (n,)
+    info: dict[str, Any] = field(default_factory=dict)
+    sorted_values: NDArray[np.float64] = field(init=False, repr=False)  # (n, N), each row ascending
+    tolerance: NDArray[np.float64] = field(init=False, repr=False)  # (n,)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         values = np.array(self.values, dtype=float)  # a private copy
         if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
             raise InvalidSamplesError(f"`values` must be a non-empty (N, n) array of returns; got shape {np.shape(self.values)}")
@@ -61,11 +63,11 @@ class ReturnSamples:
 
     @property
     def n_samples(self) -> int:
-        return self.values.shape[0]
+        return int(self.values.shape[0])
 
     @property
     def n_agents(self) -> int:
-        return self.values.shape[1]
+        return int(self.values.shape[1])
 
     def check_agents(self, n_agents: int) -> "ReturnSamples":
         if self.n_agents != n_agents:
@@ -75,7 +77,7 @@ class ReturnSamples:
             )
         return self
 
-    def cdf(self, returns) -> np.ndarray:
+    def cdf(self, returns: ArrayLike) -> NDArray[np.float64]:
         """Ranks ``F_i(J_i)`` for returns of shape (n,) or (m, n); values in [0, 1]."""
         returns = np.asarray(returns, dtype=float)
         if returns.shape[-1] != self.n_agents:
@@ -86,7 +88,7 @@ class ReturnSamples:
             counts[:, i] = np.searchsorted(self.sorted_values[i], flat[:, i] + self.tolerance[i], side="right")
         return (counts / self.n_samples).reshape(returns.shape)
 
-    def threshold(self, alpha) -> np.ndarray:
+    def threshold(self, alpha: float) -> NDArray[np.float64]:
         """Quantile thresholds ``t_i(alpha) = min{v in samples_i : F_i(v) >= alpha}``, shape (n,).
 
         ``alpha <= 0`` gives ``-inf`` (every return is approved).
@@ -100,7 +102,7 @@ class ReturnSamples:
         return self.sorted_values[:, k - 1].copy()
 
     # ------------------------------------------------------------------ storage
-    def save(self, path) -> Path:
+    def save(self, path: StrPath) -> Path:
         """Write ``values``, ``measure`` and ``info`` to one ``.npz`` file, atomically."""
         path = Path(path).with_suffix(".npz")
         meta = json.dumps({"measure": self.measure, "info": self.info})
@@ -108,7 +110,7 @@ class ReturnSamples:
         return path
 
     @classmethod
-    def load(cls, path) -> "ReturnSamples":
+    def load(cls, path: StrPath) -> "ReturnSamples":
         path = Path(path).with_suffix(".npz")
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))

@@ -15,6 +15,7 @@ import math
 
 import numba
 import numpy as np
+from numpy.typing import NDArray
 
 _SIGNATURE = (
     "Tuple((int64, float64))("
@@ -25,7 +26,7 @@ _SIGNATURE = (
 
 
 @numba.njit("float64(float64[::1], float64)", cache=True, nogil=True)
-def _product_of_ratios(y, scale):  # pragma: no cover - compiled
+def _product_of_ratios(y: NDArray[np.float64], scale: float) -> float:  # pragma: no cover - compiled
     """``prod_j (1 + y_j scale)`` in four interleaved partial products (a single running
     product is bound by the multiplier's latency; numba does not reorder it without fastmath)."""
     p0 = p1 = p2 = p3 = 1.0
@@ -42,8 +43,11 @@ def _product_of_ratios(y, scale):  # pragma: no cover - compiled
 
 
 @numba.njit(_SIGNATURE, cache=True, nogil=True)
-def visit_states(order, candidates, log_q_shift, thresholds, policy, G, mu, inv_mu, logdet,
-                 support_ptr, support_index, blocks, am1):  # pragma: no cover - compiled
+def visit_states(order: NDArray[np.int64], candidates: NDArray[np.float64], log_q_shift: NDArray[np.float64],
+                 thresholds: NDArray[np.float64], policy: NDArray[np.float64], G: NDArray[np.float64],
+                 mu: NDArray[np.float64], inv_mu: NDArray[np.float64], logdet: float,
+                 support_ptr: NDArray[np.int64], support_index: NDArray[np.int64], blocks: NDArray[np.float64],
+                 am1: float) -> tuple[int, float]:  # pragma: no cover - compiled
     """Visit the states ``order`` in turn; update ``policy``, ``G``, ``mu`` and ``inv_mu`` in
     place; return ``(moves, logdet)``. ``support_index[support_ptr[s]:support_ptr[s + 1]]``
     are the states ``P(.|s, .)`` reaches and ``blocks`` (same rows, (k, A)) the change of
