@@ -406,7 +406,7 @@ def sample_volume_returns(
     thin: int | None = None,
     refresh: int | None = None,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     kernel: str = "auto",
 ) -> ReturnSamples:
     """Returns of ``n_samples`` occupancies uniform on ``O`` (the ``volume`` measure), by MCMC.
@@ -431,8 +431,8 @@ def sample_volume_returns(
         between recomputations from scratch (default :data:`REFRESH_SWEEPS`).
     workers : int, optional
         Processes running chains in parallel (default: CPU count, at most 4).
-    progress : bool, optional
-        Show a tqdm bar counting finished chains (default: off).
+    progress : bool or str, optional
+        Show a tqdm bar counting finished chains (default: off); a string shows it with that label.
     kernel : {"auto", "numba", "numpy"}
         Implementation of the state visits: the same Markov chain (same proposals and
         thresholds; the numbers agree to rounding), about 2x faster compiled with numba (the
@@ -474,7 +474,8 @@ def sample_volume_returns(
         stats[k] = [result["moved"], result["visits"], result["refreshes"], result["drift"]]
         return k
 
-    with tqdm(total=chains, disable=not progress, desc="volume chains", unit="chain") as bar:
+    desc = progress if isinstance(progress, str) else "volume chains"
+    with tqdm(total=chains, disable=not progress, desc=desc, unit="chain") as bar:
         for _ in run_tasks(task, chains, workers=workers):
             bar.update(1)
     elapsed = time.perf_counter() - start
