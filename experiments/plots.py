@@ -331,8 +331,8 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headlin
                           markeredgecolor="white", markeredgewidth=0.6, label=label)
                    for label, (c, m) in zip(labels, styles)]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(labels), 4),
-                   frameon=False, fontsize=8, title="markers: each rule's (J, F(J)); coinciding markers ringed "
-                   "around the first", title_fontsize=8)
+                   frameon=False, fontsize=8, title="markers: each rule's (J, F(J)); overlapping markers are moved apart on rings "
+                   "around their point", title_fontsize=8)
         if title:
             fig.suptitle(title)
     return fig
