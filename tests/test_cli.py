@@ -27,7 +27,7 @@ def test_compare_writes_results_and_prints_table(tmp_path, capsys):
     code = main(["compare", "--sites", "3", "--samples", "300", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    assert "| utilitarian |" in out and "| egalitarian (normalised) |" in out and "| 90%-approval |" in out
+    assert "| utilitarian (raw) |" in out and "| egalitarian (normalised) |" in out and "| 90%-approval |" in out
     folder = tmp_path / "experiment-a-seed0"
     assert (folder / "90-approval.json").exists() and (folder / "samples.npz").exists()
     result = Result.load(folder / "egalitarian-normalised")
