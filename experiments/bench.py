@@ -7,6 +7,7 @@ import resource
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from policyagg import solvers
 from policyagg.envs.attention import AttentionModel, one_agent_per_site
@@ -48,11 +49,12 @@ def _best_median(values) -> dict:
 
 
 def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=500, workers=None, repeats=1,
-                  methods=("dense", "krylov"), seed=0) -> dict:
+                  methods=("dense", "krylov"), seed=0, progress: bool | None = False) -> dict:
     """Policies per second of each sampler method with one worker and with ``workers``
     (default: all usable cores), each repeated ``repeats`` times (best and median), next to
     :func:`per_sample_returns` timed in the same run; the largest difference from it on the
-    same policies; whether the parallel numbers are bitwise the serial ones.
+    same policies; whether the parallel numbers are bitwise the serial ones. ``progress``:
+    ``None`` or ``True`` shows a bar over the timed runs (updated between timings).
 
     ``per_s`` and ``max_abs_difference`` map each method to its best rate with ``workers``
     and its difference; ``rows`` has every (method, workers) measurement."""
@@ -70,16 +72,21 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=5
     baseline_best = max(baseline_rates)
 
     rows = []
+    counts = sorted({1, workers})
+    bar = tqdm(total=len(methods) * len(counts) * repeats, desc=f"bench sampler ({n_sites} sites, {n_samples} samples)",
+               unit="run", disable=progress is False)
     for method in methods:
         difference = float(np.abs(PolicySampler(problem, method=method).returns(policies) - baseline).max())
         serial = None
-        for n_workers in sorted({1, workers}):
+        for n_workers in counts:
             sample_policy_returns(problem, 200, rng=seed, method=method, workers=n_workers, progress=False)  # warm-up
             rates = []
             for _ in range(repeats):
+                bar.set_postfix_str(f"{method}, {n_workers} worker(s)")
                 samples = sample_policy_returns(problem, n_samples, rng=seed, method=method, workers=n_workers,
                                                 progress=False)
                 rates.append(n_samples / samples.info["seconds"])
+                bar.update()
             serial = samples.values if serial is None else serial
             rows.append({"method": method, "workers": n_workers, "per_s": _best_median(rates),
                          "ratio_vs_baseline": max(rates) / baseline_best,
@@ -88,6 +95,7 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=5
                          "restarted": samples.info.get("restarted"), "direct_solves": samples.info.get("direct_solves"),
                          "max_abs_difference": difference,
                          "bitwise_equal_to_1_worker": bool(np.array_equal(samples.values, serial))})
+    bar.close()
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, A={problem.mdp.n_actions})",
         "samples": n_samples,
@@ -107,15 +115,16 @@ GROWTH_SAMPLES = {3: 4000, 4: 4000, 5: 4000, 6: 1000, 7: 400, 8: 160}
 
 
 def bench_sampler_growth(*, sites=(3, 4, 5, 6, 7, 8), n_phases=3, n_samples=None, method="sparse", workers=1,
-                         seed=0) -> dict:
+                         seed=0, progress: bool | None = False) -> dict:
     """Cost per sampled policy on attention models of growing size: wall and CPU seconds per
     sample, and the CPU cost per sample divided by ``nnz(P)``, normalised to the smallest size
     (flat = the cost grows with the non-zeros of ``P``), with the GMRES steps per sample.
-    ``n_samples``: one count for every size (default :data:`GROWTH_SAMPLES`)."""
+    ``n_samples``: one count for every size (default :data:`GROWTH_SAMPLES`). ``progress``:
+    ``None`` or ``True`` shows a bar over the sizes."""
     from policyagg.sampling import resolve_method
 
     rows = []
-    for k in sites:
+    for k in tqdm(sites, desc="bench growth: sites", unit="size", disable=progress is False):
         start = time.perf_counter()
         model = AttentionModel(k, n_phases, seed=seed)
         problem = Problem(model.mdp(), model.rewards(one_agent_per_site(k, seed)))
@@ -151,18 +160,21 @@ RULE_CASES = (
 )
 
 
-def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0, cases=RULE_CASES) -> dict:
+def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0, cases=RULE_CASES,
+                progress: bool | None = False) -> dict:
     """Seconds per rule on the attention model (experiment b), each also as a multiple of one
-    utilitarian LP over the same polytope solved in the same run (the baseline)."""
+    utilitarian LP over the same polytope solved in the same run (the baseline). ``progress``:
+    ``None`` or ``True`` shows bars for the sampling and over the rules (updated between timings)."""
     from policyagg.experiments.compare import attention_problem
 
     problem = solvers.with_ranges(attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed))
-    samples = sample_policy_returns(problem, n_samples, rng=seed, progress=False)
+    samples = sample_policy_returns(problem, n_samples, rng=seed,
+                                    progress=False if progress is False else f"bench rules seed {seed}: policy samples")
     start = time.perf_counter()
     baseline_solves = solvers.utilitarian(problem, normalize=True).diagnostics["n_solves"]
     baseline = time.perf_counter() - start
     timings = {}
-    for label, name, options in cases:
+    for label, name, options in tqdm(cases, desc="bench rules: rules", unit="rule", disable=progress is False):
         if name not in solvers.RULES:
             continue
         start = time.perf_counter()

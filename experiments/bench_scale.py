@@ -9,10 +9,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from policyagg import solvers
+from policyagg.errors import InvalidSamplesError
 from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
 from policyagg.samples import ReturnSamples
+from policyagg.sampling import sample_policy_returns
 from policyagg.solvers.decomposition import clear_pools, pool_for
 from policyagg.solvers.occupancy import decomposes, occupancy_program
 
@@ -26,26 +29,36 @@ SCALE_CASES = (
 )
 
 
+MIXTURE_SOURCE = "a mixture of the agents' extreme occupancies (timing only: not one of the package's measures)"
+
+
 def mixture_samples(problem, n_samples: int, seed: int = 0) -> ReturnSamples:
     """Returns of random convex combinations (Dirichlet(1) weights) of the agents' best and
     worst occupancies: points of ``O`` (``J`` of a mixture is the mixture of the ``J``'s),
-    for timing when no sampler output is at hand. Not the package's volumetric measure."""
+    cheap to draw, for timing only (``bench_scale(mixture=True)``). Not a measure of the package."""
     ranges = problem.require_ranges()
     points = problem.reward_matrix @ np.vstack([ranges.best, ranges.worst]).T  # (n, 2n)
     weights = np.random.default_rng(seed).dirichlet(np.ones(points.shape[1]), size=n_samples)
-    return ReturnSamples(weights @ points.T, measure="mixture of extreme occupancies (timing only)")
+    return ReturnSamples(weights @ points.T, measure="extreme-occupancy mixture (timing only)")
 
 
 def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_samples: int = 20_000,
-                samples_path=None, seed: int = 0, rules=SCALE_CASES, backend: str = "highs",
-                share_columns: bool = False) -> dict:
+                samples_path=None, mixture: bool = False, seed: int = 0, rules=SCALE_CASES, backend: str = "highs",
+                share_columns: bool = False, workers: int | None = None, progress: bool | None = False) -> dict:
     """Model build, return ranges and each LP-based rule on the attention instance (experiment b).
 
     Per rule: wall seconds, LP solves, Python model-building seconds, HiGHS's own seconds
     (for column generation: the master LPs), CPU seconds of this process, pricing seconds (policy iteration, scipy),
     whether column generation was used, the ratio to the baseline (one utilitarian solve,
-    the first case run) and the process's peak RSS after the rule. ``samples_path``: a
-    ``ReturnSamples`` file of this instance; without it :func:`mixture_samples` (timing only).
+    the first case run) and the process's peak RSS after the rule.
+
+    The rules' samples are ``n_samples`` real samples of the ``policy`` measure
+    (``sample_policy_returns(problem, n_samples, rng=seed)``, the samples ``policyagg compare
+    --experiment b`` draws on this instance; sampled with ``workers`` processes, timed
+    separately as ``sampling_seconds``); or read from ``samples_path`` (a ``ReturnSamples``
+    file of this instance); or, with ``mixture=True``, :func:`mixture_samples` (cheap, timing
+    only). The report's ``samples`` line says which. ``progress``: ``None`` or ``True`` shows
+    bars for the sampling and over the rules (updated between timings).
     Column generation keeps the columns it generates per MDP; by default every rule starts
     from the columns left by the return ranges only (times independent of the rule order);
     ``share_columns=True`` lets each rule reuse the columns of the rules before it, as in
@@ -61,19 +74,30 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     start = time.perf_counter()
     problem = solvers.with_ranges(problem, backend=backend)
     ranges_seconds = time.perf_counter() - start
+    start = time.perf_counter()
     if samples_path is not None:
         samples = ReturnSamples.load(samples_path)
-        source = str(samples_path)
-    else:
+        if samples.n_agents != problem.n_agents:
+            raise InvalidSamplesError(
+                f"{samples_path} holds samples of {samples.n_agents} agents but this instance has "
+                f"{problem.n_agents}; pass samples of the same instance (--sites, --phases, --agents)")
+        source = f"`{samples.measure}` measure, read from {samples_path}"
+    elif mixture:
         samples = mixture_samples(problem, n_samples, seed)
-        source = "mixture of extreme occupancies (timing only)"
+        source = MIXTURE_SOURCE
+    else:
+        label = False if progress is False else f"bench scale seed {seed}: policy samples"
+        samples = sample_policy_returns(problem, n_samples, rng=seed, workers=workers, progress=label)
+        source = f"the `policy` measure (seed {seed}), real samples drawn in this run"
+    sampling_seconds = time.perf_counter() - start
     decomposed = decomposes(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="probe"), backend)
 
     pool = pool_for(problem.mdp)
     after_ranges = (list(pool.columns), list(pool.policies))
     baseline = None
     timings = {}
-    for label, name, options in rules:
+    for label, name, options in tqdm(rules, desc=f"bench scale ({n_sites} sites): rules", unit="rule",
+                                     disable=progress is False):
         if not share_columns:
             pool.columns, pool.policies = list(after_ranges[0]), list(after_ranges[1])
         start, cpu = time.perf_counter(), cpu_seconds()
@@ -100,7 +124,8 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={mdp.n_states}, A={mdp.n_actions}, "
                  f"{mdp.n_state_actions} occupancy columns, P nnz={mdp.P.nnz}), {problem.n_agents} agents",
-        "samples": f"{samples.n_samples} from {source}",
+        "samples": f"{samples.n_samples} samples from {source}",
+        "sampling_seconds": sampling_seconds,
         "column_generation": decomposed,
         "share_columns": share_columns,
         "build_seconds": build_seconds,
@@ -115,7 +140,8 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
 def format_scale(report: dict) -> str:
     """The report as a Markdown table."""
     lines = [f"{report['model']}; {report['samples']}; column generation: {report['column_generation']}",
-             f"model build {report['build_seconds']:.2f} s, return ranges {report['ranges_seconds']:.2f} s", "",
+             f"model build {report['build_seconds']:.2f} s, return ranges {report['ranges_seconds']:.2f} s, "
+             f"samples {report['sampling_seconds']:.1f} s", "",
              "| rule | s | CPU s | in rule s | solves | build s | HiGHS s | pricing s | x baseline | min rank | peak RSS MB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, t in report["rules"].items():
@@ -125,9 +151,9 @@ def format_scale(report: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m experiments.bench_scale [n_sites] [samples.npz] [--share]
+if __name__ == "__main__":  # python -m policyagg.experiments.bench_scale [n_sites] [samples.npz] [--share]
     import sys
 
     args = [a for a in sys.argv[1:] if a != "--share"]
     print(format_scale(bench_scale(n_sites=int(args[0]) if args else 8, samples_path=args[1] if len(args) > 1 else None,
-                                   share_columns="--share" in sys.argv)))
+                                   share_columns="--share" in sys.argv, progress=None)))

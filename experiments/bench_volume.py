@@ -14,6 +14,7 @@ import time
 import warnings
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
 from policyagg.envs.attention import AttentionModel, one_agent_per_site
@@ -21,6 +22,10 @@ from policyagg.parallel import check_workers
 from policyagg.problem import Problem
 from policyagg.volume import (HitAndRun, MixingWarning, compiled_kernel_available, hit_and_run_returns,
                               sample_volume_returns)
+
+
+def _label(progress: bool | None, label: str) -> bool | str:
+    return False if progress is False else label
 
 
 def _summary(samples, seconds: float, cpu: float, cores: int) -> dict:
@@ -37,11 +42,12 @@ def _summary(samples, seconds: float, cpu: float, cores: int) -> dict:
 
 
 def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=None, seed=0,
-                 kernels=None) -> dict:
+                 kernels=None, progress: bool | None = False) -> dict:
     """Effective samples per second of :func:`sample_volume_returns` with each of ``kernels``
     (default: numba, when installed, and numpy; the same chain, so only the time differs) and
     of plain hit-and-run (same chains and workers, the wall time of the first kernel) on
-    ``AttentionModel(n_sites, n_phases)``."""
+    ``AttentionModel(n_sites, n_phases)``. ``progress``: ``None`` or ``True`` shows a bar over
+    the runs (each kernel, then hit-and-run) and each run's chains."""
     workers = check_workers(workers)
     cores = min(workers, chains)
     if kernels is None:
@@ -49,13 +55,17 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
     model = AttentionModel(n_sites, n_phases, seed=seed)
     problem = Problem(model.mdp(), model.rewards(one_agent_per_site(n_sites, seed)))
     runs = {}
+    bar = tqdm(total=len(kernels) + 1, desc=f"bench volume ({n_sites} sites, {n_samples} samples)", unit="run",
+               disable=progress is False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MixingWarning)  # the figures below report mixing
         for kernel in kernels:
+            bar.set_postfix_str(f"volume, {kernel} kernel")
             cpu, start = cpu_seconds(), time.perf_counter()
             samples = sample_volume_returns(problem, n_samples, rng=seed, chains=chains, workers=workers,
-                                            kernel=kernel)
+                                            kernel=kernel, progress=_label(progress, f"volume ({kernel}) chains"))
             runs[kernel] = (samples, time.perf_counter() - start, cpu_seconds() - cpu)
+            bar.update()
         volume_seconds = runs[kernels[0]][1]
 
         # hit-and-run: measure its step rate, then give it the same wall time
@@ -71,10 +81,13 @@ def bench_volume(*, n_sites=5, n_phases=3, n_samples=4000, chains=4, workers=Non
         steps_per_chain = int(steps_per_s * budget * min(workers, chains) / chains)
         per_chain = max(n_samples // chains, 4)
         thin = max(steps_per_chain // per_chain, 1)
+        bar.set_postfix_str("plain hit-and-run")
         cpu, start = cpu_seconds(), time.perf_counter()
         walk = hit_and_run_returns(problem, per_chain * chains, rng=seed, chains=chains, burn_in=0, thin=thin,
                                    workers=workers)
         walk_seconds, walk_cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        bar.update()
+    bar.close()
     result = {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, "
                  f"A={problem.mdp.n_actions}, dim O = {walker.basis.shape[1]})",

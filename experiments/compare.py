@@ -13,10 +13,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from policyagg import solvers
 from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
 from policyagg.experiments.config import CONFIGS, load_config
+from policyagg.experiments.tables import display_label
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result
@@ -47,14 +49,16 @@ def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n
 
 
 def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=None, backend: str = "highs",
-            out: Path | None = None, progress: bool | None = None) -> dict[str, Result]:
+            out: Path | None = None, progress: bool | None = None, name: str = "compare") -> dict[str, Result]:
     """Run every rule row (``RuleRow``s; default :func:`paper_rules`) on ``problem`` with one
-    shared sample set; save results under ``out``."""
+    shared sample set; save results under ``out``. ``progress``: ``False`` hides the sampling
+    and rule progress bars (labelled with ``name`` and the seed)."""
     variants = paper_rules() if variants is None else variants
     problem = solvers.with_ranges(problem, backend=backend)
-    samples = sample_policy_returns(problem, n_samples, rng=seed, progress=progress)
+    samples = sample_policy_returns(problem, n_samples, rng=seed,
+                                    progress=False if progress is False else f"{name} seed {seed}: policy samples")
     results = {}
-    for variant in variants:
+    for variant in tqdm(variants, desc=f"{name} seed {seed}: rules", unit="rule", disable=progress is False):
         result = solvers.get_rule(variant.rule)(problem, samples, backend=backend, **variant.options)
         results[variant.label] = result
         if out is not None:
@@ -70,7 +74,7 @@ def slug(label: str) -> str:
 
 
 def fairness_table(results: dict[str, Result]) -> str:
-    """Markdown table: one row per rule variant."""
+    """Markdown table: one row per rule variant (rules on raw returns labelled ``(raw)``)."""
     lines = [
         "| rule | Gini | min normalised | mean normalised | quantile reached | Borda | PVC eps | Pareto optimal |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
@@ -80,7 +84,7 @@ def fairness_table(results: dict[str, Result]) -> str:
         cells = [f"{r.gini:.4f}", f"{r.normalized.min():.4f}", f"{r.normalized.mean():.4f}",
                  _cell(report.get("min_rank")), _cell(report.get("borda")), _cell(report.get("pvc_epsilon")),
                  "yes" if report.get("pareto_optimal") else "no"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {display_label(label, r.options)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from scipy import stats
 
 from policyagg.experiments.config import CONFIGS, load_config
 from policyagg.experiments.run import build_problem, run_config, summarize
+from policyagg.experiments.tables import display_label
 from policyagg.io import atomic_write_bytes
 from policyagg.measures import MEASURES
 from policyagg.metrics import window_mass
@@ -30,9 +31,11 @@ TOP_RANK = 0.99
 
 
 def compare_measures(name: str = "attention-a", *, measures=MEASURES, samples: int | None = None, seeds=None,
-                     out="results", workers: int | None = None, progress: bool | None = None) -> dict:
+                     out="results", workers: int | None = None, progress: bool | None = None,
+                     overwrite: bool = False) -> dict:
     """Run configuration ``name`` (a shipped config name or a TOML path) under each measure;
-    return the per-measure figures and write the Markdown comparison next to the runs."""
+    return the per-measure figures and write the Markdown comparison next to the runs.
+    ``overwrite``: replace runs of another configuration in the folders (see ``run_config``)."""
     path = Path(name) if str(name).endswith(".toml") else CONFIGS / f"{name}.toml"
     base = load_config(path)
     out = Path(out)
@@ -40,7 +43,7 @@ def compare_measures(name: str = "attention-a", *, measures=MEASURES, samples: i
     for measure in measures:
         config = base.with_overrides(measure=measure, samples=samples, seeds=seeds,
                                      output=out / f"{base.name}-{measure}")
-        run = run_config(config, workers=workers, progress=progress)
+        run = run_config(config, workers=workers, progress=progress, overwrite=overwrite)
         figures[measure] = measure_figures(config, run)
     text = comparison_markdown(base.name, figures)
     atomic_write_bytes(out / f"{base.name}-measures.md", text.encode())
@@ -59,6 +62,7 @@ def measure_figures(config, run) -> dict:
     info = run.seeds[0].samples.info
     return {
         "samples": config.samples, "seeds": len(config.seeds),
+        "labels": {label: display_label(label, row["options"]) for label, row in summary.items()},
         "gini": {label: row["gini"] for label, row in summary.items()},
         "quantile": {label: row["quantile"] for label, row in summary.items()},
         "window_mass": float(np.mean(masses)),
@@ -68,26 +72,48 @@ def measure_figures(config, run) -> dict:
     }
 
 
+def _pm(mean: float, se: float, seeds: int) -> str:
+    return f"{mean:.3f} ± {se:.3f}" if seeds > 1 else f"{mean:.3f}"
+
+
+#: Two rules' mean Gini closer than this are equal (`=`) in the ordering.
+TIE = 1e-9
+
+
+def rank_order(values: dict[str, float], digits: int = 3) -> str:
+    """``values`` from smallest to largest, joined by ``<``; ties joined by ``=`` (equal within
+    :data:`TIE`) or ``≈`` (equal once rounded to ``digits`` decimals, as the table prints them)."""
+    order = sorted(values, key=lambda label: values[label])
+    text = order[0] if order else ""
+    for before, label in zip(order, order[1:]):
+        a, b = values[before], values[label]
+        sign = "=" if abs(b - a) <= TIE else "≈" if f"{a:.{digits}f}" == f"{b:.{digits}f}" else "<"
+        text += f" {sign} {label}"
+    return text
+
+
 def comparison_markdown(name: str, figures: dict) -> str:
     measures = list(figures)
-    labels = list(next(iter(figures.values()))["gini"])
+    keys = list(next(iter(figures.values()))["gini"])
+    shown = next(iter(figures.values())).get("labels", {})
     first = figures[measures[0]]
-    lines = [f"{name}: the rules under each reference measure ({first['seeds']} seed(s), "
-             + ", ".join(f"{m}: {f['samples']} samples" for m, f in figures.items()) + "); mean ± s.e. over seeds", "",
+    seeds = first["seeds"]
+    spread = "mean ± s.e. over seeds" if seeds > 1 else "one seed: no standard error"
+    lines = [f"{name}: the rules under each reference measure ({seeds} seed(s), "
+             + ", ".join(f"{m}: {f['samples']} samples" for m, f in figures.items()) + f"); {spread}", "",
              "| rule | " + " | ".join(f"Gini ({m})" for m in measures) + " | "
              + " | ".join(f"quantile ({m})" for m in measures) + " |",
              "| --- |" + " ---: |" * (2 * len(measures))]
-    for label in labels:
-        cells = [f"{figures[m]['gini'][label][0]:.3f} ± {figures[m]['gini'][label][1]:.3f}" for m in measures]
-        cells += [f"{figures[m]['quantile'][label][0]:.3f}" for m in measures]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "Rules from fairest to least fair (mean Gini):", ""]
+    for key in keys:
+        cells = [_pm(*figures[m]["gini"][key], seeds) for m in measures]
+        cells += [f"{figures[m]['quantile'][key][0]:.3f}" for m in measures]
+        lines.append(f"| {shown.get(key, key)} | " + " | ".join(cells) + " |")
+    lines += ["", "Rules from fairest to least fair (mean Gini; `=` equal, `≈` equal to 3 decimals):", ""]
     for m in measures:
-        order = sorted(labels, key=lambda label: figures[m]["gini"][label][0])
-        lines.append(f"* {m}: " + " < ".join(order))
+        lines.append(f"* {m}: " + rank_order({shown.get(k, k): figures[m]["gini"][k][0] for k in keys}))
     for m in measures[1:]:
-        rho = stats.spearmanr([figures[measures[0]]["gini"][k][0] for k in labels],
-                              [figures[m]["gini"][k][0] for k in labels]).statistic
+        rho = stats.spearmanr([figures[measures[0]]["gini"][k][0] for k in keys],
+                              [figures[m]["gini"][k][0] for k in keys]).statistic
         lines.append(f"* Spearman correlation of the Gini values, {measures[0]} vs {m}: {rho:.2f}")
     lines += ["", f"Concentration: the median agent's share of sampled returns in the densest window of "
               f"{WINDOW:.0%} of its LP range, and the share of rules whose result has rank >= {TOP_RANK} "

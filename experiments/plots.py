@@ -1,6 +1,8 @@
-"""Figures for the fairness comparison: per-rule bar groups and per-agent empirical CDFs.
+"""Figures for the fairness comparison: per-rule bar groups and per-agent empirical CDFs, and
+figures of a :class:`~policyagg.experiments.tables.FairnessTable` (:func:`plot_returns`,
+:func:`plot_fairness`).
 
-Both public functions build a :class:`matplotlib.figure.Figure` directly (no pyplot, no
+Every public function builds a :class:`matplotlib.figure.Figure` directly (no pyplot, no
 global backend switch), render it to PNG and SVG bytes, and only then write ``<path>.png``
 and ``<path>.svg`` with :func:`policyagg.io.atomic_write_bytes`, so a failed render writes
 nothing and readers never see half a file.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.style
+import matplotlib.transforms as transforms
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -29,7 +32,7 @@ from policyagg.errors import InvalidProblemError
 from policyagg.io import atomic_write_bytes
 from policyagg.samples import ReturnSamples
 
-__all__ = ["bar_chart", "cdf_figure"]
+__all__ = ["bar_chart", "bar_layout", "cdf_figure", "plot_fairness", "plot_returns", "ring_offsets"]
 
 #: rcParams applied on top of matplotlib's default style while building and saving a figure.
 RC = {
@@ -59,8 +62,15 @@ def _style():
 
 
 # ---------------------------------------------------------------------------- bar chart
+#: At most this many rule groups per row of the bar figure, and at most this wide (inches).
+RULES_PER_ROW = 10
+MAX_WIDTH = 9.0
+#: Legend text of the error bars (with ``errors``).
+ERROR_LABEL = "s.e. over seeds"
+
+
 def bar_chart(normalized: dict[str, np.ndarray], path, *, title: str = "",
-              errors: dict[str, np.ndarray] | None = None) -> list[Path]:
+              errors: dict[str, np.ndarray] | None = None, error_label: str = ERROR_LABEL) -> list[Path]:
     """The paper's figure: every rule's agents' normalised returns, sorted ascending.
 
     Parameters
@@ -72,49 +82,78 @@ def bar_chart(normalized: dict[str, np.ndarray], path, *, title: str = "",
     path : path without suffix
         ``<path>.png`` and ``<path>.svg`` are written (a trailing ``.png``/``.svg`` is dropped).
     title : str
-        Axes title.
+        Figure title.
     errors : dict label -> array (n,), optional
-        Standard errors over seeds, same labels and shapes as ``normalized``; drawn as error bars.
+        Standard errors over seeds, same labels and shapes as ``normalized``; drawn as error
+        bars named ``error_label`` in the legend. Pass ``None`` (no error bars) for one seed.
 
-    Returns ``[<path>.png, <path>.svg]``.
+    The rule groups wrap into rows (as many groups as fit in :data:`MAX_WIDTH` inches, at most
+    :data:`RULES_PER_ROW`; every row on the same y scale), so the figure keeps a readable
+    aspect ratio whatever the number of rules (:func:`bar_layout`). Returns ``[<path>.png, <path>.svg]``.
     """
     with _style():
-        return _save(_bar_figure(normalized, title=title, errors=errors), path)
+        return _save(_bar_figure(normalized, title=title, errors=errors, error_label=error_label), path)
 
 
-def _bar_figure(normalized, *, title: str = "", errors=None) -> Figure:
+def bar_layout(n_rules: int, n_agents: int) -> tuple[int, int, tuple[float, float]]:
+    """``(rows, rule groups per row, (width, height) in inches)`` of the bar figure.
+
+    A group of ``n`` bars is ``0.3 + 0.06 n`` inches wide; ``cap`` groups fit in
+    :data:`MAX_WIDTH` (1 to :data:`RULES_PER_ROW`); rows are balanced: ``rows = ceil(n_rules /
+    cap)``, then ``ceil(n_rules / rows)`` groups per row. The width follows the groups per row
+    (3.5 in at least), the height the rows (2.6 in each).
+    """
+    group = 0.3 + 0.06 * n_agents
+    cap = int(np.clip((MAX_WIDTH - 1.3) // group, 1, RULES_PER_ROW))
+    rows = math.ceil(n_rules / cap)
+    per_row = math.ceil(n_rules / rows)
+    width = float(np.clip(1.3 + per_row * group, 3.5, MAX_WIDTH))
+    return rows, per_row, (width, 0.8 + 2.6 * rows)
+
+
+def _bar_figure(normalized, *, title: str = "", errors=None, error_label: str = ERROR_LABEL) -> Figure:
     labels, values, errs = _check_bars(normalized, errors)
     n_rules, n_agents = values.shape
+    rows, per_row, size = bar_layout(n_rules, n_agents)
     with _style():
-        width = float(np.clip(2.0 + n_rules * (0.25 + 0.09 * n_agents), 5.0, 16.0))
-        fig = Figure(figsize=(width, 4.0), layout="constrained")
-        ax = fig.add_subplot()
+        fig = Figure(figsize=size, layout="constrained")
+        axes = fig.subplots(rows, 1, squeeze=False, sharey=True)[:, 0]
         group = 0.8
         bar = group / n_agents
         colors = matplotlib.colormaps["viridis"](np.linspace(0.15, 0.85, n_agents) if n_agents > 1 else [0.5])
-        centers = np.arange(n_rules, dtype=float)
-        for k in range(n_agents):  # the k-th worst-off agent of every rule
-            x = centers - group / 2 + (k + 0.5) * bar
-            ax.bar(
-                x, values[:, k], width=bar, color=colors[k], edgecolor="white", linewidth=0.4,
-                yerr=None if errs is None else errs[:, k],
-                error_kw={"elinewidth": 0.7, "capsize": 1.5 if n_agents <= 6 else 0.8, "ecolor": "0.2"},
-                label=f"_agent{k}",
-            )
-        ax.set_xticks(centers, labels)
-        if n_rules > 4 or max(len(s) for s in labels) > 12:
-            for tick in ax.get_xticklabels():
-                tick.set_rotation(30)
-                tick.set_horizontalalignment("right")
-                tick.set_rotation_mode("anchor")
-        ax.set_xlim(-0.6, n_rules - 0.4)
-        ax.set_ylim(0.0, 1.05)
-        ax.set_ylabel("normalised return\n(bars: agents sorted ascending)")
-        ax.yaxis.grid(True, linewidth=0.5, alpha=0.5)
-        ax.set_axisbelow(True)
-        ax.tick_params(axis="x", length=0)
+        rotate = per_row > 4 or max(len(s) for s in labels) > 12
+        for row, ax in enumerate(axes):
+            chunk = slice(row * per_row, min((row + 1) * per_row, n_rules))
+            centers = np.arange(chunk.stop - chunk.start, dtype=float)
+            for k in range(n_agents):  # the k-th worst-off agent of every rule
+                x = centers - group / 2 + (k + 0.5) * bar
+                ax.bar(
+                    x, values[chunk, k], width=bar, color=colors[k], edgecolor="white", linewidth=0.4,
+                    yerr=None if errs is None else errs[chunk, k],
+                    error_kw={"elinewidth": 0.7, "capsize": 1.5 if n_agents <= 6 else 0.8, "ecolor": "0.2"},
+                    label=f"_agent{k}",
+                )
+            ax.set_xticks(centers, labels[chunk])
+            if rotate:
+                for tick in ax.get_xticklabels():
+                    tick.set_rotation(30)
+                    tick.set_horizontalalignment("right")
+                    tick.set_rotation_mode("anchor")
+            ax.set_xlim(-0.6, per_row - 0.4)
+            ax.set_ylim(0.0, 1.05)
+            ax.set_ylabel("normalised return")
+            ax.yaxis.grid(True, linewidth=0.5, alpha=0.5)
+            ax.set_axisbelow(True)
+            ax.tick_params(axis="x", length=0)
+        caption = "bars: each rule's agents' normalised returns, sorted ascending"
+        handles = []
+        if errs is not None:
+            handles.append(Line2D([], [], color="0.2", marker="|", markersize=9, markeredgewidth=0.9,
+                                  linestyle="none", label=f"error bars: {error_label}"))
+        fig.legend(handles=handles, loc="outside lower center",
+                   frameon=False, fontsize=8, title=caption, title_fontsize=8)
         if title:
-            ax.set_title(title)
+            fig.suptitle(title)
     return fig
 
 
@@ -159,7 +198,7 @@ def _check_bars(normalized, errors):
 
 # ---------------------------------------------------------------------------- CDF figure
 def cdf_figure(samples_values: np.ndarray, returns: dict[str, np.ndarray], path, *, names=None,
-               title: str = "") -> list[Path]:
+               title: str = "", headline: str | None = None) -> list[Path]:
     """One subplot per agent: the empirical CDF of its sampled returns and every rule's rank.
 
     Parameters
@@ -176,27 +215,87 @@ def cdf_figure(samples_values: np.ndarray, returns: dict[str, np.ndarray], path,
         Subplot titles (default ``agent 0``, ``agent 1``, ...).
     title : str
         Figure title.
+    headline : str, optional
+        The rule drawn on top (default: the first of ``returns``).
 
     ``F_i(v)`` is the empirical CDF ``#{k : V[k, i] <= v} / N`` as
     :meth:`policyagg.samples.ReturnSamples.cdf` computes it (returns within
     ``TIE_TOL`` x the sampled range of a sample count as equal to it), so the markers sit
-    at ``Result.ranks``. The curve is drawn from at most ``MAX_CDF_POINTS`` points.
+    at ``Result.ranks``. Rules often coincide (max-quantile, Borda and PVC pick the same
+    policy): the headline stays at its point, on top, and a marker that would overlap one
+    already drawn moves to the nearest free place on rings around its point
+    (:func:`ring_offsets`; shifted in points on the page, its data unchanged), so every
+    rule's marker stays visible. The curve is drawn from at most ``MAX_CDF_POINTS`` points.
     Returns ``[<path>.png, <path>.svg]``.
     """
     with _style():
-        return _save(_cdf_figure(samples_values, returns, names=names, title=title), path)
+        return _save(_cdf_figure(samples_values, returns, names=names, title=title, headline=headline), path)
 
 
-def _cdf_figure(samples_values, returns, *, names=None, title: str = "") -> Figure:
+#: Marker width (points): markers whose centres are closer than this overlap.
+MARKER_WIDTH = 6.0
+#: Radius step (points) of the rings of places tried around a marker's point.
+RING_RADIUS = 7.0
+
+
+def ring_offsets(points: np.ndarray, priority: list[int], *, width: float = MARKER_WIDTH,
+                 inward: np.ndarray | None = None) -> np.ndarray:
+    """Offsets (points) that keep every marker visible: ``points`` (m, 2) are marker centres on
+    the page, in points; ``priority`` lists the markers, most important first.
+
+    Markers are placed greedily in ``priority`` order, each at the first free place among its
+    own point, then rings of radius ``RING_RADIUS``, ``2 RING_RADIUS``, ... around it (places
+    ``width`` apart on each ring, the first in the direction of ``inward``, e.g. the axes'
+    centre; default up). A place is free when every marker placed before is at least ``width``
+    away, so the first marker never moves and no two markers end closer than ``width``.
+    """
+    points = np.asarray(points, dtype=float)
+    offsets = np.zeros_like(points)
+    placed: list[np.ndarray] = []
+    for r in priority:
+        start = math.pi / 2
+        if inward is not None and np.hypot(*(inward - points[r])) > 0:
+            start = math.atan2(*(inward - points[r])[::-1])
+        ring = 0
+        while True:
+            if ring == 0:
+                candidates = points[r][None, :]
+            else:
+                radius = ring * RING_RADIUS
+                slots = max(6, int(2 * math.pi * radius // width))
+                angles = start + 2 * math.pi * np.arange(slots) / slots
+                candidates = points[r] + radius * np.column_stack([np.cos(angles), np.sin(angles)])
+            if placed:
+                gaps = np.hypot(*(candidates[:, None, :] - np.array(placed)[None, :, :]).transpose(2, 0, 1)).min(axis=1)
+                free = np.flatnonzero(gaps >= width)
+            else:
+                free = np.array([0])
+            if free.size:
+                offsets[r] = candidates[free[0]] - points[r]
+                placed.append(candidates[free[0]])
+                break
+            ring += 1
+    return offsets
+
+
+def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headline: str | None = None) -> Figure:
     samples, labels, J, names = _check_cdf(samples_values, returns, names)
+    if headline is None:
+        headline = labels[0]
+    elif headline not in labels:
+        raise InvalidProblemError(f"`headline` = {headline!r} is not one of the rules in `returns` ({', '.join(labels)})")
+    top = labels.index(headline)
+    priority = [top] + [r for r in range(len(labels)) if r != top]
     ranks = samples.cdf(J)  # (rules, n)
     n = samples.n_agents
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
     styles = [(COLORS[r % len(COLORS)], MARKERS[(r + r // len(COLORS)) % len(MARKERS)]) for r in range(len(labels))]
+    width, height = 2.9 * ncols + 0.4, 2.3 * nrows + 0.5 + 0.22 * math.ceil(len(labels) / 4)
+    # the axes' size on the page (points), near enough to find overlapping markers
+    axes_points = np.array([72 * (width / ncols - 0.55), 72 * ((height - 0.7) / nrows - 0.55)])
     with _style():
-        fig = Figure(figsize=(2.9 * ncols + 0.4, 2.3 * nrows + 0.5 + 0.22 * math.ceil(len(labels) / 4)),
-                     layout="constrained")
+        fig = Figure(figsize=(width, height), layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         for i in range(nrows * ncols):
             ax = axes.flat[i]
@@ -210,11 +309,15 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "") -> Figu
             lo, hi = lo - pad, hi + pad
             ax.step(np.r_[lo, xs, hi], np.r_[0.0, ys, 1.0], where="post", color="0.35", linewidth=1.0,
                     label="_ecdf")
+            fractions = np.column_stack([(J[:, i] - lo) / (hi - lo), (ranks[:, i] + 0.03) / 1.06])
+            offsets = ring_offsets(fractions * axes_points, priority, inward=0.5 * axes_points)
             for r, label in enumerate(labels):
                 color, marker = styles[r]
+                shift = transforms.ScaledTranslation(offsets[r, 0] / 72, offsets[r, 1] / 72, fig.dpi_scale_trans)
                 ax.plot([J[r, i]], [ranks[r, i]], linestyle="none", marker=marker, markersize=MARKER_SIZE.get(marker, 6.0),
                         markerfacecolor=color, markeredgecolor="white", markeredgewidth=0.6,
-                        alpha=0.9, label=label)
+                        alpha=0.9, label=label, transform=ax.transData + shift, clip_on=False,
+                        zorder=3.0 + (len(labels) - priority.index(r)) / len(labels))
             ax.set_xlim(lo, hi)
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(names[i])
@@ -228,7 +331,8 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "") -> Figu
                           markeredgecolor="white", markeredgewidth=0.6, label=label)
                    for label, (c, m) in zip(labels, styles)]
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(labels), 4),
-                   frameon=False, fontsize=8)
+                   frameon=False, fontsize=8, title="markers: each rule's (J, F(J)); overlapping markers are moved apart on rings "
+                   "around their point", title_fontsize=8)
         if title:
             fig.suptitle(title)
     return fig
@@ -276,6 +380,65 @@ def _check_cdf(samples_values, returns, names):
         if len(names) != n:
             raise InvalidProblemError(f"`names` has {len(names)} entries but the samples have n = {n} agents")
     return ReturnSamples(values), [str(label) for label in returns], np.vstack(rows), names
+
+
+# ---------------------------------------------------------------------------- tables
+#: Columns :func:`plot_fairness` draws by default.
+FAIRNESS_COLUMNS = ("gini", "min_normalized", "quantile")
+
+
+def plot_returns(table, path, *, title: str | None = None) -> list[Path]:
+    """The paper's bar figure of a :class:`~policyagg.experiments.tables.FairnessTable`: per rule,
+    its agents' normalised returns sorted ascending (mean over seeds), with error bars of the
+    standard error over seeds when the table has two seeds or more (none for one seed)."""
+    normalized = {row.label: row.bars_mean for row in table.rows}
+    errors = {row.label: row.bars_se for row in table.rows} if table.has_errors else None
+    return bar_chart(normalized, path, title=f"{table.name} ({table.n_seeds} seed(s))" if title is None else title,
+                     errors=errors, error_label=f"s.e. over {table.n_seeds} seeds")
+
+
+def plot_fairness(table, path, *, columns=FAIRNESS_COLUMNS, title: str | None = None) -> list[Path]:
+    """One panel per column of a :class:`~policyagg.experiments.tables.FairnessTable` (default Gini,
+    min normalised return, quantile reached): a horizontal bar per rule at its mean over seeds,
+    error bars of the standard error over seeds when there are two seeds or more.
+
+    The height grows with the number of rules. Writes ``<path>.png`` and ``<path>.svg``
+    atomically; returns their paths.
+    """
+    with _style():
+        return _save(_fairness_figure(table, columns=columns, title=title), path)
+
+
+def _fairness_figure(table, *, columns=FAIRNESS_COLUMNS, title: str | None = None) -> Figure:
+    from policyagg.experiments.tables import COLUMNS
+
+    titles = dict(COLUMNS)
+    columns = list(columns)
+    unknown = [c for c in columns if c not in titles]
+    if not columns or unknown:
+        raise InvalidProblemError(f"`columns` must name columns among {', '.join(titles)}; got {columns!r}")
+    if not table.rows:
+        raise InvalidProblemError("the table has no rows; run at least one rule")
+    labels = table.labels
+    y = np.arange(len(labels), dtype=float)
+    with _style():
+        fig = Figure(figsize=(1.6 + 2.4 * len(columns), 1.3 + 0.24 * len(labels)), layout="constrained")
+        axes = fig.subplots(1, len(columns), squeeze=False, sharey=True)[0]
+        for ax, column in zip(axes, columns):
+            mean = np.array([row.figures[column][0] for row in table.rows])
+            se = np.array([row.figures[column][1] for row in table.rows]) if table.has_errors else None
+            ax.barh(y, np.nan_to_num(mean), height=0.7, color=COLORS[0], xerr=se,
+                    error_kw={"elinewidth": 0.8, "capsize": 2.0, "ecolor": "0.2"})
+            ax.set_title(titles[column])
+            ax.xaxis.grid(True, linewidth=0.5, alpha=0.5)
+            ax.set_axisbelow(True)
+        axes[0].set_yticks(y, labels)
+        axes[0].invert_yaxis()  # first rule on top, as in the Markdown table
+        caption = (f"mean over {table.n_seeds} seeds; error bars: s.e. over seeds" if table.has_errors
+                   else "one seed: no error bars")
+        fig.supxlabel(caption, fontsize=8)
+        fig.suptitle(f"{table.name}: fairness per rule" if title is None else title)
+    return fig
 
 
 # ---------------------------------------------------------------------------- shared

@@ -22,10 +22,10 @@ pipe). The numbers do not depend on ``workers``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-from dataclasses import asdict, dataclass
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,8 @@ from policyagg import solvers
 from policyagg.envs.tabular import from_gymnasium, make_env
 from policyagg.experiments.compare import attention_problem, slug
 from policyagg.experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
+from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
+from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
 from policyagg.errors import PolicyAggError
 from policyagg.io import atomic_write_bytes, atomic_write_json
 from policyagg.measures import sample_returns
@@ -71,20 +73,28 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
     return solvers.with_ranges(problem)
 
 
-def run_config(config, *, progress: bool | None = None, figures: bool = True,
-               workers: int | None = None, problems: dict[int, Problem] | None = None) -> ExperimentRun:
+def run_config(config, *, progress: bool | None = None, figures: bool = True, workers: int | None = None,
+               problems: dict[int, Problem] | None = None, overwrite: bool = False) -> ExperimentRun:
     """Run ``config`` (an :class:`ExperimentConfig`, a dict as parsed from TOML, or a path).
 
-    Finished seeds' samples and results found in the output folder are reused (resume).
-    ``workers`` processes (default: the usable cores, at most 4) sample and run the rules.
-    ``problems``: seeds' problems already built by :func:`build_problem` (the rest are built).
+    Finished seeds' samples and results found in the output folder are reused (resume); a
+    folder holding another configuration is refused unless ``overwrite``, which runs into a
+    staging folder next to it and swaps it in only when the run has finished (see
+    :func:`run_configs`). ``workers`` processes (default: the usable cores, at most 4) sample
+    and run the rules. ``problems``: seeds' problems already built by :func:`build_problem`
+    (the rest are built). ``progress``: ``False`` hides the progress bars (each names the
+    configuration, the seed and the measure).
     """
     config = _as_config(config)
+    if overwrite:
+        return run_configs([config], progress=progress, figures=figures, workers=workers, overwrite=True)[0]
     workers = check_workers(workers)
     out = Path(config.output)
     _claim_output(config, out)
     problems, samples = dict(problems or {}), {}
-    for seed in tqdm(config.seeds, desc=f"{config.name}: sampling", disable=progress is False, unit="seed"):
+    seeds = tqdm(config.seeds, desc=f"{config.name} ({config.measure} measure): seeds", disable=progress is False,
+                 unit="seed")
+    for seed in seeds:
         if seed not in problems:
             problems[seed] = build_problem(config, seed)
         samples[seed] = _seed_samples(config, seed, problems[seed], out / f"seed{seed}", progress, workers)
@@ -100,17 +110,56 @@ REWARD_FREE_MEASURES = ("policy", "volume")
 
 
 def run_configs(configs, *, progress: bool | None = None, figures: bool = True,
-                workers: int | None = None) -> list[ExperimentRun]:
+                workers: int | None = None, overwrite: bool = False) -> list[ExperimentRun]:
     """Run several configurations (as :func:`run_config`). Where some of them give the same
     MDP for a seed and sample the same reward-free measure alike, the policies are sampled
     once for all of them (their agents' rewards stacked) and each keeps its own agents'
     columns: the same sampled policies (common random numbers), half the sampling time for
-    the paper's two experiments."""
+    the paper's two experiments.
+
+    ``overwrite``: replace whatever the output folders hold. Each configuration runs into a
+    staging folder ``.<name>.overwrite`` beside its output folder (a killed run resumes
+    there); only when every run has finished is each output folder renamed aside, the
+    staging folder renamed into its place and the old one deleted. A failed or killed run
+    leaves the old results untouched, never a half-deleted folder."""
     configs = [_as_config(c) for c in configs]
     workers = check_workers(workers)
+    if overwrite:
+        staged = [_staging_config(c) for c in configs]
+        runs = run_configs(staged, progress=progress, figures=figures, workers=workers)
+        return [_publish(run, config) for run, config in zip(runs, configs)]
     built = _share_samples(configs, progress, workers)
     return [run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
             for i, c in enumerate(configs)]
+
+
+def _staging_config(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` writing to the staging folder of its output; a staging folder left by an
+    interrupted overwrite of another configuration is cleared (it holds nothing published)."""
+    out = Path(config.output)
+    staging = out.parent / f".{out.name}.overwrite"
+    path = staging / "config.json"
+    if staging.exists():
+        theirs = json.loads(path.read_text()) if path.exists() else {}
+        mine = _fingerprint(config)
+        if any(theirs.get(k) != mine[k] for k in mine if k not in ("seeds", "output")):
+            shutil.rmtree(staging)
+    return replace(config, output=staging)
+
+
+def _publish(run: ExperimentRun, config: ExperimentConfig) -> ExperimentRun:
+    """Move a finished staging folder into ``config.output`` (the old folder renamed aside first,
+    then deleted); the run as if it had been written there."""
+    staging, out = Path(run.config.output), Path(config.output)
+    atomic_write_json(staging / "config.json", _fingerprint(config))
+    if out.exists():
+        aside = out.parent / f".{out.name}.replaced-{os.getpid()}"
+        os.rename(out, aside)
+        os.rename(staging, out)
+        shutil.rmtree(aside)
+    else:
+        os.rename(staging, out)
+    return ExperimentRun(config, run.seeds, [out / path.relative_to(staging) for path in run.files])
 
 
 def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> list[dict[int, Problem]]:
@@ -140,7 +189,9 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
             for k in chosen:
                 _claim_output(members[k], Path(members[k].output))
             stacked = Problem(problems[chosen[0]].mdp, np.concatenate([problems[k].rewards for k in chosen]))
-            shared = sample_returns(stacked, n_samples, measure=measure, rng=seed, workers=workers, progress=progress,
+            names = "+".join(members[k].name for k in chosen)
+            shared = sample_returns(stacked, n_samples, measure=measure, rng=seed, workers=workers,
+                                    progress=_label(progress, f"{names} seed {seed}: {measure} samples (shared)"),
                                     **members[chosen[0]].measure_options)
             start = 0
             for k in chosen:
@@ -175,9 +226,15 @@ def _seed_samples(config: ExperimentConfig, seed: int, problem: Problem, folder:
     samples = _load_samples(folder / "samples.npz", config, problem)
     if samples is None:
         samples = sample_returns(problem, config.samples, measure=config.measure, rng=seed, workers=workers,
-                                 progress=progress, **config.measure_options)
+                                 progress=_label(progress, f"{config.name} seed {seed}: {config.measure} samples"),
+                                 **config.measure_options)
         samples.save(folder / "samples.npz")
     return samples
+
+
+def _label(progress: bool | None, label: str) -> bool | str:
+    """A sampler's ``progress`` argument: ``False`` (hidden) or the bar's label."""
+    return False if progress is False else label
 
 
 def _run_rules(config: ExperimentConfig, problems: dict, samples: dict, out: Path, progress,
@@ -192,7 +249,9 @@ def _run_rules(config: ExperimentConfig, problems: dict, samples: dict, out: Pat
         solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(paths[seed, spec.label])
         return j
 
-    bar = tqdm(total=len(todo), desc=f"{config.name}: rules", disable=progress is False or not todo, unit="rule")
+    seeds = sorted({seed for seed, _ in todo})
+    bar = tqdm(total=len(todo), desc=f"{config.name} ({config.measure} measure): rules on seed(s) "
+               + ",".join(map(str, seeds)), disable=progress is False or not todo, unit="rule")
     with bar:
         for _ in run_tasks(task, len(todo), workers=workers):
             bar.update()
@@ -225,7 +284,8 @@ def _claim_output(config: ExperimentConfig, out: Path) -> None:
         if differs:
             raise InvalidConfigError(
                 f"{out} holds results of a different configuration (differs in {', '.join(differs)}); "
-                "choose another `output` folder or delete that one"
+                "replace them with `--overwrite` (Python: overwrite=True), or write elsewhere with "
+                "`--out DIR` (the configuration's `output`)"
             )
     atomic_write_json(path, mine)
 
@@ -266,6 +326,7 @@ def summarize(runs: list[SeedRun]) -> dict[str, dict]:
         sorted_normalized = np.sort(np.stack([r.normalized for r in results]), axis=1)
         summary[label] = {
             "rule": results[0].rule,
+            "options": dict(results[0].options),
             **{k: (float(np.mean(v)), _se(np.asarray(v, float))) for k, v in figures.items()},
             "bars_mean": sorted_normalized.mean(axis=0),
             "bars_se": np.array([_se(col) for col in sorted_normalized.T]),
@@ -281,44 +342,32 @@ def _se(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
 
 
-COLUMNS = (("gini", "Gini"), ("min_normalized", "min normalised"), ("mean_normalized", "mean normalised"),
-           ("quantile", "quantile reached"), ("pvc_epsilon", "PVC eps"))
+#: The summary tables' columns (see :mod:`policyagg.experiments.tables`).
+COLUMNS = TABLE_COLUMNS
+
+
+def summary_table(config: ExperimentConfig, summary: dict) -> FairnessTable:
+    """The :class:`~policyagg.experiments.tables.FairnessTable` of a :func:`summarize` dict."""
+    return table_from_summary(config.name, summary, n_seeds=len(config.seeds), n_samples=config.samples)
 
 
 def summary_markdown(config: ExperimentConfig, summary: dict) -> str:
-    lines = [f"{config.name}: {len(config.seeds)} seed(s), {config.samples} sampled policies per seed; mean ± s.e. over seeds",
-             "", "| rule | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "| --- |" + " ---: |" * len(COLUMNS)]
-    for label, row in summary.items():
-        lines.append(f"| {label} | " + " | ".join(f"{row[k][0]:.4f} ± {row[k][1]:.4f}" for k, _ in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv(rows: list[list]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue().encode()
+    """The Markdown table of a :func:`summarize` dict (:func:`~policyagg.experiments.tables.to_markdown`)."""
+    return to_markdown(summary_table(config, summary))
 
 
 def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, figures: bool = True) -> list[Path]:
     """Write the Markdown and CSV tables, the bar data, and the figures; return the paths."""
-    summary = summarize(runs)
-    files = [atomic_write_bytes(out / "summary.md", summary_markdown(config, summary).encode())]
-    header = ["rule"] + [f"{k}_{part}" for k, _ in COLUMNS for part in ("mean", "se")]
-    rows = [header] + [[label] + [f"{row[k][i]:.10g}" for k, _ in COLUMNS for i in (0, 1)] for label, row in summary.items()]
-    files.append(atomic_write_bytes(out / "summary.csv", _csv(rows)))
-    bars = [["rule", "position", "mean", "se"]] + [
-        [label, j, f"{row['bars_mean'][j]:.10g}", f"{row['bars_se'][j]:.10g}"]
-        for label, row in summary.items() for j in range(row["bars_mean"].size)]
-    files.append(atomic_write_bytes(out / "bars.csv", _csv(bars)))
+    table = summary_table(config, summarize(runs))
+    files = [atomic_write_bytes(out / "summary.md", to_markdown(table).encode()),
+             write_csv(table, out / "summary.csv"), write_bars_csv(table, out / "bars.csv")]
     if figures:
-        from policyagg.experiments.plots import bar_chart, cdf_figure
+        from policyagg.experiments.plots import cdf_figure, plot_returns
 
-        title = f"{config.name} ({len(config.seeds)} seed(s))"
-        files += bar_chart({label: row["bars_mean"] for label, row in summary.items()}, out / "bars", title=title,
-                           errors={label: row["bars_se"] for label, row in summary.items()})
+        files += plot_returns(table, out / "bars", title=f"{config.name} ({len(config.seeds)} seed(s))")
         first = runs[0]
-        returns = {label: result.returns for label, result in first.results.items()}
+        labels = {row.key: row.label for row in table.rows}
+        returns = {labels[key]: result.returns for key, result in first.results.items()}
         names = next(iter(first.results.values())).names
         files += cdf_figure(first.samples.values, returns, out / f"cdf-seed{first.seed}", names=names,
                             title=f"{config.name}, seed {first.seed}")

@@ -318,7 +318,7 @@ def sample_policy_returns(
     method: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
 ) -> ReturnSamples:
     """Sample ``n_samples`` random policies (the ``policy`` measure) and return their returns.
 
@@ -338,8 +338,9 @@ def sample_policy_returns(
     workers : int, optional
         Worker processes (forked; threads where ``fork`` is missing) solving batches in
         parallel (default: usable CPUs, at most 4).
-    progress : bool, optional
-        Show a tqdm bar (default: when more than 20 batches).
+    progress : bool or str, optional
+        Show a tqdm bar (default: when more than 20 batches); a string shows it with that
+        label (e.g. the experiment, seed and measure).
 
     ``info`` records the method, the batch size, the seconds taken and the solver counts:
     mean GMRES steps per sample, samples restarted and samples solved directly.
@@ -370,9 +371,10 @@ def sample_policy_returns(
             done += size
         return done
 
-    show = n_batches > 20 if progress is None else progress
+    show = n_batches > 20 if progress is None else bool(progress)
+    desc = progress if isinstance(progress, str) else "sampling policies"
     start = time.perf_counter()
-    with tqdm(total=n_samples, disable=not show, desc="sampling policies", unit="policy") as bar:
+    with tqdm(total=n_samples, disable=not show, desc=desc, unit="policy") as bar:
         for size in run_tasks(task, n_tasks, workers=workers):
             bar.update(size)
     elapsed = time.perf_counter() - start

@@ -76,7 +76,7 @@ def sample_volume_returns(
     thin: int | None = None,
     refresh: int | None = None,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     kernel: str = "auto",
 ) -> ReturnSamples:
     """Returns of ``n_samples`` occupancies uniform on ``O`` (the ``volume`` measure), by MCMC.
@@ -101,8 +101,8 @@ def sample_volume_returns(
         between recomputations from scratch (default :data:`REFRESH_SWEEPS`).
     workers : int, optional
         Processes running chains in parallel (default: CPU count, at most 4).
-    progress : bool, optional
-        Show a tqdm bar counting finished chains (default: off).
+    progress : bool or str, optional
+        Show a tqdm bar counting finished chains (default: off); a string shows it with that label.
     kernel : {"auto", "numba", "numpy"}
         Implementation of the state visits: the same Markov chain (same proposals and
         thresholds; the numbers agree to rounding), about 2x faster compiled with numba (the
@@ -133,7 +133,7 @@ def sample_volume_returns(
         return (stats.moved, stats.visits, stats.refreshes, stats.drift)
 
     runs = run_chains(chain, rng, n_samples, problem.n_agents, chains=chains, workers=workers, n_stats=4,
-                      progress=progress, desc="volume chains")
+                      progress=bool(progress), desc=progress if isinstance(progress, str) else "volume chains")
     moved, visits, refreshes, drift = runs.stats.T
     info = {
         "n_samples": n_samples,

@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ def test_compare_writes_results_and_prints_table(tmp_path, capsys):
     code = main(["compare", "--sites", "3", "--samples", "300", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    assert "| utilitarian |" in out and "| egalitarian (normalised) |" in out and "| 90%-approval |" in out
+    assert "| utilitarian (raw) |" in out and "| egalitarian (normalised) |" in out and "| 90%-approval |" in out
     folder = tmp_path / "experiment-a-seed0"
     assert (folder / "90-approval.json").exists() and (folder / "samples.npz").exists()
     result = Result.load(folder / "egalitarian-normalised")
@@ -79,3 +81,111 @@ def test_bench_targets_run_small(target, capsys):
     assert main(["bench", target, *extra]) == 0
     out = capsys.readouterr().out
     assert "peak RSS" in out or "| rule |" in out
+
+
+SUBCOMMANDS = ("reproduce", "run", "compare", "measures", "bench", "show")
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"policyagg {command}" in out.split("examples:")[1]
+    from policyagg.experiments.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    assert sub.description
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest} has no help text"
+
+
+def test_building_the_parser_imports_nothing_heavy():
+    code = ("import sys; import policyagg.experiments.cli as cli; cli.build_parser(); "
+            "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib', 'highspy', 'tqdm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_measure_names_are_the_measures():
+    from policyagg.experiments.cli import MEASURE_NAMES
+    from policyagg.measures import MEASURES
+
+    assert MEASURE_NAMES == MEASURES
+
+
+def test_bench_defaults_are_the_ones_the_help_states(monkeypatch):
+    """`bench --samples` claimed 10000 for the sampler, which runs 20000."""
+    from policyagg.experiments import bench, bench_scale, bench_volume
+    from policyagg.experiments.cli import build_parser
+
+    seen = {}
+
+    def record(name):
+        def fake(**kwargs):
+            seen[name] = kwargs
+            raise SystemExit(0)
+        return fake
+
+    monkeypatch.setattr(bench, "bench_sampler", record("sampler"))
+    monkeypatch.setattr(bench, "bench_rules", record("rules"))
+    monkeypatch.setattr(bench_scale, "bench_scale", record("scale"))
+    monkeypatch.setattr(bench_volume, "bench_volume", record("volume"))
+    for target in ("sampler", "rules", "scale", "volume"):
+        with pytest.raises(SystemExit):
+            main(["bench", target])
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["bench"]
+    text = next(a for a in sub._actions if a.dest == "samples").help
+    for target in ("sampler", "rules", "scale", "volume"):
+        assert f"{target} {seen[target]['n_samples']}" in text
+
+
+def write_tiny_toml(path, output):
+    from test_experiments import _toml, small_config
+
+    path.write_text(_toml(small_config(output, seeds=[0])))
+    return path
+
+
+def test_readme_flow_run_after_reproduce_needs_overwrite(tmp_path, capsys):
+    """`policyagg reproduce` then `policyagg run <config> --samples N`: the second run meets the
+    first one's folder; the error names --overwrite and --out, and --overwrite replaces it."""
+    config = write_tiny_toml(tmp_path / "tiny.toml", tmp_path / "out")
+    assert main(["run", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(config), "--samples", "200"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "--out" in err
+    assert main(["run", str(config), "--samples", "200", "--overwrite"]) == 0
+    assert '"samples": 200' in (tmp_path / "out" / "config.json").read_text()
+
+
+def test_measures_markdown_without_spread_for_one_seed_and_with_ties():
+    from policyagg.experiments.measure_comparison import comparison_markdown, rank_order
+
+    assert rank_order({"a": 0.2, "b": 0.1, "c": 0.1 + 1e-12, "d": 0.1004}) == "b = c ≈ d < a"
+    figures = {m: {"samples": 10, "seeds": 1, "labels": {"u": "u (raw)"},
+                   "gini": {"mq": (0.1, 0.0), "borda": (0.1, 0.0), "u": (0.3, 0.0)},
+                   "quantile": {"mq": (1.0, 0.0), "borda": (1.0, 0.0), "u": (0.2, 0.0)},
+                   "window_mass": 0.5, "rules_at_top": 0.5, "ess": None, "rhat": None} for m in ("policy", "volume")}
+    text = comparison_markdown("tiny", figures)
+    assert "±" not in text and "one seed" in text
+    assert "* policy: mq = borda < u (raw)" in text and "| u (raw) | 0.300 | 0.300 | 0.200 | 0.200 |" in text
+    figures["policy"]["seeds"] = 2
+    assert "| mq | 0.100 ± 0.000 |" in comparison_markdown("tiny", figures)
+
+
+def test_bench_scale_samples_are_real_policy_samples():
+    from policyagg.experiments.bench_scale import bench_scale
+
+    report = bench_scale(n_sites=3, n_agents=3, n_samples=200, rules=(("utilitarian", "utilitarian", {}),))
+    assert "`policy` measure" in report["samples"] and "timing only" not in report["samples"]
+    mixture = bench_scale(n_sites=3, n_agents=3, n_samples=200, mixture=True, rules=(("utilitarian", "utilitarian", {}),))
+    assert "timing only" in mixture["samples"]
+
+
+def test_compare_progress_bars_name_the_seed(tmp_path, capsys):
+    assert main(["compare", "--sites", "3", "--samples", "200", "--seed", "2", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "compare (a) seed 2: rules" in err and "compare (a) seed 2: policy samples" in err

@@ -219,3 +219,65 @@ def test_configs_on_the_same_mdp_share_their_sampled_policies(tmp_path):
         alone = run_config(config, progress=False, figures=False, workers=1)
         np.testing.assert_allclose(run.seeds[0].samples.values, alone.seeds[0].samples.values, rtol=0, atol=1e-12)
         assert run.seeds[0].samples.values.shape[1] == alone.seeds[0].samples.values.shape[1]
+
+
+def test_raw_rules_are_labelled_in_tables_and_figures(tmp_path):
+    run = run_config(small_config(tmp_path / "out", seeds=[0]), progress=False)
+    out = tmp_path / "out"
+    assert "| utilitarian (raw) |" in (out / "summary.md").read_text()
+    assert "±" not in (out / "summary.md").read_text()  # one seed: no standard error
+    assert "utilitarian (raw)," in (out / "summary.csv").read_text()
+    assert "<!-- utilitarian (raw) -->" in (out / "bars.svg").read_text()
+    assert "<!-- utilitarian (raw) -->" in (out / "cdf-seed0.svg").read_text()
+    assert "error bars" not in (out / "bars.svg").read_text()  # one seed: none drawn
+    assert (out / "seed0" / "utilitarian.json").exists()  # result files keep the configuration's label
+    assert list(run.seeds[0].results) == ["max-quantile", "90%-approval", "utilitarian"]
+
+
+def test_progress_bars_name_the_experiment_seed_and_measure(tmp_path, capsys):
+    run_config(small_config(tmp_path / "out"), figures=False, workers=1)
+    err = capsys.readouterr().err
+    for label in ("tiny seed 0: policy samples", "tiny seed 1: policy samples", "tiny (policy measure): seeds",
+                  "tiny (policy measure): rules on seed(s) 0,1"):
+        assert label in err
+    assert "sampling policies" not in err
+
+
+def test_overwrite_replaces_another_configuration(tmp_path):
+    out = tmp_path / "out"
+    run_config(small_config(out), progress=False)
+    other = small_config(out, measure={"name": "policy", "samples": 400})
+    with pytest.raises(InvalidConfigError, match=r"different configuration.*`--overwrite`.*`--out DIR`"):
+        run_config(other, progress=False)
+    run = run_config(other, progress=False, overwrite=True)
+    assert run.config.output == out and all(path.parent == out or out in path.parents for path in run.files)
+    assert all(path.exists() for path in run.files)
+    assert json.loads((out / "config.json").read_text())["samples"] == 400
+    assert json.loads((out / "config.json").read_text())["output"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or set-aside folder left
+    run_config(small_config(tmp_path / "fresh", measure={"name": "policy", "samples": 400}), progress=False)
+    same_results(out, tmp_path / "fresh")
+    run_config(other, progress=False)  # the replaced folder now resumes as usual
+
+
+def test_failed_overwrite_leaves_the_old_results(tmp_path, monkeypatch):
+    from policyagg.experiments import run as run_module
+
+    out = tmp_path / "out"
+    run_config(small_config(out), progress=False, figures=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed while writing the summary")
+
+    monkeypatch.setattr(run_module, "write_summary", fail)
+    other = small_config(out, measure={"name": "policy", "samples": 400})
+    with pytest.raises(RuntimeError, match="killed"):
+        run_config(other, progress=False, workers=1, overwrite=True)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    monkeypatch.undo()
+    staging = tmp_path / ".out.overwrite"
+    assert (staging / "seed0" / "samples.npz").exists()  # the unfinished new run waits beside it
+    run_config(other, progress=False, workers=1, overwrite=True)  # and resumes from there
+    assert json.loads((out / "config.json").read_text())["samples"] == 400
+    assert not staging.exists()

@@ -5,6 +5,7 @@ import os
 import matplotlib
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 
 from policyagg.experiments import plots
@@ -84,23 +85,61 @@ def test_renders_are_byte_identical(tmp_path):
 def test_bar_figure_draws_one_rectangle_per_rule_and_agent():
     normalized, errors = bars_data(n_rules=12, n_agents=10)
     fig = plots._bar_figure(normalized, errors=errors)
-    (ax,) = fig.axes
-    assert len(ax.patches) == 12 * 10
-    assert ax.get_legend() is None
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(normalized)
-    assert ax.get_ylim() == (0.0, 1.05)
-    # left to right: rule groups in dict order, agents ascending inside each group
-    rects = sorted(ax.patches, key=lambda p: p.get_x())
+    axes = fig.axes
+    assert len(axes) == 2  # 12 groups of 10 bars wrap into two rows of six
+    assert sum(len(ax.patches) for ax in axes) == 12 * 10
+    assert [t.get_text() for ax in axes for t in ax.get_xticklabels()] == list(normalized)
+    assert all(ax.get_ylim() == (0.0, 1.05) for ax in axes)
+    # left to right, row by row: rule groups in dict order, agents ascending inside each group
+    rects = [p for ax in axes for p in sorted(ax.patches, key=lambda p: p.get_x())]
     np.testing.assert_allclose([p.get_height() for p in rects], np.concatenate(list(normalized.values())))
-    groups = np.array([p.get_x() + p.get_width() / 2 for p in rects]).reshape(12, 10)
-    assert np.all(groups.max(axis=1)[:-1] < groups.min(axis=1)[1:])  # groups do not overlap
-    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
-    assert len(bars) == 10 and all(c.errorbar is not None for c in bars)  # one bar() call per agent rank
-    segments = np.stack([c.errorbar.lines[2][0].get_segments() for c in bars])  # (agent, rule, 2 ends, xy)
-    half_lengths = (segments[:, :, 1, 1] - segments[:, :, 0, 1]) / 2
+    for ax in axes:
+        groups = np.array([p.get_x() + p.get_width() / 2 for p in sorted(ax.patches, key=lambda p: p.get_x())])
+        groups = groups.reshape(-1, 10)
+        assert np.all(groups.max(axis=1)[:-1] < groups.min(axis=1)[1:])  # groups do not overlap
+    bars = [[c for c in ax.containers if isinstance(c, BarContainer)] for ax in axes]
+    assert all(len(b) == 10 and all(c.errorbar is not None for c in b) for b in bars)  # one bar() per agent rank
+    segments = np.concatenate([np.stack([c.errorbar.lines[2][0].get_segments() for c in b]) for b in bars], axis=1)
+    half_lengths = (segments[:, :, 1, 1] - segments[:, :, 0, 1]) / 2  # (agent, rule)
     np.testing.assert_allclose(half_lengths.T, np.vstack(list(errors.values())), atol=1e-12)
     fig_no_err = plots._bar_figure(normalized)
-    assert all(c.errorbar is None for c in fig_no_err.axes[0].containers if isinstance(c, BarContainer))
+    assert all(c.errorbar is None for ax in fig_no_err.axes for c in ax.containers if isinstance(c, BarContainer))
+
+
+def legend_texts(fig):
+    return [t.get_text() for legend in fig.legends for t in [legend.get_title(), *legend.get_texts()]]
+
+
+def test_error_bars_are_labelled_and_absent_without_errors():
+    normalized, errors = bars_data()
+    assert "error bars: s.e. over seeds" in legend_texts(plots._bar_figure(normalized, errors=errors))
+    fig = plots._bar_figure(normalized, errors=errors, error_label="s.e. over 5 seeds")
+    assert "error bars: s.e. over 5 seeds" in legend_texts(fig)
+    assert not any("error bars" in text for text in legend_texts(plots._bar_figure(normalized)))
+
+
+@pytest.mark.parametrize("n_rules, n_agents", [(12, 10), (12, 5), (6, 10), (2, 3), (1, 1), (30, 4), (12, 40)])
+def test_bar_figure_size_suits_the_number_of_rules(n_rules, n_agents):
+    rows, per_row, (width, height) = plots.bar_layout(n_rules, n_agents)
+    assert rows * per_row >= n_rules and per_row <= plots.RULES_PER_ROW
+    assert 3.5 <= width <= 9.0
+    assert (0.4 if n_rules * n_agents < 400 else 0.3) <= width / height <= 2.6  # never the old 4:1 strip
+    normalized, _ = bars_data(n_rules=n_rules, n_agents=n_agents)
+    fig = plots._bar_figure(normalized)
+    assert tuple(fig.get_size_inches()) == (width, height)
+    assert len(fig.axes) == rows
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_paper_sized_bar_chart_is_not_a_strip(tmp_path):
+    """Experiment (b): 12 rules x 10 agents was a 2370 x 600 px strip."""
+    normalized, errors = bars_data(n_rules=12, n_agents=10)
+    png = plots.bar_chart(normalized, tmp_path / "bars", errors=errors)[0].read_bytes()
+    width, height = png_size(png)
+    assert width <= 1400 and width / height < 2
 
 
 def test_bar_values_at_the_bounds_are_kept():
@@ -153,6 +192,65 @@ def test_cdf_markers_agree_with_result_ranks_tolerance():
     fig = plots._cdf_figure(ReturnSamples(values), {"lp": J})
     np.testing.assert_allclose(marker_data(fig, ["lp"], 2)["lp"][1], ReturnSamples(values).cdf(J))
     np.testing.assert_allclose(ReturnSamples(values).cdf(J), ReturnSamples(values).cdf(values[3]))
+
+
+def marker_centres(fig):
+    """Per visible subplot: {label: (centre on the canvas in pixels, zorder, marker size in pixels)}."""
+    FigureCanvasAgg(fig).draw()
+    out = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        found = {}
+        for line in ax.get_lines():
+            if line.get_label().startswith("_"):
+                continue
+            point = (line.get_xdata()[0], line.get_ydata()[0])
+            found[line.get_label()] = (line.get_transform().transform(point), line.get_zorder(),
+                                       line.get_markersize() * fig.dpi / 72, ax.transData.transform(point))
+        out.append(found)
+    return out
+
+
+def test_coinciding_markers_all_stay_visible_and_the_headline_is_on_top():
+    """The seed-0 CDF figure had max-quantile hidden under Borda and PVC: equal returns, one point."""
+    values, _ = cdf_data(n_samples=300, n_agents=5)
+    best = values.max(axis=0) + 0.1
+    returns = {"max-quantile": best, "Borda": best, "PVC": best, "egalitarian (normalised)": best,
+               "generalised Gini": best - 1e-12, "egalitarian (raw)": best - 1.0, "utilitarian (raw)": values[0],
+               **{f"rule{k}": best for k in range(5)}}
+    for headline in (None, "PVC"):
+        fig = plots._cdf_figure(values, returns, headline=headline)
+        top = headline or "max-quantile"
+        for markers in marker_centres(fig):
+            assert set(markers) == set(returns)
+            centre, zorder, _, exact = markers[top]
+            np.testing.assert_allclose(centre, exact, atol=1e-6)  # the headline sits at its point
+            assert zorder > max(z for label, (_, z, _, _) in markers.items() if label != top)
+            labels = list(markers)
+            for a in range(len(labels)):
+                for b in range(a + 1, len(labels)):
+                    (ca, _, sa, _), (cb, _, sb, _) = markers[labels[a]], markers[labels[b]]
+                    # no marker covers another one's centre: every marker shows
+                    assert np.hypot(*(ca - cb)) > 0.5 * max(sa, sb), (labels[a], labels[b])
+        # the markers still carry the exact (J, F(J)) as data
+        data = marker_data(fig, returns, 5)
+        np.testing.assert_array_equal(data["Borda"][0], best)
+    with pytest.raises(InvalidProblemError, match="`headline`"):
+        plots._cdf_figure(values, returns, headline="nope")
+
+
+def test_ring_offsets_moves_only_overlapping_markers():
+    rng = np.random.default_rng(3)
+    points = np.vstack([np.zeros((8, 2)), [[1.0, 0.0], [50.0, 50.0], [9.0, 0.0]], rng.uniform(0, 12, (10, 2))])
+    priority = list(rng.permutation(len(points)))
+    offsets = plots.ring_offsets(points, priority, inward=np.array([100.0, 100.0]))
+    assert np.all(offsets[priority[0]] == 0.0)  # the headline stays at its point
+    assert np.all(offsets[9] == 0.0)  # a lone marker stays
+    moved = points + offsets
+    gaps = np.hypot(*(moved[:, None] - moved[None]).transpose(2, 0, 1))
+    np.fill_diagonal(gaps, np.inf)
+    assert gaps.min() >= plots.MARKER_WIDTH - 1e-9
 
 
 def ecdf_line(ax):
@@ -219,3 +317,44 @@ def test_cdf_figure_rejects_bad_inputs(tmp_path, values, returns, names, match):
     with pytest.raises(InvalidProblemError, match=match):
         plots.cdf_figure(values, returns, tmp_path / "cdf", names=names)
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- tables' figures
+def small_table(n_seeds=3):
+    from policyagg.experiments.tables import COLUMNS, FairnessRow, FairnessTable
+
+    rows = []
+    for r, (label, rule) in enumerate([("max-quantile", "max_quantile"), ("utilitarian (raw)", "utilitarian")]):
+        figures = {key: (0.1 * (r + 1) + 0.01 * k, 0.02 * (k + 1)) for k, (key, _) in enumerate(COLUMNS)}
+        rows.append(FairnessRow(label=label, key=label.split(" ")[0], rule=rule, figures=figures,
+                                bars_mean=np.array([0.2, 0.5 + 0.1 * r, 0.9]), bars_se=np.array([0.01, 0.02, 0.03])))
+    return FairnessTable(name="tiny", n_seeds=n_seeds, n_samples=100, rows=tuple(rows))
+
+
+def test_plot_fairness_draws_every_column_with_labelled_errors(tmp_path):
+    table = small_table()
+    fig = plots._fairness_figure(table, columns=("gini", "quantile"))
+    assert [ax.get_title() for ax in fig.axes] == ["Gini", "quantile reached"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["max-quantile", "utilitarian (raw)"]
+    widths = [[p.get_width() for p in ax.patches] for ax in fig.axes]
+    np.testing.assert_allclose(widths, [[0.1, 0.2], [0.13, 0.23]])
+    assert all(c.errorbar is not None for ax in fig.axes for c in ax.containers if isinstance(c, BarContainer))
+    assert "error bars: s.e. over seeds" in fig.get_supxlabel()
+    one = plots._fairness_figure(small_table(n_seeds=1))
+    assert all(c.errorbar is None for ax in one.axes for c in ax.containers if isinstance(c, BarContainer))
+    assert "no error bars" in one.get_supxlabel()
+    check_written(plots.plot_fairness(table, tmp_path / "fair"), tmp_path, "fair")
+    with pytest.raises(InvalidProblemError, match="`columns`"):
+        plots.plot_fairness(table, tmp_path / "x", columns=("colour",))
+
+
+def test_plot_returns_draws_no_error_bars_for_one_seed(tmp_path):
+    with matplotlib.rc_context():
+        files = plots.plot_returns(small_table(n_seeds=1), tmp_path / "one")
+    assert files[0].exists()
+    normalized = {row.label: row.bars_mean for row in small_table().rows}
+    one = plots._bar_figure(normalized, errors=None)
+    assert all(c.errorbar is None for ax in one.axes for c in ax.containers if isinstance(c, BarContainer))
+    svg = plots.plot_returns(small_table(n_seeds=3), tmp_path / "three")[1].read_text()
+    assert "<!-- error bars: s.e. over 3 seeds -->" in svg and "<!-- utilitarian (raw) -->" in svg
+    assert "error bars" not in files[1].read_text()
