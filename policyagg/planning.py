@@ -88,8 +88,9 @@ def reachable_from(adjacency: sp.sparray, sources: np.ndarray) -> np.ndarray:
     sources = np.asarray(sources, dtype=np.int64)
     if sources.size == 0:
         return np.zeros(adjacency.shape[0], dtype=bool)
-    steps = csgraph.dijkstra(sp.csr_array(adjacency), directed=True, unweighted=True, indices=sources, min_only=True)
-    return np.isfinite(steps)
+    steps = np.asarray(csgraph.dijkstra(sp.csr_array(adjacency), directed=True, unweighted=True, indices=sources,
+                                        min_only=True))
+    return np.asarray(np.isfinite(steps), dtype=bool)
 
 
 def closed_components(adjacency: sp.sparray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +138,8 @@ def stationary_distribution(P_class: sp.sparray) -> np.ndarray:
     system = sp.vstack([balance[: n - 1], sp.csr_array(np.ones((1, n)))], format="csc")
     rhs = np.zeros(n)
     rhs[-1] = 1.0
-    pi = spla.spsolve(system, rhs)
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum()
+    pi = np.clip(np.asarray(spla.spsolve(system, rhs)), 0.0, None)
+    return np.asarray(pi / pi.sum())
 
 
 def cesaro_limit(P_pi: sp.sparray, rho: np.ndarray) -> np.ndarray:
@@ -166,7 +166,7 @@ def cesaro_limit(P_pi: sp.sparray, rho: np.ndarray) -> np.ndarray:
             enter += x @ np.asarray(from_transient[:, c].sum(axis=1)).ravel()
         if enter > 0:
             mu[c] = enter * stationary_distribution(P_pi[c][:, c])
-    return mu / mu.sum()
+    return np.asarray(mu / mu.sum())
 
 
 # ------------------------------------------------------------------------------- steering
@@ -174,8 +174,8 @@ def distances_to(adjacency: sp.sparray, target: np.ndarray) -> np.ndarray:
     """Steps from every state to the nearest state of the boolean mask ``target`` along the
     graph (``inf`` where none is reachable): one breadth-first search on the reversed graph."""
     reversed_graph = sp.csr_array(sp.csr_array(adjacency).T)
-    return csgraph.dijkstra(reversed_graph, directed=True, unweighted=True, indices=np.flatnonzero(target),
-                            min_only=True)
+    return np.asarray(csgraph.dijkstra(reversed_graph, directed=True, unweighted=True, indices=np.flatnonzero(target),
+                                       min_only=True))
 
 
 def closer_probability(P: sp.sparray, n_actions: int, far: np.ndarray) -> np.ndarray:
@@ -225,7 +225,7 @@ def _solve_iteratively(op: spla.LinearOperator, b: np.ndarray, x0: np.ndarray | 
         x, info = spla.gmres(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50)
         if info != 0:
             raise PolicyEvaluationError(f"GMRES did not converge (info {info})")
-    return x
+    return np.asarray(x)
 
 
 def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np.ndarray, need_mu: bool = True,
@@ -267,18 +267,18 @@ def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np
             def mv(x: np.ndarray) -> np.ndarray:
                 h = x.copy()
                 g, h[0] = h[0], 0.0
-                return h - P_pi @ h + g
+                return np.asarray(h - P_pi @ h + g)
 
             def rmv(y: np.ndarray) -> np.ndarray:
-                out = y - P_T @ y
+                out = np.asarray(y - P_T @ y)
                 out[0] = y.sum()
                 return out
         else:
             def mv(x: np.ndarray) -> np.ndarray:
-                return x - gamma * (P_pi @ x)
+                return np.asarray(x - gamma * (P_pi @ x))
 
             def rmv(y: np.ndarray) -> np.ndarray:
-                return y - gamma * (P_T @ y)
+                return np.asarray(y - gamma * (P_T @ y))
         x = _solve_iteratively(spla.LinearOperator((S, S), matvec=mv, dtype=float), c_pi, start)
         if need_mu:
             mu = _solve_iteratively(spla.LinearOperator((S, S), matvec=rmv, dtype=float), rhs_mu, start_mu)
@@ -320,7 +320,7 @@ class PolicyIteration:
     def __init__(self, mdp: TabularMDP, *, direct_max_states: int = DIRECT_MAX_STATES,
                  max_iter: int = PI_MAX_ITER):
         self.mdp = mdp
-        self.S, self.A = mdp.n_states, mdp.n_actions
+        self.S, self.A = int(mdp.n_states), int(mdp.n_actions or 0)  # n_actions is set by TabularMDP
         self.P = sp.csr_array(mdp.P)
         self.gamma = float(mdp.gamma)
         self.rho = np.asarray(mdp.rho, dtype=float)
@@ -407,7 +407,7 @@ class PolicyIteration:
                 bound = float((1.0 - self.gamma) * self.rho @ h + delta)
             improve = Q[rows, policy] < best - 1e-12 * scale
             # the policy's value: its gain (average reward) or (1 - gamma) rho @ v (discounted)
-            value = g if avg else float((1.0 - self.gamma) * self.rho @ h)
+            value = float(g) if g is not None else float((1.0 - self.gamma) * self.rho @ h)
             if not improve.any() or bound - value <= 1e-12 * scale:
                 break
             policy[improve] = Q[improve].argmax(axis=1)

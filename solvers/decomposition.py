@@ -10,11 +10,17 @@ convex combination of its vertices, the occupancies ``d_j`` of deterministic pol
 
 (``sigma = -1`` for a minimisation). With the master's duals ``y`` (side rows) and ``y_0``
 (convexity row), *pricing* solves the unconstrained MDP problem
-``max_{d in O} (sigma c_d - A_d^T y) @ d`` exactly by policy iteration (:class:`Pricer`). Its
+``max_{d in O} (sigma c_d - A_d^T y) @ d`` exactly by policy iteration (:class:`Pricer` over
+:class:`policyagg.planning.PolicyIteration`). Its
 certificate -- a potential ``h`` with ``g = max_{s,a} c(s,a) + (P h)(s,a) - h(s)`` -- bounds the
 maximum over ``O`` for *any* ``h``, so ``master objective + max(0, g - y_0)`` is an upper
 bound on the full LP (Lagrangian bound): column generation stops when the bound and the
-master objective agree to :data:`GAP_TOL`, and the final gap is reported.
+master objective agree to :data:`GAP_TOL`, and the final gap is reported. A solve stopped
+before that (time limit, round limit, or no new column while the gap is open) returns the
+master's feasible point with status ``"gap"`` and a :class:`~policyagg.errors.GapWarning`.
+
+Generated columns live in a :class:`ColumnPool` that the caller creates and passes to every
+model of the same MDP that should reuse them (a model given none makes its own).
 
 Infeasible masters go through phase I (artificial columns per side row, minimise their sum,
 price with the phase-I duals); a phase-I bound below ``-FEAS_TOL`` certifies that the LP is

@@ -304,6 +304,9 @@ class _Model(ModelBase):
         self.threads, self.mip_rel_gap = threads, mip_rel_gap
         self._setup()
 
+    def _setup(self) -> None:
+        raise NotImplementedError
+
 
 def quiet_highs() -> highspy.Highs:
     """A silent Highs.  HiGHS prints a banner from C++ on its first construction in a process,
@@ -561,7 +564,7 @@ class PulpModel(_Model):
 def make_model(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None,
                **options) -> LPModel:
     """A reusable model for ``backend`` in ("highs", "pulp"); options: threads, mip_rel_gap."""
-    classes = {"highs": HighsModel, "pulp": PulpModel}
+    classes: dict[str, type[HighsModel] | type[PulpModel]] = {"highs": HighsModel, "pulp": PulpModel}
     if backend not in classes:
         raise InvalidProblemError(f"unknown LP backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     return classes[backend](lp, time_limit=time_limit, **options)
