@@ -16,8 +16,8 @@ from policyagg.errors import InvalidSamplesError
 from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
-from policyagg.solvers.decomposition import clear_pools, pool_for
-from policyagg.solvers.occupancy import decomposes, occupancy_program
+from policyagg.solvers.decomposition import ColumnPool
+from policyagg.solvers.occupancy import decomposes, decomposition, occupancy_program
 
 #: (label, rule, options) timed by :func:`bench_scale`.
 SCALE_CASES = (
@@ -59,20 +59,22 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     file of this instance); or, with ``mixture=True``, :func:`mixture_samples` (cheap, timing
     only). The report's ``samples`` line says which. ``progress``: ``None`` or ``True`` shows
     bars for the sampling and over the rules (updated between timings).
-    Column generation keeps the columns it generates per MDP; by default every rule starts
+    Column generation keeps the columns it generates in one :class:`ColumnPool` made here (a cold
+    start); by default every rule starts
     from the columns left by the return ranges only (times independent of the rule order);
     ``share_columns=True`` lets each rule reuse the columns of the rules before it, as in
     one ``compare`` run.
     """
     from policyagg.experiments.compare import attention_problem
 
-    clear_pools()  # cold start: no columns from an earlier run in this process
     start = time.perf_counter()
     problem = attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed)
     _ = problem.polytope
     build_seconds = time.perf_counter() - start
+    pool = ColumnPool(problem.mdp)
     start = time.perf_counter()
-    problem = solvers.with_ranges(problem, backend=backend)
+    with decomposition(pool=pool):
+        problem = solvers.with_ranges(problem, backend=backend)
     ranges_seconds = time.perf_counter() - start
     start = time.perf_counter()
     if samples_path is not None:
@@ -92,16 +94,16 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     sampling_seconds = time.perf_counter() - start
     decomposed = decomposes(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="probe"), backend)
 
-    pool = pool_for(problem.mdp)
-    after_ranges = (list(pool.columns), list(pool.policies))
+    after_ranges = pool.snapshot()
     baseline = None
     timings = {}
     for label, name, options in tqdm(rules, desc=f"bench scale ({n_sites} sites): rules", unit="rule",
                                      disable=progress is False):
         if not share_columns:
-            pool.columns, pool.policies = list(after_ranges[0]), list(after_ranges[1])
+            pool.restore(after_ranges)
         start, cpu = time.perf_counter(), cpu_seconds()
-        result = solvers.get_rule(name)(problem, samples, backend=backend, **options)
+        with decomposition(pool=pool):
+            result = solvers.get_rule(name)(problem, samples, backend=backend, **options)
         seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
         diag = result.diagnostics
         baseline = seconds if baseline is None else baseline

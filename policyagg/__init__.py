@@ -29,6 +29,9 @@ _EXPORTS = {
     "SolverError": "policyagg.errors",
     "SolverTimeLimitError": "policyagg.errors",
     "UnboundedError": "policyagg.errors",
+    "PolicyEvaluationError": "policyagg.errors",
+    "SolverWarning": "policyagg.errors",
+    "GapWarning": "policyagg.errors",
     "StructureWarning": "policyagg.mdp",
     "TabularMDP": "policyagg.mdp",
     "gini": "policyagg.metrics",
@@ -53,13 +56,16 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
     from policyagg.errors import (
+        GapWarning,
         InfeasibleError,
         InvalidMDPError,
         InvalidProblemError,
         InvalidSamplesError,
         PolicyAggError,
+        PolicyEvaluationError,
         SolverError,
         SolverTimeLimitError,
+        SolverWarning,
         UnboundedError,
     )
     from policyagg.mdp import StructureWarning, TabularMDP

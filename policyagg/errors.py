@@ -52,6 +52,21 @@ class SolverTimeLimitError(SolverError):
         self.solution = solution
 
 
+class PolicyEvaluationError(PolicyAggError, ArithmeticError):
+    """A policy could not be evaluated (singular system, an iterative solver that did not
+    converge, or an average-reward policy that could not be made unichain)."""
+
+
+class SolverWarning(UserWarning):
+    """A solver returned an answer it could not prove optimal (see the message and the
+    result's ``status``)."""
+
+
+class GapWarning(SolverWarning):
+    """Column generation stopped with its optimality gap still open (time limit or stall):
+    the answer is feasible but only within the reported gap of the optimum."""
+
+
 def check_count(name: str, value: object, minimum: int = 1, why: str | None = None) -> int:
     """``value`` as an ``int >= minimum`` (bools refused); else an :class:`InvalidProblemError`
     naming the argument ``name`` (and ``why`` the bound, if given)."""

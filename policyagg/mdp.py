@@ -15,13 +15,12 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse import csgraph
 import scipy.sparse.linalg as spla
 
 from policyagg.errors import InvalidMDPError
+from policyagg.planning import Structure, cesaro_limit, graph_structure, steering_actions, union_adjacency
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
 #: then renormalised exactly.
@@ -32,32 +31,6 @@ ZERO_OCCUPANCY = 1e-12
 
 class StructureWarning(UserWarning):
     """The MDP's graph structure may make results misleading (see the message)."""
-
-
-@dataclass(frozen=True)
-class Structure:
-    """Graph facts about an MDP, computed with networkx on the union graph
-    (edge ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``).
-
-    Whether an MDP is *unichain* (every stationary policy has one recurrent class) is
-    NP-hard to decide (Tsitsiklis, 2007), so it is not reported. What the average-reward
-    criterion needs is checked instead: one closed class (then every policy that gives all
-    actions positive probability has a unique stationary distribution) and, for the
-    polytope to describe only behaviour reachable from ``rho``, a communicating MDP.
-    """
-
-    unreachable: np.ndarray  # states no policy reaches from supp(rho)
-    closed_classes: tuple[np.ndarray, ...]  # attracting components of the union graph
-    communicating: bool  # the union graph is strongly connected
-
-    def describe(self) -> str:
-        parts = ["communicating" if self.communicating else "not communicating"]
-        parts.append(f"{len(self.closed_classes)} closed class(es)")
-        if self.unreachable.size:
-            shown = ", ".join(map(str, self.unreachable[:10]))
-            more = "..." if self.unreachable.size > 10 else ""
-            parts.append(f"{self.unreachable.size} state(s) unreachable from `rho`: {shown}{more}")
-        return "; ".join(parts)
 
 
 def _as_transition_matrix(P, n_actions) -> sp.csr_array:
@@ -192,24 +165,15 @@ class TabularMDP:
         return sp.csr_array(sp.kron(sp.eye_array(self.n_states), np.ones((1, self.n_actions)), format="csr"))
 
     @cached_property
-    def structure(self) -> Structure:
-        union = sp.coo_array(self._union_adjacency())
-        graph = nx.DiGraph()
-        graph.add_nodes_from(range(self.n_states))
-        graph.add_edges_from(zip(union.row.tolist(), union.col.tolist()))
-        source = -1  # a virtual node feeding supp(rho): one search instead of one per state
-        graph.add_edges_from((source, int(s)) for s in np.flatnonzero(self.rho > 0))
-        reached = nx.descendants(graph, source)
-        graph.remove_node(source)
-        unreachable = np.setdiff1d(np.arange(self.n_states), np.fromiter(reached, int))
-        closed = tuple(np.sort(np.fromiter(c, int)) for c in nx.attracting_components(graph))
-        closed = tuple(sorted(closed, key=lambda c: int(c[0])))
-        return Structure(unreachable, closed, nx.is_strongly_connected(graph))
+    def union_graph(self) -> sp.csr_array:
+        """Boolean ``(S, S)`` adjacency of the union graph: ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``."""
+        return union_adjacency(self.P, self.n_actions)
 
-    def _union_adjacency(self) -> sp.csr_array:
-        """Boolean ``(S, S)`` adjacency of the union graph over actions."""
-        adjacency = self.action_sum @ (self.P > 0).astype(float)
-        return sp.csr_array(adjacency > 0)
+    @cached_property
+    def structure(self) -> Structure:
+        """Unreachable states, closed classes and whether the MDP is communicating
+        (:func:`policyagg.planning.graph_structure` on :attr:`union_graph`)."""
+        return graph_structure(self.union_graph, self.rho)
 
     def _check_average_reward_structure(self) -> None:
         info = self.structure
@@ -270,7 +234,7 @@ class TabularMDP:
             system = sp.csc_array(sp.eye_array(S) - self.gamma * P_pi.T)
             mu = spla.spsolve(system, (1.0 - self.gamma) * self.rho)
             return np.clip(mu, 0.0, None) / np.clip(mu, 0.0, None).sum()
-        return _cesaro_limit(P_pi, self.rho)
+        return cesaro_limit(P_pi, self.rho)
 
     def occupancy(self, policy) -> np.ndarray:
         """Normalised state-action occupancy ``d(s, a) = mu_pi(s) pi(a|s)``, shape (S, A)."""
@@ -303,61 +267,10 @@ class TabularMDP:
         policy = np.full((S, A), 1.0 / A)
         policy[visited] = d[visited] / mass[visited, None]
         if self.average_reward and not visited.all() and visited.any():
-            _steer_toward(self, policy, visited)
+            # the filler: at unvisited states the action most likely to move one step closer to supp(d)
+            far, best = steering_actions(self.P, A, self.union_graph, visited)
+            steer = np.flatnonzero(~visited & np.isfinite(far))
+            policy[steer] = 0.0
+            policy[steer, best[steer]] = 1.0
         return policy
 
-
-def _cesaro_limit(P_pi: sp.csr_array, rho: np.ndarray) -> np.ndarray:
-    """``lim (1/T) sum_t rho P^t`` for a (possibly multichain) stochastic matrix ``P``."""
-    S = P_pi.shape[0]
-    graph = nx.from_scipy_sparse_array(P_pi, create_using=nx.DiGraph)
-    classes = [np.sort(np.fromiter(c, int)) for c in nx.attracting_components(graph)]
-    recurrent = np.zeros(S, dtype=bool)
-    for c in classes:
-        recurrent[c] = True
-    transient = np.flatnonzero(~recurrent)
-    # Probability of entering each closed class from rho: rho_R + rho_T^T (I - Q)^{-1} R.
-    # x = expected visits to each transient state from rho: x^T (I - Q) = rho_T^T
-    if transient.size:
-        from_transient = P_pi[transient]
-        Q = from_transient[:, transient]
-        x = np.atleast_1d(spla.spsolve(sp.csc_array(sp.eye_array(transient.size) - Q.T), rho[transient]))
-    mu = np.zeros(S)
-    for c in classes:
-        enter = rho[c].sum()
-        if transient.size:
-            enter += x @ np.asarray(from_transient[:, c].sum(axis=1)).ravel()
-        if enter > 0:
-            mu[c] = enter * _stationary(P_pi[c][:, c])
-    return mu / mu.sum()
-
-
-def _stationary(P_class: sp.csr_array) -> np.ndarray:
-    """Stationary distribution of an irreducible stochastic matrix (one row replaced by ``sum = 1``)."""
-    n = P_class.shape[0]
-    if n == 1:
-        return np.ones(1)
-    system = sp.lil_array(sp.eye_array(n) - P_class.T)
-    system[n - 1, :] = np.ones(n)
-    rhs = np.zeros(n)
-    rhs[-1] = 1.0
-    pi = spla.spsolve(sp.csc_array(system), rhs)
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum()
-
-
-def _steer_toward(mdp: TabularMDP, policy: np.ndarray, visited: np.ndarray) -> None:
-    """In place: at unvisited states pick an action that moves one step closer to ``visited``."""
-    # steps from each state to the nearest visited one: BFS from `visited` on the reversed
-    # graph (scipy's compiled search; a networkx graph of P's edges costs seconds at 6,561 states)
-    reversed_graph = sp.csr_array(mdp._union_adjacency().T)
-    far = csgraph.dijkstra(reversed_graph, directed=True, unweighted=True, indices=np.flatnonzero(visited),
-                           min_only=True)
-    # probability that (s, a) moves strictly closer to supp(d), for every row of P at once
-    coo = mdp.P.tocoo()
-    source = coo.row // mdp.n_actions
-    closer = np.bincount(coo.row, weights=coo.data * (far[coo.col] < far[source]), minlength=mdp.P.shape[0])
-    best = closer.reshape(mdp.n_states, mdp.n_actions).argmax(axis=1)
-    steer = np.flatnonzero(~visited & np.isfinite(far))
-    policy[steer] = 0.0
-    policy[steer, best[steer]] = 1.0

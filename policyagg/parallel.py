@@ -12,7 +12,6 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
@@ -68,12 +67,9 @@ def _die_with_parent() -> None:
 
 
 def _worker_init() -> None:
+    # Libraries whose state does not survive fork repair it with `os.register_at_fork`
+    # (the LP layer, policyagg.solvers.lp, resets HiGHS's task scheduler that way).
     _die_with_parent()
-    highspy = sys.modules.get("highspy")
-    if highspy is not None:
-        # HiGHS's task-scheduler threads do not survive fork: a MIP in the child would wait
-        # for them forever. A fresh scheduler is made on the next solve.
-        highspy.Highs.resetGlobalScheduler(False)
 
 
 def _run(index: int) -> int:

@@ -26,6 +26,9 @@ class Result:
     ``returns[i] = J_i(d)`` (per step), ``normalized[i]`` is in [0, 1] (0 = agent ``i``'s
     worst policy, 1 = its best), ``ranks[i] = F_i(J_i)`` under the samples (``None``
     when no samples were given); ``gini`` is the Gini index of ``normalized``.
+    ``status`` is the worst status of the rule's solves: ``"optimal"``, or ``"gap"`` when
+    column generation stopped with its optimality gap open (the gap is in
+    ``diagnostics["column_generation_gap"]``).
     """
 
     rule: str
@@ -39,6 +42,7 @@ class Result:
     options: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)  # fairness report: Pareto gap, Borda score, approvals, PVC eps
+    status: str = "optimal"
 
     @property
     def min_rank(self) -> float | None:
@@ -47,7 +51,8 @@ class Result:
 
     def table(self) -> str:
         """A plain-text table: a summary line, the fairness report, then one line per agent."""
-        lines = [f"rule: {self.rule}   gini: {self.gini:.4f}" + ("" if self.ranks is None else f"   min rank: {self.min_rank:.4f}")]
+        lines = [f"rule: {self.rule}   gini: {self.gini:.4f}" + ("" if self.ranks is None else f"   min rank: {self.min_rank:.4f}")
+                 + ("" if self.status == "optimal" else f"   status: {self.status}")]
         if self.report:
             lines.append("   ".join(f"{key}: {_fmt(value)}" for key, value in self.report.items() if key != "min_rank"))
         header = f"{'agent':>12} {'return':>14} {'normalized':>11}" + ("" if self.ranks is None else f" {'rank':>7}")
@@ -78,6 +83,7 @@ class Result:
             "options": self.options,
             "diagnostics": self.diagnostics,
             "report": self.report,
+            "status": self.status,
             "arrays": npz_path.name,
             "arrays_sha256": hashlib.sha256(payload).hexdigest(),
         }
@@ -97,12 +103,13 @@ class Result:
             arrays = {k: (data[k] if k in data else None) for k in ARRAYS}
         return cls(
             rule=meta["rule"], names=tuple(meta["names"]), gini=meta["gini"],
-            options=meta["options"], diagnostics=meta["diagnostics"], report=meta.get("report", {}), **arrays,
+            options=meta["options"], diagnostics=meta["diagnostics"], report=meta.get("report", {}),
+            status=meta.get("status", "optimal"), **arrays,
         )
 
 
 def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None = None, options=None,
-                diagnostics=None, report=None) -> Result:
+                diagnostics=None, report=None, status: str = "optimal") -> Result:
     """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised)."""
     mdp = problem.mdp
     d = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)
@@ -124,6 +131,7 @@ def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None
         options=dict(options or {}),
         diagnostics=dict(diagnostics or {}),
         report=dict(report or {}),
+        status=str(status),
     )
 
 

@@ -219,7 +219,7 @@ def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, opt
         }
     diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
     return make_result(problem, d, rule=rule, samples=samples, options=options | {"backend": log.backend},
-                       diagnostics=diagnostics, report=report)
+                       diagnostics=diagnostics, report=report, status=log.status)
 
 
 def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs") -> tuple[bool, float]:

@@ -10,11 +10,17 @@ convex combination of its vertices, the occupancies ``d_j`` of deterministic pol
 
 (``sigma = -1`` for a minimisation). With the master's duals ``y`` (side rows) and ``y_0``
 (convexity row), *pricing* solves the unconstrained MDP problem
-``max_{d in O} (sigma c_d - A_d^T y) @ d`` exactly by policy iteration (:class:`Pricer`). Its
+``max_{d in O} (sigma c_d - A_d^T y) @ d`` exactly by policy iteration (:class:`Pricer` over
+:class:`policyagg.planning.PolicyIteration`). Its
 certificate -- a potential ``h`` with ``g = max_{s,a} c(s,a) + (P h)(s,a) - h(s)`` -- bounds the
 maximum over ``O`` for *any* ``h``, so ``master objective + max(0, g - y_0)`` is an upper
 bound on the full LP (Lagrangian bound): column generation stops when the bound and the
-master objective agree to :data:`GAP_TOL`, and the final gap is reported.
+master objective agree to :data:`GAP_TOL`, and the final gap is reported. A solve stopped
+before that (time limit, round limit, or no new column while the gap is open) returns the
+master's feasible point with status ``"gap"`` and a :class:`~policyagg.errors.GapWarning`.
+
+Generated columns live in a :class:`ColumnPool` that the caller creates and passes to every
+model of the same MDP that should reuse them (a model given none makes its own).
 
 Infeasible masters go through phase I (artificial columns per side row, minimise their sum,
 price with the phase-I duals); a phase-I bound below ``-FEAS_TOL`` certifies that the LP is
@@ -29,16 +35,25 @@ multichain policy under the average-reward criterion).
 from __future__ import annotations
 
 import time
-import weakref
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import highspy
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
-from scipy.sparse import csgraph
 
-from policyagg.errors import InfeasibleError, InvalidProblemError, SolverError, SolverTimeLimitError
-from policyagg.solvers.lp import LinearProgram, LPSolution, _quiet_highs
+from policyagg.errors import (GapWarning, InfeasibleError, InvalidProblemError, PolicyEvaluationError, SolverError,
+                              SolverTimeLimitError, check_count)
+from policyagg.planning import DIRECT_MAX_STATES, PI_MAX_ITER, PolicyIteration
+from policyagg.polytope import OccupancyPolytope
+from policyagg.solvers.lp import HighsModel, LinearProgram, LPSolution, ModelBase, quiet_highs, set_highs_option
+
+if TYPE_CHECKING:
+    from policyagg.mdp import TabularMDP
+    from policyagg.solvers.occupancy import OccupancyProgram
+
+#: What :meth:`Pricer.price` returns: ``(policy or None, column values, value, bound, flow-row duals)``.
+Pricing = tuple[np.ndarray | None, np.ndarray, float, float, np.ndarray]
 
 #: Column generation stops when (bound - objective) <= GAP_TOL * max(1, |objective|).
 GAP_TOL = 1e-8
@@ -48,34 +63,17 @@ MASTER_DUAL_TOL = 1e-10
 #: Phase I: total artificial mass at most this counts as feasible; a bound below -FEAS_TOL
 #: certifies infeasibility.
 FEAS_TOL = 1e-9
-#: Policy iteration: at most this many improvement steps per pricing call.
-PI_MAX_ITER = 200
-#: Policy evaluation by sparse LU up to this many states, GMRES (warm started) above.
-DIRECT_MAX_STATES = 500
-#: Relative residual asked of GMRES; the flow rows of a generated column then hold to ~1e-12.
-ITERATIVE_RTOL = 1e-13
-#: At most this many columns are kept per MDP for later models (newest first dropped).
+#: At most this many columns a :class:`ColumnPool` keeps for later models (newer ones are not kept).
 POOL_MAX = 1000
 #: Up to this many occupancy columns a stalled generation re-prices with an exact LP over O.
 EXACT_PRICING_MAX_COLUMNS = 20_000
-#: Column generation rounds per solve before giving up with a SolverError.
+#: Column generation rounds per solve before stopping (status "gap"; a SolverError without a feasible master).
 MAX_ROUNDS = 5000
 
 
-def _iterative(op, b, x0):
-    """Solve ``op x = b`` to :data:`ITERATIVE_RTOL`: BiCGSTAB (little Python overhead per
-    step), then restarted GMRES if it stalls; :class:`PricingFailed` if both fail."""
-    target = ITERATIVE_RTOL * np.linalg.norm(b)
-    x, info = spla.bicgstab(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, maxiter=2000)
-    if info != 0 or not np.isfinite(x).all() or np.linalg.norm(op.matvec(x) - b) > 10 * target:
-        x, info = spla.gmres(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50)
-        if info != 0:
-            raise PricingFailed(f"GMRES did not converge (info {info})")
-    return x
-
-
-class PricingFailed(Exception):
-    """Policy iteration could not evaluate a policy (singular system, no convergence)."""
+#: Kept for callers of the old name: policy evaluation failures are
+#: :class:`policyagg.errors.PolicyEvaluationError`.
+PricingFailed = PolicyEvaluationError
 
 
 class Pricer:
@@ -85,201 +83,66 @@ class Pricer:
     its state occupancy ``mu`` (the column is ``d[s, policy[s]] = mu[s]``), ``value = c @ d``,
     an upper bound on the maximum over ``O`` and the flow-row duals certifying that bound.
     The bound is valid for any potential (see the module doc), so it never depends on how well
-    policy iteration converged.
+    policy iteration converged. Policy iteration itself is :class:`policyagg.planning.PolicyIteration`;
+    when it cannot evaluate a policy, one exact HiGHS LP over ``O`` prices instead.
     """
 
-    def __init__(self, mdp):
+    def __init__(self, mdp: TabularMDP):
         self.mdp = mdp
         self.S, self.A = mdp.n_states, mdp.n_actions
-        self.P = sp.csr_array(mdp.P)
         self.gamma = float(mdp.gamma)
-        self.policy = np.zeros(self.S, dtype=np.int64)
-        self._guess = self._guess_mu = None  # last evaluations, the next iterative starts
-        self._lp = None  # fallback: HiGHS over O
-        self._reverse = self._coo = None  # reversed union graph, P as COO (built on first use)
-        self._last = None  # (policy bytes, P_pi)
-        self.iterations = 0
+        self.iteration = PolicyIteration(mdp, direct_max_states=DIRECT_MAX_STATES, max_iter=PI_MAX_ITER)
+        self._lp: HighsModel | None = None  # fallback: HiGHS over O
         self.fallbacks = 0
-        self.direct_max_states = DIRECT_MAX_STATES
 
-    # -------------------------------------------------------------- evaluation
-    def _evaluate(self, policy, c_pi, need_mu=True):
-        """Average reward: ``x = (g, h_1..)`` with ``(I - P_pi) h + g 1 = c_pi``, ``h_0 = 0``,
-        and the stationary ``mu``; discounted: ``v = (I - gamma P_pi)^{-1} c_pi`` and
-        ``mu = (1 - gamma) (I - gamma P_pi^T)^{-1} rho``."""
-        S = self.S
-        P_pi = self._transitions(policy)
-        avg = self.gamma == 1.0
-        rhs_mu = np.zeros(S)
-        if avg:
-            rhs_mu[0] = 1.0
-        else:
-            rhs_mu = (1.0 - self.gamma) * self.mdp.rho
-        if S <= self.direct_max_states:
-            M = sp.eye_array(S, format="csc") - self.gamma * sp.csc_array(P_pi)
-            if avg:
-                keep = np.ones(S)
-                keep[0] = 0.0
-                M = sp.csc_array(M @ sp.diags_array(keep) + sp.csc_array((np.ones(S), (np.arange(S), np.zeros(S, int))),
-                                                                            shape=(S, S)))
-            try:
-                with np.errstate(all="raise"):
-                    lu = spla.splu(sp.csc_array(M))
-                    x, mu = lu.solve(c_pi), lu.solve(rhs_mu, trans="T")
-            except (RuntimeError, FloatingPointError) as exc:
-                raise PricingFailed(str(exc)) from None
-        else:
-            P_T = P_pi.T  # a CSC view: no conversion
-            if avg:
-                def mv(x):
-                    h = x.copy()
-                    g, h[0] = h[0], 0.0
-                    return h - P_pi @ h + g
+    @property
+    def iterations(self) -> int:
+        """Policy-improvement steps over all calls."""
+        return self.iteration.iterations
 
-                def rmv(y):
-                    out = y - P_T @ y
-                    out[0] = y.sum()
-                    return out
-            else:
-                def mv(x):
-                    return x - self.gamma * (P_pi @ x)
+    @property
+    def direct_max_states(self) -> int:
+        """Policy evaluation by sparse LU up to this many states, iterative above."""
+        return self.iteration.direct_max_states
 
-                def rmv(y):
-                    return y - self.gamma * (P_T @ y)
-            op = spla.LinearOperator((S, S), matvec=mv, dtype=float)
-            x = _iterative(op, c_pi, self._guess)
-            self._guess = x
-            if need_mu:
-                mu = _iterative(spla.LinearOperator((S, S), matvec=rmv, dtype=float), rhs_mu, self._guess_mu)
-                self._guess_mu = mu
-            else:
-                mu = np.zeros(S)
-        if not (np.isfinite(x).all() and np.isfinite(mu).all()):
-            raise PricingFailed("policy evaluation returned non-finite values")
-        if avg:
-            h = x.copy()
-            g, h[0] = h[0], 0.0
-            return g, h, mu
-        return None, x, mu
+    @direct_max_states.setter
+    def direct_max_states(self, value: int) -> None:
+        self.iteration.direct_max_states = value
 
-    def _transitions(self, policy):
-        """``P_pi`` (S, S) for a deterministic policy, cached for the last policy asked."""
-        key = policy.tobytes()
-        if self._last is None or self._last[0] != key:
-            self._last = (key, self.P[np.arange(self.S) * self.A + policy])
-        return self._last[1]
-
-    def _unichain(self, policy, c):
-        """Average reward: a policy with several closed classes has no bordered evaluation
-        system. Keep its best closed class (by gain on ``c``) and steer the states of the other
-        closed classes one step closer to it on the union graph (repeat; finally steer every
-        other state). The gain never drops below the best class's gain."""
-        S, A = self.S, self.A
-        for attempt in range(6):
-            P_pi = self._transitions(policy)
-            n_comp, labels = csgraph.connected_components(P_pi, directed=True, connection="strong")
-            if n_comp == 1:
-                return policy
-            coo = P_pi.tocoo()
-            leaves = labels[coo.row] != labels[coo.col]
-            open_comp = np.zeros(n_comp, bool)
-            open_comp[labels[coo.row[leaves]]] = True
-            closed = np.flatnonzero(~open_comp)
-            if closed.size == 1:
-                return policy
-            gains = []
-            for k in closed:
-                states = np.flatnonzero(labels == k)
-                sub = sp.csr_array(P_pi[states][:, states])
-                from policyagg.mdp import _stationary
-
-                gains.append(float(_stationary(sub) @ c[states * A + policy[states]]))
-            keep = closed[int(np.argmax(gains))]
-            target = labels == keep
-            far = self._distance_to(target)
-            move = (~target & np.isin(labels, closed)) if attempt < 5 else ~target
-            closer = self._closer_probability(far)
-            policy = policy.copy()
-            states = np.flatnonzero(move & np.isfinite(far))
-            policy[states] = closer[states].argmax(axis=1)
-        raise PricingFailed("could not make the policy unichain")
-
-    def _distance_to(self, target):
-        if self._reverse is None:
-            union = sp.csr_array(self.mdp.action_sum @ (self.P > 0).astype(float))
-            self._reverse = sp.csr_array((union.T > 0).astype(float))
-        dist = csgraph.dijkstra(self._reverse, directed=True, indices=np.flatnonzero(target), unweighted=True,
-                                min_only=True)
-        return dist
-
-    def _closer_probability(self, far):
-        coo = self._coo if self._coo is not None else self.P.tocoo()
-        self._coo = coo
-        source = coo.row // self.A
-        closer = np.bincount(coo.row, weights=coo.data * (far[coo.col] < far[source]), minlength=self.P.shape[0])
-        return closer.reshape(self.S, self.A)
-
-    def _column(self, policy, mu, c):
+    def _column(self, policy: np.ndarray, mu: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, float]:
         mu = np.where(mu > 0.0, mu, 0.0)
         if mu.sum() <= 0:
-            raise PricingFailed("stationary distribution is zero")
+            raise PolicyEvaluationError("stationary distribution is zero")
         mu = mu / mu.sum()
         # a deterministic column must satisfy the flow rows (a singular system solved "well")
         idx = np.arange(self.S) * self.A + policy
-        inflow = (self._transitions(policy).T @ mu) * self.gamma
+        inflow = (self.iteration.transitions(policy).T @ mu) * self.gamma
         target = mu if self.gamma == 1.0 else mu - (1.0 - self.gamma) * self.mdp.rho
         if np.abs(inflow - target).max() > 1e-9:
-            raise PricingFailed("evaluated column violates the flow rows")
+            raise PolicyEvaluationError("evaluated column violates the flow rows")
         return mu, float(c[idx] @ mu)
 
     # ------------------------------------------------------------------ pricing
-    def price(self, c, start=None):
+    def price(self, c: np.ndarray, start: np.ndarray | None = None) -> Pricing:
+        """Price ``c`` (length ``S*A``) by policy iteration from ``start`` (default: the last policy)."""
         c = np.asarray(c, dtype=float)
-        S, A = self.S, self.A
-        policy = self.policy.copy() if start is None else np.asarray(start, dtype=np.int64).copy()
-        scale = max(1.0, float(np.abs(c).max()))
-        C = c.reshape(S, A)
         try:
-            for _ in range(PI_MAX_ITER):
-                self.iterations += 1
-                if self.gamma == 1.0:
-                    policy = self._unichain(policy, c)
-                g, h, _ = self._evaluate(policy, C[np.arange(S), policy], need_mu=False)
-                Q = (c + self.gamma * (self.P @ h)).reshape(S, A)
-                best = Q.max(axis=1)
-                if self.gamma == 1.0:
-                    bound = float((best - h).max())
-                else:
-                    delta = float((best - h).max())
-                    bound = float((1.0 - self.gamma) * self.mdp.rho @ h + delta)
-                current = Q[np.arange(S), policy]
-                improve = current < best - 1e-12 * scale
-                # the policy's value: its gain (average reward) or (1 - gamma) rho @ v (discounted)
-                value = g if self.gamma == 1.0 else float((1.0 - self.gamma) * self.mdp.rho @ h)
-                if not improve.any() or bound - value <= 1e-12 * scale:
-                    break
-                policy[improve] = Q[improve].argmax(axis=1)
-            if self.gamma == 1.0:
-                policy = self._unichain(policy, c)
-            _, _, mu = self._evaluate(policy, C[np.arange(S), policy])
-            mu_col, value = self._column(policy, mu, c)
-            self.policy = policy
-            if self.gamma == 1.0:
-                duals = np.concatenate([h, [bound]])
-            else:
-                duals = h + (bound - (1.0 - self.gamma) * self.mdp.rho @ h) / (1.0 - self.gamma)
-            return policy.copy(), mu_col, value, bound, duals
-        except PricingFailed:
+            found = self.iteration.run(c, start)
+            mu_col, value = self._column(found.policy, found.mu, c)
+        except PolicyEvaluationError:
             return self.price_lp(c)
+        self.iteration.policy = found.policy
+        h, bound = found.potential, found.bound
+        if self.gamma == 1.0:
+            duals = np.concatenate([h, [bound]])
+        else:
+            duals = h + (bound - (1.0 - self.gamma) * self.mdp.rho @ h) / (1.0 - self.gamma)
+        return found.policy.copy(), mu_col, value, bound, duals
 
-    def price_lp(self, c):
+    def price_lp(self, c: np.ndarray) -> Pricing:
         """Exact pricing by one HiGHS LP over ``O`` (the fallback; slow for large MDPs)."""
-        from policyagg.solvers.lp import HighsModel
-
         self.fallbacks += 1
         if self._lp is None:
-            from policyagg.polytope import OccupancyPolytope
-
             poly = OccupancyPolytope.from_mdp(self.mdp)
             n_d = self.S * self.A
             lp = LinearProgram(np.zeros(n_d), poly.A_eq, poly.b_eq, poly.b_eq, np.zeros(n_d), np.full(n_d, np.inf),
@@ -292,83 +155,103 @@ class Pricer:
         return None, d, float(c @ d), float(sol.objective), np.asarray(sol.row_duals)
 
 
-class _Pool:
-    """Columns (occupancies of generated policies) kept per MDP for later models."""
+class ColumnPool:
+    """Columns (occupancies of generated policies) of one MDP and the pricer that generated them.
 
-    def __init__(self, mdp):
+    A caller that solves several occupancy LPs of the same MDP creates one pool and passes it
+    to each model (``make_model(program, pool=pool)``): every model starts its master from the
+    pool's columns and adds the columns it generates (at most ``max_columns`` are kept). A model
+    given no pool makes its own.
+    """
+
+    def __init__(self, mdp: TabularMDP, *, max_columns: int = POOL_MAX):
+        self.mdp = mdp
+        self.max_columns = check_count("max_columns", max_columns, minimum=0)
         self.pricer = Pricer(mdp)
         self.columns: list[sp.csr_array] = []
         self.policies: list[np.ndarray | None] = []
 
-    def add(self, column, policy):
-        if len(self.columns) < POOL_MAX:
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    def add(self, column: sp.csr_array, policy: np.ndarray | None) -> None:
+        """Keep ``column`` (a ``(1, S*A)`` occupancy) and its deterministic policy (or ``None``)."""
+        if len(self.columns) < self.max_columns:
             self.columns.append(column)
             self.policies.append(policy)
 
+    def snapshot(self) -> tuple[list[sp.csr_array], list[np.ndarray | None]]:
+        """The columns kept now, for :meth:`restore`."""
+        return list(self.columns), list(self.policies)
 
-_POOLS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    def restore(self, snapshot: tuple[list[sp.csr_array], list[np.ndarray | None]]) -> None:
+        """Keep exactly the columns of an earlier :meth:`snapshot`."""
+        self.columns, self.policies = list(snapshot[0]), list(snapshot[1])
 
-
-def pool_for(mdp) -> _Pool:
-    """The column pool (and pricer) shared by every decomposed model of ``mdp``."""
-    pool = _POOLS.get(mdp)
-    if pool is None:
-        pool = _POOLS[mdp] = _Pool(mdp)
-    return pool
-
-
-def clear_pools() -> None:
-    """Forget every generated column (for benchmarks that time cold starts)."""
-    _POOLS.clear()
+    def clear(self) -> None:
+        """Forget every column (the pricer keeps its warm start)."""
+        self.restore(([], []))
 
 
-class DecomposedModel:
-    """The model interface of :mod:`policyagg.solvers.lp` (setters, ``solve``) for an occupancy program,
-    solved by column generation. Row indices are those of the full program (flow rows first);
-    only side rows, the extra columns and the cost may change."""
+class DecomposedModel(ModelBase):
+    """An :class:`~policyagg.solvers.lp.LPModel` of an occupancy program solved by column generation.
+
+    Row indices are those of the full program (flow rows first); only side rows, the extra
+    columns and the cost may change. ``pool``: the :class:`ColumnPool` of the program's MDP
+    to start from and add to (a new one if omitted). A solve that reaches ``time_limit``
+    (seconds per solve) or ``max_rounds`` with a feasible master, or that stalls with its
+    pricing gap still open, returns the master's point with ``status == "gap"``, the certified
+    gap in ``details["gap"]`` and a :class:`~policyagg.errors.GapWarning`; before a feasible
+    master exists it raises :class:`~policyagg.errors.SolverTimeLimitError` (time) or
+    :class:`~policyagg.errors.SolverError` (rounds).
+    """
 
     backend = "highs"
 
-    def __init__(self, program, *, time_limit: float | None = None):
+    def __init__(self, program: OccupancyProgram, *, time_limit: float | None = None, pool: ColumnPool | None = None,
+                 max_rounds: int | None = None):
         t0 = time.perf_counter()
-        if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
-            raise InvalidProblemError(f"time_limit must be a positive number of seconds, got {time_limit}")
-        self.program, self.time_limit = program, time_limit
-        self.lp = program  # the model layer's name for "the program this model solves"
+        self._init_data(program, time_limit)
+        self.program = program
         side = program.side
         self.n_d, self.n = program.n_d, side.n_cols
         self.n_z, self.m_f, self.m_s = self.n - self.n_d, program.n_flow, side.n_rows
         self.sigma = 1.0 if side.maximize else -1.0
+        self.max_rounds = check_count("max_rounds", MAX_ROUNDS if max_rounds is None else max_rounds)
         A = sp.csc_array(side.A)
         self.A_d = sp.csr_array(A[:, : self.n_d])
         self.A_z = sp.csc_array(A[:, self.n_d:])
-        self._cur = {k: np.array(getattr(side, k)) for k in ("cost", "row_lower", "row_upper", "col_lower", "col_upper")}
         if (self._cur["col_lower"][: self.n_d] != 0).any() or np.isfinite(self._cur["col_upper"][: self.n_d]).any():
             raise InvalidProblemError("the decomposed model needs d >= 0 with no other bounds on the occupancy columns")
-        self.pool = pool_for(program.problem.mdp)
+        mdp = program.problem.mdp
+        if pool is not None and pool.mdp is not mdp:
+            raise InvalidProblemError("`pool` holds columns of another MDP; make one ColumnPool per MDP")
+        self.pool = ColumnPool(mdp) if pool is None else pool
         self.columns: list[sp.csr_array] = []
-        self.policies: list = []
+        self.policies: list[np.ndarray | None] = []
         self.phase = 2
-        self.stats = {"pricings": 0, "pricing_time": 0.0, "master_time": 0.0, "columns_added": 0, "gap": None,
-                      "rounds": 0}
-        self._h = _quiet_highs()
+        self.stats: dict[str, Any] = {"pricings": 0, "pricing_time": 0.0, "master_time": 0.0, "columns_added": 0,
+                                      "gap": None, "rounds": 0}
+        self._h = quiet_highs()
         self._h.setOptionValue("time_limit", float(time_limit) if time_limit else np.inf)
         self._h.setOptionValue("dual_feasibility_tolerance", MASTER_DUAL_TOL)
-        self._seen = set()  # policies already in the master: re-generating one means the generation stalled
+        self._seen: set[bytes] = set()  # policies in the master: re-generating one means the generation stalled
         self._pass_master()
-        self._duals_flow = None
-        self._build_time = time.perf_counter() - t0 + getattr(program, "build_time", 0.0)
+        self._duals_flow: np.ndarray | None = None
+        self._solve_rounds = 0
+        self._stopped: str | None = None
+        self._build_time = time.perf_counter() - t0 + program.build_time
         self._reported_build = 0.0
 
     # ----------------------------------------------------------------- master
-    def _col_data(self, cols: list[sp.csr_array]):
+    def _col_data(self, cols: list[sp.csr_array]) -> tuple[np.ndarray, np.ndarray]:
         """Master coefficients (side rows, convexity) and costs of occupancy columns."""
         D = sp.vstack(cols, format="csr")
         coef = np.asarray((self.A_d @ D.T).todense()).reshape(self.m_s, len(cols)) if self.m_s else np.zeros((0, len(cols)))
         cost = D @ self._cur["cost"][: self.n_d]
         return coef, cost
 
-    def _pass_master(self):
+    def _pass_master(self) -> None:
         m_s, n_z = self.m_s, self.n_z
         lp = highspy.HighsLp()
         n_cols = n_z + 2 * m_s
@@ -376,8 +259,8 @@ class DecomposedModel:
         lp.col_cost_ = np.zeros(n_cols)
         lp.col_lower_ = np.concatenate([self._cur["col_lower"][self.n_d:], np.zeros(2 * m_s)])
         lp.col_upper_ = np.concatenate([self._cur["col_upper"][self.n_d:], np.zeros(2 * m_s)])
-        lp.row_lower_ = np.concatenate([self._cur["row_lower"], [1.0]])
-        lp.row_upper_ = np.concatenate([self._cur["row_upper"], [1.0]])
+        lp.row_lower_ = np.concatenate([self._cur["row_lower"][self.m_f:], [1.0]])
+        lp.row_upper_ = np.concatenate([self._cur["row_upper"][self.m_f:], [1.0]])
         eye = sp.eye_array(m_s, format="csc")
         A = sp.vstack([sp.hstack([self.A_z, eye, -eye], format="csc"), sp.csc_array((1, n_cols))], format="csc")
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
@@ -389,11 +272,11 @@ class DecomposedModel:
         if self.pool.columns:
             self._add_columns(list(self.pool.columns), list(self.pool.policies), to_pool=False)
 
-    def _check(self, status, what):
+    def _check(self, status: highspy.HighsStatus, what: str) -> None:
         if status == highspy.HighsStatus.kError:
             raise SolverError(f"LP {self.program.name!r} (highs, column generation master): {what} failed")
 
-    def _set_master_costs(self):
+    def _set_master_costs(self) -> None:
         n_z, m_s = self.n_z, self.m_s
         if self.phase == 1:
             cost = np.concatenate([np.zeros(n_z), -np.ones(2 * m_s), np.zeros(len(self.columns))])
@@ -406,7 +289,7 @@ class DecomposedModel:
         upper = np.full(art.size, np.inf if self.phase == 1 else 0.0)
         self._check(self._h.changeColsBounds(art.size, art, np.zeros(art.size), upper), "changeColsBounds")
 
-    def _add_columns(self, cols, policies, to_pool=True):
+    def _add_columns(self, cols: list[sp.csr_array], policies: list[np.ndarray | None], to_pool: bool = True) -> None:
         coef, cost = self._col_data(cols)
         k = len(cols)
         A = sp.csc_array(np.vstack([coef, np.ones((1, k))]))
@@ -420,7 +303,7 @@ class DecomposedModel:
             for col, pol in zip(cols, policies):
                 self.pool.add(col, pol)
 
-    def _run_master(self):
+    def _run_master(self) -> highspy.HighsModelStatus:
         t0 = self._h.getRunTime()
         self._h.run()
         status = self._h.getModelStatus()
@@ -433,70 +316,88 @@ class DecomposedModel:
         return status
 
     # ----------------------------------------------------------------- setters
-    def current_lp(self) -> LinearProgram:
-        full = self.program.full
-        rows = {k: np.concatenate([getattr(full, k)[: self.m_f], self._cur[k]]) for k in ("row_lower", "row_upper")}
-        import dataclasses
+    def _full_lp(self) -> LinearProgram:
+        return self.program.full
 
-        return dataclasses.replace(full, cost=self._cur["cost"], col_lower=self._cur["col_lower"],
-                                   col_upper=self._cur["col_upper"], **rows)
-
-    def set_row_bounds(self, rows, lower, upper) -> None:
-        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-        if ((rows < self.m_f) | (rows >= self.m_f + self.m_s)).any():
+    def _check_settable(self, kind: str, idx: np.ndarray) -> None:
+        if kind == "row" and (idx < self.m_f).any():
             raise InvalidProblemError(f"rows must be side rows in [{self.m_f}, {self.m_f + self.m_s}) (flow rows are fixed)")
-        lower, upper = (np.broadcast_to(np.asarray(v, dtype=float), rows.shape).copy() for v in (lower, upper))
-        if np.isnan(lower).any() or np.isnan(upper).any() or (lower > upper).any():
-            raise InvalidProblemError("row bounds must be ordered numbers")
-        side = rows - self.m_f
-        self._cur["row_lower"][side], self._cur["row_upper"][side] = lower, upper
-        self._check(self._h.changeRowsBounds(side.size, side.astype(np.int32), lower, upper), "changeRowsBounds")
-
-    def set_col_bounds(self, cols, lower, upper) -> None:
-        cols = np.atleast_1d(np.asarray(cols, dtype=np.int64))
-        if ((cols < self.n_d) | (cols >= self.n)).any():
+        if kind == "col" and (idx < self.n_d).any():
             raise InvalidProblemError(f"only the extra columns [{self.n_d}, {self.n}) can change bounds in the decomposed model")
-        lower, upper = (np.broadcast_to(np.asarray(v, dtype=float), cols.shape).copy() for v in (lower, upper))
-        if np.isnan(lower).any() or np.isnan(upper).any() or (lower > upper).any():
-            raise InvalidProblemError("column bounds must be ordered numbers")
-        self._cur["col_lower"][cols], self._cur["col_upper"][cols] = lower, upper
-        z = (cols - self.n_d).astype(np.int32)
-        self._check(self._h.changeColsBounds(z.size, z, lower, upper), "changeColsBounds")
 
-    def set_cost(self, cost) -> None:
-        cost = np.asarray(cost, dtype=float)
-        if cost.shape != (self.n,) or not np.isfinite(cost).all():
-            raise InvalidProblemError(f"cost must be finite with shape ({self.n},)")
-        self._cur["cost"][:] = cost
-        if self.phase == 2:
-            self._set_master_costs()
+    def _changed(self, kind: str, idx: np.ndarray, a: np.ndarray, b: np.ndarray | None) -> None:
+        if kind == "cost":
+            if self.phase == 2:
+                self._set_master_costs()
+        elif kind == "row":
+            side = (idx - self.m_f).astype(np.int32)
+            self._check(self._h.changeRowsBounds(side.size, side, a, b), "changeRowsBounds")
+        else:
+            z = (idx - self.n_d).astype(np.int32)
+            self._check(self._h.changeColsBounds(z.size, z, a, b), "changeColsBounds")
 
-    def set_option(self, name, value) -> None:
-        if self._h.setOptionValue(name, value) == highspy.HighsStatus.kError:
-            raise InvalidProblemError(f"HiGHS rejected option {name}={value!r}")
+    def set_option(self, name: str, value: Any) -> None:
+        """Set a HiGHS option of the master LP; a bad name or value -> InvalidProblemError."""
+        set_highs_option(self._h, name, value)
 
     # ------------------------------------------------------------------ solve
-    def _set_phase(self, phase):
+    def _set_phase(self, phase: int) -> None:
         if phase != self.phase:
             self.phase = phase
             self._set_master_costs()
 
-    def _elapsed_check(self, started):
+    def _limit_reached(self, started: float) -> str | None:
+        """"time limit" or "round limit" once this solve has used its allowance, else None."""
         if self.time_limit is not None and time.perf_counter() - started > self.time_limit:
-            raise SolverTimeLimitError(f"LP {self.program.name!r} (highs, column generation) hit time_limit="
-                                       f"{self.time_limit} s before proving optimality; raise time_limit.")
+            return "time limit"
+        if self._solve_rounds >= self.max_rounds:
+            return "round limit"
+        return None
 
-    def _generate(self, started):
-        """Column generation in the current phase until the Lagrangian bound meets the master."""
+    def _stop(self, reason: str, feasible: bool) -> str:
+        """Stop the generation for ``reason``: "gap" with a feasible master in phase II, else raise."""
+        if feasible and self.phase == 2 and self.columns:
+            self._stopped = reason
+            return "gap"
+        if reason == "time limit":
+            raise SolverTimeLimitError(f"LP {self.program.name!r} (highs, column generation) hit time_limit="
+                                       f"{self.time_limit} s before finding a feasible point; raise time_limit.")
+        raise SolverError(f"LP {self.program.name!r} (highs, column generation): no feasible point in "
+                          f"{self.max_rounds} rounds; raise max_rounds.")
+
+    def _stalled(self, obj: float) -> str:
+        """No new column although the bound is open. Phase I: feasible or (as far as the
+        generation can tell) infeasible; phase II: "gap" unless the gap is within tolerance."""
+        if self.phase == 1:
+            return "optimal" if obj >= -FEAS_TOL else "infeasible"
+        return "optimal" if self._gap_closed(obj) else self._stop("stall", feasible=True)
+
+    def _gap_closed(self, obj: float) -> bool:
+        gap = self.stats["gap"]
+        return gap is not None and gap <= GAP_TOL * max(1.0, abs(obj))
+
+    def _generate(self, started: float) -> str:
+        """Column generation in the current phase until the Lagrangian bound meets the master.
+
+        Returns "optimal" (phase I: feasible), "gap" (stopped or stalled with the bound open;
+        the master's solution is current), "infeasible" or "unbounded".
+        """
         bound = np.inf
         while True:
             self.stats["rounds"] += 1
-            if self.stats["rounds"] > MAX_ROUNDS:
-                raise SolverError(f"LP {self.program.name!r} (highs, column generation): no convergence in {MAX_ROUNDS} rounds")
+            self._solve_rounds += 1
             if self.columns:
                 status = self._run_master()
+                if status == highspy.HighsModelStatus.kInfeasible:
+                    return "infeasible"
+                if status == highspy.HighsModelStatus.kUnbounded:
+                    return "unbounded"
+                if status == highspy.HighsModelStatus.kTimeLimit:
+                    raise SolverTimeLimitError(f"LP {self.program.name!r} (highs, column generation master) hit "
+                                               f"time_limit={self.time_limit} s; raise time_limit.")
                 if status != highspy.HighsModelStatus.kOptimal:
-                    return status
+                    raise SolverError(f"LP {self.program.name!r} (highs, column generation): master status "
+                                      f"{self._h.modelStatusToString(status)!r}")
                 sol = self._h.getSolution()
                 obj = float(self._h.getInfo().objective_function_value)
                 y = np.array(sol.row_dual)
@@ -517,27 +418,29 @@ class DecomposedModel:
                 self.stats["gap"] = bound - obj
                 if self.phase == 1:
                     if obj >= -FEAS_TOL:
-                        return highspy.HighsModelStatus.kOptimal
+                        return "optimal"
                     if bound < -FEAS_TOL:
-                        return highspy.HighsModelStatus.kInfeasible
-                elif bound - obj <= GAP_TOL * max(1.0, abs(obj)):
-                    return highspy.HighsModelStatus.kOptimal
+                        return "infeasible"
+                elif self._gap_closed(obj):
+                    return "optimal"
                 if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:
                     # pricing found no improving column although the bound is open (numerical
                     # noise in the potential): price exactly where an LP over O is cheap,
                     # otherwise stop and report the open gap
                     if self.n_d > EXACT_PRICING_MAX_COLUMNS:
-                        return highspy.HighsModelStatus.kOptimal
+                        return self._stalled(obj)
                     policy, mu, value, price_bound, duals = self.pool.pricer.price_lp(c)
                     self._duals_flow = duals
                     if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:
                         self.stats["gap"] = max(0.0, price_bound - y[-1])
-                        return highspy.HighsModelStatus.kOptimal
+                        return "optimal" if self.phase == 2 and self._gap_closed(obj) else self._stalled(obj)
             if policy is not None and self.columns:
                 key = policy.astype(np.int16).tobytes()
                 if key in self._seen:  # no progress possible: the master already has this column
-                    return highspy.HighsModelStatus.kOptimal if self.phase == 2 else (
-                        highspy.HighsModelStatus.kOptimal if obj >= -FEAS_TOL else highspy.HighsModelStatus.kInfeasible)
+                    return self._stalled(obj)
+            reason = self._limit_reached(started)
+            if reason is not None:  # checked before adding a column: the master's solution is still current
+                return self._stop(reason, feasible=bool(self.columns))
             if policy is None:
                 column = sp.csr_array(mu.reshape(1, -1))
             else:
@@ -546,9 +449,8 @@ class DecomposedModel:
                                       shape=(1, self.n_d))
             self._add_columns([column], [policy])
             self.stats["columns_added"] += 1
-            self._elapsed_check(started)
 
-    def _warm_policy(self, c):
+    def _warm_policy(self, c: np.ndarray) -> np.ndarray | None:
         """Start policy iteration from the generated column with the best reduced value."""
         usable = [j for j, p in enumerate(self.policies) if p is not None]
         if not usable:
@@ -557,26 +459,35 @@ class DecomposedModel:
         return self.policies[usable[-200:][int(np.argmax(D @ c))]]
 
     def solve(self) -> LPSolution:
+        """Column generation to optimality (``status == "optimal"``) or to a stop with the gap
+        open (``status == "gap"``, with a :class:`~policyagg.errors.GapWarning`)."""
         started = time.perf_counter()
         before = dict(self.stats)
+        self._solve_rounds, self._stopped = 0, None
         self._set_phase(2)
-        status = self._generate(started)
-        if status == highspy.HighsModelStatus.kInfeasible:
+        outcome = self._generate(started)
+        if outcome == "infeasible":
             self._set_phase(1)
-            status = self._generate(started)
-            if status == highspy.HighsModelStatus.kInfeasible:
+            outcome = self._generate(started)
+            if outcome == "infeasible":
                 raise self._infeasible()
             self._set_phase(2)
-            status = self._generate(started)
-        if status == highspy.HighsModelStatus.kUnbounded:
+            outcome = self._generate(started)
+        if outcome == "unbounded":
             raise SolverError(f"LP {self.program.name!r} (highs, column generation): the master is unbounded; "
                               "bound the extra columns.")
-        if status != highspy.HighsModelStatus.kOptimal:
-            raise SolverError(f"LP {self.program.name!r} (highs, column generation): master status "
-                              f"{self._h.modelStatusToString(status)!r}")
-        return self._solution(started, before)
+        if outcome == "infeasible":  # phase II master infeasible after a feasible phase I: numerical trouble
+            raise SolverError(f"LP {self.program.name!r} (highs, column generation): the master turned infeasible "
+                              "after phase I found a feasible point; check the constraints' scaling.")
+        solution = self._solution(started, before, outcome)
+        if outcome == "gap":
+            warnings.warn(f"LP {self.program.name!r} (highs, column generation) stopped at its {self._stopped} with "
+                          f"the optimality gap open: the objective is within {solution.details['gap']:.3g} of the "
+                          "optimum, not proven optimal (status 'gap'). Raise time_limit or max_rounds.",
+                          GapWarning, stacklevel=2)
+        return solution
 
-    def _infeasible(self):
+    def _infeasible(self) -> InfeasibleError:
         x = np.array(self._h.getSolution().col_value)
         art = x[self.n_z: self.n_z + self.m_s] + x[self.n_z + self.m_s: self.n_z + 2 * self.m_s]
         fams = [f for f, _, _ in self.program.row_families]
@@ -585,7 +496,7 @@ class DecomposedModel:
             f"LP {self.program.name!r} (highs, column generation) is infeasible; row families: {fams}. "
             f"Families still violated at the least-violating point of O: {bad}; relax one of them.")
 
-    def _solution(self, started, before) -> LPSolution:
+    def _solution(self, started: float, before: dict[str, Any], outcome: str) -> LPSolution:
         sol = self._h.getSolution()
         x_m = np.array(sol.col_value)
         lam = np.clip(x_m[self.n_z + 2 * self.m_s:], 0.0, None)
@@ -596,8 +507,9 @@ class DecomposedModel:
         duals = self.sigma * np.concatenate([np.asarray(self._duals_flow, dtype=float), y_side]) \
             if self._duals_flow is not None and np.size(self._duals_flow) == self.m_f else None
         details = {k: self.stats[k] - before[k] for k in ("pricings", "pricing_time", "master_time", "columns_added", "rounds")}
-        details |= {"gap": self.stats["gap"], "columns": len(self.columns), "highs_time": details["master_time"]}
+        details |= {"gap": self.stats["gap"], "columns": len(self.columns), "highs_time": details["master_time"],
+                    "stopped": self._stopped}
         build, self._reported_build = self._build_time - self._reported_build, self._build_time
-        return LPSolution(x=x, objective=float(self._cur["cost"] @ x), status="optimal", row_duals=duals,
+        return LPSolution(x=x, objective=float(self._cur["cost"] @ x), status=outcome, row_duals=duals,
                           backend="highs", solve_time=time.perf_counter() - started, build_time=build,
                           iterations=int(self._h.getInfo().simplex_iteration_count), mip_gap=None, details=details)

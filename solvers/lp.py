@@ -4,8 +4,10 @@
                                x_j integer where integrality[j].
 
 `HighsModel` passes the model to HiGHS in one call and keeps it alive for warm re-solves;
-`PulpModel` solves it with PuLP's bundled CBC.  Both return `LPSolution` or raise a
-`policyagg.errors.SolverError` subtype naming the model and the solver status.
+`PulpModel` solves it with PuLP's bundled CBC.  Both implement the `LPModel` protocol (setters,
+`solve`, `current_lp`), as does column generation (`policyagg.solvers.decomposition`); `solve`
+returns an `LPSolution` or raises a `policyagg.errors.SolverError` subtype naming the model and
+the solver status.
 
 Duals (both backends, HiGHS convention): ``row_duals[i] = d objective / d b_i`` with ``b_i`` the
 active bound of row i and the objective in the LP's own sense, so ``cost = A.T @ y + reduced``.
@@ -23,6 +25,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import highspy
 import numpy as np
@@ -149,7 +152,8 @@ class LPSolution:
 
     x: np.ndarray
     objective: float
-    status: str                    # "optimal", or "time-limit" for an incumbent attached to the error
+    status: str                    # "optimal"; "gap" (column generation stopped with its gap open, see
+                                   # details["gap"]); "time-limit" for an incumbent attached to the error
     row_duals: np.ndarray | None   # None for MILP or when the backend gives none
     backend: str
     solve_time: float              # seconds in the solver call (PuLP: includes its MPS file I/O)
@@ -159,31 +163,93 @@ class LPSolution:
     details: dict | None = None    # backend-specific counters (e.g. column generation's pricing time)
 
 
-class _Model:
-    """Shared part of the backends: options, the current (modified) data, setters, error texts."""
+#: Solution statuses from best to worst: a rule's status is the worst of its solves.
+STATUSES = ("optimal", "gap", "time-limit")
+
+
+def worst_status(statuses) -> str:
+    """The worst of ``statuses`` in the order of :data:`STATUSES` (unknown ones are worst); "optimal" if empty."""
+    rank = {status: k for k, status in enumerate(STATUSES)}
+    return max(statuses, key=lambda status: rank.get(status, len(STATUSES)), default="optimal")
+
+
+@runtime_checkable
+class LPModel(Protocol):
+    """What a rule needs from a reusable LP model, whatever solves it.
+
+    Implemented by :class:`HighsModel`, :class:`PulpModel` and
+    :class:`policyagg.solvers.decomposition.DecomposedModel`. Row and column indices are those
+    of the model's full LP; a model may refuse to change some of them (column generation fixes
+    the occupancy flow rows) with an :class:`~policyagg.errors.InvalidProblemError`.
+    """
+
+    backend: str
+    time_limit: float | None
+
+    def current_lp(self) -> LinearProgram:
+        """The LP as changed by the setters."""
+        ...
+
+    def set_row_bounds(self, rows, lower, upper) -> None:
+        """``lower[k] <= A[rows[k]] @ x <= upper[k]``."""
+        ...
+
+    def set_col_bounds(self, cols, lower, upper) -> None:
+        """``lower[k] <= x[cols[k]] <= upper[k]``."""
+        ...
+
+    def set_cost(self, cost) -> None:
+        """Replace the whole cost vector (same sense)."""
+        ...
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Set a solver option; a bad name or value -> InvalidProblemError."""
+        ...
+
+    def solve(self) -> LPSolution:
+        """Solve (warm where the backend can); LPSolution or a SolverError subtype."""
+        ...
+
+
+def check_time_limit(time_limit: float | None) -> float | None:
+    """``time_limit`` as given if ``None`` or a positive finite number of seconds."""
+    if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
+        raise InvalidProblemError(f"time_limit must be a positive number of seconds, got {time_limit}")
+    return time_limit
+
+
+class ModelBase:
+    """Shared part of the models: the current (modified) data, validated setters, error texts.
+
+    ``self.lp`` is what the model solves (a :class:`LinearProgram`, or anything with its
+    ``n_rows``, ``n_cols``, ``name``, ``row_families`` and bound/cost vectors). A subclass
+    implements ``_changed(kind, indices, lower_or_cost, upper)`` (push a change to the solver),
+    ``solve`` and ``set_option``; it may refuse some indices in ``_check_settable``.
+    """
 
     backend = ""
 
-    def __init__(self, lp: LinearProgram, *, time_limit: float | None = None,
-                 threads: int | None = None, mip_rel_gap: float | None = None):
-        if not isinstance(lp, LinearProgram):
-            raise InvalidProblemError(f"expected a LinearProgram, got {type(lp).__name__}")
-        if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
-            raise InvalidProblemError(f"time_limit must be a positive number of seconds, got {time_limit}")
-        self.lp, self.time_limit, self.threads, self.mip_rel_gap = lp, time_limit, threads, mip_rel_gap
-        self._cur = {k: np.array(getattr(lp, k)) for k in
+    def _init_data(self, lp, time_limit: float | None) -> None:
+        self.lp, self.time_limit = lp, check_time_limit(time_limit)
+        self._cur = {k: np.array(getattr(lp, k), dtype=float) for k in
                      ("cost", "row_lower", "row_upper", "col_lower", "col_upper")}
-        self._setup()
+
+    def _full_lp(self) -> LinearProgram:
+        return self.lp
 
     def current_lp(self) -> LinearProgram:
         """The LinearProgram as changed by the setters (re-validated: not for hot loops)."""
-        return dataclasses.replace(self.lp, **self._cur)
+        return dataclasses.replace(self._full_lp(), **self._cur)
+
+    def _check_settable(self, kind: str, idx: np.ndarray) -> None:
+        """Raise InvalidProblemError for indices of ``kind`` ("row"/"col") that may not change."""
 
     def _set_bounds(self, kind, idx, lower, upper):
         size = self.lp.n_rows if kind == "row" else self.lp.n_cols
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
         if idx.ndim != 1 or ((idx < 0) | (idx >= size)).any():
             raise InvalidProblemError(f"{kind} indices must be 1-D and in [0, {size})")
+        self._check_settable(kind, idx)
         lower, upper = (np.broadcast_to(np.asarray(v, dtype=float), idx.shape).copy() for v in (lower, upper))
         if np.isnan(lower).any() or np.isnan(upper).any():
             raise InvalidProblemError(f"{kind} bounds contain NaN")
@@ -207,6 +273,9 @@ class _Model:
         self._cur["cost"][:] = cost
         self._changed("cost", np.arange(self.lp.n_cols, dtype=np.int32), cost, None)
 
+    def _changed(self, kind, idx, a, b):
+        raise NotImplementedError
+
     def _fail(self, kind, text, solution=None) -> SolverError:
         fams = [f for f, _, _ in self.lp.row_families]
         where = f"LP {self.lp.name!r} ({self.backend}, solver status: {text!r})"
@@ -224,10 +293,25 @@ class _Model:
         return SolverError(f"{where} did not solve; check the model data and solver options.", text)
 
 
-def _quiet_highs() -> highspy.Highs:
+class _Model(ModelBase):
+    """A model of one :class:`LinearProgram` with the options every backend takes."""
+
+    def __init__(self, lp: LinearProgram, *, time_limit: float | None = None,
+                 threads: int | None = None, mip_rel_gap: float | None = None):
+        if not isinstance(lp, LinearProgram):
+            raise InvalidProblemError(f"expected a LinearProgram, got {type(lp).__name__}")
+        self._init_data(lp, time_limit)
+        self.threads, self.mip_rel_gap = threads, mip_rel_gap
+        self._setup()
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+
+def quiet_highs() -> highspy.Highs:
     """A silent Highs.  HiGHS prints a banner from C++ on its first construction in a process,
     before options exist, so that one construction runs with fd 1 sent to /dev/null."""
-    if getattr(_quiet_highs, "muted", False):
+    if getattr(quiet_highs, "muted", False):
         h = highspy.Highs()
     else:
         sys.stdout.flush()
@@ -242,9 +326,32 @@ def _quiet_highs() -> highspy.Highs:
         finally:
             os.dup2(saved, 1)
             os.close(saved), os.close(null)
-        _quiet_highs.muted = True
+        quiet_highs.muted = True  # type: ignore[attr-defined]
     h.setOptionValue("output_flag", False)
     return h
+
+
+_quiet_highs = quiet_highs  # the old private name
+
+
+def set_highs_option(highs: highspy.Highs, name: str, value: Any) -> None:
+    """Set a HiGHS option (e.g. ``mip_max_nodes``); a bad name or value -> InvalidProblemError."""
+    try:
+        ok = highs.setOptionValue(name, value) != highspy.HighsStatus.kError
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InvalidProblemError(f"HiGHS rejected option {name}={value!r}")
+
+
+def _reset_highs_scheduler() -> None:
+    """In a forked child: HiGHS's task-scheduler threads do not survive fork, and a MIP in the
+    child would wait for them forever. Drop the inherited scheduler; the next solve makes one."""
+    highspy.Highs.resetGlobalScheduler(False)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: every fork of a process that imported this layer
+    os.register_at_fork(after_in_child=_reset_highs_scheduler)
 
 
 def _highs_lp(lp: LinearProgram, cost=None) -> highspy.HighsLp:
@@ -265,7 +372,7 @@ def _highs_lp(lp: LinearProgram, cost=None) -> highspy.HighsLp:
 
 def _feasibility_checker(lp: LinearProgram):
     """Zero-cost copy of ``lp`` in HiGHS: ``check(rows_to_drop) -> True | False | None (unknown)``."""
-    h = _quiet_highs()
+    h = quiet_highs()
     h.setOptionValue("time_limit", _DIAG_TIME)
     if h.passModel(_highs_lp(lp, np.zeros(lp.n_cols))) == highspy.HighsStatus.kError:
         return lambda rows=(): None
@@ -298,7 +405,7 @@ class HighsModel(_Model):
 
     def _setup(self):
         t0 = time.perf_counter()
-        self._h = _quiet_highs()
+        self._h = quiet_highs()
         for key in ("time_limit", "threads", "mip_rel_gap"):
             if getattr(self, key) is not None:
                 self.set_option(key, getattr(self, key))
@@ -310,14 +417,9 @@ class HighsModel(_Model):
             raise SolverError(f"LP {self.lp.name!r} (highs): {what} returned HighsStatus.kError; "
                               "check the model data.")
 
-    def set_option(self, name: str, value) -> None:
+    def set_option(self, name: str, value: Any) -> None:
         """Set any HiGHS option (e.g. ``mip_max_nodes``); a bad name or value -> InvalidProblemError."""
-        try:
-            ok = self._h.setOptionValue(name, value) != highspy.HighsStatus.kError
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InvalidProblemError(f"HiGHS rejected option {name}={value!r}")
+        set_highs_option(self._h, name, value)
 
     def _changed(self, kind, idx, a, b):
         t0 = time.perf_counter()
@@ -377,11 +479,24 @@ class PulpModel(_Model):
 
     backend = "pulp"
 
+    #: The options :meth:`set_option` takes (CBC's own options are not exposed by PuLP's command).
+    OPTIONS = ("time_limit", "threads", "mip_rel_gap")
+
     def _setup(self):
         self._prob = None
 
     def _changed(self, *_):
         self._prob = None
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Set ``time_limit``, ``threads`` or ``mip_rel_gap`` for the next solve."""
+        if name not in self.OPTIONS:
+            raise InvalidProblemError(f"the pulp backend takes the options {', '.join(self.OPTIONS)}; got {name!r}")
+        if name == "time_limit":
+            value = check_time_limit(value)
+        elif value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+            raise InvalidProblemError(f"option {name} must be a non-negative number or None; got {value!r}")
+        setattr(self, name, value)
 
     def _build(self):
         lp, cur = self.lp, self._cur
@@ -447,9 +562,9 @@ class PulpModel(_Model):
 
 
 def make_model(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None,
-               **options) -> HighsModel | PulpModel:
+               **options) -> LPModel:
     """A reusable model for ``backend`` in ("highs", "pulp"); options: threads, mip_rel_gap."""
-    classes = {"highs": HighsModel, "pulp": PulpModel}
+    classes: dict[str, type[HighsModel] | type[PulpModel]] = {"highs": HighsModel, "pulp": PulpModel}
     if backend not in classes:
         raise InvalidProblemError(f"unknown LP backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     return classes[backend](lp, time_limit=time_limit, **options)

@@ -8,9 +8,12 @@ constraints, then the rule's own row families.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from itertools import groupby
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,8 +21,12 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem, ReturnRanges
-from policyagg.solvers.lp import BACKENDS, LinearProgram, LPSolution
+from policyagg.solvers.lp import BACKENDS, LinearProgram, LPModel, LPSolution, worst_status
 from policyagg.solvers.lp import make_model as _lp_make_model
+
+if TYPE_CHECKING:
+    from policyagg.solvers.decomposition import ColumnPool
+    from policyagg.mdp import TabularMDP
 
 
 @dataclass
@@ -70,6 +77,16 @@ class OccupancyProgram:
     col_upper = property(lambda self: self.side.col_upper)
     n_cols = property(lambda self: self.side.n_cols)
     n_rows = property(lambda self: self.n_flow + self.side.n_rows)
+
+    @property
+    def row_lower(self) -> np.ndarray:
+        """Lower row bounds of ``full`` (flow rows: ``b_eq``), without building ``full``."""
+        return np.concatenate([self.problem.polytope.b_eq, self.side.row_lower])
+
+    @property
+    def row_upper(self) -> np.ndarray:
+        """Upper row bounds of ``full`` (flow rows: ``b_eq``), without building ``full``."""
+        return np.concatenate([self.problem.polytope.b_eq, self.side.row_upper])
 
     @property
     def full(self) -> LinearProgram:
@@ -158,40 +175,89 @@ DECOMPOSE_MODES = ("auto", "always", "never")
 #: 10 agents): 1,458 columns direct 0.3 s vs column generation 0.9 s; 4,374 columns direct
 #: 11.0 s vs 1.1 s; 59,049 columns: one direct LP > 160 s vs about 10 s for the whole rule.
 DECOMPOSE_MIN_COLUMNS = 3_000
-_decompose = {"mode": "auto"}
+
+
+def check_decompose(mode: str) -> str:
+    """``mode`` if it is one of :data:`DECOMPOSE_MODES`, else InvalidProblemError."""
+    if mode not in DECOMPOSE_MODES:
+        raise InvalidProblemError(f"decomposition mode must be one of {', '.join(DECOMPOSE_MODES)}; got {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """How :func:`make_model` solves occupancy programs when its caller does not say:
+    ``mode`` (one of :data:`DECOMPOSE_MODES`) and the :class:`~policyagg.solvers.decomposition.ColumnPool`
+    that decomposed models share (``None``: each model makes its own)."""
+
+    mode: str = "auto"
+    pool: ColumnPool | None = None
+
+    def __post_init__(self) -> None:
+        check_decompose(self.mode)
+
+
+#: The defaults of the current context (:func:`decomposition` sets them for a block).
+_defaults: contextvars.ContextVar[Decomposition] = contextvars.ContextVar("decomposition", default=Decomposition())
 
 
 @contextlib.contextmanager
-def decomposition(mode: str):
-    """``with decomposition("always"): ...`` sets how :func:`make_model` solves occupancy programs."""
-    if mode not in DECOMPOSE_MODES:
-        raise InvalidProblemError(f"decomposition mode must be one of {', '.join(DECOMPOSE_MODES)}; got {mode!r}")
-    saved, _decompose["mode"] = _decompose["mode"], mode
+def decomposition(mode: str | None = None, pool: ColumnPool | None = None) -> Iterator[Decomposition]:
+    """``with decomposition("always", pool=pool): rule(problem, ...)``: the ``decompose`` and
+    ``pool`` defaults of every :func:`make_model` call in the block (in this thread or task;
+    explicit arguments win; ``None`` keeps the enclosing block's value). For callers that
+    cannot pass them, such as the rules, whose signatures do not take them."""
+    outer = _defaults.get()
+    token = _defaults.set(Decomposition(outer.mode if mode is None else mode, outer.pool if pool is None else pool))
     try:
-        yield
+        yield _defaults.get()
     finally:
-        _decompose["mode"] = saved
+        _defaults.reset(token)
 
 
-def decomposes(program, backend: str = "highs") -> bool:
-    """Whether :func:`make_model` would solve ``program`` by column generation."""
-    mode = _decompose["mode"]
+def current_decomposition() -> Decomposition:
+    """The ``decompose`` mode and column pool of the enclosing :func:`decomposition` block."""
+    return _defaults.get()
+
+
+def call_pool(mdp: TabularMDP) -> ColumnPool | None:
+    """A fresh column pool for one rule call on ``mdp``, so that its LPs (return ranges,
+    leximin rounds, completions) reuse each other's columns; ``None`` where the enclosing block
+    already shares a pool or no occupancy LP of ``mdp`` is solved by column generation."""
+    current = _defaults.get()
+    if current.pool is not None or current.mode == "never":
+        return None
+    if current.mode == "auto" and mdp.n_state_actions < DECOMPOSE_MIN_COLUMNS:
+        return None
+    from policyagg.solvers.decomposition import ColumnPool
+
+    return ColumnPool(mdp)
+
+
+def decomposes(program, backend: str = "highs", decompose: str | None = None) -> bool:
+    """Whether :func:`make_model` would solve ``program`` by column generation
+    (``decompose=None``: the mode of the current :func:`decomposition` block, else "auto")."""
+    mode = _defaults.get().mode if decompose is None else check_decompose(decompose)
     if not isinstance(program, OccupancyProgram) or backend != "highs" or program.is_mip or mode == "never":
         return False
     d_bounds_default = not (program.col_lower[: program.n_d] != 0).any() and not np.isfinite(program.col_upper[: program.n_d]).any()
     return d_bounds_default and (mode == "always" or program.n_d >= DECOMPOSE_MIN_COLUMNS)
 
 
-def make_model(program, *, backend: str = "highs", time_limit: float | None = None, **options):
+def make_model(program, *, backend: str = "highs", time_limit: float | None = None, decompose: str | None = None,
+               pool: ColumnPool | None = None, **options) -> LPModel:
     """A reusable model of ``program`` (an :class:`OccupancyProgram` or a :class:`LinearProgram`).
 
-    Large occupancy LPs on HiGHS are solved by column generation (see :func:`decomposes`),
-    everything else by :func:`policyagg.solvers.lp.make_model` on the full LP.
+    Large occupancy LPs on HiGHS are solved by column generation (see :func:`decomposes`;
+    ``decompose`` in :data:`DECOMPOSE_MODES`), starting from and adding to ``pool`` (a
+    :class:`~policyagg.solvers.decomposition.ColumnPool` of the program's MDP; a new one if
+    omitted). Everything else goes to :func:`policyagg.solvers.lp.make_model` on the full LP.
+    ``decompose=None``/``pool=None`` take the defaults of the current :func:`decomposition` block.
     """
-    if decomposes(program, backend):
+    if decomposes(program, backend, decompose):
         from policyagg.solvers.decomposition import DecomposedModel
 
-        return DecomposedModel(program, time_limit=time_limit)
+        return DecomposedModel(program, time_limit=time_limit, pool=_defaults.get().pool if pool is None else pool)
     lp = program.full if isinstance(program, OccupancyProgram) else program
     model = _lp_make_model(lp, backend=backend, time_limit=time_limit, **options)
     if isinstance(program, OccupancyProgram) and backend == "highs":
@@ -221,6 +287,11 @@ class SolveLog:
     columns_added: int = 0
     max_gap: float = 0.0  # column generation: largest final optimality gap
 
+    @property
+    def status(self) -> str:
+        """The worst status of the solves ("optimal" < "gap" < "time-limit"); "optimal" if none."""
+        return worst_status(self.statuses)
+
     def add(self, solution: LPSolution) -> LPSolution:
         self.n_solves += 1
         self.solve_time += solution.solve_time
@@ -242,7 +313,7 @@ class SolveLog:
             "solve_time": self.solve_time,
             "build_time": self.build_time,
             "iterations": self.iterations,
-            "status": self.statuses[-1] if self.statuses else None,
+            "status": self.status if self.statuses else None,
             "highs_time": self.highs_time,
         } | ({"pricing_time": self.pricing_time, "pricings": self.pricings, "columns_added": self.columns_added,
               "column_generation_gap": self.max_gap} if self.pricings else {})

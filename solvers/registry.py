@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from policyagg.solvers.completion import finish, require_samples
 from policyagg.solvers.lp import BACKENDS, LPSolution
-from policyagg.solvers.occupancy import SolveLog, make_model, occupancy_program, prepare
+from policyagg.solvers.occupancy import SolveLog, call_pool, decomposition, make_model, occupancy_program, prepare
 
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
@@ -409,11 +409,13 @@ def _make_spec(name: str, body: Callable[..., Result], needs_samples: bool,
              backend: str = "highs", time_limit: float | None = None, **given: Any) -> Result:
         started = time.perf_counter()
         checked = spec.check(given)
-        problem = prepare(problem, constraints, backend)
-        if spec.needs_samples:
-            samples = require_samples(samples, problem, spec.name)
-        call = RuleCall(spec, problem, samples, checked, backend, time_limit, SolveLog(backend), started)
-        return body(call, **checked)
+        # one column pool per call: every LP of the rule starts from the columns of the ones before
+        with decomposition(pool=call_pool(problem.mdp)):
+            problem = prepare(problem, constraints, backend)
+            if spec.needs_samples:
+                samples = require_samples(samples, problem, spec.name)
+            call = RuleCall(spec, problem, samples, checked, backend, time_limit, SolveLog(backend), started)
+            return body(call, **checked)
 
     update_wrapper(rule, body)
     del rule.__wrapped__  # type: ignore[attr-defined]  # the public signature is below, not the body's

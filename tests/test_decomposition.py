@@ -1,6 +1,8 @@
 """Column generation over the occupancy polytope (solvers.decomposition), checked against the
 independent dense linprog of tests/reference.py and against the direct (full-LP) path."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,8 @@ from policyagg import solvers
 import policyagg.solvers.decomposition as dec
 import policyagg.solvers.occupancy as occ
 from conftest import assert_valid_result, random_problems
-from policyagg.errors import InfeasibleError, InvalidProblemError, SolverTimeLimitError
+from policyagg.errors import GapWarning, InfeasibleError, InvalidProblemError, SolverTimeLimitError
+from policyagg.solvers.lp import LPModel
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import return_floor
 from policyagg.problem import Problem
@@ -178,11 +181,19 @@ def test_auto_mode_decomposes_only_large_highs_lps(monkeypatch):
     assert occ.decomposes(program) and not occ.decomposes(program, "pulp")
     milp = occ.occupancy_program(problem, np.zeros(7), name="m", extra_cols=1, integrality=np.r_[np.zeros(6), 1].astype(bool))
     assert not occ.decomposes(milp)
+    assert not occ.decomposes(program, decompose="never")  # the explicit parameter
+    assert occ.decomposes(occ.occupancy_program(problem, np.zeros(6), name="q"), decompose="always")
     with occ.decomposition("never"):
         assert not occ.decomposes(program)
+        assert occ.decomposes(program, decompose="auto")  # explicit arguments win over the block
+        with occ.decomposition(pool=dec.ColumnPool(problem.mdp)):
+            assert not occ.decomposes(program)  # an inner block that sets only the pool keeps the mode
+    assert occ.decomposes(program)  # the block's defaults end with it
     with pytest.raises(InvalidProblemError, match="decomposition mode"):
         with occ.decomposition("sometimes"):
             pass
+    with pytest.raises(InvalidProblemError, match="decomposition mode"):
+        occ.make_model(program, decompose="sometimes")
 
 
 def test_decomposed_model_honours_the_time_limit():
@@ -194,3 +205,83 @@ def test_decomposed_model_honours_the_time_limit():
         model = occ.make_model(program, time_limit=1e-9)  # a fresh MDP: no pooled columns yet
         with pytest.raises(SolverTimeLimitError, match="time_limit"):
             model.solve()
+
+
+def _larger_problem(S=40, A=4, gamma=0.95, seed=11):
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(S, 0.3), size=(S, A))
+    return Problem(TabularMDP(P, gamma=gamma), rng.normal(size=(2, S, A)))
+
+
+def test_a_stop_with_the_gap_open_is_status_gap_with_a_valid_gap():
+    problem = solvers.with_ranges(_larger_problem())
+    c = problem.reward_matrix[0]
+    level = problem.ranges.lower[1] + 0.7 * problem.ranges.width[1]
+    floor = solvers.completion.threshold_rows(problem, [1], [level], "floor")  # the optimum mixes policies
+    program = occ.occupancy_program(problem, c, name="stopped early", rows=[floor])
+    model = dec.DecomposedModel(program, max_rounds=4)  # phase I takes 3 rounds; the optimum needs about 11
+    with pytest.warns(GapWarning, match="'stopped early'.*round limit.*gap"):
+        solution = model.solve()
+    assert solution.status == "gap" and solution.details["stopped"] == "round limit"
+    optimum, _ = lp_max(c, *_dense(problem), A_ub=-problem.reward_matrix[1:], b_ub=[-level])  # independent linprog
+    assert optimum - solution.objective > 1e-3  # the gap really is open ...
+    assert optimum - solution.objective <= solution.details["gap"] + 1e-9  # ... and the reported gap bounds it
+    d = solution.x[: problem.mdp.n_state_actions]
+    assert problem.polytope.violation(d) < 1e-9 and problem.reward_matrix[1] @ d >= level - 1e-9  # still feasible
+    model.max_rounds = dec.MAX_ROUNDS  # the same model, allowed to finish, proves optimality
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GapWarning)
+        finished = model.solve()
+    assert finished.status == "optimal" and finished.objective == pytest.approx(optimum, abs=1e-8)
+
+
+def test_a_rule_whose_generation_stops_early_reports_status_gap(monkeypatch, tmp_path):
+    problem = solvers.with_ranges(_larger_problem())  # exact ranges (direct LPs: 160 columns)
+    monkeypatch.setattr(dec, "MAX_ROUNDS", 3)  # read when each model is made
+    with occ.decomposition("always"), pytest.warns(GapWarning):
+        result = solvers.egalitarian(problem, normalize=True)
+    assert result.status == "gap" and result.diagnostics["status"] == "gap"
+    assert result.diagnostics["column_generation_gap"] > 1e-6
+    assert problem.polytope.violation(result.occupancy) < 1e-9  # a feasible answer, flagged as not optimal
+    assert "status: gap" in result.table()
+    result.save(tmp_path / "r")
+    assert type(result).load(tmp_path / "r").status == "gap"
+    with occ.decomposition("never"):
+        assert solvers.egalitarian(problem, normalize=True).status == "optimal"
+
+
+def test_models_given_one_pool_share_its_columns():
+    problem = _larger_problem()
+    c0, c1 = problem.reward_matrix
+    pool = dec.ColumnPool(problem.mdp)
+    first = occ.make_model(occ.occupancy_program(problem, c0, name="a"), decompose="always", pool=pool).solve()
+    assert len(pool) == first.details["columns"] > 0
+    again = occ.make_model(occ.occupancy_program(problem, c0, name="b"), decompose="always", pool=pool).solve()
+    cold = occ.make_model(occ.occupancy_program(problem, c0, name="c"), decompose="always").solve()
+    assert again.details["pricings"] == 1 < cold.details["pricings"]  # one pricing proves the pooled optimum
+    assert again.objective == pytest.approx(cold.objective, abs=1e-9)
+    with occ.decomposition("always", pool=pool):  # the defaults of a block reach make_model calls in it
+        model = occ.make_model(occ.occupancy_program(problem, c1, name="d"))
+    assert model.pool is pool
+    snapshot = pool.snapshot()
+    pool.clear()
+    assert len(pool) == 0
+    pool.restore(snapshot)
+    assert len(pool) == len(snapshot[0])
+    other = _larger_problem(seed=12)
+    with pytest.raises(InvalidProblemError, match="another MDP"):
+        occ.make_model(occ.occupancy_program(other, other.reward_matrix[0], name="e"), decompose="always", pool=pool)
+
+
+def test_decomposed_model_is_an_lp_model_and_its_current_lp_is_the_full_program():
+    problem = _larger_problem(S=6, A=2)
+    program = occ.occupancy_program(problem, problem.reward_matrix[0], name="full")
+    model = occ.make_model(program, decompose="always")
+    assert isinstance(model, dec.DecomposedModel) and isinstance(model, LPModel)
+    model.set_cost(-problem.reward_matrix[0])
+    current = model.current_lp()
+    np.testing.assert_array_equal(current.cost, -problem.reward_matrix[0])
+    assert current.n_rows == program.full.n_rows and current.row_families == program.row_families
+    model.set_option("dual_feasibility_tolerance", 1e-10)
+    with pytest.raises(InvalidProblemError, match="HiGHS rejected"):
+        model.set_option("no_such_option", 1)

@@ -11,8 +11,8 @@ import scipy.sparse as sp
 
 from policyagg.errors import (InfeasibleError, InvalidProblemError, SolverError,
                               SolverTimeLimitError, UnboundedError)
-from policyagg.solvers.lp import (BACKENDS, HighsModel, LinearProgram, LPSolution, PulpModel, make_model,
-                        solve)
+from policyagg.solvers.lp import (BACKENDS, HighsModel, LinearProgram, LPModel, LPSolution, PulpModel, make_model,
+                                  solve, worst_status)
 
 INF = np.inf
 
@@ -270,6 +270,33 @@ def test_other_highs_limit_is_plain_solver_error():
     assert type(info.value) is SolverError
     with pytest.raises(InvalidProblemError, match="no_such_option"):
         model.set_option("no_such_option", 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_is_an_lp_model_with_options(backend):
+    model = make_model(hand_lp(), backend=backend)
+    assert isinstance(model, LPModel) and model.backend == backend
+    model.set_option("time_limit", 30.0)
+    assert model.solve().objective == pytest.approx(2.8)
+    with pytest.raises(InvalidProblemError, match="no_such_option"):
+        model.set_option("no_such_option", 1)
+
+
+def test_pulp_options_are_checked():
+    model = PulpModel(hand_lp())
+    model.set_option("threads", 1)
+    assert model.threads == 1
+    with pytest.raises(InvalidProblemError, match="time_limit"):
+        model.set_option("time_limit", -1)
+    with pytest.raises(InvalidProblemError, match="mip_rel_gap"):
+        model.set_option("mip_rel_gap", "tight")
+
+
+def test_worst_status_orders_optimal_gap_time_limit():
+    assert worst_status([]) == "optimal"
+    assert worst_status(["optimal", "gap", "optimal"]) == "gap"
+    assert worst_status(["gap", "time-limit"]) == "time-limit"
+    assert worst_status(["optimal", "something new"]) == "something new"  # unknown statuses are never hidden
 
 
 def test_unknown_backend_lists_valid_names():

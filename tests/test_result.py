@@ -82,3 +82,18 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 def test_saved_files_are_readable_by_others(tmp_path):
     solvers.utilitarian(bandit()).save(tmp_path / "r")
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_status_round_trips_and_old_files_load_as_optimal(tmp_path):
+    result = solvers.utilitarian(bandit())
+    assert result.status == "optimal" and "status" not in result.table()
+    result.save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r.json").read_text())
+    assert meta["status"] == "optimal"
+    del meta["status"]  # a file written before results had a status
+    (tmp_path / "r.json").write_text(json.dumps(meta))
+    assert Result.load(tmp_path / "r").status == "optimal"
+    meta["status"] = "gap"
+    (tmp_path / "r.json").write_text(json.dumps(meta))
+    loaded = Result.load(tmp_path / "r")
+    assert loaded.status == "gap" and "status: gap" in loaded.table()

@@ -1,0 +1,423 @@
+"""MDP algorithms that are not rules: graph structure, stationary distributions, steering and
+policy iteration.
+
+Graphs are ``scipy.sparse`` adjacency matrices searched with :mod:`scipy.sparse.csgraph`
+(compiled; a networkx graph of ``P``'s edges costs seconds at a few thousand states). The
+*union graph* of an MDP has the edge ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``.
+
+Policy iteration maximises a linear objective over the occupancy polytope,
+``max_{d in O} c @ d``, for the discounted (``gamma < 1``) and the average-reward
+(``gamma == 1``) criterion, and returns a certificate: for any potential ``h`` the Bellman
+residual ``g = max_{s,a} c(s, a) + gamma (P h)(s, a) - h(s)`` bounds that maximum from above
+(average reward: ``g``; discounted: ``(1 - gamma) rho @ h + g``).
+
+Only :mod:`policyagg.errors` is imported at run time, so :mod:`policyagg.mdp` can use this
+module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.sparse import csgraph
+
+from policyagg.errors import PolicyEvaluationError
+
+if TYPE_CHECKING:
+    from policyagg.mdp import TabularMDP
+
+#: Policy iteration: at most this many improvement steps per call.
+PI_MAX_ITER = 200
+#: Policy evaluation by sparse LU up to this many states, BiCGSTAB/GMRES (warm started) above.
+DIRECT_MAX_STATES = 500
+#: Relative residual asked of the iterative solvers; the flow rows of an evaluated
+#: occupancy then hold to about 1e-12.
+ITERATIVE_RTOL = 1e-13
+#: How many times an average-reward policy with several closed classes is steered toward its
+#: best class before :class:`PolicyEvaluationError` (the last attempt steers every other state).
+UNICHAIN_ATTEMPTS = 6
+
+
+# ------------------------------------------------------------------------------ graph facts
+@dataclass(frozen=True)
+class Structure:
+    """Graph facts about an MDP, computed on its union graph (see :func:`graph_structure`).
+
+    Whether an MDP is *unichain* (every stationary policy has one recurrent class) is
+    NP-hard to decide (Tsitsiklis, 2007), so it is not reported. What the average-reward
+    criterion needs is checked instead: one closed class (then every policy that gives all
+    actions positive probability has a unique stationary distribution) and, for the
+    polytope to describe only behaviour reachable from ``rho``, a communicating MDP.
+    """
+
+    unreachable: np.ndarray  # states no policy reaches from supp(rho)
+    closed_classes: tuple[np.ndarray, ...]  # attracting components of the union graph
+    communicating: bool  # the union graph is strongly connected
+
+    def describe(self) -> str:
+        parts = ["communicating" if self.communicating else "not communicating"]
+        parts.append(f"{len(self.closed_classes)} closed class(es)")
+        if self.unreachable.size:
+            shown = ", ".join(map(str, self.unreachable[:10]))
+            more = "..." if self.unreachable.size > 10 else ""
+            parts.append(f"{self.unreachable.size} state(s) unreachable from `rho`: {shown}{more}")
+        return "; ".join(parts)
+
+
+def union_adjacency(P: sp.sparray, n_actions: int) -> sp.csr_array:
+    """Boolean ``(S, S)`` adjacency of the union graph of ``P`` (``(S*A, S)``, row ``s*A + a``):
+    ``s -> s'`` iff ``P(s'|s, a) > 0`` for some ``a``."""
+    coo = sp.coo_array(P)
+    keep = coo.data > 0
+    S = P.shape[1]
+    counts = sp.csr_array((np.ones(int(keep.sum())), (coo.row[keep] // n_actions, coo.col[keep])), shape=(S, S))
+    return sp.csr_array(counts > 0)
+
+
+def positive_graph(matrix: sp.sparray) -> sp.csr_array:
+    """Boolean adjacency of the positive entries of a square matrix (e.g. ``P_pi``)."""
+    return sp.csr_array(sp.csr_array(matrix) > 0)
+
+
+def reachable_from(adjacency: sp.sparray, sources: np.ndarray) -> np.ndarray:
+    """Boolean mask of the states reached from any of ``sources`` (included) along the graph."""
+    sources = np.asarray(sources, dtype=np.int64)
+    if sources.size == 0:
+        return np.zeros(adjacency.shape[0], dtype=bool)
+    steps = np.asarray(csgraph.dijkstra(sp.csr_array(adjacency), directed=True, unweighted=True, indices=sources,
+                                        min_only=True))
+    return np.asarray(np.isfinite(steps), dtype=bool)
+
+
+def closed_components(adjacency: sp.sparray) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, closed)``: the strongly connected component of every state and the labels of
+    the *closed* (attracting) ones, which no edge leaves."""
+    graph = sp.csr_array(adjacency)
+    n_comp, labels = csgraph.connected_components(graph, directed=True, connection="strong")
+    coo = graph.tocoo()
+    leaves = labels[coo.row] != labels[coo.col]
+    open_comp = np.zeros(n_comp, dtype=bool)
+    open_comp[labels[coo.row[leaves]]] = True
+    return labels, np.flatnonzero(~open_comp)
+
+
+def closed_classes(adjacency: sp.sparray) -> tuple[np.ndarray, ...]:
+    """The closed classes of a graph (sorted states), ordered by their first state."""
+    labels, closed = closed_components(adjacency)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], closed)
+    stops = np.searchsorted(labels[order], closed, side="right")
+    classes = [np.sort(order[a:b]) for a, b in zip(starts, stops)]
+    return tuple(sorted(classes, key=lambda c: int(c[0])))
+
+
+def is_strongly_connected(adjacency: sp.sparray) -> bool:
+    """Whether every state reaches every other one."""
+    n_comp, _ = csgraph.connected_components(sp.csr_array(adjacency), directed=True, connection="strong")
+    return bool(n_comp == 1)
+
+
+def graph_structure(adjacency: sp.sparray, rho: np.ndarray) -> Structure:
+    """:class:`Structure` of the union graph ``adjacency`` with initial distribution ``rho``."""
+    reached = reachable_from(adjacency, np.flatnonzero(np.asarray(rho) > 0))
+    return Structure(np.flatnonzero(~reached), closed_classes(adjacency), is_strongly_connected(adjacency))
+
+
+# ------------------------------------------------------------------- stationary behaviour
+def stationary_distribution(P_class: sp.sparray) -> np.ndarray:
+    """Stationary distribution ``pi = pi P`` of an irreducible stochastic matrix: the system
+    ``(I - P^T) pi = 0`` with its last row replaced by ``sum(pi) = 1``, by sparse LU."""
+    n = P_class.shape[0]
+    if n == 1:
+        return np.ones(1)
+    balance = sp.csr_array(sp.eye_array(n) - sp.csr_array(P_class).T)
+    system = sp.vstack([balance[: n - 1], sp.csr_array(np.ones((1, n)))], format="csc")
+    rhs = np.zeros(n)
+    rhs[-1] = 1.0
+    pi = np.clip(np.asarray(spla.spsolve(system, rhs)), 0.0, None)
+    return np.asarray(pi / pi.sum())
+
+
+def cesaro_limit(P_pi: sp.sparray, rho: np.ndarray) -> np.ndarray:
+    """``lim_T (1/T) sum_t rho^T P^t`` for a (possibly multichain) stochastic matrix ``P``.
+
+    Each closed class ``C`` of ``P`` gets its stationary distribution times the probability
+    of entering it from ``rho``: ``rho_C + x^T P[T, C] 1`` with ``x^T (I - Q) = rho_T^T`` the
+    expected visits to the transient states ``T`` (``Q = P[T, T]``).
+    """
+    P_pi = sp.csr_array(P_pi)
+    S = P_pi.shape[0]
+    labels, closed = closed_components(positive_graph(P_pi))
+    recurrent = np.isin(labels, closed)
+    transient = np.flatnonzero(~recurrent)
+    if transient.size:
+        from_transient = P_pi[transient]
+        Q = from_transient[:, transient]
+        x = np.atleast_1d(spla.spsolve(sp.csc_array(sp.eye_array(transient.size) - Q.T), rho[transient]))
+    mu = np.zeros(S)
+    for k in closed:
+        c = np.flatnonzero(labels == k)
+        enter = rho[c].sum()
+        if transient.size:
+            enter += x @ np.asarray(from_transient[:, c].sum(axis=1)).ravel()
+        if enter > 0:
+            mu[c] = enter * stationary_distribution(P_pi[c][:, c])
+    return np.asarray(mu / mu.sum())
+
+
+# ------------------------------------------------------------------------------- steering
+def distances_to(adjacency: sp.sparray, target: np.ndarray) -> np.ndarray:
+    """Steps from every state to the nearest state of the boolean mask ``target`` along the
+    graph (``inf`` where none is reachable): one breadth-first search on the reversed graph."""
+    reversed_graph = sp.csr_array(sp.csr_array(adjacency).T)
+    return np.asarray(csgraph.dijkstra(reversed_graph, directed=True, unweighted=True, indices=np.flatnonzero(target),
+                                       min_only=True))
+
+
+def closer_probability(P: sp.sparray, n_actions: int, far: np.ndarray) -> np.ndarray:
+    """``(S, A)``: the probability that action ``a`` at ``s`` moves strictly closer to the target
+    (``far[s'] < far[s]``, with ``far`` from :func:`distances_to`). ``P`` may be CSR or COO."""
+    coo = P.tocoo(copy=False) if isinstance(P, (sp.sparray, sp.spmatrix)) else sp.coo_array(P)
+    source = coo.row // n_actions
+    closer = np.bincount(coo.row, weights=coo.data * (far[coo.col] < far[source]), minlength=P.shape[0])
+    return closer.reshape(P.shape[1], n_actions)
+
+
+def steering_actions(P: sp.sparray, n_actions: int, adjacency: sp.sparray,
+                     target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(far, action)``: steps from every state to the boolean mask ``target`` on the graph
+    ``adjacency``, and the action with the largest probability of moving strictly closer.
+    Following ``action`` wherever ``far`` is finite reaches ``target`` with probability 1."""
+    far = distances_to(adjacency, target)
+    return far, closer_probability(P, n_actions, far).argmax(axis=1)
+
+
+# -------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    """The value of one policy on per-state rewards ``c_pi``.
+
+    Average reward: ``gain`` ``g`` and potential ``h`` (``h[0] = 0``) with
+    ``(I - P_pi) h + g 1 = c_pi``, and ``mu`` the stationary distribution.
+    Discounted: ``gain`` is ``None``, ``potential`` is ``v = (I - gamma P_pi)^{-1} c_pi`` and
+    ``mu = (1 - gamma) (I - gamma P_pi^T)^{-1} rho``. ``mu`` is zero when not asked for on the
+    iterative path. ``solution``/``solution_mu`` are the raw solutions, to warm-start the next
+    iterative evaluation.
+    """
+
+    gain: float | None
+    potential: np.ndarray
+    mu: np.ndarray
+    solution: np.ndarray
+    solution_mu: np.ndarray | None
+
+
+def _solve_iteratively(op: spla.LinearOperator, b: np.ndarray, x0: np.ndarray | None) -> np.ndarray:
+    """Solve ``op x = b`` to :data:`ITERATIVE_RTOL`: BiCGSTAB (little Python overhead per
+    step), then restarted GMRES if it stalls; :class:`PolicyEvaluationError` if both fail."""
+    target = ITERATIVE_RTOL * np.linalg.norm(b)
+    x, info = spla.bicgstab(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, maxiter=2000)
+    if info != 0 or not np.isfinite(x).all() or np.linalg.norm(op.matvec(x) - b) > 10 * target:
+        x, info = spla.gmres(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50)
+        if info != 0:
+            raise PolicyEvaluationError(f"GMRES did not converge (info {info})")
+    return np.asarray(x)
+
+
+def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np.ndarray, need_mu: bool = True,
+                    direct: bool = True, start: np.ndarray | None = None,
+                    start_mu: np.ndarray | None = None) -> PolicyEvaluation:
+    """Evaluate a policy with transition matrix ``P_pi`` (S, S) on rewards ``c_pi`` (S,).
+
+    Average reward (``gamma == 1``, the policy must be unichain): the bordered system
+    ``M x = c_pi`` with ``M = I - P_pi`` whose column 0 is replaced by ones gives
+    ``x = (g, h_1, ..)``, and ``M^T mu = e_0`` the stationary ``mu``. Discounted:
+    ``(I - gamma P_pi) v = c_pi`` and ``(I - gamma P_pi^T) mu = (1 - gamma) rho``.
+    ``direct``: sparse LU (``mu`` always computed); else BiCGSTAB/GMRES warm-started from
+    ``start``/``start_mu``. A singular or unsolved system raises :class:`PolicyEvaluationError`.
+    """
+    S = P_pi.shape[0]
+    avg = gamma == 1.0
+    rhs_mu = np.zeros(S)
+    if avg:
+        rhs_mu[0] = 1.0
+    else:
+        rhs_mu = (1.0 - gamma) * rho
+    mu_solution = None
+    if direct:
+        M = sp.eye_array(S, format="csc") - gamma * sp.csc_array(P_pi)
+        if avg:
+            keep = np.ones(S)
+            keep[0] = 0.0
+            M = sp.csc_array(M @ sp.diags_array(keep) + sp.csc_array((np.ones(S), (np.arange(S), np.zeros(S, int))),
+                                                                        shape=(S, S)))
+        try:
+            with np.errstate(all="raise"):
+                lu = spla.splu(sp.csc_array(M))
+                x, mu = lu.solve(c_pi), lu.solve(rhs_mu, trans="T")
+        except (RuntimeError, FloatingPointError) as exc:
+            raise PolicyEvaluationError(str(exc)) from None
+    else:
+        P_T = P_pi.T  # a CSC view: no conversion
+        if avg:
+            def mv(x: np.ndarray) -> np.ndarray:
+                h = x.copy()
+                g, h[0] = h[0], 0.0
+                return np.asarray(h - P_pi @ h + g)
+
+            def rmv(y: np.ndarray) -> np.ndarray:
+                out = np.asarray(y - P_T @ y)
+                out[0] = y.sum()
+                return out
+        else:
+            def mv(x: np.ndarray) -> np.ndarray:
+                return np.asarray(x - gamma * (P_pi @ x))
+
+            def rmv(y: np.ndarray) -> np.ndarray:
+                return np.asarray(y - gamma * (P_T @ y))
+        x = _solve_iteratively(spla.LinearOperator((S, S), matvec=mv, dtype=float), c_pi, start)
+        if need_mu:
+            mu = _solve_iteratively(spla.LinearOperator((S, S), matvec=rmv, dtype=float), rhs_mu, start_mu)
+            mu_solution = mu
+        else:
+            mu = np.zeros(S)
+    if not (np.isfinite(x).all() and np.isfinite(mu).all()):
+        raise PolicyEvaluationError("policy evaluation returned non-finite values")
+    if avg:
+        h = x.copy()
+        g, h[0] = h[0], 0.0
+        return PolicyEvaluation(float(g), h, mu, x, mu_solution)
+    return PolicyEvaluation(None, x, mu, x, mu_solution)
+
+
+# ---------------------------------------------------------------------- policy iteration
+@dataclass(frozen=True)
+class PolicyIterationResult:
+    """A deterministic ``policy`` (S,) with its state occupancy ``mu`` (the occupancy is
+    ``d[s, policy[s]] = mu[s]``), an upper ``bound`` on ``max_{d in O} c @ d`` and the
+    ``potential`` ``h`` certifying it (module doc), ``gain`` ``g`` of the last evaluated policy
+    (average reward; ``None`` if discounted)."""
+
+    policy: np.ndarray
+    mu: np.ndarray
+    bound: float
+    potential: np.ndarray
+    gain: float | None
+
+
+class PolicyIteration:
+    """Howard's policy iteration for ``max_{d in O} c @ d`` on one MDP, called many times.
+
+    It keeps what makes the next call cheaper: the last policy (the default start), the last
+    iterative solutions (warm starts) and ``P_pi`` of the last policy. Average reward:
+    a policy with several closed classes is first made unichain (:meth:`make_unichain`).
+    """
+
+    def __init__(self, mdp: TabularMDP, *, direct_max_states: int = DIRECT_MAX_STATES,
+                 max_iter: int = PI_MAX_ITER):
+        self.mdp = mdp
+        self.S, self.A = int(mdp.n_states), int(mdp.n_actions or 0)  # n_actions is set by TabularMDP
+        self.P = sp.csr_array(mdp.P)
+        self.gamma = float(mdp.gamma)
+        self.rho = np.asarray(mdp.rho, dtype=float)
+        self.direct_max_states = direct_max_states
+        self.max_iter = max_iter
+        self.policy = np.zeros(self.S, dtype=np.int64)  # the start when none is given
+        self.iterations = 0  # improvement steps over all calls
+        self._start: np.ndarray | None = None
+        self._start_mu: np.ndarray | None = None
+        self._graph: sp.csr_array | None = None
+        self._coo: sp.coo_array | None = None
+        self._last: tuple[bytes, sp.csr_array] | None = None
+
+    def transitions(self, policy: np.ndarray) -> sp.csr_array:
+        """``P_pi`` (S, S) of a deterministic policy, cached for the last policy asked."""
+        key = policy.tobytes()
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self.P[np.arange(self.S) * self.A + policy])
+        return self._last[1]
+
+    def evaluate(self, policy: np.ndarray, c_pi: np.ndarray, need_mu: bool = True) -> PolicyEvaluation:
+        """:func:`evaluate_policy` of a deterministic policy (LU up to ``direct_max_states``)."""
+        result = evaluate_policy(self.transitions(policy), c_pi, gamma=self.gamma, rho=self.rho, need_mu=need_mu,
+                                 direct=self.S <= self.direct_max_states, start=self._start, start_mu=self._start_mu)
+        if self.S > self.direct_max_states:
+            self._start = result.solution
+            if result.solution_mu is not None:
+                self._start_mu = result.solution_mu
+        return result
+
+    def make_unichain(self, policy: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Average reward: a policy with several closed classes has no bordered evaluation
+        system. Keep its best closed class (by gain on ``c``) and steer the states of the other
+        closed classes one step closer to it on the union graph (repeat; finally steer every
+        other state). The gain never drops below the best class's gain."""
+        if self._graph is None:
+            self._graph = union_adjacency(self.P, self.A)
+            self._coo = self.P.tocoo()
+        for attempt in range(UNICHAIN_ATTEMPTS):
+            P_pi = self.transitions(policy)
+            labels, closed = closed_components(P_pi)
+            if closed.size == 1:
+                return policy
+            gains = []
+            for k in closed:
+                states = np.flatnonzero(labels == k)
+                sub = sp.csr_array(P_pi[states][:, states])
+                gains.append(float(stationary_distribution(sub) @ c[states * self.A + policy[states]]))
+            keep = closed[int(np.argmax(gains))]
+            target = labels == keep
+            far, best = steering_actions(self._coo, self.A, self._graph, target)
+            move = (~target & np.isin(labels, closed)) if attempt < UNICHAIN_ATTEMPTS - 1 else ~target
+            policy = policy.copy()
+            states = np.flatnonzero(move & np.isfinite(far))
+            policy[states] = best[states]
+        raise PolicyEvaluationError("could not make the policy unichain")
+
+    def run(self, c: np.ndarray, start: np.ndarray | None = None) -> PolicyIterationResult:
+        """``max_{d in O} c @ d`` from ``start`` (default: the last policy kept in ``self.policy``).
+
+        Stops when no action improves by more than ``1e-12 * max(1, |c|)`` or the certified
+        bound meets the policy's value, or after ``max_iter`` steps (the bound stays valid).
+        :class:`PolicyEvaluationError` when a policy cannot be evaluated.
+        """
+        c = np.asarray(c, dtype=float)
+        S, avg = self.S, self.gamma == 1.0
+        policy = self.policy.copy() if start is None else np.asarray(start, dtype=np.int64).copy()
+        scale = max(1.0, float(np.abs(c).max()))
+        C = c.reshape(S, self.A)
+        rows = np.arange(S)
+        h, g, bound = np.zeros(S), None, np.inf
+        for _ in range(self.max_iter):
+            self.iterations += 1
+            if avg:
+                policy = self.make_unichain(policy, c)
+            evaluation = self.evaluate(policy, C[rows, policy], need_mu=False)
+            g, h = evaluation.gain, evaluation.potential
+            Q = (c + self.gamma * (self.P @ h)).reshape(S, self.A)
+            best = Q.max(axis=1)
+            if avg:
+                bound = float((best - h).max())
+            else:
+                delta = float((best - h).max())
+                bound = float((1.0 - self.gamma) * self.rho @ h + delta)
+            improve = Q[rows, policy] < best - 1e-12 * scale
+            # the policy's value: its gain (average reward) or (1 - gamma) rho @ v (discounted)
+            value = float(g) if g is not None else float((1.0 - self.gamma) * self.rho @ h)
+            if not improve.any() or bound - value <= 1e-12 * scale:
+                break
+            policy[improve] = Q[improve].argmax(axis=1)
+        if avg:
+            policy = self.make_unichain(policy, c)
+        mu = self.evaluate(policy, C[rows, policy]).mu
+        return PolicyIterationResult(policy=policy, mu=mu, bound=bound, potential=h, gain=g)
+
+
+def policy_iteration(mdp: TabularMDP, c: np.ndarray, start: np.ndarray | None = None) -> PolicyIterationResult:
+    """``max_{d in O} c @ d`` for a reward vector ``c`` of length ``S*A`` by policy iteration
+    (one call; keep a :class:`PolicyIteration` to warm-start many)."""
+    return PolicyIteration(mdp).run(c, start)
