@@ -34,8 +34,10 @@ def random_problem(n_agents: int, *, n_states: int = 10, n_actions: int = 3, see
 def main(out: Path, n_agents: int) -> None:
     problem = solvers.with_ranges(random_problem(n_agents))
     samples = sample_returns(problem, 5_000, measure="policy", rng=0)
-    print(f"{n_agents} agents, {problem.mdp.n_states} states, {problem.mdp.n_actions} actions, "
-          f"{samples.n_samples} sampled policies")
+    print(
+        f"{n_agents} agents, {problem.mdp.n_states} states, {problem.mdp.n_actions} actions, "
+        f"{samples.n_samples} sampled policies"
+    )
     results = {
         "utilitarian": solvers.utilitarian(problem, samples, normalize=True),
         "egalitarian": solvers.egalitarian(problem, samples, normalize=True),
@@ -46,8 +48,10 @@ def main(out: Path, n_agents: int) -> None:
     }
     print(f"{'rule':<14} {'sum normalised':>14} {'min normalised':>14} {'min rank':>9} {'gini':>7}")
     for name, result in results.items():
-        print(f"{name:<14} {result.normalized.sum():>14.3f} {result.normalized.min():>14.4f} "
-              f"{result.min_rank:>9.4f} {result.gini:>7.4f}")
+        print(
+            f"{name:<14} {result.normalized.sum():>14.3f} {result.normalized.min():>14.4f} "
+            f"{result.min_rank:>9.4f} {result.gini:>7.4f}"
+        )
         result.save(out / name)
     print(f"saved to {out}/")
 

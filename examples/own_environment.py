@@ -27,8 +27,12 @@ from policyagg.envs.tabular import from_gymnasium
 
 ROOMS = 5
 SLIP = 0.2
-PAY = np.array([[1.0, 0.0, 0.0, 0.0, 0.0],   # Ann: room 0
-                [0.0, 0.0, 0.5, 0.5, 0.0]])  # Bo: rooms 2 and 3, half each
+PAY = np.array(
+    [
+        [1.0, 0.0, 0.0, 0.0, 0.0],  # Ann: room 0
+        [0.0, 0.0, 0.5, 0.5, 0.0],
+    ]
+)  # Bo: rooms 2 and 3, half each
 
 
 class CleaningRobot(gym.Env):

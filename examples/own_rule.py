@@ -27,15 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from policyagg import Problem, Result, ReturnSamples, TabularMDP, return_floor, sample_policy_returns, solvers
+from policyagg import Problem, Result, TabularMDP, return_floor, sample_policy_returns, solvers
 from policyagg.solvers.occupancy import occupancy_program, utilities
 from policyagg.solvers.registry import RuleCall
 
 RULE_NAME = "floored_utilitarian"
 
 
-@solvers.register_rule(RULE_NAME, needs_samples=True,
-                        options={"floor": solvers.number(0.0, 1.0, help="the rank every agent is guaranteed")})
+@solvers.register_rule(
+    RULE_NAME,
+    needs_samples=True,
+    options={"floor": solvers.number(0.0, 1.0, help="the rank every agent is guaranteed")},
+)
 def floored_utilitarian(call: RuleCall, *, floor: float = 0.5) -> Result:
     """Max sum of normalised returns s.t. every agent's rank is at least ``floor``."""
     problem = call.problem
@@ -69,8 +72,10 @@ def main(out: Path) -> None:
     }
     print(f"{'rule':<28} {'sum normalised':>14} {'min rank':>9} {'gini':>7} {'pareto':>7}")
     for label, result in results.items():
-        print(f"{label:<28} {result.normalized.sum():>14.4f} {result.min_rank:>9.4f} {result.gini:>7.4f} "
-              f"{result.report['pareto_optimal']!s:>7}")
+        print(
+            f"{label:<28} {result.normalized.sum():>14.4f} {result.min_rank:>9.4f} {result.gini:>7.4f} "
+            f"{result.report['pareto_optimal']!s:>7}"
+        )
         result.save(out / label.split(" (")[0].replace(" ", "-"))
     floored = results["floored utilitarian (0.6)"]
     print(f"every rank >= 0.6: {bool(floored.ranks.min() >= 0.6)}")

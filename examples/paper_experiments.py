@@ -24,7 +24,6 @@ from pathlib import Path
 from policyagg.experiments.config import CONFIGS, load_config
 from policyagg.experiments.run import run_configs, summarize, summary_markdown
 
-
 #: The rule rows of the paper's figure, as labelled in the shipped configurations.
 PAPER_RULES = ("max-quantile", "Borda", "90%-approval", "80%-approval", "egalitarian", "utilitarian")
 
@@ -32,8 +31,9 @@ PAPER_RULES = ("max-quantile", "Borda", "90%-approval", "80%-approval", "egalita
 def main(out: Path, samples: int, seeds: int) -> None:
     configs = []
     for name in ("attention-a", "attention-b"):
-        config = load_config(CONFIGS / f"{name}.toml").with_overrides(samples=samples, seeds=list(range(seeds)),
-                                                                      output=out / name)
+        config = load_config(CONFIGS / f"{name}.toml").with_overrides(
+            samples=samples, seeds=list(range(seeds)), output=out / name
+        )
         configs.append(replace(config, rules=tuple(spec for spec in config.rules if spec.label in PAPER_RULES)))
     for run in run_configs(configs, progress=False):
         print(summary_markdown(run.config, summarize(run.seeds)))

@@ -34,8 +34,10 @@ def per_sample_returns(problem: Problem, policies: np.ndarray) -> np.ndarray:
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process or of its largest finished (forked) child, in MB."""
-    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return (
+        max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        / 1024
+    )
 
 
 def cpu_seconds() -> float:
@@ -48,8 +50,18 @@ def _best_median(values) -> dict:
     return {"best": float(np.max(values)), "median": float(np.median(values))}
 
 
-def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=500, workers=None, repeats=1,
-                  methods=("dense", "krylov"), seed=0, progress: bool | None = False) -> dict:
+def bench_sampler(
+    *,
+    n_sites=5,
+    n_phases=3,
+    n_samples=20_000,
+    baseline_samples=500,
+    workers=None,
+    repeats=1,
+    methods=("dense", "krylov"),
+    seed=0,
+    progress: bool | None = False,
+) -> dict:
     """Policies per second of each sampler method with one worker and with ``workers``
     (default: all usable cores), each repeated ``repeats`` times (best and median), next to
     :func:`per_sample_returns` timed in the same run; the largest difference from it on the
@@ -73,8 +85,12 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=5
 
     rows = []
     counts = sorted({1, workers})
-    bar = tqdm(total=len(methods) * len(counts) * repeats, desc=f"bench sampler ({n_sites} sites, {n_samples} samples)",
-               unit="run", disable=progress is False)
+    bar = tqdm(
+        total=len(methods) * len(counts) * repeats,
+        desc=f"bench sampler ({n_sites} sites, {n_samples} samples)",
+        unit="run",
+        disable=progress is False,
+    )
     for method in methods:
         difference = float(np.abs(PolicySampler(problem, method=method).returns(policies) - baseline).max())
         serial = None
@@ -83,18 +99,26 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=5
             rates = []
             for _ in range(repeats):
                 bar.set_postfix_str(f"{method}, {n_workers} worker(s)")
-                samples = sample_policy_returns(problem, n_samples, rng=seed, method=method, workers=n_workers,
-                                                progress=False)
+                samples = sample_policy_returns(
+                    problem, n_samples, rng=seed, method=method, workers=n_workers, progress=False
+                )
                 rates.append(n_samples / samples.info["seconds"])
                 bar.update()
             serial = samples.values if serial is None else serial
-            rows.append({"method": method, "workers": n_workers, "per_s": _best_median(rates),
-                         "ratio_vs_baseline": max(rates) / baseline_best,
-                         "batch_size": samples.info["batch_size"],
-                         "gmres_steps_per_sample": samples.info.get("gmres_steps_per_sample"),
-                         "restarted": samples.info.get("restarted"), "direct_solves": samples.info.get("direct_solves"),
-                         "max_abs_difference": difference,
-                         "bitwise_equal_to_1_worker": bool(np.array_equal(samples.values, serial))})
+            rows.append(
+                {
+                    "method": method,
+                    "workers": n_workers,
+                    "per_s": _best_median(rates),
+                    "ratio_vs_baseline": max(rates) / baseline_best,
+                    "batch_size": samples.info["batch_size"],
+                    "gmres_steps_per_sample": samples.info.get("gmres_steps_per_sample"),
+                    "restarted": samples.info.get("restarted"),
+                    "direct_solves": samples.info.get("direct_solves"),
+                    "max_abs_difference": difference,
+                    "bitwise_equal_to_1_worker": bool(np.array_equal(samples.values, serial)),
+                }
+            )
     bar.close()
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}, A={problem.mdp.n_actions})",
@@ -114,8 +138,16 @@ def bench_sampler(*, n_sites=5, n_phases=3, n_samples=20_000, baseline_samples=5
 GROWTH_SAMPLES = {3: 4000, 4: 4000, 5: 4000, 6: 1000, 7: 400, 8: 160}
 
 
-def bench_sampler_growth(*, sites=(3, 4, 5, 6, 7, 8), n_phases=3, n_samples=None, method="sparse", workers=1,
-                         seed=0, progress: bool | None = False) -> dict:
+def bench_sampler_growth(
+    *,
+    sites=(3, 4, 5, 6, 7, 8),
+    n_phases=3,
+    n_samples=None,
+    method="sparse",
+    workers=1,
+    seed=0,
+    progress: bool | None = False,
+) -> dict:
     """Cost per sampled policy on attention models of growing size: wall and CPU seconds per
     sample, and the CPU cost per sample divided by ``nnz(P)``, normalised to the smallest size
     (flat = the cost grows with the non-zeros of ``P``), with the GMRES steps per sample.
@@ -134,12 +166,24 @@ def bench_sampler_growth(*, sites=(3, 4, 5, 6, 7, 8), n_phases=3, n_samples=None
         samples = sample_policy_returns(problem, N, rng=seed, method=method, workers=workers, progress=False)
         cpu = cpu_seconds() - cpu
         mdp = problem.mdp
-        rows.append({"sites": k, "S": mdp.n_states, "SA": mdp.n_states * mdp.n_actions, "nnz_P": int(mdp.P.nnz),
-                     "method": samples.info["method"], "auto_method": resolve_method("auto", mdp.n_states),
-                     "samples": N, "batch_size": samples.info["batch_size"], "build_s": build,
-                     "s_per_sample": samples.info["seconds"] / N, "cpu_s_per_sample": cpu / N,
-                     "gmres_steps_per_sample": samples.info["gmres_steps_per_sample"],
-                     "restarted": samples.info["restarted"], "direct_solves": samples.info["direct_solves"]})
+        rows.append(
+            {
+                "sites": k,
+                "S": mdp.n_states,
+                "SA": mdp.n_states * mdp.n_actions,
+                "nnz_P": int(mdp.P.nnz),
+                "method": samples.info["method"],
+                "auto_method": resolve_method("auto", mdp.n_states),
+                "samples": N,
+                "batch_size": samples.info["batch_size"],
+                "build_s": build,
+                "s_per_sample": samples.info["seconds"] / N,
+                "cpu_s_per_sample": cpu / N,
+                "gmres_steps_per_sample": samples.info["gmres_steps_per_sample"],
+                "restarted": samples.info["restarted"],
+                "direct_solves": samples.info["direct_solves"],
+            }
+        )
     first = rows[0]["cpu_s_per_sample"] / rows[0]["nnz_P"]
     for row in rows:
         row["cpu_per_nnz_vs_smallest"] = row["cpu_s_per_sample"] / row["nnz_P"] / first
@@ -160,16 +204,23 @@ RULE_CASES = (
 )
 
 
-def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0, cases=RULE_CASES,
-                progress: bool | None = False) -> dict:
+def bench_rules(
+    *, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0, cases=RULE_CASES, progress: bool | None = False
+) -> dict:
     """Seconds per rule on the attention model (experiment b), each also as a multiple of one
     utilitarian LP over the same polytope solved in the same run (the baseline). ``progress``:
     ``None`` or ``True`` shows bars for the sampling and over the rules (updated between timings)."""
     from policyagg.experiments.compare import attention_problem
 
-    problem = solvers.with_ranges(attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed))
-    samples = sample_policy_returns(problem, n_samples, rng=seed,
-                                    progress=False if progress is False else f"bench rules seed {seed}: policy samples")
+    problem = solvers.with_ranges(
+        attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed)
+    )
+    samples = sample_policy_returns(
+        problem,
+        n_samples,
+        rng=seed,
+        progress=False if progress is False else f"bench rules seed {seed}: policy samples",
+    )
     start = time.perf_counter()
     baseline_solves = solvers.utilitarian(problem, normalize=True).diagnostics["n_solves"]
     baseline = time.perf_counter() - start
@@ -179,8 +230,12 @@ def bench_rules(*, n_sites=5, n_phases=3, n_agents=10, n_samples=100_000, seed=0
             continue
         start = time.perf_counter()
         result = solvers.get_rule(name)(problem, samples, **options)
-        timings[label] = {"seconds": time.perf_counter() - start, "solves": result.diagnostics.get("n_solves"),
-                          "min_rank": result.min_rank, "gini": result.gini}
+        timings[label] = {
+            "seconds": time.perf_counter() - start,
+            "solves": result.diagnostics.get("n_solves"),
+            "min_rank": result.min_rank,
+            "gini": result.gini,
+        }
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={problem.mdp.n_states}), {problem.n_agents} agents, {n_samples} samples",
         "baseline_seconds": baseline,

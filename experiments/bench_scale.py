@@ -42,9 +42,21 @@ def mixture_samples(problem, n_samples: int, seed: int = 0) -> ReturnSamples:
     return ReturnSamples(weights @ points.T, measure="extreme-occupancy mixture (timing only)")
 
 
-def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_samples: int = 20_000,
-                samples_path=None, mixture: bool = False, seed: int = 0, rules=SCALE_CASES, backend: str = "highs",
-                share_columns: bool = False, workers: int | None = None, progress: bool | None = False) -> dict:
+def bench_scale(
+    *,
+    n_sites: int = 8,
+    n_phases: int = 3,
+    n_agents: int = 10,
+    n_samples: int = 20_000,
+    samples_path=None,
+    mixture: bool = False,
+    seed: int = 0,
+    rules=SCALE_CASES,
+    backend: str = "highs",
+    share_columns: bool = False,
+    workers: int | None = None,
+    progress: bool | None = False,
+) -> dict:
     """Model build, return ranges and each LP-based rule on the attention instance (experiment b).
 
     Per rule: wall seconds, LP solves, Python model-building seconds, HiGHS's own seconds
@@ -82,7 +94,8 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
         if samples.n_agents != problem.n_agents:
             raise InvalidSamplesError(
                 f"{samples_path} holds samples of {samples.n_agents} agents but this instance has "
-                f"{problem.n_agents}; pass samples of the same instance (--sites, --phases, --agents)")
+                f"{problem.n_agents}; pass samples of the same instance (--sites, --phases, --agents)"
+            )
         source = f"`{samples.measure}` measure, read from {samples_path}"
     elif mixture:
         samples = mixture_samples(problem, n_samples, seed)
@@ -97,8 +110,9 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     after_ranges = pool.snapshot()
     baseline = None
     timings = {}
-    for label, name, options in tqdm(rules, desc=f"bench scale ({n_sites} sites): rules", unit="rule",
-                                     disable=progress is False):
+    for label, name, options in tqdm(
+        rules, desc=f"bench scale ({n_sites} sites): rules", unit="rule", disable=progress is False
+    ):
         if not share_columns:
             pool.restore(after_ranges)
         start, cpu = time.perf_counter(), cpu_seconds()
@@ -125,7 +139,7 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
     mdp = problem.mdp
     return {
         "model": f"attention {n_sites} sites x {n_phases} phases (S={mdp.n_states}, A={mdp.n_actions}, "
-                 f"{mdp.n_state_actions} occupancy columns, P nnz={mdp.P.nnz}), {problem.n_agents} agents",
+        f"{mdp.n_state_actions} occupancy columns, P nnz={mdp.P.nnz}), {problem.n_agents} agents",
         "samples": f"{samples.n_samples} samples from {source}",
         "sampling_seconds": sampling_seconds,
         "column_generation": decomposed,
@@ -141,15 +155,20 @@ def bench_scale(*, n_sites: int = 8, n_phases: int = 3, n_agents: int = 10, n_sa
 
 def format_scale(report: dict) -> str:
     """The report as a Markdown table."""
-    lines = [f"{report['model']}; {report['samples']}; column generation: {report['column_generation']}",
-             f"model build {report['build_seconds']:.2f} s, return ranges {report['ranges_seconds']:.2f} s, "
-             f"samples {report['sampling_seconds']:.1f} s", "",
-             "| rule | s | CPU s | in rule s | solves | build s | HiGHS s | pricing s | x baseline | min rank | peak RSS MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"{report['model']}; {report['samples']}; column generation: {report['column_generation']}",
+        f"model build {report['build_seconds']:.2f} s, return ranges {report['ranges_seconds']:.2f} s, "
+        f"samples {report['sampling_seconds']:.1f} s",
+        "",
+        "| rule | s | CPU s | in rule s | solves | build s | HiGHS s | pricing s | x baseline | min rank | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for label, t in report["rules"].items():
-        lines.append(f"| {label} | {t['seconds']:.1f} | {t['cpu_seconds']:.1f} | {t['rule_seconds']:.1f} | {t['solves']} | {t['build_seconds']:.2f} | "
-                     f"{t['highs_seconds']:.2f} | {t['pricing_seconds']:.1f} | {t['vs_baseline']:.1f} | "
-                     f"{t['min_rank']:.3f} | {t['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {label} | {t['seconds']:.1f} | {t['cpu_seconds']:.1f} | {t['rule_seconds']:.1f} | {t['solves']} | {t['build_seconds']:.2f} | "
+            f"{t['highs_seconds']:.2f} | {t['pricing_seconds']:.1f} | {t['vs_baseline']:.1f} | "
+            f"{t['min_rank']:.3f} | {t['peak_rss_mb']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -157,5 +176,13 @@ if __name__ == "__main__":  # python -m policyagg.experiments.bench_scale [n_sit
     import sys
 
     args = [a for a in sys.argv[1:] if a != "--share"]
-    print(format_scale(bench_scale(n_sites=int(args[0]) if args else 8, samples_path=args[1] if len(args) > 1 else None,
-                                   share_columns="--share" in sys.argv, progress=None)))
+    print(
+        format_scale(
+            bench_scale(
+                n_sites=int(args[0]) if args else 8,
+                samples_path=args[1] if len(args) > 1 else None,
+                share_columns="--share" in sys.argv,
+                progress=None,
+            )
+        )
+    )

@@ -18,12 +18,22 @@ MEASURE_NAMES = ("policy", "volume", "optimal-mixture")
 def _compare(args) -> None:
     from policyagg.experiments.compare import attention_problem, compare, fairness_table
 
-    problem = attention_problem(args.experiment, n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, seed=args.seed)
+    problem = attention_problem(
+        args.experiment, n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, seed=args.seed
+    )
     out = Path(args.out) / f"experiment-{args.experiment}-seed{args.seed}"
-    print(f"attention allocation: {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
-          f"{problem.n_agents} agents, {args.samples} sampled policies, seed {args.seed}")
-    results = compare(problem, n_samples=args.samples, seed=args.seed, backend=args.backend, out=out,
-                      name=f"compare ({args.experiment})")
+    print(
+        f"attention allocation: {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
+        f"{problem.n_agents} agents, {args.samples} sampled policies, seed {args.seed}"
+    )
+    results = compare(
+        problem,
+        n_samples=args.samples,
+        seed=args.seed,
+        backend=args.backend,
+        out=out,
+        name=f"compare ({args.experiment})",
+    )
     print(fairness_table(results))
     print(f"results written to {out}/")
 
@@ -32,13 +42,16 @@ PAPER = ("attention-a", "attention-b")
 
 
 def _overrides(args) -> dict:
-    return {"samples": args.samples, "seeds": None if args.seeds is None else list(range(args.seeds)),
-            "measure": args.measure}
+    return {
+        "samples": args.samples,
+        "seeds": None if args.seeds is None else list(range(args.seeds)),
+        "measure": args.measure,
+    }
 
 
 def _run(args) -> None:
     from policyagg.experiments.config import load_config
-    from policyagg.experiments.run import run_config, summary_markdown, summarize
+    from policyagg.experiments.run import run_config, summarize, summary_markdown
 
     config = load_config(args.config).with_overrides(output=args.out, **_overrides(args))
     run = run_config(config, workers=args.workers, overwrite=args.overwrite)
@@ -48,12 +61,14 @@ def _run(args) -> None:
 
 def _reproduce(args) -> None:
     from policyagg.experiments.config import CONFIGS, load_config
-    from policyagg.experiments.run import run_configs, summary_markdown, summarize
+    from policyagg.experiments.run import run_configs, summarize, summary_markdown
 
     overrides = _overrides(args) | ({"samples": 500_000} if args.full else {})
     suffix = ("-full" if args.full else "") + (f"-{args.measure}" if args.measure not in (None, "policy") else "")
-    configs = [load_config(CONFIGS / f"{name}.toml").with_overrides(output=Path(args.out) / (name + suffix), **overrides)
-               for name in PAPER]
+    configs = [
+        load_config(CONFIGS / f"{name}.toml").with_overrides(output=Path(args.out) / (name + suffix), **overrides)
+        for name in PAPER
+    ]
     # (a) and (b) share each seed's MDP: their policies are sampled once.
     for run in run_configs(configs, workers=args.workers, overwrite=args.overwrite):
         print(summary_markdown(run.config, summarize(run.seeds)))
@@ -64,8 +79,15 @@ def _measures(args) -> None:
     from policyagg.experiments.measure_comparison import compare_measures
 
     seeds = None if args.seeds is None else list(range(args.seeds))
-    report = compare_measures(args.config, measures=args.measures, samples=args.samples, seeds=seeds, out=args.out,
-                              workers=args.workers, overwrite=args.overwrite)
+    report = compare_measures(
+        args.config,
+        measures=args.measures,
+        samples=args.samples,
+        seeds=seeds,
+        out=args.out,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
     print(report["markdown"])
     print(f"written to {report['path']} (the runs in {args.out}/)")
 
@@ -73,8 +95,13 @@ def _measures(args) -> None:
 def _bench(args) -> None:
     if args.sites is None:
         args.sites = 8 if args.target in ("scale", "growth") else 5
-    {"sampler": _bench_sampler, "growth": _bench_growth, "rules": _bench_rules, "scale": _bench_scale,
-     "volume": _bench_volume}[args.target](args)
+    {
+        "sampler": _bench_sampler,
+        "growth": _bench_growth,
+        "rules": _bench_rules,
+        "scale": _bench_scale,
+        "volume": _bench_volume,
+    }[args.target](args)
 
 
 def _rss(report) -> str:
@@ -84,51 +111,86 @@ def _rss(report) -> str:
 def _bench_sampler(args) -> None:
     from policyagg.experiments.bench import bench_sampler
 
-    report = bench_sampler(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 20_000,
-                           baseline_samples=args.baseline_samples, workers=args.workers, repeats=args.repeats,
-                           methods=tuple(args.methods), progress=None)
-    print(f"{report['model']}, {report['samples']} samples, best (median) of {args.repeats}, "
-          f"load average {report['load_average'][0]:.1f}")
+    report = bench_sampler(
+        n_sites=args.sites,
+        n_phases=args.phases,
+        n_samples=args.samples or 20_000,
+        baseline_samples=args.baseline_samples,
+        workers=args.workers,
+        repeats=args.repeats,
+        methods=tuple(args.methods),
+        progress=None,
+    )
+    print(
+        f"{report['model']}, {report['samples']} samples, best (median) of {args.repeats}, "
+        f"load average {report['load_average'][0]:.1f}"
+    )
     print(f"  {'method':<28} {'workers':>7} {'policies/s':>16} {'ratio':>6} {'max |diff|':>10} {'= 1 worker':>10}")
     base = report["baseline_per_s"]
-    print(f"  {'per-sample solve (baseline)':<28} {1:>7} {base:>9.0f} ({report['baseline_per_s_median']:>5.0f}) {1.0:>6.1f}")
+    print(
+        f"  {'per-sample solve (baseline)':<28} {1:>7} {base:>9.0f} ({report['baseline_per_s_median']:>5.0f}) {1.0:>6.1f}"
+    )
     for row in report["rows"]:
         rate = row["per_s"]
-        print(f"  {'batched ' + row['method']:<28} {row['workers']:>7} {rate['best']:>9.0f} ({rate['median']:>5.0f}) "
-              f"{row['ratio_vs_baseline']:>6.1f} {row['max_abs_difference']:>10.1e} {row['bitwise_equal_to_1_worker']!s:>10}")
+        print(
+            f"  {'batched ' + row['method']:<28} {row['workers']:>7} {rate['best']:>9.0f} ({rate['median']:>5.0f}) "
+            f"{row['ratio_vs_baseline']:>6.1f} {row['max_abs_difference']:>10.1e} {row['bitwise_equal_to_1_worker']!s:>10}"
+        )
     print(_rss(report))
 
 
 def _bench_growth(args) -> None:
     from policyagg.experiments.bench import bench_sampler_growth
 
-    report = bench_sampler_growth(sites=tuple(range(3, args.sites + 1)), n_phases=args.phases, n_samples=args.samples,
-                                  workers=args.workers or 1, progress=None)
-    print(f"{'sites':>5} {'S':>6} {'S*A':>7} {'nnz(P)':>9} {'samples':>7} {'CPU ms/sample':>13} {'CPU/nnz (rel.)':>14} {'GMRES steps':>11}")
+    report = bench_sampler_growth(
+        sites=tuple(range(3, args.sites + 1)),
+        n_phases=args.phases,
+        n_samples=args.samples,
+        workers=args.workers or 1,
+        progress=None,
+    )
+    print(
+        f"{'sites':>5} {'S':>6} {'S*A':>7} {'nnz(P)':>9} {'samples':>7} {'CPU ms/sample':>13} {'CPU/nnz (rel.)':>14} {'GMRES steps':>11}"
+    )
     for row in report["rows"]:
-        print(f"{row['sites']:>5} {row['S']:>6} {row['SA']:>7} {row['nnz_P']:>9} {row['samples']:>7} "
-              f"{1e3 * row['cpu_s_per_sample']:>13.3f} {row['cpu_per_nnz_vs_smallest']:>14.2f} {row['gmres_steps_per_sample']:>11.1f}")
+        print(
+            f"{row['sites']:>5} {row['S']:>6} {row['SA']:>7} {row['nnz_P']:>9} {row['samples']:>7} "
+            f"{1e3 * row['cpu_s_per_sample']:>13.3f} {row['cpu_per_nnz_vs_smallest']:>14.2f} {row['gmres_steps_per_sample']:>11.1f}"
+        )
     print(_rss(report))
 
 
 def _bench_scale(args) -> None:
     from policyagg.experiments.bench_scale import bench_scale, format_scale
 
-    print(format_scale(bench_scale(n_sites=args.sites, n_phases=args.phases, n_agents=args.agents,
-                                   n_samples=args.samples or 20_000, samples_path=args.samples_file,
-                                   workers=args.workers, progress=None)))
+    print(
+        format_scale(
+            bench_scale(
+                n_sites=args.sites,
+                n_phases=args.phases,
+                n_agents=args.agents,
+                n_samples=args.samples or 20_000,
+                samples_path=args.samples_file,
+                workers=args.workers,
+                progress=None,
+            )
+        )
+    )
 
 
 def _bench_volume(args) -> None:
     from policyagg.experiments.bench_volume import bench_volume
 
-    report = bench_volume(n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 4000, workers=args.workers,
-                          progress=None)
+    report = bench_volume(
+        n_sites=args.sites, n_phases=args.phases, n_samples=args.samples or 4000, workers=args.workers, progress=None
+    )
     print(f"{report['model']}, {report['chains']} chains on {report['workers']} workers")
     print(f"  {'sampler':<26} {'seconds':>8} {'min ESS':>8} {'ESS/s':>8} {'max R-hat':>9}")
     rows = [(f"volume ({kernel} kernel)", row) for kernel, row in report["volume"].items()]
     for name, row in rows + [("plain hit-and-run", report["hit_and_run"])]:
-        print(f"  {name:<26} {row['seconds']:>8.1f} {row['ess_min']:>8.0f} {row['ess_per_s']:>8.2f} {row['rhat_max']:>9.3f}")
+        print(
+            f"  {name:<26} {row['seconds']:>8.1f} {row['ess_min']:>8.0f} {row['ess_per_s']:>8.2f} {row['rhat_max']:>9.3f}"
+        )
     first = rows[0][1]
     print(f"  {rows[0][0]}: {report['ratio']:.0f}x hit-and-run's ESS/s; acceptance {first['acceptance']:.2f}")
     print(_rss(report))
@@ -137,8 +199,9 @@ def _bench_volume(args) -> None:
 def _bench_rules(args) -> None:
     from policyagg.experiments.bench import bench_rules
 
-    report = bench_rules(n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, n_samples=args.samples or 100_000,
-                         progress=None)
+    report = bench_rules(
+        n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, n_samples=args.samples or 100_000, progress=None
+    )
     base = report["baseline_seconds"]
     print(report["model"])
     print(f"  {'rule':<20} {'seconds':>8} {'x baseline':>9} {'LP solves':>9}")
@@ -158,102 +221,163 @@ WORKERS_HELP = "worker processes for sampling and rules (default: the usable cor
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--measure", choices=MEASURE_NAMES, default=None,
-                   help="reference measure of the ranks (default: the configuration's, `policy` in the shipped ones)")
+    p.add_argument(
+        "--measure",
+        choices=MEASURE_NAMES,
+        default=None,
+        help="reference measure of the ranks (default: the configuration's, `policy` in the shipped ones)",
+    )
     p.add_argument("--workers", type=int, default=None, metavar="N", help=WORKERS_HELP)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results of another configuration in the output folder; the new run is "
-                        "written beside it and swapped in when it has finished (the old results stay until then)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of another configuration in the output folder; the new run is "
+        "written beside it and swapped in when it has finished (the old results stay until then)",
+    )
 
 
 def _subcommand(sub, name: str, summary: str, description: str, examples: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=summary, description=description, epilog="examples:\n" + examples,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="policyagg", description="Fair policy aggregation over the occupancy polytope.",
+        prog="policyagg",
+        description="Fair policy aggregation over the occupancy polytope.",
         epilog="examples:\n  policyagg reproduce\n  policyagg run experiments/configs/attention-a.toml --samples 2000\n"
-               "  policyagg <command> --help    (options and an example of each command)",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  policyagg <command> --help    (options and an example of each command)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = _subcommand(
-        sub, "reproduce", "the paper's fairness comparison, experiments (a) and (b), over seeds",
+        sub,
+        "reproduce",
+        "the paper's fairness comparison, experiments (a) and (b), over seeds",
         "Run the paper's experiments (a) and (b) (experiments/configs/attention-a.toml and -b.toml) over their "
         "seeds; print per rule the Gini index, minimum and mean normalised return, quantile reached and PVC eps "
         "(mean ± s.e. over seeds) and write tables, figures and per-seed results under --out. A stopped run "
         "resumes where it stopped.",
         "  policyagg reproduce                      # 5 seeds, 10000 samples each, about 2 minutes\n"
         "  policyagg reproduce --seeds 1 --samples 2000 --out /tmp/quick\n"
-        "  policyagg reproduce --full --seeds 1     # the paper's 500000 samples per seed")
+        "  policyagg reproduce --full --seeds 1     # the paper's 500000 samples per seed",
+    )
     p.add_argument("--full", action="store_true", help="the paper's scale: 500000 sampled policies per seed")
-    p.add_argument("--samples", type=int, default=None, metavar="N",
-                   help="sampled policies per seed (default: the configs' 10000)")
+    p.add_argument(
+        "--samples", type=int, default=None, metavar="N", help="sampled policies per seed (default: the configs' 10000)"
+    )
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the configs' five)")
-    p.add_argument("--out", default="results", metavar="DIR",
-                   help="parent folder of the two experiments' folders (default: results)")
+    p.add_argument(
+        "--out",
+        default="results",
+        metavar="DIR",
+        help="parent folder of the two experiments' folders (default: results)",
+    )
     _common_run_options(p)
     p.set_defaults(run=_reproduce)
 
     p = _subcommand(
-        sub, "run", "run an experiment configuration (TOML); resumes where a killed run stopped",
+        sub,
+        "run",
+        "run an experiment configuration (TOML); resumes where a killed run stopped",
         "Run one experiment configuration (TOML: environment, agents, measure, rules, seeds, output folder; see "
         "experiments/configs/) and write its tables, figures and per-seed results. Finished work found in the "
         "output folder is reused; a folder holding another configuration is refused unless --overwrite.",
         "  policyagg run experiments/configs/attention-a.toml --samples 2000\n"
         "  policyagg run experiments/configs/attention-b.toml --seeds 2 --out /tmp/b --workers 2\n"
-        "  policyagg run experiments/configs/attention-a.toml --samples 2000 --overwrite   # after `reproduce`")
+        "  policyagg run experiments/configs/attention-a.toml --samples 2000 --overwrite   # after `reproduce`",
+    )
     p.add_argument("config", help="path of a TOML configuration (see experiments/configs/)")
-    p.add_argument("--samples", type=int, default=None, metavar="N", help="sampled policies per seed (overrides `measure.samples`)")
+    p.add_argument(
+        "--samples", type=int, default=None, metavar="N", help="sampled policies per seed (overrides `measure.samples`)"
+    )
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (overrides `seeds`)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides `output`)")
     _common_run_options(p)
     p.set_defaults(run=_run)
 
     p = _subcommand(
-        sub, "compare", "one seed of the comparison, with options for the attention model",
+        sub,
+        "compare",
+        "one seed of the comparison, with options for the attention model",
         "One seed of the fairness comparison on an attention model of any size: sample policies, run every rule "
         "of experiments/configs/attention-a.toml, print the fairness table and save each result (JSON + NPZ) "
         "under --out/experiment-<a|b>-seed<k>/. Quick; no resume, no seeds.",
-        "  policyagg compare\n"
-        "  policyagg compare --experiment b --agents 6 --sites 4 --samples 5000 --seed 3")
-    p.add_argument("--experiment", choices=["a", "b"], default="a",
-                   help="a: one agent per site; b: --agents agents on random subsets of sites (default: a)")
+        "  policyagg compare\n  policyagg compare --experiment b --agents 6 --sites 4 --samples 5000 --seed 3",
+    )
+    p.add_argument(
+        "--experiment",
+        choices=["a", "b"],
+        default="a",
+        help="a: one agent per site; b: --agents agents on random subsets of sites (default: a)",
+    )
     p.add_argument("--sites", type=int, default=5, metavar="N", help="sites of the attention model (default: 5)")
     p.add_argument("--phases", type=int, default=3, metavar="N", help="phases per site (default: 3)")
     p.add_argument("--agents", type=int, default=10, metavar="N", help="number of agents in experiment b (default: 10)")
-    p.add_argument("--samples", type=int, default=20_000, metavar="N",
-                   help="sampled random policies (default: 20000; the paper: 500000)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="sampled random policies (default: 20000; the paper: 500000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the model, the agents and the samples (default: 0)")
-    p.add_argument("--backend", choices=["highs", "pulp"], default="highs",
-                   help="LP/MILP backend: HiGHS directly, or PuLP (CBC) (default: highs)")
+    p.add_argument(
+        "--backend",
+        choices=["highs", "pulp"],
+        default="highs",
+        help="LP/MILP backend: HiGHS directly, or PuLP (CBC) (default: highs)",
+    )
     p.add_argument("--out", default="results", metavar="DIR", help="parent folder of the results (default: results)")
     p.set_defaults(run=_compare)
 
     p = _subcommand(
-        sub, "measures", "one experiment under each reference measure: fairness, ranking, concentration",
+        sub,
+        "measures",
+        "one experiment under each reference measure: fairness, ranking, concentration",
         "Run one experiment once per reference measure (policy, volume, optimal-mixture), each in its own "
         "resumable folder <out>/<name>-<measure>/, and write <out>/<name>-measures.md: per rule the Gini index "
         "and quantile reached under each measure, the rules from fairest to least fair, and how concentrated "
         "each measure's samples are.",
         "  policyagg measures\n"
-        "  policyagg measures attention-b --measures policy optimal-mixture --samples 2000 --seeds 2")
-    p.add_argument("config", nargs="?", default="attention-a",
-                   help="a shipped config name (attention-a, attention-b) or a TOML path (default: attention-a)")
-    p.add_argument("--measures", nargs="+", choices=MEASURE_NAMES, default=list(MEASURE_NAMES),
-                   help="measures to compare (default: all three)")
-    p.add_argument("--samples", type=int, default=4000, metavar="N", help="samples per seed and measure (default: 4000)")
+        "  policyagg measures attention-b --measures policy optimal-mixture --samples 2000 --seeds 2",
+    )
+    p.add_argument(
+        "config",
+        nargs="?",
+        default="attention-a",
+        help="a shipped config name (attention-a, attention-b) or a TOML path (default: attention-a)",
+    )
+    p.add_argument(
+        "--measures",
+        nargs="+",
+        choices=MEASURE_NAMES,
+        default=list(MEASURE_NAMES),
+        help="measures to compare (default: all three)",
+    )
+    p.add_argument(
+        "--samples", type=int, default=4000, metavar="N", help="samples per seed and measure (default: 4000)"
+    )
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="run seeds 0..N-1 (default: 3)")
     p.add_argument("--out", default="results", metavar="DIR", help="parent folder of the runs (default: results)")
     p.add_argument("--workers", type=int, default=None, metavar="N", help=WORKERS_HELP)
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace runs of another configuration in the measures' folders (swapped in when finished)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace runs of another configuration in the measures' folders (swapped in when finished)",
+    )
     p.set_defaults(run=_measures)
 
     p = _subcommand(
-        sub, "bench", "benchmarks with a same-run baseline",
+        sub,
+        "bench",
+        "benchmarks with a same-run baseline",
         "Benchmarks; each reports a ratio against a baseline measured in the same run, and peak memory.\n"
         "  sampler  policies/s of the batched sampler vs one dense solve per policy, 1 and N workers\n"
         "  growth   sampler cost per sample on 3..--sites sites, against the non-zeros of P\n"
@@ -265,32 +389,72 @@ def build_parser() -> argparse.ArgumentParser:
         "  policyagg bench growth --sites 6\n"
         "  policyagg bench scale --sites 6 --samples 2000\n"
         "  policyagg bench scale --samples-file results/experiment-b-seed0/samples.npz\n"
-        "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)")
+        "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)",
+    )
     p.add_argument("target", choices=["sampler", "growth", "rules", "scale", "volume"], help="the benchmark to run")
-    p.add_argument("--sites", type=int, default=None, metavar="N",
-                   help="attention sites (default: 8 for scale and growth (3..N), else 5)")
+    p.add_argument(
+        "--sites",
+        type=int,
+        default=None,
+        metavar="N",
+        help="attention sites (default: 8 for scale and growth (3..N), else 5)",
+    )
     p.add_argument("--phases", type=int, default=3, metavar="N", help="phases per site (default: 3)")
-    p.add_argument("--agents", type=int, default=10, metavar="N", help="agents in experiment b (rules, scale; default: 10)")
-    p.add_argument("--samples", type=int, default=None, metavar="N",
-                   help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
-                        "scale 20000, volume 4000)")
-    p.add_argument("--samples-file", default=None, metavar="PATH",
-                   help="scale: a ReturnSamples .npz of the same instance to use instead of sampling")
-    p.add_argument("--baseline-samples", type=int, default=500, metavar="N",
-                   help="sampler: policies solved one at a time for the baseline (default: 500)")
-    p.add_argument("--repeats", type=int, default=3, metavar="N",
-                   help="sampler: repetitions, best and median reported (default: 3)")
-    p.add_argument("--methods", nargs="+", choices=["dense", "krylov", "sparse"], default=["dense", "krylov", "sparse"],
-                   help="sampler: occupancy solvers to time (default: all three)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes (default: the usable cores, at most 4; growth: 1)")
+    p.add_argument(
+        "--agents", type=int, default=10, metavar="N", help="agents in experiment b (rules, scale; default: 10)"
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
+        "scale 20000, volume 4000)",
+    )
+    p.add_argument(
+        "--samples-file",
+        default=None,
+        metavar="PATH",
+        help="scale: a ReturnSamples .npz of the same instance to use instead of sampling",
+    )
+    p.add_argument(
+        "--baseline-samples",
+        type=int,
+        default=500,
+        metavar="N",
+        help="sampler: policies solved one at a time for the baseline (default: 500)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        metavar="N",
+        help="sampler: repetitions, best and median reported (default: 3)",
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["dense", "krylov", "sparse"],
+        default=["dense", "krylov", "sparse"],
+        help="sampler: occupancy solvers to time (default: all three)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: the usable cores, at most 4; growth: 1)",
+    )
     p.set_defaults(run=_bench)
 
     p = _subcommand(
-        sub, "show", "print a saved result's table",
+        sub,
+        "show",
+        "print a saved result's table",
         "Print a saved result: its rule, Gini index and quantile reached, its fairness report and every agent's "
         "return, normalised return and rank.",
-        "  policyagg show results/attention-a/seed0/max-quantile")
+        "  policyagg show results/attention-a/seed0/max-quantile",
+    )
     p.add_argument("path", help="result path without suffix (the .json and .npz next to each other)")
     p.set_defaults(run=_show)
     return parser

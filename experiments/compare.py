@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from policyagg import solvers
 from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
+from policyagg.errors import InvalidProblemError
 from policyagg.experiments.config import CONFIGS, load_config
 from policyagg.experiments.tables import display_label
-from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.sampling import sample_policy_returns
@@ -31,8 +31,16 @@ def paper_rules():
     return load_config(CONFIGS / "attention-a.toml").rules
 
 
-def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n_agents: int = 10, seed: int = 0,
-                      gamma: float = 1.0, **model_options) -> Problem:
+def attention_problem(
+    experiment: str,
+    *,
+    n_sites: int = 5,
+    n_phases: int = 3,
+    n_agents: int = 10,
+    seed: int = 0,
+    gamma: float = 1.0,
+    **model_options,
+) -> Problem:
     """The attention MDP (average reward by default) with experiment ``a`` or ``b``'s agents;
     the escalation probabilities and the agents are drawn from ``seed``. ``model_options``
     go to :class:`AttentionModel` (``attention_cost``, ``penalty``, ``escalation``)."""
@@ -43,20 +51,32 @@ def attention_problem(experiment: str, *, n_sites: int = 5, n_phases: int = 3, n
     elif experiment == "b":
         weights = random_site_subsets(n_agents, n_sites, rng)
     else:
-        raise InvalidProblemError(f"`experiment` must be 'a' (one agent per site) or 'b' (random subsets); got {experiment!r}")
+        raise InvalidProblemError(
+            f"`experiment` must be 'a' (one agent per site) or 'b' (random subsets); got {experiment!r}"
+        )
     names = [f"site{j}" for j in range(n_sites)] if experiment == "a" else None
     return Problem(model.mdp(gamma=gamma), model.rewards(weights), names=names)
 
 
-def compare(problem: Problem, *, n_samples: int, seed: int = 0, variants=None, backend: str = "highs",
-            out: Path | None = None, progress: bool | None = None, name: str = "compare") -> dict[str, Result]:
+def compare(
+    problem: Problem,
+    *,
+    n_samples: int,
+    seed: int = 0,
+    variants=None,
+    backend: str = "highs",
+    out: Path | None = None,
+    progress: bool | None = None,
+    name: str = "compare",
+) -> dict[str, Result]:
     """Run every rule row (``RuleRow``s; default :func:`paper_rules`) on ``problem`` with one
     shared sample set; save results under ``out``. ``progress``: ``False`` hides the sampling
     and rule progress bars (labelled with ``name`` and the seed)."""
     variants = paper_rules() if variants is None else variants
     problem = solvers.with_ranges(problem, backend=backend)
-    samples = sample_policy_returns(problem, n_samples, rng=seed,
-                                    progress=False if progress is False else f"{name} seed {seed}: policy samples")
+    samples = sample_policy_returns(
+        problem, n_samples, rng=seed, progress=False if progress is False else f"{name} seed {seed}: policy samples"
+    )
     results = {}
     for variant in tqdm(variants, desc=f"{name} seed {seed}: rules", unit="rule", disable=progress is False):
         result = solvers.get_rule(variant.rule)(problem, samples, backend=backend, **variant.options)
@@ -81,9 +101,15 @@ def fairness_table(results: dict[str, Result]) -> str:
     ]
     for label, r in results.items():
         report = r.report
-        cells = [f"{r.gini:.4f}", f"{r.normalized.min():.4f}", f"{r.normalized.mean():.4f}",
-                 _cell(report.get("min_rank")), _cell(report.get("borda")), _cell(report.get("pvc_epsilon")),
-                 "yes" if report.get("pareto_optimal") else "no"]
+        cells = [
+            f"{r.gini:.4f}",
+            f"{r.normalized.min():.4f}",
+            f"{r.normalized.mean():.4f}",
+            _cell(report.get("min_rank")),
+            _cell(report.get("borda")),
+            _cell(report.get("pvc_epsilon")),
+            "yes" if report.get("pareto_optimal") else "no",
+        ]
         lines.append(f"| {display_label(label, r.options)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

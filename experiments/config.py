@@ -79,8 +79,9 @@ class ExperimentConfig:
     rules: tuple[RuleRow, ...]
     measure_options: dict = field(default_factory=dict)
 
-    def with_overrides(self, *, samples: int | None = None, seeds=None, output=None,
-                       measure: str | None = None) -> "ExperimentConfig":
+    def with_overrides(
+        self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
+    ) -> ExperimentConfig:
         """A copy with the number of samples, the seeds, the output folder or the measure
         replaced (a new measure drops the old one's options)."""
         from dataclasses import replace
@@ -129,13 +130,17 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         raise InvalidConfigError(f"{source}: `environment.gamma` must be a number in (0, 1]; got {gamma!r}")
     on_termination = env.get("on_termination", "absorb")
     if on_termination not in ("absorb", "reset"):
-        raise InvalidConfigError(f"{source}: `environment.on_termination` must be 'absorb' or 'reset'; got {on_termination!r}")
+        raise InvalidConfigError(
+            f"{source}: `environment.on_termination` must be 'absorb' or 'reset'; got {on_termination!r}"
+        )
 
     population = _string(agents.get("population"), "agents.population", source)
     allowed = ATTENTION_POPULATIONS if env_id == "attention" else ("env",)
     if population not in allowed:
-        raise InvalidConfigError(f"{source}: `agents.population` must be one of {', '.join(allowed)} for "
-                                 f"environment {env_id!r}; got {population!r}")
+        raise InvalidConfigError(
+            f"{source}: `agents.population` must be one of {', '.join(allowed)} for "
+            f"environment {env_id!r}; got {population!r}"
+        )
     n_agents = agents.get("n_agents")
     if population == "random_subsets":
         n_agents = _positive_int(n_agents, "agents.n_agents", source)
@@ -152,8 +157,10 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     allowed = measure_options(measure_name)
     unknown = sorted(set(sampler_options) - set(allowed))
     if unknown:
-        raise InvalidConfigError(f"{source}: unknown key `measure.options.{unknown[0]}` for measure {measure_name!r}; "
-                                 f"its options are: {', '.join(allowed)}")
+        raise InvalidConfigError(
+            f"{source}: unknown key `measure.options.{unknown[0]}` for measure {measure_name!r}; "
+            f"its options are: {', '.join(allowed)}"
+        )
 
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
@@ -168,7 +175,9 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         _known(rule, {"label", "rule", "options"}, f"{where}.", source)
         rule_name = _string(rule.get("rule"), f"{where}.rule", source)
         if rule_name not in RULES:
-            raise InvalidConfigError(f"{source}: `{where}.rule` = {rule_name!r} is not a rule; choose one of {', '.join(sorted(RULES))}")
+            raise InvalidConfigError(
+                f"{source}: `{where}.rule` = {rule_name!r} is not a rule; choose one of {', '.join(sorted(RULES))}"
+            )
         options = rule.get("options", {})
         if not isinstance(options, dict):
             raise InvalidConfigError(f"{source}: `{where}.options` must be a table")
@@ -182,9 +191,18 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         raise InvalidConfigError(f"{source}: rule labels must be distinct; got {labels}")
 
     return ExperimentConfig(
-        name=name, output=Path(data.get("output", f"results/{name}")), seeds=_seeds(data.get("seeds", [0]), source),
-        env_id=env_id, env_kwargs=dict(kwargs), gamma=float(gamma), on_termination=on_termination,
-        population=population, n_agents=n_agents, measure=measure_name, samples=samples, rules=tuple(specs),
+        name=name,
+        output=Path(data.get("output", f"results/{name}")),
+        seeds=_seeds(data.get("seeds", [0]), source),
+        env_id=env_id,
+        env_kwargs=dict(kwargs),
+        gamma=float(gamma),
+        on_termination=on_termination,
+        population=population,
+        n_agents=n_agents,
+        measure=measure_name,
+        samples=samples,
+        rules=tuple(specs),
         measure_options=dict(sampler_options),
     )
 
@@ -192,8 +210,10 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
 def _known(table: dict, keys: set, prefix: str, source: str) -> None:
     unknown = sorted(set(table) - keys)
     if unknown:
-        raise InvalidConfigError(f"{source}: unknown key `{prefix}{unknown[0]}`; the keys here are: "
-                                 + ", ".join(f"`{prefix}{k}`" for k in sorted(keys)))
+        raise InvalidConfigError(
+            f"{source}: unknown key `{prefix}{unknown[0]}`; the keys here are: "
+            + ", ".join(f"`{prefix}{k}`" for k in sorted(keys))
+        )
 
 
 def _table(data: dict, key: str, source: str, required: bool) -> dict:
@@ -218,7 +238,11 @@ def _positive_int(value, key: str, source: str = "config") -> int:
 
 
 def _seeds(value, source: str = "config") -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not value or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or not value
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value)
+    ):
         raise InvalidConfigError(f"{source}: `seeds` must be a non-empty array of non-negative integers; got {value!r}")
     if len(set(value)) != len(value):
         raise InvalidConfigError(f"{source}: `seeds` must be distinct; got {value!r}")

@@ -30,9 +30,17 @@ WINDOW = 0.06
 TOP_RANK = 0.99
 
 
-def compare_measures(name: str = "attention-a", *, measures=MEASURES, samples: int | None = None, seeds=None,
-                     out="results", workers: int | None = None, progress: bool | None = None,
-                     overwrite: bool = False) -> dict:
+def compare_measures(
+    name: str = "attention-a",
+    *,
+    measures=MEASURES,
+    samples: int | None = None,
+    seeds=None,
+    out="results",
+    workers: int | None = None,
+    progress: bool | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Run configuration ``name`` (a shipped config name or a TOML path) under each measure;
     return the per-measure figures and write the Markdown comparison next to the runs.
     ``overwrite``: replace runs of another configuration in the folders (see ``run_config``)."""
@@ -41,8 +49,9 @@ def compare_measures(name: str = "attention-a", *, measures=MEASURES, samples: i
     out = Path(out)
     figures = {}
     for measure in measures:
-        config = base.with_overrides(measure=measure, samples=samples, seeds=seeds,
-                                     output=out / f"{base.name}-{measure}")
+        config = base.with_overrides(
+            measure=measure, samples=samples, seeds=seeds, output=out / f"{base.name}-{measure}"
+        )
         run = run_config(config, workers=workers, progress=progress, overwrite=overwrite)
         figures[measure] = measure_figures(config, run)
     text = comparison_markdown(base.name, figures)
@@ -61,7 +70,8 @@ def measure_figures(config, run) -> dict:
     at_top = [np.mean([r.report.get("min_rank", 0.0) >= TOP_RANK for r in s.results.values()]) for s in run.seeds]
     info = run.seeds[0].samples.info
     return {
-        "samples": config.samples, "seeds": len(config.seeds),
+        "samples": config.samples,
+        "seeds": len(config.seeds),
         "labels": {label: display_label(label, row["options"]) for label, row in summary.items()},
         "gini": {label: row["gini"] for label, row in summary.items()},
         "quantile": {label: row["quantile"] for label, row in summary.items()},
@@ -99,11 +109,18 @@ def comparison_markdown(name: str, figures: dict) -> str:
     first = figures[measures[0]]
     seeds = first["seeds"]
     spread = "mean ± s.e. over seeds" if seeds > 1 else "one seed: no standard error"
-    lines = [f"{name}: the rules under each reference measure ({seeds} seed(s), "
-             + ", ".join(f"{m}: {f['samples']} samples" for m, f in figures.items()) + f"); {spread}", "",
-             "| rule | " + " | ".join(f"Gini ({m})" for m in measures) + " | "
-             + " | ".join(f"quantile ({m})" for m in measures) + " |",
-             "| --- |" + " ---: |" * (2 * len(measures))]
+    lines = [
+        f"{name}: the rules under each reference measure ({seeds} seed(s), "
+        + ", ".join(f"{m}: {f['samples']} samples" for m, f in figures.items())
+        + f"); {spread}",
+        "",
+        "| rule | "
+        + " | ".join(f"Gini ({m})" for m in measures)
+        + " | "
+        + " | ".join(f"quantile ({m})" for m in measures)
+        + " |",
+        "| --- |" + " ---: |" * (2 * len(measures)),
+    ]
     for key in keys:
         cells = [_pm(*figures[m]["gini"][key], seeds) for m in measures]
         cells += [f"{figures[m]['quantile'][key][0]:.3f}" for m in measures]
@@ -112,13 +129,19 @@ def comparison_markdown(name: str, figures: dict) -> str:
     for m in measures:
         lines.append(f"* {m}: " + rank_order({shown.get(k, k): figures[m]["gini"][k][0] for k in keys}))
     for m in measures[1:]:
-        rho = stats.spearmanr([figures[measures[0]]["gini"][k][0] for k in keys],
-                              [figures[m]["gini"][k][0] for k in keys]).statistic
+        rho = stats.spearmanr(
+            [figures[measures[0]]["gini"][k][0] for k in keys], [figures[m]["gini"][k][0] for k in keys]
+        ).statistic
         lines.append(f"* Spearman correlation of the Gini values, {measures[0]} vs {m}: {rho:.2f}")
-    lines += ["", f"Concentration: the median agent's share of sampled returns in the densest window of "
-              f"{WINDOW:.0%} of its LP range, and the share of rules whose result has rank >= {TOP_RANK} "
-              "for every agent.", "", "| measure | window mass | rules at rank ~ 1 | min ESS | max R-hat |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        f"Concentration: the median agent's share of sampled returns in the densest window of "
+        f"{WINDOW:.0%} of its LP range, and the share of rules whose result has rank >= {TOP_RANK} "
+        "for every agent.",
+        "",
+        "| measure | window mass | rules at rank ~ 1 | min ESS | max R-hat |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for m, f in figures.items():
         ess = "" if f["ess"] is None else f"{f['ess']:.0f}"
         rhat = "" if f["rhat"] is None else f"{f['rhat']:.3f}"

@@ -51,8 +51,20 @@ TOL = 1e-9
 MAX_CDF_POINTS = 2000
 #: One colour and one marker per rule (tab10 with black for its grey, which reads as the curve,
 #: plus two more): every pair is distinct for up to 144 rules, colours alone for 12.
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#000000",
-          "#bcbd22", "#17becf", "#000080", "#b8860b")
+COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#000000",
+    "#bcbd22",
+    "#17becf",
+    "#000080",
+    "#b8860b",
+)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 MARKER_SIZE = {"*": 9.0, "P": 7.0, "X": 7.0, "h": 7.0, "p": 7.0}
 
@@ -69,8 +81,14 @@ MAX_WIDTH = 9.0
 ERROR_LABEL = "s.e. over seeds"
 
 
-def bar_chart(normalized: dict[str, np.ndarray], path, *, title: str = "",
-              errors: dict[str, np.ndarray] | None = None, error_label: str = ERROR_LABEL) -> list[Path]:
+def bar_chart(
+    normalized: dict[str, np.ndarray],
+    path,
+    *,
+    title: str = "",
+    errors: dict[str, np.ndarray] | None = None,
+    error_label: str = ERROR_LABEL,
+) -> list[Path]:
     """The paper's figure: every rule's agents' normalised returns, sorted ascending.
 
     Parameters
@@ -128,7 +146,12 @@ def _bar_figure(normalized, *, title: str = "", errors=None, error_label: str = 
             for k in range(n_agents):  # the k-th worst-off agent of every rule
                 x = centers - group / 2 + (k + 0.5) * bar
                 ax.bar(
-                    x, values[chunk, k], width=bar, color=colors[k], edgecolor="white", linewidth=0.4,
+                    x,
+                    values[chunk, k],
+                    width=bar,
+                    color=colors[k],
+                    edgecolor="white",
+                    linewidth=0.4,
                     yerr=None if errs is None else errs[chunk, k],
                     error_kw={"elinewidth": 0.7, "capsize": 1.5 if n_agents <= 6 else 0.8, "ecolor": "0.2"},
                     label=f"_agent{k}",
@@ -148,10 +171,21 @@ def _bar_figure(normalized, *, title: str = "", errors=None, error_label: str = 
         caption = "bars: each rule's agents' normalised returns, sorted ascending"
         handles = []
         if errs is not None:
-            handles.append(Line2D([], [], color="0.2", marker="|", markersize=9, markeredgewidth=0.9,
-                                  linestyle="none", label=f"error bars: {error_label}"))
-        fig.legend(handles=handles, loc="outside lower center",
-                   frameon=False, fontsize=8, title=caption, title_fontsize=8)
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="0.2",
+                    marker="|",
+                    markersize=9,
+                    markeredgewidth=0.9,
+                    linestyle="none",
+                    label=f"error bars: {error_label}",
+                )
+            )
+        fig.legend(
+            handles=handles, loc="outside lower center", frameon=False, fontsize=8, title=caption, title_fontsize=8
+        )
         if title:
             fig.suptitle(title)
     return fig
@@ -159,7 +193,9 @@ def _bar_figure(normalized, *, title: str = "", errors=None, error_label: str = 
 
 def _check_bars(normalized, errors):
     if not isinstance(normalized, dict) or not normalized:
-        raise InvalidProblemError("`normalized` must be a non-empty dict {rule label: array (n,)}; got an empty or non-dict value")
+        raise InvalidProblemError(
+            "`normalized` must be a non-empty dict {rule label: array (n,)}; got an empty or non-dict value"
+        )
     labels = [str(label) for label in normalized]
     rows = [_vector(normalized[label], f"normalized[{label!r}]") for label in normalized]
     n = rows[0].shape[0]
@@ -167,15 +203,18 @@ def _check_bars(normalized, errors):
         if row.shape != (n,):
             raise InvalidProblemError(
                 f"normalized[{label!r}] has shape {row.shape} but the first rule's has ({n},); "
-                "give every rule the same agents")
+                "give every rule the same agents"
+            )
         if row.min() < -TOL or row.max() > 1 + TOL:
             raise InvalidProblemError(
                 f"normalized[{label!r}] has values outside [0, 1] (min {row.min():.6g}, max {row.max():.6g}); "
-                "pass normalised returns (Result.normalized), not raw returns")
+                "pass normalised returns (Result.normalized), not raw returns"
+            )
         if np.any(np.diff(row) < -TOL):
             raise InvalidProblemError(
                 f"normalized[{label!r}] is not sorted ascending; sort each seed's normalised returns "
-                "(np.sort) before averaging, and sort the standard errors with them")
+                "(np.sort) before averaging, and sort the standard errors with them"
+            )
     values = np.clip(np.vstack(rows), 0.0, 1.0)
     if errors is None:
         return labels, values, None
@@ -184,7 +223,8 @@ def _check_bars(normalized, errors):
         extra = sorted(map(str, set(errors or {}) - set(normalized)))
         raise InvalidProblemError(
             f"`errors` must have the same rule labels as `normalized` (missing {missing}, extra {extra}); "
-            "or pass errors=None")
+            "or pass errors=None"
+        )
     errs = []
     for label in normalized:
         err = _vector(errors[label], f"errors[{label!r}]")
@@ -197,8 +237,15 @@ def _check_bars(normalized, errors):
 
 
 # ---------------------------------------------------------------------------- CDF figure
-def cdf_figure(samples_values: np.ndarray, returns: dict[str, np.ndarray], path, *, names=None,
-               title: str = "", headline: str | None = None) -> list[Path]:
+def cdf_figure(
+    samples_values: np.ndarray,
+    returns: dict[str, np.ndarray],
+    path,
+    *,
+    names=None,
+    title: str = "",
+    headline: str | None = None,
+) -> list[Path]:
     """One subplot per agent: the empirical CDF of its sampled returns and every rule's rank.
 
     Parameters
@@ -238,8 +285,9 @@ MARKER_WIDTH = 6.0
 RING_RADIUS = 7.0
 
 
-def ring_offsets(points: np.ndarray, priority: list[int], *, width: float = MARKER_WIDTH,
-                 inward: np.ndarray | None = None) -> np.ndarray:
+def ring_offsets(
+    points: np.ndarray, priority: list[int], *, width: float = MARKER_WIDTH, inward: np.ndarray | None = None
+) -> np.ndarray:
     """Offsets (points) that keep every marker visible: ``points`` (m, 2) are marker centres on
     the page, in points; ``priority`` lists the markers, most important first.
 
@@ -283,7 +331,9 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headlin
     if headline is None:
         headline = labels[0]
     elif headline not in labels:
-        raise InvalidProblemError(f"`headline` = {headline!r} is not one of the rules in `returns` ({', '.join(labels)})")
+        raise InvalidProblemError(
+            f"`headline` = {headline!r} is not one of the rules in `returns` ({', '.join(labels)})"
+        )
     top = labels.index(headline)
     priority = [top] + [r for r in range(len(labels)) if r != top]
     ranks = samples.cdf(J)  # (rules, n)
@@ -307,17 +357,27 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headlin
             hi = max(xs[-1], J[:, i].max())
             pad = 0.03 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
             lo, hi = lo - pad, hi + pad
-            ax.step(np.r_[lo, xs, hi], np.r_[0.0, ys, 1.0], where="post", color="0.35", linewidth=1.0,
-                    label="_ecdf")
+            ax.step(np.r_[lo, xs, hi], np.r_[0.0, ys, 1.0], where="post", color="0.35", linewidth=1.0, label="_ecdf")
             fractions = np.column_stack([(J[:, i] - lo) / (hi - lo), (ranks[:, i] + 0.03) / 1.06])
             offsets = ring_offsets(fractions * axes_points, priority, inward=0.5 * axes_points)
             for r, label in enumerate(labels):
                 color, marker = styles[r]
                 shift = transforms.ScaledTranslation(offsets[r, 0] / 72, offsets[r, 1] / 72, fig.dpi_scale_trans)
-                ax.plot([J[r, i]], [ranks[r, i]], linestyle="none", marker=marker, markersize=MARKER_SIZE.get(marker, 6.0),
-                        markerfacecolor=color, markeredgecolor="white", markeredgewidth=0.6,
-                        alpha=0.9, label=label, transform=ax.transData + shift, clip_on=False,
-                        zorder=3.0 + (len(labels) - priority.index(r)) / len(labels))
+                ax.plot(
+                    [J[r, i]],
+                    [ranks[r, i]],
+                    linestyle="none",
+                    marker=marker,
+                    markersize=MARKER_SIZE.get(marker, 6.0),
+                    markerfacecolor=color,
+                    markeredgecolor="white",
+                    markeredgewidth=0.6,
+                    alpha=0.9,
+                    label=label,
+                    transform=ax.transData + shift,
+                    clip_on=False,
+                    zorder=3.0 + (len(labels) - priority.index(r)) / len(labels),
+                )
             ax.set_xlim(lo, hi)
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(names[i])
@@ -327,12 +387,29 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headlin
                 ax.set_ylabel("F(J) (rank)")
             if i + ncols >= n:
                 ax.set_xlabel("return J")
-        handles = [Line2D([], [], linestyle="none", marker=m, markersize=MARKER_SIZE.get(m, 6.0), markerfacecolor=c,
-                          markeredgecolor="white", markeredgewidth=0.6, label=label)
-                   for label, (c, m) in zip(labels, styles)]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(labels), 4),
-                   frameon=False, fontsize=8, title="markers: each rule's (J, F(J)); overlapping markers are moved apart on rings "
-                   "around their point", title_fontsize=8)
+        handles = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=m,
+                markersize=MARKER_SIZE.get(m, 6.0),
+                markerfacecolor=c,
+                markeredgecolor="white",
+                markeredgewidth=0.6,
+                label=label,
+            )
+            for label, (c, m) in zip(labels, styles)
+        ]
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=min(len(labels), 4),
+            frameon=False,
+            fontsize=8,
+            title="markers: each rule's (J, F(J)); overlapping markers are moved apart on rings around their point",
+            title_fontsize=8,
+        )
         if title:
             fig.suptitle(title)
     return fig
@@ -347,7 +424,7 @@ def _ecdf_points(sorted_row: np.ndarray, max_points: int = MAX_CDF_POINTS):
     points and below it by less than ``1/M + 1/N`` in between; ``k = N`` (level 1) is always kept.
     """
     N = sorted_row.shape[0]
-    if N <= max_points:
+    if max_points >= N:
         k = np.arange(1, N + 1)
     else:
         k = np.unique(np.ceil(np.arange(1, max_points + 1) * N / max_points - 1e-9).astype(np.int64))
@@ -359,19 +436,24 @@ def _check_cdf(samples_values, returns, names):
     values = samples_values.values if isinstance(samples_values, ReturnSamples) else samples_values
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
-        raise InvalidProblemError(f"`samples_values` must be a non-empty (N, n) array of sampled returns; got shape {values.shape}")
+        raise InvalidProblemError(
+            f"`samples_values` must be a non-empty (N, n) array of sampled returns; got shape {values.shape}"
+        )
     if not np.all(np.isfinite(values)):
         raise InvalidProblemError("`samples_values` has non-finite returns; drop or resample them")
     n = values.shape[1]
     if not isinstance(returns, dict) or not returns:
-        raise InvalidProblemError("`returns` must be a non-empty dict {rule label: array (n,)}; got an empty or non-dict value")
+        raise InvalidProblemError(
+            "`returns` must be a non-empty dict {rule label: array (n,)}; got an empty or non-dict value"
+        )
     rows = []
     for label in returns:
         row = _vector(returns[label], f"returns[{label!r}]")
         if row.shape != (n,):
             raise InvalidProblemError(
                 f"returns[{label!r}] has shape {row.shape} but the samples have n = {n} agents; "
-                "pass Result.returns of a problem with the samples' agents")
+                "pass Result.returns of a problem with the samples' agents"
+            )
         rows.append(row)
     if names is None:
         names = [f"agent {i}" for i in range(n)]
@@ -393,8 +475,13 @@ def plot_returns(table, path, *, title: str | None = None) -> list[Path]:
     standard error over seeds when the table has two seeds or more (none for one seed)."""
     normalized = {row.label: row.bars_mean for row in table.rows}
     errors = {row.label: row.bars_se for row in table.rows} if table.has_errors else None
-    return bar_chart(normalized, path, title=f"{table.name} ({table.n_seeds} seed(s))" if title is None else title,
-                     errors=errors, error_label=f"s.e. over {table.n_seeds} seeds")
+    return bar_chart(
+        normalized,
+        path,
+        title=f"{table.name} ({table.n_seeds} seed(s))" if title is None else title,
+        errors=errors,
+        error_label=f"s.e. over {table.n_seeds} seeds",
+    )
 
 
 def plot_fairness(table, path, *, columns=FAIRNESS_COLUMNS, title: str | None = None) -> list[Path]:
@@ -427,15 +514,24 @@ def _fairness_figure(table, *, columns=FAIRNESS_COLUMNS, title: str | None = Non
         for ax, column in zip(axes, columns):
             mean = np.array([row.figures[column][0] for row in table.rows])
             se = np.array([row.figures[column][1] for row in table.rows]) if table.has_errors else None
-            ax.barh(y, np.nan_to_num(mean), height=0.7, color=COLORS[0], xerr=se,
-                    error_kw={"elinewidth": 0.8, "capsize": 2.0, "ecolor": "0.2"})
+            ax.barh(
+                y,
+                np.nan_to_num(mean),
+                height=0.7,
+                color=COLORS[0],
+                xerr=se,
+                error_kw={"elinewidth": 0.8, "capsize": 2.0, "ecolor": "0.2"},
+            )
             ax.set_title(titles[column])
             ax.xaxis.grid(True, linewidth=0.5, alpha=0.5)
             ax.set_axisbelow(True)
         axes[0].set_yticks(y, labels)
         axes[0].invert_yaxis()  # first rule on top, as in the Markdown table
-        caption = (f"mean over {table.n_seeds} seeds; error bars: s.e. over seeds" if table.has_errors
-                   else "one seed: no error bars")
+        caption = (
+            f"mean over {table.n_seeds} seeds; error bars: s.e. over seeds"
+            if table.has_errors
+            else "one seed: no error bars"
+        )
         fig.supxlabel(caption, fontsize=8)
         fig.suptitle(f"{table.name}: fairness per rule" if title is None else title)
     return fig
@@ -448,7 +544,9 @@ def _vector(value, what: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise InvalidProblemError(f"{what} must be an array of numbers ({exc})") from None
     if array.ndim != 1 or array.size == 0:
-        raise InvalidProblemError(f"{what} must be a non-empty 1-D array (one value per agent); got shape {array.shape}")
+        raise InvalidProblemError(
+            f"{what} must be a non-empty 1-D array (one value per agent); got shape {array.shape}"
+        )
     if not np.all(np.isfinite(array)):
         raise InvalidProblemError(f"{what} has non-finite values")
     return array
@@ -471,5 +569,7 @@ def _save(fig: Figure, path) -> list[Path]:
     """Render ``fig`` to PNG and SVG bytes, then write ``<path>.png`` and ``<path>.svg`` atomically."""
     png, svg = _render(fig)  # both rendered before anything is written
     stem = _stem(path)
-    return [atomic_write_bytes(stem.parent / f"{stem.name}.png", png),
-            atomic_write_bytes(stem.parent / f"{stem.name}.svg", svg)]
+    return [
+        atomic_write_bytes(stem.parent / f"{stem.name}.png", png),
+        atomic_write_bytes(stem.parent / f"{stem.name}.svg", svg),
+    ]

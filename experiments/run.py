@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 
 from policyagg import solvers
 from policyagg.envs.tabular import from_gymnasium, make_env
+from policyagg.errors import PolicyAggError
 from policyagg.experiments.compare import attention_problem, slug
 from policyagg.experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
 from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
 from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
-from policyagg.errors import PolicyAggError
 from policyagg.io import atomic_write_bytes, atomic_write_json
 from policyagg.measures import sample_returns
 from policyagg.parallel import check_workers, run_tasks
@@ -64,17 +64,29 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
     """The problem of one seed, with return ranges attached."""
     if config.env_id == "attention":
         experiment = "a" if config.population == "one_per_site" else "b"
-        problem = attention_problem(experiment, n_agents=config.n_agents or 10, seed=seed, gamma=config.gamma,
-                                    **config.env_kwargs)
+        problem = attention_problem(
+            experiment, n_agents=config.n_agents or 10, seed=seed, gamma=config.gamma, **config.env_kwargs
+        )
     else:
-        model = from_gymnasium(make_env(config.env_id, **config.env_kwargs), gamma=config.gamma,
-                               on_termination=config.on_termination, rng=seed)
+        model = from_gymnasium(
+            make_env(config.env_id, **config.env_kwargs),
+            gamma=config.gamma,
+            on_termination=config.on_termination,
+            rng=seed,
+        )
         problem = model.problem()
     return solvers.with_ranges(problem)
 
 
-def run_config(config, *, progress: bool | None = None, figures: bool = True, workers: int | None = None,
-               problems: dict[int, Problem] | None = None, overwrite: bool = False) -> ExperimentRun:
+def run_config(
+    config,
+    *,
+    progress: bool | None = None,
+    figures: bool = True,
+    workers: int | None = None,
+    problems: dict[int, Problem] | None = None,
+    overwrite: bool = False,
+) -> ExperimentRun:
     """Run ``config`` (an :class:`ExperimentConfig`, a dict as parsed from TOML, or a path).
 
     Finished seeds' samples and results found in the output folder are reused (resume); a
@@ -92,8 +104,9 @@ def run_config(config, *, progress: bool | None = None, figures: bool = True, wo
     out = Path(config.output)
     _claim_output(config, out)
     problems, samples = dict(problems or {}), {}
-    seeds = tqdm(config.seeds, desc=f"{config.name} ({config.measure} measure): seeds", disable=progress is False,
-                 unit="seed")
+    seeds = tqdm(
+        config.seeds, desc=f"{config.name} ({config.measure} measure): seeds", disable=progress is False, unit="seed"
+    )
     for seed in seeds:
         if seed not in problems:
             problems[seed] = build_problem(config, seed)
@@ -109,8 +122,9 @@ def run_config(config, *, progress: bool | None = None, figures: bool = True, wo
 REWARD_FREE_MEASURES = ("policy", "volume")
 
 
-def run_configs(configs, *, progress: bool | None = None, figures: bool = True,
-                workers: int | None = None, overwrite: bool = False) -> list[ExperimentRun]:
+def run_configs(
+    configs, *, progress: bool | None = None, figures: bool = True, workers: int | None = None, overwrite: bool = False
+) -> list[ExperimentRun]:
     """Run several configurations (as :func:`run_config`). Where some of them give the same
     MDP for a seed and sample the same reward-free measure alike, the policies are sampled
     once for all of them (their agents' rewards stacked) and each keeps its own agents'
@@ -129,8 +143,10 @@ def run_configs(configs, *, progress: bool | None = None, figures: bool = True,
         runs = run_configs(staged, progress=progress, figures=figures, workers=workers)
         return [_publish(run, config) for run, config in zip(runs, configs)]
     built = _share_samples(configs, progress, workers)
-    return [run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
-            for i, c in enumerate(configs)]
+    return [
+        run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
+        for i, c in enumerate(configs)
+    ]
 
 
 def _staging_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -180,8 +196,11 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
         for i, problem in zip(indices, problems):
             built[i][seed] = problem
         paths = [Path(config.output) / f"seed{seed}" / "samples.npz" for config in members]
-        todo = [k for k, (config, problem) in enumerate(zip(members, problems))
-                if _load_samples(paths[k], config, problem) is None]
+        todo = [
+            k
+            for k, (config, problem) in enumerate(zip(members, problems))
+            if _load_samples(paths[k], config, problem) is None
+        ]
         for same in _same_mdp_groups([problems[k] for k in todo]):
             if len(same) < 2:
                 continue
@@ -190,17 +209,23 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
                 _claim_output(members[k], Path(members[k].output))
             stacked = Problem(problems[chosen[0]].mdp, np.concatenate([problems[k].rewards for k in chosen]))
             names = "+".join(members[k].name for k in chosen)
-            shared = sample_returns(stacked, n_samples, measure=measure, rng=seed, workers=workers,
-                                    progress=_label(progress, f"{names} seed {seed}: {measure} samples (shared)"),
-                                    **members[chosen[0]].measure_options)
+            shared = sample_returns(
+                stacked,
+                n_samples,
+                measure=measure,
+                rng=seed,
+                workers=workers,
+                progress=_label(progress, f"{names} seed {seed}: {measure} samples (shared)"),
+                **members[chosen[0]].measure_options,
+            )
             start = 0
             for k in chosen:
                 n = problems[k].n_agents
                 info = shared.info | {"shared_with": [members[j].name for j in chosen]}
                 for key in ("ess", "rhat"):  # per-agent diagnostics: keep this config's agents
                     if key in info:
-                        info[key] = list(info[key][start:start + n])
-                ReturnSamples(shared.values[:, start:start + n], measure, info).save(paths[k])
+                        info[key] = list(info[key][start : start + n])
+                ReturnSamples(shared.values[:, start : start + n], measure, info).save(paths[k])
                 start += n
     return built
 
@@ -212,8 +237,12 @@ def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
         for group in groups:
             other = problems[group[0]].mdp
             mdp = problem.mdp
-            if (mdp.gamma == other.gamma and mdp.P.shape == other.P.shape and np.array_equal(mdp.rho, other.rho)
-                    and (mdp.P != other.P).nnz == 0):
+            if (
+                mdp.gamma == other.gamma
+                and mdp.P.shape == other.P.shape
+                and np.array_equal(mdp.rho, other.rho)
+                and (mdp.P != other.P).nnz == 0
+            ):
                 group.append(k)
                 break
         else:
@@ -221,13 +250,20 @@ def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
     return groups
 
 
-def _seed_samples(config: ExperimentConfig, seed: int, problem: Problem, folder: Path, progress,
-                  workers: int) -> ReturnSamples:
+def _seed_samples(
+    config: ExperimentConfig, seed: int, problem: Problem, folder: Path, progress, workers: int
+) -> ReturnSamples:
     samples = _load_samples(folder / "samples.npz", config, problem)
     if samples is None:
-        samples = sample_returns(problem, config.samples, measure=config.measure, rng=seed, workers=workers,
-                                 progress=_label(progress, f"{config.name} seed {seed}: {config.measure} samples"),
-                                 **config.measure_options)
+        samples = sample_returns(
+            problem,
+            config.samples,
+            measure=config.measure,
+            rng=seed,
+            workers=workers,
+            progress=_label(progress, f"{config.name} seed {seed}: {config.measure} samples"),
+            **config.measure_options,
+        )
         samples.save(folder / "samples.npz")
     return samples
 
@@ -237,10 +273,13 @@ def _label(progress: bool | None, label: str) -> bool | str:
     return False if progress is False else label
 
 
-def _run_rules(config: ExperimentConfig, problems: dict, samples: dict, out: Path, progress,
-               workers: int) -> dict[int, dict[str, Result]]:
+def _run_rules(
+    config: ExperimentConfig, problems: dict, samples: dict, out: Path, progress, workers: int
+) -> dict[int, dict[str, Result]]:
     """Every (seed, rule) result: loaded if saved, else computed by a worker that saves it."""
-    paths = {(seed, spec.label): out / f"seed{seed}" / slug(spec.label) for seed in config.seeds for spec in config.rules}
+    paths = {
+        (seed, spec.label): out / f"seed{seed}" / slug(spec.label) for seed in config.seeds for spec in config.rules
+    }
     results = {key: _load_result(path) for key, path in paths.items()}
     todo = [(seed, spec) for seed in config.seeds for spec in config.rules if results[seed, spec.label] is None]
 
@@ -250,8 +289,12 @@ def _run_rules(config: ExperimentConfig, problems: dict, samples: dict, out: Pat
         return j
 
     seeds = sorted({seed for seed, _ in todo})
-    bar = tqdm(total=len(todo), desc=f"{config.name} ({config.measure} measure): rules on seed(s) "
-               + ",".join(map(str, seeds)), disable=progress is False or not todo, unit="rule")
+    bar = tqdm(
+        total=len(todo),
+        desc=f"{config.name} ({config.measure} measure): rules on seed(s) " + ",".join(map(str, seeds)),
+        disable=progress is False or not todo,
+        unit="rule",
+    )
     with bar:
         for _ in run_tasks(task, len(todo), workers=workers):
             bar.update()
@@ -359,8 +402,11 @@ def summary_markdown(config: ExperimentConfig, summary: dict) -> str:
 def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, figures: bool = True) -> list[Path]:
     """Write the Markdown and CSV tables, the bar data, and the figures; return the paths."""
     table = summary_table(config, summarize(runs))
-    files = [atomic_write_bytes(out / "summary.md", to_markdown(table).encode()),
-             write_csv(table, out / "summary.csv"), write_bars_csv(table, out / "bars.csv")]
+    files = [
+        atomic_write_bytes(out / "summary.md", to_markdown(table).encode()),
+        write_csv(table, out / "summary.csv"),
+        write_bars_csv(table, out / "bars.csv"),
+    ]
     if figures:
         from policyagg.experiments.plots import cdf_figure, plot_returns
 
@@ -369,6 +415,11 @@ def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, f
         labels = {row.key: row.label for row in table.rows}
         returns = {labels[key]: result.returns for key, result in first.results.items()}
         names = next(iter(first.results.values())).names
-        files += cdf_figure(first.samples.values, returns, out / f"cdf-seed{first.seed}", names=names,
-                            title=f"{config.name}, seed {first.seed}")
+        files += cdf_figure(
+            first.samples.values,
+            returns,
+            out / f"cdf-seed{first.seed}",
+            names=names,
+            title=f"{config.name}, seed {first.seed}",
+        )
     return files

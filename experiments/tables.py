@@ -26,21 +26,37 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from policyagg.io import atomic_write_bytes
 
-__all__ = ["COLUMNS", "FairnessRow", "FairnessTable", "display_label", "table_from_summary", "table_of_run",
-           "to_markdown", "to_csv", "write_csv", "bars_csv", "write_bars_csv"]
+__all__ = [
+    "COLUMNS",
+    "FairnessRow",
+    "FairnessTable",
+    "display_label",
+    "table_from_summary",
+    "table_of_run",
+    "to_markdown",
+    "to_csv",
+    "write_csv",
+    "bars_csv",
+    "write_bars_csv",
+]
 
 #: (key, title) of the table's columns, in order.
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("gini", "Gini"), ("min_normalized", "min normalised"), ("mean_normalized", "mean normalised"),
-    ("quantile", "quantile reached"), ("pvc_epsilon", "PVC eps"))
+    ("gini", "Gini"),
+    ("min_normalized", "min normalised"),
+    ("mean_normalized", "mean normalised"),
+    ("quantile", "quantile reached"),
+    ("pvc_epsilon", "PVC eps"),
+)
 
 RAW_SUFFIX = " (raw)"
 
@@ -93,15 +109,23 @@ class FairnessTable:
         return self.n_seeds > 1
 
 
-def table_from_summary(name: str, summary: Mapping[str, Mapping[str, Any]], *, n_seeds: int,
-                       n_samples: int) -> FairnessTable:
+def table_from_summary(
+    name: str, summary: Mapping[str, Mapping[str, Any]], *, n_seeds: int, n_samples: int
+) -> FairnessTable:
     """The table of a :func:`policyagg.experiments.run.summarize` dict (rows in its order)."""
     rows = []
     for key, row in summary.items():
         figures = {column: (float(row[column][0]), float(row[column][1])) for column, _ in COLUMNS}
-        rows.append(FairnessRow(label=display_label(key, row.get("options", {})), key=key, rule=str(row["rule"]),
-                                figures=figures, bars_mean=np.asarray(row["bars_mean"], dtype=float),
-                                bars_se=np.asarray(row["bars_se"], dtype=float)))
+        rows.append(
+            FairnessRow(
+                label=display_label(key, row.get("options", {})),
+                key=key,
+                rule=str(row["rule"]),
+                figures=figures,
+                bars_mean=np.asarray(row["bars_mean"], dtype=float),
+                bars_se=np.asarray(row["bars_se"], dtype=float),
+            )
+        )
     return FairnessTable(name=name, n_seeds=int(n_seeds), n_samples=int(n_samples), rows=tuple(rows))
 
 
@@ -109,8 +133,9 @@ def table_of_run(run: Any) -> FairnessTable:
     """The table of an :class:`~policyagg.experiments.run.ExperimentRun` (from ``run_config``)."""
     from policyagg.experiments.run import summarize
 
-    return table_from_summary(run.config.name, summarize(run.seeds), n_seeds=len(run.seeds),
-                              n_samples=run.config.samples)
+    return table_from_summary(
+        run.config.name, summarize(run.seeds), n_seeds=len(run.seeds), n_samples=run.config.samples
+    )
 
 
 def _cell(mean: float, se: float, with_error: bool) -> str:
@@ -120,9 +145,12 @@ def _cell(mean: float, se: float, with_error: bool) -> str:
 def to_markdown(table: FairnessTable) -> str:
     """A Markdown table: one row per rule, ``mean ± s.e.`` (only the mean with one seed)."""
     spread = "mean ± s.e. over seeds" if table.has_errors else "one seed: no standard error"
-    lines = [f"{table.name}: {table.n_seeds} seed(s), {table.n_samples} sampled policies per seed; {spread}",
-             "", "| rule | " + " | ".join(title for _, title in COLUMNS) + " |",
-             "| --- |" + " ---: |" * len(COLUMNS)]
+    lines = [
+        f"{table.name}: {table.n_seeds} seed(s), {table.n_samples} sampled policies per seed; {spread}",
+        "",
+        "| rule | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "| --- |" + " ---: |" * len(COLUMNS),
+    ]
     for row in table.rows:
         cells = [_cell(*row.figures[key], table.has_errors) for key, _ in COLUMNS]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
@@ -138,8 +166,7 @@ def _csv_text(rows: list[list[Any]]) -> str:
 def to_csv(table: FairnessTable) -> str:
     """CSV text: ``rule`` then ``<column>_mean, <column>_se`` per column (10 significant digits)."""
     header = ["rule"] + [f"{key}_{part}" for key, _ in COLUMNS for part in ("mean", "se")]
-    rows = [[row.label] + [f"{row.figures[key][i]:.10g}" for key, _ in COLUMNS for i in (0, 1)]
-            for row in table.rows]
+    rows = [[row.label] + [f"{row.figures[key][i]:.10g}" for key, _ in COLUMNS for i in (0, 1)] for row in table.rows]
     return _csv_text([header] + rows)
 
 
@@ -150,8 +177,11 @@ def write_csv(table: FairnessTable, path: str | Path) -> Path:
 
 def bars_csv(table: FairnessTable) -> str:
     """CSV text of the bar figure's data: ``rule, position, mean, se`` (position 0 = worst-off agent)."""
-    rows = [[row.label, j, f"{row.bars_mean[j]:.10g}", f"{row.bars_se[j]:.10g}"]
-            for row in table.rows for j in range(row.bars_mean.size)]
+    rows = [
+        [row.label, j, f"{row.bars_mean[j]:.10g}", f"{row.bars_se[j]:.10g}"]
+        for row in table.rows
+        for j in range(row.bars_mean.size)
+    ]
     return _csv_text([["rule", "position", "mean", "se"]] + rows)
 
 

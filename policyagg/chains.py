@@ -52,9 +52,18 @@ class ChainRuns:
         return self.values.reshape(-1, self.values.shape[2])[:n_samples]
 
 
-def run_chains(run_chain: ChainFunction, rng: np.random.Generator, n_samples: int, n_agents: int, *,
-               chains: int, workers: int, n_stats: int = 0, progress: bool | None = False,
-               desc: str = "chains") -> ChainRuns:
+def run_chains(
+    run_chain: ChainFunction,
+    rng: np.random.Generator,
+    n_samples: int,
+    n_agents: int,
+    *,
+    chains: int,
+    workers: int,
+    n_stats: int = 0,
+    progress: bool | None = False,
+    desc: str = "chains",
+) -> ChainRuns:
     """Run ``chains`` chains of ``ceil(n_samples / chains)`` draws each on ``workers`` processes,
     chain ``k`` with the ``k``-th child of ``rng.spawn``; check their mixing (:func:`mixing_report`).
 
@@ -95,6 +104,5 @@ def mixing_report(chains: np.ndarray, n_samples: int) -> tuple[dict[str, Any], s
         problems.append(f"bulk ESS down to {ess.min():.0f} (agent {int(ess.argmin())}) for {n_samples} samples")
     message = None
     if problems:
-        message = ("poor mixing: " + "; ".join(problems)
-                   + "; increase `burn_in` or `thin`, or use more `chains`")
+        message = "poor mixing: " + "; ".join(problems) + "; increase `burn_in` or `thin`, or use more `chains`"
     return {"rhat": r.tolist(), "ess": ess.tolist()}, message

@@ -86,9 +86,7 @@ def _ess(chains: NDArray[np.float64]) -> float:
     return float(total / tau)
 
 
-def _per_column(
-    function: Callable[[NDArray[np.float64]], float], draws: ArrayLike
-) -> float | NDArray[np.float64]:
+def _per_column(function: Callable[[NDArray[np.float64]], float], draws: ArrayLike) -> float | NDArray[np.float64]:
     chains = _as_chains(draws)
     if chains.ndim == 2:
         return function(chains)

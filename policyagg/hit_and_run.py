@@ -43,8 +43,9 @@ class HitAndRun:
             )
         self.rewards = problem.reward_matrix  # (n, S*A)
 
-    def run_chain(self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int, thin: int,
-                  batch: int = 256) -> dict[str, int]:
+    def run_chain(
+        self, rng: np.random.Generator, n_keep: int, out: np.ndarray, *, burn_in: int, thin: int, batch: int = 256
+    ) -> dict[str, int]:
         """``burn_in`` and ``thin`` in steps; writes ``n_keep`` returns into ``out``."""
         d = self.start.copy()
         k = self.basis.shape[1]
@@ -102,9 +103,17 @@ def hit_and_run_returns(
 
     runs = run_chains(run_chain, rng, n_samples, problem.n_agents, chains=chains, workers=workers)
     per_chain = runs.values.shape[1]
-    info = {"n_samples": n_samples, "chains": chains, **runs.diagnostics, "dimension": dim, "burn_in": burn_in,
-            "thin": thin, "steps": burn_in + per_chain * thin, "seconds": time.perf_counter() - start,
-            "gamma": problem.mdp.gamma}
+    info = {
+        "n_samples": n_samples,
+        "chains": chains,
+        **runs.diagnostics,
+        "dimension": dim,
+        "burn_in": burn_in,
+        "thin": thin,
+        "steps": burn_in + per_chain * thin,
+        "seconds": time.perf_counter() - start,
+        "gamma": problem.mdp.gamma,
+    }
     if runs.message:
         warnings.warn(f"hit-and-run samples: {runs.message}", MixingWarning, stacklevel=2)
     return ReturnSamples(runs.samples(n_samples), measure="hit-and-run", info=info)

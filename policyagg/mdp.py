@@ -37,20 +37,14 @@ def _as_transition_matrix(P, n_actions) -> sp.csr_array:
     """Return ``P`` as a CSR ``(S*A, S)`` float array; accepts dense ``(S, A, S)`` or sparse."""
     if sp.issparse(P):
         if n_actions is None:
-            raise InvalidMDPError(
-                "`n_actions` is required when `P` is sparse of shape (S*A, S)"
-            )
+            raise InvalidMDPError("`n_actions` is required when `P` is sparse of shape (S*A, S)")
         P = sp.csr_array(P, dtype=float)
         if P.ndim != 2 or P.shape[0] != P.shape[1] * n_actions:
-            raise InvalidMDPError(
-                f"sparse `P` must have shape (S*A, S) = (S*{n_actions}, S); got {P.shape}"
-            )
+            raise InvalidMDPError(f"sparse `P` must have shape (S*A, S) = (S*{n_actions}, S); got {P.shape}")
         return P
     P = np.asarray(P, dtype=float)
     if P.ndim != 3 or P.shape[0] != P.shape[2]:
-        raise InvalidMDPError(
-            f"dense `P` must have shape (S, A, S) with P[s, a, s'] = P(s'|s, a); got {P.shape}"
-        )
+        raise InvalidMDPError(f"dense `P` must have shape (S, A, S) with P[s, a, s'] = P(s'|s, a); got {P.shape}")
     if n_actions is not None and n_actions != P.shape[1]:
         raise InvalidMDPError(f"`n_actions`={n_actions} does not match dense `P` shape {P.shape}")
     S, A, _ = P.shape
@@ -273,4 +267,3 @@ class TabularMDP:
             policy[steer] = 0.0
             policy[steer, best[steer]] = 1.0
         return policy
-

@@ -31,9 +31,15 @@ from policyagg.sampling import sample_policy_returns
 MEASURES = ("policy", "volume", "optimal-mixture")
 
 
-def sample_mixture_returns(problem: Problem, n_samples: int, *, rng: np.random.Generator | int | None = None,
-                           concentration: float = 1.0, progress: bool | None = None,
-                           workers: int | None = None) -> ReturnSamples:
+def sample_mixture_returns(
+    problem: Problem,
+    n_samples: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    concentration: float = 1.0,
+    progress: bool | None = None,
+    workers: int | None = None,
+) -> ReturnSamples:
     """Returns of ``d = sum_j w_j d*_j``, ``w ~ Dirichlet(concentration * 1_n)``.
 
     ``d*_j`` is agent ``j``'s optimal occupancy over ``O`` (``problem.ranges.best``, attached by
@@ -48,8 +54,12 @@ def sample_mixture_returns(problem: Problem, n_samples: int, *, rng: np.random.G
     corners = ranges.best @ problem.reward_matrix.T  # (n optima, n agents): J(d*_j)
     rng = np.random.default_rng(rng)
     weights = rng.dirichlet(np.full(len(corners), float(concentration)), size=n_samples)
-    info = {"n_samples": int(n_samples), "concentration": float(concentration), "gamma": problem.mdp.gamma,
-            "optima": len(corners)}
+    info = {
+        "n_samples": int(n_samples),
+        "concentration": float(concentration),
+        "gamma": problem.mdp.gamma,
+        "optima": len(corners),
+    }
     return ReturnSamples(weights @ corners, measure="optimal-mixture", info=info)
 
 
@@ -68,19 +78,28 @@ def _sampler(measure: str) -> Callable[..., ReturnSamples]:
 def measure_options(measure: str) -> tuple[str, ...]:
     """The keyword options ``measure``'s sampler accepts (besides ``rng``, ``workers``, ``progress``)."""
     params = inspect.signature(_sampler(measure)).parameters
-    return tuple(name for name, p in params.items()
-                 if p.kind is p.KEYWORD_ONLY and name not in ("rng", "workers", "progress"))
+    return tuple(
+        name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name not in ("rng", "workers", "progress")
+    )
 
 
-def sample_returns(problem: Problem, n_samples: int, *, measure: str = "policy",
-                   rng: np.random.Generator | int | None = None, workers: int | None = None,
-                   progress: bool | None = None, **options: Any) -> ReturnSamples:
+def sample_returns(
+    problem: Problem,
+    n_samples: int,
+    *,
+    measure: str = "policy",
+    rng: np.random.Generator | int | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    **options: Any,
+) -> ReturnSamples:
     """``n_samples`` sampled returns ``(N, n)`` of ``problem`` under ``measure`` (see the module
     docstring); ``options`` go to that measure's sampler. Same seed, same numbers."""
     sampler = _sampler(measure)
     allowed = measure_options(measure)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise InvalidProblemError(f"measure {measure!r} has no option {unknown[0]!r}; its options are: "
-                                  + (", ".join(allowed) or "none"))
+        raise InvalidProblemError(
+            f"measure {measure!r} has no option {unknown[0]!r}; its options are: " + (", ".join(allowed) or "none")
+        )
     return sampler(problem, n_samples, rng=rng, workers=workers, progress=progress, **options)

@@ -77,8 +77,9 @@ def _run(index: int) -> int:
         return _task(index)
 
 
-def run_tasks(task: Callable[[int], int], n_tasks: int, *, workers: int | None = None,
-              kind: str = "auto") -> Iterator[int]:
+def run_tasks(
+    task: Callable[[int], int], n_tasks: int, *, workers: int | None = None, kind: str = "auto"
+) -> Iterator[int]:
     """Run ``task(j)`` for ``j in range(n_tasks)``; yield each task's (small int) return value
     as it completes, e.g. for a progress bar.
 
@@ -98,16 +99,18 @@ def run_tasks(task: Callable[[int], int], n_tasks: int, *, workers: int | None =
     if kind == "auto":
         kind = "process" if processes_available() else "thread"
     if kind == "process" and not processes_available():
-        raise InvalidProblemError("`kind='process'` needs the 'fork' start method, which this platform lacks; "
-                                  "use kind='thread'")
+        raise InvalidProblemError(
+            "`kind='process'` needs the 'fork' start method, which this platform lacks; use kind='thread'"
+        )
     if _task is not None:
         raise RuntimeError("run_tasks is not re-entrant: a parallel run is already in progress")
     _task = task
     try:
         pool: Executor
         if kind == "process":
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                       initializer=_worker_init)
+            pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+            )
         else:
             pool = ThreadPoolExecutor(workers)
         with pool:

@@ -88,8 +88,9 @@ def reachable_from(adjacency: sp.sparray, sources: np.ndarray) -> np.ndarray:
     sources = np.asarray(sources, dtype=np.int64)
     if sources.size == 0:
         return np.zeros(adjacency.shape[0], dtype=bool)
-    steps = np.asarray(csgraph.dijkstra(sp.csr_array(adjacency), directed=True, unweighted=True, indices=sources,
-                                        min_only=True))
+    steps = np.asarray(
+        csgraph.dijkstra(sp.csr_array(adjacency), directed=True, unweighted=True, indices=sources, min_only=True)
+    )
     return np.asarray(np.isfinite(steps), dtype=bool)
 
 
@@ -174,8 +175,9 @@ def distances_to(adjacency: sp.sparray, target: np.ndarray) -> np.ndarray:
     """Steps from every state to the nearest state of the boolean mask ``target`` along the
     graph (``inf`` where none is reachable): one breadth-first search on the reversed graph."""
     reversed_graph = sp.csr_array(sp.csr_array(adjacency).T)
-    return np.asarray(csgraph.dijkstra(reversed_graph, directed=True, unweighted=True, indices=np.flatnonzero(target),
-                                       min_only=True))
+    return np.asarray(
+        csgraph.dijkstra(reversed_graph, directed=True, unweighted=True, indices=np.flatnonzero(target), min_only=True)
+    )
 
 
 def closer_probability(P: sp.sparray, n_actions: int, far: np.ndarray) -> np.ndarray:
@@ -187,8 +189,9 @@ def closer_probability(P: sp.sparray, n_actions: int, far: np.ndarray) -> np.nda
     return closer.reshape(P.shape[1], n_actions)
 
 
-def steering_actions(P: sp.sparray, n_actions: int, adjacency: sp.sparray,
-                     target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def steering_actions(
+    P: sp.sparray, n_actions: int, adjacency: sp.sparray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(far, action)``: steps from every state to the boolean mask ``target`` on the graph
     ``adjacency``, and the action with the largest probability of moving strictly closer.
     Following ``action`` wherever ``far`` is finite reaches ``target`` with probability 1."""
@@ -228,9 +231,17 @@ def _solve_iteratively(op: spla.LinearOperator, b: np.ndarray, x0: np.ndarray | 
     return np.asarray(x)
 
 
-def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np.ndarray, need_mu: bool = True,
-                    direct: bool = True, start: np.ndarray | None = None,
-                    start_mu: np.ndarray | None = None) -> PolicyEvaluation:
+def evaluate_policy(
+    P_pi: sp.sparray,
+    c_pi: np.ndarray,
+    *,
+    gamma: float,
+    rho: np.ndarray,
+    need_mu: bool = True,
+    direct: bool = True,
+    start: np.ndarray | None = None,
+    start_mu: np.ndarray | None = None,
+) -> PolicyEvaluation:
     """Evaluate a policy with transition matrix ``P_pi`` (S, S) on rewards ``c_pi`` (S,).
 
     Average reward (``gamma == 1``, the policy must be unichain): the bordered system
@@ -253,8 +264,9 @@ def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np
         if avg:
             keep = np.ones(S)
             keep[0] = 0.0
-            M = sp.csc_array(M @ sp.diags_array(keep) + sp.csc_array((np.ones(S), (np.arange(S), np.zeros(S, int))),
-                                                                        shape=(S, S)))
+            M = sp.csc_array(
+                M @ sp.diags_array(keep) + sp.csc_array((np.ones(S), (np.arange(S), np.zeros(S, int))), shape=(S, S))
+            )
         try:
             with np.errstate(all="raise"):
                 lu = spla.splu(sp.csc_array(M))
@@ -264,6 +276,7 @@ def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np
     else:
         P_T = P_pi.T  # a CSC view: no conversion
         if avg:
+
             def mv(x: np.ndarray) -> np.ndarray:
                 h = x.copy()
                 g, h[0] = h[0], 0.0
@@ -274,11 +287,13 @@ def evaluate_policy(P_pi: sp.sparray, c_pi: np.ndarray, *, gamma: float, rho: np
                 out[0] = y.sum()
                 return out
         else:
+
             def mv(x: np.ndarray) -> np.ndarray:
                 return np.asarray(x - gamma * (P_pi @ x))
 
             def rmv(y: np.ndarray) -> np.ndarray:
                 return np.asarray(y - gamma * (P_T @ y))
+
         x = _solve_iteratively(spla.LinearOperator((S, S), matvec=mv, dtype=float), c_pi, start)
         if need_mu:
             mu = _solve_iteratively(spla.LinearOperator((S, S), matvec=rmv, dtype=float), rhs_mu, start_mu)
@@ -317,8 +332,7 @@ class PolicyIteration:
     a policy with several closed classes is first made unichain (:meth:`make_unichain`).
     """
 
-    def __init__(self, mdp: TabularMDP, *, direct_max_states: int = DIRECT_MAX_STATES,
-                 max_iter: int = PI_MAX_ITER):
+    def __init__(self, mdp: TabularMDP, *, direct_max_states: int = DIRECT_MAX_STATES, max_iter: int = PI_MAX_ITER):
         self.mdp = mdp
         self.S, self.A = int(mdp.n_states), int(mdp.n_actions or 0)  # n_actions is set by TabularMDP
         self.P = sp.csr_array(mdp.P)
@@ -343,9 +357,17 @@ class PolicyIteration:
 
     def evaluate(self, policy: np.ndarray, c_pi: np.ndarray, need_mu: bool = True) -> PolicyEvaluation:
         """:func:`evaluate_policy` of a deterministic policy (LU up to ``direct_max_states``)."""
-        result = evaluate_policy(self.transitions(policy), c_pi, gamma=self.gamma, rho=self.rho, need_mu=need_mu,
-                                 direct=self.S <= self.direct_max_states, start=self._start, start_mu=self._start_mu)
-        if self.S > self.direct_max_states:
+        result = evaluate_policy(
+            self.transitions(policy),
+            c_pi,
+            gamma=self.gamma,
+            rho=self.rho,
+            need_mu=need_mu,
+            direct=self.direct_max_states >= self.S,
+            start=self._start,
+            start_mu=self._start_mu,
+        )
+        if self.direct_max_states < self.S:
             self._start = result.solution
             if result.solution_mu is not None:
                 self._start_mu = result.solution_mu

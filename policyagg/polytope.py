@@ -32,7 +32,7 @@ class OccupancyPolytope:
     b_eq: NDArray[np.float64]
 
     @classmethod
-    def from_mdp(cls, mdp: TabularMDP) -> "OccupancyPolytope":
+    def from_mdp(cls, mdp: TabularMDP) -> OccupancyPolytope:
         S, SA = mdp.n_states, mdp.n_state_actions
         outflow = mdp.action_sum  # sum_a d(s', a)
         inflow = mdp.P.T  # (S, S*A): sum_{s,a} P(s'|s,a) d(s,a)
@@ -71,14 +71,21 @@ class LinearConstraints:
     labels_eq: tuple[str, ...] = ()
 
     @classmethod
-    def empty(cls, n_vars: int) -> "LinearConstraints":
+    def empty(cls, n_vars: int) -> LinearConstraints:
         zero = sp.csr_array((0, n_vars))
         return cls(zero, np.zeros(0), zero, np.zeros(0))
 
     @classmethod
-    def build(cls, n_vars: int, *, A_ub: MatrixLike | None = None, b_ub: ArrayLike | None = None,
-              A_eq: MatrixLike | None = None, b_eq: ArrayLike | None = None,
-              label: str = "user") -> "LinearConstraints":
+    def build(
+        cls,
+        n_vars: int,
+        *,
+        A_ub: MatrixLike | None = None,
+        b_ub: ArrayLike | None = None,
+        A_eq: MatrixLike | None = None,
+        b_eq: ArrayLike | None = None,
+        label: str = "user",
+    ) -> LinearConstraints:
         """Validate user matrices (dense or sparse, ``(m, S*A)``) into a constraint set."""
         blocks: dict[str, tuple[sp.csr_array, NDArray[np.float64]]] = {}
         for kind, A_in, b_in in (("ub", A_ub, b_ub), ("eq", A_eq, b_eq)):
@@ -108,11 +115,9 @@ class LinearConstraints:
     def __len__(self) -> int:
         return int(self.A_ub.shape[0] + self.A_eq.shape[0])
 
-    def __and__(self, other: "LinearConstraints") -> "LinearConstraints":
+    def __and__(self, other: LinearConstraints) -> LinearConstraints:
         if self.n_vars != other.n_vars:
-            raise InvalidProblemError(
-                f"cannot combine constraints on {self.n_vars} and {other.n_vars} variables"
-            )
+            raise InvalidProblemError(f"cannot combine constraints on {self.n_vars} and {other.n_vars} variables")
         return LinearConstraints(
             sp.vstack([self.A_ub, other.A_ub], format="csr"),
             np.concatenate([self.b_ub, other.b_ub]),
@@ -145,7 +150,9 @@ def budget(mdp: TabularMDP, cost: ArrayLike, limit: float) -> LinearConstraints:
     """Expected per-step cost at most ``limit``: ``<c, d> <= limit`` with ``cost`` of shape (S, A)."""
     cost = np.asarray(cost, dtype=float)
     if cost.shape != (mdp.n_states, mdp.n_actions):
-        raise InvalidProblemError(f"`cost` must have shape (S, A) = ({mdp.n_states}, {mdp.n_actions}); got {cost.shape}")
+        raise InvalidProblemError(
+            f"`cost` must have shape (S, A) = ({mdp.n_states}, {mdp.n_actions}); got {cost.shape}"
+        )
     return LinearConstraints.build(
         mdp.n_state_actions, A_ub=cost.reshape(1, -1), b_ub=[limit], label=f"budget(<= {limit:g})"
     )
@@ -155,7 +162,9 @@ def return_floor(mdp: TabularMDP, reward: ArrayLike, value: float) -> LinearCons
     """A guaranteed return: ``<r, d> >= value`` with ``reward`` of shape (S, A)."""
     reward = np.asarray(reward, dtype=float)
     if reward.shape != (mdp.n_states, mdp.n_actions):
-        raise InvalidProblemError(f"`reward` must have shape (S, A) = ({mdp.n_states}, {mdp.n_actions}); got {reward.shape}")
+        raise InvalidProblemError(
+            f"`reward` must have shape (S, A) = ({mdp.n_states}, {mdp.n_actions}); got {reward.shape}"
+        )
     return LinearConstraints.build(
         mdp.n_state_actions, A_ub=-reward.reshape(1, -1), b_ub=[-value], label=f"return floor(>= {value:g})"
     )

@@ -118,7 +118,7 @@ class Problem:
         returns: NDArray[np.float64] = self.reward_matrix @ np.asarray(d, dtype=float).ravel()  # numpy: @ is Any
         return returns
 
-    def with_ranges(self, ranges: ReturnRanges) -> "Problem":
+    def with_ranges(self, ranges: ReturnRanges) -> Problem:
         return replace(self, ranges=ranges)
 
     def require_ranges(self) -> ReturnRanges:

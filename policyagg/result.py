@@ -51,8 +51,11 @@ class Result:
 
     def table(self) -> str:
         """A plain-text table: a summary line, the fairness report, then one line per agent."""
-        lines = [f"rule: {self.rule}   gini: {self.gini:.4f}" + ("" if self.ranks is None else f"   min rank: {self.min_rank:.4f}")
-                 + ("" if self.status == "optimal" else f"   status: {self.status}")]
+        lines = [
+            f"rule: {self.rule}   gini: {self.gini:.4f}"
+            + ("" if self.ranks is None else f"   min rank: {self.min_rank:.4f}")
+            + ("" if self.status == "optimal" else f"   status: {self.status}")
+        ]
         if self.report:
             lines.append("   ".join(f"{key}: {_fmt(value)}" for key, value in self.report.items() if key != "min_rank"))
         header = f"{'agent':>12} {'return':>14} {'normalized':>11}" + ("" if self.ranks is None else f" {'rank':>7}")
@@ -90,7 +93,7 @@ class Result:
         return atomic_write_json(path.with_suffix(".json"), meta)
 
     @classmethod
-    def load(cls, path) -> "Result":
+    def load(cls, path) -> Result:
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
@@ -98,18 +101,34 @@ class Result:
         npz_path = path.with_suffix(".json").parent / meta["arrays"]
         payload = npz_path.read_bytes()
         if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
-            raise PolicyAggError(f"{npz_path} does not match {path.with_suffix('.json')} (checksum); save the result again")
+            raise PolicyAggError(
+                f"{npz_path} does not match {path.with_suffix('.json')} (checksum); save the result again"
+            )
         with np.load(npz_path, allow_pickle=False) as data:
-            arrays = {k: (data[k] if k in data else None) for k in ARRAYS}
+            arrays = {k: data.get(k) for k in ARRAYS}
         return cls(
-            rule=meta["rule"], names=tuple(meta["names"]), gini=meta["gini"],
-            options=meta["options"], diagnostics=meta["diagnostics"], report=meta.get("report", {}),
-            status=meta.get("status", "optimal"), **arrays,
+            rule=meta["rule"],
+            names=tuple(meta["names"]),
+            gini=meta["gini"],
+            options=meta["options"],
+            diagnostics=meta["diagnostics"],
+            report=meta.get("report", {}),
+            status=meta.get("status", "optimal"),
+            **arrays,
         )
 
 
-def make_result(problem: Problem, d, *, rule: str, samples: ReturnSamples | None = None, options=None,
-                diagnostics=None, report=None, status: str = "optimal") -> Result:
+def make_result(
+    problem: Problem,
+    d,
+    *,
+    rule: str,
+    samples: ReturnSamples | None = None,
+    options=None,
+    diagnostics=None,
+    report=None,
+    status: str = "optimal",
+) -> Result:
     """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised)."""
     mdp = problem.mdp
     d = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)

@@ -48,7 +48,9 @@ class ReturnSamples:
     def __post_init__(self) -> None:
         values = np.array(self.values, dtype=float)  # a private copy
         if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
-            raise InvalidSamplesError(f"`values` must be a non-empty (N, n) array of returns; got shape {np.shape(self.values)}")
+            raise InvalidSamplesError(
+                f"`values` must be a non-empty (N, n) array of returns; got shape {np.shape(self.values)}"
+            )
         if not np.all(np.isfinite(values)):
             k, i = np.argwhere(~np.isfinite(values))[0]
             raise InvalidSamplesError(f"`values` has a non-finite return at sample {k}, agent {i}")
@@ -69,7 +71,7 @@ class ReturnSamples:
     def n_agents(self) -> int:
         return int(self.values.shape[1])
 
-    def check_agents(self, n_agents: int) -> "ReturnSamples":
+    def check_agents(self, n_agents: int) -> ReturnSamples:
         if self.n_agents != n_agents:
             raise InvalidSamplesError(
                 f"the samples have returns for {self.n_agents} agents but the problem has {n_agents}; "
@@ -110,7 +112,7 @@ class ReturnSamples:
         return path
 
     @classmethod
-    def load(cls, path: StrPath) -> "ReturnSamples":
+    def load(cls, path: StrPath) -> ReturnSamples:
         path = Path(path).with_suffix(".npz")
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))

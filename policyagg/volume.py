@@ -57,12 +57,39 @@ from policyagg.volume_chain import (
 )
 
 __all__ = [
-    "ALPHA_FLOOR", "BURN_IN_SWEEPS", "KERNELS", "LIGHT_MIN_STATES", "LIGHT_PERIOD", "LIGHT_SHARE",
-    "LOCAL_CONCENTRATION", "LOCAL_FLOOR", "MIN_ESS_FRACTION", "PROPOSAL_WIDENING", "REFRESH_SWEEPS", "RHAT_MAX",
-    "THIN_SWEEPS", "TRIES", "UNIFORM_SHARE", "ChainSettings", "ChainState", "ChainStats", "HitAndRun",
-    "MixingWarning", "VolumeSampler", "check_kernel", "check_volume_problem", "compiled_kernel_available",
-    "fit_dirichlet", "gamma_variates", "hit_and_run_returns", "mixing_report", "mixture_log_density", "run_chain",
-    "sample_volume_returns", "visit_kernel", "visit_states",
+    "ALPHA_FLOOR",
+    "BURN_IN_SWEEPS",
+    "KERNELS",
+    "LIGHT_MIN_STATES",
+    "LIGHT_PERIOD",
+    "LIGHT_SHARE",
+    "LOCAL_CONCENTRATION",
+    "LOCAL_FLOOR",
+    "MIN_ESS_FRACTION",
+    "PROPOSAL_WIDENING",
+    "REFRESH_SWEEPS",
+    "RHAT_MAX",
+    "THIN_SWEEPS",
+    "TRIES",
+    "UNIFORM_SHARE",
+    "ChainSettings",
+    "ChainState",
+    "ChainStats",
+    "HitAndRun",
+    "MixingWarning",
+    "VolumeSampler",
+    "check_kernel",
+    "check_volume_problem",
+    "compiled_kernel_available",
+    "fit_dirichlet",
+    "gamma_variates",
+    "hit_and_run_returns",
+    "mixing_report",
+    "mixture_log_density",
+    "run_chain",
+    "sample_volume_returns",
+    "visit_kernel",
+    "visit_states",
 ]
 
 
@@ -132,8 +159,17 @@ def sample_volume_returns(
         stats = run_chain(sampler, chain_rng, out, settings)
         return (stats.moved, stats.visits, stats.refreshes, stats.drift)
 
-    runs = run_chains(chain, rng, n_samples, problem.n_agents, chains=chains, workers=workers, n_stats=4,
-                      progress=bool(progress), desc=progress if isinstance(progress, str) else "volume chains")
+    runs = run_chains(
+        chain,
+        rng,
+        n_samples,
+        problem.n_agents,
+        chains=chains,
+        workers=workers,
+        n_stats=4,
+        progress=bool(progress),
+        desc=progress if isinstance(progress, str) else "volume chains",
+    )
     moved, visits, refreshes, drift = runs.stats.T
     info = {
         "n_samples": n_samples,
@@ -155,16 +191,28 @@ def sample_volume_returns(
     return ReturnSamples(runs.samples(n_samples), measure="volume", info=info)
 
 
-def _single_point(problem: Problem, n_samples: int, chains: int, settings: ChainSettings,
-                  start: float) -> ReturnSamples:
+def _single_point(
+    problem: Problem, n_samples: int, chains: int, settings: ChainSettings, start: float
+) -> ReturnSamples:
     """With one action ``O`` is the single occupancy of the only policy: ``n_samples`` copies of its returns."""
     check_volume_problem(problem)
     n = problem.n_agents
     point = problem.mdp.evaluate(np.ones((problem.mdp.n_states, 1)), problem.rewards)
     values = np.broadcast_to(point, (n_samples, n))
-    info = {"n_samples": n_samples, "chains": chains, "degenerate": "O is a single point (one action)",
-            "rhat": [1.0] * n, "ess": [float(n_samples)] * n, "acceptance": 1.0, "sweeps": 0,
-            "burn_in": settings.burn_in, "thin": settings.thin, "refresh": settings.refresh, "refreshes": 0,
-            "max_drift": 0.0,
-            "seconds": time.perf_counter() - start, "gamma": problem.mdp.gamma}
+    info = {
+        "n_samples": n_samples,
+        "chains": chains,
+        "degenerate": "O is a single point (one action)",
+        "rhat": [1.0] * n,
+        "ess": [float(n_samples)] * n,
+        "acceptance": 1.0,
+        "sweeps": 0,
+        "burn_in": settings.burn_in,
+        "thin": settings.thin,
+        "refresh": settings.refresh,
+        "refreshes": 0,
+        "max_drift": 0.0,
+        "seconds": time.perf_counter() - start,
+        "gamma": problem.mdp.gamma,
+    }
     return ReturnSamples(values, measure="volume", info=info)

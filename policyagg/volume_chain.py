@@ -145,8 +145,11 @@ class VolumeSampler:
             blocks.append(block.T)
         support_ptr = np.zeros(self.S + 1, np.int64)
         support_ptr[1:] = np.cumsum([support.size for support in supports])
-        self.layout = (support_ptr, np.concatenate(supports).astype(np.int64),
-                       np.ascontiguousarray(np.concatenate(blocks)))
+        self.layout = (
+            support_ptr,
+            np.concatenate(supports).astype(np.int64),
+            np.ascontiguousarray(np.concatenate(blocks)),
+        )
         self.visit = visit_kernel(kernel)  # compiled here, before chains are forked
         self.kernel = "numpy" if self.visit is visit_states else "numba"
         uniform = np.full((self.S, self.A), 1.0 / self.A)
@@ -271,8 +274,9 @@ class BurnInFit:
         return light
 
 
-def run_chain(sampler: VolumeSampler, rng: np.random.Generator, out: np.ndarray,
-              settings: ChainSettings = ChainSettings()) -> ChainStats:
+def run_chain(
+    sampler: VolumeSampler, rng: np.random.Generator, out: np.ndarray, settings: ChainSettings = ChainSettings()
+) -> ChainStats:
     """Run one chain; write ``len(out)`` kept returns into ``out`` (n_keep, n); return its statistics.
 
     Each visit of state ``s`` makes one random-walk Metropolis-Hastings step with proposal
@@ -321,8 +325,9 @@ def run_chain(sampler: VolumeSampler, rng: np.random.Generator, out: np.ndarray,
     return ChainStats(moved=moved, visits=visits, refreshes=refreshes, drift=drift, sweeps=total_sweeps)
 
 
-def draw_proposals(rng: np.random.Generator, rows: np.ndarray, alpha: np.ndarray | None,
-                   settings: ChainSettings) -> Proposals:
+def draw_proposals(
+    rng: np.random.Generator, rows: np.ndarray, alpha: np.ndarray | None, settings: ChainSettings
+) -> Proposals:
     """The proposals of one sweep for the states whose current rows are ``rows`` (m, A), in
     visiting order: a random-walk step and ``tries`` independence rows from ``q_s``
     (Dirichlet(1), or the adapted mixture with parameters ``alpha`` (m, A)).
@@ -353,8 +358,12 @@ def random_walk_step(rng: np.random.Generator, rows: np.ndarray, concentration: 
     local /= local.sum(axis=1, keepdims=True)
     back = LOCAL_FLOOR + concentration * local
     with np.errstate(divide="ignore", invalid="ignore"):  # a row with an entry 0 is refused
-        hastings = (special.gammaln(alpha).sum(axis=1) - special.gammaln(back).sum(axis=1)
-                    + ((back - 1.0) * np.log(rows)).sum(axis=1) - ((alpha - 1.0) * np.log(local)).sum(axis=1))
+        hastings = (
+            special.gammaln(alpha).sum(axis=1)
+            - special.gammaln(back).sum(axis=1)
+            + ((back - 1.0) * np.log(rows)).sum(axis=1)
+            - ((alpha - 1.0) * np.log(local)).sum(axis=1)
+        )
     return local, np.where(np.isfinite(hastings), hastings, -np.inf)
 
 
@@ -371,17 +380,38 @@ def independence_rows(rng: np.random.Generator, alpha: np.ndarray | None, m: int
 
 def visit(sampler: VolumeSampler, state: ChainState, order: np.ndarray, proposals: Proposals) -> int:
     """Visit the states ``order`` with ``sampler``'s kernel, updating ``state``; return the rows moved."""
-    moved, state.logdet = sampler.visit(order, proposals.candidates, proposals.log_q_shift, proposals.thresholds,
-                                        state.policy, state.G, state.mu, state.inv_mu, state.logdet,
-                                        *sampler.layout, float(sampler.A - 1))
+    moved, state.logdet = sampler.visit(
+        order,
+        proposals.candidates,
+        proposals.log_q_shift,
+        proposals.thresholds,
+        state.policy,
+        state.G,
+        state.mu,
+        state.inv_mu,
+        state.logdet,
+        *sampler.layout,
+        float(sampler.A - 1),
+    )
     return moved
 
 
 # --------------------------------------------------------------------------- the state visits
-def visit_states(order: np.ndarray, candidates: np.ndarray, log_q_shift: np.ndarray, thresholds: np.ndarray,
-                 policy: np.ndarray, G: np.ndarray, mu: np.ndarray, inv_mu: np.ndarray, logdet: float,
-                 support_ptr: np.ndarray, support_index: np.ndarray, blocks: np.ndarray,
-                 am1: float) -> tuple[int, float]:
+def visit_states(
+    order: np.ndarray,
+    candidates: np.ndarray,
+    log_q_shift: np.ndarray,
+    thresholds: np.ndarray,
+    policy: np.ndarray,
+    G: np.ndarray,
+    mu: np.ndarray,
+    inv_mu: np.ndarray,
+    logdet: float,
+    support_ptr: np.ndarray,
+    support_index: np.ndarray,
+    blocks: np.ndarray,
+    am1: float,
+) -> tuple[int, float]:
     """Visit the states ``order`` in turn (numpy kernel); update ``policy``, ``G``, ``mu`` and
     ``inv_mu`` in place; return ``(moves, logdet)``.
 

@@ -43,11 +43,21 @@ def _product_of_ratios(y: NDArray[np.float64], scale: float) -> float:  # pragma
 
 
 @numba.njit(_SIGNATURE, cache=True, nogil=True)
-def visit_states(order: NDArray[np.int64], candidates: NDArray[np.float64], log_q_shift: NDArray[np.float64],
-                 thresholds: NDArray[np.float64], policy: NDArray[np.float64], G: NDArray[np.float64],
-                 mu: NDArray[np.float64], inv_mu: NDArray[np.float64], logdet: float,
-                 support_ptr: NDArray[np.int64], support_index: NDArray[np.int64], blocks: NDArray[np.float64],
-                 am1: float) -> tuple[int, float]:  # pragma: no cover - compiled
+def visit_states(
+    order: NDArray[np.int64],
+    candidates: NDArray[np.float64],
+    log_q_shift: NDArray[np.float64],
+    thresholds: NDArray[np.float64],
+    policy: NDArray[np.float64],
+    G: NDArray[np.float64],
+    mu: NDArray[np.float64],
+    inv_mu: NDArray[np.float64],
+    logdet: float,
+    support_ptr: NDArray[np.int64],
+    support_index: NDArray[np.int64],
+    blocks: NDArray[np.float64],
+    am1: float,
+) -> tuple[int, float]:  # pragma: no cover - compiled
     """Visit the states ``order`` in turn; update ``policy``, ``G``, ``mu`` and ``inv_mu`` in
     place; return ``(moves, logdet)``. ``support_index[support_ptr[s]:support_ptr[s + 1]]``
     are the states ``P(.|s, .)`` reaches and ``blocks`` (same rows, (k, A)) the change of

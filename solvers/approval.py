@@ -11,20 +11,25 @@ import scipy.sparse as sp
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
-from policyagg.solvers.occupancy import make_model
 from policyagg.solvers.lp import LinearProgram
 from policyagg.solvers.lp import make_model as make_lp_model
-from policyagg.solvers.occupancy import Rows, SolveLog, decomposes, occupancy_program
+from policyagg.solvers.occupancy import Rows, SolveLog, decomposes, make_model, occupancy_program
 from policyagg.solvers.registry import RuleCall, choice, number, register_rule
 
 #: A binary at least this large counts as an approval when reading the MILP's solution.
 BINARY_ROUNDING = 0.5
 
 
-@register_rule("approval", needs_samples=True, options={
-    "alpha": number(0.0, 1.0, help="agent i approves d iff rank_i(d) >= alpha"),
-    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping the approvers"),
-})
+@register_rule(
+    "approval",
+    needs_samples=True,
+    options={
+        "alpha": number(0.0, 1.0, help="agent i approves d iff rank_i(d) >= alpha"),
+        "completion": choice(
+            COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping the approvers"
+        ),
+    },
+)
 def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitarian") -> Result:
     """Maximise the (weighted) number of approvers, then complete among the policies that
     keep that approving set.
@@ -47,19 +52,30 @@ def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitari
     if decomposes(_margin_program(problem, thresholds), call.backend):
         approvers, searched = _approvers_by_cuts(problem, thresholds, log, call.time_limit)
     else:
-        A = sp.diags_array(scale) @ sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)],
-                                              format="csr")
+        A = sp.diags_array(scale) @ sp.hstack(
+            [sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr"
+        )
         rows = Rows("approval thresholds", sp.csr_array(A), lower * scale, np.full(n, np.inf))
         lp = occupancy_program(
-            problem, np.concatenate([np.zeros(n_d), problem.weights]), name=f"{alpha:g}-approval", maximize=True,
-            extra_cols=n, col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]), rows=[rows],
+            problem,
+            np.concatenate([np.zeros(n_d), problem.weights]),
+            name=f"{alpha:g}-approval",
+            maximize=True,
+            extra_cols=n,
+            col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]),
+            rows=[rows],
             integrality=np.concatenate([np.zeros(n_d, bool), np.ones(n, bool)]),
         )
         approvers = np.flatnonzero(call.solve(lp).x[n_d:] >= BINARY_ROUNDING)
     region = [threshold_rows(problem, approvers, thresholds[approvers], "approving set")]
     d = complete(problem, region, how=completion, backend=call.backend, time_limit=call.time_limit, log=log)
-    return call.finish(d, approvers=approvers.tolist(), approval_weight=float(problem.weights[approvers].sum()),
-                       thresholds=thresholds.tolist(), **searched)
+    return call.finish(
+        d,
+        approvers=approvers.tolist(),
+        approval_weight=float(problem.weights[approvers].sum()),
+        thresholds=thresholds.tolist(),
+        **searched,
+    )
 
 
 #: A margin ``s* >= -FEASIBILITY_TOL`` (in units of each agent's return range) counts as feasible.
@@ -72,13 +88,24 @@ def _margin_program(problem: Problem, thresholds):
     """``max s`` s.t. ``(J_i(d) - t_i) / width_i >= s`` for every agent, ``s <= 1`` (rows switched off with -inf)."""
     n, n_d = problem.n_agents, problem.mdp.n_state_actions
     width = range_widths(problem)
-    rows = Rows("approval thresholds", sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))],
-                                                format="csr"), thresholds / width, np.full(n, np.inf))
+    rows = Rows(
+        "approval thresholds",
+        sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
+        thresholds / width,
+        np.full(n, np.inf),
+    )
     cost = np.zeros(n_d + 1)
     cost[-1] = 1.0
-    return occupancy_program(problem, cost, name="approval (feasibility of an approving set)", maximize=True,
-                             extra_cols=1, col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
-                             col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]), rows=[rows])
+    return occupancy_program(
+        problem,
+        cost,
+        name="approval (feasibility of an approving set)",
+        maximize=True,
+        extra_cols=1,
+        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
+        col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]),
+        rows=[rows],
+    )
 
 
 def _approvers_by_cuts(problem: Problem, thresholds, log: SolveLog, time_limit):
@@ -104,8 +131,15 @@ def _approvers_by_cuts(problem: Problem, thresholds, log: SolveLog, time_limit):
             A = np.zeros((len(cuts), n))
             for k, core in enumerate(cuts):
                 A[k, core] = 1.0
-            lp = LinearProgram.build(w, A_ub=A, b_ub=A.sum(axis=1) - 1.0, bounds=(0, 1), integrality=np.ones(n, bool),
-                                     maximize=True, name="approval (approving set)")
+            lp = LinearProgram.build(
+                w,
+                A_ub=A,
+                b_ub=A.sum(axis=1) - 1.0,
+                bounds=(0, 1),
+                integrality=np.ones(n, bool),
+                maximize=True,
+                name="approval (approving set)",
+            )
             x = make_lp_model(lp, backend="highs", time_limit=time_limit).solve().x
             chosen = x >= BINARY_ROUNDING
         else:

@@ -18,8 +18,7 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
-from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, occupancy_program, utilities
+from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, utilities
 from policyagg.solvers.registry import RuleCall, flag, integer, number, per_agent, register_rule
 
 #: Tangent points of the first Nash round, in normalised-return units.
@@ -30,9 +29,12 @@ NASH_FLOOR = 1e-9
 
 
 # ------------------------------------------------------------------ random dictator
-@register_rule("random_dictator", options={
-    "pareto": flag("lift the mixture to a Pareto-optimal policy that makes no agent worse"),
-})
+@register_rule(
+    "random_dictator",
+    options={
+        "pareto": flag("lift the mixture to a Pareto-optimal policy that makes no agent worse"),
+    },
+)
 def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
     """The expected outcome of a random dictator: agent ``i`` dictates with probability ``w_i / sum w``.
 
@@ -75,10 +77,13 @@ def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
 
 
 # ------------------------------------------------------------------ Nash welfare
-@register_rule("nash_welfare", options={
-    "tolerance": number(0.0, low_open=True, help="stop when every agent's log-welfare error is at most this"),
-    "max_rounds": integer(1, help="rounds of tangent cuts before giving up (with a RuntimeWarning)"),
-})
+@register_rule(
+    "nash_welfare",
+    options={
+        "tolerance": number(0.0, low_open=True, help="stop when every agent's log-welfare error is at most this"),
+        "max_rounds": integer(1, help="rounds of tangent cuts before giving up (with a RuntimeWarning)"),
+    },
+)
 def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 50) -> Result:
     """Maximise weighted Nash welfare of normalised returns by tangent cuts (Kelley's cutting planes).
 
@@ -126,8 +131,15 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
     rounds, gap = 0, np.inf
     while True:
         rounds += 1
-        lp = occupancy_program(problem, cost, name="Nash welfare", maximize=True, extra_cols=k,
-                               col_lower=col_lower, rows=[_tangent_cuts(C, c0, cut_agent, cut_point)])
+        lp = occupancy_program(
+            problem,
+            cost,
+            name="Nash welfare",
+            maximize=True,
+            extra_cols=k,
+            col_lower=col_lower,
+            rows=[_tangent_cuts(C, c0, cut_agent, cut_point)],
+        )
         x = call.solve(lp).x
         d = np.clip(x[:n_d], 0.0, None)
         u = np.maximum(C @ d + c0, NASH_FLOOR)
@@ -144,10 +156,15 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
         cut_point = np.concatenate([cut_point, u[more]])
     converged = gap <= tolerance
     if not converged:
-        warnings.warn(f"nash_welfare: {max_rounds} rounds left a log-gap of {gap:.3g} > tolerance {tolerance:g}; "
-                      "raise `max_rounds` or `tolerance`", RuntimeWarning, stacklevel=2)
-    return call.finish(d, rounds=rounds, gap=gap, converged=converged, n_cuts=int(cut_agent.size),
-                       nash_welfare=float(w @ np.log(u)))
+        warnings.warn(
+            f"nash_welfare: {max_rounds} rounds left a log-gap of {gap:.3g} > tolerance {tolerance:g}; "
+            "raise `max_rounds` or `tolerance`",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return call.finish(
+        d, rounds=rounds, gap=gap, converged=converged, n_cuts=int(cut_agent.size), nash_welfare=float(w @ np.log(u))
+    )
 
 
 def _tangent_cuts(C, c0, agent, point) -> Rows:
@@ -170,10 +187,14 @@ def gini_owa_weights(n: int) -> np.ndarray:
     return (2 * (n - k) + 1) / n**2
 
 
-@register_rule("generalized_gini", options={
-    "owa_weights": per_agent("OWA weights a_1 >= ... >= a_n > 0 on the sorted normalised returns "
-                             "(default: the Gini weights)"),
-})
+@register_rule(
+    "generalized_gini",
+    options={
+        "owa_weights": per_agent(
+            "OWA weights a_1 >= ... >= a_n > 0 on the sorted normalised returns (default: the Gini weights)"
+        ),
+    },
+)
 def generalized_gini(call: RuleCall, *, owa_weights: Sequence[float] | None = None) -> Result:
     """Maximise the generalised Gini welfare (an ordered weighted average) of normalised returns.
 
@@ -208,13 +229,25 @@ def generalized_gini(call: RuleCall, *, owa_weights: Sequence[float] | None = No
     rows_k = np.repeat(np.arange(m), n)
     rows_i = np.tile(np.arange(n), m)
     # s_ki - t_k + C_i d >= -c0_i
-    A = sp.hstack([sp.csr_array(C[rows_i]),
-                   sp.csr_array((-np.ones(m * n), (np.arange(m * n), rows_k)), shape=(m * n, m)),
-                   sp.eye_array(m * n, format="csr")], format="csr")
+    A = sp.hstack(
+        [
+            sp.csr_array(C[rows_i]),
+            sp.csr_array((-np.ones(m * n), (np.arange(m * n), rows_k)), shape=(m * n, m)),
+            sp.eye_array(m * n, format="csr"),
+        ],
+        format="csr",
+    )
     deviations = Rows("OWA k-smallest deviations", A, -c0[rows_i], np.full(m * n, np.inf))
     col_lower = np.concatenate([np.zeros(n_d), np.full(m, -np.inf), np.zeros(m * n)])
-    lp = occupancy_program(problem, cost, name="generalized Gini welfare", maximize=True, extra_cols=m + m * n,
-                           col_lower=col_lower, rows=[deviations])
+    lp = occupancy_program(
+        problem,
+        cost,
+        name="generalized Gini welfare",
+        maximize=True,
+        extra_cols=m + m * n,
+        col_lower=col_lower,
+        rows=[deviations],
+    )
     d = np.clip(call.solve(lp).x[:n_d], 0.0, None)
     value = float(a @ np.sort(C @ d + c0))
     return call.finish(d, options={"owa_weights": a.tolist()}, owa_value=value)

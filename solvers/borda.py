@@ -80,8 +80,7 @@ from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
-from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
+from policyagg.solvers.occupancy import Rows, SolveLog, make_model, occupancy_program, utilities
 from policyagg.solvers.registry import RuleCall, choice, integer, register_rule
 
 SOLVERS = ("lp", "milp")
@@ -97,15 +96,28 @@ MODE_TIE = 1e-9
 COMPLETION_SLACK = 0.2
 
 
-@register_rule("borda", needs_samples=True, options={
-    "solver": choice(SOLVERS, help="lp: tangent LP on the concave region; milp: exact on the piecewise-linear CDFs"),
-    "breakpoints": integer(1, help="MILP: quantile intervals per agent"),
-    "tangents": integer(1, help="LP: quantile intervals per agent (at most this many tangents)"),
-    "fallback": choice(FALLBACKS, help="with solver='lp': solve the MILP when the concave region is empty"),
-    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping every rank"),
-})
-def borda(call: RuleCall, *, solver: str = "lp", breakpoints: int = 32, tangents: int = 32, fallback: str | None = None,
-          completion: str = "egalitarian") -> Result:
+@register_rule(
+    "borda",
+    needs_samples=True,
+    options={
+        "solver": choice(
+            SOLVERS, help="lp: tangent LP on the concave region; milp: exact on the piecewise-linear CDFs"
+        ),
+        "breakpoints": integer(1, help="MILP: quantile intervals per agent"),
+        "tangents": integer(1, help="LP: quantile intervals per agent (at most this many tangents)"),
+        "fallback": choice(FALLBACKS, help="with solver='lp': solve the MILP when the concave region is empty"),
+        "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping every rank"),
+    },
+)
+def borda(
+    call: RuleCall,
+    *,
+    solver: str = "lp",
+    breakpoints: int = 32,
+    tangents: int = 32,
+    fallback: str | None = None,
+    completion: str = "egalitarian",
+) -> Result:
     """Maximise the weighted sum of the agents' ranks (module docstring: both formulations).
 
     Parameters
@@ -151,18 +163,17 @@ def borda(call: RuleCall, *, solver: str = "lp", breakpoints: int = 32, tangents
                     "borda (solver='lp'): the concave region is empty: no feasible policy gives every agent "
                     "a return at or above the mode of its return density (modes "
                     f"{', '.join(f'{m:.4g}' for m in modes)}), and the tangent LP is only "
-                    "valid there; use `solver=\"milp\"` (exact on the piecewise-linear CDFs) "
-                    "or pass `fallback=\"milp\"`"
+                    'valid there; use `solver="milp"` (exact on the piecewise-linear CDFs) '
+                    'or pass `fallback="milp"`'
                 ) from exc
             extra["fallback"] = "milp"
     if solver == "milp" or extra["fallback"] == "milp":
         lp, constant = _incremental_program(problem, samples, breakpoints)
         solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
         used, objective = "milp", solution.objective + constant
-        extra |= {"n_binaries": int(np.count_nonzero(lp.integrality)) if lp.is_mip else 0,
-                  "mip_gap": solution.mip_gap}
+        extra |= {"n_binaries": int(np.count_nonzero(lp.integrality)) if lp.is_mip else 0, "mip_gap": solution.mip_gap}
     # every agent keeps its term of the optimum: J_i >= J_i*, or just the top sample where its rank is 1 already
-    optimum = problem.reward_matrix @ solution.x[:problem.mdp.n_state_actions]
+    optimum = problem.reward_matrix @ solution.x[: problem.mdp.n_state_actions]
     floor = np.minimum(optimum, samples.sorted_values[:, -1]) - COMPLETION_SLACK * samples.tolerance
     region = threshold_rows(problem, np.arange(problem.n_agents), floor, "borda optimum")
     d = complete(problem, [region], how=completion, backend=backend, time_limit=time_limit, log=log)
@@ -222,19 +233,30 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
         intercept.append(F[hull[:-1]] - s * x[hull[:-1]])
     agent = np.concatenate(agent).astype(np.int64) if agent else np.zeros(0, np.int64)
     slope, intercept = (np.concatenate(a) if a else np.zeros(0) for a in (slope, intercept))
-    link = Rows("borda returns", sp.hstack([sp.csr_array(C), -sp.eye_array(n), sp.csr_array((n, n))], format="csr"),
-                -c0, -c0)
+    link = Rows(
+        "borda returns", sp.hstack([sp.csr_array(C), -sp.eye_array(n), sp.csr_array((n, n))], format="csr"), -c0, -c0
+    )
     t = np.arange(agent.size)
-    cut = sp.csr_array((np.concatenate([-slope, np.ones(t.size)]),
-                        (np.concatenate([t, t]), np.concatenate([n_d + agent, n_d + n + agent]))),
-                       shape=(t.size, n_d + 2 * n))
+    cut = sp.csr_array(
+        (
+            np.concatenate([-slope, np.ones(t.size)]),
+            (np.concatenate([t, t]), np.concatenate([n_d + agent, n_d + n + agent])),
+        ),
+        shape=(t.size, n_d + 2 * n),
+    )
     tangent = Rows("borda tangents", cut, np.full(t.size, -np.inf), intercept)
     cost = np.concatenate([np.zeros(n_d + n), problem.weights])
     # the concave region u_i >= mode_i is the lower bound of the u columns
-    lp = occupancy_program(problem, cost, name="borda (concave-region tangent LP)", maximize=True, extra_cols=2 * n,
-                           col_lower=np.concatenate([np.zeros(n_d), modes, np.zeros(n)]),
-                           col_upper=np.concatenate([np.full(n_d + n, np.inf), np.ones(n)]),
-                           rows=[link, tangent])
+    lp = occupancy_program(
+        problem,
+        cost,
+        name="borda (concave-region tangent LP)",
+        maximize=True,
+        extra_cols=2 * n,
+        col_lower=np.concatenate([np.zeros(n_d), modes, np.zeros(n)]),
+        col_upper=np.concatenate([np.full(n_d + n, np.inf), np.ones(n)]),
+        rows=[link, tangent],
+    )
     ranges = problem.ranges
     finite = np.isfinite(modes)
     in_returns = np.full(n, np.nan)
@@ -268,8 +290,15 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, breakpoints: 
     concave = pair[slope[pair + 1] <= slope[pair]]
     B = convex.size
     n_cols = n_d + M + B
-    link = Rows("borda breakpoints", sp.hstack([sp.csr_array(C), sp.csr_array((-db, (agent, np.arange(M))), shape=(n, M)),
-                                                sp.csr_array((n, B))], format="csr"), base - c0, np.full(n, np.inf))
+    link = Rows(
+        "borda breakpoints",
+        sp.hstack(
+            [sp.csr_array(C), sp.csr_array((-db, (agent, np.arange(M))), shape=(n, M)), sp.csr_array((n, B))],
+            format="csr",
+        ),
+        base - c0,
+        np.full(n, np.inf),
+    )
     y = n_d + M + np.arange(B)
     # rows: delta_{k+1} - delta_k <= 0 per concave kink; delta_{k+1} - y <= 0 and y - delta_k <= 0 per convex kink
     c, kink = concave.size, np.arange(B)
@@ -277,12 +306,23 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, breakpoints: 
     rows = np.concatenate([np.arange(c), np.arange(c), c + 2 * kink, c + 2 * kink, c + 2 * kink + 1, c + 2 * kink + 1])
     cols = np.concatenate([n_d + concave + 1, n_d + concave, n_d + convex + 1, y, y, n_d + convex])
     vals = np.repeat(np.tile([1.0, -1.0], 3), [c, c, B, B, B, B])
-    order = Rows("breakpoint order", sp.csr_array((vals, (rows, cols)), shape=(n_order, n_cols)),
-                 np.full(n_order, -np.inf), np.zeros(n_order))
+    order = Rows(
+        "breakpoint order",
+        sp.csr_array((vals, (rows, cols)), shape=(n_order, n_cols)),
+        np.full(n_order, -np.inf),
+        np.zeros(n_order),
+    )
     cost = np.concatenate([np.zeros(n_d), problem.weights[agent] * df, np.zeros(B)])
-    lp = occupancy_program(problem, cost, name="borda (incremental MILP)", maximize=True, extra_cols=M + B,
-                           col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(M + B)]),
-                           rows=[link, order], integrality=np.concatenate([np.zeros(n_d + M, bool), np.ones(B, bool)]))
+    lp = occupancy_program(
+        problem,
+        cost,
+        name="borda (incremental MILP)",
+        maximize=True,
+        extra_cols=M + B,
+        col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(M + B)]),
+        rows=[link, order],
+        integrality=np.concatenate([np.zeros(n_d + M, bool), np.ones(B, bool)]),
+    )
     return lp, float(problem.weights @ start)
 
 

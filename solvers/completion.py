@@ -14,13 +14,12 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
+from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.metrics import MAX_PVC_AGENTS, approvals, borda_score, pvc_epsilon
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
-from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, SolveLog, occupancy_program, utilities
+from policyagg.solvers.occupancy import Rows, SolveLog, make_model, occupancy_program, utilities
 
 #: Leximin fixes an agent's level ``v`` as the floor ``u_i >= v - LEVEL_SLACK * max(1, |v|)``
 #: so that solver tolerances never make a later round infeasible.
@@ -67,8 +66,15 @@ def range_widths(problem: Problem) -> np.ndarray:
     return np.where(ranges.flat, 1.0, ranges.width)
 
 
-def complete(problem: Problem, rows: list[Rows], *, how: str = "egalitarian", backend: str = "highs",
-             time_limit: float | None = None, log: SolveLog | None = None) -> np.ndarray:
+def complete(
+    problem: Problem,
+    rows: list[Rows],
+    *,
+    how: str = "egalitarian",
+    backend: str = "highs",
+    time_limit: float | None = None,
+    log: SolveLog | None = None,
+) -> np.ndarray:
     """A Pareto-optimal point of ``{d in O : rows}`` chosen by ``how`` on normalised returns.
 
     ``egalitarian``: leximin of the weighted normalised returns; ``utilitarian``: max of
@@ -85,8 +91,9 @@ def complete(problem: Problem, rows: list[Rows], *, how: str = "egalitarian", ba
     return log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).x
 
 
-def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limit: float | None = None,
-                       log: SolveLog | None = None) -> tuple[float, np.ndarray]:
+def pareto_improvement(
+    problem: Problem, d, *, backend: str = "highs", time_limit: float | None = None, log: SolveLog | None = None
+) -> tuple[float, np.ndarray]:
     """How far ``d`` is from the Pareto frontier, and a Pareto-optimal point that dominates it.
 
     .. math:: \\max_{d' \\in O \\cap C} \\sum_i u_i(d') - u_i(d) \\quad\\text{s.t.}\\quad J_i(d') \\ge J_i(d)\\ \\forall i
@@ -110,8 +117,17 @@ def pareto_improvement(problem: Problem, d, *, backend: str = "highs", time_limi
     return gap, better
 
 
-def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", time_limit=None, active=None,
-            log: SolveLog | None = None):
+def leximin(
+    problem: Problem,
+    C,
+    c0,
+    *,
+    rows: list[Rows] = (),
+    backend="highs",
+    time_limit=None,
+    active=None,
+    log: SolveLog | None = None,
+):
     """Leximin of ``u = C @ d + c0`` (entitlements ``u_i / w_i``) over the occupancy LP.
 
     ``rows`` are extra row families over the ``d`` columns only (a completion step uses them
@@ -127,17 +143,33 @@ def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", 
     active = np.ones(n, bool) if active is None else np.asarray(active, bool)
     n_cols = n_d + n + 1
     eye = sp.eye_array(n, format="csr")
-    floor = Rows("agent floor", sp.hstack([sp.csr_array(C), -sp.diags_array(w), sp.csr_array((n, 1))], format="csr"),
-                 -c0, np.full(n, np.inf))
-    level = Rows("leximin level", sp.hstack([sp.csr_array((n, n_d)), eye, -np.ones((n, 1))], format="csr"),
-                 np.where(active, 0.0, -np.inf), np.full(n, np.inf))
-    widened = [Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], n + 1))], format="csr"), r.lower, r.upper)
-               for r in rows]
+    floor = Rows(
+        "agent floor",
+        sp.hstack([sp.csr_array(C), -sp.diags_array(w), sp.csr_array((n, 1))], format="csr"),
+        -c0,
+        np.full(n, np.inf),
+    )
+    level = Rows(
+        "leximin level",
+        sp.hstack([sp.csr_array((n, n_d)), eye, -np.ones((n, 1))], format="csr"),
+        np.where(active, 0.0, -np.inf),
+        np.full(n, np.inf),
+    )
+    widened = [
+        Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], n + 1))], format="csr"), r.lower, r.upper)
+        for r in rows
+    ]
     cost = np.zeros(n_cols)
     cost[-1] = 1.0
-    lp = occupancy_program(problem, cost, name="egalitarian (leximin)", maximize=True, extra_cols=n + 1,
-                           col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)]),
-                           rows=[*widened, floor, level])
+    lp = occupancy_program(
+        problem,
+        cost,
+        name="egalitarian (leximin)",
+        maximize=True,
+        extra_cols=n + 1,
+        col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)]),
+        rows=[*widened, floor, level],
+    )
     level_rows = lp.row_families[-1][1] + np.arange(n)
     model = make_model(lp, backend=backend, time_limit=time_limit)
     log = log if log is not None else SolveLog(backend)
@@ -155,7 +187,9 @@ def leximin(problem: Problem, C, c0, *, rows: list[Rows] = (), backend="highs", 
         fix = np.flatnonzero(binding)
         levels[fix] = t
         free[fix] = False
-        model.set_col_bounds(n_d + fix, np.full(fix.size, t - LEVEL_SLACK * max(1.0, abs(t))), np.full(fix.size, np.inf))
+        model.set_col_bounds(
+            n_d + fix, np.full(fix.size, t - LEVEL_SLACK * max(1.0, abs(t))), np.full(fix.size, np.inf)
+        )
         model.set_row_bounds(level_rows[fix], np.full(fix.size, -np.inf), np.full(fix.size, np.inf))
     return solution.x[:n_d], log, levels
 
@@ -188,8 +222,19 @@ def _saturated(model, free, t, n_d, n, log) -> np.ndarray:
 REPORT_ALPHAS = (0.5, 0.8, 0.9)
 
 
-def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, options: dict, log: SolveLog,
-           started: float, time_limit: float | None = None, lift: bool = True, **extra) -> Result:
+def finish(
+    problem: Problem,
+    d,
+    *,
+    rule: str,
+    samples: ReturnSamples | None,
+    options: dict,
+    log: SolveLog,
+    started: float,
+    time_limit: float | None = None,
+    lift: bool = True,
+    **extra,
+) -> Result:
     """Assemble a rule's :class:`Result` with its fairness report.
 
     The Pareto gap costs one more LP. If it exceeds :data:`PARETO_TOL` (a rule's point left
@@ -215,11 +260,20 @@ def finish(problem: Problem, d, *, rule: str, samples: ReturnSamples | None, opt
             "approvals": {str(alpha): approvals(ranks, alpha) for alpha in REPORT_ALPHAS},
             # returns within the rank tie tolerance of a sample do not strictly prefer it
             "pvc_epsilon": pvc_epsilon(returns + samples.tolerance, samples.values)
-            if problem.n_agents <= MAX_PVC_AGENTS else None,
+            if problem.n_agents <= MAX_PVC_AGENTS
+            else None,
         }
     diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
-    return make_result(problem, d, rule=rule, samples=samples, options=options | {"backend": log.backend},
-                       diagnostics=diagnostics, report=report, status=log.status)
+    return make_result(
+        problem,
+        d,
+        rule=rule,
+        samples=samples,
+        options=options | {"backend": log.backend},
+        diagnostics=diagnostics,
+        report=report,
+        status=log.status,
+    )
 
 
 def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs") -> tuple[bool, float]:
@@ -232,18 +286,34 @@ def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs
     return gap <= PARETO_TOL, gap
 
 
-def pareto_complete(problem: Problem, result_or_occupancy, samples: ReturnSamples | None = None, *,
-                    backend: str = "highs", time_limit: float | None = None) -> Result:
+def pareto_complete(
+    problem: Problem,
+    result_or_occupancy,
+    samples: ReturnSamples | None = None,
+    *,
+    backend: str = "highs",
+    time_limit: float | None = None,
+) -> Result:
     """Lift a result (or an occupancy) to a Pareto-optimal one that makes no agent worse."""
     from policyagg.solvers.occupancy import with_ranges
 
     started = time.perf_counter()
     problem = with_ranges(problem, backend=backend)
     log = SolveLog(backend)
-    _, better = pareto_improvement(problem, _occupancy(result_or_occupancy), backend=backend, time_limit=time_limit, log=log)
+    _, better = pareto_improvement(
+        problem, _occupancy(result_or_occupancy), backend=backend, time_limit=time_limit, log=log
+    )
     rule = getattr(result_or_occupancy, "rule", "occupancy")
-    return finish(problem, better, rule=f"{rule}+pareto", samples=samples, options={}, log=log, started=started,
-                  time_limit=time_limit)
+    return finish(
+        problem,
+        better,
+        rule=f"{rule}+pareto",
+        samples=samples,
+        options={},
+        log=log,
+        started=started,
+        time_limit=time_limit,
+    )
 
 
 def _occupancy(result_or_occupancy) -> np.ndarray:

@@ -42,8 +42,15 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import (GapWarning, InfeasibleError, InvalidProblemError, PolicyEvaluationError, SolverError,
-                              SolverTimeLimitError, check_count)
+from policyagg.errors import (
+    GapWarning,
+    InfeasibleError,
+    InvalidProblemError,
+    PolicyEvaluationError,
+    SolverError,
+    SolverTimeLimitError,
+    check_count,
+)
 from policyagg.planning import DIRECT_MAX_STATES, PI_MAX_ITER, PolicyIteration
 from policyagg.polytope import OccupancyPolytope
 from policyagg.solvers.lp import HighsModel, LinearProgram, LPSolution, ModelBase, quiet_highs, set_highs_option
@@ -145,8 +152,17 @@ class Pricer:
         if self._lp is None:
             poly = OccupancyPolytope.from_mdp(self.mdp)
             n_d = self.S * self.A
-            lp = LinearProgram(np.zeros(n_d), poly.A_eq, poly.b_eq, poly.b_eq, np.zeros(n_d), np.full(n_d, np.inf),
-                               maximize=True, name="pricing over O", row_families=(("occupancy flow", 0, poly.A_eq.shape[0]),))
+            lp = LinearProgram(
+                np.zeros(n_d),
+                poly.A_eq,
+                poly.b_eq,
+                poly.b_eq,
+                np.zeros(n_d),
+                np.full(n_d, np.inf),
+                maximize=True,
+                name="pricing over O",
+                row_families=(("occupancy flow", 0, poly.A_eq.shape[0]),),
+            )
             self._lp = HighsModel(lp)
         self._lp.set_cost(c)
         sol = self._lp.solve()
@@ -208,8 +224,14 @@ class DecomposedModel(ModelBase):
 
     backend = "highs"
 
-    def __init__(self, program: OccupancyProgram, *, time_limit: float | None = None, pool: ColumnPool | None = None,
-                 max_rounds: int | None = None):
+    def __init__(
+        self,
+        program: OccupancyProgram,
+        *,
+        time_limit: float | None = None,
+        pool: ColumnPool | None = None,
+        max_rounds: int | None = None,
+    ):
         t0 = time.perf_counter()
         self._init_data(program, time_limit)
         self.program = program
@@ -220,7 +242,7 @@ class DecomposedModel(ModelBase):
         self.max_rounds = check_count("max_rounds", MAX_ROUNDS if max_rounds is None else max_rounds)
         A = sp.csc_array(side.A)
         self.A_d = sp.csr_array(A[:, : self.n_d])
-        self.A_z = sp.csc_array(A[:, self.n_d:])
+        self.A_z = sp.csc_array(A[:, self.n_d :])
         if (self._cur["col_lower"][: self.n_d] != 0).any() or np.isfinite(self._cur["col_upper"][: self.n_d]).any():
             raise InvalidProblemError("the decomposed model needs d >= 0 with no other bounds on the occupancy columns")
         mdp = program.problem.mdp
@@ -230,8 +252,14 @@ class DecomposedModel(ModelBase):
         self.columns: list[sp.csr_array] = []
         self.policies: list[np.ndarray | None] = []
         self.phase = 2
-        self.stats: dict[str, Any] = {"pricings": 0, "pricing_time": 0.0, "master_time": 0.0, "columns_added": 0,
-                                      "gap": None, "rounds": 0}
+        self.stats: dict[str, Any] = {
+            "pricings": 0,
+            "pricing_time": 0.0,
+            "master_time": 0.0,
+            "columns_added": 0,
+            "gap": None,
+            "rounds": 0,
+        }
         self._h = quiet_highs()
         self._h.setOptionValue("time_limit", float(time_limit) if time_limit else np.inf)
         self._h.setOptionValue("dual_feasibility_tolerance", MASTER_DUAL_TOL)
@@ -247,7 +275,11 @@ class DecomposedModel(ModelBase):
     def _col_data(self, cols: list[sp.csr_array]) -> tuple[np.ndarray, np.ndarray]:
         """Master coefficients (side rows, convexity) and costs of occupancy columns."""
         D = sp.vstack(cols, format="csr")
-        coef = np.asarray((self.A_d @ D.T).todense()).reshape(self.m_s, len(cols)) if self.m_s else np.zeros((0, len(cols)))
+        coef = (
+            np.asarray((self.A_d @ D.T).todense()).reshape(self.m_s, len(cols))
+            if self.m_s
+            else np.zeros((0, len(cols)))
+        )
         cost = D @ self._cur["cost"][: self.n_d]
         return coef, cost
 
@@ -257,15 +289,18 @@ class DecomposedModel(ModelBase):
         n_cols = n_z + 2 * m_s
         lp.num_col_, lp.num_row_ = n_cols, m_s + 1
         lp.col_cost_ = np.zeros(n_cols)
-        lp.col_lower_ = np.concatenate([self._cur["col_lower"][self.n_d:], np.zeros(2 * m_s)])
-        lp.col_upper_ = np.concatenate([self._cur["col_upper"][self.n_d:], np.zeros(2 * m_s)])
-        lp.row_lower_ = np.concatenate([self._cur["row_lower"][self.m_f:], [1.0]])
-        lp.row_upper_ = np.concatenate([self._cur["row_upper"][self.m_f:], [1.0]])
+        lp.col_lower_ = np.concatenate([self._cur["col_lower"][self.n_d :], np.zeros(2 * m_s)])
+        lp.col_upper_ = np.concatenate([self._cur["col_upper"][self.n_d :], np.zeros(2 * m_s)])
+        lp.row_lower_ = np.concatenate([self._cur["row_lower"][self.m_f :], [1.0]])
+        lp.row_upper_ = np.concatenate([self._cur["row_upper"][self.m_f :], [1.0]])
         eye = sp.eye_array(m_s, format="csc")
         A = sp.vstack([sp.hstack([self.A_z, eye, -eye], format="csc"), sp.csc_array((1, n_cols))], format="csc")
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = (
-            A.indptr.astype(np.int32), A.indices.astype(np.int32), A.data.astype(float))
+            A.indptr.astype(np.int32),
+            A.indices.astype(np.int32),
+            A.data.astype(float),
+        )
         lp.sense_ = highspy.ObjSense.kMaximize
         self._check(self._h.passModel(lp), "passModel")
         self._set_master_costs()
@@ -281,8 +316,10 @@ class DecomposedModel(ModelBase):
         if self.phase == 1:
             cost = np.concatenate([np.zeros(n_z), -np.ones(2 * m_s), np.zeros(len(self.columns))])
         else:
-            lam = (sp.vstack(self.columns, format="csr") @ self._cur["cost"][: self.n_d]) if self.columns else np.zeros(0)
-            cost = self.sigma * np.concatenate([self._cur["cost"][self.n_d:], np.zeros(2 * m_s), lam])
+            lam = (
+                (sp.vstack(self.columns, format="csr") @ self._cur["cost"][: self.n_d]) if self.columns else np.zeros(0)
+            )
+            cost = self.sigma * np.concatenate([self._cur["cost"][self.n_d :], np.zeros(2 * m_s), lam])
         idx = np.arange(cost.size, dtype=np.int32)
         self._check(self._h.changeColsCost(idx.size, idx, cost), "changeColsCost")
         art = np.arange(n_z, n_z + 2 * m_s, dtype=np.int32)
@@ -294,8 +331,19 @@ class DecomposedModel(ModelBase):
         k = len(cols)
         A = sp.csc_array(np.vstack([coef, np.ones((1, k))]))
         obj = np.zeros(k) if self.phase == 1 else self.sigma * cost
-        self._check(self._h.addCols(k, obj, np.zeros(k), np.full(k, np.inf), A.nnz, A.indptr.astype(np.int32),
-                                    A.indices.astype(np.int32), A.data), "addCols")
+        self._check(
+            self._h.addCols(
+                k,
+                obj,
+                np.zeros(k),
+                np.full(k, np.inf),
+                A.nnz,
+                A.indptr.astype(np.int32),
+                A.indices.astype(np.int32),
+                A.data,
+            ),
+            "addCols",
+        )
         self.columns.extend(cols)
         self.policies.extend(policies)
         self._seen.update(p.astype(np.int16).tobytes() for p in policies if p is not None)
@@ -307,8 +355,12 @@ class DecomposedModel(ModelBase):
         t0 = self._h.getRunTime()
         self._h.run()
         status = self._h.getModelStatus()
-        if status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible,
-                          highspy.HighsModelStatus.kUnbounded, highspy.HighsModelStatus.kTimeLimit):
+        if status not in (
+            highspy.HighsModelStatus.kOptimal,
+            highspy.HighsModelStatus.kInfeasible,
+            highspy.HighsModelStatus.kUnbounded,
+            highspy.HighsModelStatus.kTimeLimit,
+        ):
             self._h.clearSolver()  # numerical trouble in a warm start: once more from scratch
             self._h.run()
             status = self._h.getModelStatus()
@@ -321,9 +373,13 @@ class DecomposedModel(ModelBase):
 
     def _check_settable(self, kind: str, idx: np.ndarray) -> None:
         if kind == "row" and (idx < self.m_f).any():
-            raise InvalidProblemError(f"rows must be side rows in [{self.m_f}, {self.m_f + self.m_s}) (flow rows are fixed)")
+            raise InvalidProblemError(
+                f"rows must be side rows in [{self.m_f}, {self.m_f + self.m_s}) (flow rows are fixed)"
+            )
         if kind == "col" and (idx < self.n_d).any():
-            raise InvalidProblemError(f"only the extra columns [{self.n_d}, {self.n}) can change bounds in the decomposed model")
+            raise InvalidProblemError(
+                f"only the extra columns [{self.n_d}, {self.n}) can change bounds in the decomposed model"
+            )
 
     def _changed(self, kind: str, idx: np.ndarray, a: np.ndarray, b: np.ndarray | None) -> None:
         if kind == "cost":
@@ -347,7 +403,7 @@ class DecomposedModel(ModelBase):
             self._set_master_costs()
 
     def _limit_reached(self, started: float) -> str | None:
-        """"time limit" or "round limit" once this solve has used its allowance, else None."""
+        """ "time limit" or "round limit" once this solve has used its allowance, else None."""
         if self.time_limit is not None and time.perf_counter() - started > self.time_limit:
             return "time limit"
         if self._solve_rounds >= self.max_rounds:
@@ -360,10 +416,14 @@ class DecomposedModel(ModelBase):
             self._stopped = reason
             return "gap"
         if reason == "time limit":
-            raise SolverTimeLimitError(f"LP {self.program.name!r} (highs, column generation) hit time_limit="
-                                       f"{self.time_limit} s before finding a feasible point; raise time_limit.")
-        raise SolverError(f"LP {self.program.name!r} (highs, column generation): no feasible point in "
-                          f"{self.max_rounds} rounds; raise max_rounds.")
+            raise SolverTimeLimitError(
+                f"LP {self.program.name!r} (highs, column generation) hit time_limit="
+                f"{self.time_limit} s before finding a feasible point; raise time_limit."
+            )
+        raise SolverError(
+            f"LP {self.program.name!r} (highs, column generation): no feasible point in "
+            f"{self.max_rounds} rounds; raise max_rounds."
+        )
 
     def _stalled(self, obj: float) -> str:
         """No new column although the bound is open. Phase I: feasible or (as far as the
@@ -393,17 +453,21 @@ class DecomposedModel(ModelBase):
                 if status == highspy.HighsModelStatus.kUnbounded:
                     return "unbounded"
                 if status == highspy.HighsModelStatus.kTimeLimit:
-                    raise SolverTimeLimitError(f"LP {self.program.name!r} (highs, column generation master) hit "
-                                               f"time_limit={self.time_limit} s; raise time_limit.")
+                    raise SolverTimeLimitError(
+                        f"LP {self.program.name!r} (highs, column generation master) hit "
+                        f"time_limit={self.time_limit} s; raise time_limit."
+                    )
                 if status != highspy.HighsModelStatus.kOptimal:
-                    raise SolverError(f"LP {self.program.name!r} (highs, column generation): master status "
-                                      f"{self._h.modelStatusToString(status)!r}")
+                    raise SolverError(
+                        f"LP {self.program.name!r} (highs, column generation): master status "
+                        f"{self._h.modelStatusToString(status)!r}"
+                    )
                 sol = self._h.getSolution()
                 obj = float(self._h.getInfo().objective_function_value)
                 y = np.array(sol.row_dual)
             else:  # no column yet: price the cost itself
                 obj, y = -np.inf, np.zeros(self.m_s + 1)
-            c = (self.sigma * self._cur["cost"][: self.n_d] if self.phase == 2 else np.zeros(self.n_d))
+            c = self.sigma * self._cur["cost"][: self.n_d] if self.phase == 2 else np.zeros(self.n_d)
             if self.m_s:
                 c = c - self.A_d.T @ y[: self.m_s]
             t0 = time.perf_counter()
@@ -445,8 +509,10 @@ class DecomposedModel(ModelBase):
                 column = sp.csr_array(mu.reshape(1, -1))
             else:
                 keep = np.flatnonzero(mu > 0)
-                column = sp.csr_array((mu[keep], (np.zeros(keep.size, int), keep * self.pool.pricer.A + policy[keep])),
-                                      shape=(1, self.n_d))
+                column = sp.csr_array(
+                    (mu[keep], (np.zeros(keep.size, int), keep * self.pool.pricer.A + policy[keep])),
+                    shape=(1, self.n_d),
+                )
             self._add_columns([column], [policy])
             self.stats["columns_added"] += 1
 
@@ -474,42 +540,68 @@ class DecomposedModel(ModelBase):
             self._set_phase(2)
             outcome = self._generate(started)
         if outcome == "unbounded":
-            raise SolverError(f"LP {self.program.name!r} (highs, column generation): the master is unbounded; "
-                              "bound the extra columns.")
+            raise SolverError(
+                f"LP {self.program.name!r} (highs, column generation): the master is unbounded; "
+                "bound the extra columns."
+            )
         if outcome == "infeasible":  # phase II master infeasible after a feasible phase I: numerical trouble
-            raise SolverError(f"LP {self.program.name!r} (highs, column generation): the master turned infeasible "
-                              "after phase I found a feasible point; check the constraints' scaling.")
+            raise SolverError(
+                f"LP {self.program.name!r} (highs, column generation): the master turned infeasible "
+                "after phase I found a feasible point; check the constraints' scaling."
+            )
         solution = self._solution(started, before, outcome)
         if outcome == "gap":
-            warnings.warn(f"LP {self.program.name!r} (highs, column generation) stopped at its {self._stopped} with "
-                          f"the optimality gap open: the objective is within {solution.details['gap']:.3g} of the "
-                          "optimum, not proven optimal (status 'gap'). Raise time_limit or max_rounds.",
-                          GapWarning, stacklevel=2)
+            warnings.warn(
+                f"LP {self.program.name!r} (highs, column generation) stopped at its {self._stopped} with "
+                f"the optimality gap open: the objective is within {solution.details['gap']:.3g} of the "
+                "optimum, not proven optimal (status 'gap'). Raise time_limit or max_rounds.",
+                GapWarning,
+                stacklevel=2,
+            )
         return solution
 
     def _infeasible(self) -> InfeasibleError:
         x = np.array(self._h.getSolution().col_value)
-        art = x[self.n_z: self.n_z + self.m_s] + x[self.n_z + self.m_s: self.n_z + 2 * self.m_s]
+        art = x[self.n_z : self.n_z + self.m_s] + x[self.n_z + self.m_s : self.n_z + 2 * self.m_s]
         fams = [f for f, _, _ in self.program.row_families]
         bad = [f for f, a, b in self.program.side.row_families if art[a:b].sum() > FEAS_TOL]
         return InfeasibleError(
             f"LP {self.program.name!r} (highs, column generation) is infeasible; row families: {fams}. "
-            f"Families still violated at the least-violating point of O: {bad}; relax one of them.")
+            f"Families still violated at the least-violating point of O: {bad}; relax one of them."
+        )
 
     def _solution(self, started: float, before: dict[str, Any], outcome: str) -> LPSolution:
         sol = self._h.getSolution()
         x_m = np.array(sol.col_value)
-        lam = np.clip(x_m[self.n_z + 2 * self.m_s:], 0.0, None)
+        lam = np.clip(x_m[self.n_z + 2 * self.m_s :], 0.0, None)
         d = sp.vstack(self.columns, format="csr").T @ lam
         d = d / lam.sum() if lam.sum() > 0 else d
         x = np.concatenate([d, x_m[: self.n_z]])
         y_side = np.array(sol.row_dual)[: self.m_s]
-        duals = self.sigma * np.concatenate([np.asarray(self._duals_flow, dtype=float), y_side]) \
-            if self._duals_flow is not None and np.size(self._duals_flow) == self.m_f else None
-        details = {k: self.stats[k] - before[k] for k in ("pricings", "pricing_time", "master_time", "columns_added", "rounds")}
-        details |= {"gap": self.stats["gap"], "columns": len(self.columns), "highs_time": details["master_time"],
-                    "stopped": self._stopped}
+        duals = (
+            self.sigma * np.concatenate([np.asarray(self._duals_flow, dtype=float), y_side])
+            if self._duals_flow is not None and np.size(self._duals_flow) == self.m_f
+            else None
+        )
+        details = {
+            k: self.stats[k] - before[k] for k in ("pricings", "pricing_time", "master_time", "columns_added", "rounds")
+        }
+        details |= {
+            "gap": self.stats["gap"],
+            "columns": len(self.columns),
+            "highs_time": details["master_time"],
+            "stopped": self._stopped,
+        }
         build, self._reported_build = self._build_time - self._reported_build, self._build_time
-        return LPSolution(x=x, objective=float(self._cur["cost"] @ x), status=outcome, row_duals=duals,
-                          backend="highs", solve_time=time.perf_counter() - started, build_time=build,
-                          iterations=int(self._h.getInfo().simplex_iteration_count), mip_gap=None, details=details)
+        return LPSolution(
+            x=x,
+            objective=float(self._cur["cost"] @ x),
+            status=outcome,
+            row_duals=duals,
+            backend="highs",
+            solve_time=time.perf_counter() - started,
+            build_time=build,
+            iterations=int(self._h.getInfo().simplex_iteration_count),
+            mip_gap=None,
+            details=details,
+        )

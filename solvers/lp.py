@@ -15,6 +15,7 @@ A binding ``<=`` row has ``y_i >= 0`` when maximising, ``<= 0`` when minimising;
 reverse; slack rows 0.  (CBC via PuLP already reports this; ranged rows, split in two for PuLP,
 get the sum of both duals.)
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,14 +33,13 @@ import numpy as np
 import pulp
 import scipy.sparse as sp
 
-from policyagg.errors import (InfeasibleError, InvalidProblemError, SolverError,
-                              SolverTimeLimitError, UnboundedError)
+from policyagg.errors import InfeasibleError, InvalidProblemError, SolverError, SolverTimeLimitError, UnboundedError
 
 BACKENDS = ("highs", "pulp")
 _MS = highspy.HighsModelStatus
-_FEASIBLE = 2            # HiGHS primal_solution_status kSolutionStatusFeasible
+_FEASIBLE = 2  # HiGHS primal_solution_status kSolutionStatusFeasible
 _DIAG_MAX_FAMILIES = 32  # culprit search: at most this many families ...
-_DIAG_TIME = 10.0        # ... and this many seconds per feasibility check
+_DIAG_TIME = 10.0  # ... and this many seconds per feasibility check
 
 
 def _bad(field, why):
@@ -66,7 +66,7 @@ def _check_bounds(lower, upper, lo, up):
         raise _bad(lo, f"{lo}[{i}] = {lower[i]} > {up}[{i}] = {upper[i]}")
 
 
-@dataclass(frozen=True, eq=False)   # eq=False: == on array fields would be ambiguous
+@dataclass(frozen=True, eq=False)  # eq=False: == on array fields would be ambiguous
 class LinearProgram:
     """min/max  cost @ x  s.t.  row_lower <= A @ x <= row_upper,  col_lower <= x <= col_upper,  x_j integer where integrality[j]."""
 
@@ -122,16 +122,31 @@ class LinearProgram:
     is_mip = property(lambda self: self.integrality is not None)
 
     @classmethod
-    def build(cls, cost, *, A_ub=None, b_ub=None, A_eq=None, b_eq=None, bounds=(0, None),
-              integrality=None, maximize=False, name="lp", families=()) -> LinearProgram:
+    def build(
+        cls,
+        cost,
+        *,
+        A_ub=None,
+        b_ub=None,
+        A_eq=None,
+        b_eq=None,
+        bounds=(0, None),
+        integrality=None,
+        maximize=False,
+        name="lp",
+        families=(),
+    ) -> LinearProgram:
         """Stack ``A_ub @ x <= b_ub`` over ``A_eq @ x == b_eq`` (``scipy.optimize.linprog`` style).
 
         ``bounds = (lower, upper)``: scalars, arrays or None (= unbounded, also per entry).
         ``families = ((name, n_rows), ...)`` labels consecutive rows of the stacked matrix.
         """
         n = np.size(cost)
-        blocks = [(sp.csc_array(A, dtype=float), b, eq)
-                  for A, b, eq in ((A_ub, b_ub, False), (A_eq, b_eq, True)) if A is not None]
+        blocks = [
+            (sp.csc_array(A, dtype=float), b, eq)
+            for A, b, eq in ((A_ub, b_ub, False), (A_eq, b_eq, True))
+            if A is not None
+        ]
         rhs = [np.broadcast_to(np.asarray(b, dtype=float), A.shape[:1]) for A, b, _ in blocks]
         lo = [b if eq else np.full(b.size, -np.inf) for b, (_, _, eq) in zip(rhs, blocks)]
         A = sp.vstack([a for a, _, _ in blocks], format="csc") if blocks else sp.csc_array((0, n))
@@ -139,11 +154,22 @@ class LinearProgram:
         if len(families) and stops[-1] != A.shape[0]:
             raise _bad("row_families", f"families cover {stops[-1]} rows, the matrix has {A.shape[0]}")
         fams = tuple((f, int(s - k), int(s)) for (f, k), s in zip(families, stops))
-        col_lo, col_up = (np.array([d if v is None else v for v in
-                                    np.broadcast_to(np.asarray(b, dtype=object), (n,))], dtype=float)
-                          for b, d in zip(bounds, (-np.inf, np.inf)))
-        return cls(cost, A, np.concatenate([np.zeros(0), *lo]), np.concatenate([np.zeros(0), *rhs]),
-                   col_lo, col_up, integrality, maximize, name, fams)
+        col_lo, col_up = (
+            np.array([d if v is None else v for v in np.broadcast_to(np.asarray(b, dtype=object), (n,))], dtype=float)
+            for b, d in zip(bounds, (-np.inf, np.inf))
+        )
+        return cls(
+            cost,
+            A,
+            np.concatenate([np.zeros(0), *lo]),
+            np.concatenate([np.zeros(0), *rhs]),
+            col_lo,
+            col_up,
+            integrality,
+            maximize,
+            name,
+            fams,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,15 +178,15 @@ class LPSolution:
 
     x: np.ndarray
     objective: float
-    status: str                    # "optimal"; "gap" (column generation stopped with its gap open, see
-                                   # details["gap"]); "time-limit" for an incumbent attached to the error
-    row_duals: np.ndarray | None   # None for MILP or when the backend gives none
+    status: str  # "optimal"; "gap" (column generation stopped with its gap open, see
+    # details["gap"]); "time-limit" for an incumbent attached to the error
+    row_duals: np.ndarray | None  # None for MILP or when the backend gives none
     backend: str
-    solve_time: float              # seconds in the solver call (PuLP: includes its MPS file I/O)
-    build_time: float              # seconds building / passing / changing the model in Python since the last solve
-    iterations: int                # simplex iterations of this solve, 0 if unknown
+    solve_time: float  # seconds in the solver call (PuLP: includes its MPS file I/O)
+    build_time: float  # seconds building / passing / changing the model in Python since the last solve
+    iterations: int  # simplex iterations of this solve, 0 if unknown
     mip_gap: float | None
-    details: dict | None = None    # backend-specific counters (e.g. column generation's pricing time)
+    details: dict | None = None  # backend-specific counters (e.g. column generation's pricing time)
 
 
 #: Solution statuses from best to worst: a rule's status is the worst of its solves.
@@ -231,8 +257,10 @@ class ModelBase:
 
     def _init_data(self, lp, time_limit: float | None) -> None:
         self.lp, self.time_limit = lp, check_time_limit(time_limit)
-        self._cur = {k: np.array(getattr(lp, k), dtype=float) for k in
-                     ("cost", "row_lower", "row_upper", "col_lower", "col_upper")}
+        self._cur = {
+            k: np.array(getattr(lp, k), dtype=float)
+            for k in ("cost", "row_lower", "row_upper", "col_lower", "col_upper")
+        }
 
     def _full_lp(self) -> LinearProgram:
         return self.lp
@@ -280,24 +308,33 @@ class ModelBase:
         fams = [f for f, _, _ in self.lp.row_families]
         where = f"LP {self.lp.name!r} ({self.backend}, solver status: {text!r})"
         if kind == "infeasible":
-            return InfeasibleError(f"{where} is infeasible; row families: {fams}. "
-                                   + _diagnose(self.current_lp()))
+            return InfeasibleError(f"{where} is infeasible; row families: {fams}. " + _diagnose(self.current_lp()))
         if kind == "ambiguous":
-            return InfeasibleError(f"{where} is infeasible or unbounded; row families: {fams}. "
-                                   "Check the constraints and bound the columns.")
+            return InfeasibleError(
+                f"{where} is infeasible or unbounded; row families: {fams}. "
+                "Check the constraints and bound the columns."
+            )
         if kind == "unbounded":
             return UnboundedError(f"{where} is unbounded; add column bounds or constraints.")
         if kind == "time-limit":
-            return SolverTimeLimitError(f"{where} hit time_limit={self.time_limit} s before "
-                                        "proving optimality; raise time_limit.", solution=solution)
+            return SolverTimeLimitError(
+                f"{where} hit time_limit={self.time_limit} s before proving optimality; raise time_limit.",
+                solution=solution,
+            )
         return SolverError(f"{where} did not solve; check the model data and solver options.", text)
 
 
 class _Model(ModelBase):
     """A model of one :class:`LinearProgram` with the options every backend takes."""
 
-    def __init__(self, lp: LinearProgram, *, time_limit: float | None = None,
-                 threads: int | None = None, mip_rel_gap: float | None = None):
+    def __init__(
+        self,
+        lp: LinearProgram,
+        *,
+        time_limit: float | None = None,
+        threads: int | None = None,
+        mip_rel_gap: float | None = None,
+    ):
         if not isinstance(lp, LinearProgram):
             raise InvalidProblemError(f"expected a LinearProgram, got {type(lp).__name__}")
         self._init_data(lp, time_limit)
@@ -319,7 +356,7 @@ def quiet_highs() -> highspy.Highs:
         try:
             os.dup2(null, 1)
             h = highspy.Highs()
-            try:                                  # flush C stdio before fd 1 comes back
+            try:  # flush C stdio before fd 1 comes back
                 ctypes.CDLL(None).fflush(None)
             except (OSError, AttributeError, TypeError):
                 pass
@@ -359,10 +396,17 @@ def _highs_lp(lp: LinearProgram, cost=None) -> highspy.HighsLp:
     out.num_col_, out.num_row_ = lp.n_cols, lp.n_rows
     out.col_cost_ = lp.cost if cost is None else cost
     out.col_lower_, out.col_upper_, out.row_lower_, out.row_upper_ = (
-        lp.col_lower, lp.col_upper, lp.row_lower, lp.row_upper)
+        lp.col_lower,
+        lp.col_upper,
+        lp.row_lower,
+        lp.row_upper,
+    )
     out.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     out.a_matrix_.start_, out.a_matrix_.index_, out.a_matrix_.value_ = (
-        lp.A.indptr.astype(np.int32), lp.A.indices.astype(np.int32), lp.A.data)
+        lp.A.indptr.astype(np.int32),
+        lp.A.indices.astype(np.int32),
+        lp.A.data,
+    )
     out.sense_ = highspy.ObjSense.kMaximize if lp.maximize else highspy.ObjSense.kMinimize
     if lp.is_mip:
         kinds = np.array([highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger], dtype=object)
@@ -377,13 +421,14 @@ def _feasibility_checker(lp: LinearProgram):
     if h.passModel(_highs_lp(lp, np.zeros(lp.n_cols))) == highspy.HighsStatus.kError:
         return lambda rows=(): None
 
-    def check(rows=np.zeros(0, np.int32)):
+    def check(rows=np.zeros(0, np.int32)):  # noqa: B008 - read-only empty default
         h.changeRowsBounds(len(rows), rows, np.full(len(rows), -np.inf), np.full(len(rows), np.inf))
         h.clearSolver()
         h.run()
         status = h.getModelStatus()
         h.changeRowsBounds(len(rows), rows, lp.row_lower[rows], lp.row_upper[rows])
         return {_MS.kOptimal: True, _MS.kInfeasible: False}.get(status)
+
     return check
 
 
@@ -414,8 +459,7 @@ class HighsModel(_Model):
 
     def _call(self, what, status):
         if status == highspy.HighsStatus.kError:
-            raise SolverError(f"LP {self.lp.name!r} (highs): {what} returned HighsStatus.kError; "
-                              "check the model data.")
+            raise SolverError(f"LP {self.lp.name!r} (highs): {what} returned HighsStatus.kError; check the model data.")
 
     def set_option(self, name: str, value: Any) -> None:
         """Set any HiGHS option (e.g. ``mip_max_nodes``); a bad name or value -> InvalidProblemError."""
@@ -439,15 +483,15 @@ class HighsModel(_Model):
     def solve(self) -> LPSolution:
         """Solve (warm from the previous basis if any); LPSolution or a SolverError subtype."""
         status, seconds = self._run()
-        if status == _MS.kUnboundedOrInfeasible:       # presolve could not tell: retry without it
-            presolve = self._h.getOptionValue("presolve")[1]   # getOptionValue -> (status, value)
+        if status == _MS.kUnboundedOrInfeasible:  # presolve could not tell: retry without it
+            presolve = self._h.getOptionValue("presolve")[1]  # getOptionValue -> (status, value)
             self._h.setOptionValue("presolve", "off")
             try:
                 status, more = self._run()
                 seconds += more
             finally:
                 self._h.setOptionValue("presolve", presolve)
-            if status == _MS.kUnboundedOrInfeasible:   # still unclear: is the feasible set empty?
+            if status == _MS.kUnboundedOrInfeasible:  # still unclear: is the feasible set empty?
                 feasible = _feasibility_checker(self.current_lp())()
                 status = {True: _MS.kUnbounded, False: _MS.kInfeasible}.get(feasible, status)
         if status == _MS.kOptimal:
@@ -459,19 +503,28 @@ class HighsModel(_Model):
 
     def error_for(self, status, incumbent=None) -> SolverError:
         """The typed error for any non-optimal ``highspy.HighsModelStatus`` (unlisted -> SolverError)."""
-        kind = {_MS.kInfeasible: "infeasible", _MS.kUnbounded: "unbounded",
-                _MS.kUnboundedOrInfeasible: "ambiguous", _MS.kTimeLimit: "time-limit"}.get(status, "error")
+        kind = {
+            _MS.kInfeasible: "infeasible",
+            _MS.kUnbounded: "unbounded",
+            _MS.kUnboundedOrInfeasible: "ambiguous",
+            _MS.kTimeLimit: "time-limit",
+        }.get(status, "error")
         return self._fail(kind, self._h.modelStatusToString(status), incumbent)
 
     def _solution(self, status, seconds):
         sol, info = self._h.getSolution(), self._h.getInfo()
         build, self._reported_build = self._build_time - getattr(self, "_reported_build", 0.0), self._build_time
         return LPSolution(
-            x=np.array(sol.col_value), objective=float(info.objective_function_value), status=status,
+            x=np.array(sol.col_value),
+            objective=float(info.objective_function_value),
+            status=status,
             row_duals=np.array(sol.row_dual) if sol.dual_valid and not self.lp.is_mip else None,
-            backend=self.backend, solve_time=seconds, build_time=build,
+            backend=self.backend,
+            solve_time=seconds,
+            build_time=build,
             iterations=max(int(info.simplex_iteration_count), 0),
-            mip_gap=float(info.mip_gap) if self.lp.is_mip else None)
+            mip_gap=float(info.mip_gap) if self.lp.is_mip else None,
+        )
 
 
 class PulpModel(_Model):
@@ -504,16 +557,23 @@ class PulpModel(_Model):
         lo, up = ([None if not np.isfinite(v) else v for v in cur[k].tolist()] for k in ("col_lower", "col_upper"))
         cats = np.where(lp.integrality if lp.is_mip else False, pulp.LpInteger, pulp.LpContinuous)
         xs = np.empty(lp.n_cols, dtype=object)
-        xs[:] = [prob.add_variable(f"x{j}", a, b, c)
-                 for j, (a, b, c) in enumerate(zip(lo, up, np.broadcast_to(cats, (lp.n_cols,)).tolist()))]
+        xs[:] = [
+            prob.add_variable(f"x{j}", a, b, c)
+            for j, (a, b, c) in enumerate(zip(lo, up, np.broadcast_to(cats, (lp.n_cols,)).tolist()))
+        ]
         prob.setObjective(pulp.LpAffineExpression(zip(xs, cur["cost"].tolist())))
         csr = lp.A.tocsr()
-        self._cons = []                              # (row, constraint): duals are read back per row
-        for i, (a, b, l, u) in enumerate(zip(csr.indptr[:-1].tolist(), csr.indptr[1:].tolist(),
-                                             cur["row_lower"].tolist(), cur["row_upper"].tolist())):
+        self._cons = []  # (row, constraint): duals are read back per row
+        for i, (a, b, l, u) in enumerate(
+            zip(csr.indptr[:-1].tolist(), csr.indptr[1:].tolist(), cur["row_lower"].tolist(), cur["row_upper"].tolist())
+        ):
             terms = list(zip(xs[csr.indices[a:b]], csr.data[a:b].tolist()))
-            senses = ([(pulp.LpConstraintEQ, l)] if l == u else      # ranged rows: two constraints
-                      [(pulp.LpConstraintGE, l)] * (l > -np.inf) + [(pulp.LpConstraintLE, u)] * (u < np.inf))
+            senses = (
+                [(pulp.LpConstraintEQ, l)]
+                if l == u
+                # ranged rows: two constraints
+                else [(pulp.LpConstraintGE, l)] * (l > -np.inf) + [(pulp.LpConstraintLE, u)] * (u < np.inf)
+            )
             for k, (sense, rhs) in enumerate(senses):
                 con = pulp.LpConstraint(pulp.LpAffineExpression(terms), sense, f"r{i}_{k}", rhs)
                 prob.addConstraint(con)
@@ -526,16 +586,15 @@ class PulpModel(_Model):
         if self._prob is None:
             self._build()
         t1 = time.perf_counter()
-        with warnings.catch_warnings():               # PULP_CBC_CMD is deprecated for PuLP 4.0
+        with warnings.catch_warnings():  # PULP_CBC_CMD is deprecated for PuLP 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
-            cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit, threads=self.threads,
-                                    gapRel=self.mip_rel_gap)
+            cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit, threads=self.threads, gapRel=self.mip_rel_gap)
         try:
             status = self._prob.solve(cmd)
         except pulp.PulpSolverError as exc:
             raise SolverError(f"LP {self.lp.name!r} (pulp): CBC failed ({exc}); check the model data.") from exc
         seconds = time.perf_counter() - t1
-        if status == pulp.LpStatusOptimal:   # CBC "Stopped on time" with an incumbent also lands here
+        if status == pulp.LpStatusOptimal:  # CBC "Stopped on time" with an incumbent also lands here
             stopped = self._prob.sol_status == pulp.LpSolutionIntegerFeasible
             sol = self._solution("time-limit" if stopped else "optimal", seconds, t1 - t0)
             if not stopped:
@@ -543,8 +602,9 @@ class PulpModel(_Model):
             raise self._fail("time-limit", "Stopped on time (feasible solution found)", sol)
         kind = {pulp.LpStatusInfeasible: "infeasible", pulp.LpStatusUnbounded: "unbounded"}.get(status, "error")
         # CBC answers "infeasible" when the time limit cuts its preprocessing short: distrust it then
-        if self.time_limit is not None and (status == pulp.LpStatusNotSolved or
-                                            (kind == "infeasible" and seconds >= self.time_limit)):
+        if self.time_limit is not None and (
+            status == pulp.LpStatusNotSolved or (kind == "infeasible" and seconds >= self.time_limit)
+        ):
             kind = "time-limit"
         raise self._fail(kind, pulp.LpStatus[status])
 
@@ -556,13 +616,20 @@ class PulpModel(_Model):
         if not self.lp.is_mip and None not in pis:
             duals = np.zeros(self.lp.n_rows)
             np.add.at(duals, np.array([i for i, _ in self._cons], dtype=int), np.array(pis, dtype=float))
-        return LPSolution(x=x, objective=float(self._cur["cost"] @ x), status=status, row_duals=duals,
-                          backend=self.backend, solve_time=seconds, build_time=build,
-                          iterations=0, mip_gap=None)
+        return LPSolution(
+            x=x,
+            objective=float(self._cur["cost"] @ x),
+            status=status,
+            row_duals=duals,
+            backend=self.backend,
+            solve_time=seconds,
+            build_time=build,
+            iterations=0,
+            mip_gap=None,
+        )
 
 
-def make_model(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None,
-               **options) -> LPModel:
+def make_model(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None, **options) -> LPModel:
     """A reusable model for ``backend`` in ("highs", "pulp"); options: threads, mip_rel_gap."""
     classes: dict[str, type[HighsModel] | type[PulpModel]] = {"highs": HighsModel, "pulp": PulpModel}
     if backend not in classes:
@@ -570,7 +637,6 @@ def make_model(lp: LinearProgram, *, backend: str = "highs", time_limit: float |
     return classes[backend](lp, time_limit=time_limit, **options)
 
 
-def solve(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None,
-          **options) -> LPSolution:
+def solve(lp: LinearProgram, *, backend: str = "highs", time_limit: float | None = None, **options) -> LPSolution:
     """Solve ``lp`` once: ``make_model(lp, ...).solve()``."""
     return make_model(lp, backend=backend, time_limit=time_limit, **options).solve()

@@ -25,8 +25,8 @@ from policyagg.solvers.lp import BACKENDS, LinearProgram, LPModel, LPSolution, w
 from policyagg.solvers.lp import make_model as _lp_make_model
 
 if TYPE_CHECKING:
-    from policyagg.solvers.decomposition import ColumnPool
     from policyagg.mdp import TabularMDP
+    from policyagg.solvers.decomposition import ColumnPool
 
 
 @dataclass
@@ -95,13 +95,21 @@ class OccupancyProgram:
             t0 = time.perf_counter()
             poly, side = self.problem.polytope, self.side
             extra = side.n_cols - self.n_d
-            flow = sp.hstack([poly.A_eq, sp.csr_array((poly.A_eq.shape[0], extra))], format="csr") if extra else poly.A_eq
+            flow = (
+                sp.hstack([poly.A_eq, sp.csr_array((poly.A_eq.shape[0], extra))], format="csr") if extra else poly.A_eq
+            )
             self._full = LinearProgram(
-                cost=side.cost, A=sp.vstack([flow, side.A], format="csc"),
+                cost=side.cost,
+                A=sp.vstack([flow, side.A], format="csc"),
                 row_lower=np.concatenate([poly.b_eq, side.row_lower]),
                 row_upper=np.concatenate([poly.b_eq, side.row_upper]),
-                col_lower=side.col_lower, col_upper=side.col_upper, integrality=side.integrality,
-                maximize=side.maximize, name=side.name, row_families=self.row_families)
+                col_lower=side.col_lower,
+                col_upper=side.col_upper,
+                integrality=side.integrality,
+                maximize=side.maximize,
+                name=side.name,
+                row_families=self.row_families,
+            )
             self.build_time += time.perf_counter() - t0
         return self._full
 
@@ -198,7 +206,10 @@ class Decomposition:
 
 
 #: The defaults of the current context (:func:`decomposition` sets them for a block).
-_defaults: contextvars.ContextVar[Decomposition] = contextvars.ContextVar("decomposition", default=Decomposition())
+_defaults: contextvars.ContextVar[Decomposition] = contextvars.ContextVar(
+    "decomposition",
+    default=Decomposition(),  # noqa: B039 - a frozen dataclass
+)
 
 
 @contextlib.contextmanager
@@ -240,12 +251,21 @@ def decomposes(program, backend: str = "highs", decompose: str | None = None) ->
     mode = _defaults.get().mode if decompose is None else check_decompose(decompose)
     if not isinstance(program, OccupancyProgram) or backend != "highs" or program.is_mip or mode == "never":
         return False
-    d_bounds_default = not (program.col_lower[: program.n_d] != 0).any() and not np.isfinite(program.col_upper[: program.n_d]).any()
+    d_bounds_default = (
+        not (program.col_lower[: program.n_d] != 0).any() and not np.isfinite(program.col_upper[: program.n_d]).any()
+    )
     return d_bounds_default and (mode == "always" or program.n_d >= DECOMPOSE_MIN_COLUMNS)
 
 
-def make_model(program, *, backend: str = "highs", time_limit: float | None = None, decompose: str | None = None,
-               pool: ColumnPool | None = None, **options) -> LPModel:
+def make_model(
+    program,
+    *,
+    backend: str = "highs",
+    time_limit: float | None = None,
+    decompose: str | None = None,
+    pool: ColumnPool | None = None,
+    **options,
+) -> LPModel:
     """A reusable model of ``program`` (an :class:`OccupancyProgram` or a :class:`LinearProgram`).
 
     Large occupancy LPs on HiGHS are solved by column generation (see :func:`decomposes`;
@@ -315,8 +335,16 @@ class SolveLog:
             "iterations": self.iterations,
             "status": self.status if self.statuses else None,
             "highs_time": self.highs_time,
-        } | ({"pricing_time": self.pricing_time, "pricings": self.pricings, "columns_added": self.columns_added,
-              "column_generation_gap": self.max_gap} if self.pricings else {})
+        } | (
+            {
+                "pricing_time": self.pricing_time,
+                "pricings": self.pricings,
+                "columns_added": self.columns_added,
+                "column_generation_gap": self.max_gap,
+            }
+            if self.pricings
+            else {}
+        )
 
 
 def return_ranges(problem: Problem, *, backend: str = "highs", time_limit: float | None = None) -> ReturnRanges:

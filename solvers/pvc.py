@@ -34,13 +34,18 @@ from policyagg.solvers.registry import RuleCall, choice, number, per_agent, regi
 THRESHOLD_MARGIN = 1e-6
 
 
-@register_rule("pvc", needs_samples=True, options={
-    "eps": number(0.0, 1.0, high_open=True, help="the core's slack: larger eps, smaller vetoes, larger region"),
-    "order": per_agent("a permutation of the agents: who vetoes first (default: index order)"),
-    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen inside the core region"),
-})
-def proportional_veto_core(call: RuleCall, *, eps: float = 0.0, order: Sequence[int] | None = None,
-                           completion: str = "egalitarian") -> Result:
+@register_rule(
+    "pvc",
+    needs_samples=True,
+    options={
+        "eps": number(0.0, 1.0, high_open=True, help="the core's slack: larger eps, smaller vetoes, larger region"),
+        "order": per_agent("a permutation of the agents: who vetoes first (default: index order)"),
+        "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen inside the core region"),
+    },
+)
+def proportional_veto_core(
+    call: RuleCall, *, eps: float = 0.0, order: Sequence[int] | None = None, completion: str = "egalitarian"
+) -> Result:
     """A point of the eps-proportional veto core by sequential veto, completed inside the core region.
 
     **Veto.** With ``N`` samples and ``n`` agents every agent vetoes the same number
@@ -110,7 +115,7 @@ def proportional_veto_core(call: RuleCall, *, eps: float = 0.0, order: Sequence[
     problem, samples = call.problem, call.samples
     n, N = problem.n_agents, samples.n_samples
     order = _check_order(order, n)
-    if N <= n:
+    if n >= N:
         raise InvalidSamplesError(
             f"the proportional veto core needs more samples than agents (every agent vetoes at least one "
             f"and one must survive); got N = {N} samples for n = {n} agents"
@@ -125,12 +130,21 @@ def proportional_veto_core(call: RuleCall, *, eps: float = 0.0, order: Sequence[
     region = [threshold_rows(problem, np.arange(n), lower, "veto thresholds")]
 
     # feasibility first, under the rule's own name: an empty region is reported as the PVC's
-    call.solve(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="proportional veto core",
-                                 maximize=True, rows=region))
+    call.solve(
+        occupancy_program(
+            problem, np.zeros(problem.mdp.n_state_actions), name="proportional veto core", maximize=True, rows=region
+        )
+    )
     d = complete(problem, region, how=completion, backend=call.backend, time_limit=call.time_limit, log=call.log)
-    return call.finish(d, options={"order": order.tolist()}, thresholds=thresholds.tolist(), order=order.tolist(),
-                       veto_size=int(m), n_survivors=int(survivors.size),
-                       epsilon_bound=float(max(eps, 1.0 - n * m / N)))
+    return call.finish(
+        d,
+        options={"order": order.tolist()},
+        thresholds=thresholds.tolist(),
+        order=order.tolist(),
+        veto_size=int(m),
+        n_survivors=int(survivors.size),
+        epsilon_bound=float(max(eps, 1.0 - n * m / N)),
+    )
 
 
 def sequential_veto(values, veto_size: int, order) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +195,9 @@ def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None) ->
     if not isinstance(samples, ReturnSamples):
         values = np.asarray(samples, dtype=float)
         if values.ndim != 2 or values.shape[0] == 0:
-            raise InvalidSamplesError(f"`samples` must be a ReturnSamples or a non-empty (N, n) array; got shape {values.shape}")
+            raise InvalidSamplesError(
+                f"`samples` must be a ReturnSamples or a non-empty (N, n) array; got shape {values.shape}"
+            )
         samples = ReturnSamples(values)
     if isinstance(result_or_occupancy, Result):
         returns = result_or_occupancy.returns
@@ -196,7 +212,9 @@ def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None) ->
             )
         returns = problem.returns(d)
     if samples.n_agents != returns.size:
-        raise InvalidSamplesError(f"the samples have returns for {samples.n_agents} agents but the policy for {returns.size}")
+        raise InvalidSamplesError(
+            f"the samples have returns for {samples.n_agents} agents but the policy for {returns.size}"
+        )
     return _superset_epsilon(returns + samples.tolerance, samples.values)
 
 
@@ -206,8 +224,14 @@ def _check_order(order, n: int) -> np.ndarray:
     try:
         arr = np.asarray(order)
     except Exception as exc:  # ragged input and the like
-        raise InvalidProblemError(f"`order` must be a permutation of the agent indices 0..{n - 1}; got {order!r}") from exc
-    if (arr.ndim != 1 or arr.size != n or not np.issubdtype(arr.dtype, np.integer)
-            or not np.array_equal(np.sort(arr), np.arange(n))):
+        raise InvalidProblemError(
+            f"`order` must be a permutation of the agent indices 0..{n - 1}; got {order!r}"
+        ) from exc
+    if (
+        arr.ndim != 1
+        or arr.size != n
+        or not np.issubdtype(arr.dtype, np.integer)
+        or not np.array_equal(np.sort(arr), np.arange(n))
+    ):
         raise InvalidProblemError(f"`order` must be a permutation of the agent indices 0..{n - 1}; got {order!r}")
     return arr.astype(int)

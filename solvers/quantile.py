@@ -11,17 +11,20 @@ import scipy.sparse as sp
 
 from policyagg.result import Result
 from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
-from policyagg.solvers.occupancy import make_model
-from policyagg.solvers.occupancy import Rows, occupancy_program
+from policyagg.solvers.occupancy import Rows, make_model, occupancy_program
 from policyagg.solvers.registry import RuleCall, choice, register_rule
 
 #: The feasibility margin ``s*`` (in units of each agent's return range) counted as >= 0.
 FEASIBILITY_TOL = 1e-9
 
 
-@register_rule("max_quantile", needs_samples=True, options={
-    "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen once every agent reaches q*"),
-})
+@register_rule(
+    "max_quantile",
+    needs_samples=True,
+    options={
+        "completion": choice(COMPLETIONS, help="how a Pareto-optimal policy is chosen once every agent reaches q*"),
+    },
+)
 def max_quantile(call: RuleCall, *, completion: str = "egalitarian") -> Result:
     """Binary search for ``q*`` with one LP whose right-hand sides change (warm starts),
     then completion inside ``{d : J_i(d) >= t_i(q*) for all i}``.
@@ -37,13 +40,24 @@ def max_quantile(call: RuleCall, *, completion: str = "egalitarian") -> Result:
     problem, samples, log, time_limit = call.problem, call.samples, call.log, call.time_limit
     n, n_d, N = problem.n_agents, problem.mdp.n_state_actions, samples.n_samples
     width = range_widths(problem)  # rows in units of each agent's return range
-    margin = Rows("quantile thresholds", sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
-                  problem.ranges.lower / width, np.full(n, np.inf))
+    margin = Rows(
+        "quantile thresholds",
+        sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
+        problem.ranges.lower / width,
+        np.full(n, np.inf),
+    )
     cost = np.zeros(n_d + 1)
     cost[-1] = 1.0
-    lp = occupancy_program(problem, cost, name="max-quantile", maximize=True, extra_cols=1,
-                           col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
-                           col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]), rows=[margin])
+    lp = occupancy_program(
+        problem,
+        cost,
+        name="max-quantile",
+        maximize=True,
+        extra_cols=1,
+        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
+        col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]),
+        rows=[margin],
+    )
     rows = lp.row_families[-1][1] + np.arange(n)
     model = make_model(lp, backend=call.backend, time_limit=time_limit)
 

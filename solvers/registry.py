@@ -32,15 +32,15 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from policyagg.solvers.completion import finish, require_samples
-from policyagg.solvers.lp import BACKENDS, LPSolution
-from policyagg.solvers.occupancy import SolveLog, call_pool, decomposition, make_model, occupancy_program, prepare
 
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
+from policyagg.solvers.completion import finish, require_samples
+from policyagg.solvers.lp import BACKENDS, LPSolution
+from policyagg.solvers.occupancy import SolveLog, call_pool, decomposition, make_model, occupancy_program, prepare
 
 #: A public rule: ``rule(problem, samples=None, **options) -> Result``.
 Rule = Callable[..., Result]
@@ -87,8 +87,12 @@ class OptionSpec:
             return _interval("an integer" if self.kind == "int" else "a number", self)
         if self.kind == "choice":
             return "one of " + ", ".join(str(c) for c in self.choices or ())
-        return {"bool": "True or False", "per_agent": "None or a sequence with one entry per agent",
-                "constraints": "None or LinearConstraints", "any": "any value"}[self.kind]
+        return {
+            "bool": "True or False",
+            "per_agent": "None or a sequence with one entry per agent",
+            "constraints": "None or LinearConstraints",
+            "any": "any value",
+        }[self.kind]
 
     def check(self, value: Any) -> Any:
         """``value`` in canonical form (``bool`` / ``int`` / ``float``) if allowed, else an
@@ -120,8 +124,14 @@ def integer(low: int | None = None, high: int | None = None, *, help: str = "") 
     return OptionSpec("int", help, low=low, high=high)
 
 
-def number(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False,
-           help: str = "") -> OptionSpec:
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    help: str = "",
+) -> OptionSpec:
     """A finite real option in ``[low, high]``, an end excluded with ``low_open`` / ``high_open``."""
     return OptionSpec("number", help, low=low, high=high, low_open=low_open, high_open=high_open)
 
@@ -163,6 +173,7 @@ def _in_range(value: Any, spec: OptionSpec) -> bool:
 def _is_choice(value: Any, choices: tuple[Any, ...]) -> bool:
     """``value`` is one of ``choices``; ``==`` alone would let ``True`` match the choice ``1``,
     so the types must agree too (any ``str`` matches a ``str``)."""
+
     def same(c: Any) -> bool:
         comparable = type(value) is type(c) or (isinstance(value, str) and isinstance(c, str))
         return value is c or (comparable and bool(value == c))
@@ -182,12 +193,17 @@ def _inferred(default: Any) -> OptionSpec:
 
 
 #: The options every rule takes besides its own (checked at call time by the LP layer).
-COMMON_OPTIONS: Mapping[str, OptionSpec] = MappingProxyType({
-    "constraints": OptionSpec("constraints", "extra linear constraints on the occupancy measure", name="constraints"),
-    "backend": dataclasses.replace(choice(BACKENDS, help="the LP/MILP backend"), name="backend", default="highs"),
-    "time_limit": dataclasses.replace(number(0, low_open=True, help="seconds per LP/MILP solve (None: no limit)"),
-                                      name="time_limit"),
-})
+COMMON_OPTIONS: Mapping[str, OptionSpec] = MappingProxyType(
+    {
+        "constraints": OptionSpec(
+            "constraints", "extra linear constraints on the occupancy measure", name="constraints"
+        ),
+        "backend": dataclasses.replace(choice(BACKENDS, help="the LP/MILP backend"), name="backend", default="highs"),
+        "time_limit": dataclasses.replace(
+            number(0, low_open=True, help="seconds per LP/MILP solve (None: no limit)"), name="time_limit"
+        ),
+    }
+)
 
 
 # --------------------------------------------------------------------------- specs
@@ -239,8 +255,10 @@ class RuleSpec:
     def _refuse_unknown(self, options: Mapping[str, Any], allowed: Mapping[str, OptionSpec]) -> None:
         unknown = [name for name in options if name not in allowed]
         if unknown:
-            raise InvalidProblemError(f"rule {self.name!r} has no option `{unknown[0]}`; its options are: "
-                                      + ", ".join(f"`{name}`" for name in self.option_names))
+            raise InvalidProblemError(
+                f"rule {self.name!r} has no option `{unknown[0]}`; its options are: "
+                + ", ".join(f"`{name}`" for name in self.option_names)
+            )
 
 
 @dataclass
@@ -262,8 +280,9 @@ class RuleCall:
     def solve(self, program: Any, **solver_options: Any) -> LPSolution:
         """Solve an LP/MILP (an occupancy program) with the call's backend and time limit,
         recorded in the log."""
-        return self.log.add(make_model(program, backend=self.backend, time_limit=self.time_limit,
-                                       **solver_options).solve())
+        return self.log.add(
+            make_model(program, backend=self.backend, time_limit=self.time_limit, **solver_options).solve()
+        )
 
     def maximize(self, cost: np.ndarray, *, name: str | None = None) -> np.ndarray:
         """A maximiser ``d`` of ``cost @ d`` over the occupancy polytope and the problem's
@@ -272,17 +291,27 @@ class RuleCall:
         d: np.ndarray = self.solve(program).x
         return d
 
-    def finish(self, d: np.ndarray, *, options: Mapping[str, Any] | None = None, lift: bool = True,
-               **diagnostics: Any) -> Result:
+    def finish(
+        self, d: np.ndarray, *, options: Mapping[str, Any] | None = None, lift: bool = True, **diagnostics: Any
+    ) -> Result:
         """The rule's :class:`Result` for occupancy ``d``
         (:func:`~policyagg.solvers.completion.finish`: Pareto check and lift, fairness report).
 
         ``Result.options`` are the checked options, with ``options`` replacing some of them by
         the values the rule resolved (e.g. a default ``None`` made concrete); ``diagnostics``
         are added to the solver's."""
-        result: Result = finish(self.problem, d, rule=self.spec.name, samples=self.samples,
-                                options=self.options | dict(options or {}), log=self.log, started=self.started,
-                                time_limit=self.time_limit, lift=lift, **diagnostics)
+        result: Result = finish(
+            self.problem,
+            d,
+            rule=self.spec.name,
+            samples=self.samples,
+            options=self.options | dict(options or {}),
+            log=self.log,
+            started=self.started,
+            time_limit=self.time_limit,
+            lift=lift,
+            **diagnostics,
+        )
         return result
 
 
@@ -293,8 +322,9 @@ RULES: dict[str, Rule] = {}
 RULE_SPECS: dict[str, RuleSpec] = {}
 
 
-def register_rule(name: str, *, needs_samples: bool = False, options: Mapping[str, OptionSpec] | None = None,
-                  replace: bool = False) -> Callable[[Callable[..., Result]], Rule]:
+def register_rule(
+    name: str, *, needs_samples: bool = False, options: Mapping[str, OptionSpec] | None = None, replace: bool = False
+) -> Callable[[Callable[..., Result]], Rule]:
     """Declare a rule: register ``name`` and wrap the body in the steps every rule shares.
 
     The decorated *body* is ``body(call: RuleCall, *, option=default, ...) -> Result``; its
@@ -334,8 +364,9 @@ def register_rule(name: str, *, needs_samples: bool = False, options: Mapping[st
     if not isinstance(name, str) or not name:
         raise InvalidProblemError(f"a rule's `name` must be a non-empty string; got {name!r}")
     if name in RULES and not replace:
-        raise InvalidProblemError(f"a rule named {name!r} is registered already; pass `replace=True` to replace it "
-                                  "or choose another name")
+        raise InvalidProblemError(
+            f"a rule named {name!r} is registered already; pass `replace=True` to replace it or choose another name"
+        )
 
     def decorate(body: Callable[..., Result]) -> Rule:
         spec = _make_spec(name, body, needs_samples, dict(options or {}))
@@ -380,33 +411,48 @@ def get_rule(name: str) -> Rule:
     return get_spec(name).function
 
 
-def _make_spec(name: str, body: Callable[..., Result], needs_samples: bool,
-               declared: dict[str, OptionSpec]) -> RuleSpec:
+def _make_spec(
+    name: str, body: Callable[..., Result], needs_samples: bool, declared: dict[str, OptionSpec]
+) -> RuleSpec:
     """The spec of ``body``: its keyword-only parameters are the options, declared or inferred."""
     parameters = list(inspect.signature(body).parameters.values())
-    if not parameters or parameters[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
-                                                    inspect.Parameter.POSITIONAL_OR_KEYWORD):
-        raise InvalidProblemError(f"rule {name!r}: the body's first parameter must be the call context "
-                                  "(`def body(call, *, option=default, ...)`)")
+    if not parameters or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise InvalidProblemError(
+            f"rule {name!r}: the body's first parameter must be the call context "
+            "(`def body(call, *, option=default, ...)`)"
+        )
     options: dict[str, OptionSpec] = {}
     for p in parameters[1:]:
         if p.kind != inspect.Parameter.KEYWORD_ONLY or p.default is inspect.Parameter.empty:
-            raise InvalidProblemError(f"rule {name!r}: option `{p.name}` must be keyword-only with a default "
-                                      "(`def body(call, *, option=default, ...)`)")
+            raise InvalidProblemError(
+                f"rule {name!r}: option `{p.name}` must be keyword-only with a default "
+                "(`def body(call, *, option=default, ...)`)"
+            )
         if p.name in COMMON_OPTIONS or p.name in DATA_PARAMETERS:
             raise InvalidProblemError(f"rule {name!r}: `{p.name}` is a parameter of every rule; rename the option")
         option = declared.pop(p.name, None) or _inferred(p.default)
         options[p.name] = dataclasses.replace(option, name=p.name, default=p.default)
     if declared:
-        raise InvalidProblemError(f"rule {name!r}: declared option `{next(iter(declared))}` is not a keyword-only "
-                                  "parameter of the body")
+        raise InvalidProblemError(
+            f"rule {name!r}: declared option `{next(iter(declared))}` is not a keyword-only parameter of the body"
+        )
     for option in options.values():
         option.check(option.default)  # a default outside its own range is a declaration error
     doc = inspect.getdoc(body) or ""
     summary = doc.strip().split("\n\n")[0].replace("\n", " ") if doc else name
 
-    def rule(problem: Problem, samples: ReturnSamples | None = None, *, constraints: LinearConstraints | None = None,
-             backend: str = "highs", time_limit: float | None = None, **given: Any) -> Result:
+    def rule(
+        problem: Problem,
+        samples: ReturnSamples | None = None,
+        *,
+        constraints: LinearConstraints | None = None,
+        backend: str = "highs",
+        time_limit: float | None = None,
+        **given: Any,
+    ) -> Result:
         started = time.perf_counter()
         checked = spec.check(given)
         # one column pool per call: every LP of the rule starts from the columns of the ones before
@@ -427,11 +473,14 @@ def _make_spec(name: str, body: Callable[..., Result], needs_samples: bool,
 def _public_signature(options: list[inspect.Parameter]) -> inspect.Signature:
     """``(problem, samples=None, *, <options>, constraints=None, backend="highs", time_limit=None) -> Result``."""
     P = inspect.Parameter
-    return inspect.Signature([
-        P("problem", P.POSITIONAL_OR_KEYWORD, annotation="Problem"),
-        P("samples", P.POSITIONAL_OR_KEYWORD, default=None, annotation="ReturnSamples | None"),
-        *options,
-        P("constraints", P.KEYWORD_ONLY, default=None, annotation="LinearConstraints | None"),
-        P("backend", P.KEYWORD_ONLY, default="highs", annotation="str"),
-        P("time_limit", P.KEYWORD_ONLY, default=None, annotation="float | None"),
-    ], return_annotation="Result")
+    return inspect.Signature(
+        [
+            P("problem", P.POSITIONAL_OR_KEYWORD, annotation="Problem"),
+            P("samples", P.POSITIONAL_OR_KEYWORD, default=None, annotation="ReturnSamples | None"),
+            *options,
+            P("constraints", P.KEYWORD_ONLY, default=None, annotation="LinearConstraints | None"),
+            P("backend", P.KEYWORD_ONLY, default="highs", annotation="str"),
+            P("time_limit", P.KEYWORD_ONLY, default=None, annotation="float | None"),
+        ],
+        return_annotation="Result",
+    )

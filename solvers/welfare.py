@@ -46,6 +46,7 @@ def egalitarian(call: RuleCall, *, normalize: bool = False) -> Result:
             "egalitarian with unequal `weights` needs `normalize=True`: on raw returns (which may "
             "be negative) the entitlement u_i / w_i reverses the meaning of a weight"
         )
-    d, _, levels = leximin(problem, *utilities(problem, normalize), backend=call.backend, time_limit=call.time_limit,
-                           log=call.log)
+    d, _, levels = leximin(
+        problem, *utilities(problem, normalize), backend=call.backend, time_limit=call.time_limit, log=call.log
+    )
     return call.finish(d, levels=levels.tolist())

@@ -2,17 +2,17 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import bandit, random_problems
 from hypothesis import given, settings
+from reference import dense_polytope
 from scipy.optimize import linprog
 
 from policyagg import solvers
-from conftest import bandit, random_problems
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.mdp import TabularMDP
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
-from reference import dense_polytope
 
 
 def grid_samples(problem, steps=11):
@@ -27,8 +27,15 @@ def feasible(problem, agents, thresholds):
     mdp = problem.mdp
     A_eq, b_eq = dense_polytope(mdp.P_dense, mdp.rho, mdp.gamma)
     R = problem.rewards.reshape(problem.n_agents, -1)[list(agents)]
-    res = linprog(np.zeros(A_eq.shape[1]), A_ub=-R if len(agents) else None, b_ub=-np.asarray(thresholds) if len(agents) else None,
-                  A_eq=A_eq, b_eq=b_eq, bounds=(0, None), method="highs")
+    res = linprog(
+        np.zeros(A_eq.shape[1]),
+        A_ub=-R if len(agents) else None,
+        b_ub=-np.asarray(thresholds) if len(agents) else None,
+        A_eq=A_eq,
+        b_eq=b_eq,
+        bounds=(0, None),
+        method="highs",
+    )
     return res.status == 0
 
 
@@ -84,7 +91,9 @@ def test_approval_alpha_zero_is_utilitarian_and_alpha_one_has_an_approver(proble
 
 def test_approval_backends_agree():
     rng = np.random.default_rng(3)
-    problem = solvers.with_ranges(Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=0.8), rng.normal(size=(3, 3, 2))))
+    problem = solvers.with_ranges(
+        Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=0.8), rng.normal(size=(3, 3, 2)))
+    )
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
     a = solvers.approval(problem, samples, alpha=0.8, backend="highs")
     b = solvers.approval(problem, samples, alpha=0.8, backend="pulp")
@@ -144,7 +153,9 @@ def test_q_star_at_least_one_over_e_under_the_uniform_measure(seed):
 
 def test_max_quantile_backends_agree():
     rng = np.random.default_rng(4)
-    problem = solvers.with_ranges(Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=1.0), rng.normal(size=(3, 3, 2))))
+    problem = solvers.with_ranges(
+        Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=1.0), rng.normal(size=(3, 3, 2)))
+    )
     samples = sample_policy_returns(problem, 500, rng=0, progress=False)
     a = solvers.max_quantile(problem, samples, backend="highs")
     b = solvers.max_quantile(problem, samples, backend="pulp")

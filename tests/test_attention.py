@@ -11,7 +11,10 @@ def test_transition_probabilities_by_hand():
     q = np.array([[0.2, 0.3], [0.4, 0.5]])  # 2 sites, 3 phases
     model = AttentionModel(2, 3, escalation=q)
     P = model.transition_matrix().toarray().reshape(9, 3, 9)
-    s = lambda p0, p1: p0 + 3 * p1
+
+    def s(p0, p1):
+        return p0 + 3 * p1
+
     # both sites at phase 1, attend site 0: site 0 -> 0; site 1 rises w.p. 0.5
     np.testing.assert_allclose(P[s(1, 1), 0, [s(0, 1), s(0, 2)]], [0.5, 0.5])
     # no attention from (0, 2): site 0 rises w.p. 0.2, site 1 stays at top
@@ -68,7 +71,10 @@ def test_populations():
     [
         ({"n_sites": 0}, r"`n_sites` must be a positive integer"),
         ({"n_phases": 1}, r"`n_phases` must be an integer >= 2"),
-        ({"n_sites": 2, "escalation": np.ones((2, 1))}, r"`escalation` must have shape \(n_sites, n_phases - 1\) = \(2, 2\)"),
+        (
+            {"n_sites": 2, "escalation": np.ones((2, 1))},
+            r"`escalation` must have shape \(n_sites, n_phases - 1\) = \(2, 2\)",
+        ),
         ({"n_sites": 1, "escalation": [[1.5, 0.0]]}, r"`escalation` probabilities must lie in \[0, 1\]"),
     ],
 )

@@ -33,7 +33,9 @@ KWARGS = {
 # Gymnasium's checker only knows scalar rewards and *warns* (does not fail) on a vector one.
 # The vector reward is deliberate (one component per agent, the MO-Gymnasium convention), so
 # exactly this warning is allowed; any other warning fails the test.
-VECTOR_REWARD_WARNING = re.compile(r"The reward returned by `step\(\)` must be a float, int, np.integer or np.floating, actual type: <class 'numpy.ndarray'>")
+VECTOR_REWARD_WARNING = re.compile(
+    r"The reward returned by `step\(\)` must be a float, int, np.integer or np.floating, actual type: <class 'numpy.ndarray'>"
+)
 
 
 def make(name):

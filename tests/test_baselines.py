@@ -1,17 +1,17 @@
 import numpy as np
 import pytest
+from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from hypothesis import given, settings
+from reference import dense_polytope, lp_max, max_min, occupancy_by_dense_solve
 from scipy.optimize import minimize
 
 from policyagg import solvers
-from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError
 from policyagg.mdp import TabularMDP
 from policyagg.metrics import gini
 from policyagg.polytope import budget, forbid, return_floor
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
-from reference import dense_polytope, lp_max, max_min, occupancy_by_dense_solve
 from policyagg.solvers.baselines import NASH_FLOOR, generalized_gini, gini_owa_weights, nash_welfare, random_dictator
 
 BASELINES = (random_dictator, nash_welfare, generalized_gini)
@@ -112,9 +112,14 @@ def test_nash_matches_scipy_on_the_dense_formulation(seed):
     policies = [np.full((S, A), 1.0 / A)] + [rng.dirichlet(np.ones(A), size=S) for _ in range(4)]
     for policy in policies:  # start from interior points of O: occupancies of stochastic policies
         start = occupancy_by_dense_solve(mdp.P_dense, mdp.rho, mdp.gamma, policy).ravel()
-        res = minimize(lambda d: -welfare(d), start, method="SLSQP", bounds=[(0, None)] * (S * A),
-                       constraints=[{"type": "eq", "fun": lambda d: A_eq @ d - b_eq}],
-                       options={"ftol": 1e-12, "maxiter": 500})
+        res = minimize(
+            lambda d: -welfare(d),
+            start,
+            method="SLSQP",
+            bounds=[(0, None)] * (S * A),
+            constraints=[{"type": "eq", "fun": lambda d: A_eq @ d - b_eq}],
+            options={"ftol": 1e-12, "maxiter": 500},
+        )
         if res.success and np.abs(A_eq @ res.x - b_eq).max() < 1e-8 and res.x.min() > -1e-9:
             best = max(best, welfare(np.clip(res.x, 0, None)))
     assert np.isfinite(best)
@@ -245,24 +250,35 @@ def test_infeasible_constraints_are_named(rule):
         rule(problem, constraints=impossible)
 
 
-@pytest.mark.parametrize("rule, options, match", [
-    (random_dictator, {"pareto": "yes"}, r"`pareto` must be True or False"),
-    (random_dictator, {"pareto": None}, r"`pareto` must be True or False"),
-    (nash_welfare, {"tolerance": 0.0}, r"`tolerance` must be a positive number"),
-    (nash_welfare, {"tolerance": -1e-6}, r"`tolerance` must be a positive number"),
-    (nash_welfare, {"tolerance": float("nan")}, r"`tolerance` must be a positive number"),
-    (nash_welfare, {"tolerance": True}, r"`tolerance` must be a positive number"),
-    (nash_welfare, {"max_rounds": 0}, r"`max_rounds` must be a positive integer"),
-    (nash_welfare, {"max_rounds": 2.5}, r"`max_rounds` must be a positive integer"),
-    (nash_welfare, {"max_rounds": True}, r"`max_rounds` must be a positive integer"),
-    (generalized_gini, {"owa_weights": [0.2, 0.8]}, r"`owa_weights` must be non-increasing .* a\[0\] = 0.2 < a\[1\] = 0.8"),
-    (generalized_gini, {"owa_weights": [1.0, 0.0]}, r"`owa_weights` must be finite and > 0"),
-    (generalized_gini, {"owa_weights": [1.0, -1.0]}, r"`owa_weights` must be finite and > 0"),
-    (generalized_gini, {"owa_weights": [1.0, np.inf]}, r"`owa_weights` must be finite and > 0"),
-    (generalized_gini, {"owa_weights": [1.0, 0.5, 0.2]}, r"`owa_weights` must have one weight per agent, shape \(2,\)"),
-    (generalized_gini, {"owa_weights": ["a", "b"]}, r"`owa_weights` must be 2 numbers"),
-    (random_dictator, {"backend": "gurobi"}, r"`backend` must be one of highs, pulp"),
-])
+@pytest.mark.parametrize(
+    "rule, options, match",
+    [
+        (random_dictator, {"pareto": "yes"}, r"`pareto` must be True or False"),
+        (random_dictator, {"pareto": None}, r"`pareto` must be True or False"),
+        (nash_welfare, {"tolerance": 0.0}, r"`tolerance` must be a positive number"),
+        (nash_welfare, {"tolerance": -1e-6}, r"`tolerance` must be a positive number"),
+        (nash_welfare, {"tolerance": float("nan")}, r"`tolerance` must be a positive number"),
+        (nash_welfare, {"tolerance": True}, r"`tolerance` must be a positive number"),
+        (nash_welfare, {"max_rounds": 0}, r"`max_rounds` must be a positive integer"),
+        (nash_welfare, {"max_rounds": 2.5}, r"`max_rounds` must be a positive integer"),
+        (nash_welfare, {"max_rounds": True}, r"`max_rounds` must be a positive integer"),
+        (
+            generalized_gini,
+            {"owa_weights": [0.2, 0.8]},
+            r"`owa_weights` must be non-increasing .* a\[0\] = 0.2 < a\[1\] = 0.8",
+        ),
+        (generalized_gini, {"owa_weights": [1.0, 0.0]}, r"`owa_weights` must be finite and > 0"),
+        (generalized_gini, {"owa_weights": [1.0, -1.0]}, r"`owa_weights` must be finite and > 0"),
+        (generalized_gini, {"owa_weights": [1.0, np.inf]}, r"`owa_weights` must be finite and > 0"),
+        (
+            generalized_gini,
+            {"owa_weights": [1.0, 0.5, 0.2]},
+            r"`owa_weights` must have one weight per agent, shape \(2,\)",
+        ),
+        (generalized_gini, {"owa_weights": ["a", "b"]}, r"`owa_weights` must be 2 numbers"),
+        (random_dictator, {"backend": "gurobi"}, r"`backend` must be one of highs, pulp"),
+    ],
+)
 def test_bad_options(rule, options, match):
     with pytest.raises(InvalidProblemError, match=match):
         rule(bandit(), **options)

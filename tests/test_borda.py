@@ -2,17 +2,16 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from hypothesis import given, settings
 
 from policyagg import solvers
-from policyagg.samples import TIE_TOL
-from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, return_floor
 from policyagg.problem import Problem
 from policyagg.result import Result
-from policyagg.samples import ReturnSamples
+from policyagg.samples import TIE_TOL, ReturnSamples
 from policyagg.sampling import sample_policy_returns
 from policyagg.solvers.borda import borda
 
@@ -40,7 +39,7 @@ def pl_cdfs(values, ranges, K):
         xs, Fs = [], []
         for j in picked:
             F = np.count_nonzero(v <= v[j] + tie) / N
-            if not Fs or F > Fs[-1]:
+            if not Fs or Fs[-1] < F:
                 xs.append(v[j])
                 Fs.append(F)
         if ranges.lower[i] < xs[0]:
@@ -101,7 +100,7 @@ def test_lp_uses_the_concave_envelope_above_the_mode():
     # p = .83, < 0 after, so p* = .83, objective 6/7 + 1/7 + 6/7 * .17. The plain segment lines would
     # cap z_0 at 3/7 + (1/7) (.31 / .18) < 6/7 there and move the optimum.
     problem = bandit(rewards=((1.0, 0.0), (0.0, 1.0)))
-    samples = ReturnSamples(np.column_stack([[0, .5, .52, .7, .8, .83, 1], np.linspace(0, 1, 7)]))
+    samples = ReturnSamples(np.column_stack([[0, 0.5, 0.52, 0.7, 0.8, 0.83, 1], np.linspace(0, 1, 7)]))
     result = borda(problem, samples, solver="lp", tangents=6)
     np.testing.assert_allclose(result.returns, [0.83, 0.17], atol=1e-5)
     assert result.diagnostics["objective"] == pytest.approx(1 + 6 / 7 * 0.17, abs=1e-9)
@@ -135,7 +134,9 @@ def test_milp_matches_brute_force_on_the_simplex(seed, n):
     grid = np.stack([i[keep] * h, j[keep] * h, 1 - (i[keep] + j[keep]) * h], axis=1)
     best = pl_score(cdfs, grid @ R.T, problem.weights).max()
     # rounding the optimum to the grid moves J_i by at most h (max_a r_i - min_a r_i)
-    lipschitz = sum(w * (np.diff(F) / np.diff(x)).max() * np.ptp(r) * h for (x, F), w, r in zip(cdfs, problem.weights, R))
+    lipschitz = sum(
+        w * (np.diff(F) / np.diff(x)).max() * np.ptp(r) * h for (x, F), w, r in zip(cdfs, problem.weights, R)
+    )
     objective = result.diagnostics["objective"]
     assert best - 1e-9 <= objective <= best + lipschitz
     assert lipschitz < 0.05  # the bound is informative
@@ -167,8 +168,9 @@ def test_milp_is_never_worse_than_the_lp(problem):
 
 def test_backends_agree_on_the_milp():
     rng = np.random.default_rng(4)
-    problem = solvers.with_ranges(Problem(TabularMDP(rng.dirichlet(np.ones(2), size=(2, 2)), gamma=0.8),
-                                          rng.normal(size=(2, 2, 2))))
+    problem = solvers.with_ranges(
+        Problem(TabularMDP(rng.dirichlet(np.ones(2), size=(2, 2)), gamma=0.8), rng.normal(size=(2, 2, 2)))
+    )
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
     a = borda(problem, samples, solver="milp", breakpoints=10, backend="highs")
     b = borda(problem, samples, solver="milp", breakpoints=10, backend="pulp")
@@ -179,14 +181,17 @@ def test_backends_agree_on_the_milp():
 # ------------------------------------------------------------------ empty concave region
 # Agent 0's samples crowd at p ~ .88 (mode .88: steepest segment [.88, .89]), agent 1's at
 # J_1 = 3 (1 - p) ~ 2.58 (mode 2.58, i.e. p <= .14): no policy is above both modes.
-APART = np.column_stack([[0, .85, .88, .89, .91, 1], [0, 2.55, 2.58, 2.59, 2.61, 3]])
+APART = np.column_stack([[0, 0.85, 0.88, 0.89, 0.91, 1], [0, 2.55, 2.58, 2.59, 2.61, 3]])
 
 
 def test_empty_concave_region_explains_and_falls_back():
     samples = ReturnSamples(APART)
-    with pytest.raises(InfeasibleError, match=r"concave region is empty: no feasible policy gives every agent a return "
-                                              r"at or above the mode of its return density \(modes 0\.88, 2\.58\).*"
-                                              r"`solver=\"milp\"`.*`fallback=\"milp\"`"):
+    with pytest.raises(
+        InfeasibleError,
+        match=r"concave region is empty: no feasible policy gives every agent a return "
+        r"at or above the mode of its return density \(modes 0\.88, 2\.58\).*"
+        r"`solver=\"milp\"`.*`fallback=\"milp\"`",
+    ):
         borda(bandit(), samples)
     result = borda(bandit(), samples, fallback="milp", breakpoints=5)
     assert result.diagnostics["fallback"] == "milp" and result.diagnostics["solver"] == "milp"
@@ -233,16 +238,19 @@ def test_invariant_to_affine_rewards(solver):
 
 
 # ------------------------------------------------------------------ options
-@pytest.mark.parametrize("options, match", [
-    ({"solver": "simplex"}, r"`solver` must be one of lp, milp; got 'simplex'"),
-    ({"breakpoints": 0}, r"`breakpoints` must be a positive integer; got 0"),
-    ({"breakpoints": 2.5}, r"`breakpoints` must be a positive integer; got 2.5"),
-    ({"breakpoints": True}, r"`breakpoints` must be a positive integer; got True"),
-    ({"tangents": -3}, r"`tangents` must be a positive integer; got -3"),
-    ({"fallback": "lp"}, r"`fallback` must be one of None, milp; got 'lp'"),
-    ({"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian; got 'nash'"),
-    ({"backend": "gurobi"}, r"`backend` must be one of highs, pulp"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"solver": "simplex"}, r"`solver` must be one of lp, milp; got 'simplex'"),
+        ({"breakpoints": 0}, r"`breakpoints` must be a positive integer; got 0"),
+        ({"breakpoints": 2.5}, r"`breakpoints` must be a positive integer; got 2.5"),
+        ({"breakpoints": True}, r"`breakpoints` must be a positive integer; got True"),
+        ({"tangents": -3}, r"`tangents` must be a positive integer; got -3"),
+        ({"fallback": "lp"}, r"`fallback` must be one of None, milp; got 'lp'"),
+        ({"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian; got 'nash'"),
+        ({"backend": "gurobi"}, r"`backend` must be one of highs, pulp"),
+    ],
+)
 def test_bad_options(options, match):
     samples = ReturnSamples(np.column_stack([REPEATED, 3 * (1 - REPEATED)]))
     with pytest.raises(InvalidProblemError, match=match):

@@ -43,7 +43,21 @@ def test_compare_writes_results_and_prints_table(tmp_path, capsys):
 
 def test_compare_is_reproducible(tmp_path):
     for run in ("x", "y"):
-        main(["compare", "--experiment", "b", "--sites", "3", "--agents", "4", "--samples", "200", "--out", str(tmp_path / run)])
+        main(
+            [
+                "compare",
+                "--experiment",
+                "b",
+                "--sites",
+                "3",
+                "--agents",
+                "4",
+                "--samples",
+                "200",
+                "--out",
+                str(tmp_path / run),
+            ]
+        )
     a = Result.load(tmp_path / "x" / "experiment-b-seed0" / "utilitarian")
     b = Result.load(tmp_path / "y" / "experiment-b-seed0" / "utilitarian")
     np.testing.assert_array_equal(a.occupancy, b.occupancy)
@@ -74,10 +88,12 @@ def test_bench_rules_runs_every_registered_case(capsys):
 
 @pytest.mark.parametrize("target", ["growth", "scale", "volume", "sampler"])
 def test_bench_targets_run_small(target, capsys):
-    extra = {"growth": ["--sites", "4", "--samples", "50"], "scale": ["--sites", "3", "--agents", "3", "--samples", "200"],
-             "volume": ["--sites", "2", "--samples", "200", "--workers", "1"],
-             "sampler": ["--sites", "3", "--samples", "300", "--baseline-samples", "20", "--repeats", "1",
-                         "--workers", "1"]}[target]
+    extra = {
+        "growth": ["--sites", "4", "--samples", "50"],
+        "scale": ["--sites", "3", "--agents", "3", "--samples", "200"],
+        "volume": ["--sites", "2", "--samples", "200", "--workers", "1"],
+        "sampler": ["--sites", "3", "--samples", "300", "--baseline-samples", "20", "--repeats", "1", "--workers", "1"],
+    }[target]
     assert main(["bench", target, *extra]) == 0
     out = capsys.readouterr().out
     assert "peak RSS" in out or "| rule |" in out
@@ -102,8 +118,10 @@ def test_every_subcommand_has_help_with_an_example(command, capsys):
 
 
 def test_building_the_parser_imports_nothing_heavy():
-    code = ("import sys; import policyagg.experiments.cli as cli; cli.build_parser(); "
-            "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib', 'highspy', 'tqdm') if m in sys.modules))")
+    code = (
+        "import sys; import policyagg.experiments.cli as cli; cli.build_parser(); "
+        "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib', 'highspy', 'tqdm') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
 
@@ -126,6 +144,7 @@ def test_bench_defaults_are_the_ones_the_help_states(monkeypatch):
         def fake(**kwargs):
             seen[name] = kwargs
             raise SystemExit(0)
+
         return fake
 
     monkeypatch.setattr(bench, "bench_sampler", record("sampler"))
@@ -165,10 +184,20 @@ def test_measures_markdown_without_spread_for_one_seed_and_with_ties():
     from policyagg.experiments.measure_comparison import comparison_markdown, rank_order
 
     assert rank_order({"a": 0.2, "b": 0.1, "c": 0.1 + 1e-12, "d": 0.1004}) == "b = c ≈ d < a"
-    figures = {m: {"samples": 10, "seeds": 1, "labels": {"u": "u (raw)"},
-                   "gini": {"mq": (0.1, 0.0), "borda": (0.1, 0.0), "u": (0.3, 0.0)},
-                   "quantile": {"mq": (1.0, 0.0), "borda": (1.0, 0.0), "u": (0.2, 0.0)},
-                   "window_mass": 0.5, "rules_at_top": 0.5, "ess": None, "rhat": None} for m in ("policy", "volume")}
+    figures = {
+        m: {
+            "samples": 10,
+            "seeds": 1,
+            "labels": {"u": "u (raw)"},
+            "gini": {"mq": (0.1, 0.0), "borda": (0.1, 0.0), "u": (0.3, 0.0)},
+            "quantile": {"mq": (1.0, 0.0), "borda": (1.0, 0.0), "u": (0.2, 0.0)},
+            "window_mass": 0.5,
+            "rules_at_top": 0.5,
+            "ess": None,
+            "rhat": None,
+        }
+        for m in ("policy", "volume")
+    }
     text = comparison_markdown("tiny", figures)
     assert "±" not in text and "one seed" in text
     assert "* policy: mq = borda < u (raw)" in text and "| u (raw) | 0.300 | 0.300 | 0.200 | 0.200 |" in text
@@ -181,7 +210,9 @@ def test_bench_scale_samples_are_real_policy_samples():
 
     report = bench_scale(n_sites=3, n_agents=3, n_samples=200, rules=(("utilitarian", "utilitarian", {}),))
     assert "`policy` measure" in report["samples"] and "timing only" not in report["samples"]
-    mixture = bench_scale(n_sites=3, n_agents=3, n_samples=200, mixture=True, rules=(("utilitarian", "utilitarian", {}),))
+    mixture = bench_scale(
+        n_sites=3, n_agents=3, n_samples=200, mixture=True, rules=(("utilitarian", "utilitarian", {}),)
+    )
     assert "timing only" in mixture["samples"]
 
 

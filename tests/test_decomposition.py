@@ -5,19 +5,19 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_valid_result, random_problems
 from hypothesis import given, settings
+from reference import lp_max, max_min
 
-from policyagg import solvers
 import policyagg.solvers.decomposition as dec
 import policyagg.solvers.occupancy as occ
-from conftest import assert_valid_result, random_problems
+from policyagg import solvers
 from policyagg.errors import GapWarning, InfeasibleError, InvalidProblemError, SolverTimeLimitError
-from policyagg.solvers.lp import LPModel
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import return_floor
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
-from reference import lp_max, max_min
+from policyagg.solvers.lp import LPModel
 
 
 def _dense(problem):
@@ -79,8 +79,9 @@ def test_decomposed_lps_match_the_dense_reference(problem):
     scale = 1.0 + np.abs(R).max()
     np.testing.assert_allclose(ranges2.upper, [lp_max(r, *_dense(problem))[0] for r in R], atol=1e-8 * scale)
     np.testing.assert_allclose(ranges2.lower, [-lp_max(-r, *_dense(problem))[0] for r in R], atol=1e-8 * scale)
-    assert problem.weights @ util.returns == pytest.approx(lp_max(problem.weights @ R, *_dense(problem))[0],
-                                                            abs=1e-7 * scale)
+    assert problem.weights @ util.returns == pytest.approx(
+        lp_max(problem.weights @ R, *_dense(problem))[0], abs=1e-7 * scale
+    )
     live = ~ranges.flat  # indifferent agents are normalised to 1 by convention
     if live.any():
         first_level = max_min(R[live], *_dense(problem), scale=ranges.width[live], offset=ranges.lower[live])
@@ -90,8 +91,10 @@ def test_decomposed_lps_match_the_dense_reference(problem):
     assert_valid_result(problem, egal)
 
 
-@pytest.mark.parametrize("name,options", [("max_quantile", {}), ("pvc", {}), ("approval", {"alpha": 0.8}),
-                                          ("egalitarian", {"normalize": True})])
+@pytest.mark.parametrize(
+    "name,options",
+    [("max_quantile", {}), ("pvc", {}), ("approval", {"alpha": 0.8}), ("egalitarian", {"normalize": True})],
+)
 @settings(max_examples=8, deadline=None)
 @given(problem=random_problems(max_states=5, max_actions=3, max_agents=4, gammas=(0.5, 1.0)))
 def test_decomposed_rules_reach_the_direct_rules_optimum(name, options, problem):
@@ -119,8 +122,9 @@ def test_decomposed_duals_are_a_kkt_certificate_of_the_full_lp():
     S, A = 5, 3
     mdp = TabularMDP(rng.dirichlet(np.ones(S), size=(S, A)), gamma=1.0)
     problem = solvers.with_ranges(Problem(mdp, rng.normal(size=(3, S, A))))
-    floor = solvers.completion.threshold_rows(problem, [1, 2], problem.ranges.lower[1:] + 0.6 * problem.ranges.width[1:],
-                                              "floors")
+    floor = solvers.completion.threshold_rows(
+        problem, [1, 2], problem.ranges.lower[1:] + 0.6 * problem.ranges.width[1:], "floors"
+    )
     program = occ.occupancy_program(problem, problem.reward_matrix[0], name="kkt", rows=[floor])
     with occ.decomposition("always"):
         solution = occ.make_model(program).solve()
@@ -152,8 +156,12 @@ def test_decomposed_model_warm_resolves_and_reports_infeasibility_by_family():
         model.solve()
         model.set_row_bounds(rows, (upper - 0.2 * width) / width, np.inf)  # feasible: phase II only
         value = model.solve().objective
-        expected, _ = lp_max(problem.reward_matrix.sum(axis=0), *_dense(problem),
-                             A_ub=-problem.reward_matrix, b_ub=-(upper - 0.2 * width))
+        expected, _ = lp_max(
+            problem.reward_matrix.sum(axis=0),
+            *_dense(problem),
+            A_ub=-problem.reward_matrix,
+            b_ub=-(upper - 0.2 * width),
+        )
         assert value == pytest.approx(expected, abs=1e-8)
         model.set_row_bounds(rows, (upper + 0.1 * width) / width, np.inf)  # nobody beats its own optimum
         with pytest.raises(InfeasibleError, match="'warm'.*floors"):
@@ -179,7 +187,9 @@ def test_auto_mode_decomposes_only_large_highs_lps(monkeypatch):
     assert not occ.decomposes(program)
     monkeypatch.setattr(occ, "DECOMPOSE_MIN_COLUMNS", 6)
     assert occ.decomposes(program) and not occ.decomposes(program, "pulp")
-    milp = occ.occupancy_program(problem, np.zeros(7), name="m", extra_cols=1, integrality=np.r_[np.zeros(6), 1].astype(bool))
+    milp = occ.occupancy_program(
+        problem, np.zeros(7), name="m", extra_cols=1, integrality=np.r_[np.zeros(6), 1].astype(bool)
+    )
     assert not occ.decomposes(milp)
     assert not occ.decomposes(program, decompose="never")  # the explicit parameter
     assert occ.decomposes(occ.occupancy_program(problem, np.zeros(6), name="q"), decompose="always")

@@ -19,8 +19,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def run_example(name: str, tmp_path: Path, *args: str, timeout: float = 600) -> str:
     """Run ``examples/<name>`` with ``--out <tmp>/out`` from a temporary working directory; its stdout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed package, not the checkout
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--out", str(tmp_path / "out"), *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--out", str(tmp_path / "out"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -31,7 +37,7 @@ def table_rows(stdout: str, labels) -> dict[str, list[float]]:
     for line in stdout.splitlines():
         for label in labels:
             if line.startswith(label + " ") and label not in rows:
-                rows[label] = [float(x) for x in line[len(label):].replace("True", "").replace("False", "").split()]
+                rows[label] = [float(x) for x in line[len(label) :].replace("True", "").replace("False", "").split()]
     return rows
 
 

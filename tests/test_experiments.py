@@ -137,9 +137,14 @@ def _toml(config: dict) -> str:
         ({"agents": {"population": "everyone"}}, r"`agents.population` must be one of one_per_site, random_subsets"),
         ({"agents": {"population": "random_subsets"}}, r"`agents.n_agents` must be a positive integer"),
         ({"agents": {"population": "one_per_site", "n_agents": 3}}, r"`agents.n_agents` applies only"),
-        ({"measure": {"name": "uniform", "samples": 10}}, r"`measure.name` must be one of policy, volume, optimal-mixture"),
-        ({"measure": {"name": "volume", "samples": 10, "options": {"alpha": 1}}},
-         r"unknown key `measure.options.alpha` for measure 'volume'; its options are: .*chains"),
+        (
+            {"measure": {"name": "uniform", "samples": 10}},
+            r"`measure.name` must be one of policy, volume, optimal-mixture",
+        ),
+        (
+            {"measure": {"name": "volume", "samples": 10, "options": {"alpha": 1}}},
+            r"unknown key `measure.options.alpha` for measure 'volume'; its options are: .*chains",
+        ),
         ({"measure": {"name": "policy", "samples": 10, "options": 3}}, r"`measure.options` must be a table"),
         ({"measure": {"name": "policy", "samples": 0}}, r"`measure.samples` must be a positive integer"),
         ({"measure": {"name": "policy"}}, r"`measure.samples` must be a positive integer"),
@@ -149,12 +154,18 @@ def _toml(config: dict) -> str:
         ({"rules": [{"rule": "condorcet"}]}, r"`rules\[0\].rule` = 'condorcet' is not a rule"),
         ({"rules": [{"rule": "borda", "weight": 2}]}, r"unknown key `rules\[0\].weight`"),
         ({"rules": [{"rule": "borda"}, {"rule": "borda"}]}, r"rule labels must be distinct"),
-        ({"rules": [{"rule": "approval", "options": {"alfa": 0.9}}]},
-         r"`rules\[0\].options`: rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`"),
-        ({"rules": [{"rule": "approval", "options": {"alpha": 1.9}}]},
-         r"`rules\[0\].options`: rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9"),
-        ({"rules": [{"rule": "borda", "options": {"solver": "simplex"}}]},
-         r"rule 'borda': `solver` must be one of lp, milp; got 'simplex'"),
+        (
+            {"rules": [{"rule": "approval", "options": {"alfa": 0.9}}]},
+            r"`rules\[0\].options`: rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`",
+        ),
+        (
+            {"rules": [{"rule": "approval", "options": {"alpha": 1.9}}]},
+            r"`rules\[0\].options`: rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9",
+        ),
+        (
+            {"rules": [{"rule": "borda", "options": {"solver": "simplex"}}]},
+            r"rule 'borda': `solver` must be one of lp, milp; got 'simplex'",
+        ),
         ({"name": ""}, r"`name` must be a non-empty string"),
     ],
 )
@@ -183,10 +194,13 @@ def test_missing_table_and_bad_toml(tmp_path):
 
 
 def test_gymnasium_environment_config(tmp_path):
-    config = small_config(tmp_path / "frozen", seeds=[0],
-                          environment={"id": "FrozenLake-v1", "kwargs": {"is_slippery": True}, "gamma": 0.95},
-                          agents={"population": "env"},
-                          rules=[{"label": "utilitarian", "rule": "utilitarian"}, {"label": "max-quantile", "rule": "max_quantile"}])
+    config = small_config(
+        tmp_path / "frozen",
+        seeds=[0],
+        environment={"id": "FrozenLake-v1", "kwargs": {"is_slippery": True}, "gamma": 0.95},
+        agents={"population": "env"},
+        rules=[{"label": "utilitarian", "rule": "utilitarian"}, {"label": "max-quantile", "rule": "max_quantile"}],
+    )
     run = run_config(config, progress=False, figures=False)
     assert run.seeds[0].results["utilitarian"].returns.shape == (1,)
 
@@ -237,8 +251,12 @@ def test_raw_rules_are_labelled_in_tables_and_figures(tmp_path):
 def test_progress_bars_name_the_experiment_seed_and_measure(tmp_path, capsys):
     run_config(small_config(tmp_path / "out"), figures=False, workers=1)
     err = capsys.readouterr().err
-    for label in ("tiny seed 0: policy samples", "tiny seed 1: policy samples", "tiny (policy measure): seeds",
-                  "tiny (policy measure): rules on seed(s) 0,1"):
+    for label in (
+        "tiny seed 0: policy samples",
+        "tiny seed 1: policy samples",
+        "tiny (policy measure): seeds",
+        "tiny (policy measure): rules on seed(s) 0,1",
+    ):
         assert label in err
     assert "sampling policies" not in err
 

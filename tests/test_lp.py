@@ -1,4 +1,5 @@
 """Tests for solvers.lp: hand-solved LPs/MILPs, KKT checks of the duals, warm starts, typed errors."""
+
 import re
 import subprocess
 import sys
@@ -9,10 +10,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from policyagg.errors import (InfeasibleError, InvalidProblemError, SolverError,
-                              SolverTimeLimitError, UnboundedError)
-from policyagg.solvers.lp import (BACKENDS, HighsModel, LinearProgram, LPModel, LPSolution, PulpModel, make_model,
-                                  solve, worst_status)
+from policyagg.errors import InfeasibleError, InvalidProblemError, SolverError, SolverTimeLimitError, UnboundedError
+from policyagg.solvers.lp import (
+    BACKENDS,
+    HighsModel,
+    LinearProgram,
+    LPModel,
+    LPSolution,
+    PulpModel,
+    make_model,
+    solve,
+    worst_status,
+)
 
 INF = np.inf
 
@@ -24,11 +33,19 @@ def hand_lp(maximize=True, flip_rows=False, name="hand"):
     """
     A, b = np.array([[1.0, 2.0], [3.0, 1.0]]), np.array([4.0, 6.0])
     cost = np.array([1.0, 1.0]) * (1 if maximize else -1)
-    if flip_rows:   # -x - 2y >= -4, -3x - y >= -6: same set, written as '>=' rows
-        return LinearProgram(cost, -A, -b, np.full(2, INF), np.zeros(2), np.full(2, INF),
-                             maximize=maximize, name=name, row_families=(("capacity", 0, 2),))
-    return LinearProgram.build(cost, A_ub=A, b_ub=b, maximize=maximize, name=name,
-                               families=(("capacity", 2),))
+    if flip_rows:  # -x - 2y >= -4, -3x - y >= -6: same set, written as '>=' rows
+        return LinearProgram(
+            cost,
+            -A,
+            -b,
+            np.full(2, INF),
+            np.zeros(2),
+            np.full(2, INF),
+            maximize=maximize,
+            name=name,
+            row_families=(("capacity", 0, 2),),
+        )
+    return LinearProgram.build(cost, A_ub=A, b_ub=b, maximize=maximize, name=name, families=(("capacity", 2),))
 
 
 def knapsack(n, m, seed):
@@ -36,8 +53,9 @@ def knapsack(n, m, seed):
     rng = np.random.default_rng(seed)
     W = rng.integers(100, 1000, (m, n)).astype(float)
     v = W.mean(0) + rng.integers(0, 30, n)
-    return LinearProgram.build(v, A_ub=W, b_ub=W.sum(1) / 2, bounds=(0, 1),
-                               integrality=np.ones(n, bool), maximize=True, name="knapsack")
+    return LinearProgram.build(
+        v, A_ub=W, b_ub=W.sum(1) / 2, bounds=(0, 1), integrality=np.ones(n, bool), maximize=True, name="knapsack"
+    )
 
 
 def random_lp(rng, m=8, n=6):
@@ -46,11 +64,12 @@ def random_lp(rng, m=8, n=6):
     lo_c, up_c = -rng.uniform(1, 5, n), rng.uniform(1, 5, n)
     x0 = rng.uniform(lo_c, up_c)
     ax = A @ x0
-    kind = rng.integers(0, 4, m)        # 0: <=, 1: >=, 2: ranged, 3: ==
+    kind = rng.integers(0, 4, m)  # 0: <=, 1: >=, 2: ranged, 3: ==
     lo = np.where(kind == 0, -INF, ax - rng.uniform(0, 1, m) * (kind != 3))
     up = np.where(kind == 1, INF, ax + rng.uniform(0, 1, m) * (kind != 3))
-    return LinearProgram(rng.normal(size=n), sp.csr_array(A), lo, up, lo_c, up_c,
-                         maximize=bool(rng.integers(2)), name="random")
+    return LinearProgram(
+        rng.normal(size=n), sp.csr_array(A), lo, up, lo_c, up_c, maximize=bool(rng.integers(2)), name="random"
+    )
 
 
 def assert_kkt(lp, sol, tol=1e-6):
@@ -59,8 +78,8 @@ def assert_kkt(lp, sol, tol=1e-6):
     ax = lp.A @ x
     assert np.all(ax >= lp.row_lower - tol) and np.all(ax <= lp.row_upper + tol)
     assert np.all(x >= lp.col_lower - tol) and np.all(x <= lp.col_upper + tol)
-    s = -1 if lp.maximize else 1     # for min, y > 0 means the lower row bound is active
-    z = lp.cost - lp.A.T @ y         # reduced costs
+    s = -1 if lp.maximize else 1  # for min, y > 0 means the lower row bound is active
+    z = lp.cost - lp.A.T @ y  # reduced costs
     assert np.all(np.abs(ax - lp.row_lower)[s * y > tol] < 1e-5)
     assert np.all(np.abs(ax - lp.row_upper)[s * y < -tol] < 1e-5)
     assert np.all(np.abs(x - lp.col_lower)[s * z > tol] < 1e-5)
@@ -68,6 +87,7 @@ def assert_kkt(lp, sol, tol=1e-6):
 
 
 # ---------------------------------------------------------------- results ---
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hand_lp_primal_and_duals(backend):
@@ -80,11 +100,14 @@ def test_hand_lp_primal_and_duals(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("maximize, flip, duals", [
-    (False, False, [-0.4, -0.2]),   # min -x-y: raising a '<=' bound lowers the min
-    (True, True, [-0.4, -0.2]),     # max, '>=' rows: raising the bound tightens, value drops
-    (False, True, [0.4, 0.2]),
-])
+@pytest.mark.parametrize(
+    "maximize, flip, duals",
+    [
+        (False, False, [-0.4, -0.2]),  # min -x-y: raising a '<=' bound lowers the min
+        (True, True, [-0.4, -0.2]),  # max, '>=' rows: raising the bound tightens, value drops
+        (False, True, [0.4, 0.2]),
+    ],
+)
 def test_dual_sign_convention(backend, maximize, flip, duals):
     sol = solve(hand_lp(maximize, flip), backend=backend)
     assert sol.objective == pytest.approx(2.8 if maximize else -2.8)
@@ -95,8 +118,15 @@ def test_dual_sign_convention(backend, maximize, flip, duals):
 def test_equality_and_ub_rows_from_build(backend):
     # min x + 2y  s.t. x <= 0.7 (ub), x + y == 1 (eq), x, y >= 0  ->  (0.7, 0.3), value 1.3
     # d value / d 0.7 = 1 - 2 = -1 ;  d value / d 1 = +2
-    lp = LinearProgram.build([1, 2], A_ub=sp.csr_matrix([[1.0, 0.0]]), b_ub=[0.7],
-                             A_eq=[[1, 1]], b_eq=1, name="eq", families=(("cap", 1), ("mass", 1)))
+    lp = LinearProgram.build(
+        [1, 2],
+        A_ub=sp.csr_matrix([[1.0, 0.0]]),
+        b_ub=[0.7],
+        A_eq=[[1, 1]],
+        b_eq=1,
+        name="eq",
+        families=(("cap", 1), ("mass", 1)),
+    )
     assert lp.row_families == (("cap", 0, 1), ("mass", 1, 2)) and lp.A.format == "csc"
     np.testing.assert_array_equal(lp.row_lower, [-INF, 1])
     sol = solve(lp, backend=backend)
@@ -109,8 +139,9 @@ def test_equality_and_ub_rows_from_build(backend):
 def test_small_milp(backend):
     # max 5x + 4y  s.t. 6x + 4y <= 24, x + 2y <= 6, x, y >= 0 integer.
     # LP optimum (3, 1.5) = 21; integer points: (4,0)=20, (3,1)=19, (2,2)=18 -> (4, 0), 20.
-    lp = LinearProgram.build([5, 4], A_ub=[[6, 4], [1, 2]], b_ub=[24, 6],
-                             integrality=[True, True], maximize=True, name="milp")
+    lp = LinearProgram.build(
+        [5, 4], A_ub=[[6, 4], [1, 2]], b_ub=[24, 6], integrality=[True, True], maximize=True, name="milp"
+    )
     sol = solve(lp, backend=backend)
     np.testing.assert_allclose(sol.x, [4, 0], atol=1e-6)
     assert sol.objective == pytest.approx(20)
@@ -121,8 +152,9 @@ def test_small_milp(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_column_in_no_row_keeps_its_bounds(backend):
-    lp = LinearProgram.build([1, 1, 0], A_ub=[[1, 2, 0], [3, 1, 0]], b_ub=[4, 6],
-                             bounds=([0, 0, 2], [None, None, 3]), maximize=True)
+    lp = LinearProgram.build(
+        [1, 1, 0], A_ub=[[1, 2, 0], [3, 1, 0]], b_ub=[4, 6], bounds=([0, 0, 2], [None, None, 3]), maximize=True
+    )
     x = solve(lp, backend=backend).x
     assert 2 <= x[2] <= 3 and x[:2] == pytest.approx([1.6, 1.2])
 
@@ -139,6 +171,7 @@ def test_backends_agree_on_random_lps():
 
 # ---------------------------------------------------------- warm models ---
 
+
 def test_warm_row_bound_change_matches_fresh_model(capsys):
     rng = np.random.default_rng(0)
     m, n = 80, 60
@@ -148,7 +181,7 @@ def test_warm_row_bound_change_matches_fresh_model(capsys):
     model = HighsModel(lp)
     cold = model.solve()
     rows = np.arange(m)
-    new_b = b * rng.uniform(0.7, 1.0, m)        # moves the optimal basis: the warm solve must pivot
+    new_b = b * rng.uniform(0.7, 1.0, m)  # moves the optimal basis: the warm solve must pivot
     model.set_row_bounds(rows, -INF, new_b)
     warm = model.solve()
     fresh_lp = LinearProgram.build(lp.cost, A_ub=A, b_ub=new_b, maximize=True, name="fresh")
@@ -161,15 +194,17 @@ def test_warm_row_bound_change_matches_fresh_model(capsys):
     pulp_model.set_row_bounds(rows, -INF, new_b[rows])
     assert pulp_model.solve().objective == pytest.approx(fresh.objective, rel=1e-7)
     with capsys.disabled():
-        print(f"\n[warm start] iterations cold={cold.iterations} warm={warm.iterations} "
-              f"fresh={fresh.iterations}; times cold={cold.solve_time:.4f}s warm={warm.solve_time:.4f}s")
+        print(
+            f"\n[warm start] iterations cold={cold.iterations} warm={warm.iterations} "
+            f"fresh={fresh.iterations}; times cold={cold.solve_time:.4f}s warm={warm.solve_time:.4f}s"
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_set_cost_and_col_bounds(backend):
     model = make_model(hand_lp(), backend=backend)
     model.solve()
-    model.set_cost([1, 3])        # vertices (0,0) (2,0) (1.6,1.2) (0,2): values 0, 2, 5.2, 6
+    model.set_cost([1, 3])  # vertices (0,0) (2,0) (1.6,1.2) (0,2): values 0, 2, 5.2, 6
     sol = model.solve()
     np.testing.assert_allclose(sol.x, [0, 2], atol=1e-9)
     assert sol.objective == pytest.approx(6)
@@ -184,12 +219,20 @@ def test_set_cost_and_col_bounds(backend):
 
 # ---------------------------------------------------------------- errors ---
 
+
 def infeasible_lp():
     # floor: x + y >= 3 cannot hold with x, y <= 1; "budget" x <= 5 is innocent.
     A = np.array([[1.0, 1.0], [1.0, 0.0]])
-    return LinearProgram(np.ones(2), A, np.array([3, -INF]), np.array([INF, 5]),
-                         np.zeros(2), np.ones(2), name="rule-X",
-                         row_families=(("agent floor", 0, 1), ("budget", 1, 2)))
+    return LinearProgram(
+        np.ones(2),
+        A,
+        np.array([3, -INF]),
+        np.array([INF, 5]),
+        np.zeros(2),
+        np.ones(2),
+        name="rule-X",
+        row_families=(("agent floor", 0, 1), ("budget", 1, 2)),
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -212,9 +255,17 @@ def _ambiguous_milp(rhs):
     # min -z with z >= 0 free above and in no row; rows x + y <= 1, x + 2y >= rhs.
     # rhs = 3: infeasible; rhs = 1: feasible, hence unbounded. HiGHS presolve answers
     # "Primal infeasible or unbounded" for both.
-    return LinearProgram(np.array([0, 0, -1.0]), np.array([[1.0, 1, 0], [1, 2, 0]]),
-                         np.array([-INF, rhs]), np.array([1, INF]), np.zeros(3), np.full(3, INF),
-                         integrality=np.ones(3, bool), name="amb", row_families=(("a", 0, 1), ("b", 1, 2)))
+    return LinearProgram(
+        np.array([0, 0, -1.0]),
+        np.array([[1.0, 1, 0], [1, 2, 0]]),
+        np.array([-INF, rhs]),
+        np.array([1, INF]),
+        np.zeros(3),
+        np.full(3, INF),
+        integrality=np.ones(3, bool),
+        name="amb",
+        row_families=(("a", 0, 1), ("b", 1, 2)),
+    )
 
 
 @pytest.mark.parametrize("rhs, error", [(3, InfeasibleError), (1, UnboundedError)])
@@ -226,14 +277,18 @@ def test_unbounded_or_infeasible_is_disambiguated(monkeypatch, rhs, error):
     with pytest.raises(error, match="amb"):
         model.solve()
     assert seen[0][0] == highspy.HighsModelStatus.kUnboundedOrInfeasible and len(seen) == 2
-    assert model._h.getOptionValue("presolve")[1] == "choose"     # restored after the retry
+    assert model._h.getOptionValue("presolve")[1] == "choose"  # restored after the retry
 
 
 def test_every_highs_status_maps_to_result_or_typed_error():
     model = HighsModel(hand_lp(name="mapper"))
     h = highspy.Highs()
-    special = {"kInfeasible": InfeasibleError, "kUnbounded": UnboundedError,
-               "kUnboundedOrInfeasible": InfeasibleError, "kTimeLimit": SolverTimeLimitError}
+    special = {
+        "kInfeasible": InfeasibleError,
+        "kUnbounded": UnboundedError,
+        "kUnboundedOrInfeasible": InfeasibleError,
+        "kTimeLimit": SolverTimeLimitError,
+    }
     for name, status in highspy.HighsModelStatus.__members__.items():
         if name == "kOptimal":
             continue
@@ -308,38 +363,55 @@ def test_unknown_backend_lists_valid_names():
 
 
 def test_solving_prints_nothing():
-    code = ("from solvers.lp import *; import numpy as np\n"
-            "lp = LinearProgram.build([1, 1], A_ub=[[1, 2]], b_ub=[4], maximize=True)\n"
-            "[solve(lp, backend=b) for b in BACKENDS]\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "from solvers.lp import *; import numpy as np\n"
+        "lp = LinearProgram.build([1, 1], A_ub=[[1, 2]], b_ub=[4], maximize=True)\n"
+        "[solve(lp, backend=b) for b in BACKENDS]\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout == "" and out.stderr == ""
 
 
 # ------------------------------------------------------------ validation ---
 
+
 def _good():
-    return dict(cost=np.ones(2), A=sp.csc_array(np.eye(2)), row_lower=np.zeros(2),
-                row_upper=np.ones(2), col_lower=np.zeros(2), col_upper=np.ones(2))
+    return dict(
+        cost=np.ones(2),
+        A=sp.csc_array(np.eye(2)),
+        row_lower=np.zeros(2),
+        row_upper=np.ones(2),
+        col_lower=np.zeros(2),
+        col_upper=np.ones(2),
+    )
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("cost", np.array([1.0, np.inf]), "cost: must be .*finite"),
-    ("cost", np.array([1.0, np.nan]), "cost.*NaN"),
-    ("cost", np.ones((2, 1)), r"cost: expected shape \(2,\)"),
-    ("A", sp.csc_array(np.ones((2, 3))), "A: shape"),
-    ("A", np.array([[1.0, np.nan], [0, 1]]), "A: contains NaN"),
-    ("row_lower", np.zeros(3), r"row_lower: expected shape \(2,\)"),
-    ("row_upper", np.array([1.0, np.nan]), "row_upper: contains NaN"),
-    ("row_lower", np.array([0.0, 2.0]), r"row_lower\[1\] = 2.0 > row_upper"),
-    ("col_lower", np.array([0.0, INF]), r"col_lower: \+inf"),
-    ("col_upper", np.array([-INF, 1.0]), "col_upper: -inf"),
-    ("col_upper", np.array([-1.0, 1.0]), r"col_lower\[0\] = 0.0 > col_upper"),
-    ("integrality", np.array([0, 2]), "integrality"),
-    ("integrality", np.ones(3, bool), "integrality"),
-    ("name", "", "name"),
-    ("row_families", (("flow", 0, 3),), "row_families.*'flow'"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("cost", np.array([1.0, np.inf]), "cost: must be .*finite"),
+        ("cost", np.array([1.0, np.nan]), "cost.*NaN"),
+        ("cost", np.ones((2, 1)), r"cost: expected shape \(2,\)"),
+        ("A", sp.csc_array(np.ones((2, 3))), "A: shape"),
+        ("A", np.array([[1.0, np.nan], [0, 1]]), "A: contains NaN"),
+        ("row_lower", np.zeros(3), r"row_lower: expected shape \(2,\)"),
+        ("row_upper", np.array([1.0, np.nan]), "row_upper: contains NaN"),
+        ("row_lower", np.array([0.0, 2.0]), r"row_lower\[1\] = 2.0 > row_upper"),
+        ("col_lower", np.array([0.0, INF]), r"col_lower: \+inf"),
+        ("col_upper", np.array([-INF, 1.0]), "col_upper: -inf"),
+        ("col_upper", np.array([-1.0, 1.0]), r"col_lower\[0\] = 0.0 > col_upper"),
+        ("integrality", np.array([0, 2]), "integrality"),
+        ("integrality", np.ones(3, bool), "integrality"),
+        ("name", "", "name"),
+        ("row_families", (("flow", 0, 3),), "row_families.*'flow'"),
+    ],
+)
 def test_validation_names_the_field(field, value, match):
     kwargs = _good() | {field: value}
     with pytest.raises(InvalidProblemError, match=match):

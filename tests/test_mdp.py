@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
-
 from conftest import chain_discounted, leaky_average, random_problems
+from hypothesis import given, settings
+from reference import occupancy_by_dense_solve
+
 from policyagg.errors import InvalidMDPError
 from policyagg.mdp import StructureWarning, TabularMDP
-from reference import occupancy_by_dense_solve
 
 
 def two_state_P():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import leaky_average
 from scipy import stats
 
 from policyagg import solvers
@@ -9,7 +10,6 @@ from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
 from policyagg.measures import MEASURES, measure_options, sample_mixture_returns, sample_returns
 from policyagg.problem import Problem
-from conftest import leaky_average
 
 
 def three_armed(gamma=0.9):

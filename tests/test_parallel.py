@@ -9,11 +9,13 @@ def _fill(out):
     def task(j):
         out[j] = np.random.default_rng([j, 7]).random(3)
         return j
+
     return task
 
 
-@pytest.mark.parametrize("kind", ["thread", pytest.param("process", marks=pytest.mark.skipif(
-    not processes_available(), reason="no fork"))])
+@pytest.mark.parametrize(
+    "kind", ["thread", pytest.param("process", marks=pytest.mark.skipif(not processes_available(), reason="no fork"))]
+)
 def test_results_do_not_depend_on_workers(kind):
     serial = shared_empty((9, 3))
     assert sorted(run_tasks(_fill(serial), 9, workers=1)) == list(range(9))
@@ -28,6 +30,7 @@ def test_worker_error_propagates():
         if j == 3:
             raise ValueError("task 3 failed")
         return j
+
     with pytest.raises(ValueError, match="task 3"):
         list(run_tasks(task, 5, workers=2))
 
@@ -66,5 +69,7 @@ def test_highs_mip_in_forked_workers_after_the_parent_used_highs():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", MILP_AFTER_FORK], cwd=root, timeout=240, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", MILP_AFTER_FORK], cwd=root, timeout=240, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -4,13 +4,13 @@ checked by hand and against the dense linprog of tests/reference.py."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
-
 from conftest import random_problems
+from hypothesis import given, settings
+from reference import lp_max
+
 from policyagg import planning
 from policyagg.errors import PolicyEvaluationError
 from policyagg.mdp import TabularMDP
-from reference import lp_max
 
 
 def _graph(edges, n):

@@ -8,15 +8,15 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.container import BarContainer
 
-from policyagg.experiments import plots
 from policyagg.errors import InvalidProblemError
+from policyagg.experiments import plots
 from policyagg.samples import ReturnSamples
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LABELS = ("max-quantile", "Borda", "90%-approval", "egalitarian", "utilitarian")
 
 
-def bars_data(n_rules=len(LABELS), n_agents=4, seed=0):
+def bars_data(n_rules=len(LABELS), n_agents=4, seed=0):  # noqa: B008
     rng = np.random.default_rng(seed)
     labels = (LABELS + tuple(f"rule{r}" for r in range(len(LABELS), n_rules)))[:n_rules]
     normalized = {label: np.sort(rng.uniform(0.0, 1.0, n_agents)) for label in labels}
@@ -157,8 +157,10 @@ def marker_data(fig, labels, n_agents):
         assert all(len(found) == 1 for found in lines)
         lines = [found[0] for found in lines]
         assert len({(line.get_color(), line.get_marker()) for line in lines}) == 1  # same style in every subplot
-        data[label] = (np.array([line.get_xdata()[0] for line in lines]),
-                       np.array([line.get_ydata()[0] for line in lines]))
+        data[label] = (
+            np.array([line.get_xdata()[0] for line in lines]),
+            np.array([line.get_ydata()[0] for line in lines]),
+        )
     return data
 
 
@@ -206,8 +208,12 @@ def marker_centres(fig):
             if line.get_label().startswith("_"):
                 continue
             point = (line.get_xdata()[0], line.get_ydata()[0])
-            found[line.get_label()] = (line.get_transform().transform(point), line.get_zorder(),
-                                       line.get_markersize() * fig.dpi / 72, ax.transData.transform(point))
+            found[line.get_label()] = (
+                line.get_transform().transform(point),
+                line.get_zorder(),
+                line.get_markersize() * fig.dpi / 72,
+                ax.transData.transform(point),
+            )
         out.append(found)
     return out
 
@@ -216,9 +222,16 @@ def test_coinciding_markers_all_stay_visible_and_the_headline_is_on_top():
     """The seed-0 CDF figure had max-quantile hidden under Borda and PVC: equal returns, one point."""
     values, _ = cdf_data(n_samples=300, n_agents=5)
     best = values.max(axis=0) + 0.1
-    returns = {"max-quantile": best, "Borda": best, "PVC": best, "egalitarian (normalised)": best,
-               "generalised Gini": best - 1e-12, "egalitarian (raw)": best - 1.0, "utilitarian (raw)": values[0],
-               **{f"rule{k}": best for k in range(5)}}
+    returns = {
+        "max-quantile": best,
+        "Borda": best,
+        "PVC": best,
+        "egalitarian (normalised)": best,
+        "generalised Gini": best - 1e-12,
+        "egalitarian (raw)": best - 1.0,
+        "utilitarian (raw)": values[0],
+        **{f"rule{k}": best for k in range(5)},
+    }
     for headline in (None, "PVC"):
         fig = plots._cdf_figure(values, returns, headline=headline)
         top = headline or "max-quantile"
@@ -326,8 +339,16 @@ def small_table(n_seeds=3):
     rows = []
     for r, (label, rule) in enumerate([("max-quantile", "max_quantile"), ("utilitarian (raw)", "utilitarian")]):
         figures = {key: (0.1 * (r + 1) + 0.01 * k, 0.02 * (k + 1)) for k, (key, _) in enumerate(COLUMNS)}
-        rows.append(FairnessRow(label=label, key=label.split(" ")[0], rule=rule, figures=figures,
-                                bars_mean=np.array([0.2, 0.5 + 0.1 * r, 0.9]), bars_se=np.array([0.01, 0.02, 0.03])))
+        rows.append(
+            FairnessRow(
+                label=label,
+                key=label.split(" ")[0],
+                rule=rule,
+                figures=figures,
+                bars_mean=np.array([0.2, 0.5 + 0.1 * r, 0.9]),
+                bars_se=np.array([0.01, 0.02, 0.03]),
+            )
+        )
     return FairnessTable(name="tiny", n_seeds=n_seeds, n_samples=100, rows=tuple(rows))
 
 

@@ -2,11 +2,11 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import bandit, leaky_average, random_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policyagg import solvers
-from conftest import bandit, leaky_average, random_problems
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import LinearConstraints
@@ -138,8 +138,16 @@ def returns_to_result(returns):
     from policyagg.result import Result
 
     n = len(returns)
-    return Result(rule="x", occupancy=np.ones((1, 1)), policy=np.ones((1, 1)), returns=np.asarray(returns),
-                  normalized=np.zeros(n), ranks=None, names=tuple(map(str, range(n))), gini=0.0)
+    return Result(
+        rule="x",
+        occupancy=np.ones((1, 1)),
+        policy=np.ones((1, 1)),
+        returns=np.asarray(returns),
+        normalized=np.zeros(n),
+        ranks=None,
+        names=tuple(map(str, range(n))),
+        gini=0.0,
+    )
 
 
 def test_verifier_on_an_occupancy_and_a_known_blocked_point():
@@ -199,8 +207,9 @@ def test_region_cut_off_by_constraints_names_the_rule_and_the_family():
     cap = LinearConstraints.build(2, A_ub=[[1.0, 0.0]], b_ub=[0.5], label="cap on action 0")
     with pytest.raises(InfeasibleError, match=r"'proportional veto core'.*'veto thresholds'"):
         proportional_veto_core(problem, samples, constraints=cap)
-    result = proportional_veto_core(problem, samples, constraints=LinearConstraints.build(
-        2, A_ub=[[1.0, 0.0]], b_ub=[0.7], label="cap"))
+    result = proportional_veto_core(
+        problem, samples, constraints=LinearConstraints.build(2, A_ub=[[1.0, 0.0]], b_ub=[0.7], label="cap")
+    )
     np.testing.assert_allclose(result.returns[0], 0.65, atol=1e-5)
 
 

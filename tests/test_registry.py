@@ -5,14 +5,14 @@ import inspect
 import numpy as np
 import pytest
 from conftest import bandit
-from policyagg.experiments.config import InvalidConfigError, load_config
-from policyagg.experiments.run import run_config
-from policyagg.solvers import RuleCall, get_rule, get_spec, integer, register_rule, registered_rule, unregister_rule
 
 from policyagg import solvers
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
+from policyagg.experiments.config import InvalidConfigError, load_config
+from policyagg.experiments.run import run_config
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
+from policyagg.solvers import RuleCall, get_rule, get_spec, integer, register_rule, registered_rule, unregister_rule
 
 SPECS = sorted(solvers.RULE_SPECS)
 
@@ -32,8 +32,12 @@ def test_unknown_rule_lists_the_valid_ones():
 
 
 def test_volumetric_rules_declare_that_they_need_samples():
-    assert sorted(n for n, s in solvers.RULE_SPECS.items() if s.needs_samples) == ["approval", "borda",
-                                                                                   "max_quantile", "pvc"]
+    assert sorted(n for n, s in solvers.RULE_SPECS.items() if s.needs_samples) == [
+        "approval",
+        "borda",
+        "max_quantile",
+        "pvc",
+    ]
 
 
 @pytest.mark.parametrize("name", SPECS)
@@ -55,35 +59,44 @@ def test_declared_options_match_the_signature(name):
     public = inspect.signature(spec.function).parameters
     assert list(public) == ["problem", "samples", *spec.options, "constraints", "backend", "time_limit"]
     assert {k: p.default for k, p in public.items() if k != "problem"} == (
-        {"samples": None} | spec.defaults | {"constraints": None, "backend": "highs", "time_limit": None})
+        {"samples": None} | spec.defaults | {"constraints": None, "backend": "highs", "time_limit": None}
+    )
     spec.validate(spec.defaults)  # the defaults are allowed values
     assert spec.summary and spec.function.__doc__ == spec.body.__doc__
 
 
 def test_summary_is_the_first_paragraph_of_the_docstring():
     assert get_spec("utilitarian").summary == "Maximise weighted welfare over the (constrained) occupancy polytope."
-    assert get_spec("approval").summary == ("Maximise the (weighted) number of approvers, then complete among the "
-                                           "policies that keep that approving set.")
+    assert get_spec("approval").summary == (
+        "Maximise the (weighted) number of approvers, then complete among the policies that keep that approving set."
+    )
 
 
-@pytest.mark.parametrize("name, options, match", [
-    ("approval", {"alfa": 0.9}, r"rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`, "
-                                r"`constraints`, `backend`, `time_limit`"),
-    ("approval", {"alpha": 1.9}, r"rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9"),
-    ("approval", {"alpha": "0.9"}, r"`alpha` must be a number in \[0, 1\]; got '0.9'"),
-    ("approval", {"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian; got 'nash'"),
-    ("borda", {"breakpoints": 0}, r"`breakpoints` must be a positive integer; got 0"),
-    ("borda", {"fallback": "lp"}, r"`fallback` must be one of None, milp; got 'lp'"),
-    ("pvc", {"eps": 1.0}, r"`eps` must be a number in \[0, 1\); got 1.0"),
-    ("pvc", {"order": "ab"}, r"`order` must be None or a sequence with one entry per agent"),
-    ("nash_welfare", {"tolerance": 0}, r"`tolerance` must be a positive number; got 0"),
-    ("nash_welfare", {"max_rounds": True}, r"`max_rounds` must be a positive integer; got True"),
-    ("random_dictator", {"pareto": "yes"}, r"`pareto` must be True or False; got 'yes'"),
-    ("utilitarian", {"normalize": 1}, r"`normalize` must be True or False; got 1"),
-    ("utilitarian", {"backend": "cplex"}, r"`backend` must be one of highs, pulp; got 'cplex'"),
-    ("utilitarian", {"time_limit": -1}, r"`time_limit` must be a positive number; got -1"),
-    ("utilitarian", {"constraints": "none"}, r"`constraints` must be None or LinearConstraints"),
-])
+@pytest.mark.parametrize(
+    "name, options, match",
+    [
+        (
+            "approval",
+            {"alfa": 0.9},
+            r"rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`, "
+            r"`constraints`, `backend`, `time_limit`",
+        ),
+        ("approval", {"alpha": 1.9}, r"rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9"),
+        ("approval", {"alpha": "0.9"}, r"`alpha` must be a number in \[0, 1\]; got '0.9'"),
+        ("approval", {"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian; got 'nash'"),
+        ("borda", {"breakpoints": 0}, r"`breakpoints` must be a positive integer; got 0"),
+        ("borda", {"fallback": "lp"}, r"`fallback` must be one of None, milp; got 'lp'"),
+        ("pvc", {"eps": 1.0}, r"`eps` must be a number in \[0, 1\); got 1.0"),
+        ("pvc", {"order": "ab"}, r"`order` must be None or a sequence with one entry per agent"),
+        ("nash_welfare", {"tolerance": 0}, r"`tolerance` must be a positive number; got 0"),
+        ("nash_welfare", {"max_rounds": True}, r"`max_rounds` must be a positive integer; got True"),
+        ("random_dictator", {"pareto": "yes"}, r"`pareto` must be True or False; got 'yes'"),
+        ("utilitarian", {"normalize": 1}, r"`normalize` must be True or False; got 1"),
+        ("utilitarian", {"backend": "cplex"}, r"`backend` must be one of highs, pulp; got 'cplex'"),
+        ("utilitarian", {"time_limit": -1}, r"`time_limit` must be a positive number; got -1"),
+        ("utilitarian", {"constraints": "none"}, r"`constraints` must be None or LinearConstraints"),
+    ],
+)
 def test_validate_rejects_typos_and_bad_values_without_running(name, options, match):
     with pytest.raises(InvalidProblemError, match=match):
         get_spec(name).validate(options)
@@ -91,14 +104,19 @@ def test_validate_rejects_typos_and_bad_values_without_running(name, options, ma
 
 def test_validate_returns_canonical_values():
     assert get_spec("approval").validate({"alpha": 1, "time_limit": 5}) == {"alpha": 1.0, "time_limit": 5.0}
-    assert get_spec("borda").validate({"fallback": None, "breakpoints": np.int64(8)}) == {"fallback": None,
-                                                                                         "breakpoints": 8}
+    assert get_spec("borda").validate({"fallback": None, "breakpoints": np.int64(8)}) == {
+        "fallback": None,
+        "breakpoints": 8,
+    }
     assert get_spec("pvc").validate({}) == {}
 
 
 def test_an_unknown_option_at_call_time_is_a_typed_error_listing_the_options():
-    with pytest.raises(InvalidProblemError, match=r"rule 'utilitarian' has no option `normalise`; its options are: "
-                                                  r"`normalize`, `constraints`, `backend`, `time_limit`"):
+    with pytest.raises(
+        InvalidProblemError,
+        match=r"rule 'utilitarian' has no option `normalise`; its options are: "
+        r"`normalize`, `constraints`, `backend`, `time_limit`",
+    ):
         solvers.utilitarian(bandit(), normalise=True)
 
 
@@ -136,14 +154,21 @@ def test_options_are_inferred_from_defaults_and_checked_at_call_time():
             rule(bandit(), agent=0.5)
 
 
-@pytest.mark.parametrize("body, declared, match", [
-    (lambda call, agent=0: None, {}, r"option `agent` must be keyword-only with a default"),
-    (lambda call, *, agent: None, {}, r"option `agent` must be keyword-only with a default"),
-    (lambda *, agent=0: None, {}, r"the body's first parameter must be the call context"),
-    (lambda call, *, backend="highs": None, {}, r"`backend` is a parameter of every rule"),
-    (lambda call, *, agent=0: None, {"agnet": integer(0)}, r"declared option `agnet` is not a keyword-only parameter"),
-    (lambda call, *, agent=-1: None, {"agent": integer(0)}, r"`agent` must be an integer >= 0; got -1"),
-])
+@pytest.mark.parametrize(
+    "body, declared, match",
+    [
+        (lambda call, agent=0: None, {}, r"option `agent` must be keyword-only with a default"),
+        (lambda call, *, agent: None, {}, r"option `agent` must be keyword-only with a default"),
+        (lambda *, agent=0: None, {}, r"the body's first parameter must be the call context"),
+        (lambda call, *, backend="highs": None, {}, r"`backend` is a parameter of every rule"),
+        (
+            lambda call, *, agent=0: None,
+            {"agnet": integer(0)},
+            r"declared option `agnet` is not a keyword-only parameter",
+        ),
+        (lambda call, *, agent=-1: None, {"agent": integer(0)}, r"`agent` must be an integer >= 0; got -1"),
+    ],
+)
 def test_bad_declarations_are_refused(body, declared, match):
     with pytest.raises(InvalidProblemError, match=match):
         register_rule("scratch", options=declared)(body)
@@ -186,8 +211,11 @@ rule = "utilitarian"
     declared = {"agent": integer(0, help="the agent whose return is maximised")}
     with registered_rule("best_for_agent", _first_agents_best, options=declared):
         write("{ agnet = 2 }", "typo")
-        with pytest.raises(InvalidConfigError, match=r"`rules\[0\].options`: rule 'best_for_agent' has no option "
-                                                     r"`agnet`; its options are: `agent`"):
+        with pytest.raises(
+            InvalidConfigError,
+            match=r"`rules\[0\].options`: rule 'best_for_agent' has no option "
+            r"`agnet`; its options are: `agent`",
+        ):
             load_config(config)
         write("{ agent = -2 }", "bad")
         with pytest.raises(InvalidConfigError, match=r"`agent` must be an integer >= 0; got -2 \(`agent`: the agent"):

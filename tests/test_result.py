@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import bandit, leaky_average
 
 from policyagg import solvers
-from conftest import bandit, leaky_average
 from policyagg.errors import PolicyAggError
 from policyagg.metrics import gini
 from policyagg.result import Result
@@ -46,7 +46,12 @@ def test_save_load_round_trip(tmp_path):
     loaded = Result.load(tmp_path / "run" / "util")
     for name in ("occupancy", "policy", "returns", "normalized", "ranks"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
-    assert (loaded.rule, loaded.names, loaded.gini, loaded.options) == (result.rule, result.names, result.gini, result.options)
+    assert (loaded.rule, loaded.names, loaded.gini, loaded.options) == (
+        result.rule,
+        result.names,
+        result.gini,
+        result.options,
+    )
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["util.json", "util.npz"]  # no temporaries left
     json.loads((tmp_path / "run" / "util.json").read_text())  # plain JSON
 

@@ -6,8 +6,10 @@ import gymnasium
 import numpy as np
 import pytest
 
-from policyagg import envs  # noqa: F401 - registers policyagg/AttentionAllocation-v0
-from policyagg import solvers
+from policyagg import (
+    envs,  # noqa: F401 - registers policyagg/AttentionAllocation-v0
+    solvers,
+)
 from policyagg.envs.rollout import RolloutReport, rollout
 from policyagg.envs.tabular import from_gymnasium
 from policyagg.errors import InvalidMDPError, InvalidProblemError

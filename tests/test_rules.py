@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import RULE_OPTIONS, assert_valid_result, leaky_average, random_problems
 from hypothesis import given, settings
 
 from policyagg import solvers
-from conftest import RULE_OPTIONS, assert_valid_result, leaky_average, random_problems
 from policyagg.errors import InfeasibleError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, return_floor
@@ -43,7 +43,9 @@ def test_every_rule_names_itself_and_the_culprit_when_infeasible(name):
 @pytest.mark.parametrize("name", RULES)
 def test_every_rule_runs_on_both_backends(name):
     rng = np.random.default_rng(11)
-    problem = solvers.with_ranges(Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=0.8), rng.normal(size=(3, 3, 2))))
+    problem = solvers.with_ranges(
+        Problem(TabularMDP(rng.dirichlet(np.ones(3), size=(3, 2)), gamma=0.8), rng.normal(size=(3, 3, 2)))
+    )
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
     a = solvers.get_rule(name)(problem, samples, backend="highs", **OPTIONS.get(name, {}))
     b = solvers.get_rule(name)(problem, samples, backend="pulp", **OPTIONS.get(name, {}))

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
+from conftest import leaky_average, random_problems
 from hypothesis import given, settings
+from reference import occupancy_by_dense_solve
 
 import policyagg.sampling as sampling
-from conftest import leaky_average, random_problems
 from policyagg.envs.attention import AttentionModel, one_agent_per_site
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, default_batch_size, resolve_method, sample_policy_returns
-from reference import occupancy_by_dense_solve
 
 METHODS = ["dense", "krylov", "sparse"]
 
@@ -158,8 +158,9 @@ def test_sparse_direct_fallback(monkeypatch):
     monkeypatch.setattr(sampler, "solve_dense", None)  # must not be used
     mu = sampler.solve_direct(policies)
     d = mu[:, :, None] * policies
-    np.testing.assert_allclose(np.einsum("bsa,isa->bi", d, problem.rewards), reference_returns(problem, policies),
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        np.einsum("bsa,isa->bi", d, problem.rewards), reference_returns(problem, policies), rtol=0, atol=1e-10
+    )
 
 
 def test_method_choice_and_batch_memory():

@@ -139,7 +139,9 @@ def test_frozen_lake_by_hand():
 def test_cliff_walking_and_taxi_by_hand():
     cliff = from_gymnasium(gymnasium.make("CliffWalking-v1"), gamma=0.9)
     start = 36
-    assert cliff.mdp.P_dense[start, 1, start] == 1.0 and cliff.rewards[0, start, 1] == -100  # into the cliff: back to start
+    assert (
+        cliff.mdp.P_dense[start, 1, start] == 1.0 and cliff.rewards[0, start, 1] == -100
+    )  # into the cliff: back to start
     assert cliff.mdp.P_dense[start, 0, 24] == 1.0 and cliff.rewards[0, start, 0] == -1
     assert cliff.mdp.P_dense[35, 2, 48] == 1.0 and cliff.rewards[0, 35, 2] == -1  # step onto the goal terminates
     env = gymnasium.make("Taxi-v4")
@@ -322,7 +324,9 @@ def _real_transitions(env, model, episodes, seed):
         for _ in range(60):
             s, a = model.state_index(obs), int(rng.integers(model.mdp.n_actions))
             obs, reward, terminated, _, _ = env.step(model.actions[a])
-            out.append((s, a, model.info["absorbing"] if terminated else model.state_index(obs), np.asarray(reward, float)))
+            out.append(
+                (s, a, model.info["absorbing"] if terminated else model.state_index(obs), np.asarray(reward, float))
+            )
             if terminated:
                 break
     return out

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg as la
+from conftest import bandit, chain_discounted, leaky_average, random_problems
 from hypothesis import HealthCheck, given, settings
 from scipy import stats
 
@@ -24,9 +25,16 @@ from policyagg.mdp import TabularMDP
 from policyagg.polytope import forbid
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
-from policyagg.volume import (ChainSettings, MixingWarning, VolumeSampler, compiled_kernel_available,
-                              gamma_variates, hit_and_run_returns, run_chain, sample_volume_returns)
-from conftest import bandit, chain_discounted, leaky_average, random_problems
+from policyagg.volume import (
+    ChainSettings,
+    MixingWarning,
+    VolumeSampler,
+    compiled_kernel_available,
+    gamma_variates,
+    hit_and_run_returns,
+    run_chain,
+    sample_volume_returns,
+)
 
 KS_Z = 1.95
 NEEDS_NUMBA = pytest.mark.skipif(not compiled_kernel_available(), reason="numba (the `fast` extra) is not installed")
@@ -59,9 +67,11 @@ def exact_cdf(problem):
     N = la.null_space(problem.polytope.A_eq.toarray())
     J = V @ problem.reward_matrix.T  # (k, n)
     if N.shape[1] == 1:  # a segment: J is uniform between its end values
+
         def F(i, v):
             lo, hi = J[:, i].min(), J[:, i].max()
             return float(np.clip((v - lo) / (hi - lo), 0.0, 1.0))
+
         return F
     assert N.shape[1] == 2
     x = (V - V[0]) @ N  # 2-D coordinates of the vertices
@@ -264,8 +274,9 @@ def test_refuses_extra_constraints():
         sample_volume_returns(constrained, 10)
 
 
-@pytest.mark.parametrize("option, value", [("n_samples", 0), ("chains", 0), ("thin", 0), ("burn_in", -1),
-                                           ("workers", 0)])
+@pytest.mark.parametrize(
+    "option, value", [("n_samples", 0), ("chains", 0), ("thin", 0), ("burn_in", -1), ("workers", 0)]
+)
 def test_bad_options(option, value):
     kwargs = {"n_samples": 10} | {option: value}
     n_samples = kwargs.pop("n_samples")

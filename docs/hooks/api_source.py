@@ -48,8 +48,12 @@ def package_dirs(root: Path) -> dict[str, Path]:
 def stage_sources(root: Path, target: Path) -> None:
     """Copy every package's folder to ``target/<name as a path>``, parents first."""
     for name, source in sorted(package_dirs(root).items(), key=lambda item: item[0].count(".")):
-        shutil.copytree(source, target / name.replace(".", "/"), dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            source,
+            target / name.replace(".", "/"),
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
 
 
 @event_priority(100)  # before mkdocstrings reads its handler configuration

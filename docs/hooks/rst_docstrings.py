@@ -46,8 +46,12 @@ def convert_math(lines: list[str]) -> list[str]:
         indent, first = match.group(1), match.group(2)
         body = [first] if first.strip() else []
         k += 1
-        while k < len(lines) and (not lines[k].strip() and not body or
-                                  lines[k].strip() and len(lines[k]) - len(lines[k].lstrip()) > len(indent)):
+        while k < len(lines) and (
+            not lines[k].strip()
+            and not body
+            or lines[k].strip()
+            and len(lines[k]) - len(lines[k].lstrip()) > len(indent)
+        ):
             if lines[k].strip():
                 body.append(lines[k].strip())
             k += 1
@@ -67,8 +71,15 @@ def close_item_sections(lines: list[str]) -> list[str]:
         nxt = lines[k + 1] if k + 1 < len(lines) else ""
         if line.strip() and set(nxt.strip()) == {"-"} and not line.startswith(" "):
             section = line.strip().lower()
-        elif (section in ITEM_SECTIONS and line.strip() and not line.startswith(" ") and out and not out[-1].strip()
-              and not ENTRY.match(line.strip()) and set(line.strip()) != {"-"}):
+        elif (
+            section in ITEM_SECTIONS
+            and line.strip()
+            and not line.startswith(" ")
+            and out
+            and not out[-1].strip()
+            and not ENTRY.match(line.strip())
+            and set(line.strip()) != {"-"}
+        ):
             out += ["Notes", "-----"]
             section = "notes"
         out.append(line)
