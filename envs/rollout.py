@@ -38,8 +38,9 @@ are array operations; the report gives the throughput.
 
 Examples
 --------
->>> import gymnasium, solvers
->>> from envs.tabular import from_gymnasium
+>>> import gymnasium
+>>> from policyagg import solvers
+>>> from policyagg.envs.tabular import from_gymnasium
 >>> env = gymnasium.make("FrozenLake-v1")
 >>> model = from_gymnasium(env, gamma=0.95)
 >>> result = solvers.utilitarian(model.problem())
