@@ -84,13 +84,13 @@ from policyagg.envs.tabular.probe import PROBE_BUDGET, PROBE_GRID
 from policyagg.envs.tabular.spaces import MAX_ACTIONS
 
 __all__ = [
-    "EnvModel",
     "MAX_ACTIONS",
     "ON_TERMINATION",
     "PROBE_BUDGET",
     "PROBE_GRID",
     "RESET_SAMPLES",
     "ROUTES",
+    "EnvModel",
     "from_gymnasium",
     "make_env",
 ]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 from collections import deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -123,12 +124,12 @@ class RouteContext:
         info: dict[str, Any],
     ) -> EnvModel:
         """The :class:`EnvModel` of transition entries (see :func:`assemble`), with ``info`` completed."""
-        mdp, rewards, observations, absorbing = assemble(
+        mdp, rewards, states, absorbing = assemble(
             P_rows, P_cols, P_probs, reward_sa, rho, observations, len(actions),
             gamma=self.gamma, on_termination=self.on_termination, allow_multichain=self.allow_multichain,
         )
         info = {"absorbing": absorbing, "on_termination": self.on_termination, **info}
-        return EnvModel(mdp, rewards, observations, route, info, tuple(actions))
+        return EnvModel(mdp, rewards, states, route, info, tuple(actions))
 
 
 def discover(

@@ -6,7 +6,8 @@ why each earlier one was skipped; a named route that does not apply is an error.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium
 

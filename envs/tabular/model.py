@@ -9,8 +9,9 @@ terminating mass of each row).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -103,7 +104,7 @@ def assemble(
     reward_sa = np.atleast_2d(np.asarray(reward_sa, dtype=float))
     S = len(observations)
     terminal = cols < 0
-    observations = list(observations)
+    states: list[ObservationKey | None] = list(observations)
     rho = np.asarray(rho, dtype=float)
     absorbing = None
     if on_termination == "absorb":
@@ -115,8 +116,8 @@ def assemble(
             probs = np.concatenate([probs, np.ones(A)])
             reward_sa = np.hstack([reward_sa, np.zeros((reward_sa.shape[0], A))])
             rho = np.append(rho, 0.0)
-            observations.append(None)
-        n_states = len(observations)
+            states.append(None)
+        n_states = len(states)
         P = sp.csr_array((probs, (rows, cols)), shape=(n_states * A, n_states))  # duplicates are summed
     else:
         n_states = S
@@ -126,4 +127,4 @@ def assemble(
         if restart.any():
             P = sp.csr_array(P + sp.csr_array(restart[:, None]) @ sp.csr_array(rho[None, :]))
     mdp = TabularMDP(P, rho=rho, gamma=gamma, n_actions=A, allow_multichain=allow_multichain)
-    return mdp, reward_sa.reshape(-1, n_states, A), observations, absorbing
+    return mdp, reward_sa.reshape(-1, n_states, A), states, absorbing

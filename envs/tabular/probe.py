@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import random as _pyrandom
 from collections import defaultdict
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -31,7 +32,8 @@ PROBE_BUDGET = 20_000
 _SAME_PROB = 1e-12
 _ONE_MINUS = float(np.nextafter(1.0, 0.0))
 
-Distribution = dict[Hashable, float]
+#: What one run returns (a step's or a reset's outcome), hashable.
+Outcome = TypeVar("Outcome", bound=Hashable)
 
 
 class ProbeFailed(Exception):
@@ -77,16 +79,16 @@ class ScriptedRNG:
             raise _Unprobeable("Generator.random(out=...)")
         if size is None:
             return float(self._take(1)[0])
-        shape = (size,) if np.isscalar(size) else tuple(size)
+        shape = (size,) if _is_scalar(size) else tuple(size)
         return self._take(int(np.prod(shape))).reshape(shape).astype(dtype)
 
     def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:
-        if not (np.isscalar(low) and np.isscalar(high)):
+        if not (_is_scalar(low) and _is_scalar(high)):
             raise _Unprobeable("Generator.uniform with array bounds")
         return low + (high - low) * self.random(size)
 
     def integers(self, low: Any, high: Any = None, size: Any = None, dtype: Any = np.int64, endpoint: bool = False) -> Any:
-        if size is not None or not (np.isscalar(low) and (high is None or np.isscalar(high))):
+        if size is not None or not (_is_scalar(low) and (high is None or _is_scalar(high))):
             raise _Unprobeable("Generator.integers with a size or array bounds")
         low, high = (0, low) if high is None else (low, high)
         n = int(high) - int(low) + (1 if endpoint else 0)
@@ -95,7 +97,7 @@ class ScriptedRNG:
     def choice(self, a: Any, size: Any = None, replace: bool = True, p: Any = None, axis: int = 0, shuffle: bool = True) -> Any:
         if size is not None:
             raise _Unprobeable("Generator.choice with a size")
-        pool = np.arange(a) if np.isscalar(a) else np.asarray(a)
+        pool = np.arange(a) if _is_scalar(a) else np.asarray(a)
         n = len(pool)
         u = self.random()
         if p is None:
@@ -110,6 +112,11 @@ class ScriptedRNG:
         raise _Unprobeable(f"Generator.{name}")
 
 
+def _is_scalar(x: Any) -> bool:
+    """``np.isscalar`` as a plain bool (its type guard would narrow the numpy-style ``Any`` arguments)."""
+    return bool(np.isscalar(x))
+
+
 def _bits(u: float) -> int:
     return int(np.float64(u).view(np.int64))
 
@@ -118,13 +125,13 @@ def _from_bits(i: int) -> float:
     return float(np.int64(i).view(np.float64))
 
 
-def _same(d1: Distribution, d2: Distribution) -> bool:
+def _same(d1: dict[Outcome, float], d2: dict[Outcome, float]) -> bool:
     return d1.keys() == d2.keys() and all(abs(d1[k] - d2[k]) <= _SAME_PROB for k in d1)
 
 
 def probe(
-    snapshot: Snapshot, call: Callable[[Any], Hashable], rng: np.random.Generator, *, budget: int = PROBE_BUDGET
-) -> tuple[Distribution, dict[Hashable, Any]]:
+    snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, *, budget: int = PROBE_BUDGET
+) -> tuple[dict[Outcome, float], dict[Outcome, Any]]:
     """Exact distribution ``{outcome: probability}`` of ``call(env)`` on restored copies, and one
     resulting environment per outcome (with a real generator again).
 
@@ -136,19 +143,19 @@ def probe(
     prober = _Prober(snapshot, call, rng, budget)
     outcome, used = prober.hidden_check()
     if used == 0:  # deterministic: the check's run was the whole story
-        return {outcome: 1.0}, prober.envs
+        return {cast(Outcome, outcome): 1.0}, prober.envs
     return prober.distribution([]), prober.envs
 
 
-class _Prober:
+class _Prober(Generic[Outcome]):
     """One :func:`probe`: the restored runs spent so far and one environment per outcome seen."""
 
-    def __init__(self, snapshot: Snapshot, call: Callable[[Any], Hashable], rng: np.random.Generator, budget: int) -> None:
+    def __init__(self, snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, budget: int) -> None:
         self.snapshot, self.call, self.rng, self.budget = snapshot, call, rng, budget
         self.runs = 0
-        self.envs: dict[Hashable, Any] = {}
+        self.envs: dict[Outcome, Any] = {}
 
-    def run(self, prefix: Sequence[float], seed: int = 0, filler: float | None = None) -> tuple[Hashable | None, int]:
+    def run(self, prefix: Sequence[float], seed: int = 0, filler: float | None = None) -> tuple[Outcome | None, int]:
         """``(outcome or None if more draws are needed, number of draws used)``."""
         self.runs += 1
         if self.runs > self.budget:
@@ -167,8 +174,11 @@ class _Prober:
             self.envs[outcome] = env
         return outcome, scripted.used
 
-    def hidden_check(self) -> tuple[Hashable, int]:
-        """Two complete runs (every draw 1/2) with all other sources of randomness reseeded differently."""
+    def hidden_check(self) -> tuple[Outcome | None, int]:
+        """Two complete runs (every draw 1/2) with all other sources of randomness reseeded differently.
+
+        With a filler every draw is answered, so the outcome is never None here.
+        """
         results = []
         np_state, py_state = np.random.get_state(), _pyrandom.getstate()
         try:
@@ -183,7 +193,7 @@ class _Prober:
             raise ProbeFailed("the step is random beyond `env.unwrapped.np_random` (two restored steps differ)")
         return results[0]
 
-    def distribution(self, prefix: list[float]) -> Distribution:
+    def distribution(self, prefix: list[float]) -> dict[Outcome, float]:
         """Distribution of the outcome after the scripted draws ``prefix`` (the rest drawn uniformly)."""
         outcome, _ = self.run(prefix)
         if outcome is not None:
@@ -191,14 +201,14 @@ class _Prober:
         return _NextDraw(self, prefix).distribution()
 
 
-class _NextDraw:
+class _NextDraw(Generic[Outcome]):
     """The outcome distribution as a function of the draw after ``prefix``, memoised by the draw's bits."""
 
-    def __init__(self, prober: _Prober, prefix: list[float]) -> None:
+    def __init__(self, prober: _Prober[Outcome], prefix: list[float]) -> None:
         self.prober, self.prefix = prober, prefix
-        self.memo: dict[int, Distribution] = {}
+        self.memo: dict[int, dict[Outcome, float]] = {}
 
-    def at(self, i: int) -> Distribution:
+    def at(self, i: int) -> dict[Outcome, float]:
         """Distribution when the next draw is the double with bits ``i``."""
         if i not in self.memo:
             self.memo[i] = self.prober.distribution(self.prefix + [_from_bits(i)])
@@ -216,7 +226,7 @@ class _NextDraw:
             out += self.change_points(mid, hi)
         return out
 
-    def distribution(self) -> Distribution:
+    def distribution(self) -> dict[Outcome, float]:
         """``P(outcome) = sum_I |I| P(outcome | next draw in I)`` over the intervals ``I`` of constant distribution."""
         grid = [_bits(k / PROBE_GRID) for k in range(PROBE_GRID)] + [_bits(_ONE_MINUS)]
         starts = [grid[0]]
@@ -224,7 +234,7 @@ class _NextDraw:
             if not _same(self.at(lo), self.at(hi)):
                 starts += self.change_points(lo, hi)
         ends = [_from_bits(i) for i in starts[1:]] + [1.0]
-        total: defaultdict[Hashable, float] = defaultdict(float)
+        total: defaultdict[Outcome, float] = defaultdict(float)
         for start, end in zip(starts, ends):
             width = end - _from_bits(start)
             for outcome, p in self.at(start).items():

@@ -9,8 +9,10 @@ finds each step's exact distribution with :func:`probe`.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
@@ -19,7 +21,14 @@ from policyagg.envs.tabular.context import RESET_SAMPLES, RouteContext, RouteUna
 from policyagg.envs.tabular.model import EnvModel
 from policyagg.envs.tabular.probe import PROBE_GRID, ProbeFailed, probe
 from policyagg.envs.tabular.snapshot import Snapshot
-from policyagg.envs.tabular.spaces import ObservationKey, action_list, observation_key, reset_outcome, step_outcome
+from policyagg.envs.tabular.spaces import (
+    ObservationKey,
+    StepOutcome,
+    action_list,
+    observation_key,
+    reset_outcome,
+    step_outcome,
+)
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
 
@@ -154,7 +163,7 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
         s = index[key]
         for a, action in enumerate(actions):
             try:
-                dist, envs = probe(snaps[key], lambda env, act=action: step_outcome(env.step(act)), ctx.rng)
+                dist, envs = probe(snaps[key], functools.partial(_step, action=action), ctx.rng)
             except ProbeFailed as exc:
                 raise RouteUnavailable(f"state {key!r}, action {action!r}: {exc}") from None
             stochastic += len(dist) > 1
@@ -176,12 +185,16 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
     return ctx.finish(np.array(rows), np.array(cols), np.array(probs), reward_sa, rho, list(index), actions, "enumerate", info)
 
 
+def _step(env: Any, action: Any) -> StepOutcome:
+    return step_outcome(env.step(action))
+
+
 def _reward_table(rows: Sequence[int], weights: Sequence[float], rewards: Sequence[Any], n_rows: int) -> np.ndarray:
     """``(n, n_rows)`` sums of ``weight * reward`` per row; every reward must have the same length."""
     lengths = {len(r) for r in rewards}
     if len(lengths) > 1:
         raise InvalidProblemError(f"the environment's rewards change length between steps: {sorted(lengths)}")
     R = np.array(rewards, dtype=float).reshape(len(rewards), -1)
-    rows = np.asarray(rows, dtype=np.int64)
-    weights = np.asarray(weights, dtype=float)
-    return np.stack([np.bincount(rows, weights=weights * R[:, i], minlength=n_rows) for i in range(R.shape[1])])
+    row_of = np.asarray(rows, dtype=np.int64)
+    weight = np.asarray(weights, dtype=float)
+    return np.stack([np.bincount(row_of, weights=weight * R[:, i], minlength=n_rows) for i in range(R.shape[1])])

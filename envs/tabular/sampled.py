@@ -9,7 +9,8 @@ errors ``sqrt(p (1 - p) / n)`` and ``sqrt(var / n)`` reported in ``info``.
 from __future__ import annotations
 
 from collections import Counter, defaultdict, deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class _Tally:
 
 
 #: ``(tally, observation -> state, initial observations -> weight, where rho came from)``.
-_Samples = tuple[_Tally, dict[ObservationKey, int], dict[Any, float], str]
+_Samples = tuple[_Tally, dict[ObservationKey, int], dict[Any, Any], str]
 
 
 def route_sampled(ctx: RouteContext) -> EnvModel:
@@ -96,7 +97,7 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
 
 def _sample_with_snapshots(ctx: RouteContext, snapshot: Snapshot, actions: Sequence[Any]) -> _Samples:
     """BFS over observations; ``n_samples`` seeded steps of a restored copy per ``(state, action)``."""
-    start: dict[Any, float]  # observation -> probability (probed) or count (sampled)
+    start: dict[Any, Any]  # observation -> probability (probed) or count (sampled)
     try:
         start, start_envs = probe(snapshot, reset_outcome, ctx.rng)
         rho_how = "reset, probed exactly"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import random as _pyrandom
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Snapshot:
             raise SnapshotError(f"its state cannot be copied ({type(exc).__name__}: {exc})") from exc
 
     def restore(self) -> Any:
-        env = object.__new__(self.cls)
+        env: Any = object.__new__(self.cls)
         env.__dict__.update(copy.deepcopy(self.payload))
         return env
 
