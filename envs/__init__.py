@@ -4,8 +4,19 @@ import gymnasium
 
 from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
 from policyagg.envs.attention_env import AttentionAllocation
+# `envs.rollout` is the function (it shadows the submodule attribute); `from policyagg.envs.rollout import ...` still works
+from policyagg.envs.rollout import rollout
+from policyagg.envs.tabular import EnvModel, from_gymnasium
 
-__all__ = ["AttentionAllocation", "AttentionModel", "one_agent_per_site", "random_site_subsets"]
+__all__ = [
+    "AttentionAllocation",
+    "AttentionModel",
+    "EnvModel",
+    "from_gymnasium",
+    "one_agent_per_site",
+    "random_site_subsets",
+    "rollout",
+]
 
 # One place for every registration; the guard keeps a re-import (importlib.reload) silent.
 # The passive env checker is off, as in MO-Gymnasium's `make`: it only knows scalar rewards

@@ -1,0 +1,153 @@
+"""What the routes share: the environment, the validated options, and a lazily verified snapshot.
+
+:func:`make_env` turns an id into an environment; :class:`RouteContext` holds it with the
+options of :func:`from_gymnasium` and builds the final :class:`EnvModel` (:meth:`RouteContext.finish`);
+:func:`discover` registers a newly reached observation during a breadth-first search;
+a route that cannot apply raises :class:`RouteUnavailable`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+from policyagg.envs.tabular.model import EnvModel, assemble
+from policyagg.envs.tabular.snapshot import Snapshot, SnapshotError, verify_snapshot
+from policyagg.envs.tabular.spaces import ObservationKey, action_list, check_observation_space
+from policyagg.errors import InvalidProblemError, check_count
+
+ON_TERMINATION = ("absorb", "reset")
+#: Resets sampled for ``rho`` when neither the environment nor a probed reset gives it.
+RESET_SAMPLES = 500
+
+
+class RouteUnavailable(Exception):
+    """This route cannot build the model (the message says why)."""
+
+
+def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
+    """``env`` itself, or ``gymnasium.make(env, **kwargs)`` for a registered id.
+
+    Ids of MO-Gymnasium (imported only if needed and installed) are made with
+    ``mo_gymnasium.make`` (its env checker knows vector rewards); ``policyagg/...`` ids
+    import :mod:`policyagg.envs`, which registers them.
+    """
+    if isinstance(env, gymnasium.Env):
+        return env
+    if not isinstance(env, str):
+        raise InvalidProblemError(f"`env` must be a gymnasium.Env or a registered id; got {type(env).__name__}")
+    spec = _find_spec(env)
+    if spec is None:
+        try:
+            importlib.import_module("policyagg.envs" if env.startswith("policyagg/") else "mo_gymnasium")
+        except ImportError:
+            pass
+        spec = _find_spec(env)
+    if spec is not None and isinstance(spec.entry_point, str) and spec.entry_point.startswith("mo_gymnasium"):
+        import mo_gymnasium
+
+        return mo_gymnasium.make(env, **kwargs)
+    try:
+        return gymnasium.make(env, **kwargs)  # also resolves an id without its version
+    except gymnasium.error.Error as exc:
+        raise InvalidProblemError(f"`env` {env!r} is not a registered Gymnasium id (nor an MO-Gymnasium one): {exc}") from exc
+
+
+def _find_spec(env_id: str) -> Any:
+    try:
+        return gymnasium.spec(env_id)
+    except gymnasium.error.Error:
+        return None
+
+
+class RouteContext:
+    """Validated arguments and what the routes learn about the environment, shared between them."""
+
+    def __init__(
+        self,
+        env: gymnasium.Env | str,
+        gamma: float,
+        on_termination: str,
+        n_samples: int,
+        max_states: int,
+        allow_multichain: bool,
+        rng: Any,
+    ) -> None:
+        if on_termination not in ON_TERMINATION:
+            raise InvalidProblemError(f"`on_termination` must be one of {ON_TERMINATION}; got {on_termination!r}")
+        check_count("n_samples", n_samples, 2)
+        check_count("max_states", max_states, 1)
+        self.env = make_env(env)
+        self.base = self.env.unwrapped
+        spec = getattr(self.env, "spec", None)
+        self.label = spec.id if spec is not None else type(self.base).__name__
+        self.gamma = gamma
+        self.on_termination = on_termination
+        self.n_samples = int(n_samples)
+        self.max_states = int(max_states)
+        self.allow_multichain = allow_multichain
+        self.rng = np.random.default_rng(rng)
+        self._snapshot: Snapshot | None = None
+        self.snapshot_reason: str | None = None  # why the environment cannot be snapshotted, once known
+
+    # ------------------------------------------------------------- spaces (lazily checked)
+    def check_spaces(self) -> list[Any]:
+        """The environment's actions; InvalidProblemError for unsupported spaces."""
+        check_observation_space(self.base.observation_space, self.label)
+        return action_list(self.base.action_space, self.label)
+
+    def snapshot(self) -> Snapshot | None:
+        """A verified snapshot of a fresh copy of ``env.unwrapped`` (before any reset), or ``None``."""
+        if self._snapshot is None and self.snapshot_reason is None:
+            try:
+                self._snapshot = Snapshot.take(self.base)
+                verify_snapshot(self._snapshot, self.check_spaces())
+            except SnapshotError as exc:
+                self._snapshot, self.snapshot_reason = None, str(exc)
+        return self._snapshot
+
+    def finish(
+        self,
+        P_rows: Any,
+        P_cols: Any,
+        P_probs: Any,
+        reward_sa: Any,
+        rho: Any,
+        observations: Sequence[ObservationKey],
+        actions: Sequence[Any],
+        route: str,
+        info: dict[str, Any],
+    ) -> EnvModel:
+        """The :class:`EnvModel` of transition entries (see :func:`assemble`), with ``info`` completed."""
+        mdp, rewards, states, absorbing = assemble(
+            P_rows, P_cols, P_probs, reward_sa, rho, observations, len(actions),
+            gamma=self.gamma, on_termination=self.on_termination, allow_multichain=self.allow_multichain,
+        )
+        info = {"absorbing": absorbing, "on_termination": self.on_termination, **info}
+        return EnvModel(mdp, rewards, states, route, info, tuple(actions))
+
+
+def discover(
+    ctx: RouteContext,
+    key: ObservationKey,
+    env: Any,
+    index: dict[ObservationKey, int],
+    snaps: dict[ObservationKey, Snapshot],
+    queue: deque[ObservationKey],
+) -> int:
+    """Index of observation ``key``, registering it (with a snapshot of ``env``) if new."""
+    if key not in index:
+        if len(index) >= ctx.max_states:
+            raise InvalidProblemError(
+                f"{ctx.label} has more than `max_states`={ctx.max_states} reachable states; raise `max_states` "
+                "or use a smaller environment"
+            )
+        index[key] = len(index)
+        snaps[key] = Snapshot.take(env)
+        queue.append(key)
+    return index[key]

@@ -1,0 +1,242 @@
+"""Exact outcome distribution of a random step, by scripting the environment's generator.
+
+:func:`probe` runs ``call(env)`` (a ``step`` or a ``reset``) on restored copies whose
+``np_random`` is a :class:`ScriptedRNG`: every draw is a fixed number ``u`` in ``[0, 1)``.
+The outcome as a function of the first draw ``u`` is mapped on the grid ``k / PROBE_GRID``
+and each change point is located to the last bit by bisection over doubles (the bit
+patterns of non-negative doubles are ordered like the doubles); later draws are handled
+the same way, recursively. So
+
+    P(outcome) = sum over the intervals I of u on which it occurs of |I|,
+
+exactly, for code of the form ``u < p`` or a categorical draw. Caveat: a piece of ``u``
+narrower than ``1 / PROBE_GRID`` between two grid points with the same outcome is not seen.
+"""
+
+from __future__ import annotations
+
+import random as _pyrandom
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar, cast
+
+import numpy as np
+
+from policyagg.envs.tabular.snapshot import Snapshot, seed_all
+
+#: Grid of draws ``u = k / PROBE_GRID`` on which a stochastic step is mapped before bisection.
+PROBE_GRID = 32
+#: Most restored steps spent on the exact distribution of one ``(state, action)``.
+PROBE_BUDGET = 20_000
+#: Probabilities of two outcome distributions closer than this are the same.
+_SAME_PROB = 1e-12
+_ONE_MINUS = float(np.nextafter(1.0, 0.0))
+
+#: What one run returns (a step's or a reset's outcome), hashable.
+Outcome = TypeVar("Outcome", bound=Hashable)
+
+
+class ProbeFailed(Exception):
+    """The step's distribution cannot be found exactly (the message says why)."""
+
+
+class _ProbeSignal(BaseException):
+    """Raised through the environment's code (BaseException: a broad ``except Exception`` in it cannot swallow it)."""
+
+
+class _NeedDraw(_ProbeSignal):
+    """The run used every scripted draw and wants another."""
+
+
+class _Unprobeable(_ProbeSignal):
+    """The environment uses its generator in a way that has no scripted form."""
+
+
+class ScriptedRNG:
+    """Stands in for ``env.np_random``: every draw consumes one scripted ``u`` in ``[0, 1)``.
+
+    ``random``/``uniform`` return ``u`` (scaled); ``integers`` and ``choice`` map ``u`` to
+    the same distribution numpy samples from (uniform, or the ``p`` CDF as numpy inverts it).
+    Any other use of the generator raises :class:`_Unprobeable`.
+    """
+
+    def __init__(self, draws: Sequence[float], filler: float | None = None) -> None:
+        self._draws = draws
+        self._filler = filler  # the value of draws past the script (None: ask for more)
+        self.used = 0
+
+    def _take(self, count: int) -> np.ndarray:
+        if self.used + count > len(self._draws):
+            if self._filler is None:
+                raise _NeedDraw()
+            self._draws = list(self._draws) + [self._filler] * (self.used + count - len(self._draws))
+        out = np.asarray(self._draws[self.used : self.used + count], dtype=float)
+        self.used += count
+        return out
+
+    def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
+        if out is not None:
+            raise _Unprobeable("Generator.random(out=...)")
+        if size is None:
+            return float(self._take(1)[0])
+        shape = (size,) if _is_scalar(size) else tuple(size)
+        return self._take(int(np.prod(shape))).reshape(shape).astype(dtype)
+
+    def uniform(self, low: Any = 0.0, high: Any = 1.0, size: Any = None) -> Any:
+        if not (_is_scalar(low) and _is_scalar(high)):
+            raise _Unprobeable("Generator.uniform with array bounds")
+        return low + (high - low) * self.random(size)
+
+    def integers(self, low: Any, high: Any = None, size: Any = None, dtype: Any = np.int64, endpoint: bool = False) -> Any:
+        if size is not None or not (_is_scalar(low) and (high is None or _is_scalar(high))):
+            raise _Unprobeable("Generator.integers with a size or array bounds")
+        low, high = (0, low) if high is None else (low, high)
+        n = int(high) - int(low) + (1 if endpoint else 0)
+        return dtype(int(low) + min(int(self.random() * n), n - 1))
+
+    def choice(self, a: Any, size: Any = None, replace: bool = True, p: Any = None, axis: int = 0, shuffle: bool = True) -> Any:
+        if size is not None:
+            raise _Unprobeable("Generator.choice with a size")
+        pool = np.arange(a) if _is_scalar(a) else np.asarray(a)
+        n = len(pool)
+        u = self.random()
+        if p is None:
+            return pool[min(int(u * n), n - 1)]
+        cdf = np.cumsum(np.asarray(p, dtype=float))
+        cdf /= cdf[-1]
+        return pool[int(cdf.searchsorted(u, side="right"))]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _Unprobeable(f"Generator.{name}")
+
+
+def _is_scalar(x: Any) -> bool:
+    """``np.isscalar`` as a plain bool (its type guard would narrow the numpy-style ``Any`` arguments)."""
+    return bool(np.isscalar(x))
+
+
+def _bits(u: float) -> int:
+    return int(np.float64(u).view(np.int64))
+
+
+def _from_bits(i: int) -> float:
+    return float(np.int64(i).view(np.float64))
+
+
+def _same(d1: dict[Outcome, float], d2: dict[Outcome, float]) -> bool:
+    return d1.keys() == d2.keys() and all(abs(d1[k] - d2[k]) <= _SAME_PROB for k in d1)
+
+
+def probe(
+    snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, *, budget: int = PROBE_BUDGET
+) -> tuple[dict[Outcome, float], dict[Outcome, Any]]:
+    """Exact distribution ``{outcome: probability}`` of ``call(env)`` on restored copies, and one
+    resulting environment per outcome (with a real generator again).
+
+    Raises :class:`ProbeFailed` when the randomness does not all come from
+    ``env.np_random`` (two complete runs, with the other generators of the environment and
+    the global ``numpy.random`` and ``random`` states reseeded differently, differ), when the
+    generator is used in an unsupported way, or past ``budget`` runs.
+    """
+    prober = _Prober(snapshot, call, rng, budget)
+    outcome, used = prober.hidden_check()
+    if used == 0:  # deterministic: the check's run was the whole story
+        return {cast(Outcome, outcome): 1.0}, prober.envs
+    return prober.distribution([]), prober.envs
+
+
+class _Prober(Generic[Outcome]):
+    """One :func:`probe`: the restored runs spent so far and one environment per outcome seen."""
+
+    def __init__(self, snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, budget: int) -> None:
+        self.snapshot, self.call, self.rng, self.budget = snapshot, call, rng, budget
+        self.runs = 0
+        self.envs: dict[Outcome, Any] = {}
+
+    def run(self, prefix: Sequence[float], seed: int = 0, filler: float | None = None) -> tuple[Outcome | None, int]:
+        """``(outcome or None if more draws are needed, number of draws used)``."""
+        self.runs += 1
+        if self.runs > self.budget:
+            raise ProbeFailed(f"more than {self.budget} restored steps for one exact distribution")
+        env = self.snapshot.restore()
+        scripted = ScriptedRNG(prefix, filler)
+        seed_all(env, seed, np_random=scripted)
+        try:
+            outcome = self.call(env)
+        except _NeedDraw:
+            return None, scripted.used
+        except _Unprobeable as exc:
+            raise ProbeFailed(f"the step draws with {exc}, which cannot be enumerated exactly") from None
+        if outcome not in self.envs:
+            env.np_random = np.random.default_rng(int(self.rng.integers(2**62)))
+            self.envs[outcome] = env
+        return outcome, scripted.used
+
+    def hidden_check(self) -> tuple[Outcome | None, int]:
+        """Two complete runs (every draw 1/2) with all other sources of randomness reseeded differently.
+
+        With a filler every draw is answered, so the outcome is never None here.
+        """
+        results = []
+        np_state, py_state = np.random.get_state(), _pyrandom.getstate()
+        try:
+            for seed in (1, 2):
+                np.random.seed(seed)
+                _pyrandom.seed(seed)
+                results.append(self.run([], seed, filler=0.5))
+        finally:
+            np.random.set_state(np_state)
+            _pyrandom.setstate(py_state)
+        if results[0] != results[1]:
+            raise ProbeFailed("the step is random beyond `env.unwrapped.np_random` (two restored steps differ)")
+        return results[0]
+
+    def distribution(self, prefix: list[float]) -> dict[Outcome, float]:
+        """Distribution of the outcome after the scripted draws ``prefix`` (the rest drawn uniformly)."""
+        outcome, _ = self.run(prefix)
+        if outcome is not None:
+            return {outcome: 1.0}
+        return _NextDraw(self, prefix).distribution()
+
+
+class _NextDraw(Generic[Outcome]):
+    """The outcome distribution as a function of the draw after ``prefix``, memoised by the draw's bits."""
+
+    def __init__(self, prober: _Prober[Outcome], prefix: list[float]) -> None:
+        self.prober, self.prefix = prober, prefix
+        self.memo: dict[int, dict[Outcome, float]] = {}
+
+    def at(self, i: int) -> dict[Outcome, float]:
+        """Distribution when the next draw is the double with bits ``i``."""
+        if i not in self.memo:
+            self.memo[i] = self.prober.distribution(self.prefix + [_from_bits(i)])
+        return self.memo[i]
+
+    def change_points(self, lo: int, hi: int) -> list[int]:
+        """Where the distribution changes in ``(lo, hi]``, in order (given ``at(lo) != at(hi)``), by bisection."""
+        if hi - lo == 1:
+            return [hi]
+        mid = (lo + hi) // 2
+        out = []
+        if not _same(self.at(lo), self.at(mid)):
+            out += self.change_points(lo, mid)
+        if not _same(self.at(mid), self.at(hi)):
+            out += self.change_points(mid, hi)
+        return out
+
+    def distribution(self) -> dict[Outcome, float]:
+        """``P(outcome) = sum_I |I| P(outcome | next draw in I)`` over the intervals ``I`` of constant distribution."""
+        grid = [_bits(k / PROBE_GRID) for k in range(PROBE_GRID)] + [_bits(_ONE_MINUS)]
+        starts = [grid[0]]
+        for lo, hi in zip(grid, grid[1:]):
+            if not _same(self.at(lo), self.at(hi)):
+                starts += self.change_points(lo, hi)
+        ends = [_from_bits(i) for i in starts[1:]] + [1.0]
+        total: defaultdict[Outcome, float] = defaultdict(float)
+        for start, end in zip(starts, ends):
+            width = end - _from_bits(start)
+            for outcome, p in self.at(start).items():
+                total[outcome] += width * p
+        return dict(total)

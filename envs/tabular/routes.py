@@ -1,0 +1,200 @@
+"""The exact routes: ``"protocol"``, ``"model"`` and ``"enumerate"`` (``"sampled"`` is in :mod:`.sampled`).
+
+Each route is ``route(ctx) -> EnvModel`` and raises :class:`RouteUnavailable` when it does
+not apply. ``"protocol"`` asks ``env.unwrapped.tabular_model(gamma)``; ``"model"`` reads the
+toy-text ``P[s][a] = [(prob, next_s, reward, terminated), ...]`` with ``r(s, a) = sum prob * reward``;
+``"enumerate"`` searches the states breadth-first from ``reset`` on restored snapshots and
+finds each step's exact distribution with :func:`probe`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter, deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from policyagg.envs.tabular.context import RESET_SAMPLES, RouteContext, RouteUnavailable, discover
+from policyagg.envs.tabular.model import EnvModel
+from policyagg.envs.tabular.probe import PROBE_GRID, ProbeFailed, probe
+from policyagg.envs.tabular.snapshot import Snapshot
+from policyagg.envs.tabular.spaces import (
+    ObservationKey,
+    StepOutcome,
+    action_list,
+    observation_key,
+    reset_outcome,
+    step_outcome,
+)
+from policyagg.errors import InvalidProblemError
+from policyagg.mdp import TabularMDP
+
+
+# --------------------------------------------------------------------------- route: protocol
+def route_protocol(ctx: RouteContext) -> EnvModel:
+    """The environment's own exact model, ``env.unwrapped.tabular_model(gamma)``."""
+    method = getattr(ctx.base, "tabular_model", None)
+    if not callable(method):
+        raise RouteUnavailable("the environment has no `tabular_model(gamma)` method")
+    out = method(ctx.gamma)
+    if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[0], TabularMDP)):
+        raise InvalidProblemError(
+            f"{ctx.label}.tabular_model(gamma) must return (TabularMDP, rewards (n, S, A), observations); got {type(out).__name__}"
+        )
+    mdp, rewards, observations = out
+    if mdp.gamma != float(ctx.gamma):
+        raise InvalidProblemError(f"{ctx.label}.tabular_model({ctx.gamma}) returned an MDP with gamma = {mdp.gamma}")
+    actions = action_list(ctx.base.action_space, ctx.label)
+    if len(actions) != mdp.n_actions:
+        raise InvalidProblemError(
+            f"{ctx.label}.tabular_model returned an MDP with {mdp.n_actions} actions; the action space "
+            f"{ctx.base.action_space} has {len(actions)}"
+        )
+    absorbing = next((s for s, o in enumerate(observations) if o is None), None)
+    info = {"absorbing": absorbing, "on_termination": None, "rho": "tabular_model", "exact": True}
+    return EnvModel(mdp, rewards, list(observations), "protocol", info, tuple(actions))
+
+
+# --------------------------------------------------------------------------- route: model
+#: Flags under which a toy-text ``P`` does not describe ``step`` (attribute -> why).
+_MODEL_INCOMPLETE = {"fickle_passenger": "Taxi's fickle passenger changes destination in `step`, outside `P`"}
+
+
+def route_model(ctx: RouteContext) -> EnvModel:
+    """The toy-text model ``env.unwrapped.P`` (FrozenLake, CliffWalking, Taxi); duplicate next states are summed."""
+    base = ctx.base
+    P = getattr(base, "P", None)
+    if P is None:
+        raise RouteUnavailable("the environment has no toy-text model `env.unwrapped.P`")
+    for flag, why in _MODEL_INCOMPLETE.items():
+        if getattr(base, flag, False):
+            raise RouteUnavailable(f"`P` is incomplete: {why}")
+    if not (isinstance(base.observation_space, spaces.Discrete) and isinstance(base.action_space, spaces.Discrete)):
+        raise RouteUnavailable("`P` needs Discrete observation and action spaces")
+    S, A = int(base.observation_space.n), int(base.action_space.n)
+    first_obs, first_action = int(base.observation_space.start), int(base.action_space.start)
+    try:  # flattening the nested lists needs one pass over the entries; the matrix is built from arrays
+        entries = [
+            (s * A + a, *entry[:4])
+            for s in range(S)
+            for a in range(A)
+            for entry in P[s + first_obs][a + first_action]
+        ]
+        table = np.array(entries, dtype=float).reshape(-1, 5)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise RouteUnavailable(
+            f"`P` is not in the toy-text format P[s][a] = [(prob, next_s, reward, terminated), ...] ({exc})"
+        ) from exc
+    rows = table[:, 0].astype(np.int64)
+    nxt = table[:, 2].astype(np.int64) - first_obs
+    if nxt.size and (nxt.min() < 0 or nxt.max() >= S):
+        raise RouteUnavailable("`P` has a next state outside the observation space")
+    cols = np.where(table[:, 4] != 0, -1, nxt)
+    reward_sa = np.bincount(rows, weights=table[:, 1] * table[:, 3], minlength=S * A)[None]
+    rho, how = _initial_distribution(ctx, {first_obs + s: s for s in range(S)})
+    observations = [first_obs + s for s in range(S)]
+    return ctx.finish(rows, cols, table[:, 1], reward_sa, rho, observations, list(range(first_action, first_action + A)),
+                      "model", {"rho": how, "exact": True})
+
+
+def _initial_distribution(ctx: RouteContext, index: dict[ObservationKey, int]) -> tuple[np.ndarray, str]:
+    """``rho`` over the states of ``index`` (observation -> state): from the env, a probed reset, or sampled."""
+    S = len(index)
+    for name in ("initial_state_distrib", "isd"):
+        rho = getattr(ctx.base, name, None)
+        if rho is not None and np.shape(rho) == (S,):
+            return np.asarray(rho, dtype=float), f"env.unwrapped.{name}"
+    snapshot = ctx.snapshot()
+    if snapshot is not None:
+        try:
+            dist, _ = probe(snapshot, reset_outcome, ctx.rng)
+            rho = np.zeros(S)
+            for key, p in dist.items():
+                if key not in index:
+                    raise RouteUnavailable(f"`reset` returned observation {key!r}, which `P` does not have")
+                rho[index[key]] += p
+            return rho, "reset, probed exactly"
+        except ProbeFailed:
+            pass
+    counts = _sample_resets(ctx)
+    rho = np.zeros(S)
+    for key, c in counts.items():
+        if key not in index:
+            raise RouteUnavailable(f"`reset` returned observation {key!r}, which `P` does not have")
+        rho[index[key]] += c
+    return rho / rho.sum(), f"sampled from {RESET_SAMPLES} resets"
+
+
+def _sample_resets(ctx: RouteContext) -> Counter[ObservationKey]:
+    """Observation counts of :data:`RESET_SAMPLES` seeded resets (of copies when possible)."""
+    seeds = ctx.rng.integers(2**62, size=RESET_SAMPLES)
+    snapshot = ctx.snapshot()
+    counts: Counter[ObservationKey] = Counter()
+    for seed in seeds:
+        env = ctx.env if snapshot is None else snapshot.restore()
+        obs, _ = env.reset(seed=int(seed))
+        counts[observation_key(obs)] += 1
+    return counts
+
+
+# --------------------------------------------------------------------------- route: enumerate
+def route_enumerate(ctx: RouteContext) -> EnvModel:
+    """Breadth-first search over restored snapshots; each ``(state, action)`` probed exactly."""
+    actions = ctx.check_spaces()
+    snapshot = ctx.snapshot()
+    if snapshot is None:
+        raise RouteUnavailable(f"the environment cannot be snapshotted and restored: {ctx.snapshot_reason}")
+    try:
+        start, start_envs = probe(snapshot, reset_outcome, ctx.rng)
+    except ProbeFailed as exc:
+        raise RouteUnavailable(f"`reset`: {exc}") from None
+    index: dict[ObservationKey, int] = {}
+    snaps: dict[ObservationKey, Snapshot] = {}
+    queue: deque[ObservationKey] = deque()
+    for key in start:
+        discover(ctx, key, start_envs[key], index, snaps, queue)
+    rows, cols, probs, rewards = [], [], [], []
+    stochastic = 0
+    while queue:
+        key = queue.popleft()
+        s = index[key]
+        for a, action in enumerate(actions):
+            try:
+                dist, envs = probe(snaps[key], functools.partial(_step, action=action), ctx.rng)
+            except ProbeFailed as exc:
+                raise RouteUnavailable(f"state {key!r}, action {action!r}: {exc}") from None
+            stochastic += len(dist) > 1
+            for outcome, p in dist.items():
+                nkey, reward, terminated = outcome
+                if terminated:
+                    col = -1
+                else:
+                    col = discover(ctx, nkey, envs[outcome], index, snaps, queue)
+                rows.append(s * len(actions) + a)
+                cols.append(col)
+                probs.append(p)
+                rewards.append(reward)
+    reward_sa = _reward_table(rows, probs, rewards, len(index) * len(actions))
+    rho = np.zeros(len(index))
+    for key, p in start.items():
+        rho[index[key]] += p
+    info = {"rho": "reset, probed exactly", "exact": True, "stochastic_pairs": stochastic, "probe_grid": PROBE_GRID}
+    return ctx.finish(np.array(rows), np.array(cols), np.array(probs), reward_sa, rho, list(index), actions, "enumerate", info)
+
+
+def _step(env: Any, action: Any) -> StepOutcome:
+    return step_outcome(env.step(action))
+
+
+def _reward_table(rows: Sequence[int], weights: Sequence[float], rewards: Sequence[Any], n_rows: int) -> np.ndarray:
+    """``(n, n_rows)`` sums of ``weight * reward`` per row; every reward must have the same length."""
+    lengths = {len(r) for r in rewards}
+    if len(lengths) > 1:
+        raise InvalidProblemError(f"the environment's rewards change length between steps: {sorted(lengths)}")
+    R = np.array(rewards, dtype=float).reshape(len(rewards), -1)
+    row_of = np.asarray(rows, dtype=np.int64)
+    weight = np.asarray(weights, dtype=float)
+    return np.stack([np.bincount(row_of, weights=weight * R[:, i], minlength=n_rows) for i in range(R.shape[1])])
