@@ -4,6 +4,7 @@ import gymnasium
 
 from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
 from policyagg.envs.attention_env import AttentionAllocation
+
 # `envs.rollout` is the function (it shadows the submodule attribute); `from policyagg.envs.rollout import ...` still works
 from policyagg.envs.rollout import rollout
 from policyagg.envs.tabular import EnvModel, from_gymnasium

@@ -65,7 +65,9 @@ class AttentionModel:
         else:
             q = np.array(self.escalation, dtype=float)
             if q.shape != (k, m - 1):
-                raise InvalidProblemError(f"`escalation` must have shape (n_sites, n_phases - 1) = ({k}, {m - 1}); got {q.shape}")
+                raise InvalidProblemError(
+                    f"`escalation` must have shape (n_sites, n_phases - 1) = ({k}, {m - 1}); got {q.shape}"
+                )
             if not np.all((q >= 0) & (q <= 1)):
                 raise InvalidProblemError("`escalation` probabilities must lie in [0, 1]")
         q.flags.writeable = False
@@ -121,7 +123,9 @@ class AttentionModel:
         """Rewards ``(n, S, A)`` for agents given by their site weights ``(n, k)``."""
         w = np.atleast_2d(np.asarray(site_weights, dtype=float))
         if w.shape[1] != self.n_sites or np.any(w < 0) or not np.all(np.isfinite(w)):
-            raise InvalidProblemError(f"`site_weights` must be non-negative, finite, of shape (n, {self.n_sites}); got {w.shape}")
+            raise InvalidProblemError(
+                f"`site_weights` must be non-negative, finite, of shape (n, {self.n_sites}); got {w.shape}"
+            )
         at_top = (self.phases() == self.n_phases - 1).astype(float)  # (S, k)
         # unattended_top[s, a, j] = site j at top in s and a != j
         unattended_top = np.repeat(at_top[:, None, :], self.n_actions, axis=1)

@@ -23,7 +23,12 @@ from policyagg.mdp import TabularMDP
 def _validate_args(n_sites, n_phases, escalation, model_seed, site_weights, attention_cost, penalty, start):
     """Check the constructor arguments; return ``(model, site_weights (n, k), start phases (k,))``."""
     model = AttentionModel(
-        n_sites, n_phases, escalation=escalation, seed=model_seed, attention_cost=attention_cost, penalty=penalty,
+        n_sites,
+        n_phases,
+        escalation=escalation,
+        seed=model_seed,
+        attention_cost=attention_cost,
+        penalty=penalty,
     )
     k, m = model.n_sites, model.n_phases
 
@@ -35,7 +40,9 @@ def _validate_args(n_sites, n_phases, escalation, model_seed, site_weights, atte
         except (TypeError, ValueError) as exc:
             raise InvalidProblemError(f"`site_weights` must be a numeric array of shape (n_agents, {k})") from exc
         if weights.ndim != 2 or weights.shape[0] < 1 or weights.shape[1] != k:
-            raise InvalidProblemError(f"`site_weights` must have shape (n_agents, n_sites) = (n, {k}) with n >= 1; got {weights.shape}")
+            raise InvalidProblemError(
+                f"`site_weights` must have shape (n_agents, n_sites) = (n, {k}) with n >= 1; got {weights.shape}"
+            )
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):
             raise InvalidProblemError("`site_weights` must be non-negative and finite")
     weights.flags.writeable = False
@@ -46,16 +53,22 @@ def _validate_phases(phases, k: int, m: int, name: str) -> np.ndarray:
     """``"zeros"`` or a length-``k`` integer vector with entries in ``0..m-1``, as int64."""
     if isinstance(phases, str):
         if phases != "zeros":
-            raise InvalidProblemError(f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}; got {phases!r}")
+            raise InvalidProblemError(
+                f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}; got {phases!r}"
+            )
         return np.zeros(k, dtype=np.int64)
     try:
         raw = np.asarray(phases)
     except (TypeError, ValueError) as exc:
         raise InvalidProblemError(f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}") from exc
     if raw.shape != (k,) or not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
-        raise InvalidProblemError(f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}; got shape {raw.shape}")
+        raise InvalidProblemError(
+            f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}; got shape {raw.shape}"
+        )
     if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any((raw < 0) | (raw > m - 1)):
-        raise InvalidProblemError(f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}; got {raw.tolist()}")
+        raise InvalidProblemError(
+            f"`{name}` must be 'zeros' or a vector of {k} phases in 0..{m - 1}; got {raw.tolist()}"
+        )
     return raw.astype(np.int64)
 
 

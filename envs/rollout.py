@@ -128,11 +128,15 @@ class RolloutReport:
         for i, name in enumerate(names):
             ci = f"[{self.ci_low[i]:.6g}, {self.ci_high[i]:.6g}]"
             mark = "" if reliable[i] else " *"
-            lines.append(f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}{mark}")
+            lines.append(
+                f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}{mark}"
+            )
         if not reliable.all():
             need = int(np.ceil(25.0 * np.max(self.skewness[~reliable] ** 2)))
-            lines.append(f"* skewed returns: the normal CI wants more than {need} episodes (Cochran: 25 g1^2); "
-                         f"this run has {self.episodes}")
+            lines.append(
+                f"* skewed returns: the normal CI wants more than {need} episodes (Cochran: 25 g1^2); "
+                f"this run has {self.episodes}"
+            )
         return "\n".join(lines)
 
 
@@ -177,11 +181,15 @@ def rollout(
         R = model.rewards
     else:
         if reward == "env":
-            raise InvalidProblemError("`rewards` only applies with reward='model' (reward='env' scores with the environment's reward)")
+            raise InvalidProblemError(
+                "`rewards` only applies with reward='model' (reward='env' scores with the environment's reward)"
+            )
         R = np.asarray(rewards, dtype=float)
         R = R[None] if R.ndim == 2 else R
         if R.ndim != 3 or R.shape[1:] != (mdp.n_states, mdp.n_actions):
-            raise InvalidProblemError(f"`rewards` must have shape (n, S, A) = (n, {mdp.n_states}, {mdp.n_actions}); got {np.shape(rewards)}")
+            raise InvalidProblemError(
+                f"`rewards` must have shape (n, S, A) = (n, {mdp.n_states}, {mdp.n_actions}); got {np.shape(rewards)}"
+            )
     gamma = mdp.gamma
     discounted = gamma < 1.0
     if horizon is None:
@@ -191,7 +199,9 @@ def rollout(
     if burn_in is None:
         burn_in = 0 if discounted else horizon // 10
     if discounted and burn_in:
-        raise InvalidProblemError("`burn_in` only applies to average reward (gamma = 1); discounted returns start at t = 0")
+        raise InvalidProblemError(
+            "`burn_in` only applies to average reward (gamma = 1); discounted returns start at t = 0"
+        )
     if not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
         raise InvalidProblemError(f"`burn_in` must be a non-negative integer; got {burn_in!r}")
 
@@ -209,8 +219,15 @@ def rollout(
             )
 
     returns, steps, seconds = _run_episodes(
-        env, model, policy, R, episodes=int(episodes), horizon=int(horizon), burn_in=int(burn_in),
-        seed=seed, use_env_reward=(reward == "env"),
+        env,
+        model,
+        policy,
+        R,
+        episodes=int(episodes),
+        horizon=int(horizon),
+        burn_in=int(burn_in),
+        seed=seed,
+        use_env_reward=(reward == "env"),
     )
     mean = returns.mean(axis=0)
     se = returns.std(axis=0, ddof=1) / np.sqrt(episodes)
@@ -221,9 +238,20 @@ def rollout(
     scale = float(np.abs(R).max(initial=0.0))
     tolerance = (gamma**horizon * scale if discounted else 0.0) + 1e-9 * (1.0 + scale)
     return RolloutReport(
-        mean=mean, ci_low=mean - Z95 * se, ci_high=mean + Z95 * se, predicted=predicted,
-        episodes=int(episodes), horizon=int(horizon), gamma=gamma, std_error=se, tolerance=tolerance,
-        burn_in=int(burn_in), reward=reward, lp_returns=lp_returns, steps=steps, seconds=seconds,
+        mean=mean,
+        ci_low=mean - Z95 * se,
+        ci_high=mean + Z95 * se,
+        predicted=predicted,
+        episodes=int(episodes),
+        horizon=int(horizon),
+        gamma=gamma,
+        std_error=se,
+        tolerance=tolerance,
+        burn_in=int(burn_in),
+        reward=reward,
+        lp_returns=lp_returns,
+        steps=steps,
+        seconds=seconds,
         skewness=skewness,
     )
 
@@ -257,7 +285,9 @@ def _run_episodes(env, model, policy, R, *, episodes, horizon, burn_in, seed, us
                 if use_env_reward:
                     r = np.asarray(r, dtype=float).ravel()
                     if r.size != n:
-                        raise InvalidProblemError(f"the environment's reward has {r.size} component(s); the model has {n} agent(s)")
+                        raise InvalidProblemError(
+                            f"the environment's reward has {r.size} component(s); the model has {n} agent(s)"
+                        )
                     total += weights[t - burn_in] * r
                 else:
                     total += weights[t - burn_in] * R[:, s, a]

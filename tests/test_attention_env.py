@@ -179,8 +179,13 @@ def test_default_agents_and_exports():
     assert isinstance(raw.model, AttentionModel) and (raw.model.n_sites, raw.model.n_phases) == (5, 3)
     np.testing.assert_array_equal(raw.model.q, AttentionModel(5, 3, seed=0).q)
     assert set(envs.__all__) == {
-        "AttentionAllocation", "AttentionModel", "EnvModel", "from_gymnasium", "one_agent_per_site",
-        "random_site_subsets", "rollout",
+        "AttentionAllocation",
+        "AttentionModel",
+        "EnvModel",
+        "from_gymnasium",
+        "one_agent_per_site",
+        "random_site_subsets",
+        "rollout",
     }
 
 

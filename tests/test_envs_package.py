@@ -23,7 +23,12 @@ def test_tabular_names_keep_their_old_path():
     assert envs.from_gymnasium is tabular.from_gymnasium and envs.EnvModel is tabular.EnvModel
     assert tabular.ROUTES == ("protocol", "model", "enumerate", "sampled")
     assert tabular.ON_TERMINATION == ("absorb", "reset")
-    assert (tabular.PROBE_GRID, tabular.PROBE_BUDGET, tabular.RESET_SAMPLES, tabular.MAX_ACTIONS) == (32, 20_000, 500, 10_000)
+    assert (tabular.PROBE_GRID, tabular.PROBE_BUDGET, tabular.RESET_SAMPLES, tabular.MAX_ACTIONS) == (
+        32,
+        20_000,
+        500,
+        10_000,
+    )
 
 
 def test_rollout_function_and_module():

@@ -55,7 +55,9 @@ def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
     try:
         return gymnasium.make(env, **kwargs)  # also resolves an id without its version
     except gymnasium.error.Error as exc:
-        raise InvalidProblemError(f"`env` {env!r} is not a registered Gymnasium id (nor an MO-Gymnasium one): {exc}") from exc
+        raise InvalidProblemError(
+            f"`env` {env!r} is not a registered Gymnasium id (nor an MO-Gymnasium one): {exc}"
+        ) from exc
 
 
 def _find_spec(env_id: str) -> Any:
@@ -125,8 +127,16 @@ class RouteContext:
     ) -> EnvModel:
         """The :class:`EnvModel` of transition entries (see :func:`assemble`), with ``info`` completed."""
         mdp, rewards, states, absorbing = assemble(
-            P_rows, P_cols, P_probs, reward_sa, rho, observations, len(actions),
-            gamma=self.gamma, on_termination=self.on_termination, allow_multichain=self.allow_multichain,
+            P_rows,
+            P_cols,
+            P_probs,
+            reward_sa,
+            rho,
+            observations,
+            len(actions),
+            gamma=self.gamma,
+            on_termination=self.on_termination,
+            allow_multichain=self.allow_multichain,
         )
         info = {"absorbing": absorbing, "on_termination": self.on_termination, **info}
         return EnvModel(mdp, rewards, states, route, info, tuple(actions))

@@ -47,9 +47,13 @@ class EnvModel:
             rewards = rewards[None]
         S, A = self.mdp.n_states, self.mdp.n_actions
         if rewards.ndim != 3 or rewards.shape[1:] != (S, A):
-            raise InvalidProblemError(f"`rewards` must have shape (n, S, A) = (n, {S}, {A}); got {np.shape(self.rewards)}")
+            raise InvalidProblemError(
+                f"`rewards` must have shape (n, S, A) = (n, {S}, {A}); got {np.shape(self.rewards)}"
+            )
         if len(self.observations) != S:
-            raise InvalidProblemError(f"`observations` must have one entry per state ({S}); got {len(self.observations)}")
+            raise InvalidProblemError(
+                f"`observations` must have one entry per state ({S}); got {len(self.observations)}"
+            )
         rewards.flags.writeable = False
         observations = [None if o is None else observation_key(o) for o in self.observations]
         index = {o: s for s, o in enumerate(observations) if o is not None}
@@ -58,7 +62,12 @@ class EnvModel:
         actions = tuple(self.actions) if len(self.actions) else tuple(range(A))
         if len(actions) != A:
             raise InvalidProblemError(f"`actions` must have one entry per action ({A}); got {len(actions)}")
-        for name, value in (("rewards", rewards), ("observations", observations), ("actions", actions), ("_index", index)):
+        for name, value in (
+            ("rewards", rewards),
+            ("observations", observations),
+            ("actions", actions),
+            ("_index", index),
+        ):
             object.__setattr__(self, name, value)
 
     @property

@@ -87,14 +87,18 @@ class ScriptedRNG:
             raise _Unprobeable("Generator.uniform with array bounds")
         return low + (high - low) * self.random(size)
 
-    def integers(self, low: Any, high: Any = None, size: Any = None, dtype: Any = np.int64, endpoint: bool = False) -> Any:
+    def integers(
+        self, low: Any, high: Any = None, size: Any = None, dtype: Any = np.int64, endpoint: bool = False
+    ) -> Any:
         if size is not None or not (_is_scalar(low) and (high is None or _is_scalar(high))):
             raise _Unprobeable("Generator.integers with a size or array bounds")
         low, high = (0, low) if high is None else (low, high)
         n = int(high) - int(low) + (1 if endpoint else 0)
         return dtype(int(low) + min(int(self.random() * n), n - 1))
 
-    def choice(self, a: Any, size: Any = None, replace: bool = True, p: Any = None, axis: int = 0, shuffle: bool = True) -> Any:
+    def choice(
+        self, a: Any, size: Any = None, replace: bool = True, p: Any = None, axis: int = 0, shuffle: bool = True
+    ) -> Any:
         if size is not None:
             raise _Unprobeable("Generator.choice with a size")
         pool = np.arange(a) if _is_scalar(a) else np.asarray(a)
@@ -150,7 +154,9 @@ def probe(
 class _Prober(Generic[Outcome]):
     """One :func:`probe`: the restored runs spent so far and one environment per outcome seen."""
 
-    def __init__(self, snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, budget: int) -> None:
+    def __init__(
+        self, snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, budget: int
+    ) -> None:
         self.snapshot, self.call, self.rng, self.budget = snapshot, call, rng, budget
         self.runs = 0
         self.envs: dict[Outcome, Any] = {}

@@ -78,10 +78,7 @@ def route_model(ctx: RouteContext) -> EnvModel:
     first_obs, first_action = int(base.observation_space.start), int(base.action_space.start)
     try:  # flattening the nested lists needs one pass over the entries; the matrix is built from arrays
         entries = [
-            (s * A + a, *entry[:4])
-            for s in range(S)
-            for a in range(A)
-            for entry in P[s + first_obs][a + first_action]
+            (s * A + a, *entry[:4]) for s in range(S) for a in range(A) for entry in P[s + first_obs][a + first_action]
         ]
         table = np.array(entries, dtype=float).reshape(-1, 5)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -96,8 +93,17 @@ def route_model(ctx: RouteContext) -> EnvModel:
     reward_sa = np.bincount(rows, weights=table[:, 1] * table[:, 3], minlength=S * A)[None]
     rho, how = _initial_distribution(ctx, {first_obs + s: s for s in range(S)})
     observations = [first_obs + s for s in range(S)]
-    return ctx.finish(rows, cols, table[:, 1], reward_sa, rho, observations, list(range(first_action, first_action + A)),
-                      "model", {"rho": how, "exact": True})
+    return ctx.finish(
+        rows,
+        cols,
+        table[:, 1],
+        reward_sa,
+        rho,
+        observations,
+        list(range(first_action, first_action + A)),
+        "model",
+        {"rho": how, "exact": True},
+    )
 
 
 def _initial_distribution(ctx: RouteContext, index: dict[ObservationKey, int]) -> tuple[np.ndarray, str]:
@@ -182,7 +188,9 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
     for key, p in start.items():
         rho[index[key]] += p
     info = {"rho": "reset, probed exactly", "exact": True, "stochastic_pairs": stochastic, "probe_grid": PROBE_GRID}
-    return ctx.finish(np.array(rows), np.array(cols), np.array(probs), reward_sa, rho, list(index), actions, "enumerate", info)
+    return ctx.finish(
+        np.array(rows), np.array(cols), np.array(probs), reward_sa, rho, list(index), actions, "enumerate", info
+    )
 
 
 def _step(env: Any, action: Any) -> StepOutcome:

@@ -91,8 +91,9 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
         "max_reward_std_error": float(np.sqrt(var / n).max()),
         "counts": n.reshape(S, A).astype(np.int64),
     }
-    return ctx.finish(np.array(rows), np.array(cols), np.array(probs), mean, rho / rho.sum(),
-                      list(index), actions, "sampled", info)
+    return ctx.finish(
+        np.array(rows), np.array(cols), np.array(probs), mean, rho / rho.sum(), list(index), actions, "sampled", info
+    )
 
 
 def _sample_with_snapshots(ctx: RouteContext, snapshot: Snapshot, actions: Sequence[Any]) -> _Samples:

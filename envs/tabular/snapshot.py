@@ -42,7 +42,7 @@ class Snapshot:
             raise SnapshotError(f"{type(env).__name__} has no __dict__ to copy")
         try:
             return cls(type(env), copy.deepcopy(state))
-        except Exception as exc:  # noqa: BLE001 - any copying failure means: no snapshots
+        except Exception as exc:
             raise SnapshotError(f"its state cannot be copied ({type(exc).__name__}: {exc})") from exc
 
     def restore(self) -> Any:
@@ -74,7 +74,7 @@ def verify_snapshot(snapshot: Snapshot, actions: Sequence[Any]) -> None:
                 break
     except SnapshotError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure of a restored copy means: not restorable
+    except Exception as exc:
         raise SnapshotError(f"a restored copy fails ({type(exc).__name__}: {exc})") from exc
 
 

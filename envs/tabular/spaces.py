@@ -33,11 +33,9 @@ def observation_key(obs: Any) -> ObservationKey:
         return obs
     try:
         arr = np.asarray(obs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidProblemError(f"observation {obs!r} is not an integer or an array of integers") from exc
-    if arr.dtype.kind in "iub":
-        values = arr.astype(np.int64)
-    elif arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+    if arr.dtype.kind in "iub" or arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
         values = arr.astype(np.int64)
     else:
         raise InvalidProblemError(f"observation {obs!r} is not an integer or an array of integers")
@@ -68,7 +66,9 @@ def check_observation_space(space: spaces.Space[Any], label: str) -> None:
                 "observations; discretise it first (e.g. an ObservationWrapper onto Discrete or MultiDiscrete)"
             )
         if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
-            raise InvalidProblemError(f"{label} has an unbounded integer Box observation space {space}; give it finite bounds")
+            raise InvalidProblemError(
+                f"{label} has an unbounded integer Box observation space {space}; give it finite bounds"
+            )
         return
     raise InvalidProblemError(
         f"{label} has observation space {space}: only Discrete, MultiDiscrete and integer Box observations "
@@ -99,5 +99,7 @@ def action_list(space: spaces.Space[Any], label: str) -> list[Any]:
         )
     total = int(np.prod([len(r) for r in ranges], dtype=float))
     if total > MAX_ACTIONS:
-        raise InvalidProblemError(f"{label} has {total} joint actions in {space}; at most {MAX_ACTIONS} can be tabulated")
+        raise InvalidProblemError(
+            f"{label} has {total} joint actions in {space}; at most {MAX_ACTIONS} can be tabulated"
+        )
     return [np.array(combo, dtype=space.dtype).reshape(shape) for combo in itertools.product(*ranges)]
