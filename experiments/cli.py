@@ -211,6 +211,19 @@ def _bench_rules(args) -> None:
     print(_rss(report))
 
 
+def _rules(args) -> None:
+    from policyagg import solvers
+
+    specs = [solvers.get_spec(name) for name in ([args.name] if args.name else solvers.RULES)]
+    for spec in specs:
+        print(f"{spec.name}{'  (needs samples)' if spec.needs_samples else ''}: {spec.summary}")
+        if args.name or args.verbose:
+            for name, option in {**spec.options, **solvers.COMMON_OPTIONS}.items():
+                print(
+                    f"    {name} = {option.default!r}: {option.allowed}" + (f"; {option.help}" if option.help else "")
+                )
+
+
 def _show(args) -> None:
     from policyagg.result import Result
 
@@ -446,6 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (default: the usable cores, at most 4; growth: 1)",
     )
     p.set_defaults(run=_bench)
+
+    p = _subcommand(
+        sub,
+        "rules",
+        "list the registered rules and their options",
+        "List every registered rule (the built-in ones and any registered with "
+        "policyagg.solvers.register_rule) with whether it needs sampled returns; with a NAME or "
+        "--verbose, each option's default, allowed values and help, as a configuration's "
+        "`options = { ... }` takes them.",
+        "  policyagg rules\n  policyagg rules approval",
+    )
+    p.add_argument("name", nargs="?", default=None, help="one rule's name (default: every rule)")
+    p.add_argument("--verbose", "-v", action="store_true", help="list every rule's options")
+    p.set_defaults(run=_rules)
 
     p = _subcommand(
         sub,

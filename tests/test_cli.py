@@ -80,12 +80,14 @@ def test_bench_sampler_agrees_with_baseline():
     assert set(report["per_s"]) == {"dense", "krylov"}
 
 
+@pytest.mark.slow  # a smoke benchmark
 def test_bench_rules_runs_every_registered_case(capsys):
     assert main(["bench", "rules", "--sites", "3", "--agents", "3", "--samples", "300"]) == 0
     out = capsys.readouterr().out
     assert "utilitarian (baseline)" in out and "max-quantile" in out and "0.9-approval" in out
 
 
+@pytest.mark.slow  # smoke benchmarks
 @pytest.mark.parametrize("target", ["growth", "scale", "volume", "sampler"])
 def test_bench_targets_run_small(target, capsys):
     extra = {
@@ -99,7 +101,7 @@ def test_bench_targets_run_small(target, capsys):
     assert "peak RSS" in out or "| rule |" in out
 
 
-SUBCOMMANDS = ("reproduce", "run", "compare", "measures", "bench", "show")
+SUBCOMMANDS = ("reproduce", "run", "compare", "measures", "bench", "rules", "show")
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -205,6 +207,7 @@ def test_measures_markdown_without_spread_for_one_seed_and_with_ties():
     assert "| mq | 0.100 ± 0.000 |" in comparison_markdown("tiny", figures)
 
 
+@pytest.mark.slow  # a smoke benchmark
 def test_bench_scale_samples_are_real_policy_samples():
     from policyagg.experiments.bench_scale import bench_scale
 
@@ -220,3 +223,17 @@ def test_compare_progress_bars_name_the_seed(tmp_path, capsys):
     assert main(["compare", "--sites", "3", "--samples", "200", "--seed", "2", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "compare (a) seed 2: rules" in err and "compare (a) seed 2: policy samples" in err
+
+
+def test_rules_lists_every_registered_rule_and_its_options(capsys):
+    from policyagg import solvers
+
+    assert main(["rules"]) == 0
+    listing = capsys.readouterr().out
+    assert [line.split(":")[0].split()[0] for line in listing.splitlines()] == list(solvers.RULES)
+    assert "max_quantile  (needs samples)" in listing and "utilitarian  (needs" not in listing
+    assert main(["rules", "approval"]) == 0
+    options = capsys.readouterr().out
+    assert "alpha = 0.9: a number in [0, 1]" in options and "time_limit = None" in options
+    assert main(["rules", "aproval"]) == 2
+    assert "choose one of" in capsys.readouterr().err
