@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -191,7 +192,7 @@ def bench_sampler_growth(
 
 
 #: (label, rule, options) timed by :func:`bench_rules`; rules not registered are skipped.
-RULE_CASES = (
+RULE_CASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("max-quantile", "max_quantile", {}),
     ("0.9-approval", "approval", {"alpha": 0.9}),
     ("borda LP", "borda", {"solver": "lp", "fallback": "milp"}),

@@ -7,6 +7,7 @@ utilitarian solve measured in the same run (the baseline). No timing is asserted
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,7 +21,7 @@ from policyagg.solvers.decomposition import ColumnPool
 from policyagg.solvers.occupancy import decomposes, decomposition, occupancy_program
 
 #: (label, rule, options) timed by :func:`bench_scale`.
-SCALE_CASES = (
+SCALE_CASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("utilitarian", "utilitarian", {"normalize": True}),
     ("egalitarian", "egalitarian", {"normalize": True}),
     ("max-quantile", "max_quantile", {}),

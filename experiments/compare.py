@@ -54,7 +54,7 @@ def attention_problem(
         raise InvalidProblemError(
             f"`experiment` must be 'a' (one agent per site) or 'b' (random subsets); got {experiment!r}"
         )
-    names = [f"site{j}" for j in range(n_sites)] if experiment == "a" else None
+    names = tuple(f"site{j}" for j in range(n_sites)) if experiment == "a" else None
     return Problem(model.mdp(gamma=gamma), model.rewards(weights), names=names)
 
 

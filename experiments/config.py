@@ -135,10 +135,10 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         )
 
     population = _string(agents.get("population"), "agents.population", source)
-    allowed = ATTENTION_POPULATIONS if env_id == "attention" else ("env",)
-    if population not in allowed:
+    populations = ATTENTION_POPULATIONS if env_id == "attention" else ("env",)
+    if population not in populations:
         raise InvalidConfigError(
-            f"{source}: `agents.population` must be one of {', '.join(allowed)} for "
+            f"{source}: `agents.population` must be one of {', '.join(populations)} for "
             f"environment {env_id!r}; got {population!r}"
         )
     n_agents = agents.get("n_agents")

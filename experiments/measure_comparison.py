@@ -65,7 +65,7 @@ def measure_figures(config, run) -> dict:
     summary = summarize(run.seeds)
     masses = []
     for seed_run in run.seeds:
-        ranges = build_problem(config, seed_run.seed).ranges
+        ranges = build_problem(config, seed_run.seed).require_ranges()
         masses.append(np.median(window_mass(ranges.normalize(seed_run.samples.values), WINDOW)))
     at_top = [np.mean([r.report.get("min_rank", 0.0) >= TOP_RANK for r in s.results.values()]) for s in run.seeds]
     info = run.seeds[0].samples.info
@@ -122,7 +122,10 @@ def comparison_markdown(name: str, figures: dict) -> str:
         "| --- |" + " ---: |" * (2 * len(measures)),
     ]
     for key in keys:
-        cells = [_pm(*figures[m]["gini"][key], seeds) for m in measures]
+        cells = []
+        for m in measures:
+            mean, se = figures[m]["gini"][key]
+            cells.append(_pm(mean, se, seeds))
         cells += [f"{figures[m]['quantile'][key][0]:.3f}" for m in measures]
         lines.append(f"| {shown.get(key, key)} | " + " | ".join(cells) + " |")
     lines += ["", "Rules from fairest to least fair (mean Gini; `=` equal, `≈` equal to 3 decimals):", ""]

@@ -186,8 +186,8 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
     for i, config in enumerate(configs):
         if config.measure in REWARD_FREE_MEASURES:
             for seed in config.seeds:
-                key = (config.measure, json.dumps(config.measure_options, sort_keys=True), config.samples, seed)
-                groups.setdefault(key, []).append(i)
+                share_key = (config.measure, json.dumps(config.measure_options, sort_keys=True), config.samples, seed)
+                groups.setdefault(share_key, []).append(i)
     for (measure, _, n_samples, seed), indices in groups.items():
         if len(indices) < 2:
             continue
@@ -280,8 +280,9 @@ def _run_rules(
     paths = {
         (seed, spec.label): out / f"seed{seed}" / slug(spec.label) for seed in config.seeds for spec in config.rules
     }
-    results = {key: _load_result(path) for key, path in paths.items()}
-    todo = [(seed, spec) for seed in config.seeds for spec in config.rules if results[seed, spec.label] is None]
+    loaded = {key: _load_result(path) for key, path in paths.items()}
+    results = {key: result for key, result in loaded.items() if result is not None}
+    todo = [(seed, spec) for seed in config.seeds for spec in config.rules if (seed, spec.label) not in results]
 
     def task(j: int) -> int:
         seed, spec = todo[j]

@@ -42,9 +42,9 @@ def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitari
     completion (utilitarian on normalised returns by default). ``alpha = 1`` asks for each
     agent's best sample; an agent's own optimum reaches it, so at least one agent approves.
     """
-    problem, samples, log = call.problem, call.samples, call.log
+    problem, samples, log = call.problem, call.require_samples(), call.log
     n, n_d = problem.n_agents, problem.mdp.n_state_actions
-    lower = problem.ranges.lower
+    lower = problem.require_ranges().lower
     thresholds = np.maximum(samples.threshold(alpha), lower)  # t_i <= min_O J_i: always approved
     big_m = thresholds - lower
     scale = 1.0 / range_widths(problem)  # rows in units of each agent's return range

@@ -65,7 +65,7 @@ def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
             model.set_cost(R[i])
             best[i] = np.clip(log.add(model.solve()).x, 0.0, None)
     else:
-        best = problem.ranges.best
+        best = problem.require_ranges().best
     share = problem.weights / problem.weights.sum()
     mixture = share @ best
     extra = {"mixture_returns": (R @ mixture).tolist()}
@@ -118,7 +118,7 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
     problem = call.problem
     C, c0 = utilities(problem, normalize=True)
     n_d = problem.mdp.n_state_actions
-    agents = np.flatnonzero(~problem.ranges.flat)
+    agents = np.flatnonzero(~problem.require_ranges().flat)
     if agents.size == 0:  # everybody is indifferent: any point of O ∩ C
         d = call.maximize(np.zeros(n_d), name="Nash welfare")
         return call.finish(d, rounds=1, gap=0.0, converged=True, n_cuts=0, nash_welfare=0.0)

@@ -72,6 +72,8 @@ Example
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -148,8 +150,14 @@ def borda(
         ``diagnostics`` add ``solver`` (the one that produced ``d``), ``objective``,
         ``fallback``, and ``modes`` (LP) or ``n_binaries`` / ``mip_gap`` (MILP).
     """
-    problem, samples, log, backend, time_limit = call.problem, call.samples, call.log, call.backend, call.time_limit
-    extra = {"fallback": None}
+    problem, samples, log, backend, time_limit = (
+        call.problem,
+        call.require_samples(),
+        call.log,
+        call.backend,
+        call.time_limit,
+    )
+    extra: dict[str, Any] = {"fallback": None}
     if solver == "lp":
         lp, modes = _tangent_program(problem, samples, tangents)
         extra["modes"] = [float(m) if np.isfinite(m) else None for m in modes]  # None: indifferent agent
@@ -185,7 +193,7 @@ def _quantile_knots(problem: Problem, samples: ReturnSamples, levels: int) -> li
     ``k / levels`` (``k = 0..levels``), as *normalised* returns ``(v - min_O J_i) / (max_O J_i -
     min_O J_i)``, and the empirical CDF there; ties merged (module doc). Indifferent agents
     get no knots (their rank is 1 on all of ``O``)."""
-    ranges = problem.ranges
+    ranges = problem.require_ranges()
     N = samples.n_samples
     # k (N - 1) / levels is exact up to one rounding, so halves round to even as documented
     index = np.unique(np.rint(np.arange(levels + 1) * (N - 1) / levels).astype(np.int64))
@@ -218,7 +226,9 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
     C, c0 = utilities(problem, normalize=True)
     n, n_d = C.shape
     modes = np.full(n, -np.inf)  # normalised; indifferent agents: no region
-    agent, slope, intercept = [], [], []
+    agent_parts: list[np.ndarray] = []
+    slope_parts: list[np.ndarray] = []
+    intercept_parts: list[np.ndarray] = []
     for i, (x, F) in enumerate(_quantile_knots(problem, samples, tangents)):
         if x.size <= 1:  # indifferent (no knots), or one sampled return: F~ is 1 from there on
             modes[i] = x[0] if x.size else -np.inf
@@ -228,11 +238,11 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
         modes[i] = x[j]
         hull = j + _upper_hull(x[j:], F[j:])
         s = np.diff(F[hull]) / np.diff(x[hull])
-        agent.append(np.full(s.size, i))
-        slope.append(s)
-        intercept.append(F[hull[:-1]] - s * x[hull[:-1]])
-    agent = np.concatenate(agent).astype(np.int64) if agent else np.zeros(0, np.int64)
-    slope, intercept = (np.concatenate(a) if a else np.zeros(0) for a in (slope, intercept))
+        agent_parts.append(np.full(s.size, i))
+        slope_parts.append(s)
+        intercept_parts.append(F[hull[:-1]] - s * x[hull[:-1]])
+    agent = np.concatenate(agent_parts).astype(np.int64) if agent_parts else np.zeros(0, np.int64)
+    slope, intercept = (np.concatenate(a) if a else np.zeros(0) for a in (slope_parts, intercept_parts))
     link = Rows(
         "borda returns", sp.hstack([sp.csr_array(C), -sp.eye_array(n), sp.csr_array((n, n))], format="csr"), -c0, -c0
     )
@@ -257,7 +267,7 @@ def _tangent_program(problem: Problem, samples: ReturnSamples, tangents: int):
         col_upper=np.concatenate([np.full(n_d + n, np.inf), np.ones(n)]),
         rows=[link, tangent],
     )
-    ranges = problem.ranges
+    ranges = problem.require_ranges()
     finite = np.isfinite(modes)
     in_returns = np.full(n, np.nan)
     in_returns[finite] = ranges.lower[finite] + modes[finite] * ranges.width[finite]
@@ -270,7 +280,9 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, breakpoints: 
     C, c0 = utilities(problem, normalize=True)
     n, n_d = C.shape
     tie = samples.tolerance / range_widths(problem)
-    base, start, db, df = np.full(n, -np.inf), np.ones(n), [], []
+    base, start = np.full(n, -np.inf), np.ones(n)
+    db_parts: list[np.ndarray] = []
+    df_parts: list[np.ndarray] = []
     for i, (x, F) in enumerate(_quantile_knots(problem, samples, breakpoints)):
         if x.size:
             if x[0] > tie[i]:  # F^ = 0 at min_O J_i (normalised 0)
@@ -278,10 +290,10 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, breakpoints: 
             else:  # the smallest sample is min_O J_i up to ties
                 x = np.concatenate([[min(x[0], 0.0)], x[1:]])
             base[i], start[i] = x[0], F[0]
-        db.append(np.diff(x))
-        df.append(np.diff(F))
-    agent = np.repeat(np.arange(n), [a.size for a in db])
-    db, df = np.concatenate(db), np.concatenate(df)
+        db_parts.append(np.diff(x))
+        df_parts.append(np.diff(F))
+    agent = np.repeat(np.arange(n), [a.size for a in db_parts])
+    db, df = np.concatenate(db_parts), np.concatenate(df_parts)
     M = db.size
     # consecutive segments of one agent; a convex kink (slope goes up) needs a binary
     pair = np.flatnonzero(agent[:-1] == agent[1:])

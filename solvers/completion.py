@@ -10,6 +10,8 @@ inside ``R`` (leximin, or positive-weight utilitarian) is therefore Pareto optim
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -122,7 +124,7 @@ def leximin(
     C,
     c0,
     *,
-    rows: list[Rows] = (),
+    rows: Sequence[Rows] = (),
     backend="highs",
     time_limit=None,
     active=None,
@@ -251,7 +253,7 @@ def finish(
         d = np.clip(better, 0.0, None) / np.clip(better, 0.0, None).sum()
         gap, _ = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit, log=log)
     returns = problem.reward_matrix @ d
-    report = {"pareto_gap": gap, "pareto_optimal": gap <= PARETO_TOL}
+    report: dict[str, Any] = {"pareto_gap": gap, "pareto_optimal": gap <= PARETO_TOL}
     if samples is not None:
         ranks = samples.cdf(returns)
         report |= {

@@ -53,7 +53,15 @@ from policyagg.errors import (
 )
 from policyagg.planning import DIRECT_MAX_STATES, PI_MAX_ITER, PolicyIteration
 from policyagg.polytope import OccupancyPolytope
-from policyagg.solvers.lp import HighsModel, LinearProgram, LPSolution, ModelBase, quiet_highs, set_highs_option
+from policyagg.solvers.lp import (
+    HighsModel,
+    LinearProgram,
+    LPSolution,
+    ModelBase,
+    change_rows_bounds,
+    quiet_highs,
+    set_highs_option,
+)
 
 if TYPE_CHECKING:
     from policyagg.mdp import TabularMDP
@@ -385,9 +393,11 @@ class DecomposedModel(ModelBase):
         if kind == "cost":
             if self.phase == 2:
                 self._set_master_costs()
-        elif kind == "row":
+            return
+        assert b is not None  # bounds come in pairs (only a cost change has no upper)
+        if kind == "row":
             side = (idx - self.m_f).astype(np.int32)
-            self._check(self._h.changeRowsBounds(side.size, side, a, b), "changeRowsBounds")
+            self._check(change_rows_bounds(self._h, side.size, side, a, b), "changeRowsBounds")
         else:
             z = (idx - self.n_d).astype(np.int32)
             self._check(self._h.changeColsBounds(z.size, z, a, b), "changeColsBounds")
@@ -553,7 +563,7 @@ class DecomposedModel(ModelBase):
         if outcome == "gap":
             warnings.warn(
                 f"LP {self.program.name!r} (highs, column generation) stopped at its {self._stopped} with "
-                f"the optimality gap open: the objective is within {solution.details['gap']:.3g} of the "
+                f"the optimality gap open: the objective is within {self.stats['gap']:.3g} of the "
                 "optimum, not proven optimal (status 'gap'). Raise time_limit or max_rounds.",
                 GapWarning,
                 stacklevel=2,

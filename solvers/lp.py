@@ -267,7 +267,15 @@ class ModelBase:
 
     def current_lp(self) -> LinearProgram:
         """The LinearProgram as changed by the setters (re-validated: not for hot loops)."""
-        return dataclasses.replace(self._full_lp(), **self._cur)
+        cur = self._cur
+        return dataclasses.replace(
+            self._full_lp(),
+            cost=cur["cost"],
+            row_lower=cur["row_lower"],
+            row_upper=cur["row_upper"],
+            col_lower=cur["col_lower"],
+            col_upper=cur["col_upper"],
+        )
 
     def _check_settable(self, kind: str, idx: np.ndarray) -> None:
         """Raise InvalidProblemError for indices of ``kind`` ("row"/"col") that may not change."""
@@ -362,7 +370,8 @@ def quiet_highs() -> highspy.Highs:
                 pass
         finally:
             os.dup2(saved, 1)
-            os.close(saved), os.close(null)
+            os.close(saved)
+            os.close(null)
         quiet_highs.muted = True  # type: ignore[attr-defined]
     h.setOptionValue("output_flag", False)
     return h
@@ -391,6 +400,14 @@ if hasattr(os, "register_at_fork"):  # POSIX: every fork of a process that impor
     os.register_at_fork(after_in_child=_reset_highs_scheduler)
 
 
+def change_rows_bounds(
+    highs: highspy.Highs, num: int, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> highspy.HighsStatus:
+    """``highs.changeRowsBounds(num, rows, lower, upper)``: ``lower[k] <= A[rows[k]] @ x <= upper[k]``."""
+    # highspy's type stubs (1.16) omit Highs.changeRowsBounds, which the extension module has
+    return highs.changeRowsBounds(num, rows, lower, upper)  # type: ignore[attr-defined]
+
+
 def _highs_lp(lp: LinearProgram, cost=None) -> highspy.HighsLp:
     out = highspy.HighsLp()
     out.num_col_, out.num_row_ = lp.n_cols, lp.n_rows
@@ -408,7 +425,7 @@ def _highs_lp(lp: LinearProgram, cost=None) -> highspy.HighsLp:
         lp.A.data,
     )
     out.sense_ = highspy.ObjSense.kMaximize if lp.maximize else highspy.ObjSense.kMinimize
-    if lp.is_mip:
+    if lp.integrality is not None:  # lp.is_mip
         kinds = np.array([highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger], dtype=object)
         out.integrality_ = kinds[lp.integrality.astype(int)].tolist()
     return out
@@ -422,11 +439,11 @@ def _feasibility_checker(lp: LinearProgram):
         return lambda rows=(): None
 
     def check(rows=np.zeros(0, np.int32)):  # noqa: B008 - read-only empty default
-        h.changeRowsBounds(len(rows), rows, np.full(len(rows), -np.inf), np.full(len(rows), np.inf))
+        change_rows_bounds(h, len(rows), rows, np.full(len(rows), -np.inf), np.full(len(rows), np.inf))
         h.clearSolver()
         h.run()
         status = h.getModelStatus()
-        h.changeRowsBounds(len(rows), rows, lp.row_lower[rows], lp.row_upper[rows])
+        change_rows_bounds(h, len(rows), rows, lp.row_lower[rows], lp.row_upper[rows])
         return {_MS.kOptimal: True, _MS.kInfeasible: False}.get(status)
 
     return check
@@ -469,9 +486,10 @@ class HighsModel(_Model):
         t0 = time.perf_counter()
         if kind == "cost":
             self._call("changeColsCost", self._h.changeColsCost(idx.size, idx, a))
+        elif kind == "row":
+            self._call("changeRowsBounds", change_rows_bounds(self._h, idx.size, idx, a, b))
         else:
-            change = self._h.changeRowsBounds if kind == "row" else self._h.changeColsBounds
-            self._call(f"change{kind.title()}sBounds", change(idx.size, idx, a, b))
+            self._call("changeColsBounds", self._h.changeColsBounds(idx.size, idx, a, b))
         self._build_time += time.perf_counter() - t0
 
     def _run(self):
@@ -536,7 +554,7 @@ class PulpModel(_Model):
     OPTIONS = ("time_limit", "threads", "mip_rel_gap")
 
     def _setup(self):
-        self._prob = None
+        self._prob: pulp.LpProblem | None = None
 
     def _changed(self, *_):
         self._prob = None
@@ -551,7 +569,7 @@ class PulpModel(_Model):
             raise InvalidProblemError(f"option {name} must be a non-negative number or None; got {value!r}")
         setattr(self, name, value)
 
-    def _build(self):
+    def _build(self) -> pulp.LpProblem:
         lp, cur = self.lp, self._cur
         prob = pulp.LpProblem(re.sub(r"\W", "_", lp.name), pulp.LpMaximize if lp.maximize else pulp.LpMinimize)
         lo, up = ([None if not np.isfinite(v) else v for v in cur[k].tolist()] for k in ("col_lower", "col_upper"))
@@ -579,23 +597,23 @@ class PulpModel(_Model):
                 prob.addConstraint(con)
                 self._cons.append((i, con))
         self._prob, self._xs = prob, xs
+        return prob
 
     def solve(self) -> LPSolution:
         """Build (if stale) and solve with CBC; LPSolution or a SolverError subtype."""
         t0 = time.perf_counter()
-        if self._prob is None:
-            self._build()
+        prob = self._build() if self._prob is None else self._prob
         t1 = time.perf_counter()
         with warnings.catch_warnings():  # PULP_CBC_CMD is deprecated for PuLP 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
             cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit, threads=self.threads, gapRel=self.mip_rel_gap)
         try:
-            status = self._prob.solve(cmd)
+            status = prob.solve(cmd)
         except pulp.PulpSolverError as exc:
             raise SolverError(f"LP {self.lp.name!r} (pulp): CBC failed ({exc}); check the model data.") from exc
         seconds = time.perf_counter() - t1
         if status == pulp.LpStatusOptimal:  # CBC "Stopped on time" with an incumbent also lands here
-            stopped = self._prob.sol_status == pulp.LpSolutionIntegerFeasible
+            stopped = prob.sol_status == pulp.LpSolutionIntegerFeasible
             sol = self._solution("time-limit" if stopped else "optimal", seconds, t1 - t0)
             if not stopped:
                 return sol

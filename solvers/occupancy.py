@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from typing import TYPE_CHECKING
@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem, ReturnRanges
-from policyagg.solvers.lp import BACKENDS, LinearProgram, LPModel, LPSolution, worst_status
+from policyagg.solvers.lp import BACKENDS, HighsModel, LinearProgram, LPModel, LPSolution, worst_status
 from policyagg.solvers.lp import make_model as _lp_make_model
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class OccupancyProgram:
         self.n_flow = problem.polytope.A_eq.shape[0]
         shifted = tuple((f, a + self.n_flow, b + self.n_flow) for f, a, b in side.row_families)
         self.row_families = (("occupancy flow", 0, self.n_flow),) + shifted
-        self._full = None
+        self._full: LinearProgram | None = None
 
     name = property(lambda self: self.side.name)
     cost = property(lambda self: self.side.cost)
@@ -128,7 +128,7 @@ def occupancy_program(
     extra_cols: int = 0,
     col_lower=None,
     col_upper=None,
-    rows: list[Rows] = (),
+    rows: Sequence[Rows] = (),
     integrality=None,
     with_constraints: bool = True,
 ) -> OccupancyProgram:
@@ -280,7 +280,7 @@ def make_model(
         return DecomposedModel(program, time_limit=time_limit, pool=_defaults.get().pool if pool is None else pool)
     lp = program.full if isinstance(program, OccupancyProgram) else program
     model = _lp_make_model(lp, backend=backend, time_limit=time_limit, **options)
-    if isinstance(program, OccupancyProgram) and backend == "highs":
+    if isinstance(program, OccupancyProgram) and isinstance(model, HighsModel):  # backend "highs"
         model._build_time += program.build_time
     return model
 

@@ -112,18 +112,18 @@ def proportional_veto_core(
     >>> result.report["pvc_epsilon"] <= 0.1 + problem.n_agents / 10_000  # doctest: +SKIP
     True
     """
-    problem, samples = call.problem, call.samples
+    problem, samples = call.problem, call.require_samples()
     n, N = problem.n_agents, samples.n_samples
-    order = _check_order(order, n)
+    veto_order = _check_order(order, n)
     if n >= N:
         raise InvalidSamplesError(
             f"the proportional veto core needs more samples than agents (every agent vetoes at least one "
             f"and one must survive); got N = {N} samples for n = {n} agents"
         )
     m = min(math.ceil((1.0 - eps) * N / n - 1e-9), (N - 1) // n)
-    thresholds, survivors = sequential_veto(samples.values, m, order)
+    thresholds, survivors = sequential_veto(samples.values, m, veto_order)
 
-    ranges = problem.ranges
+    ranges = problem.require_ranges()
     lowest_survivor = samples.values[survivors].min(axis=0)
     lift = np.minimum(THRESHOLD_MARGIN * ranges.width, (lowest_survivor - thresholds) / 2)
     lower = np.where(ranges.flat, -np.inf, thresholds + np.maximum(lift, 0.0))
@@ -138,9 +138,9 @@ def proportional_veto_core(
     d = complete(problem, region, how=completion, backend=call.backend, time_limit=call.time_limit, log=call.log)
     return call.finish(
         d,
-        options={"order": order.tolist()},
+        options={"order": veto_order.tolist()},
         thresholds=thresholds.tolist(),
-        order=order.tolist(),
+        order=veto_order.tolist(),
         veto_size=int(m),
         n_survivors=int(survivors.size),
         epsilon_bound=float(max(eps, 1.0 - n * m / N)),

@@ -37,13 +37,14 @@ def max_quantile(call: RuleCall, *, completion: str = "egalitarian") -> Result:
     Under the uniform measure on ``O`` the centroid gives every agent rank ``>= 1/e``
     (Gruenbaum), so ``q* >= 1/e`` up to sampling error.
     """
-    problem, samples, log, time_limit = call.problem, call.samples, call.log, call.time_limit
+    problem, samples, log, time_limit = call.problem, call.require_samples(), call.log, call.time_limit
     n, n_d, N = problem.n_agents, problem.mdp.n_state_actions, samples.n_samples
+    ranges = problem.require_ranges()
     width = range_widths(problem)  # rows in units of each agent's return range
     margin = Rows(
         "quantile thresholds",
         sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
-        problem.ranges.lower / width,
+        ranges.lower / width,
         np.full(n, np.inf),
     )
     cost = np.zeros(n_d + 1)
@@ -62,7 +63,7 @@ def max_quantile(call: RuleCall, *, completion: str = "egalitarian") -> Result:
     model = make_model(lp, backend=call.backend, time_limit=time_limit)
 
     def thresholds(k: int) -> np.ndarray:
-        return samples.sorted_values[:, k - 1] if k > 0 else problem.ranges.lower
+        return samples.sorted_values[:, k - 1] if k > 0 else ranges.lower
 
     def feasible(k: int) -> bool:
         model.set_row_bounds(rows, thresholds(k) / width, np.full(n, np.inf))

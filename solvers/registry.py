@@ -277,6 +277,11 @@ class RuleCall:
     log: SolveLog
     started: float
 
+    def require_samples(self) -> ReturnSamples:
+        """The call's samples, for the body of a rule registered with ``needs_samples=True`` (the
+        registry has checked them already); :class:`InvalidSamplesError` if the call has none."""
+        return require_samples(self.samples, self.problem, self.spec.name)
+
     def solve(self, program: Any, **solver_options: Any) -> LPSolution:
         """Solve an LP/MILP (an occupancy program) with the call's backend and time limit,
         recorded in the log."""
