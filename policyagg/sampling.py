@@ -44,6 +44,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from policyagg.errors import InvalidProblemError, check_count
@@ -130,7 +131,8 @@ class PolicySampler:
         position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
         self.positions, slot = np.unique(position, return_inverse=True)
         self.gather = sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, self.positions.size))
-        self._inverse_T = self._ilu = None
+        self._inverse_T: NDArray[np.float64] | None = None  # method "krylov": M^{-T}
+        self._ilu: spla.SuperLU | None = None  # method "sparse": incomplete LU of M
         if self.method in ("krylov", "sparse"):
             uniform = np.full((self.S, self.A), 1.0 / self.A)
             if self.method == "krylov":
@@ -156,9 +158,9 @@ class PolicySampler:
     def dense_systems(self, policies: np.ndarray) -> np.ndarray:
         """The matrices ``A_pi`` (B, S, S) with ``A_pi mu = rhs`` (see the module docstring)."""
         B, S = policies.shape[0], self.S
-        systems = np.zeros((B, S * S))
-        systems[:, self.positions] = policies.reshape(B, -1) @ self.gather  # P_pi^T
-        systems = systems.reshape(B, S, S)
+        flat = np.zeros((B, S * S))
+        flat[:, self.positions] = policies.reshape(B, -1) @ self.gather  # P_pi^T
+        systems = flat.reshape(B, S, S)
         systems *= -self.gamma
         systems[:, np.arange(S), np.arange(S)] += 1.0
         if self.gamma == 1.0:
@@ -179,7 +181,7 @@ class PolicySampler:
         product ``P^T (pi(a|s) x(s))`` without forming any ``A_pi``."""
         S, A, B = policies.shape
         y = self.P_T @ (policies * x.T[:, None, :]).reshape(S * A, B)  # (S, B)
-        out = x - self.gamma * y.T
+        out: NDArray[np.float64] = x - self.gamma * y.T  # scipy is untyped: Any
         if self.gamma == 1.0:
             out[:, -1] = x.sum(axis=1)
         return out
@@ -188,28 +190,42 @@ class PolicySampler:
         """``(1 - gamma P_u(s|s)) / (1 - gamma P_pi(s|s))`` (B, S): ``A_pi ~ M D_pi`` with ``D_pi``
         the inverse of this scale, since column ``s`` of ``A_pi`` depends on ``pi(.|s)`` only
         and its diagonal entry is the escape rate from ``s``."""
-        escape = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
+        escape: NDArray[np.float64] = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
         scale = np.ones_like(escape)
-        return np.divide(self._uniform_escape, escape, out=scale, where=(escape > 1e-8) & (self._uniform_escape > 1e-8))
+        ratio: NDArray[np.float64] = np.divide(
+            self._uniform_escape, escape, out=scale, where=(escape > 1e-8) & (self._uniform_escape > 1e-8)
+        )  # numpy types ufuncs with `out` as Any
+        return ratio
 
     def precondition(self, v: np.ndarray) -> np.ndarray:
         """``M^{-1} v`` for a block ``v`` (B, S): the exact inverse or the incomplete LU."""
-        return v @ self._inverse_T if self._inverse_T is not None else self._ilu.solve(v.T).T
+        if self._inverse_T is not None:
+            return v @ self._inverse_T
+        if self._ilu is None:
+            raise RuntimeError(f"PolicySampler with method {self.method!r} has no preconditioner")
+        preconditioned: NDArray[np.float64] = self._ilu.solve(v.T).T  # scipy is untyped: Any
+        return preconditioned
 
     # ------------------------------------------------------------------- solvers
     def solve_dense(self, policies: np.ndarray) -> np.ndarray:
         """Occupancies (B, S) of policies (B, S, A) by one batched LAPACK solve."""
         rhs = np.broadcast_to(self.rhs, (len(policies), self.S))
-        return np.linalg.solve(self.dense_systems(policies), rhs[..., None])[..., 0]
+        mu: NDArray[np.float64] = np.linalg.solve(self.dense_systems(policies), rhs[..., None])[..., 0]
+        return mu
 
     def solve_direct(self, policies: np.ndarray) -> np.ndarray:
         """Occupancies (B, S) by a direct solve: dense LAPACK or, above
         :data:`DENSE_DIRECT_MAX_STATES` states, a sparse LU per policy."""
         if self.S <= DENSE_DIRECT_MAX_STATES:
             return self.solve_dense(policies)
-        return np.array([spla.spsolve(self.sparse_system(policy), self.rhs) for policy in policies]).reshape(-1, self.S)
+        mu: NDArray[np.float64] = np.array(
+            [spla.spsolve(self.sparse_system(policy), self.rhs) for policy in policies]
+        ).reshape(-1, self.S)  # scipy is untyped: Any
+        return mu
 
-    def gmres(self, policies: np.ndarray, x0: np.ndarray, iterations: int = KRYLOV_ITERATIONS):
+    def gmres(
+        self, policies: np.ndarray, x0: np.ndarray, iterations: int = KRYLOV_ITERATIONS
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One cycle of right-preconditioned GMRES for a block: policies (S, A, B), start
         ``x0`` (B, S). Returns ``(x (B, S), converged (B,), steps (B,))``; ``converged`` is the
         TRUE relative residual ``||c - A_pi x|| / ||c|| <= RESIDUAL_TOL``.
