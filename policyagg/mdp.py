@@ -14,10 +14,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidMDPError
 from policyagg.planning import Structure, cesaro_limit, graph_structure, steering_actions, union_adjacency
@@ -28,12 +30,15 @@ SUM_TOL = 1e-8
 #: A state whose occupancy is at most this is treated as unvisited.
 ZERO_OCCUPANCY = 1e-12
 
+#: What ``P`` may be given as: a dense ``(S, A, S)`` array or a sparse ``(S*A, S)`` matrix.
+TransitionLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
+
 
 class StructureWarning(UserWarning):
     """The MDP's graph structure may make results misleading (see the message)."""
 
 
-def _as_transition_matrix(P, n_actions) -> sp.csr_array:
+def _as_transition_matrix(P: TransitionLike, n_actions: int | None) -> sp.csr_array:
     """Return ``P`` as a CSR ``(S*A, S)`` float array; accepts dense ``(S, A, S)`` or sparse."""
     if sp.issparse(P):
         if n_actions is None:
@@ -42,16 +47,18 @@ def _as_transition_matrix(P, n_actions) -> sp.csr_array:
         if P.ndim != 2 or P.shape[0] != P.shape[1] * n_actions:
             raise InvalidMDPError(f"sparse `P` must have shape (S*A, S) = (S*{n_actions}, S); got {P.shape}")
         return P
-    P = np.asarray(P, dtype=float)
-    if P.ndim != 3 or P.shape[0] != P.shape[2]:
-        raise InvalidMDPError(f"dense `P` must have shape (S, A, S) with P[s, a, s'] = P(s'|s, a); got {P.shape}")
-    if n_actions is not None and n_actions != P.shape[1]:
-        raise InvalidMDPError(f"`n_actions`={n_actions} does not match dense `P` shape {P.shape}")
-    S, A, _ = P.shape
-    return sp.csr_array(P.reshape(S * A, S))
+    dense = np.asarray(P, dtype=float)
+    if dense.ndim != 3 or dense.shape[0] != dense.shape[2]:
+        raise InvalidMDPError(f"dense `P` must have shape (S, A, S) with P[s, a, s'] = P(s'|s, a); got {dense.shape}")
+    if n_actions is not None and n_actions != dense.shape[1]:
+        raise InvalidMDPError(f"`n_actions`={n_actions} does not match dense `P` shape {dense.shape}")
+    S, A, _ = dense.shape
+    return sp.csr_array(dense.reshape(S * A, S))
 
 
-def _validate(P: sp.csr_array, S: int, A: int, rho, gamma) -> tuple[sp.csr_array, np.ndarray, float]:
+def _validate(
+    P: sp.csr_array, S: int, A: int, rho: ArrayLike | None, gamma: float
+) -> tuple[sp.csr_array, NDArray[np.float64], float]:
     """One validation entry point; returns standardised ``(P, rho, gamma)``."""
     if S == 0 or A == 0:
         raise InvalidMDPError(f"`P` must have at least one state and one action; got S={S}, A={A}")
@@ -81,21 +88,19 @@ def _validate(P: sp.csr_array, S: int, A: int, rho, gamma) -> tuple[sp.csr_array
     if not (0.0 < gamma <= 1.0):
         raise InvalidMDPError(f"`gamma` must be in (0, 1] (1 = average reward); got {gamma}")
 
-    if rho is None:
-        rho = np.full(S, 1.0 / S)
-    rho = np.asarray(rho, dtype=float)
-    if rho.shape != (S,):
-        raise InvalidMDPError(f"`rho` must have shape (S,) = ({S},); got {rho.shape}")
-    if not np.all(np.isfinite(rho)):
-        raise InvalidMDPError(f"`rho` has a non-finite entry at state {int(np.flatnonzero(~np.isfinite(rho))[0])}")
-    if np.any(rho < 0):
-        raise InvalidMDPError(f"`rho` has a negative entry at state {int(np.flatnonzero(rho < 0)[0])}")
-    if abs(rho.sum() - 1.0) > SUM_TOL:
-        raise InvalidMDPError(f"`rho` must sum to 1 within {SUM_TOL:g}; it sums to {rho.sum():.12g}")
-    return P, rho / rho.sum(), gamma
+    initial = np.full(S, 1.0 / S) if rho is None else np.asarray(rho, dtype=float)
+    if initial.shape != (S,):
+        raise InvalidMDPError(f"`rho` must have shape (S,) = ({S},); got {initial.shape}")
+    if not np.all(np.isfinite(initial)):
+        raise InvalidMDPError(f"`rho` has a non-finite entry at state {int(np.flatnonzero(~np.isfinite(initial))[0])}")
+    if np.any(initial < 0):
+        raise InvalidMDPError(f"`rho` has a negative entry at state {int(np.flatnonzero(initial < 0)[0])}")
+    if abs(initial.sum() - 1.0) > SUM_TOL:
+        raise InvalidMDPError(f"`rho` must sum to 1 within {SUM_TOL:g}; it sums to {initial.sum():.12g}")
+    return P, initial / initial.sum(), gamma
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class TabularMDP:
     """A finite MDP ``(S, A, P, rho, gamma)``; ``gamma == 1`` means average reward.
 
@@ -121,22 +126,38 @@ class TabularMDP:
     1
     """
 
+    # The attributes hold the validated values (``rho`` and ``n_actions`` are always set); the
+    # constructor, written out below, takes the optional arguments documented above.
     P: sp.csr_array
-    rho: np.ndarray | None = None
-    gamma: float = 0.99
-    n_actions: int | None = None
-    allow_multichain: bool = False
+    rho: NDArray[np.float64]
+    gamma: float
+    n_actions: int
+    allow_multichain: bool
     n_states: int = field(init=False)
 
-    def __post_init__(self):
-        P = _as_transition_matrix(self.P, self.n_actions)
-        S = P.shape[1]
-        A = P.shape[0] // S if S else 0
-        P, rho, gamma = _validate(P, S, A, self.rho, self.gamma)
-        for name, value in (("P", P), ("rho", rho), ("gamma", gamma), ("n_actions", A), ("n_states", S)):
+    def __init__(
+        self,
+        P: TransitionLike,
+        rho: ArrayLike | None = None,
+        gamma: float = 0.99,
+        n_actions: int | None = None,
+        allow_multichain: bool = False,
+    ) -> None:
+        matrix = _as_transition_matrix(P, n_actions)
+        S = matrix.shape[1]
+        A = matrix.shape[0] // S if S else 0
+        matrix, initial, discount = _validate(matrix, S, A, rho, gamma)
+        for name, value in (
+            ("P", matrix),
+            ("rho", initial),
+            ("gamma", discount),
+            ("n_actions", A),
+            ("allow_multichain", allow_multichain),
+            ("n_states", S),
+        ):
             object.__setattr__(self, name, value)
-        rho.flags.writeable = False
-        if gamma == 1.0:
+        initial.flags.writeable = False
+        if discount == 1.0:
             self._check_average_reward_structure()
 
     # ----------------------------------------------------------------- structure
@@ -149,9 +170,10 @@ class TabularMDP:
         return self.gamma == 1.0
 
     @cached_property
-    def P_dense(self) -> np.ndarray:
+    def P_dense(self) -> NDArray[np.float64]:
         """``P`` as a dense ``(S, A, S)`` array (only for small MDPs)."""
-        return self.P.toarray().reshape(self.n_states, self.n_actions, self.n_states)
+        dense: NDArray[np.float64] = self.P.toarray().reshape(self.n_states, self.n_actions, self.n_states)
+        return dense
 
     @cached_property
     def action_sum(self) -> sp.csr_array:
@@ -193,59 +215,60 @@ class TabularMDP:
             )
 
     # ------------------------------------------------------- policies and occupancy
-    def check_policy(self, policy) -> np.ndarray:
+    def check_policy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Validate a stochastic policy ``(S, A)`` (rows sum to 1) and return it as floats."""
-        policy = np.asarray(policy, dtype=float)
-        if policy.shape != (self.n_states, self.n_actions):
+        pi = np.asarray(policy, dtype=float)
+        if pi.shape != (self.n_states, self.n_actions):
             raise InvalidMDPError(
-                f"`policy` must have shape (S, A) = ({self.n_states}, {self.n_actions}); got {policy.shape}"
+                f"`policy` must have shape (S, A) = ({self.n_states}, {self.n_actions}); got {pi.shape}"
             )
-        if not np.all(np.isfinite(policy)) or np.any(policy < 0):
-            s = int(np.flatnonzero(~(np.isfinite(policy) & (policy >= 0)).all(axis=1))[0])
+        if not np.all(np.isfinite(pi)) or np.any(pi < 0):
+            s = int(np.flatnonzero(~(np.isfinite(pi) & (pi >= 0)).all(axis=1))[0])
             raise InvalidMDPError(f"`policy` row {s} has a negative or non-finite entry")
-        sums = policy.sum(axis=1)
+        sums: NDArray[np.float64] = pi.sum(axis=1)  # numpy types axis reductions as Any
         bad = np.flatnonzero(np.abs(sums - 1.0) > SUM_TOL)
         if bad.size:
             raise InvalidMDPError(f"`policy` row {int(bad[0])} sums to {sums[bad[0]]:.12g}, not 1")
-        return policy / sums[:, None]
+        return pi / sums[:, None]
 
-    def transition_under(self, policy: np.ndarray) -> sp.csr_array:
+    def transition_under(self, policy: ArrayLike) -> sp.csr_array:
         """``P_pi[s, s'] = sum_a pi(a|s) P(s'|s, a)`` as a sparse ``(S, S)`` matrix."""
         weights = sp.diags_array(np.asarray(policy, dtype=float).ravel())
         return sp.csr_array(self.action_sum @ (weights @ self.P))
 
-    def state_occupancy(self, policy) -> np.ndarray:
+    def state_occupancy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Normalised state occupancy ``mu_pi`` (S,) of ``policy`` started from ``rho``.
 
         Discounted: ``mu = (1 - gamma) (I - gamma P_pi^T)^{-1} rho``.
         Average reward: the Cesaro limit ``lim_T (1/T) sum_t rho^T P_pi^t``, computed exactly
         from the closed classes of ``P_pi`` and the absorption probabilities into them.
         """
-        policy = self.check_policy(policy)
-        P_pi = self.transition_under(policy)
+        P_pi = self.transition_under(self.check_policy(policy))
         S = self.n_states
         if not self.average_reward:
             system = sp.csc_array(sp.eye_array(S) - self.gamma * P_pi.T)
-            mu = spla.spsolve(system, (1.0 - self.gamma) * self.rho)
-            return np.clip(mu, 0.0, None) / np.clip(mu, 0.0, None).sum()
+            mu: NDArray[np.float64] = spla.spsolve(system, (1.0 - self.gamma) * self.rho)  # scipy is untyped: Any
+            positive = np.clip(mu, 0.0, None)
+            total: float = positive.sum()  # numpy types reductions as Any
+            return positive / total
         return cesaro_limit(P_pi, self.rho)
 
-    def occupancy(self, policy) -> np.ndarray:
+    def occupancy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Normalised state-action occupancy ``d(s, a) = mu_pi(s) pi(a|s)``, shape (S, A)."""
-        policy = self.check_policy(policy)
-        return self.state_occupancy(policy)[:, None] * policy
+        pi = self.check_policy(policy)
+        return self.state_occupancy(pi)[:, None] * pi
 
-    def evaluate(self, policy, rewards) -> np.ndarray:
+    def evaluate(self, policy: ArrayLike, rewards: ArrayLike) -> NDArray[np.float64]:
         """Per-step returns ``J_i = <r_i, d_pi>`` for rewards of shape (S, A) or (n, S, A).
 
         The discounted value from ``rho`` is ``J / (1 - gamma)``; with ``gamma == 1`` ``J``
         is the gain (long-run average reward).
         """
         d = self.occupancy(policy)
-        rewards = np.asarray(rewards, dtype=float)
-        return np.tensordot(rewards, d, axes=([-2, -1], [0, 1]))
+        returns: NDArray[np.float64] = np.tensordot(np.asarray(rewards, dtype=float), d, axes=([-2, -1], [0, 1]))
+        return returns
 
-    def policy_from_occupancy(self, d, *, tol: float = ZERO_OCCUPANCY) -> np.ndarray:
+    def policy_from_occupancy(self, d: ArrayLike, *, tol: float = ZERO_OCCUPANCY) -> NDArray[np.float64]:
         """``pi(a|s) = d(s, a) / sum_a d(s, a)``; states with no occupancy get a filler.
 
         Discounted: the filler is uniform (those states are never visited from ``rho``).
@@ -254,12 +277,12 @@ class TabularMDP:
         can reach it; where no path exists it is uniform.
         """
         S, A = self.n_states, self.n_actions
-        d = np.asarray(d, dtype=float).reshape(S, A)
-        d = np.where(d > 0, d, 0.0)
-        mass = d.sum(axis=1)
+        occupancy = np.asarray(d, dtype=float).reshape(S, A)
+        occupancy = np.where(occupancy > 0, occupancy, 0.0)
+        mass = occupancy.sum(axis=1)
         visited = mass > tol
         policy = np.full((S, A), 1.0 / A)
-        policy[visited] = d[visited] / mass[visited, None]
+        policy[visited] = occupancy[visited] / mass[visited, None]
         if self.average_reward and not visited.all() and visited.any():
             # the filler: at unvisited states the action most likely to move one step closer to supp(d)
             far, best = steering_actions(self.P, A, self.union_graph, visited)

@@ -37,7 +37,7 @@ def sample_mixture_returns(
     *,
     rng: np.random.Generator | int | None = None,
     concentration: float = 1.0,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     workers: int | None = None,
 ) -> ReturnSamples:
     """Returns of ``d = sum_j w_j d*_j``, ``w ~ Dirichlet(concentration * 1_n)``.
@@ -90,7 +90,7 @@ def sample_returns(
     measure: str = "policy",
     rng: np.random.Generator | int | None = None,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     **options: Any,
 ) -> ReturnSamples:
     """``n_samples`` sampled returns ``(N, n)`` of ``problem`` under ``measure`` (see the module

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 
 import numpy as np
+from numpy.typing import DTypeLike
 from threadpoolctl import threadpool_limits
 
 from policyagg.errors import InvalidProblemError, check_count
@@ -36,7 +37,7 @@ def default_workers() -> int:
     return max(1, min(usable, MAX_DEFAULT_WORKERS))
 
 
-def check_workers(workers) -> int:
+def check_workers(workers: int | None) -> int:
     """``workers`` as a positive int (``None`` -> :func:`default_workers`)."""
     return default_workers() if workers is None else check_count("workers", workers)
 
@@ -45,7 +46,7 @@ def processes_available() -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def shared_empty(shape, dtype=float) -> np.ndarray:
+def shared_empty(shape: int | tuple[int, ...], dtype: DTypeLike = float) -> np.ndarray:
     """An uninitialised array in anonymous shared memory: writes by forked workers are seen
     by the parent. (Freed when the array is garbage collected.)"""
     dtype = np.dtype(dtype)
@@ -73,8 +74,11 @@ def _worker_init() -> None:
 
 
 def _run(index: int) -> int:
+    task = _task
+    if task is None:
+        raise RuntimeError("a worker ran outside `run_tasks` (no task is set)")
     with threadpool_limits(limits=1, user_api="blas"):
-        return _task(index)
+        return task(index)
 
 
 def run_tasks(

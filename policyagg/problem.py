@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -43,7 +44,7 @@ class ReturnRanges:
         return np.where(self.flat, 1.0, (returns - self.lower) / width)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Problem:
     """``n`` agents with rewards ``r_i(s, a)`` sharing ``mdp``.
 
@@ -59,45 +60,64 @@ class Problem:
         Cached per-agent return ranges; see ``solvers.with_ranges``.
     """
 
+    # The attributes hold the validated values (``names``, ``weights`` and ``constraints`` are
+    # always set); the constructor, written out below, takes the optional arguments above.
     mdp: TabularMDP
     rewards: NDArray[np.float64]
-    names: tuple[str, ...] | None = None
-    weights: NDArray[np.float64] | None = None
-    constraints: LinearConstraints | None = None
-    ranges: ReturnRanges | None = field(default=None, repr=False)
+    names: tuple[str, ...]
+    weights: NDArray[np.float64]
+    constraints: LinearConstraints
+    ranges: ReturnRanges | None = field(repr=False)
 
-    def __post_init__(self) -> None:
-        S, A, SA = self.mdp.n_states, self.mdp.n_actions, self.mdp.n_state_actions
-        rewards = np.array(self.rewards, dtype=float)  # a private copy (made read-only below)
-        if rewards.ndim == 2:
-            rewards = rewards[None]
-        if rewards.ndim != 3 or rewards.shape[1:] != (S, A) or rewards.shape[0] == 0:
+    def __init__(
+        self,
+        mdp: TabularMDP,
+        rewards: ArrayLike,
+        names: Sequence[str] | None = None,
+        weights: ArrayLike | None = None,
+        constraints: LinearConstraints | None = None,
+        ranges: ReturnRanges | None = None,
+    ) -> None:
+        object.__setattr__(self, "mdp", mdp)
+        S, A, SA = mdp.n_states, mdp.n_actions, mdp.n_state_actions
+        reward_array = np.array(rewards, dtype=float)  # a private copy (made read-only below)
+        if reward_array.ndim == 2:
+            reward_array = reward_array[None]
+        if reward_array.ndim != 3 or reward_array.shape[1:] != (S, A) or reward_array.shape[0] == 0:
             raise InvalidProblemError(
-                f"`rewards` must have shape (n, S, A) = (n, {S}, {A}) with n >= 1; got {np.shape(self.rewards)}"
+                f"`rewards` must have shape (n, S, A) = (n, {S}, {A}) with n >= 1; got {np.shape(rewards)}"
             )
-        if not np.all(np.isfinite(rewards)):
-            i, s, a = np.argwhere(~np.isfinite(rewards))[0]
+        if not np.all(np.isfinite(reward_array)):
+            i, s, a = np.argwhere(~np.isfinite(reward_array))[0]
             raise InvalidProblemError(f"`rewards` has a non-finite entry for agent {i} at (state, action) = ({s}, {a})")
-        n = rewards.shape[0]
-        names = tuple(f"agent{i}" for i in range(n)) if self.names is None else tuple(map(str, self.names))
-        if len(names) != n:
-            raise InvalidProblemError(f"`names` must have one name per agent ({n}); got {len(names)}")
-        if len(set(names)) != n:
-            raise InvalidProblemError(f"`names` must be distinct; got {names}")
-        weights = np.ones(n) if self.weights is None else np.array(self.weights, dtype=float)
-        if weights.shape != (n,):
-            raise InvalidProblemError(f"`weights` must have shape (n,) = ({n},); got {weights.shape}")
-        bad = np.flatnonzero(~(np.isfinite(weights) & (weights > 0)))
+        n = reward_array.shape[0]
+        agent_names = tuple(f"agent{i}" for i in range(n)) if names is None else tuple(map(str, names))
+        if len(agent_names) != n:
+            raise InvalidProblemError(f"`names` must have one name per agent ({n}); got {len(agent_names)}")
+        if len(set(agent_names)) != n:
+            raise InvalidProblemError(f"`names` must be distinct; got {agent_names}")
+        weight_array = np.ones(n) if weights is None else np.array(weights, dtype=float)
+        if weight_array.shape != (n,):
+            raise InvalidProblemError(f"`weights` must have shape (n,) = ({n},); got {weight_array.shape}")
+        bad = np.flatnonzero(~(np.isfinite(weight_array) & (weight_array > 0)))
         if bad.size:
-            raise InvalidProblemError(f"`weights` must be finite and > 0; agent {int(bad[0])} has {weights[bad[0]]}")
-        constraints = self.constraints or LinearConstraints.empty(SA)
-        if constraints.n_vars != SA:
-            raise InvalidProblemError(f"`constraints` act on {constraints.n_vars} variables; the MDP has S*A = {SA}")
-        if self.ranges is not None and self.ranges.lower.shape != (n,):
+            raise InvalidProblemError(
+                f"`weights` must be finite and > 0; agent {int(bad[0])} has {weight_array[bad[0]]}"
+            )
+        linear = constraints or LinearConstraints.empty(SA)
+        if linear.n_vars != SA:
+            raise InvalidProblemError(f"`constraints` act on {linear.n_vars} variables; the MDP has S*A = {SA}")
+        if ranges is not None and ranges.lower.shape != (n,):
             raise InvalidProblemError(f"`ranges` must cover the {n} agents")
-        rewards.flags.writeable = False
-        weights.flags.writeable = False
-        for name, value in (("rewards", rewards), ("names", names), ("weights", weights), ("constraints", constraints)):
+        reward_array.flags.writeable = False
+        weight_array.flags.writeable = False
+        for name, value in (
+            ("rewards", reward_array),
+            ("names", agent_names),
+            ("weights", weight_array),
+            ("constraints", linear),
+            ("ranges", ranges),
+        ):
             object.__setattr__(self, name, value)
 
     @property

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import PolicyAggError
-from policyagg.io import atomic_write_bytes, atomic_write_json, npz_bytes
+from policyagg.io import StrPath, atomic_write_bytes, atomic_write_json, npz_bytes
 from policyagg.metrics import gini
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
@@ -32,16 +35,16 @@ class Result:
     """
 
     rule: str
-    occupancy: np.ndarray  # (S, A)
-    policy: np.ndarray  # (S, A)
-    returns: np.ndarray  # (n,)
-    normalized: np.ndarray  # (n,)
-    ranks: np.ndarray | None  # (n,)
+    occupancy: NDArray[np.float64]  # (S, A)
+    policy: NDArray[np.float64]  # (S, A)
+    returns: NDArray[np.float64]  # (n,)
+    normalized: NDArray[np.float64]  # (n,)
+    ranks: NDArray[np.float64] | None  # (n,)
     names: tuple[str, ...]
     gini: float
-    options: dict = field(default_factory=dict)
-    diagnostics: dict = field(default_factory=dict)
-    report: dict = field(default_factory=dict)  # fairness report: Pareto gap, Borda score, approvals, PVC eps
+    options: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)  # fairness report: Pareto gap, Borda score, approvals, PVC eps
     status: str = "optimal"
 
     @property
@@ -68,7 +71,7 @@ class Result:
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ storage
-    def save(self, path) -> Path:
+    def save(self, path: StrPath) -> Path:
         """Write ``<path>.npz`` (arrays) then ``<path>.json`` (the rest + the npz's SHA-256).
 
         Both writes are atomic; the JSON is written last and names the exact arrays file, so a
@@ -93,7 +96,7 @@ class Result:
         return atomic_write_json(path.with_suffix(".json"), meta)
 
     @classmethod
-    def load(cls, path) -> Result:
+    def load(cls, path: StrPath) -> Result:
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
@@ -120,28 +123,28 @@ class Result:
 
 def make_result(
     problem: Problem,
-    d,
+    d: ArrayLike,
     *,
     rule: str,
     samples: ReturnSamples | None = None,
-    options=None,
-    diagnostics=None,
-    report=None,
+    options: Mapping[str, Any] | None = None,
+    diagnostics: Mapping[str, Any] | None = None,
+    report: Mapping[str, Any] | None = None,
     status: str = "optimal",
 ) -> Result:
     """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised)."""
     mdp = problem.mdp
-    d = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)
-    d /= d.sum()
-    returns = problem.returns(d)
+    occupancy = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)
+    occupancy /= occupancy.sum()
+    returns = problem.returns(occupancy)
     normalized = np.clip(problem.require_ranges().normalize(returns), 0.0, 1.0)
     ranks = None if samples is None else samples.check_agents(problem.n_agents).cdf(returns)
-    for array in (d, returns, normalized) + (() if ranks is None else (ranks,)):
+    for array in (occupancy, returns, normalized) + (() if ranks is None else (ranks,)):
         array.flags.writeable = False
     return Result(
         rule=rule,
-        occupancy=d,
-        policy=mdp.policy_from_occupancy(d),
+        occupancy=occupancy,
+        policy=mdp.policy_from_occupancy(occupancy),
         returns=returns,
         normalized=normalized,
         ranks=ranks,
@@ -154,7 +157,7 @@ def make_result(
     )
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):

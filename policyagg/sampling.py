@@ -44,6 +44,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from policyagg.errors import InvalidProblemError, check_count
@@ -130,7 +131,8 @@ class PolicySampler:
         position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
         self.positions, slot = np.unique(position, return_inverse=True)
         self.gather = sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, self.positions.size))
-        self._inverse_T = self._ilu = None
+        self._inverse_T: NDArray[np.float64] | None = None  # method "krylov": M^{-T}
+        self._ilu: spla.SuperLU | None = None  # method "sparse": incomplete LU of M
         if self.method in ("krylov", "sparse"):
             uniform = np.full((self.S, self.A), 1.0 / self.A)
             if self.method == "krylov":
@@ -143,7 +145,7 @@ class PolicySampler:
             self._uniform_escape = 1.0 - self.gamma * self._self_loops.mean(axis=1)
             self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
 
-    def draw_policies(self, rng: np.random.Generator, size: int) -> np.ndarray:
+    def draw_policies(self, rng: np.random.Generator, size: int) -> NDArray[np.float64]:
         """``size`` policies of shape (S, A), each row ~ Dirichlet(concentration)."""
         if self.concentration == 1.0:
             g = rng.standard_exponential((size, self.S, self.A))
@@ -153,19 +155,19 @@ class PolicySampler:
         return g
 
     # ------------------------------------------------------------------- systems
-    def dense_systems(self, policies: np.ndarray) -> np.ndarray:
+    def dense_systems(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """The matrices ``A_pi`` (B, S, S) with ``A_pi mu = rhs`` (see the module docstring)."""
         B, S = policies.shape[0], self.S
-        systems = np.zeros((B, S * S))
-        systems[:, self.positions] = policies.reshape(B, -1) @ self.gather  # P_pi^T
-        systems = systems.reshape(B, S, S)
+        flat = np.zeros((B, S * S))
+        flat[:, self.positions] = policies.reshape(B, -1) @ self.gather  # P_pi^T
+        systems = flat.reshape(B, S, S)
         systems *= -self.gamma
         systems[:, np.arange(S), np.arange(S)] += 1.0
         if self.gamma == 1.0:
             systems[:, -1, :] = 1.0
         return systems
 
-    def sparse_system(self, policy: np.ndarray) -> sp.csc_array:
+    def sparse_system(self, policy: NDArray[np.float64]) -> sp.csc_array:
         """``A_pi`` of one policy (S, A) as a sparse matrix."""
         S, A = self.S, self.A
         spread = sp.csr_array((np.ravel(policy), (np.arange(S * A), np.repeat(np.arange(S), A))), shape=(S * A, S))
@@ -174,42 +176,57 @@ class PolicySampler:
             system = sp.vstack([system[: S - 1], np.ones((1, S))])
         return sp.csc_array(system)
 
-    def apply(self, policies: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def apply(self, policies: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.float64]:
         """``A_pi x`` for a block of samples: policies (S, A, B), ``x`` (B, S); one sparse
         product ``P^T (pi(a|s) x(s))`` without forming any ``A_pi``."""
         S, A, B = policies.shape
         y = self.P_T @ (policies * x.T[:, None, :]).reshape(S * A, B)  # (S, B)
-        out = x - self.gamma * y.T
+        out: NDArray[np.float64] = x - self.gamma * y.T  # scipy is untyped: Any
         if self.gamma == 1.0:
             out[:, -1] = x.sum(axis=1)
         return out
 
-    def column_scale(self, policies: np.ndarray) -> np.ndarray:
+    def column_scale(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """``(1 - gamma P_u(s|s)) / (1 - gamma P_pi(s|s))`` (B, S): ``A_pi ~ M D_pi`` with ``D_pi``
         the inverse of this scale, since column ``s`` of ``A_pi`` depends on ``pi(.|s)`` only
         and its diagonal entry is the escape rate from ``s``."""
-        escape = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
+        escape: NDArray[np.float64] = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
         scale = np.ones_like(escape)
-        return np.divide(self._uniform_escape, escape, out=scale, where=(escape > 1e-8) & (self._uniform_escape > 1e-8))
+        ratio: NDArray[np.float64] = np.divide(
+            self._uniform_escape, escape, out=scale, where=(escape > 1e-8) & (self._uniform_escape > 1e-8)
+        )  # numpy types ufuncs with `out` as Any
+        return ratio
 
-    def precondition(self, v: np.ndarray) -> np.ndarray:
+    def precondition(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
         """``M^{-1} v`` for a block ``v`` (B, S): the exact inverse or the incomplete LU."""
-        return v @ self._inverse_T if self._inverse_T is not None else self._ilu.solve(v.T).T
+        if self._inverse_T is not None:
+            return v @ self._inverse_T
+        if self._ilu is None:
+            raise RuntimeError(f"PolicySampler with method {self.method!r} has no preconditioner")
+        preconditioned: NDArray[np.float64] = self._ilu.solve(v.T).T  # scipy is untyped: Any
+        return preconditioned
 
     # ------------------------------------------------------------------- solvers
-    def solve_dense(self, policies: np.ndarray) -> np.ndarray:
+    def solve_dense(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """Occupancies (B, S) of policies (B, S, A) by one batched LAPACK solve."""
         rhs = np.broadcast_to(self.rhs, (len(policies), self.S))
-        return np.linalg.solve(self.dense_systems(policies), rhs[..., None])[..., 0]
+        solution = np.linalg.solve(self.dense_systems(policies), rhs[..., None])
+        mu: NDArray[np.float64] = solution[..., 0]  # type: ignore[assignment]  # numpy stubs: solve gives floating[Any]
+        return mu
 
-    def solve_direct(self, policies: np.ndarray) -> np.ndarray:
+    def solve_direct(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """Occupancies (B, S) by a direct solve: dense LAPACK or, above
         :data:`DENSE_DIRECT_MAX_STATES` states, a sparse LU per policy."""
         if self.S <= DENSE_DIRECT_MAX_STATES:
             return self.solve_dense(policies)
-        return np.array([spla.spsolve(self.sparse_system(policy), self.rhs) for policy in policies]).reshape(-1, self.S)
+        mu: NDArray[np.float64] = np.array(
+            [spla.spsolve(self.sparse_system(policy), self.rhs) for policy in policies]
+        ).reshape(-1, self.S)  # scipy is untyped: Any
+        return mu
 
-    def gmres(self, policies: np.ndarray, x0: np.ndarray, iterations: int = KRYLOV_ITERATIONS):
+    def gmres(
+        self, policies: NDArray[np.float64], x0: NDArray[np.float64], iterations: int = KRYLOV_ITERATIONS
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
         """One cycle of right-preconditioned GMRES for a block: policies (S, A, B), start
         ``x0`` (B, S). Returns ``(x (B, S), converged (B,), steps (B,))``; ``converged`` is the
         TRUE relative residual ``||c - A_pi x|| / ||c|| <= RESIDUAL_TOL``.
@@ -272,7 +289,7 @@ class PolicySampler:
         converged = np.sqrt(np.einsum("bs,bs->b", r, r)) <= RESIDUAL_TOL * c_norm
         return x, converged, steps
 
-    def solve_block(self, policies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def solve_block(self, policies: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Exact occupancies (B, S) of a block of policies (S, A, B), and the counts
         ``[GMRES steps summed over samples, samples restarted, samples solved directly]``."""
         B = policies.shape[2]
@@ -294,17 +311,17 @@ class PolicySampler:
             counts[2] = todo.size
         return x, counts
 
-    def state_occupancies(self, policies: np.ndarray) -> np.ndarray:
+    def state_occupancies(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """Exact normalised state occupancies ``mu_pi`` (B, S) of a batch of policies (B, S, A)."""
         return self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))[0]
 
-    def block_returns(self, policies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def block_returns(self, policies: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Returns ``J`` (B, n) of a batch of policies (B, S, A), and the counts of :meth:`solve_block`."""
         mu, counts = self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))
         d = (policies * mu[:, :, None]).reshape(len(policies), -1)  # d(s, a) = mu(s) pi(a|s)
         return d @ self.reward_matrix.T, counts
 
-    def returns(self, policies: np.ndarray) -> np.ndarray:
+    def returns(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """Returns ``J`` (B, n) of a batch of policies (B, S, A)."""
         return self.block_returns(policies)[0]
 
