@@ -1,5 +1,7 @@
 """Environments of policyagg; importing this package registers them with Gymnasium."""
 
+from typing import Any
+
 import gymnasium
 
 from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
@@ -22,7 +24,7 @@ __all__ = [
 # One place for every registration; the guard keeps a re-import (importlib.reload) silent.
 # The passive env checker is off, as in MO-Gymnasium's `make`: it only knows scalar rewards
 # and would warn on every environment's first step. Tests run `check_env` explicitly.
-_REGISTRATIONS = [
+_REGISTRATIONS: list[dict[str, Any]] = [
     dict(
         id="policyagg/AttentionAllocation-v0",
         entry_point="policyagg.envs.attention_env:AttentionAllocation",

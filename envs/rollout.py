@@ -97,7 +97,9 @@ class RolloutReport:
         if z is None:
             low, high = self.ci_low, self.ci_high
         else:
-            low, high = self.mean - z * self.std_error, self.mean + z * self.std_error
+            # without stored standard errors, the interval's half-width is Z95 of them
+            se = self.std_error if self.std_error is not None else (self.ci_high - self.ci_low) / (2 * Z95)
+            low, high = self.mean - z * se, self.mean + z * se
         return (self.predicted >= low - self.tolerance) & (self.predicted <= high + self.tolerance)
 
     def agrees(self, z: float | None = None) -> bool:
@@ -131,7 +133,7 @@ class RolloutReport:
             lines.append(
                 f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}{mark}"
             )
-        if not reliable.all():
+        if not reliable.all() and self.skewness is not None:  # unreliable only with skewness known
             need = int(np.ceil(25.0 * np.max(self.skewness[~reliable] ** 2)))
             lines.append(
                 f"* skewed returns: the normal CI wants more than {need} episodes (Cochran: 25 g1^2); "

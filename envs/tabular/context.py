@@ -51,7 +51,7 @@ def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
     if spec is not None and isinstance(spec.entry_point, str) and spec.entry_point.startswith("mo_gymnasium"):
         import mo_gymnasium
 
-        return mo_gymnasium.make(env, **kwargs)
+        return mo_gymnasium.make(env, **kwargs)  # type: ignore[attr-defined]  # re-exported without __all__
     try:
         return gymnasium.make(env, **kwargs)  # also resolves an id without its version
     except gymnasium.error.Error as exc:
