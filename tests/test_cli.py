@@ -124,7 +124,7 @@ def test_building_the_parser_imports_nothing_heavy():
         "import sys; import policyagg.experiments.cli as cli; cli.build_parser(); "
         "print(sorted(m for m in ('numpy', 'scipy', 'matplotlib', 'highspy', 'tqdm') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-P", "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
 
 

@@ -1,7 +1,6 @@
 """Config-driven experiments: validation, resume after SIGKILL, determinism."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -95,9 +94,8 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     config = small_config(tmp_path / "killed", seeds=[0, 1, 2])
     path = tmp_path / "tiny.toml"
     path.write_text(_toml(config))
-    command = [sys.executable, "-m", "policyagg.experiments.cli", "run", str(path)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-P", "-m", "policyagg.experiments.cli", "run", str(path)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = tmp_path / "killed" / "seed0" / "max-quantile.json"
     deadline = time.monotonic() + 120
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -106,7 +104,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     process.wait()
     assert first.exists(), "the run was killed before it wrote anything"
     assert not (tmp_path / "killed" / "summary.md").exists(), "the run finished before it was killed"
-    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_config(small_config(tmp_path / "clean", seeds=[0, 1, 2]), progress=False)
     same_results(tmp_path / "killed", tmp_path / "clean")
 

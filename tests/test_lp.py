@@ -364,12 +364,12 @@ def test_unknown_backend_lists_valid_names():
 
 def test_solving_prints_nothing():
     code = (
-        "from solvers.lp import *; import numpy as np\n"
+        "from policyagg.solvers.lp import *; import numpy as np\n"
         "lp = LinearProgram.build([1, 1], A_ub=[[1, 2]], b_ub=[4], maximize=True)\n"
         "[solve(lp, backend=b) for b in BACKENDS]\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-P", "-c", code],
         capture_output=True,
         text=True,
         check=True,

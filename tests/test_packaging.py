@@ -59,7 +59,7 @@ def test_all_names_resolve(name):
 def test_import_policyagg_is_light():
     # the public names load on first use, so `import policyagg` and the CLI's --help stay fast
     code = "import sys, policyagg; print(sorted(m for m in ('scipy', 'highspy', 'matplotlib') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 

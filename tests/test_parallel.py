@@ -70,6 +70,6 @@ def test_highs_mip_in_forked_workers_after_the_parent_used_highs():
 
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "-c", MILP_AFTER_FORK], cwd=root, timeout=240, capture_output=True, text=True
+        [sys.executable, "-P", "-c", MILP_AFTER_FORK], cwd=root, timeout=240, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-2000:]
