@@ -326,3 +326,33 @@ def test_report_is_filled_for_many_agents(n):
         simplex_bandit(rewards[:3]), sample_policy_returns(simplex_bandit(rewards[:3]), 50, rng=0, progress=False)
     )
     assert small.report["pvc_epsilon_method"] == "enumeration"
+
+
+def random_mdp_problem(n, rng):
+    """A small random MDP (4 states, 3 actions) with ``n`` agents of uniform random rewards."""
+    P = rng.dirichlet(np.ones(4), size=(4, 3))
+    return solvers.with_ranges(Problem(TabularMDP(P, gamma=0.9), rng.random((n, 4, 3))))
+
+
+@pytest.mark.slow
+def test_sequential_veto_rule_with_a_thousand_agents():
+    # n = 1000, N = 3000: m = min(ceil(.9 * 3), floor(2999 / 1000)) = 2, so 1000 samples survive
+    problem = random_mdp_problem(1000, np.random.default_rng(0))
+    samples = sample_policy_returns(problem, 3000, rng=0, progress=False, workers=1)
+    result = proportional_veto_core(problem, samples, eps=0.1, completion="utilitarian")
+    assert result.diagnostics["veto_size"] == 2 and result.diagnostics["n_survivors"] == 1000
+    assert result.report["pvc_epsilon_method"] == "min_cut"
+    assert 0.0 <= result.report["pvc_epsilon"] <= result.diagnostics["epsilon_bound"] + 1e-12
+    theta = np.array(result.diagnostics["thresholds"])
+    assert (result.returns >= theta).all()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    raises=InfeasibleError, strict=False, reason="leximin at n >= 200: LEVEL_SLACK below HiGHS tolerance"
+)
+def test_sequential_veto_rule_with_a_thousand_agents_egalitarian():
+    problem = random_mdp_problem(1000, np.random.default_rng(0))
+    samples = sample_policy_returns(problem, 3000, rng=0, progress=False, workers=1)
+    result = proportional_veto_core(problem, samples, eps=0.1)
+    assert result.report["pvc_epsilon_method"] == "min_cut"
