@@ -121,7 +121,8 @@ def pvc_epsilon_min_cut(returns: NDArray[np.float64], values: NDArray[np.float64
     add); samples no agent prefers are dropped (an independent set holding one holds no agent,
     weighs ``<= 1`` and is never better than ``(B_N, N)``, by (ii); their weight ``D/N`` leaves the
     total, so ``eps = 1 - D/N - cut / (n N)``). The max flow is
-    :func:`scipy.sparse.csgraph.maximum_flow` (Dinic) on ``<= N n`` arcs, integer capacities.
+    :func:`scipy.sparse.csgraph.maximum_flow` (Dinic) on ``<= N n`` arcs, integer capacities
+    (int32: ``n N / gcd(n, N) < 2^31``, which holds whenever the ``(N, n)`` float matrix fits in 16 GiB).
     """
     from scipy.sparse import csr_array
     from scipy.sparse.csgraph import maximum_flow
