@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
-from policyagg.metrics import MAX_PVC_AGENTS, approvals, borda_score, pvc_epsilon
+from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
@@ -261,9 +261,8 @@ def finish(
             "borda": borda_score(ranks),
             "approvals": {str(alpha): approvals(ranks, alpha) for alpha in REPORT_ALPHAS},
             # returns within the rank tie tolerance of a sample do not strictly prefer it
-            "pvc_epsilon": pvc_epsilon(returns + samples.tolerance, samples.values)
-            if problem.n_agents <= MAX_PVC_AGENTS
-            else None,
+            "pvc_epsilon": pvc_epsilon(returns + samples.tolerance, samples.values, pvc_method(problem.n_agents)),
+            "pvc_epsilon_method": pvc_method(problem.n_agents),
         }
     diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
     return make_result(

@@ -8,7 +8,8 @@ A coalition ``T`` of agents *blocks* ``d`` if some set ``B`` of policies with
 .. math:: \\varepsilon(d) = \\max_{\\emptyset \\ne T \\subseteq N} \\mu(B_T) - 1 + |T| / n,
           \\qquad B_T = \\{k : V_{k,i} > J_i(d) \\ \\forall i \\in T\\}
 
-(:func:`pvc_epsilon`, a superset-sum over ``2^n`` coalitions in :mod:`policyagg.metrics`).
+(:func:`pvc_epsilon`: a superset-sum over ``2^n`` coalitions up to 20 agents, an exact min cut
+beyond, in :mod:`policyagg.metrics`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from policyagg.errors import InvalidProblemError, InvalidSamplesError
-from policyagg.metrics import pvc_epsilon as _superset_epsilon
+from policyagg.metrics import pvc_epsilon as _returns_epsilon
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
@@ -170,7 +171,7 @@ def sequential_veto(values, veto_size: int, order) -> tuple[np.ndarray, np.ndarr
     return thresholds, alive
 
 
-def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None) -> float:
+def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None, *, method: str | None = None) -> float:
     """The smallest ``eps`` such that a result (or an occupancy) is in the eps-PVC on ``samples``.
 
     .. math:: \\varepsilon(d) = \\max_{\\emptyset \\ne T} \\mu(B_T) - 1 + |T| / n,
@@ -184,8 +185,10 @@ def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None) ->
     samples : ReturnSamples or array (N, n)
     problem : Problem, optional
 
-    Negative values mean ``d`` is in the core with room to spare; ``eps(d) <= 0`` is the
-    exact (sampled) PVC. Computed by :func:`policyagg.metrics.pvc_epsilon`.
+    The value is never negative (``T = N`` gives ``mu(B_N) >= 0``); ``eps(d) = 0`` is the exact
+    (sampled) PVC. Computed by :func:`policyagg.metrics.pvc_epsilon` with ``method``
+    (``"enumeration"`` of the ``2^n`` coalitions or ``"min_cut"``, both exact; default
+    :func:`policyagg.metrics.pvc_method`: enumeration up to 20 agents).
 
     Strict preference is read with the samples' tie tolerance (``ReturnSamples.tolerance``,
     the one the ranks use): a sample within it of ``J_i(d)`` counts as a tie, not as strictly
@@ -215,7 +218,7 @@ def pvc_epsilon(result_or_occupancy, samples, problem: Problem | None = None) ->
         raise InvalidSamplesError(
             f"the samples have returns for {samples.n_agents} agents but the policy for {returns.size}"
         )
-    return _superset_epsilon(returns + samples.tolerance, samples.values)
+    return _returns_epsilon(returns + samples.tolerance, samples.values, method)
 
 
 def _check_order(order, n: int) -> np.ndarray:
