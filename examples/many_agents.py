@@ -6,8 +6,8 @@ sum of normalised returns (efficiency), the smallest normalised return, the smal
 Expect utilitarian to have the largest sum and the largest Gini, egalitarian the largest
 minimum normalised return, and max-quantile the largest quantile reached.
 
-With 30 agents the PVC verifier (``2^n`` coalitions) is skipped (``pvc_epsilon`` is
-``None`` above 20 agents); every other entry of the fairness report is computed.
+With 30 agents the PVC verifier runs as one minimum cut instead of over the ``2^n``
+coalitions (``report["pvc_epsilon_method"] == "min_cut"``); the whole fairness report is computed.
 
 Run: ``python examples/many_agents.py [--out DIR] [--agents N]`` (a few seconds).
 """
