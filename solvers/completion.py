@@ -29,7 +29,7 @@ PRIMAL_FEASIBILITY_TOL = 1e-7
 #: Leximin fixes agent ``i``'s level ``v`` as the row ``w_i t_i / s_i >= w_i v / s_i - LEVEL_SLACK``,
 #: relative to the floor row's scale ``s_i``, so that one round's tolerance-sized violations do
 #: not make the next infeasible (a round that still is gets recovered, see :func:`leximin`).
-LEVEL_SLACK = 2 * PRIMAL_FEASIBILITY_TOL
+LEVEL_SLACK = 0.1 * PRIMAL_FEASIBILITY_TOL
 #: A dual value above this marks an agent's floor as binding in every optimum.
 DUAL_TOL = 1e-9
 COMPLETIONS = ("egalitarian", "utilitarian")
