@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
+from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
 from policyagg.metrics import MAX_PVC_AGENTS, approvals, borda_score, pvc_epsilon
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
@@ -149,10 +149,11 @@ def leximin(
 
     ``sigma`` is held at 0. A round that the solver calls infeasible although the previous one
     was feasible (tolerance-sized violations accumulated over fixed levels) is recovered, not
-    raised: the exact-penalty LP ``min sigma`` finds the smallest uniform shortfall of the fixed
-    levels that is attainable, ``sigma`` may use that much from then on, and the log records it
-    (``diagnostics["leximin_recoveries"]``, ``["max_floor_violation"]`` in row-scale units). The
-    user's constraints and ``rows`` are never relaxed: if they are infeasible, InfeasibleError.
+    raised: the round is solved again with ``sigma`` priced (exact penalty, so ``sigma`` is the
+    smallest uniform shortfall of the fixed levels that is attainable), later rounds may use that
+    much, and the log records it (``diagnostics["leximin_recoveries"]`` and
+    ``["max_floor_violation"]``, in row-scale units). The user's constraints and ``rows`` are
+    never relaxed: if they are infeasible, InfeasibleError.
     """
     C, c0 = np.asarray(C, dtype=float), np.asarray(c0, dtype=float)
     n, n_d = C.shape
@@ -221,23 +222,32 @@ def leximin(
 
 
 def _leximin_round(model: Any, cost: np.ndarray, sigma_col: int, log: SolveLog, *, can_relax: bool) -> Any:
-    """Solve one leximin round; if it is infeasible only through the fixed levels (``can_relax``),
-    open the slack ``sigma`` to its smallest attainable value (``min sigma``) and solve again."""
+    """Solve one leximin round. If it is infeasible only through the fixed levels (``can_relax``),
+    solve it again with the slack ``sigma`` priced (exact penalty: ``max t - LOSS_PENALTY * sigma``,
+    feasible whenever the user's rows are) and let later rounds use the ``sigma`` it needed.
+
+    CBC sometimes stops such a round with "Stopped on time" although no time limit is set; that
+    is recovered the same way."""
     try:
         return log.add(model.solve())
     except InfeasibleError:
         if not can_relax:
             raise
-    relax = np.zeros(cost.size)
-    relax[sigma_col] = -1.0  # maximise -sigma
-    model.set_cost(relax)
+    except SolverTimeLimitError:
+        if not can_relax or model.time_limit is not None:
+            raise
+    priced = cost.copy()
+    priced[sigma_col] = -LOSS_PENALTY
+    allowed = float(model.current_lp().col_upper[sigma_col])
+    model.set_cost(priced)
     model.set_col_bounds([sigma_col], [0.0], [np.inf])
-    needed = max(0.0, float(log.add(model.solve()).x[sigma_col]))  # infeasible here: the user's rows
-    model.set_col_bounds([sigma_col], [0.0], [needed + LEVEL_SLACK])
+    solution = log.add(model.solve())  # infeasible here: the user's rows themselves
+    needed = max(0.0, float(solution.x[sigma_col]))
+    model.set_col_bounds([sigma_col], [0.0], [max(allowed, needed)])  # never tighter than before
     model.set_cost(cost)
     log.leximin_recoveries += 1
     log.max_floor_violation = max(log.max_floor_violation, needed)
-    return log.add(model.solve())
+    return solution
 
 
 def _binding(row_duals: np.ndarray | None, rows: np.ndarray) -> np.ndarray:

@@ -48,6 +48,17 @@ def test_egalitarian_regressions(n_agents, n_actions, seed, normalize):
         assert result.returns.min() == pytest.approx(expected, abs=1e-6 * (1 + abs(expected)))
 
 
+@pytest.mark.parametrize(("n_agents", "n_actions", "seed"), [(20, 3, 5), (20, 3, 6)])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_egalitarian_regressions_with_cbc(n_agents, n_actions, seed, normalize):
+    """With PuLP/CBC these raised InfeasibleError (20-3-5 raw; 20-3-6 both)."""
+    problem = random_problem(n_agents, n_actions, seed)
+    result = solvers.egalitarian(problem, normalize=normalize, backend="pulp")
+    assert_valid_result(problem, result)
+    expected = solvers.egalitarian(problem, normalize=normalize)  # HiGHS: the leximin vector is unique
+    np.testing.assert_allclose(result.returns, expected.returns, atol=1e-5 * (1 + np.abs(expected.returns).max()))
+
+
 @pytest.mark.parametrize(("n_agents", "n_actions", "seed"), QUANTILE_FAILURES)
 def test_max_quantile_regressions(n_agents, n_actions, seed):
     problem = random_problem(n_agents, n_actions, seed)
