@@ -16,20 +16,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
+from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
 from policyagg.solvers.occupancy import Rows, SolveLog, make_model, occupancy_program, utilities
 
-#: The LP solvers' primal feasibility tolerance (HiGHS ``primal_feasibility_tolerance`` and CBC's
-#: primal tolerance both default to 1e-7): a solution may violate a row by this much.
-PRIMAL_FEASIBILITY_TOL = 1e-7
-#: Leximin fixes agent ``i``'s level ``v`` as the row ``w_i t_i / s_i >= w_i v / s_i - LEVEL_SLACK``,
-#: relative to the floor row's scale ``s_i``, so that one round's tolerance-sized violations do
-#: not make the next infeasible (a round that still is gets recovered, see :func:`leximin`).
-LEVEL_SLACK = 0.1 * PRIMAL_FEASIBILITY_TOL
+#: Leximin fixes an agent's level ``v`` as the floor ``u_i >= v - LEVEL_SLACK * max(1, |v|)``
+#: so that solver tolerances never make a later round infeasible.
+LEVEL_SLACK = 1e-7
 #: A dual value above this marks an agent's floor as binding in every optimum.
 DUAL_TOL = 1e-9
 COMPLETIONS = ("egalitarian", "utilitarian")
@@ -125,15 +121,15 @@ def pareto_improvement(
 
 def leximin(
     problem: Problem,
-    C: Any,
-    c0: Any,
+    C,
+    c0,
     *,
     rows: Sequence[Rows] = (),
-    backend: str = "highs",
-    time_limit: float | None = None,
-    active: Any = None,
+    backend="highs",
+    time_limit=None,
+    active=None,
     log: SolveLog | None = None,
-) -> tuple[np.ndarray, SolveLog, np.ndarray]:
+):
     """Leximin of ``u = C @ d + c0`` (entitlements ``u_i / w_i``) over the occupancy LP.
 
     ``rows`` are extra row families over the ``d`` columns only (a completion step uses them
@@ -141,63 +137,42 @@ def leximin(
     (default: all). Solves are recorded in ``log`` (a new one if omitted). Returns ``(d, log, levels)``
     where ``levels[i]`` is the level at which agent ``i`` was fixed (NaN if not active).
 
-    Columns: ``d`` (S*A), one level ``t_i`` per agent, the common level ``t``, a slack ``sigma >= 0``.
-    Rows, each divided by its floor's scale ``s_i`` (largest coefficient of ``[C_i, w_i]``) so that
-    solver tolerances are relative: ``(C_i d - w_i t_i) / s_i >= -c0_i / s_i`` ("agent floor"),
-    ``t_i - t >= 0`` for free agents ("leximin level") and, once agent ``i`` is fixed at ``v_i``,
-    ``w_i t_i / s_i + sigma >= w_i v_i / s_i - LEVEL_SLACK`` ("fixed level").
-
-    ``sigma`` is held at 0. A round that the solver calls infeasible although the previous one
-    was feasible (tolerance-sized violations accumulated over fixed levels) is recovered, not
-    raised: the round is solved again with ``sigma`` priced (exact penalty, so ``sigma`` is the
-    smallest uniform shortfall of the fixed levels that is attainable), later rounds may use that
-    much, and the log records it (``diagnostics["leximin_recoveries"]`` and
-    ``["max_floor_violation"]``, in row-scale units). The user's constraints and ``rows`` are
-    never relaxed: if they are infeasible, InfeasibleError.
+    Columns: ``d`` (S*A), one level ``t_i`` per agent, the common level ``t``.
+    Rows: ``C_i d - w_i t_i >= -c0_i`` ("agent floor") and ``t_i - t >= 0`` ("leximin level").
     """
-    C, c0 = np.asarray(C, dtype=float), np.asarray(c0, dtype=float)
     n, n_d = C.shape
     w = problem.weights
     active = np.ones(n, bool) if active is None else np.asarray(active, bool)
-    scale = np.maximum(np.abs(C).max(axis=1, initial=0.0), w)
-    n_cols, t_col, sigma_col = n_d + n + 2, n_d + n, n_d + n + 1
-    zeros = sp.csr_array((n, 1))
+    n_cols = n_d + n + 1
+    eye = sp.eye_array(n, format="csr")
     floor = Rows(
         "agent floor",
-        sp.hstack([sp.csr_array(C / scale[:, None]), -sp.diags_array(w / scale), zeros, zeros], format="csr"),
-        -c0 / scale,
+        sp.hstack([sp.csr_array(C), -sp.diags_array(w), sp.csr_array((n, 1))], format="csr"),
+        -c0,
         np.full(n, np.inf),
     )
     level = Rows(
         "leximin level",
-        sp.hstack([sp.csr_array((n, n_d)), sp.eye_array(n, format="csr"), -np.ones((n, 1)), zeros], format="csr"),
+        sp.hstack([sp.csr_array((n, n_d)), eye, -np.ones((n, 1))], format="csr"),
         np.where(active, 0.0, -np.inf),
         np.full(n, np.inf),
     )
-    fixed = Rows(
-        "fixed level",
-        sp.hstack([sp.csr_array((n, n_d)), sp.diags_array(w / scale), zeros, np.ones((n, 1))], format="csr"),
-        np.full(n, -np.inf),
-        np.full(n, np.inf),
-    )
     widened = [
-        Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], n + 2))], format="csr"), r.lower, r.upper)
+        Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], n + 1))], format="csr"), r.lower, r.upper)
         for r in rows
     ]
     cost = np.zeros(n_cols)
-    cost[t_col] = 1.0
+    cost[-1] = 1.0
     lp = occupancy_program(
         problem,
         cost,
         name="egalitarian (leximin)",
         maximize=True,
-        extra_cols=n + 2,
-        col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf), [0.0]]),
-        col_upper=np.concatenate([np.full(n_d + n + 1, np.inf), [0.0]]),
-        rows=[*widened, floor, level, fixed],
+        extra_cols=n + 1,
+        col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)]),
+        rows=[*widened, floor, level],
     )
-    level_rows = lp.row_families[-2][1] + np.arange(n)
-    fixed_rows = lp.row_families[-1][1] + np.arange(n)
+    level_rows = lp.row_families[-1][1] + np.arange(n)
     model = make_model(lp, backend=backend, time_limit=time_limit)
     log = log if log is not None else SolveLog(backend)
     levels = np.full(n, np.nan)
@@ -206,72 +181,42 @@ def leximin(
         model.set_cost(np.zeros(n_cols))
         return log.add(model.solve()).x[:n_d], log, levels
     while free.any():
-        solution = _leximin_round(model, cost, sigma_col, log, can_relax=bool((active & ~free).any()))
-        t = solution.x[t_col]
+        solution = log.add(model.solve())
+        t = solution.x[-1]
         binding = free & _binding(solution.row_duals, level_rows)
         if not binding.any():
             binding = free & _saturated(model, free, t, n_d, n, log)
         fix = np.flatnonzero(binding)
         levels[fix] = t
         free[fix] = False
-        # fix at the level the solution attains (it may sit a tolerance below t), less the slack
-        attained = np.minimum(t, (C[fix] @ solution.x[:n_d] + c0[fix]) / w[fix])
-        model.set_row_bounds(fixed_rows[fix], w[fix] / scale[fix] * attained - LEVEL_SLACK, np.full(fix.size, np.inf))
+        model.set_col_bounds(
+            n_d + fix, np.full(fix.size, t - LEVEL_SLACK * max(1.0, abs(t))), np.full(fix.size, np.inf)
+        )
         model.set_row_bounds(level_rows[fix], np.full(fix.size, -np.inf), np.full(fix.size, np.inf))
     return solution.x[:n_d], log, levels
 
 
-def _leximin_round(model: Any, cost: np.ndarray, sigma_col: int, log: SolveLog, *, can_relax: bool) -> Any:
-    """Solve one leximin round. If it is infeasible only through the fixed levels (``can_relax``),
-    solve it again with the slack ``sigma`` priced (exact penalty: ``max t - LOSS_PENALTY * sigma``,
-    feasible whenever the user's rows are) and let later rounds use the ``sigma`` it needed.
-
-    CBC sometimes stops such a round with "Stopped on time" although no time limit is set; that
-    is recovered the same way."""
-    try:
-        return log.add(model.solve())
-    except InfeasibleError:
-        if not can_relax:
-            raise
-    except SolverTimeLimitError:
-        if not can_relax or model.time_limit is not None:
-            raise
-    priced = cost.copy()
-    priced[sigma_col] = -LOSS_PENALTY
-    allowed = float(model.current_lp().col_upper[sigma_col])
-    model.set_cost(priced)
-    model.set_col_bounds([sigma_col], [0.0], [np.inf])
-    solution = log.add(model.solve())  # infeasible here: the user's rows themselves
-    needed = max(0.0, float(solution.x[sigma_col]))
-    model.set_col_bounds([sigma_col], [0.0], [max(allowed, needed)])  # never tighter than before
-    model.set_cost(cost)
-    log.leximin_recoveries += 1
-    log.max_floor_violation = max(log.max_floor_violation, needed)
-    return solution
-
-
-def _binding(row_duals: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+def _binding(row_duals, rows) -> np.ndarray:
     if row_duals is None:
         return np.zeros(rows.size, bool)
     return np.abs(np.asarray(row_duals)[rows]) > DUAL_TOL
 
 
-def _saturated(model: Any, free: np.ndarray, t: float, n_d: int, n: int, log: SolveLog) -> np.ndarray:
+def _saturated(model, free, t, n_d, n, log) -> np.ndarray:
     """Without usable duals: agent ``i`` is saturated if ``t_i`` cannot exceed ``t`` while
     every free agent keeps level ``t`` (one LP per free agent)."""
-    n_cols, t_col = n_d + n + 2, n_d + n
-    slack = PRIMAL_FEASIBILITY_TOL * max(1.0, abs(t))
-    model.set_col_bounds([t_col], [t - slack], [np.inf])
+    n_cols = n_d + n + 1
+    model.set_col_bounds([n_cols - 1], [t - LEVEL_SLACK * max(1.0, abs(t))], [np.inf])
     out = np.zeros(n, bool)
     for i in np.flatnonzero(free):
         cost = np.zeros(n_cols)
         cost[n_d + i] = 1.0
         model.set_cost(cost)
-        out[i] = log.add(model.solve()).x[n_d + i] <= t + slack
+        out[i] = log.add(model.solve()).x[n_d + i] <= t + LEVEL_SLACK * max(1.0, abs(t))
     cost = np.zeros(n_cols)
-    cost[t_col] = 1.0
+    cost[-1] = 1.0
     model.set_cost(cost)
-    model.set_col_bounds([t_col], [-np.inf], [np.inf])
+    model.set_col_bounds([n_cols - 1], [-np.inf], [np.inf])
     return out
 
 

@@ -501,10 +501,6 @@ class HighsModel(_Model):
     def solve(self) -> LPSolution:
         """Solve (warm from the previous basis if any); LPSolution or a SolverError subtype."""
         status, seconds = self._run()
-        if status == _MS.kUnknown:  # a warm start HiGHS could not finish from: solve again from scratch
-            self._h.clearSolver()
-            status, more = self._run()
-            seconds += more
         if status == _MS.kUnboundedOrInfeasible:  # presolve could not tell: retry without it
             presolve = self._h.getOptionValue("presolve")[1]  # getOptionValue -> (status, value)
             self._h.setOptionValue("presolve", "off")

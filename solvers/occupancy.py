@@ -306,8 +306,6 @@ class SolveLog:
     pricings: int = 0
     columns_added: int = 0
     max_gap: float = 0.0  # column generation: largest final optimality gap
-    leximin_recoveries: int = 0  # leximin rounds re-solved with a priced slack (see completion.leximin)
-    max_floor_violation: float = 0.0  # ... and the largest fixed-level shortfall they needed (row-scale units)
 
     @property
     def status(self) -> str:
@@ -329,31 +327,23 @@ class SolveLog:
         return solution
 
     def as_dict(self) -> dict:
-        return (
+        return {
+            "backend": self.backend,
+            "n_solves": self.n_solves,
+            "solve_time": self.solve_time,
+            "build_time": self.build_time,
+            "iterations": self.iterations,
+            "status": self.status if self.statuses else None,
+            "highs_time": self.highs_time,
+        } | (
             {
-                "backend": self.backend,
-                "n_solves": self.n_solves,
-                "solve_time": self.solve_time,
-                "build_time": self.build_time,
-                "iterations": self.iterations,
-                "status": self.status if self.statuses else None,
-                "highs_time": self.highs_time,
+                "pricing_time": self.pricing_time,
+                "pricings": self.pricings,
+                "columns_added": self.columns_added,
+                "column_generation_gap": self.max_gap,
             }
-            | (
-                {
-                    "pricing_time": self.pricing_time,
-                    "pricings": self.pricings,
-                    "columns_added": self.columns_added,
-                    "column_generation_gap": self.max_gap,
-                }
-                if self.pricings
-                else {}
-            )
-            | (
-                {"leximin_recoveries": self.leximin_recoveries, "max_floor_violation": self.max_floor_violation}
-                if self.leximin_recoveries
-                else {}
-            )
+            if self.pricings
+            else {}
         )
 
 
