@@ -69,6 +69,18 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 MARKER_SIZE = {"*": 9.0, "P": 7.0, "X": 7.0, "h": 7.0, "p": 7.0}
 
 
+def _marker_style(marker: str, color) -> dict:
+    """One rule's marker, the same on the axes and in the legend."""
+    return {
+        "linestyle": "none",
+        "marker": marker,
+        "markersize": MARKER_SIZE.get(marker, 6.0),
+        "markerfacecolor": color,
+        "markeredgecolor": "white",
+        "markeredgewidth": 0.6,
+    }
+
+
 def _style():
     return matplotlib.style.context(["default", RC])
 
@@ -366,12 +378,7 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headlin
                 ax.plot(
                     [J[r, i]],
                     [ranks[r, i]],
-                    linestyle="none",
-                    marker=marker,
-                    markersize=MARKER_SIZE.get(marker, 6.0),
-                    markerfacecolor=color,
-                    markeredgecolor="white",
-                    markeredgewidth=0.6,
+                    **_marker_style(marker, color),
                     alpha=0.9,
                     label=label,
                     transform=ax.transData + shift,
@@ -387,20 +394,7 @@ def _cdf_figure(samples_values, returns, *, names=None, title: str = "", headlin
                 ax.set_ylabel("F(J) (rank)")
             if i + ncols >= n:
                 ax.set_xlabel("return J")
-        handles = [
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker=m,
-                markersize=MARKER_SIZE.get(m, 6.0),
-                markerfacecolor=c,
-                markeredgecolor="white",
-                markeredgewidth=0.6,
-                label=label,
-            )
-            for label, (c, m) in zip(labels, styles)
-        ]
+        handles = [Line2D([], [], **_marker_style(m, c), label=label) for label, (c, m) in zip(labels, styles)]
         fig.legend(
             handles=handles,
             loc="outside lower center",

@@ -226,11 +226,6 @@ def decomposition(mode: str | None = None, pool: ColumnPool | None = None) -> It
         _defaults.reset(token)
 
 
-def current_decomposition() -> Decomposition:
-    """The ``decompose`` mode and column pool of the enclosing :func:`decomposition` block."""
-    return _defaults.get()
-
-
 def call_pool(mdp: TabularMDP) -> ColumnPool | None:
     """A fresh column pool for one rule call on ``mdp``, so that its LPs (return ranges,
     leximin rounds, completions) reuse each other's columns; ``None`` where the enclosing block
