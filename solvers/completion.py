@@ -16,16 +16,22 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError, InvalidSamplesError
+from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
 from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
 from policyagg.solvers.occupancy import Rows, SolveLog, make_model, occupancy_program, utilities
 
-#: Leximin fixes an agent's level ``v`` as the floor ``u_i >= v - LEVEL_SLACK * max(1, |v|)``
-#: so that solver tolerances never make a later round infeasible.
-LEVEL_SLACK = 1e-7
+#: Leximin keeps each fixed agent's floor ``u_i / w_i >= v_i - s_i`` with a priced slack
+#: ``0 <= s_i <= LEVEL_SLACK`` (in the leximin's own units: the largest ``|C_i| / w_i`` is 1),
+#: so that solver tolerances never make a later round infeasible; a round that still is
+#: infeasible widens it tenfold, up to ``MAX_LEVEL_SLACK``.
+LEVEL_SLACK = 1e-6
+MAX_LEVEL_SLACK = 1e-3
+#: The price of a unit of that slack against a unit of the round's level: above any
+#: trade-off rate between agents' levels, so the slack is used only where tolerance needs it.
+LEVEL_PRICE = 1e4
 #: A dual value above this marks an agent's floor as binding in every optimum.
 DUAL_TOL = 1e-9
 COMPLETIONS = ("egalitarian", "utilitarian")
@@ -137,39 +143,58 @@ def leximin(
     (default: all). Solves are recorded in ``log`` (a new one if omitted). Returns ``(d, log, levels)``
     where ``levels[i]`` is the level at which agent ``i`` was fixed (NaN if not active).
 
-    Columns: ``d`` (S*A), one level ``t_i`` per agent, the common level ``t``.
-    Rows: ``C_i d - w_i t_i >= -c0_i`` ("agent floor") and ``t_i - t >= 0`` ("leximin level").
+    Round ``k`` solves ``max t - LEVEL_PRICE * sum_i s_i`` over ``d in O`` and the rows
+
+    .. math:: u_i(d) \\ge w_i (t_i - s_i), \\quad t_i \\ge t \\;(i \\text{ free}),
+              \\quad t_i \\ge v_i,\\; 0 \\le s_i \\le \\sigma \\;(i \\text{ fixed at } v_i),
+
+    then fixes every free agent whose level row is binding (non-zero dual) at ``v_i = t``.
+    The slack ``s_i`` keeps each fixed floor a margin ``sigma`` wide: a round's solution
+    meets its rows only to the solver's tolerance, and with many agents the fixed floors pin
+    ``d`` to a region that thin, so a hard floor would make the next round infeasible. Its
+    price is far above any trade-off rate between levels, so a solution uses it only where
+    tolerance needs it. If a round is still infeasible, ``sigma`` grows tenfold (at most
+    :data:`MAX_LEVEL_SLACK`). The largest slack used is ``log.floor_violation`` (in units
+    of ``u / w``), reported as ``diagnostics["max_floor_violation"]``.
+
+    The LP works on ``(u - K) / unit`` with one common shift ``K`` (equal weights only) and
+    scale ``unit`` (the largest ``|C_i| / w_i``): the leximin order is unchanged, and the
+    tolerances above are relative to the agents' own scale.
     """
+    C = np.asarray(C, dtype=float)
     n, n_d = C.shape
     w = problem.weights
     active = np.ones(n, bool) if active is None else np.asarray(active, bool)
-    n_cols = n_d + n + 1
-    eye = sp.eye_array(n, format="csr")
+    C, c0, shift, unit = _level_units(C, np.asarray(c0, dtype=float), w)
+    n_cols = n_d + 2 * n + 1
+    t_col, slack_cols = n_d + n, n_d + n + 1 + np.arange(n)
     floor = Rows(
         "agent floor",
-        sp.hstack([sp.csr_array(C), -sp.diags_array(w), sp.csr_array((n, 1))], format="csr"),
+        sp.hstack([sp.csr_array(C), -sp.diags_array(w), sp.csr_array((n, 1)), sp.diags_array(w)], format="csr"),
         -c0,
         np.full(n, np.inf),
     )
     level = Rows(
         "leximin level",
-        sp.hstack([sp.csr_array((n, n_d)), eye, -np.ones((n, 1))], format="csr"),
+        sp.hstack([sp.csr_array((n, n_d)), sp.eye_array(n), -np.ones((n, 1)), sp.csr_array((n, n))], format="csr"),
         np.where(active, 0.0, -np.inf),
         np.full(n, np.inf),
     )
     widened = [
-        Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], n + 1))], format="csr"), r.lower, r.upper)
+        Rows(r.name, sp.hstack([r.A, sp.csr_array((r.A.shape[0], 2 * n + 1))], format="csr"), r.lower, r.upper)
         for r in rows
     ]
     cost = np.zeros(n_cols)
-    cost[-1] = 1.0
+    cost[t_col] = 1.0
+    cost[slack_cols] = -LEVEL_PRICE
     lp = occupancy_program(
         problem,
         cost,
         name="egalitarian (leximin)",
         maximize=True,
-        extra_cols=n + 1,
-        col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)]),
+        extra_cols=2 * n + 1,
+        col_lower=np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf), np.zeros(n)]),
+        col_upper=np.concatenate([np.full(n_d + n + 1, np.inf), np.zeros(n)]),
         rows=[*widened, floor, level],
     )
     level_rows = lp.row_families[-1][1] + np.arange(n)
@@ -180,20 +205,48 @@ def leximin(
     if not free.any():  # nobody to balance: any feasible point
         model.set_cost(np.zeros(n_cols))
         return log.add(model.solve()).x[:n_d], log, levels
+    sigma = LEVEL_SLACK
+    used = 0.0
     while free.any():
-        solution = log.add(model.solve())
-        t = solution.x[-1]
+        solution, sigma = _solve_round(model, ~free & active, slack_cols, sigma, log)
+        used = max(used, float(solution.x[slack_cols].max()))
+        t = solution.x[t_col]
         binding = free & _binding(solution.row_duals, level_rows)
         if not binding.any():
-            binding = free & _saturated(model, free, t, n_d, n, log)
+            binding = free & _saturated(model, free, t, n_d, n, log, t_col, cost)
         fix = np.flatnonzero(binding)
         levels[fix] = t
         free[fix] = False
-        model.set_col_bounds(
-            n_d + fix, np.full(fix.size, t - LEVEL_SLACK * max(1.0, abs(t))), np.full(fix.size, np.inf)
-        )
+        model.set_col_bounds(n_d + fix, np.full(fix.size, t), np.full(fix.size, np.inf))
+        model.set_col_bounds(slack_cols[fix], np.zeros(fix.size), np.full(fix.size, sigma))
         model.set_row_bounds(level_rows[fix], np.full(fix.size, -np.inf), np.full(fix.size, np.inf))
-    return solution.x[:n_d], log, levels
+    log.floor_violation = max(log.floor_violation or 0.0, used * unit)
+    return solution.x[:n_d], log, levels * unit + shift / w
+
+
+def _level_units(C, c0, w):
+    """``(C', c0', K, unit)`` with ``C' d + c0' = (C d + c0 - K) / unit`` for every ``d`` with
+    ``sum(d) = 1`` (each row of ``C`` is centred into ``c0``)."""
+    centre = (C.max(axis=1) + C.min(axis=1)) / 2
+    C, c0 = C - centre[:, None], c0 + centre
+    shift = float(np.median(c0)) if np.all(w == w[0]) else 0.0
+    spread = np.abs(C).max(axis=1) / w
+    unit = float(spread.max()) if spread.max() > 0 else 1.0
+    return C / unit, (c0 - shift) / unit, shift, unit
+
+
+def _solve_round(model, fixed, slack_cols, sigma, log):
+    """Solve one leximin round; while it is infeasible and agents are fixed, widen their
+    floors' slack tenfold (up to :data:`MAX_LEVEL_SLACK`). Returns ``(solution, sigma)``."""
+    while True:
+        try:
+            return log.add(model.solve()), sigma
+        except InfeasibleError:
+            if not fixed.any() or sigma >= MAX_LEVEL_SLACK:
+                raise
+            sigma *= 10
+            cols = slack_cols[fixed]
+            model.set_col_bounds(cols, np.zeros(cols.size), np.full(cols.size, sigma))
 
 
 def _binding(row_duals, rows) -> np.ndarray:
@@ -202,21 +255,18 @@ def _binding(row_duals, rows) -> np.ndarray:
     return np.abs(np.asarray(row_duals)[rows]) > DUAL_TOL
 
 
-def _saturated(model, free, t, n_d, n, log) -> np.ndarray:
+def _saturated(model, free, t, n_d, n, log, t_col, cost) -> np.ndarray:
     """Without usable duals: agent ``i`` is saturated if ``t_i`` cannot exceed ``t`` while
     every free agent keeps level ``t`` (one LP per free agent)."""
-    n_cols = n_d + n + 1
-    model.set_col_bounds([n_cols - 1], [t - LEVEL_SLACK * max(1.0, abs(t))], [np.inf])
+    model.set_col_bounds([t_col], [t - LEVEL_SLACK], [np.inf])
     out = np.zeros(n, bool)
     for i in np.flatnonzero(free):
-        cost = np.zeros(n_cols)
-        cost[n_d + i] = 1.0
-        model.set_cost(cost)
-        out[i] = log.add(model.solve()).x[n_d + i] <= t + LEVEL_SLACK * max(1.0, abs(t))
-    cost = np.zeros(n_cols)
-    cost[-1] = 1.0
+        probe = np.where(cost < 0, cost, 0.0)  # the slack stays priced
+        probe[n_d + i] = 1.0
+        model.set_cost(probe)
+        out[i] = log.add(model.solve()).x[n_d + i] <= t + LEVEL_SLACK
     model.set_cost(cost)
-    model.set_col_bounds([n_cols - 1], [-np.inf], [np.inf])
+    model.set_col_bounds([t_col], [-np.inf], [np.inf])
     return out
 
 

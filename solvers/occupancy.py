@@ -301,6 +301,7 @@ class SolveLog:
     pricings: int = 0
     columns_added: int = 0
     max_gap: float = 0.0  # column generation: largest final optimality gap
+    floor_violation: float | None = None  # leximin: the largest slack a fixed agent's floor used
 
     @property
     def status(self) -> str:
@@ -322,23 +323,27 @@ class SolveLog:
         return solution
 
     def as_dict(self) -> dict:
-        return {
-            "backend": self.backend,
-            "n_solves": self.n_solves,
-            "solve_time": self.solve_time,
-            "build_time": self.build_time,
-            "iterations": self.iterations,
-            "status": self.status if self.statuses else None,
-            "highs_time": self.highs_time,
-        } | (
+        return (
             {
-                "pricing_time": self.pricing_time,
-                "pricings": self.pricings,
-                "columns_added": self.columns_added,
-                "column_generation_gap": self.max_gap,
+                "backend": self.backend,
+                "n_solves": self.n_solves,
+                "solve_time": self.solve_time,
+                "build_time": self.build_time,
+                "iterations": self.iterations,
+                "status": self.status if self.statuses else None,
+                "highs_time": self.highs_time,
             }
-            if self.pricings
-            else {}
+            | ({"max_floor_violation": self.floor_violation} if self.floor_violation is not None else {})
+            | (
+                {
+                    "pricing_time": self.pricing_time,
+                    "pricings": self.pricings,
+                    "columns_added": self.columns_added,
+                    "column_generation_gap": self.max_gap,
+                }
+                if self.pricings
+                else {}
+            )
         )
 
 

@@ -51,6 +51,71 @@ def max_min(R, P, rho, gamma, scale=None, offset=None):
     return -res.fun
 
 
+def ordered_leximin(R, P, rho, gamma, scale=None, offset=None):
+    """The sorted leximin vector of ``u_i = (R_i d - offset_i) / scale_i`` over the polytope,
+    by Ogryczak's ordered outcomes: lexicographically maximise ``theta_k``, the sum of the
+    ``k`` smallest ``u_i``, with ``theta_k(u) = max_r k r - sum_i max(r - u_i, 0)``
+    (Ogryczak and Sliwinski 2006). A different LP from the library's per-agent levels.
+    Returns ``theta_k - theta_{k-1}`` for ``k = 1..n``.
+
+    Each earlier ``theta_j`` is kept at its optimum up to a slack ``s_j <= 1e-6 |theta_j|``
+    priced at 1e4 per unit (so it is used only where the LP's tolerance needs it; a hard
+    tolerance would be spent on raising later levels, which are ill-conditioned)."""
+    n, m = R.shape
+    scale = np.ones(n) if scale is None else np.asarray(scale, float)
+    offset = np.zeros(n) if offset is None else np.asarray(offset, float)
+    U = R / scale[:, None]
+    A_flow, b_flow = dense_polytope(P, rho, gamma)
+    group = n + 2  # per k: r_k, e_{k, 1..n}, the slack s_k of theta_k's floor
+    n_cols = m + n * group
+    A_eq = np.hstack([A_flow, np.zeros((A_flow.shape[0], n * group))])
+    A_ub, b_ub = [], []
+    for k in range(n):
+        r_col = m + k * group
+        for i in range(n):  # r_k - e_ki - u_i(d) <= 0
+            row = np.zeros(n_cols)
+            row[:m] = -U[i]
+            row[r_col], row[r_col + 1 + i] = 1.0, -1.0
+            A_ub.append(row)
+            b_ub.append(-offset[i] / scale[i])
+    A_ub, b_ub = np.array(A_ub), np.array(b_ub)
+    bounds = [(0, None)] * m + ([(None, None)] + [(0, None)] * n + [(0, 0)]) * n
+    slack_cost = np.zeros(n_cols)
+    theta = []
+    for k in range(n):
+        r_col = m + k * group
+        theta_k = np.zeros(n_cols)
+        theta_k[r_col], theta_k[r_col + 1 : r_col + 1 + n] = k + 1, -1.0
+        res = linprog(slack_cost - theta_k, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_flow, bounds=bounds, method="highs")
+        assert res.status == 0, res.message
+        theta.append(theta_k @ res.x)
+        floor = -theta_k
+        floor[r_col + n + 1] = -1.0  # -theta_k(x) - s_k <= -theta_k*
+        A_ub, b_ub = np.vstack([A_ub, floor]), np.append(b_ub, -theta[-1])
+        bounds[r_col + n + 1] = (0, 1e-6 * max(1.0, abs(theta[-1])))
+        slack_cost[r_col + n + 1] = 1e4
+    return np.diff(np.concatenate([[0.0], theta]))
+
+
+def pareto_gap(R, P, rho, gamma, returns, scale):
+    """The largest total gain ``sum_i (R_i d' - returns_i) / scale_i`` of a point ``d'`` of the
+    polytope that makes no agent worse than ``returns`` (0 when ``returns`` is Pareto optimal).
+    Each floor is relaxed by ``1e-9 * scale_i`` so that a point on the frontier stays feasible."""
+    A_eq, b_eq = dense_polytope(P, rho, gamma)
+    scale = np.asarray(scale, float)
+    res = linprog(
+        -(R / scale[:, None]).sum(axis=0),
+        A_ub=-R,
+        b_ub=-(np.asarray(returns) - 1e-9 * scale),
+        A_eq=A_eq,
+        b_eq=b_eq,
+        bounds=(0, None),
+        method="highs",
+    )
+    assert res.status == 0, res.message
+    return max(0.0, -res.fun - (np.asarray(returns) / scale).sum())
+
+
 def occupancy_by_dense_solve(P, rho, gamma, policy):
     """State-action occupancy of a policy with a unique stationary distribution (gamma = 1)."""
     S = P.shape[0]
