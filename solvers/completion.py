@@ -35,6 +35,10 @@ LEVEL_PRICE = 1e4
 #: A dual value above this marks an agent's floor as binding in every optimum.
 DUAL_TOL = 1e-9
 COMPLETIONS = ("egalitarian", "utilitarian")
+#: A completion raises a rule's floors by at most half this (in units of each agent's return
+#: range): far above solver tolerances and the samples' tie tolerance (1e-6 of the sampled range),
+#: small enough not to move a result in any reported digit.
+MARGIN_CAP = 2e-5
 #: Pareto gaps (sum of normalised improvements) below this count as Pareto optimal.
 PARETO_TOL = 1e-6
 #: The Pareto check's price per unit of normalised return an agent falls short of its
@@ -58,14 +62,19 @@ def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) 
 def threshold_rows(problem: Problem, agents, thresholds, name: str) -> Rows:
     """Rows ``J_i(d) >= t_i`` for ``i`` in ``agents`` over the ``d`` columns.
 
-    Each row is divided by the agent's return range, so the solver's feasibility tolerance
+    A threshold at or below ``min_O J_i`` holds everywhere and gets no row (lower bound
+    ``-inf``), so a completion's margin never moves a point for it. Each row is divided by
+    the agent's return range, so the solver's feasibility tolerance
     (about 1e-7) is relative to the range and stays within the rank tie tolerance of
     :class:`ReturnSamples`.
     """
     agents = np.asarray(agents, dtype=int)
     scale = 1.0 / range_widths(problem)[agents]
     R = problem.reward_matrix[agents] * scale[:, None]
-    return Rows(name, sp.csr_array(R), np.asarray(thresholds, dtype=float) * scale, np.full(agents.size, np.inf))
+    thresholds = np.asarray(thresholds, dtype=float)
+    vacuous = thresholds <= problem.require_ranges().lower[agents]  # every point of O meets it
+    lower = np.where(vacuous, -np.inf, thresholds * scale)
+    return Rows(name, sp.csr_array(R), lower, np.full(agents.size, np.inf))
 
 
 def range_widths(problem: Problem) -> np.ndarray:
@@ -85,18 +94,70 @@ def complete(
 ) -> np.ndarray:
     """A Pareto-optimal point of ``{d in O : rows}`` chosen by ``how`` on normalised returns.
 
+    ``rows`` are a rule's floors in units of each agent's return range (as built by
+    :func:`threshold_rows`). The completion first finds how far inside its floors the region
+    reaches (:func:`region_margin`) and raises every floor by the margin ``m``, so the point it
+    returns is strictly above each threshold whenever the region has an interior, not on it
+    (where solver tolerance could put it a hair below, and its rank one sample short).
+    Raised floors are still upward closed, so the completion stays Pareto optimal.
+
     ``egalitarian``: leximin of the weighted normalised returns; ``utilitarian``: max of
-    their weighted sum. Returns the flattened occupancy.
+    their weighted sum. Returns the flattened occupancy; ``m`` is ``log.region_margin``.
     """
     if how not in COMPLETIONS:
         raise InvalidProblemError(f"`completion` must be one of {', '.join(COMPLETIONS)}; got {how!r}")
     log = log if log is not None else SolveLog(backend)
+    margin = region_margin(problem, rows, backend=backend, time_limit=time_limit, log=log)
+    log.region_margin = margin if log.region_margin is None else min(log.region_margin, margin)
+    rows = [Rows(r.name, r.A, r.lower + margin, r.upper) for r in rows]
     C, c0 = utilities(problem, normalize=True)
     if how == "egalitarian":
         d, _, _ = leximin(problem, C, c0, rows=rows, backend=backend, time_limit=time_limit, log=log)
         return d
     lp = occupancy_program(problem, problem.weights @ C, name="utilitarian completion", maximize=True, rows=list(rows))
     return log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).x
+
+
+def region_margin(
+    problem: Problem, rows: list[Rows], *, backend: str = "highs", time_limit: float | None = None, log: SolveLog
+) -> float:
+    """The margin a completion keeps: ``min(s*/2, MARGIN_CAP/2)`` (0 if ``s* <= 0``), with
+
+    .. math:: s^* = \\max_{d \\in O,\\, s \\le \\mathrm{MARGIN\\_CAP}} s \\quad\\text{s.t.}\\quad A d - s \\ge \\ell
+
+    over every row with a finite lower bound ``l`` (rows in return-range units). Half of
+    ``s*`` keeps the completion room to choose; the cap keeps the point within ``MARGIN_CAP``
+    of the rule's own region, while staying above the samples' tie tolerance (``TIE_TOL``).
+    """
+    blocks, lowers = [], []
+    for r in rows:
+        finite = np.isfinite(r.lower)
+        blocks.append(sp.csr_array(r.A)[np.flatnonzero(finite)])
+        lowers.append(r.lower[finite])
+    if not blocks or sum(b.shape[0] for b in blocks) == 0:
+        return 0.0
+    A = sp.vstack(blocks, format="csr")
+    n_d = problem.mdp.n_state_actions
+    floors = Rows(
+        "margin to the rule's floors",
+        sp.hstack([A, -np.ones((A.shape[0], 1))], format="csr"),
+        np.concatenate(lowers),
+        np.full(A.shape[0], np.inf),
+    )
+    cost = np.zeros(n_d + 1)
+    cost[-1] = 1.0
+    lp = occupancy_program(
+        problem,
+        cost,
+        name="completion margin",
+        maximize=True,
+        extra_cols=1,
+        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
+        col_upper=np.concatenate([np.full(n_d, np.inf), [MARGIN_CAP]]),
+        rows=[floors],
+    )
+    best = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).objective
+    return float(min(max(best, 0.0), MARGIN_CAP) / 2)
 
 
 def pareto_improvement(

@@ -302,6 +302,7 @@ class SolveLog:
     columns_added: int = 0
     max_gap: float = 0.0  # column generation: largest final optimality gap
     floor_violation: float | None = None  # leximin: the largest slack a fixed agent's floor used
+    region_margin: float | None = None  # completion: how far above the rule's floors it stayed
 
     @property
     def status(self) -> str:
@@ -334,6 +335,7 @@ class SolveLog:
                 "highs_time": self.highs_time,
             }
             | ({"max_floor_violation": self.floor_violation} if self.floor_violation is not None else {})
+            | ({"region_margin": self.region_margin} if self.region_margin is not None else {})
             | (
                 {
                     "pricing_time": self.pricing_time,

@@ -28,12 +28,6 @@ from policyagg.solvers.completion import COMPLETIONS, complete, threshold_rows
 from policyagg.solvers.occupancy import occupancy_program
 from policyagg.solvers.registry import RuleCall, choice, number, per_agent, register_rule
 
-#: Each threshold is raised by ``min(THRESHOLD_MARGIN * (max_O J_k - min_O J_k), gap_k / 2)``
-#: with ``gap_k`` the distance from ``theta_k`` to agent ``k``'s lowest surviving sample: the
-#: region keeps every survivor (so it stays non-empty) while an LP solution that sits on the
-#: threshold up to solver tolerance still does not fall below the vetoed samples.
-THRESHOLD_MARGIN = 1e-6
-
 
 @register_rule(
     "pvc",
@@ -77,9 +71,9 @@ def proportional_veto_core(
     rule and the families involved. Indifferent (flat-range) agents veto like everybody else
     but get no row: their return is the same everywhere on ``O``.
 
-    Each threshold is raised by a tiny margin (:data:`THRESHOLD_MARGIN`, at most half the gap
-    to the agent's lowest survivor, so every survivor stays in ``R``) so that solver tolerance
-    cannot put ``J_k(d)`` just below a vetoed sample.
+    The completion keeps a margin above every threshold wherever ``R`` has an interior
+    (:func:`~policyagg.solvers.completion.complete`), so that solver tolerance cannot put
+    ``J_k(d)`` just below a vetoed sample.
 
     **Completion.** ``R`` is upward closed, so the leximin (``"egalitarian"``) or utilitarian
     completion of normalised returns inside ``R`` is Pareto optimal in ``O``.
@@ -124,10 +118,7 @@ def proportional_veto_core(
     m = min(math.ceil((1.0 - eps) * N / n - 1e-9), (N - 1) // n)
     thresholds, survivors = sequential_veto(samples.values, m, veto_order)
 
-    ranges = problem.require_ranges()
-    lowest_survivor = samples.values[survivors].min(axis=0)
-    lift = np.minimum(THRESHOLD_MARGIN * ranges.width, (lowest_survivor - thresholds) / 2)
-    lower = np.where(ranges.flat, -np.inf, thresholds + np.maximum(lift, 0.0))
+    lower = np.where(problem.require_ranges().flat, -np.inf, thresholds)
     region = [threshold_rows(problem, np.arange(n), lower, "veto thresholds")]
 
     # feasibility first, under the rule's own name: an empty region is reported as the PVC's

@@ -45,13 +45,13 @@ def test_bandit_by_hand_region_binds():
     # J = (p, 3 (1 - p)); samples p = .55, .60, ..., .85 (N = 7), n = 2, eps = 0:
     # m = min(ceil(7/2), floor(6/2)) = 3. Agent 0 vetoes p = .55, .60, .65 -> theta_0 = .65;
     # agent 1 vetoes p = .85, .80, .75 -> theta_1 = 3 * .25 = .75 (p <= .75); p = .70 survives.
-    # Leximin of (p, 1 - p) inside p in [.65, .75] is p = .65 (plus the 1e-6 margin).
+    # Leximin of (p, 1 - p) inside p in [.65, .75] is p = .65 (plus the completion's margin).
     problem = solvers.with_ranges(bandit())
     samples = bandit_samples(problem, [0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85])
     result = proportional_veto_core(problem, samples)
     np.testing.assert_allclose(result.diagnostics["thresholds"], [0.65, 0.75], atol=1e-12)
     assert result.diagnostics["veto_size"] == 3 and result.diagnostics["n_survivors"] == 1
-    np.testing.assert_allclose(result.returns, [0.65, 1.05], atol=1e-5)
+    np.testing.assert_allclose(result.returns, [0.65, 1.05], atol=5e-5)
     assert result.returns[0] > 0.65  # the vetoed sample at .65 is not strictly preferred ...
     # ... so only T = {0} counts: it strictly prefers p = .70, .75, .80, .85: 4/7 - 1/2 = 1/14
     assert result.report["pvc_epsilon"] == pytest.approx(1 / 14, abs=1e-12)
