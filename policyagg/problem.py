@@ -33,9 +33,9 @@ class ReturnRanges:
 
     @property
     def flat(self) -> NDArray[np.bool_]:
-        """Agents whose return is (numerically) the same on the whole polytope."""
-        scale = np.maximum(1.0, np.maximum(np.abs(self.lower), np.abs(self.upper)))
-        return self.width <= FLAT_RANGE * scale
+        """Agents whose return is (numerically) the same on the whole polytope: a range of at
+        most ``FLAT_RANGE`` of the return's magnitude (relative, so any reward scale agrees)."""
+        return self.width <= FLAT_RANGE * np.maximum(np.abs(self.lower), np.abs(self.upper))
 
     def normalize(self, returns: ArrayLike) -> NDArray[np.float64]:
         """``(J_i - min_O J_i) / (max_O J_i - min_O J_i)``; 1 for indifferent agents. Shape (..., n)."""

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
-from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, utilities
+from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
 from policyagg.solvers.registry import RuleCall, flag, integer, number, per_agent, register_rule
 
 #: Tangent points of the first Nash round, in normalised-return units.
@@ -62,7 +62,7 @@ def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
         model = make_model(lp, backend=backend, time_limit=time_limit)
         best = np.empty_like(R)
         for i in range(problem.n_agents):
-            model.set_cost(R[i])
+            model.set_cost(unit_cost(R[i]))
             best[i] = np.clip(log.add(model.solve()).x, 0.0, None)
     else:
         best = problem.require_ranges().best

@@ -349,6 +349,14 @@ class SolveLog:
         )
 
 
+def unit_cost(cost) -> np.ndarray:
+    """``cost / max |cost|`` (unchanged if all zero): the same maximisers at any reward scale,
+    while an objective of order 1e-12 or 1e12 would meet the solver's absolute tolerances."""
+    cost = np.asarray(cost, dtype=float)
+    top = float(np.abs(cost).max(initial=0.0))
+    return cost / top if top > 0 else cost
+
+
 def return_ranges(problem: Problem, *, backend: str = "highs", time_limit: float | None = None) -> ReturnRanges:
     """``min_O J_i`` and ``max_O J_i`` for every agent (two LPs each, one warm model).
 
@@ -365,7 +373,7 @@ def return_ranges(problem: Problem, *, backend: str = "highs", time_limit: float
     best, worst = np.empty((n, n_d)), np.empty((n, n_d))
     for i in range(n):
         for sign, values, points in ((1.0, upper, best), (-1.0, lower, worst)):
-            model.set_cost(sign * R[i])  # maximise J_i, then maximise -J_i
+            model.set_cost(sign * unit_cost(R[i]))  # maximise J_i, then maximise -J_i
             solution = model.solve()
             points[i] = np.clip(solution.x, 0.0, None)
             values[i] = R[i] @ points[i]

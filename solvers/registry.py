@@ -40,7 +40,15 @@ from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from policyagg.solvers.completion import finish, require_samples
 from policyagg.solvers.lp import BACKENDS, LPSolution
-from policyagg.solvers.occupancy import SolveLog, call_pool, decomposition, make_model, occupancy_program, prepare
+from policyagg.solvers.occupancy import (
+    SolveLog,
+    call_pool,
+    decomposition,
+    make_model,
+    occupancy_program,
+    prepare,
+    unit_cost,
+)
 
 #: A public rule: ``rule(problem, samples=None, **options) -> Result``.
 Rule = Callable[..., Result]
@@ -292,7 +300,7 @@ class RuleCall:
     def maximize(self, cost: np.ndarray, *, name: str | None = None) -> np.ndarray:
         """A maximiser ``d`` of ``cost @ d`` over the occupancy polytope and the problem's
         constraints (one LP named ``name``, default the rule's)."""
-        program = occupancy_program(self.problem, cost, name=name or self.spec.name, maximize=True)
+        program = occupancy_program(self.problem, unit_cost(cost), name=name or self.spec.name, maximize=True)
         d: np.ndarray = self.solve(program).x
         return d
 

@@ -126,3 +126,44 @@ def test_infeasible_user_constraints_still_raise():
     for normalize in (False, True):
         with pytest.raises(InfeasibleError, match="return floor"):
             solvers.egalitarian(problem, normalize=normalize, constraints=constraints)
+
+
+# ------------------------------------------------------------------ one scale for everything (item 6)
+SCALE_RULES = {
+    "utilitarian": {},
+    "egalitarian": {},
+    "approval": {"alpha": 0.8},
+    "borda": {"fallback": "milp"},
+    "max_quantile": {},
+    "proportional_veto_core": {},
+    "nash_welfare": {},
+    "random_dictator": {},
+    "generalized_gini": {},
+}
+
+
+@pytest.mark.parametrize("exponent", [-12, -9, -6, -3, 3, 6, 9, 12])
+def test_rewards_scaled_by_any_power_of_ten_give_the_same_normalised_results(exponent):
+    """Rewards and samples times 10^k: the same normalised returns for every rule (README's promise)."""
+    from policyagg import ReturnSamples
+
+    base = random_problem(5, 2, seed=exponent % 7)
+    samples = sample_returns(base, 300, measure="policy", rng=0)
+    factor = 10.0**exponent
+    scaled = solvers.with_ranges(Problem(base.mdp, base.rewards * factor))
+    scaled_samples = ReturnSamples(samples.values * factor, measure="policy")
+    assert not scaled.require_ranges().flat.any()
+    for rule, options in SCALE_RULES.items():
+        expected = getattr(solvers, rule)(base, samples, **options)
+        got = getattr(solvers, rule)(scaled, scaled_samples, **options)
+        np.testing.assert_allclose(got.normalized, expected.normalized, atol=1e-6, err_msg=rule)
+        assert got.report["pareto_optimal"], rule
+
+
+def test_a_constant_reward_is_flat_at_any_scale_and_a_tiny_one_is_not():
+    problem = random_problem(3, 2, seed=1)
+    rewards = problem.rewards.copy()
+    rewards[0] = 1e-12 * rewards[0]  # tiny but informative
+    rewards[1] = 5e-13  # constant: indifferent
+    ranges = solvers.with_ranges(Problem(problem.mdp, rewards)).require_ranges()
+    assert ranges.flat.tolist() == [False, True, False]
