@@ -55,8 +55,9 @@ DEFAULT_TIME_LIMIT = 120.0
 BASELINE = "utilitarian"
 #: The configuration whose environment, agents and measure are benchmarked.
 CONFIG = CONFIGS / "attention-b.toml"
-#: Diagnostics that hold a gap, in the order they are looked for.
-GAP_KEYS = ("column_generation_gap", "mip_gap", "gap")
+#: Diagnostics that hold a gap, in the order they are looked for, and what the table calls them
+#: (``gap`` is the rule's own, e.g. nash_welfare's log-welfare gap of its tangent cuts).
+GAP_KEYS = {"column_generation_gap": "column-generation gap", "mip_gap": "MIP gap", "gap": "diagnostics['gap']"}
 #: Characters of an error message or warning kept in the table.
 MESSAGE_CHARS = 200
 
@@ -106,11 +107,11 @@ def rule_names(rules: Sequence[str] | None = None) -> tuple[str, ...]:
 
 
 def _gap(diagnostics: dict[str, Any]) -> tuple[float | None, str]:
-    """The first gap recorded in ``diagnostics`` (value, key), or ``(None, "")``."""
-    for key in GAP_KEYS:
+    """The first gap recorded in ``diagnostics`` (value, its name in :data:`GAP_KEYS`), or ``(None, "")``."""
+    for key, label in GAP_KEYS.items():
         value = diagnostics.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value), key
+            return float(value), label
     return None, ""
 
 
@@ -134,7 +135,7 @@ def time_rule(name: str, problem: Problem, samples: ReturnSamples, *, time_limit
             incumbent_gap = getattr(exc.solution, "mip_gap", None)
             row |= {"status": "time-limit", "error": f"{type(exc).__name__}: {_short(str(exc))}"}
             if incumbent_gap is not None:
-                row |= {"gap": float(incumbent_gap), "gap_kind": "mip_gap of the incumbent"}
+                row |= {"gap": float(incumbent_gap), "gap_kind": "MIP gap of the incumbent"}
         except Exception as exc:  # the benchmark reports any failure and goes on
             seconds = time.perf_counter() - start
             row |= {"status": f"error: {type(exc).__name__}", "error": _short(str(exc))}
@@ -243,7 +244,12 @@ def bench_agents(
         start = time.perf_counter()
         samples = agents_samples(problem, n_samples, seed=seed, workers=workers)
         report["setup"].append(
-            {"agents": n, "problem_seconds": problem_seconds, "sampling_seconds": time.perf_counter() - start}
+            {
+                "agents": n,
+                "problem_seconds": problem_seconds,
+                "sampling_seconds": time.perf_counter() - start,
+                "load_average": os.getloadavg()[0],  # other jobs on the machine slow every figure
+            }
         )
         baseline = None
         for name in names:
@@ -285,10 +291,10 @@ CSV_COLUMNS = (
 def agents_csv(report: dict[str, Any]) -> str:
     """The report's rows as CSV (:data:`CSV_COLUMNS`), with each size's set-up seconds."""
     setup = {s["agents"]: s for s in report["setup"]}
-    header = [*CSV_COLUMNS, "problem_seconds", "sampling_seconds"]
+    header = [*CSV_COLUMNS, "problem_seconds", "sampling_seconds", "load_average"]
     rows = [
         [row.get(c, "") if row.get(c) is not None else "" for c in CSV_COLUMNS]
-        + [setup[row["agents"]]["problem_seconds"], setup[row["agents"]]["sampling_seconds"]]
+        + [setup[row["agents"]][key] for key in ("problem_seconds", "sampling_seconds", "load_average")]
         for row in report["rows"]
     ]
     buffer = io.StringIO()
@@ -310,7 +316,7 @@ def format_agents(report: dict[str, Any]) -> str:
     for s in report["setup"]:
         lines.append(
             f"- {s['agents']} agents: problem and return ranges {s['problem_seconds']:.1f} s, "
-            f"samples {s['sampling_seconds']:.1f} s"
+            f"samples {s['sampling_seconds']:.1f} s, load average {s['load_average']:.1f}"
         )
     lines += [
         "",
