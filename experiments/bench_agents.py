@@ -23,6 +23,7 @@ import io
 import json
 import multiprocessing
 import os
+import resource
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -58,6 +59,10 @@ CONFIG = CONFIGS / "attention-b.toml"
 #: Diagnostics that hold a gap, in the order they are looked for, and what the table calls them
 #: (``gap`` is the rule's own, e.g. nash_welfare's log-welfare gap of its tangent cuts).
 GAP_KEYS = {"column_generation_gap": "column-generation gap", "mip_gap": "MIP gap", "gap": "diagnostics['gap']"}
+#: Share of the memory available at the start that each rule's process may address (its
+#: ``RLIMIT_AS``), so that one rule's model cannot exhaust the machine (the OWA LP of
+#: generalized_gini grows as n^2 S A).
+MEMORY_SHARE = 0.5
 #: Characters of an error message or warning kept in the table.
 MESSAGE_CHARS = 200
 
@@ -66,6 +71,12 @@ def kill_after(time_limit: float) -> float:
     """Seconds after which a rule's process is killed: ``1.25 T + 5``, so that a solve stopped
     by its own limit ``T`` can still return its incumbent and the result be assembled."""
     return 1.25 * time_limit + 5.0
+
+
+def default_memory_limit_mb() -> float:
+    """:data:`MEMORY_SHARE` of the memory available now, in MB."""
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return MEMORY_SHARE * available / 2**20
 
 
 def agents_problem(n_agents: int, *, seed: int = 0, n_sites: int = 5, n_phases: int = 3) -> Problem:
@@ -153,9 +164,12 @@ def time_rule(name: str, problem: Problem, samples: ReturnSamples, *, time_limit
     }
 
 
-def _child(send: Any, task: Callable[[], dict[str, Any]]) -> None:
+def _child(send: Any, task: Callable[[], dict[str, Any]], memory_limit_mb: float | None) -> None:
     _worker_init()  # die with the parent
     try:
+        if memory_limit_mb is not None:  # allocations beyond it fail (MemoryError) instead of exhausting the machine
+            limit = int(memory_limit_mb * 2**20)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(resource.RLIMIT_AS)[1]))
         with threadpool_limits(limits=1, user_api="blas"):
             row = task()
     except BaseException as exc:  # anything time_rule did not catch: report it
@@ -164,17 +178,20 @@ def _child(send: Any, task: Callable[[], dict[str, Any]]) -> None:
     send.close()
 
 
-def in_fresh_process(task: Callable[[], dict[str, Any]], *, kill_after_seconds: float) -> dict[str, Any]:
+def in_fresh_process(
+    task: Callable[[], dict[str, Any]], *, kill_after_seconds: float, memory_limit_mb: float | None = None
+) -> dict[str, Any]:
     """``task()`` (a dict of JSON values) run in a forked process that starts with only this
     process's memory, so its peak RSS is the task's own plus what it inherited; killed after
-    ``kill_after_seconds`` (then ``{"status": "time-limit", "killed": True, ...}``)."""
+    ``kill_after_seconds`` (then ``{"status": "time-limit", "killed": True, ...}``); its
+    address space limited to ``memory_limit_mb`` (``None``: no limit)."""
     if not processes_available():
         raise InvalidProblemError(
             "`policyagg bench agents` runs each rule in a forked process; this platform lacks fork"
         )
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(send, task), daemon=True)
+    process = context.Process(target=_child, args=(send, task, memory_limit_mb), daemon=True)
     start = time.perf_counter()
     process.start()
     send.close()
@@ -186,7 +203,8 @@ def in_fresh_process(task: Callable[[], dict[str, Any]], *, kill_after_seconds: 
                 process.join()
                 return {
                     "status": "error: crashed",
-                    "error": f"the rule's process ended with exit code {process.exitcode} and no result",
+                    "error": f"the rule's process ended with exit code {process.exitcode} and no result"
+                    + ("" if memory_limit_mb is None else f" (its memory limit: {memory_limit_mb:.0f} MB)"),
                     "seconds": time.perf_counter() - start,
                 }
         process.kill()
@@ -211,13 +229,15 @@ def bench_agents(
     n_sites: int = 5,
     n_phases: int = 3,
     workers: int | None = None,
+    memory_limit_mb: float | None = None,
     out: str | os.PathLike[str] | None = None,
     progress: bool | None = False,
 ) -> dict[str, Any]:
     """Every rule in ``rules`` (default: every registered rule, default options) on experiment
     (b) with each number of agents in ``agent_counts``; see the module docstring.
 
-    ``workers`` processes draw the samples; the rules run one at a time. With ``out``, the
+    ``workers`` processes draw the samples; the rules run one at a time, each with its address
+    space limited to ``memory_limit_mb`` (default :func:`default_memory_limit_mb`). With ``out``, the
     tables :func:`write_agents` writes are rewritten (atomically) after every rule, so an
     interrupted run keeps what it measured. ``progress``: ``None`` or ``True`` shows a bar."""
     counts = [check_count("agent_counts", n) for n in agent_counts]
@@ -227,11 +247,16 @@ def bench_agents(
         raise InvalidProblemError(f"`time_limit` must be a positive number of seconds; got {time_limit!r}")
     n_samples = check_count("n_samples", n_samples)
     names = rule_names(rules)
+    if memory_limit_mb is None:
+        memory_limit_mb = default_memory_limit_mb()
+    elif isinstance(memory_limit_mb, bool) or not isinstance(memory_limit_mb, (int, float)) or not memory_limit_mb > 0:
+        raise InvalidProblemError(f"`memory_limit_mb` must be a positive number of MB; got {memory_limit_mb!r}")
     report: dict[str, Any] = {
         "model": f"attention {n_sites} sites x {n_phases} phases, experiment (b) agents (attention-b.toml), seed {seed}",
         "samples": n_samples,
         "time_limit": float(time_limit),
         "kill_after": kill_after(time_limit),
+        "memory_limit_mb": memory_limit_mb,
         "setup": [],
         "rows": [],
     }
@@ -257,6 +282,7 @@ def bench_agents(
             row = in_fresh_process(
                 partial(time_rule, name, problem, samples, time_limit=time_limit),
                 kill_after_seconds=kill_after(time_limit),
+                memory_limit_mb=memory_limit_mb,
             )
             if name == BASELINE and not str(row["status"]).startswith("error") and not row.get("killed"):
                 baseline = row["seconds"]
@@ -310,7 +336,8 @@ def format_agents(report: dict[str, Any]) -> str:
     """The report as Markdown: a line of set-up times per size, then one table row per (n, rule)."""
     lines = [
         f"{report['model']}; {report['samples']} sampled policies per size; time limit "
-        f"{report['time_limit']:g} s per solve, a rule killed after {report['kill_after']:g} s",
+        f"{report['time_limit']:g} s per solve, a rule killed after {report['kill_after']:g} s; "
+        f"each rule's address space limited to {report['memory_limit_mb']:.0f} MB",
         "",
     ]
     for s in report["setup"]:

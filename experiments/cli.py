@@ -260,6 +260,7 @@ def _bench_agents(args) -> None:
         n_sites=args.sites,
         n_phases=args.phases,
         workers=args.workers,
+        memory_limit_mb=args.memory_limit,
         out=args.out,
         progress=None,
     )
@@ -540,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="agents: each rule's time_limit (seconds per LP/MILP solve); a rule still running after "
         "1.25 x this + 5 s is killed and reported as time-limit (default: 120)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="agents: each rule's address-space limit; beyond it the rule fails with MemoryError "
+        "(default: half the memory available at the start)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"

@@ -119,3 +119,15 @@ def test_each_process_reports_its_own_peak_memory():
     small = in_fresh_process(partial(_allocate, 1), kill_after_seconds=60)
     assert big["peak_rss_mb"] - big["start_rss_mb"] >= 190
     assert small["peak_rss_mb"] < big["peak_rss_mb"] - 150  # the big one's memory did not carry over
+
+
+def _address_space_mb() -> float:
+    with open("/proc/self/status") as handle:
+        status = dict(line.split(":", 1) for line in handle)
+    return int(status["VmSize"].split()[0]) / 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_a_rule_past_its_memory_limit_fails_with_memory_error():
+    row = in_fresh_process(partial(_allocate, 2000), kill_after_seconds=60, memory_limit_mb=_address_space_mb() + 300)
+    assert row["status"] == "error: MemoryError"
