@@ -101,7 +101,40 @@ def _bench(args) -> None:
         "rules": _bench_rules,
         "scale": _bench_scale,
         "volume": _bench_volume,
+        "agents": _bench_agents,
     }[args.target](args)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``"5,10,30"`` -> ``(5, 10, 30)``: positive integers separated by commas."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, e.g. 5,10,30; got {text!r}")
+    return counts
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"utilitarian,egalitarian"`` -> ``("utilitarian", "egalitarian")``."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected rule names separated by commas; got {text!r}")
+    return names
+
+
+def _one_agent_count(args) -> int:
+    """``--agents`` for the benchmarks of one problem: a single number (default 10)."""
+    if args.agents is None:
+        return 10
+    if len(args.agents) != 1:
+        from policyagg.errors import InvalidProblemError
+
+        raise InvalidProblemError(
+            f"`bench {args.target} --agents` takes one number; got {','.join(map(str, args.agents))}"
+        )
+    return args.agents[0]
 
 
 def _rss(report) -> str:
@@ -168,7 +201,7 @@ def _bench_scale(args) -> None:
             bench_scale(
                 n_sites=args.sites,
                 n_phases=args.phases,
-                n_agents=args.agents,
+                n_agents=_one_agent_count(args),
                 n_samples=args.samples or 20_000,
                 samples_path=args.samples_file,
                 workers=args.workers,
@@ -200,7 +233,11 @@ def _bench_rules(args) -> None:
     from policyagg.experiments.bench import bench_rules
 
     report = bench_rules(
-        n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, n_samples=args.samples or 100_000, progress=None
+        n_sites=args.sites,
+        n_phases=args.phases,
+        n_agents=_one_agent_count(args),
+        n_samples=args.samples or 100_000,
+        progress=None,
     )
     base = report["baseline_seconds"]
     print(report["model"])
@@ -209,6 +246,27 @@ def _bench_rules(args) -> None:
     for label, row in report["rules"].items():
         print(f"  {label:<20} {row['seconds']:>8.3f} {row['seconds'] / base:>9.1f} {row['solves']!s:>9}")
     print(_rss(report))
+
+
+def _bench_agents(args) -> None:
+    from policyagg.experiments.bench_agents import AGENT_COUNTS, DEFAULT_SAMPLES, bench_agents, format_agents
+
+    report = bench_agents(
+        agent_counts=args.agents or AGENT_COUNTS,
+        rules=args.rules,
+        n_samples=args.samples or DEFAULT_SAMPLES,
+        seed=args.seed,
+        time_limit=args.time_limit,
+        n_sites=args.sites,
+        n_phases=args.phases,
+        workers=args.workers,
+        memory_limit_mb=args.memory_limit,
+        out=args.out,
+        progress=None,
+    )
+    print(format_agents(report))
+    if args.out is not None:
+        print(f"written to {Path(args.out) / 'bench-agents.csv'} and bench-agents.md")
 
 
 def _rules(args) -> None:
@@ -396,15 +454,19 @@ def build_parser() -> argparse.ArgumentParser:
         "  growth   sampler cost per sample on 3..--sites sites, against the non-zeros of P\n"
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    LP rules on the 8-site model (6561 states) with real `policy` samples\n"
-        "  volume   effective samples/s of the volume measure vs plain hit-and-run",
+        "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
+        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
         "  policyagg bench scale --samples 2000\n"
         "  policyagg bench growth --sites 6\n"
         "  policyagg bench scale --sites 6 --samples 2000\n"
         "  policyagg bench scale --samples-file results/experiment-b-seed0/samples.npz\n"
-        "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)",
+        "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)\n"
+        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench",
     )
-    p.add_argument("target", choices=["sampler", "growth", "rules", "scale", "volume"], help="the benchmark to run")
+    p.add_argument(
+        "target", choices=["sampler", "growth", "rules", "scale", "volume", "agents"], help="the benchmark to run"
+    )
     p.add_argument(
         "--sites",
         type=int,
@@ -414,7 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--phases", type=int, default=3, metavar="N", help="phases per site (default: 3)")
     p.add_argument(
-        "--agents", type=int, default=10, metavar="N", help="agents in experiment b (rules, scale; default: 10)"
+        "--agents",
+        type=_counts,
+        default=None,
+        metavar="N[,N...]",
+        help="agents in experiment b: rules, scale: one number (default: 10); agents: the numbers to time, "
+        "separated by commas (default: 5,10,30,100,300,1000)",
     )
     p.add_argument(
         "--samples",
@@ -422,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
-        "scale 20000, volume 4000)",
+        "scale 20000, volume 4000, agents 2000 per number of agents)",
     )
     p.add_argument(
         "--samples-file",
@@ -456,7 +523,41 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="worker processes (default: the usable cores, at most 4; growth: 1)",
+        help="worker processes (default: the usable cores, at most 4; growth: 1; agents: for the sampling, "
+        "the rules run one at a time)",
+    )
+    p.add_argument(
+        "--rules",
+        type=_names,
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="agents: the registered rules to time, separated by commas (default: every one; utilitarian, "
+        "the baseline, is always run)",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="agents: each rule's time_limit (seconds per LP/MILP solve); a rule still running after "
+        "1.25 x this + 5 s is killed and reported as time-limit (default: 120)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        metavar="MB",
+        help="agents: each rule's address-space limit; beyond it the rule fails with MemoryError "
+        "(default: half the memory available at the start)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="agents: write bench-agents.csv and bench-agents.md here, rewritten after every rule (default: print only)",
     )
     p.set_defaults(run=_bench)
 

@@ -137,7 +137,7 @@ def test_cli_measure_names_are_the_measures():
 
 def test_bench_defaults_are_the_ones_the_help_states(monkeypatch):
     """`bench --samples` claimed 10000 for the sampler, which runs 20000."""
-    from policyagg.experiments import bench, bench_scale, bench_volume
+    from policyagg.experiments import bench, bench_agents, bench_scale, bench_volume
     from policyagg.experiments.cli import build_parser
 
     seen = {}
@@ -153,13 +153,24 @@ def test_bench_defaults_are_the_ones_the_help_states(monkeypatch):
     monkeypatch.setattr(bench, "bench_rules", record("rules"))
     monkeypatch.setattr(bench_scale, "bench_scale", record("scale"))
     monkeypatch.setattr(bench_volume, "bench_volume", record("volume"))
-    for target in ("sampler", "rules", "scale", "volume"):
+    monkeypatch.setattr(bench_agents, "bench_agents", record("agents"))
+    for target in ("sampler", "rules", "scale", "volume", "agents"):
         with pytest.raises(SystemExit):
             main(["bench", target])
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["bench"]
     text = next(a for a in sub._actions if a.dest == "samples").help
-    for target in ("sampler", "rules", "scale", "volume"):
+    for target in ("sampler", "rules", "scale", "volume", "agents"):
         assert f"{target} {seen[target]['n_samples']}" in text
+    assert seen["agents"]["agent_counts"] == bench_agents.AGENT_COUNTS
+    assert seen["agents"]["time_limit"] == bench_agents.DEFAULT_TIME_LIMIT
+
+
+def test_bench_agents_takes_lists_and_the_other_benches_one_number(capsys):
+    assert main(["bench", "rules", "--agents", "3,4"]) == 2
+    assert "takes one number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "agents", "--agents", "5,x"])
+    assert "positive integers separated by commas" in capsys.readouterr().err
 
 
 def write_tiny_toml(path, output):
