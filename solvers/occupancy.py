@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, PolicyEvaluationError
+from policyagg.planning import PolicyIteration
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem, ReturnRanges
 from policyagg.solvers.lp import BACKENDS, HighsModel, LinearProgram, LPModel, LPSolution, worst_status
@@ -357,27 +358,58 @@ def unit_cost(cost) -> np.ndarray:
     return cost / top if top > 0 else cost
 
 
-def return_ranges(problem: Problem, *, backend: str = "highs", time_limit: float | None = None) -> ReturnRanges:
-    """``min_O J_i`` and ``max_O J_i`` for every agent (two LPs each, one warm model).
+#: Policy iteration's optimum counts as certified when its bound is within this of its value
+#: (objectives divided by their largest entry, so values lie in [-1, 1]).
+RANGE_CERTIFICATE_TOL = 1e-9
 
-    The range is over the whole polytope ``O``, without the problem's extra constraints:
-    normalisation describes the agent's preferences (like the samples, which are drawn
-    from ``O``), while constraints restrict what a rule may choose.
+
+def return_ranges(problem: Problem, *, backend: str = "highs", time_limit: float | None = None) -> ReturnRanges:
+    """``min_O J_i`` and ``max_O J_i`` for every agent, with an occupancy attaining each.
+
+    Each is one planning problem ``max_{d in O} ±r_i @ d``, solved by policy iteration
+    (:class:`~policyagg.planning.PolicyIteration`, warm from the previous agent's policy), which
+    is exact when its certificate (an upper bound from a potential, the LP dual) meets the
+    policy's value; any other is solved by the LP (one warm model). The range is over the
+    whole polytope ``O``, without the problem's extra constraints: normalisation describes
+    the agent's preferences (like the samples, which are drawn from ``O``), while
+    constraints restrict what a rule may choose. ``diagnostics`` of a rule do not include
+    this step; ``problem.ranges`` is computed once.
     """
     check_backend(backend)
     R = problem.reward_matrix
-    lp = occupancy_program(problem, R[0], name="return range", maximize=True, with_constraints=False)
-    model = make_model(lp, backend=backend, time_limit=time_limit)
     n, n_d = R.shape
     lower, upper = np.empty(n), np.empty(n)
     best, worst = np.empty((n, n_d)), np.empty((n, n_d))
+    planners = {1.0: PolicyIteration(problem.mdp), -1.0: PolicyIteration(problem.mdp)}  # each warm across agents
+    model = None
     for i in range(n):
         for sign, values, points in ((1.0, upper, best), (-1.0, lower, worst)):
-            model.set_cost(sign * unit_cost(R[i]))  # maximise J_i, then maximise -J_i
-            solution = model.solve()
-            points[i] = np.clip(solution.x, 0.0, None)
+            cost = sign * unit_cost(R[i])  # maximise J_i, then maximise -J_i
+            d = _certified_optimum(planners[sign], cost)
+            if d is None:
+                if model is None:
+                    lp = occupancy_program(problem, cost, name="return range", maximize=True, with_constraints=False)
+                    model = make_model(lp, backend=backend, time_limit=time_limit)
+                model.set_cost(cost)
+                d = model.solve().x
+            points[i] = np.clip(d, 0.0, None)
             values[i] = R[i] @ points[i]
     return ReturnRanges(lower=lower, upper=np.maximum(upper, lower), best=best, worst=worst)
+
+
+def _certified_optimum(planner: PolicyIteration, cost: np.ndarray) -> np.ndarray | None:
+    """The occupancy of policy iteration's optimum of ``cost @ d``, or ``None`` if uncertified."""
+    try:
+        result = planner.run(cost)
+    except PolicyEvaluationError:
+        return None
+    planner.policy = result.policy  # the next agent's start
+    S, A = planner.S, planner.A
+    d = np.zeros(S * A)
+    d[np.arange(S) * A + result.policy] = result.mu
+    if not result.bound - cost @ d <= RANGE_CERTIFICATE_TOL:
+        return None
+    return d
 
 
 def with_ranges(problem: Problem, **options) -> Problem:

@@ -42,6 +42,24 @@ def test_return_ranges_by_hand():
     np.testing.assert_allclose(ranges.upper, [0.5, 1.0], atol=1e-9)  # move then stay; stay forever
 
 
+@settings(max_examples=40, deadline=None)
+@given(random_problems(max_states=5, max_agents=3))
+def test_return_ranges_equal_the_lp(problem):
+    """Policy iteration's certified optima against the dense LP of tests/reference.py
+    (discounted, average-reward and multichain random MDPs)."""
+    ranges = solvers.return_ranges(problem)
+    mdp, R = problem.mdp, problem.reward_matrix
+    for i in range(problem.n_agents):
+        top, _ = lp_max(R[i], mdp.P_dense, mdp.rho, mdp.gamma)
+        bottom, _ = lp_max(-R[i], mdp.P_dense, mdp.rho, mdp.gamma)
+        scale = 1e-7 * (1.0 + np.abs(R[i]).max())
+        assert ranges.upper[i] == pytest.approx(top, abs=scale)
+        assert ranges.lower[i] == pytest.approx(-bottom, abs=scale)
+        for point, value in ((ranges.best[i], top), (ranges.worst[i], -bottom)):
+            assert problem.polytope.violation(point) < 1e-8
+            assert R[i] @ point == pytest.approx(value, abs=scale)
+
+
 def test_leximin_goes_beyond_the_minimum():
     # Three agents: a1 and a2 are in conflict with each other, a0 can be raised on top.
     # Bandit with three actions: rewards chosen so max-min fixes agents 1, 2 at 0.5 and
