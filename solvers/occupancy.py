@@ -264,6 +264,8 @@ def make_model(
 ) -> LPModel:
     """A reusable model of ``program`` (an :class:`OccupancyProgram` or a :class:`LinearProgram`).
 
+    Occupancy LPs on HiGHS with many agent rows of a low-rank reward structure are solved in
+    factored form (:mod:`policyagg.solvers.factored`, the same LP on ``k`` feature columns).
     Large occupancy LPs on HiGHS are solved by column generation (see :func:`decomposes`;
     ``decompose`` in :data:`DECOMPOSE_MODES`), starting from and adding to ``pool`` (a
     :class:`~policyagg.solvers.decomposition.ColumnPool` of the program's MDP; a new one if
@@ -275,6 +277,15 @@ def make_model(
 
         return DecomposedModel(program, time_limit=time_limit, pool=_defaults.get().pool if pool is None else pool)
     lp = program.full if isinstance(program, OccupancyProgram) else program
+    if isinstance(program, OccupancyProgram) and backend == "highs":
+        from policyagg.solvers.factored import FactoredModel, factor, feature_basis
+
+        factored = factor(lp, program.n_d, feature_basis(program.problem.reward_matrix))
+        if factored is not None:
+            inner = _lp_make_model(factored, backend=backend, time_limit=time_limit, **options)
+            if isinstance(inner, HighsModel):
+                inner._build_time += program.build_time
+            return FactoredModel(lp, inner)
     model = _lp_make_model(lp, backend=backend, time_limit=time_limit, **options)
     if isinstance(program, OccupancyProgram) and isinstance(model, HighsModel):  # backend "highs"
         model._build_time += program.build_time
