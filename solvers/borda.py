@@ -196,23 +196,36 @@ def borda(
 def _refined_milp(
     call: RuleCall, problem: Problem, samples: ReturnSamples, breakpoints: int, refine: int
 ) -> tuple[Any, float, dict[str, Any]]:
-    """Solve the incremental MILP on ``breakpoints`` quantile knots, then refine the knots
-    around the solution (:func:`_refine_knots`) and re-solve, at most ``refine`` times.
+    """Solve the incremental MILP on ``breakpoints`` quantile knots over all of ``O``, then at
+    most ``refine`` times: refine the knots around the solution (:func:`_refine_knots`) and
+    re-solve inside the *window* of the segments that held it (:func:`_windows`), with the
+    refined knots there. The first solve is global; the refinement is local to its window.
 
-    Returns the last solution, its objective and the diagnostics ``n_binaries``, ``mip_gap``,
-    ``refine_rounds`` (re-solves done), ``refine_converged`` (every agent's segments at the
-    solution hold no sample inside), ``n_knots`` and ``pl_error`` (``max_i |F^_i(J_i) -
-    F_i(J_i)|`` at the solution, ``F_i`` the empirical CDF)."""
+    Returns the last solution, its objective (the PL objective on the refined knots) and the
+    diagnostics ``n_binaries`` and ``mip_gap`` (last solve), ``refine_rounds`` (re-solves
+    done), ``refine_converged`` (next to every agent's return the PL CDF runs between
+    consecutive sample values), ``n_knots`` and ``pl_error`` (``max_i |F^_i(J_i) - F_i(J_i)|``
+    at the solution, ``F_i`` the empirical CDF)."""
     knots = [_merge_ties(samples, i, k) for i, k in enumerate(_initial_knots(samples, breakpoints))]
-    rounds = 0
+    ranges = problem.require_ranges()
+    n_d = problem.mdp.n_state_actions
+    lp, constant = _incremental_program(problem, _incremental_curves(problem, samples, knots))
+    solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
+    returns = problem.reward_matrix @ solution.x[:n_d]
+    rounds, converged = 0, False
     while True:
-        lp, constant = _incremental_program(problem, samples, knots)
-        solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
-        returns = problem.reward_matrix @ solution.x[: problem.mdp.n_state_actions]
         refined = _refine_knots(problem, samples, knots, returns)
-        converged = all(a.size == b.size and np.array_equal(a, b) for a, b in zip(refined, knots))
+        converged = all(np.array_equal(a, b) for a, b in zip(refined, knots))
         if converged or rounds >= refine:
             break
+        u = np.where(ranges.flat, 0.0, (returns - ranges.lower) / range_widths(problem))
+        tie = samples.tolerance / range_widths(problem)
+        curves, cap = _windows(
+            _incremental_curves(problem, samples, knots), _incremental_curves(problem, samples, refined), u, tie
+        )
+        lp, constant = _incremental_program(problem, curves, cap)
+        solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
+        returns = problem.reward_matrix @ solution.x[:n_d]
         knots, rounds = refined, rounds + 1
     extra = {
         "n_binaries": int(np.count_nonzero(lp.integrality)) if lp.is_mip else 0,
@@ -223,6 +236,35 @@ def _refined_milp(
         "pl_error": _pl_error(problem, samples, knots, returns),
     }
     return solution, solution.objective + constant, extra
+
+
+def _windows(
+    coarse: list[tuple[np.ndarray, np.ndarray]],
+    fine: list[tuple[np.ndarray, np.ndarray]],
+    u: np.ndarray,
+    tie: np.ndarray,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Per agent the window ``[lo_i, hi_i]`` of the ``coarse`` segments that contain its
+    normalised return ``u_i`` (both neighbours on a knot; ``[x_last, inf)`` above the last
+    knot), and the ``fine`` curve restricted to it. Returns the restricted curves and the caps
+    ``hi_i + tie_i`` (``inf`` at the top). The window contains the point the coarse curves were
+    solved at, and the fine knots include the coarse ones, so ``lo_i`` and ``hi_i`` are knots of both."""
+    curves, cap = [], np.full(u.size, np.inf)
+    for i, ((x, _), (xf, Ff)) in enumerate(zip(coarse, fine)):
+        if x.size == 0:  # indifferent
+            curves.append((xf, Ff))
+            continue
+        k = _touching_segments(x, u[i], tie[i])
+        if u[i] > x[-1] + tie[i] or x.size == 1 or k.size == 0 and u[i] > x[0]:
+            lo, hi = x[-1], np.inf
+        elif k.size == 0:  # below the first knot (up to tolerance): the first segment
+            lo, hi = x[0], x[1]
+        else:
+            lo, hi = x[k[0]], x[k[-1] + 1]
+        keep = (xf >= lo) & (xf <= hi)
+        curves.append((xf[keep], Ff[keep]))
+        cap[i] = hi + tie[i]
+    return curves, cap
 
 
 def _project(problem: Problem, target: np.ndarray, backend: str, time_limit: float | None, log: SolveLog) -> np.ndarray:
@@ -434,15 +476,16 @@ def _incremental_curves(
     return curves
 
 
-def _incremental_program(problem: Problem, samples: ReturnSamples, knots: list[np.ndarray]):
-    """The incremental MILP over columns ``[d, delta, y]`` (breakpoints in normalised returns)
-    for the knots ``knots[i]`` (indices into ``samples.sorted_values[i]``) and its objective constant."""
+def _incremental_program(problem: Problem, curves: list[tuple[np.ndarray, np.ndarray]], cap: np.ndarray | None = None):
+    """The incremental MILP over columns ``[d, delta, y]`` for the PL functions ``curves`` (per
+    agent ``(x, F)`` in normalised returns, :func:`_incremental_curves`), and its objective
+    constant. ``cap`` (normalised, ``inf`` for none) bounds each ``u_i`` from above (a window)."""
     C, c0 = utilities(problem, normalize=True)
     n, n_d = C.shape
     base, start = np.full(n, -np.inf), np.ones(n)
     db_parts: list[np.ndarray] = []
     df_parts: list[np.ndarray] = []
-    for i, (x, F) in enumerate(_incremental_curves(problem, samples, knots)):
+    for i, (x, F) in enumerate(curves):
         if x.size:
             base[i], start[i] = x[0], F[0]
         db_parts.append(np.diff(x))
@@ -479,6 +522,12 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, knots: list[n
         np.full(n_order, -np.inf),
         np.zeros(n_order),
     )
+    window = Rows(
+        "borda window",
+        sp.hstack([sp.csr_array(C), sp.csr_array((n, M + B))], format="csr"),
+        np.full(n, -np.inf),
+        (np.full(n, np.inf) if cap is None else cap) - c0,
+    )
     cost = np.concatenate([np.zeros(n_d), problem.weights[agent] * df, np.zeros(B)])
     lp = occupancy_program(
         problem,
@@ -487,7 +536,7 @@ def _incremental_program(problem: Problem, samples: ReturnSamples, knots: list[n
         maximize=True,
         extra_cols=M + B,
         col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(M + B)]),
-        rows=[link, order],
+        rows=[link, order] + ([window] if cap is not None else []),
         integrality=np.concatenate([np.zeros(n_d + M, bool), np.ones(B, bool)]),
     )
     return lp, float(problem.weights @ start)
