@@ -6,6 +6,11 @@ Discounted (``gamma < 1``):
     ``sum_a d(s', a) - gamma * sum_{s,a} P(s'|s,a) d(s,a) = (1 - gamma) rho(s')``,  ``d >= 0``.
 Average reward (``gamma = 1``):
     ``sum_a d(s', a) - sum_{s,a} P(s'|s,a) d(s,a) = 0``,  ``sum d = 1``,  ``d >= 0``.
+
+The discounted rows imply ``sum d = 1`` (add them up), but only through the factor
+``1 - gamma``: for ``gamma`` near 1 a solver's tolerance would let ``d`` grow without bound
+(an "unbounded" LP at ``gamma = 1 - 1e-12``). Below :data:`EXPLICIT_TOTAL_BELOW` of
+``1 - gamma`` the row ``sum d = 1`` is therefore added explicitly (it changes no point of ``O``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidMDPError, InvalidProblemError
 from policyagg.mdp import TabularMDP
+
+#: Discounted polytopes with ``1 - gamma`` below this get the (implied) row ``sum d = 1``.
+EXPLICIT_TOTAL_BELOW = 1e-3
 
 #: A constraint matrix as users give it: dense (anything ``np.atleast_2d`` takes) or scipy sparse.
 MatrixLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
@@ -46,6 +54,9 @@ class OccupancyPolytope:
                 raise InvalidMDPError("`mdp.rho` is unset; build the MDP with `TabularMDP(...)`")
             A_eq = sp.csr_array(outflow - mdp.gamma * inflow)
             b_eq = (1.0 - mdp.gamma) * mdp.rho
+            if 1.0 - mdp.gamma < EXPLICIT_TOTAL_BELOW:
+                A_eq = sp.vstack([A_eq, np.ones((1, SA))], format="csr")
+                b_eq = np.append(b_eq, 1.0)
         A_eq.eliminate_zeros()
         return cls(sp.csr_array(A_eq), b_eq)
 

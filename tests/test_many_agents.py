@@ -167,3 +167,15 @@ def test_a_constant_reward_is_flat_at_any_scale_and_a_tiny_one_is_not():
     rewards[1] = 5e-13  # constant: indifferent
     ranges = solvers.with_ranges(Problem(problem.mdp, rewards)).require_ranges()
     assert ranges.flat.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("one_minus_gamma", [1e-4, 1e-6, 1e-9, 1e-12])
+def test_discounts_near_one_are_solved(one_minus_gamma):
+    """A discount in (0, 1) is solved for every value (the polytope stays bounded)."""
+    problem = random_problem(5, 2, seed=0, gamma=1.0 - one_minus_gamma)
+    samples = sample_returns(problem, 300, measure="policy", rng=0)
+    for rule in ("utilitarian", "egalitarian", "max_quantile", "approval", "proportional_veto_core"):
+        result = getattr(solvers, rule)(problem, samples)
+        assert problem.polytope.violation(result.occupancy) < 1e-7, rule
+        assert abs(result.occupancy.sum() - 1.0) < 1e-9, rule
+        assert_pareto_optimal(problem, result)
