@@ -129,7 +129,7 @@ def occupancy_by_dense_solve(P, rho, gamma, policy):
     return mu[:, None] * policy
 
 
-def owa_max(R, P, rho, gamma, a, scale=None, offset=None):
+def owa_max(R, P, rho, gamma, a, scale=None, offset=None, method="highs"):
     """max over the polytope of the OWA ``sum_k a_k u_(k)`` (``u`` sorted ascending, ``a``
     non-increasing) of ``u_i = (R_i d - offset_i) / scale_i``, by Ogryczak's LP: with
     ``a_{n+1} = 0``, ``OWA = sum_k (a_k - a_{k+1}) S_k`` and the sum of the ``k`` smallest
@@ -160,6 +160,6 @@ def owa_max(R, P, rho, gamma, a, scale=None, offset=None):
         c[m + k] = -step[k] * (k + 1)
         c[m + n + k * n : m + n + (k + 1) * n] = step[k]
     bounds = [(0, None)] * m + [(None, None)] * n + [(0, None)] * (n * n)
-    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_flow, bounds=bounds, method="highs")
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_flow, bounds=bounds, method=method)
     assert res.status == 0, res.message
     return -res.fun, res.x[:m]

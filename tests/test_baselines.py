@@ -254,7 +254,8 @@ def test_many_agents_gini_matches_ogryczaks_lp(n):
     mdp = problem.mdp
     lo, hi = reference_ranges(problem)
     a = gini_owa_weights(n)
-    expected, _ = owa_max(problem.reward_matrix, mdp.P_dense, mdp.rho, mdp.gamma, a, scale=hi - lo, offset=lo)
+    R = problem.reward_matrix  # interior point: 3x faster than simplex on the 10^4 rows at n = 100
+    expected, _ = owa_max(R, mdp.P_dense, mdp.rho, mdp.gamma, a, scale=hi - lo, offset=lo, method="highs-ipm")
     result = generalized_gini(problem)
     assert result.status == "optimal" and result.diagnostics["converged"]
     assert owa(a, result.normalized) == pytest.approx(expected, abs=1e-7)
