@@ -61,7 +61,7 @@ CONFIG = CONFIGS / "attention-b.toml"
 GAP_KEYS = {"column_generation_gap": "column-generation gap", "mip_gap": "MIP gap", "gap": "diagnostics['gap']"}
 #: Share of the memory available at the start that each rule's process may address (its
 #: ``RLIMIT_AS``), so that one rule's model cannot exhaust the machine (the OWA LP of
-#: generalized_gini grows as n^2 S A).
+#: generalized_gini grew as n^2 S A before its cutting planes).
 MEMORY_SHARE = 0.5
 #: Characters of an error message or warning kept in the table.
 MESSAGE_CHARS = 200

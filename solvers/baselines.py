@@ -10,7 +10,7 @@ fairness report.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,11 +18,23 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
-from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
+from policyagg.solvers.lp import HighsModel
+from policyagg.solvers.occupancy import (
+    OccupancyProgram,
+    Rows,
+    make_model,
+    occupancy_program,
+    unit_cost,
+    utilities,
+)
 from policyagg.solvers.registry import RuleCall, flag, integer, number, per_agent, register_rule
 
 #: Tangent points of the first Nash round, in normalised-return units.
 NASH_GRID = (1e-3, 1e-2, 0.1, 0.5, 1.0)
+#: HiGHS's primal and dual feasibility tolerances in the cutting-plane LPs. With its defaults
+#: (1e-7) the utility columns may drift 1e-7 from ``C d + c0`` and the solver's point is then up
+#: to about 1e-7 below the optimum of a flat welfare, as much as the cuts' whole gap.
+CUT_FEASIBILITY_TOL = 1e-9
 #: ``log u`` is evaluated (and cut) at ``max(u, NASH_FLOOR)``: an agent that the constraints
 #: hold at ``u = 0`` then contributes ``log(NASH_FLOOR)`` instead of ``-inf``.
 NASH_FLOOR = 1e-9
@@ -76,6 +88,66 @@ def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
     return call.finish(d, lift=pareto, **extra)
 
 
+# ------------------------------------------------------------------ utility columns and cuts
+def utility_rows(C: np.ndarray, c0: np.ndarray, n_d: int, n_cols: int) -> Rows:
+    """Rows ``u_i - C_i d = c0_i`` that make columns ``n_d .. n_d + n - 1`` the utilities ``u = C d + c0``.
+
+    Each agent's (dense) reward row enters the program once; every cut then names ``u_i``
+    (one non-zero) instead of repeating ``C_i`` (``S*A`` non-zeros).
+    """
+    n = C.shape[0]
+    A_u = sp.csr_array((np.ones(n), (np.arange(n), np.arange(n_d, n_d + n))), shape=(n, n_cols))
+    A = sp.hstack([sp.csr_array(-C), sp.csr_array((n, n_cols - n_d))], format="csr") + A_u
+    return Rows("normalised returns", sp.csr_array(A), c0, c0)
+
+
+class _CutModel:
+    """A warm model of an occupancy program to which rounds of cut rows are added.
+
+    HiGHS and PuLP models take the rows in place (:meth:`~policyagg.solvers.lp.HighsModel.add_rows`,
+    HiGHS keeps its basis); a model that cannot add rows (column generation) is rebuilt with all
+    cuts so far, starting from the columns its pool already holds.
+    """
+
+    def __init__(self, call: RuleCall, build: Callable[[Sequence[Rows]], OccupancyProgram], cuts: Rows):
+        self.call, self.build, self.cuts = call, build, [cuts]
+        self.model = make_model(build(self.cuts), backend=call.backend, time_limit=call.time_limit)
+        if isinstance(self.model, HighsModel):
+            self.model.set_option("dual_feasibility_tolerance", CUT_FEASIBILITY_TOL)
+            self.model.set_option("primal_feasibility_tolerance", CUT_FEASIBILITY_TOL)
+
+    def add(self, cuts: Rows) -> None:
+        self.cuts.append(cuts)
+        if hasattr(self.model, "add_rows"):
+            self.model.add_rows(cuts.A, cuts.lower, cuts.upper, name=cuts.name)
+        else:
+            program = self.build([_stack(self.cuts)])
+            self.model = make_model(program, backend=self.call.backend, time_limit=self.call.time_limit)
+
+    def solve(self) -> np.ndarray:
+        return self.call.log.add(self.model.solve()).x
+
+
+def _stack(families: Sequence[Rows]) -> Rows:
+    return Rows(
+        families[0].name,
+        sp.vstack([r.A for r in families], format="csr"),
+        np.concatenate([r.lower for r in families]),
+        np.concatenate([r.upper for r in families]),
+    )
+
+
+def _not_converged(call: RuleCall, rule: str, max_rounds: int, gap: float, tolerance: float, what: str = "gap") -> None:
+    """Warn, and make the result's status "gap": the rule stopped before its own tolerance."""
+    call.log.statuses.append("gap")
+    warnings.warn(
+        f"{rule}: {max_rounds} rounds left a {what} of {gap:.3g} > tolerance {tolerance:g} (status 'gap'); "
+        "raise `max_rounds` or `tolerance`",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 # ------------------------------------------------------------------ Nash welfare
 @register_rule(
     "nash_welfare",
@@ -88,15 +160,16 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
     """Maximise weighted Nash welfare of normalised returns by tangent cuts (Kelley's cutting planes).
 
     .. math:: \\max_{d \\in O \\cap C} \\sum_{i \\in A} w_i \\log u_i(d)
-              \\;=\\; \\max_{d,\\, z} \\sum_{i \\in A} w_i z_i \\quad\\text{s.t.}\\quad
-              z_i \\le \\log a + (u_i(d) - a) / a \\quad \\forall a \\in \\mathcal{A}_i
+              \\;=\\; \\max_{d,\\, u,\\, z} \\sum_{i \\in A} w_i z_i \\quad\\text{s.t.}\\quad
+              u = C d + c_0, \\quad z_i \\le \\log a + (u_i - a) / a \\quad \\forall a \\in \\mathcal{A}_i
 
     over the agents ``A`` with a non-flat return range (indifferent agents have ``u_i = 1``,
-    ``log 1 = 0``). Every cut is a tangent of the concave ``log``, so the LP over-estimates
-    the welfare; it starts with the tangent points :data:`NASH_GRID` and each round adds a
-    cut at the current ``u_i`` of every agent whose error ``z_i - log u_i`` exceeds
-    ``tolerance``, until ``max_i (z_i - log u_i) <= tolerance``. The LP is rebuilt each round
-    (the LP layer cannot add rows; rounds are few). At the end the welfare at ``d`` is within
+    ``log 1 = 0``). The utilities ``u_i`` are columns defined once by :func:`utility_rows`, so a
+    cut has two non-zeros. Every cut is a tangent of the concave ``log``, so the LP
+    over-estimates the welfare; it starts with the tangent points :data:`NASH_GRID` and each
+    round adds a cut at the current ``u_i`` of every agent whose error ``z_i - log u_i`` exceeds
+    ``tolerance``, until ``max_i (z_i - log u_i) <= tolerance``. The cuts are added to the
+    solved model, which re-solves warm from its basis. At the end the welfare at ``d`` is within
     ``sum_i w_i (z_i - log u_i)`` of the optimum.
 
     The optimum has every ``u_i > 0`` (the mean of the agents' optima gives ``u_i >= 1/n``),
@@ -110,7 +183,7 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
     tolerance (about ``1e-7`` in welfare) is reachable.
 
     If ``max_rounds`` rounds do not reach ``tolerance`` the last point is returned with a
-    ``RuntimeWarning`` and ``diagnostics["converged"] = False``.
+    ``RuntimeWarning``, ``diagnostics["converged"] = False`` and status ``"gap"``.
 
     Diagnostics: ``rounds``, ``gap`` (the final ``max_i (z_i - log u_i)``), ``converged``,
     ``n_cuts``, ``nash_welfare`` (``sum_i w_i log u_i`` at the result, over ``A``).
@@ -124,24 +197,29 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
         return call.finish(d, rounds=1, gap=0.0, converged=True, n_cuts=0, nash_welfare=0.0)
     C, c0, w = C[agents], c0[agents], problem.weights[agents]
     k = agents.size
-    cut_agent = np.repeat(np.arange(k), len(NASH_GRID))
-    cut_point = np.tile(np.asarray(NASH_GRID, float), k)
-    cost = np.concatenate([np.zeros(n_d), w])
-    col_lower = np.concatenate([np.zeros(n_d), np.full(k, -np.inf)])
-    rounds, gap = 0, np.inf
-    while True:
-        rounds += 1
-        lp = occupancy_program(
+    n_cols = n_d + 2 * k  # d, u, z
+    cost = np.concatenate([np.zeros(n_d + k), w])
+    col_lower = np.concatenate([np.zeros(n_d), np.full(2 * k, -np.inf)])
+    returns = utility_rows(C, c0, n_d, n_cols)
+
+    def build(cuts: Sequence[Rows]) -> OccupancyProgram:
+        return occupancy_program(
             problem,
             cost,
             name="Nash welfare",
             maximize=True,
-            extra_cols=k,
+            extra_cols=2 * k,
             col_lower=col_lower,
-            rows=[_tangent_cuts(C, c0, cut_agent, cut_point)],
+            rows=[returns, *cuts],
         )
-        x = call.solve(lp).x
-        d = np.clip(x[:n_d], 0.0, None)
+
+    cut_agent = np.repeat(np.arange(k), len(NASH_GRID))
+    cut_point = np.tile(np.asarray(NASH_GRID, float), k)
+    model = _CutModel(call, build, _tangent_cuts(n_d, k, cut_agent, cut_point))
+    rounds, gap = 0, np.inf
+    while True:
+        rounds += 1
+        d = np.clip(model.solve()[:n_d], 0.0, None)
         u = np.maximum(C @ d + c0, NASH_FLOOR)
         # the cut envelope at u (rather than the solver's z, which carries its tolerance)
         tangents = np.log(cut_point) + (u[cut_agent] - cut_point) / cut_point
@@ -154,26 +232,23 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
         more = np.flatnonzero(errors > tolerance)
         cut_agent = np.concatenate([cut_agent, more])
         cut_point = np.concatenate([cut_point, u[more]])
+        model.add(_tangent_cuts(n_d, k, more, u[more]))
     converged = gap <= tolerance
     if not converged:
-        warnings.warn(
-            f"nash_welfare: {max_rounds} rounds left a log-gap of {gap:.3g} > tolerance {tolerance:g}; "
-            "raise `max_rounds` or `tolerance`",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _not_converged(call, "nash_welfare", max_rounds, gap, tolerance, "log-gap")
     return call.finish(
         d, rounds=rounds, gap=gap, converged=converged, n_cuts=int(cut_agent.size), nash_welfare=float(w @ np.log(u))
     )
 
 
-def _tangent_cuts(C, c0, agent, point) -> Rows:
-    """Rows ``z_j - C_j d / a <= log a - 1 + c0_j / a`` (i.e. ``z_j <= log a + (u_j - a) / a``)."""
-    k, n_d = C.shape
-    A_d = sp.csr_array(-C[agent] / point[:, None])
-    A_z = sp.csr_array((np.ones(agent.size), (np.arange(agent.size), agent)), shape=(agent.size, k))
-    upper = np.log(point) - 1.0 + c0[agent] / point
-    return Rows("Nash tangent cuts", sp.hstack([A_d, A_z], format="csr"), np.full(agent.size, -np.inf), upper)
+def _tangent_cuts(n_d: int, k: int, agent: np.ndarray, point: np.ndarray) -> Rows:
+    """Rows ``z_j - u_j / a <= log a - 1`` (i.e. ``z_j <= log a + (u_j - a) / a``) over ``[d, u, z]``."""
+    m = agent.size
+    rows = np.repeat(np.arange(m), 2)
+    cols = np.column_stack([n_d + agent, n_d + k + agent]).ravel()
+    values = np.column_stack([-1.0 / point, np.ones(m)]).ravel()
+    A = sp.csr_array((values, (rows, cols)), shape=(m, n_d + 2 * k))
+    return Rows("Nash tangent cuts", A, np.full(m, -np.inf), np.log(point) - 1.0)
 
 
 # ------------------------------------------------------------------ generalised Gini welfare
@@ -187,70 +262,115 @@ def gini_owa_weights(n: int) -> np.ndarray:
     return (2 * (n - k) + 1) / n**2
 
 
+def owa(a: np.ndarray, u: np.ndarray) -> float:
+    """The ordered weighted average ``sum_k a_k u_(k)`` with ``u`` sorted ascending."""
+    return float(a @ np.sort(u))
+
+
 @register_rule(
     "generalized_gini",
     options={
         "owa_weights": per_agent(
             "OWA weights a_1 >= ... >= a_n > 0 on the sorted normalised returns (default: the Gini weights)"
         ),
+        "tolerance": number(0.0, low_open=True, help="stop when the welfare is within this of the optimum"),
+        "max_rounds": integer(1, help="rounds of cuts before giving up (with a RuntimeWarning)"),
     },
 )
-def generalized_gini(call: RuleCall, *, owa_weights: Sequence[float] | None = None) -> Result:
+def generalized_gini(
+    call: RuleCall, *, owa_weights: Sequence[float] | None = None, tolerance: float = 1e-9, max_rounds: int = 10_000
+) -> Result:
     """Maximise the generalised Gini welfare (an ordered weighted average) of normalised returns.
 
-    .. math:: \\max_{d \\in O \\cap C} \\sum_{k=1}^{n} a_k\\, u_{(k)}(d), \\qquad
+    .. math:: \\max_{d \\in O \\cap C} W(u) = \\sum_{k=1}^{n} a_k\\, u_{(k)}(d), \\qquad
               u_{(1)} \\le \\dots \\le u_{(n)}, \\quad a_1 \\ge a_2 \\ge \\dots \\ge a_n > 0
 
-    as one LP (Ogryczak's formulation). With ``a_{n+1} = 0`` the OWA is
-    ``sum_k (a_k - a_{k+1}) S_k(u)`` with ``S_k`` the sum of the ``k`` smallest values, and
+    With non-increasing ``a`` the OWA is the smallest of its permuted sums,
+    ``W(u) = min_pi sum_k a_k u_{pi(k)}`` (the rearrangement inequality), a concave piecewise
+    linear function; it is maximised by cutting planes over the utility columns
+    ``u = C d + c0`` (:func:`utility_rows`):
 
-    .. math:: S_k(u) = \\max_{t_k} \\; k\\, t_k - \\sum_i \\max(t_k - u_i, 0)
+    .. math:: \\max_{d,\\, u,\\, z}\\ z \\quad\\text{s.t.}\\quad
+              z \\le \\tfrac{\\sum_k a_k}{n} \\sum_i u_i, \\quad
+              z \\le \\sum_k a_k u_{\\pi(k)} \\;\\; \\forall \\pi \\in \\Pi
 
-    (columns ``t_k`` free, ``s_{ki} >= t_k - u_i``, ``s_{ki} >= 0``; rows for the ``k`` with
-    ``a_k > a_{k+1}`` only). Default ``a``: :func:`gini_owa_weights`, which makes the
-    objective ``mean(u) (1 - gini(u))`` with the Gini index every result reports;
-    ``a = (1, 0, ..., 0)`` would be max-min (strictly positive weights are required so that
-    the optimum is Pareto optimal: every ``u_i`` then counts), equal weights the utilitarian sum.
+    (the first cut is the average of all permuted sums). Each round adds the cut of the order
+    ``pi`` that sorts the current ``u`` ascending, to the solved model (warm re-solve), until
+    ``z - W(u) <= tolerance``; ``z`` bounds the optimum from above, so the result's welfare is
+    within ``tolerance`` of it (plus the LP solver's own tolerances, about ``1e-7``). The
+    rounds are finite (each adds a new one of the finitely many cuts, and a cut already present
+    is satisfied up to the solver's feasibility tolerance: that also ends the loop).
+
+    Default ``a``: :func:`gini_owa_weights`, which makes the objective ``mean(u) (1 - gini(u))``
+    with the Gini index every result reports; ``a = (1, 0, ..., 0)`` would be max-min (strictly
+    positive weights are required so that the optimum is Pareto optimal: every ``u_i`` then
+    counts), equal weights the utilitarian sum.
 
     The OWA is anonymous: the problem's agent weights do not enter (``a`` weighs *positions*
     in the sorted returns, not agents). Indifferent agents take part with ``u_i = 1``.
-    Diagnostics: ``owa_value`` (the objective at the result).
+    If ``max_rounds`` rounds do not reach ``tolerance`` the last point is returned with a
+    ``RuntimeWarning``, ``diagnostics["converged"] = False`` and status ``"gap"``.
+    Diagnostics: ``owa_value`` (the objective at the result), ``gap`` (``z - W(u)`` at the
+    end), ``rounds``, ``converged``.
     """
     problem = call.problem
     n = problem.n_agents
     a = _check_owa_weights(owa_weights, n)
     C, c0 = utilities(problem, normalize=True)
     n_d = problem.mdp.n_state_actions
-    step = a - np.append(a[1:], 0.0)
-    ks = np.flatnonzero(step > 0)  # 0-based: S_{k+1} is used with weight step[k]
-    m = ks.size
-    # columns: d (n_d), t (m), s (m * n) in row-major (k, i) order
-    cost = np.concatenate([np.zeros(n_d), step[ks] * (ks + 1), -np.repeat(step[ks], n)])
-    rows_k = np.repeat(np.arange(m), n)
-    rows_i = np.tile(np.arange(n), m)
-    # s_ki - t_k + C_i d >= -c0_i
-    A = sp.hstack(
-        [
-            sp.csr_array(C[rows_i]),
-            sp.csr_array((-np.ones(m * n), (np.arange(m * n), rows_k)), shape=(m * n, m)),
-            sp.eye_array(m * n, format="csr"),
-        ],
-        format="csr",
+    n_cols = n_d + n + 1  # d, u, z
+    cost = np.zeros(n_cols)
+    cost[-1] = 1.0
+    col_lower = np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)])
+    returns = utility_rows(C, c0, n_d, n_cols)
+
+    def build(cuts: Sequence[Rows]) -> OccupancyProgram:
+        return occupancy_program(
+            problem,
+            cost,
+            name="generalized Gini welfare",
+            maximize=True,
+            extra_cols=n + 1,
+            col_lower=col_lower,
+            rows=[returns, *cuts],
+        )
+
+    model = _CutModel(call, build, _owa_cut(n_d, np.full(n, a.sum() / n)))
+    seen: set[bytes] = set()
+    rounds = 0
+    while True:
+        rounds += 1
+        x = model.solve()
+        d = np.clip(x[:n_d], 0.0, None)
+        u = C @ d + c0
+        coefficients = np.empty(n)
+        coefficients[np.argsort(u, kind="stable")] = a  # the k-th smallest u_i gets a_k
+        value = float(coefficients @ u)
+        gap = float(x[-1]) - value
+        key = coefficients.tobytes()
+        if gap <= tolerance or key in seen or rounds >= max_rounds:
+            break
+        seen.add(key)
+        model.add(_owa_cut(n_d, coefficients))
+    converged = gap <= tolerance or key in seen
+    if not converged:
+        _not_converged(call, "generalized_gini", max_rounds, gap, tolerance)
+    return call.finish(
+        d,
+        options={"owa_weights": a.tolist()},
+        owa_value=value,
+        gap=max(gap, 0.0),
+        rounds=rounds,
+        converged=converged,
     )
-    deviations = Rows("OWA k-smallest deviations", A, -c0[rows_i], np.full(m * n, np.inf))
-    col_lower = np.concatenate([np.zeros(n_d), np.full(m, -np.inf), np.zeros(m * n)])
-    lp = occupancy_program(
-        problem,
-        cost,
-        name="generalized Gini welfare",
-        maximize=True,
-        extra_cols=m + m * n,
-        col_lower=col_lower,
-        rows=[deviations],
-    )
-    d = np.clip(call.solve(lp).x[:n_d], 0.0, None)
-    value = float(a @ np.sort(C @ d + c0))
-    return call.finish(d, options={"owa_weights": a.tolist()}, owa_value=value)
+
+
+def _owa_cut(n_d: int, coefficients: np.ndarray) -> Rows:
+    """The row ``z - coefficients @ u <= 0`` over ``[d, u, z]``."""
+    n = coefficients.size
+    cols = np.arange(n_d, n_d + n + 1)
+    A = sp.csr_array((np.append(-coefficients, 1.0), (np.zeros(n + 1, dtype=int), cols)), shape=(1, n_d + n + 1))
+    return Rows("OWA cuts", A, np.array([-np.inf]), np.zeros(1))
 
 
 def _check_owa_weights(owa_weights, n: int) -> np.ndarray:

@@ -281,7 +281,7 @@ class ModelBase:
         """Raise InvalidProblemError for indices of ``kind`` ("row"/"col") that may not change."""
 
     def _set_bounds(self, kind, idx, lower, upper):
-        size = self.lp.n_rows if kind == "row" else self.lp.n_cols
+        size = self._cur["row_lower"].size if kind == "row" else self.lp.n_cols
         idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
         if idx.ndim != 1 or ((idx < 0) | (idx >= size)).any():
             raise InvalidProblemError(f"{kind} indices must be 1-D and in [0, {size})")
@@ -313,7 +313,7 @@ class ModelBase:
         raise NotImplementedError
 
     def _fail(self, kind, text, solution=None) -> SolverError:
-        fams = [f for f, _, _ in self.lp.row_families]
+        fams = [f for f, _, _ in self._full_lp().row_families]
         where = f"LP {self.lp.name!r} ({self.backend}, solver status: {text!r})"
         if kind == "infeasible":
             return InfeasibleError(f"{where} is infeasible; row families: {fams}. " + _diagnose(self.current_lp()))
@@ -347,10 +347,54 @@ class _Model(ModelBase):
             raise InvalidProblemError(f"expected a LinearProgram, got {type(lp).__name__}")
         self._init_data(lp, time_limit)
         self.threads, self.mip_rel_gap = threads, mip_rel_gap
+        self._added: list[tuple[str, sp.csr_array, np.ndarray, np.ndarray]] = []
         self._setup()
 
     def _setup(self) -> None:
         raise NotImplementedError
+
+    def add_rows(self, A, lower, upper, *, name: str = "added rows") -> np.ndarray:
+        """Append the rows ``lower <= A @ x <= upper`` (``A``: k x n_cols) as the family ``name``;
+        returns their indices. HiGHS keeps its basis (the next solve starts warm), PuLP rebuilds."""
+        try:
+            A = sp.csr_array(A, dtype=float)
+        except Exception as exc:
+            raise InvalidProblemError(f"add_rows: `A` cannot be converted to a sparse matrix ({exc})") from None
+        if A.ndim != 2 or A.shape[1] != self.lp.n_cols:
+            raise InvalidProblemError(f"add_rows: `A` must have {self.lp.n_cols} columns; got shape {A.shape}")
+        if not np.isfinite(A.data).all():
+            raise InvalidProblemError("add_rows: `A` contains NaN or inf entries")
+        A.sum_duplicates()
+        k = A.shape[0]
+        lower, upper = (_vector(np.broadcast_to(v, (k,)), k, f) for v, f in ((lower, "lower"), (upper, "upper")))
+        _check_bounds(lower, upper, "lower", "upper")
+        first = self._cur["row_lower"].size
+        self._cur["row_lower"] = np.concatenate([self._cur["row_lower"], lower])
+        self._cur["row_upper"] = np.concatenate([self._cur["row_upper"], upper])
+        self._added.append((str(name), A, lower, upper))
+        self._rows_added(A, lower, upper)
+        return np.arange(first, first + k)
+
+    def _rows_added(self, A: sp.csr_array, lower: np.ndarray, upper: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _full_lp(self) -> LinearProgram:
+        """The model's LP with the rows of :meth:`add_rows` (stacked on first use after an addition)."""
+        if self._added:
+            lp, added = self.lp, self._added
+            families, at = list(lp.row_families), lp.n_rows
+            for name, A, _, _ in added:
+                families.append((name, at, at + A.shape[0]))
+                at += A.shape[0]
+            self.lp = dataclasses.replace(
+                lp,
+                A=sp.vstack([lp.A, *(A for _, A, _, _ in added)], format="csc"),
+                row_lower=np.concatenate([lp.row_lower, *(lo for _, _, lo, _ in added)]),
+                row_upper=np.concatenate([lp.row_upper, *(up for _, _, _, up in added)]),
+                row_families=tuple(families),
+            )
+            self._added = []
+        return self.lp
 
 
 def quiet_highs() -> highspy.Highs:
@@ -482,6 +526,12 @@ class HighsModel(_Model):
         """Set any HiGHS option (e.g. ``mip_max_nodes``); a bad name or value -> InvalidProblemError."""
         set_highs_option(self._h, name, value)
 
+    def _rows_added(self, A, lower, upper):
+        t0 = time.perf_counter()
+        indptr, indices = A.indptr.astype(np.int32), A.indices.astype(np.int32)
+        self._call("addRows", self._h.addRows(A.shape[0], lower, upper, A.nnz, indptr, indices, A.data))
+        self._build_time += time.perf_counter() - t0
+
     def _changed(self, kind, idx, a, b):
         t0 = time.perf_counter()
         if kind == "cost":
@@ -559,6 +609,9 @@ class PulpModel(_Model):
     def _changed(self, *_):
         self._prob = None
 
+    def _rows_added(self, *_):
+        self._prob = None
+
     def set_option(self, name: str, value: Any) -> None:
         """Set ``time_limit``, ``threads`` or ``mip_rel_gap`` for the next solve."""
         if name not in self.OPTIONS:
@@ -570,7 +623,7 @@ class PulpModel(_Model):
         setattr(self, name, value)
 
     def _build(self) -> pulp.LpProblem:
-        lp, cur = self.lp, self._cur
+        lp, cur = self._full_lp(), self._cur
         prob = pulp.LpProblem(re.sub(r"\W", "_", lp.name), pulp.LpMaximize if lp.maximize else pulp.LpMinimize)
         lo, up = ([None if not np.isfinite(v) else v for v in cur[k].tolist()] for k in ("col_lower", "col_upper"))
         cats = np.where(lp.integrality if lp.is_mip else False, pulp.LpInteger, pulp.LpContinuous)
@@ -632,7 +685,7 @@ class PulpModel(_Model):
         pis = [c.pi for _, c in self._cons]
         duals = None
         if not self.lp.is_mip and None not in pis:
-            duals = np.zeros(self.lp.n_rows)
+            duals = np.zeros(self._cur["row_lower"].size)
             np.add.at(duals, np.array([i for i, _ in self._cons], dtype=int), np.array(pis, dtype=float))
         return LPSolution(
             x=x,

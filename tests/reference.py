@@ -127,3 +127,39 @@ def occupancy_by_dense_solve(P, rho, gamma, policy):
         for _ in range(20000):  # power iteration on the lazy chain
             mu = 0.5 * mu + 0.5 * mu @ P_pi
     return mu[:, None] * policy
+
+
+def owa_max(R, P, rho, gamma, a, scale=None, offset=None, method="highs"):
+    """max over the polytope of the OWA ``sum_k a_k u_(k)`` (``u`` sorted ascending, ``a``
+    non-increasing) of ``u_i = (R_i d - offset_i) / scale_i``, by Ogryczak's LP: with
+    ``a_{n+1} = 0``, ``OWA = sum_k (a_k - a_{k+1}) S_k`` and the sum of the ``k`` smallest
+    ``S_k(u) = max_t k t - sum_i max(t - u_i, 0)`` (columns ``t_k``, ``e_ki >= t_k - u_i``, ``e >= 0``).
+    Sparse rows, one (k, i) at a time. Returns (value, d)."""
+    import scipy.sparse as sp
+
+    n, m = R.shape
+    a = np.asarray(a, float)
+    scale = np.ones(n) if scale is None else np.asarray(scale, float)
+    offset = np.zeros(n) if offset is None else np.asarray(offset, float)
+    U = R / scale[:, None]
+    step = a - np.append(a[1:], 0.0)
+    n_cols = m + n + n * n  # d, t_1..t_n, e_11..e_nn
+    A_flow, b_flow = dense_polytope(P, rho, gamma)
+    rows, cols, vals, b_ub = [], [], [], []
+    for k in range(n):
+        for i in range(n):  # t_k - e_ki - u_i(d) <= offset-free part
+            r = k * n + i
+            rows += [r] * (m + 2)
+            cols += list(range(m)) + [m + k, m + n + r]
+            vals += list(-U[i]) + [1.0, -1.0]
+            b_ub.append(-offset[i] / scale[i])
+    A_ub = sp.csr_array((vals, (rows, cols)), shape=(n * n, n_cols))
+    A_eq = sp.hstack([sp.csr_array(A_flow), sp.csr_array((A_flow.shape[0], n + n * n))], format="csr")
+    c = np.zeros(n_cols)
+    for k in range(n):
+        c[m + k] = -step[k] * (k + 1)
+        c[m + n + k * n : m + n + (k + 1) * n] = step[k]
+    bounds = [(0, None)] * m + [(None, None)] * n + [(0, None)] * (n * n)
+    res = linprog(c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_flow, bounds=bounds, method=method)
+    assert res.status == 0, res.message
+    return -res.fun, res.x[:m]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from hypothesis import given, settings
-from reference import dense_polytope, lp_max, max_min, occupancy_by_dense_solve
+from reference import dense_polytope, lp_max, max_min, occupancy_by_dense_solve, owa_max
 from scipy.optimize import minimize
 
 from policyagg import solvers
@@ -13,6 +13,7 @@ from policyagg.polytope import budget, forbid, return_floor
 from policyagg.problem import Problem
 from policyagg.sampling import sample_policy_returns
 from policyagg.solvers.baselines import NASH_FLOOR, generalized_gini, gini_owa_weights, nash_welfare, random_dictator
+from policyagg.solvers.occupancy import decomposition
 
 BASELINES = (random_dictator, nash_welfare, generalized_gini)
 
@@ -211,6 +212,102 @@ def test_gini_limits_are_max_min_and_utilitarian(problem):
     flat = generalized_gini(problem, owa_weights=np.ones(n))
     utilitarian = solvers.utilitarian(problem, normalize=True)
     assert flat.normalized.sum() == pytest.approx(utilitarian.normalized.sum(), abs=1e-6)
+
+
+def random_owa_weights(rng, n):
+    """Positive, non-increasing weights with some ties (steps of zero)."""
+    steps = rng.uniform(0.0, 1.0, n) * (rng.random(n) < 0.7)
+    steps[-1] += 0.05
+    return np.cumsum(steps[::-1])[::-1]
+
+
+@settings(max_examples=15, deadline=None)
+@given(problem=random_problems(max_agents=6, gammas=(0.5, 0.9, 1.0)))
+def test_gini_matches_ogryczaks_lp(problem):
+    # an independent formulation (scipy linprog, n^2 rows) against the library's cutting planes
+    problem = solvers.with_ranges(problem)
+    n, mdp = problem.n_agents, problem.mdp
+    lo, hi = reference_ranges(problem)
+    keep = ~problem.ranges.flat
+    rng = np.random.default_rng(n)
+    for a in (gini_owa_weights(n), random_owa_weights(rng, n)):
+        result = generalized_gini(problem, owa_weights=a)
+        assert result.status == "optimal" and result.diagnostics["converged"]
+        # flat agents have u = 1 everywhere: they enter the reference as constant rewards of 1
+        R = np.where(keep[:, None], problem.reward_matrix, 1.0)
+        width = np.where(keep, hi - lo, 1.0)
+        expected, _ = owa_max(R, mdp.P_dense, mdp.rho, mdp.gamma, a, scale=width, offset=np.where(keep, lo, 0.0))
+        assert result.diagnostics["owa_value"] == pytest.approx(expected, abs=1e-7 * a.sum())
+        assert owa(a, result.normalized) == pytest.approx(expected, abs=1e-7 * a.sum())
+
+
+def many_agents_problem(n, seed=0):
+    rng = np.random.default_rng(seed)
+    S, A = 3, 2
+    mdp = TabularMDP(rng.dirichlet(np.ones(S), size=(S, A)), rho=rng.dirichlet(np.ones(S)), gamma=0.9)
+    return Problem(mdp, rng.normal(size=(n, S, A)), weights=rng.uniform(0.5, 2.0, size=n))
+
+
+@pytest.mark.parametrize("n", [10, 100])
+def test_many_agents_gini_matches_ogryczaks_lp(n):
+    problem = many_agents_problem(n)
+    mdp = problem.mdp
+    lo, hi = reference_ranges(problem)
+    a = gini_owa_weights(n)
+    R = problem.reward_matrix  # interior point: 3x faster than simplex on the 10^4 rows at n = 100
+    expected, _ = owa_max(R, mdp.P_dense, mdp.rho, mdp.gamma, a, scale=hi - lo, offset=lo, method="highs-ipm")
+    result = generalized_gini(problem)
+    assert result.status == "optimal" and result.diagnostics["converged"]
+    assert owa(a, result.normalized) == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("n", [10, 100])
+def test_many_agents_nash_matches_scipy(n):
+    problem = many_agents_problem(n, seed=1)
+    mdp = problem.mdp
+    lo, hi = reference_ranges(problem)
+    R, w = problem.reward_matrix, problem.weights
+    A_eq, b_eq = dense_polytope(mdp.P_dense, mdp.rho, mdp.gamma)
+    A_eq, b_eq = A_eq[:-1], b_eq[:-1]
+
+    def welfare(d):
+        return w @ np.log(np.maximum((R @ d - lo) / (hi - lo), 1e-12))
+
+    start = occupancy_by_dense_solve(mdp.P_dense, mdp.rho, mdp.gamma, np.full((3, 2), 0.5)).ravel()
+    res = minimize(
+        lambda d: -welfare(d),
+        start,
+        method="SLSQP",
+        bounds=[(0, None)] * 6,
+        constraints=[{"type": "eq", "fun": lambda d: A_eq @ d - b_eq}],
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    assert res.success and np.abs(A_eq @ res.x - b_eq).max() < 1e-8
+    best = welfare(np.clip(res.x, 0, None))
+    result = nash_welfare(problem)
+    assert result.status == "optimal" and result.diagnostics["converged"]
+    got = w @ np.log(result.normalized)
+    assert best - 1e-6 * w.sum() <= got <= best + 1e-7 * w.sum()
+
+
+@pytest.mark.parametrize("rule", [nash_welfare, generalized_gini])
+def test_cut_rules_stopped_early_report_a_gap(rule):
+    problem = many_agents_problem(10)
+    with pytest.warns(RuntimeWarning, match=r"1 rounds left a (log-)?gap .* \(status 'gap'\)"):
+        result = rule(problem, max_rounds=1)
+    assert result.status == "gap" and not result.diagnostics["converged"]
+
+
+@pytest.mark.parametrize("rule", [nash_welfare, generalized_gini])
+def test_cut_rules_by_column_generation_match_the_direct_lp(rule):
+    # column generation cannot add rows to its master: the rules rebuild it with every cut
+    problem = solvers.with_ranges(many_agents_problem(8, seed=2))
+    direct = rule(problem)
+    with decomposition("always"):
+        generated = rule(problem)
+    assert generated.diagnostics.get("pricings", 0) > 0
+    key = "nash_welfare" if rule is nash_welfare else "owa_value"
+    assert generated.diagnostics[key] == pytest.approx(direct.diagnostics[key], abs=1e-6)
 
 
 # ------------------------------------------------------------------ all three

@@ -201,6 +201,57 @@ def test_warm_row_bound_change_matches_fresh_model(capsys):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_added_rows_match_a_fresh_model(backend):
+    # hand LP, then the cut x - y <= 0.2 (optimum (22/15, 19/15)), then a ranged row 0.5 <= y <= 1,
+    # two rounds like a cutting-plane loop, each checked against a fresh HiGHS model of all rows
+    model = make_model(hand_lp(), backend=backend)
+    assert model.solve().objective == pytest.approx(2.8)
+    rows = model.add_rows(sp.csr_array([[1.0, -1.0]]), -INF, 0.2, name="cut")
+    assert rows.tolist() == [2]
+    first = model.solve()
+    rows = model.add_rows(np.array([[0.0, 1.0]]), [0.5], [1.0], name="range")
+    second = model.solve()
+    A = np.array([[1.0, 2.0], [3.0, 1.0], [1.0, -1.0], [0.0, 1.0]])
+    full = LinearProgram(
+        [1.0, 1.0], A, [-INF, -INF, -INF, 0.5], [4.0, 6.0, 0.2, 1.0], [0.0, 0.0], [INF, INF], maximize=True
+    )
+    one = LinearProgram([1.0, 1.0], A[:3], [-INF] * 3, [4.0, 6.0, 0.2], [0.0, 0.0], [INF, INF], maximize=True)
+    for got, lp in ((first, one), (second, full)):
+        fresh = solve(lp, backend="highs")
+        tol = 1e-9 if backend == "highs" else 1e-6  # CBC's solution file has 1e-7 precision
+        assert got.objective == pytest.approx(fresh.objective, abs=tol)
+        np.testing.assert_allclose(got.x, fresh.x, atol=tol)
+        assert_kkt(lp, got)
+    current = model.current_lp()
+    assert current.n_rows == 4 and [f for f, _, _ in current.row_families] == ["capacity", "cut", "range"]
+    model.set_row_bounds(rows, 0.5, 0.6)  # an added row's bounds can change like any other
+    np.testing.assert_allclose(model.solve().x[1], 0.6, atol=1e-6)
+    with pytest.raises(InvalidProblemError, match=r"add_rows: `A` must have 2 columns"):
+        model.add_rows(np.ones((1, 3)), -INF, 1.0)
+    with pytest.raises(InvalidProblemError, match=r"lower\[0\] = 2.0 > upper\[0\] = 1.0"):
+        model.add_rows(np.ones((1, 2)), 2.0, 1.0)
+
+
+def test_added_rows_keep_the_highs_basis():
+    rng = np.random.default_rng(1)
+    m, n = 60, 40
+    A = rng.uniform(0, 1, (m, n))
+    lp = LinearProgram.build(rng.uniform(0, 1, n), A_ub=A, b_ub=rng.uniform(5, 10, m), maximize=True, name="warm")
+    model = HighsModel(lp)
+    x = model.solve().x
+    cut = rng.uniform(0, 1, (3, n))
+    model.add_rows(cut, -INF, 0.9 * cut @ x)
+    warm = model.solve()
+    fresh = solve(
+        LinearProgram.build(
+            lp.cost, A_ub=np.vstack([A, cut]), b_ub=np.concatenate([lp.row_upper, 0.9 * cut @ x]), maximize=True
+        )
+    )
+    assert warm.objective == pytest.approx(fresh.objective, rel=1e-9)
+    assert 0 < warm.iterations < fresh.iterations
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_set_cost_and_col_bounds(backend):
     model = make_model(hand_lp(), backend=backend)
     model.solve()
