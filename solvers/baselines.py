@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
+from policyagg.solvers.factored import FactoredModel
 from policyagg.solvers.lp import HighsModel
 from policyagg.solvers.occupancy import (
     OccupancyProgram,
@@ -112,7 +113,7 @@ class _CutModel:
     def __init__(self, call: RuleCall, build: Callable[[Sequence[Rows]], OccupancyProgram], cuts: Rows):
         self.call, self.build, self.cuts = call, build, [cuts]
         self.model = make_model(build(self.cuts), backend=call.backend, time_limit=call.time_limit)
-        if isinstance(self.model, HighsModel):
+        if isinstance(self.model, (HighsModel, FactoredModel)):
             self.model.set_option("dual_feasibility_tolerance", CUT_FEASIBILITY_TOL)
             self.model.set_option("primal_feasibility_tolerance", CUT_FEASIBILITY_TOL)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from policyagg.errors import SolverTimeLimitError
-from policyagg.solvers.lp import LinearProgram, LPModel, LPSolution, ModelBase
+from policyagg.errors import InvalidProblemError, SolverTimeLimitError
+from policyagg.solvers.lp import LinearProgram, LPModel, LPSolution
 
 #: A row is rewritten when its occupancy part lies in the feature space to this relative
 #: accuracy (largest entry of the residual over the row's largest entry).
@@ -98,29 +99,72 @@ def factor(lp: LinearProgram, n_d: int, basis: np.ndarray) -> LinearProgram | No
     )
 
 
-class FactoredModel(ModelBase):
+class FactoredModel:
     """An :class:`~policyagg.solvers.lp.LPModel` of ``lp`` that solves its factored form with
-    ``inner`` (a model of ``factor(lp, ...)``); indices, solutions and duals are ``lp``'s."""
+    ``inner`` (a model of ``factor(lp, ...)``). Row and column indices, solutions and duals are
+    ``lp``'s: the feature columns come after ``lp``'s columns, and the feature rows sit between
+    ``lp``'s rows and any row added later (:meth:`add_rows`), so those indices shift by ``k``."""
 
     def __init__(self, lp: LinearProgram, inner: LPModel) -> None:
-        self._init_data(lp, inner.time_limit)
-        self.backend = inner.backend
-        self.inner = inner
-        self._extra = inner.current_lp().n_cols - lp.n_cols
+        self.lp, self.inner = lp, inner
+        self.backend, self.time_limit = inner.backend, inner.time_limit
+        self._k = inner.current_lp().n_cols - lp.n_cols
+        self._added: list[tuple[str, sp.csr_array]] = []
 
-    def _changed(self, kind, idx, a, b):
-        if kind == "cost":
-            self.inner.set_cost(np.concatenate([self._cur["cost"], np.zeros(self._extra)]))
-        elif kind == "row":
-            self.inner.set_row_bounds(idx, a, b)
-        else:
-            self.inner.set_col_bounds(idx, a, b)
+    def _inner_rows(self, rows) -> np.ndarray:
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        return np.where(rows >= self.lp.n_rows, rows + self._k, rows)
 
-    def set_option(self, name, value) -> None:
+    def set_row_bounds(self, rows, lower, upper) -> None:
+        self.inner.set_row_bounds(self._inner_rows(rows), lower, upper)
+
+    def set_col_bounds(self, cols, lower, upper) -> None:
+        cols = np.atleast_1d(np.asarray(cols, dtype=np.int64))
+        if ((cols < 0) | (cols >= self.lp.n_cols)).any():
+            raise InvalidProblemError(f"col indices must be 1-D and in [0, {self.lp.n_cols})")
+        self.inner.set_col_bounds(cols, lower, upper)
+
+    def set_cost(self, cost) -> None:
+        cost = np.asarray(cost, dtype=float)
+        if cost.shape != (self.lp.n_cols,):
+            raise InvalidProblemError(f"cost must be finite with shape ({self.lp.n_cols},)")
+        self.inner.set_cost(np.concatenate([cost, np.zeros(self._k)]))
+
+    def set_option(self, name: str, value: Any) -> None:
         self.inner.set_option(name, value)
 
+    def add_rows(self, A, lower, upper, *, name: str = "added rows") -> np.ndarray:
+        """Append rows over ``lp``'s columns (see :meth:`~policyagg.solvers.lp.HighsModel.add_rows`)."""
+        A = sp.csr_array(A, dtype=float)
+        if A.ndim != 2 or A.shape[1] != self.lp.n_cols:
+            raise InvalidProblemError(f"add_rows: `A` must have {self.lp.n_cols} columns; got shape {A.shape}")
+        padded = sp.hstack([A, sp.csr_array((A.shape[0], self._k))], format="csr")
+        rows: np.ndarray = self.inner.add_rows(padded, lower, upper, name=name) - self._k  # type: ignore[attr-defined]
+        self._added.append((name, A))
+        return rows
+
+    def current_lp(self) -> LinearProgram:
+        """``lp`` (with the added rows) under the current bounds and cost."""
+        inner, m, k = self.inner.current_lp(), self.lp.n_rows, self._k
+        keep = np.r_[np.arange(m), np.arange(m + k, inner.n_rows)]
+        families, at = list(self.lp.row_families), m
+        for name, A in self._added:
+            families.append((name, at, at + A.shape[0]))
+            at += A.shape[0]
+        return dataclasses.replace(
+            self.lp,
+            A=sp.vstack([self.lp.A, *(A for _, A in self._added)], format="csc"),
+            cost=inner.cost[: self.lp.n_cols],
+            row_lower=inner.row_lower[keep],
+            row_upper=inner.row_upper[keep],
+            col_lower=inner.col_lower[: self.lp.n_cols],
+            col_upper=inner.col_upper[: self.lp.n_cols],
+            row_families=tuple(families),
+        )
+
     def _original(self, solution: LPSolution) -> LPSolution:
-        duals = None if solution.row_duals is None else solution.row_duals[: self.lp.n_rows]
+        m, k = self.lp.n_rows, self._k
+        duals = None if solution.row_duals is None else np.r_[solution.row_duals[:m], solution.row_duals[m + k :]]
         return dataclasses.replace(solution, x=solution.x[: self.lp.n_cols], row_duals=duals)
 
     def solve(self) -> LPSolution:

@@ -65,3 +65,33 @@ def test_the_model_is_factored_and_answers_in_the_original_indices():
     assert (returns >= ranges.lower + 0.3 * ranges.width - 1e-7 * ranges.width).all()
     plain = make_model(lp.full)  # a LinearProgram: never factored
     assert solution.objective == pytest.approx(plain.solve().objective, abs=1e-8)
+
+
+def test_nash_and_generalised_gini_add_cuts_to_the_factored_model(monkeypatch):
+    problem = low_rank_problem(n_agents=60)
+    factored_results = [solvers.nash_welfare(problem), solvers.generalized_gini(problem)]
+    monkeypatch.setattr(factored, "MIN_SAVING", np.inf)  # the plain LP
+    for result, plain in zip(factored_results, [solvers.nash_welfare(problem), solvers.generalized_gini(problem)]):
+        assert result.status == "optimal"
+        np.testing.assert_allclose(result.normalized, plain.normalized, atol=1e-5)
+
+
+def test_added_rows_keep_the_original_indices():
+    problem = low_rank_problem()
+    from policyagg.solvers.completion import threshold_rows
+
+    n, n_d = problem.n_agents, problem.mdp.n_state_actions
+    ranges = problem.require_ranges()
+    rows = threshold_rows(problem, np.arange(n), ranges.lower + 0.2 * ranges.width, "floors")
+    lp = occupancy_program(problem, np.ones(n_d), name="floors", maximize=True, rows=[rows])
+    model = make_model(lp)
+    assert isinstance(model, FactoredModel)
+    m = lp.full.n_rows
+    cap = np.zeros((1, n_d))
+    cap[0, 0] = 1.0
+    assert model.add_rows(cap, [-np.inf], [0.0], name="no first pair").tolist() == [m]
+    solution = model.solve()
+    assert solution.x[0] <= 1e-9 and solution.row_duals.shape == (m + 1,)
+    model.set_row_bounds([m], [-np.inf], [np.inf])  # the added row, by its original index
+    assert model.current_lp().n_rows == m + 1
+    assert model.current_lp().row_families[-1] == ("no first pair", m, m + 1)
