@@ -626,7 +626,8 @@ class PulpModel(_Model):
         lp, cur = self._full_lp(), self._cur
         prob = pulp.LpProblem(re.sub(r"\W", "_", lp.name), pulp.LpMaximize if lp.maximize else pulp.LpMinimize)
         lo, up = ([None if not np.isfinite(v) else v for v in cur[k].tolist()] for k in ("col_lower", "col_upper"))
-        cats = np.where(lp.integrality if lp.is_mip else False, pulp.LpInteger, pulp.LpContinuous)
+        integer = lp.integrality if lp.integrality is not None else np.zeros(lp.n_cols, bool)
+        cats = np.where(integer, pulp.LpInteger, pulp.LpContinuous)
         xs = np.empty(lp.n_cols, dtype=object)
         xs[:] = [
             prob.add_variable(f"x{j}", a, b, c)
