@@ -237,7 +237,7 @@ def _refined_milp(
     ranges = problem.require_ranges()
     n_d = problem.mdp.n_state_actions
     lp, constant = _incremental_program(problem, _incremental_curves(problem, samples, knots))
-    solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
+    solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP, incumbent=True)
     returns = problem.reward_matrix @ solution.x[:n_d]
     rounds, converged = 0, False
     while True:
@@ -251,7 +251,7 @@ def _refined_milp(
             _incremental_curves(problem, samples, knots), _incremental_curves(problem, samples, refined), u, tie
         )
         lp, constant = _incremental_program(problem, curves, cap)
-        solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP)
+        solution = call.solve(lp, mip_rel_gap=MIP_REL_GAP, incumbent=True)
         returns = problem.reward_matrix @ solution.x[:n_d]
         knots, rounds = refined, rounds + 1
     extra = {

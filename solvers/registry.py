@@ -24,6 +24,7 @@ import dataclasses
 import inspect
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, SolverTimeLimitError, SolverWarning
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
@@ -290,12 +291,25 @@ class RuleCall:
         registry has checked them already); :class:`InvalidSamplesError` if the call has none."""
         return require_samples(self.samples, self.problem, self.spec.name)
 
-    def solve(self, program: Any, **solver_options: Any) -> LPSolution:
+    def solve(self, program: Any, *, incumbent: bool = False, **solver_options: Any) -> LPSolution:
         """Solve an LP/MILP (an occupancy program) with the call's backend and time limit,
-        recorded in the log."""
-        return self.log.add(
-            make_model(program, backend=self.backend, time_limit=self.time_limit, **solver_options).solve()
-        )
+        recorded in the log. ``incumbent=True``: a MIP stopped by the time limit with a feasible
+        point returns that point (status ``"time-limit"``, which becomes the result's status,
+        and a :class:`~policyagg.errors.SolverWarning`) instead of raising."""
+        model = make_model(program, backend=self.backend, time_limit=self.time_limit, **solver_options)
+        try:
+            return self.log.add(model.solve())
+        except SolverTimeLimitError as exc:
+            if not incumbent or not isinstance(exc.solution, LPSolution):
+                raise
+            gap = exc.solution.mip_gap
+            warnings.warn(
+                f"{self.spec.name}: {program.name!r} stopped at time_limit={self.time_limit} s; the result is its "
+                f"best point (MIP gap {gap if gap is not None else 'unknown'}), status 'time-limit'",
+                SolverWarning,
+                stacklevel=3,
+            )
+            return self.log.add(exc.solution)
 
     def maximize(self, cost: np.ndarray, *, name: str | None = None) -> np.ndarray:
         """A maximiser ``d`` of ``cost @ d`` over the occupancy polytope and the problem's

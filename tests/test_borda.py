@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 from conftest import assert_valid_result, bandit, leaky_average, random_problems
 from hypothesis import given, settings
+from test_many_agents import random_problem
 
 from policyagg import sample_returns, solvers
-from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError, SolverTimeLimitError
+from policyagg.errors import (
+    InfeasibleError,
+    InvalidProblemError,
+    InvalidSamplesError,
+    SolverTimeLimitError,
+    SolverWarning,
+)
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, return_floor
 from policyagg.problem import Problem
@@ -366,3 +373,15 @@ def test_samples_are_required_and_must_fit():
         borda(bandit())
     with pytest.raises(InvalidSamplesError, match=r"returns for 3 agents but the problem has 2"):
         borda(bandit(), ReturnSamples(np.zeros((4, 3))))
+
+
+def test_milp_stopped_by_its_time_limit_returns_its_incumbent_with_that_status():
+    """20 agents with random rewards: HiGHS cannot prove the MILP in 2 s; the result is its best
+    point, marked "time-limit" (never "optimal"), with a SolverWarning."""
+    problem = random_problem(20, 3, 405673329)
+    samples = sample_returns(problem, 500, measure="policy", rng=329)
+    with pytest.warns(SolverWarning, match="time_limit"):
+        result = borda(problem, samples, solver="milp", time_limit=2)
+    assert result.status == "time-limit"
+    assert problem.polytope.violation(result.occupancy) < 1e-7
+    assert result.report["pareto_optimal"]
