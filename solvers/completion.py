@@ -137,27 +137,38 @@ def region_margin(
     if not blocks or sum(b.shape[0] for b in blocks) == 0:
         return 0.0
     A = sp.vstack(blocks, format="csr")
-    n_d = problem.mdp.n_state_actions
-    floors = Rows(
-        "margin to the rule's floors",
-        sp.hstack([A, -np.ones((A.shape[0], 1))], format="csr"),
-        np.concatenate(lowers),
-        np.full(A.shape[0], np.inf),
-    )
-    cost = np.zeros(n_d + 1)
-    cost[-1] = 1.0
-    lp = occupancy_program(
+    lp = margin_program(
         problem,
-        cost,
+        A,
+        np.concatenate(lowers),
         name="completion margin",
-        maximize=True,
-        extra_cols=1,
-        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
-        col_upper=np.concatenate([np.full(n_d, np.inf), [MARGIN_CAP]]),
-        rows=[floors],
+        family="margin to the rule's floors",
+        cap=MARGIN_CAP,
     )
     best = log.add(make_model(lp, backend=backend, time_limit=time_limit).solve()).objective
     return float(min(max(best, 0.0), MARGIN_CAP) / 2)
+
+
+def margin_program(problem: Problem, A, lower, *, name: str, family: str, cap: float = np.inf):
+    """The LP ``max s`` over ``d in O`` (and the problem's constraints) with ``A d - s >= lower``
+    and ``s <= cap``: how far inside the floors ``A d >= lower`` a point can reach (rows in
+    return-range units, the row family ``family``; the last column is ``s``). Rows with a
+    ``-inf`` bound are switched off."""
+    n_d = problem.mdp.n_state_actions
+    A = sp.csr_array(A)
+    floors = Rows(family, sp.hstack([A, -np.ones((A.shape[0], 1))], format="csr"), lower, np.full(A.shape[0], np.inf))
+    cost = np.zeros(n_d + 1)
+    cost[-1] = 1.0
+    return occupancy_program(
+        problem,
+        cost,
+        name=name,
+        maximize=True,
+        extra_cols=1,
+        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
+        col_upper=np.concatenate([np.full(n_d, np.inf), [cap]]),
+        rows=[floors],
+    )
 
 
 def pareto_improvement(

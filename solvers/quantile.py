@@ -7,11 +7,10 @@ gives every agent ``rank_i(d) >= q``, i.e. ``J_i(d) >= t_i(q) = F_i^{-1}(q)`` fo
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from policyagg.result import Result
-from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
-from policyagg.solvers.occupancy import Rows, make_model, occupancy_program
+from policyagg.solvers.completion import COMPLETIONS, complete, margin_program, range_widths, threshold_rows
+from policyagg.solvers.occupancy import make_model
 from policyagg.solvers.registry import RuleCall, choice, register_rule
 
 #: The feasibility margin ``s*`` (in units of each agent's return range) counted as >= 0.
@@ -38,26 +37,16 @@ def max_quantile(call: RuleCall, *, completion: str = "egalitarian") -> Result:
     (Gruenbaum), so ``q* >= 1/e`` up to sampling error.
     """
     problem, samples, log, time_limit = call.problem, call.require_samples(), call.log, call.time_limit
-    n, n_d, N = problem.n_agents, problem.mdp.n_state_actions, samples.n_samples
+    n, N = problem.n_agents, samples.n_samples
     ranges = problem.require_ranges()
     width = range_widths(problem)  # rows in units of each agent's return range
-    margin = Rows(
-        "quantile thresholds",
-        sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
-        ranges.lower / width,
-        np.full(n, np.inf),
-    )
-    cost = np.zeros(n_d + 1)
-    cost[-1] = 1.0
-    lp = occupancy_program(
+    lp = margin_program(
         problem,
-        cost,
+        problem.reward_matrix / width[:, None],
+        ranges.lower / width,
         name="max-quantile",
-        maximize=True,
-        extra_cols=1,
-        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
-        col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]),
-        rows=[margin],
+        family="quantile thresholds",
+        cap=1.0,
     )
     rows = lp.row_families[-1][1] + np.arange(n)
     model = make_model(lp, backend=call.backend, time_limit=time_limit)
