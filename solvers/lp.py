@@ -542,6 +542,8 @@ class HighsModel(_Model):
             build_time=build,
             iterations=max(int(info.simplex_iteration_count), 0),
             mip_gap=float(info.mip_gap) if self.lp.is_mip else None,
+            # a MIP's bound on the optimum, valid also when it stops early (time limit, gap)
+            details={"mip_dual_bound": float(info.mip_dual_bound)} if self.lp.is_mip else None,
         )
 
 
