@@ -25,8 +25,11 @@ rows are switched on and off). Approving sets are closed under subsets, and an i
 With a time limit the search stops with the incumbent and the master's bound: the gap
 between them is certified, since every approving set satisfies every cut.
 
-Measured on random 4-state, 3-action MDPs (alpha = 0.9, 2,000 policy samples) and on the
-attention model with random subset agents: see the module's benchmark in the README.
+Measured (alpha = 0.9, 2,000 policy samples, random 4-state MDPs, one seed; the old big-M
+MILP over ``(d, x)`` in brackets): 2 actions n = 10: 0.12 s (0.31 s), n = 30: 0.5 s (0.5 s),
+n = 100: 113 s (62 s); 3 actions n = 30: 3.1 s (1.0 s), n = 100: > 100 s (> 130 s). Minimal
+cores matter: without the deletion filter, 3 actions n = 30 took 89 s. The incumbent is
+found within 0.1-1 s and was optimal in every proven case; proving it is the slow part.
 """
 
 from __future__ import annotations
