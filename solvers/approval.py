@@ -14,7 +14,7 @@ import numpy as np
 
 from policyagg.errors import ApprovalGapWarning
 from policyagg.result import Result
-from policyagg.solvers.approving_sets import heaviest_approving_set
+from policyagg.solvers.approving_sets import METHODS, heaviest_approving_set
 from policyagg.solvers.completion import COMPLETIONS, complete, threshold_rows
 from policyagg.solvers.registry import RuleCall, choice, number, register_rule
 
@@ -27,9 +27,13 @@ from policyagg.solvers.registry import RuleCall, choice, number, register_rule
         "completion": choice(
             COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping the approvers"
         ),
+        "search": choice(
+            METHODS,
+            help="how the heaviest approving set is proven optimal: big-M MILP, binary master with cuts, or auto",
+        ),
     },
 )
-def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitarian") -> Result:
+def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitarian", search: str = "auto") -> Result:
     """Maximise the (weighted) number of approvers, then complete among the policies that
     keep that approving set.
 
@@ -51,7 +55,13 @@ def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitari
     lower = problem.require_ranges().lower
     thresholds = np.maximum(samples.threshold(alpha), lower)  # t_i <= min_O J_i: always approved
     found = heaviest_approving_set(
-        problem, thresholds, samples=samples.values, backend=call.backend, time_limit=call.time_limit, log=log
+        problem,
+        thresholds,
+        samples=samples.values,
+        method=search,
+        backend=call.backend,
+        time_limit=call.time_limit,
+        log=log,
     )
     if found.status != "optimal":
         log.statuses.append(found.status)

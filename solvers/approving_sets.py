@@ -40,12 +40,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import SolverTimeLimitError
+from policyagg.errors import InvalidProblemError, SolverTimeLimitError
 from policyagg.problem import Problem
 from policyagg.solvers.completion import range_widths
-from policyagg.solvers.lp import LinearProgram, LPModel
+from policyagg.solvers.lp import HighsModel, LinearProgram, LPModel
 from policyagg.solvers.lp import make_model as make_lp_model
-from policyagg.solvers.occupancy import OccupancyProgram, Rows, SolveLog, make_model, occupancy_program
+from policyagg.solvers.occupancy import (
+    OccupancyProgram,
+    Rows,
+    SolveLog,
+    decomposes,
+    make_model,
+    occupancy_program,
+)
 
 #: A margin ``mu(S) >= -FEASIBILITY_TOL`` (in units of each agent's return range) counts as feasible.
 FEASIBILITY_TOL = 1e-9
@@ -57,6 +64,10 @@ BINARY_ROUNDING = 0.5
 WEIGHT_TOL = 1e-9
 #: The master's absolute optimality gap (HiGHS ``mip_abs_gap``): far below any weight difference that matters.
 MASTER_ABS_GAP = 1e-7
+#: How the incumbent is proven optimal: ``"milp"`` (the big-M MILP over ``(d, x)``, every known
+#: core as a cut, the incumbent as its start), ``"cuts"`` (combinatorial Benders: a pure-binary
+#: master over the agents) or ``"auto"`` (:func:`choose_method`).
+METHODS = ("auto", "milp", "cuts")
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,12 +131,17 @@ class _Clock:
         return left
 
 
+def _set_time_limit(model: LPModel, seconds: float | None) -> None:
+    """``model``'s next solve may take ``seconds`` (``None``: no limit)."""
+    model.time_limit = seconds
+    model.set_option("time_limit", seconds if seconds is not None or model.backend == "pulp" else np.inf)
+
+
 def _limit(model: LPModel, clock: _Clock) -> None:
     """Give ``model``'s next solve the time the search has left."""
     left = clock.remaining()
     if left is not None:
-        model.time_limit = left
-        model.set_option("time_limit", left)
+        _set_time_limit(model, left)
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +152,7 @@ class _Check:
     margin: float
     margins: np.ndarray  # (J_i(d) - t_i) / width_i for every agent
     core: np.ndarray  # an infeasible core (indices) when not feasible
+    d: np.ndarray  # the margin LP's occupancy
 
 
 class _MarginOracle:
@@ -151,9 +168,14 @@ class _MarginOracle:
         self.log, self.clock, self.checks = log, clock, 0
         self.model = make_model(program, backend=backend, time_limit=clock.remaining())
 
-    def check(self, chosen: np.ndarray) -> _Check:
+    def check(self, chosen: np.ndarray, timed: bool = True) -> _Check:
+        """``mu(chosen)``; ``timed=False`` lets this one LP run past the search's deadline
+        (to check a set found just before it)."""
         self.model.set_row_bounds(self.rows, np.where(chosen, self.lower, -np.inf), np.full(self.n, np.inf))
-        _limit(self.model, self.clock)
+        if timed:
+            _limit(self.model, self.clock)
+        elif self.clock.deadline is not None:
+            _set_time_limit(self.model, None)
         try:
             solution = self.log.add(self.model.solve())
         except SolverTimeLimitError:
@@ -162,10 +184,10 @@ class _MarginOracle:
         d = np.clip(solution.x[: self.n_d], 0.0, None)
         margins = self.scaled @ d - self.lower
         if solution.objective >= -FEASIBILITY_TOL:
-            return _Check(True, solution.objective, margins, np.zeros(0, int))
+            return _Check(True, solution.objective, margins, np.zeros(0, int), d)
         duals = solution.row_duals
         core = chosen & (np.abs(duals[self.rows]) > CORE_DUAL_TOL) if duals is not None else chosen
-        return _Check(False, solution.objective, margins, np.flatnonzero(core if core.any() else chosen))
+        return _Check(False, solution.objective, margins, np.flatnonzero(core if core.any() else chosen), d)
 
     def minimal_core(self, core: np.ndarray) -> np.ndarray:
         """An infeasible subset of the infeasible ``core`` from which no agent can be dropped
@@ -213,25 +235,28 @@ class _Cuts:
 
 
 class _Search:
-    """The state of one search: oracle, cuts, incumbent and bound (module docstring)."""
+    """The state of one search: oracle, cuts, incumbent (with a witness ``d``) and bound (module docstring)."""
 
-    def __init__(self, problem: Problem, thresholds, backend: str, log: SolveLog, clock: _Clock):
-        self.problem, self.backend, self.clock = problem, backend, clock
+    def __init__(self, problem: Problem, thresholds: np.ndarray, backend: str, log: SolveLog, clock: _Clock):
+        self.problem, self.thresholds, self.backend, self.log, self.clock = problem, thresholds, backend, log, clock
         self.w = problem.weights
         self.tol = WEIGHT_TOL * float(self.w.sum())
         self.oracle = _MarginOracle(problem, thresholds, backend, log, clock)
         self.cuts = _Cuts(problem.n_agents)
         self.best = np.zeros(problem.n_agents, bool)
+        self.best_d: np.ndarray | None = None
         self.upper = float(self.w.sum())
-        self.masters = 0
+        self.masters = self.milps = 0
+        self.lowest: np.ndarray | None = None  # min J_i over O and the constraints, once needed
 
     def weight(self, chosen: np.ndarray) -> float:
         return float(self.w[chosen].sum())
 
-    def offer(self, chosen: np.ndarray) -> None:
-        """Keep ``chosen`` (an approving set) if it is heavier than the incumbent."""
-        if self.weight(chosen) > self.weight(self.best) + self.tol:
-            self.best = chosen.copy()
+    def offer(self, chosen: np.ndarray, witness: _Check) -> None:
+        """Keep ``chosen`` (an approving set, ``witness.d`` approved by all of it) if it is
+        heavier than the incumbent."""
+        if self.weight(chosen) > self.weight(self.best) + self.tol or self.best_d is None:
+            self.best, self.best_d = chosen.copy(), witness.d
 
     def repair(self, chosen: np.ndarray) -> tuple[np.ndarray, _Check]:
         """Drop agents from ``chosen`` until it is approving: from each infeasible core, its
@@ -246,7 +271,7 @@ class _Search:
             drop = core[np.lexsort((check.margins[core], self.w[core]))[0]]
             chosen[drop] = False
 
-    def extend(self, chosen: np.ndarray, check: _Check) -> np.ndarray:
+    def extend(self, chosen: np.ndarray, check: _Check) -> tuple[np.ndarray, _Check]:
         """Add agents to the approving set ``chosen`` (witnessed by ``check``) one at a time,
         heaviest first (ties: closest to their threshold), while it stays approving."""
         chosen = chosen | (check.margins >= -FEASIBILITY_TOL)
@@ -258,17 +283,17 @@ class _Search:
             trial[j] = True
             attempt = self.oracle.check(trial)
             if attempt.feasible:
-                chosen = trial | (attempt.margins >= -FEASIBILITY_TOL)
+                chosen, check = trial | (attempt.margins >= -FEASIBILITY_TOL), attempt
                 blocked = self.cuts.blocked(chosen)
             else:
                 self.cuts.add(self.oracle.minimal_core(attempt.core))  # it has j: blocks no other agent yet
-        return chosen
+        return chosen, check
 
     def improve(self, chosen: np.ndarray) -> None:
         """Repair, extend and offer ``chosen``."""
         approving, check = self.repair(chosen)
-        self.offer(approving)
-        self.offer(self.extend(approving, check))
+        self.offer(approving, check)
+        self.offer(*self.extend(approving, check))
 
     def master(self) -> np.ndarray | None:
         """The heaviest set avoiding every known core (``None`` once none beats the incumbent);
@@ -299,6 +324,38 @@ class _Search:
         chosen = solution.x >= BINARY_ROUNDING
         return None if self.weight(chosen) <= self.weight(self.best) + self.tol else chosen
 
+    def milp(self) -> np.ndarray | None:
+        """The heaviest approving set by the big-M MILP (:func:`big_m_program`, every known
+        core as a cut), started from the incumbent (HiGHS); ``None`` once it is no heavier
+        than the incumbent. Lowers ``self.upper`` to the MILP's bound, also when the time
+        runs out (then HiGHS's own incumbent, if heavier and approving, is kept)."""
+        if self.lowest is None:
+            self.lowest = lowest_returns(self.problem, self.backend, self.log, self.clock)
+        program = big_m_program(self.problem, self.thresholds, self.lowest, self.cuts.matrix)
+        model = make_model(program, backend=self.backend, time_limit=self.clock.remaining(), mip_rel_gap=0.0)
+        if isinstance(model, HighsModel):
+            model.set_option("mip_abs_gap", MASTER_ABS_GAP)
+            if self.best_d is not None:
+                model.set_start(np.concatenate([self.best_d, self.best.astype(float)]))
+        self.milps += 1
+        n_d = self.problem.mdp.n_state_actions
+        try:
+            solution = self.log.add(model.solve())
+        except SolverTimeLimitError as exc:
+            if exc.solution is not None:
+                if exc.solution.details:
+                    self.upper = min(self.upper, exc.solution.details["mip_dual_bound"])
+                found = exc.solution.x[n_d:] >= BINARY_ROUNDING
+                if self.weight(found) > self.weight(self.best) + self.tol:
+                    check = self.oracle.check(found, timed=False)
+                    if check.feasible:
+                        self.offer(found, check)
+            raise _OutOfTime from None
+        bound = (solution.details or {}).get("mip_dual_bound", solution.objective)
+        self.upper = min(self.upper, max(bound, solution.objective))
+        chosen = solution.x[n_d:] >= BINARY_ROUNDING
+        return None if self.weight(chosen) <= self.weight(self.best) + self.tol else chosen
+
     def seeds(self, samples: np.ndarray | None, thresholds: np.ndarray) -> np.ndarray:
         """The heaviest approving set among the sampled policies and the agents' optima
         (approving in ``O``; the problem's constraints may still cut it, hence a repair)."""
@@ -309,11 +366,67 @@ class _Search:
         return approves[int(np.argmax(approves @ self.w))]
 
 
+def lowest_returns(problem: Problem, backend: str, log: SolveLog, clock: _Clock) -> np.ndarray:
+    """``min J_i(d)`` over ``d in O`` and the problem's constraints, for every agent (the big-M's
+    floor): the return ranges' ``lower`` without constraints, else one LP per agent (lowered
+    by ``FEASIBILITY_TOL`` of the range, so that LP tolerances cannot cut off a policy)."""
+    lower = problem.require_ranges().lower
+    constraints = problem.constraints
+    if constraints.A_ub.shape[0] + constraints.A_eq.shape[0] == 0:
+        return lower
+    R = problem.reward_matrix
+    program = occupancy_program(problem, R[0], name="approval (lowest return)", maximize=False)
+    model = make_model(program, backend=backend, time_limit=clock.remaining())
+    lowest = np.empty(problem.n_agents)
+    for i in range(problem.n_agents):
+        model.set_cost(R[i])
+        _limit(model, clock)
+        try:
+            lowest[i] = log.add(model.solve()).objective
+        except SolverTimeLimitError:
+            raise _OutOfTime from None
+    return np.maximum(lowest - FEASIBILITY_TOL * range_widths(problem), lower)
+
+
+def big_m_program(problem: Problem, thresholds: np.ndarray, lowest: np.ndarray, cuts: sp.csr_array) -> OccupancyProgram:
+    """The approval MILP over ``(d, x)``, rows in units of each agent's return range:
+
+    .. math:: \\max \\sum_i w_i x_i \\quad\\text{s.t.}\\quad J_i(d) \\ge t_i - M_i (1 - x_i),\\
+              M_i = t_i - \\min J_i, \\qquad \\sum_{i \\in T} x_i \\le |T| - 1 \\ \\text{for each cut } T
+
+    (``lowest = min J_i`` over ``O`` and the constraints, so ``x_i = 0`` leaves ``d`` free)."""
+    n, n_d = problem.n_agents, problem.mdp.n_state_actions
+    big_m = np.maximum(thresholds - lowest, 0.0)
+    scale = 1.0 / range_widths(problem)
+    A = sp.diags_array(scale) @ sp.hstack([sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr")
+    rows = [Rows("approval thresholds", sp.csr_array(A), (thresholds - big_m) * scale, np.full(n, np.inf))]
+    if cuts.shape[0]:
+        widened = sp.hstack([sp.csr_array((cuts.shape[0], n_d)), cuts], format="csr")
+        rows.append(Rows("approval cuts", widened, np.full(cuts.shape[0], -np.inf), cuts.sum(axis=1) - 1.0))
+    return occupancy_program(
+        problem,
+        np.concatenate([np.zeros(n_d), problem.weights]),
+        name="approval (big-M MILP)",
+        maximize=True,
+        extra_cols=n,
+        col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]),
+        rows=rows,
+        integrality=np.concatenate([np.zeros(n_d, bool), np.ones(n, bool)]),
+    )
+
+
+def choose_method(problem: Problem, thresholds: np.ndarray, backend: str) -> str:
+    """``"cuts"`` where the margin LP is solved by column generation (a large MDP: the MILP
+    over ``(d, x)`` cannot be built), else ``"milp"``."""
+    return "cuts" if decomposes(margin_program(problem, thresholds), backend) else "milp"
+
+
 def heaviest_approving_set(
     problem: Problem,
     thresholds: np.ndarray,
     *,
     samples: np.ndarray | None = None,
+    method: str = "auto",
     backend: str = "highs",
     time_limit: float | None = None,
     log: SolveLog | None = None,
@@ -321,18 +434,24 @@ def heaviest_approving_set(
     """The heaviest set of agents ``i`` that one ``d in O`` (and the problem's constraints)
     gives ``J_i(d) >= t_i`` (module docstring: the method).
 
-    ``samples`` (``N x n`` sampled returns, optional) seed the incumbent. ``time_limit``
-    bounds the whole search: when it runs out, the incumbent comes back with status
-    ``"time-limit"`` and a certified ``upper_bound``. The LPs are recorded in ``log``.
+    ``samples`` (``N x n`` sampled returns, optional) seed the incumbent. ``method`` (one of
+    :data:`METHODS`) proves it optimal. ``time_limit`` bounds the whole search: when it runs
+    out, the incumbent comes back with status ``"time-limit"`` and a certified
+    ``upper_bound``. The LPs are recorded in ``log``.
     """
+    if method not in METHODS:
+        raise InvalidProblemError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
     started = time.perf_counter()
     log = log if log is not None else SolveLog(backend)
     clock = _Clock(time_limit)
     thresholds = np.asarray(thresholds, dtype=float)
     n = problem.n_agents
+    if method == "auto":
+        method = choose_method(problem, thresholds, backend)
     search = _Search(problem, thresholds, backend, log, clock)
+    propose = search.milp if method == "milp" else search.master
     everyone = np.ones(n, bool)
-    path, status, incumbent_time = "cuts", "time-limit", None
+    path, status, incumbent_time = method, "time-limit", None
     try:
         first = search.oracle.check(everyone)
         if first.feasible:
@@ -341,7 +460,7 @@ def heaviest_approving_set(
             search.cuts.add(search.oracle.minimal_core(first.core))
             search.improve(search.seeds(samples, thresholds))
             incumbent_time = time.perf_counter() - started
-            while search.upper > search.weight(search.best) + search.tol and (proposal := search.master()) is not None:
+            while search.upper > search.weight(search.best) + search.tol and (proposal := propose()) is not None:
                 search.improve(proposal)
             status = "optimal"
     except _OutOfTime:
@@ -354,6 +473,7 @@ def heaviest_approving_set(
         "approval_sets_checked": search.oracle.checks,
         "approval_cuts": len(search.cuts.cores),
         "approval_master_solves": search.masters,
+        "approval_milp_solves": search.milps,
         "approval_search_time": time.perf_counter() - started,
     }
     if incumbent_time is not None:

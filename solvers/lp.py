@@ -482,6 +482,17 @@ class HighsModel(_Model):
         """Set any HiGHS option (e.g. ``mip_max_nodes``); a bad name or value -> InvalidProblemError."""
         set_highs_option(self._h, name, value)
 
+    def set_start(self, x) -> None:
+        """A MIP start: the full primal vector ``x`` (one value per column), a point HiGHS's
+        branch and bound may begin from if it is feasible (HiGHS ignores it otherwise)."""
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.lp.n_cols,) or not np.isfinite(x).all():
+            raise InvalidProblemError(f"a MIP start must be finite with shape ({self.lp.n_cols},); got shape {x.shape}")
+        start = highspy.HighsSolution()
+        start.col_value = x.tolist()
+        start.value_valid = True
+        self._call("setSolution", self._h.setSolution(start))
+
     def _changed(self, kind, idx, a, b):
         t0 = time.perf_counter()
         if kind == "cost":
