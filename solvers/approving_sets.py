@@ -166,7 +166,7 @@ class _MarginOracle:
         self.lower = thresholds / width
         self.scaled = problem.reward_matrix / width[:, None]
         self.log, self.clock, self.checks = log, clock, 0
-        self.model = make_model(program, backend=backend, time_limit=clock.remaining())
+        self.model = make_model(program, backend=backend)  # each check sets the time left
 
     def check(self, chosen: np.ndarray, timed: bool = True) -> _Check:
         """``mu(chosen)``; ``timed=False`` lets this one LP run past the search's deadline
@@ -451,7 +451,7 @@ def heaviest_approving_set(
     search = _Search(problem, thresholds, backend, log, clock)
     propose = search.milp if method == "milp" else search.master
     everyone = np.ones(n, bool)
-    path, status, incumbent_time = method, "time-limit", None
+    path, status, incumbent_time, incumbent_weight = method, "time-limit", None, 0.0
     try:
         first = search.oracle.check(everyone)
         if first.feasible:
@@ -459,7 +459,7 @@ def heaviest_approving_set(
         else:
             search.cuts.add(search.oracle.minimal_core(first.core))
             search.improve(search.seeds(samples, thresholds))
-            incumbent_time = time.perf_counter() - started
+            incumbent_time, incumbent_weight = time.perf_counter() - started, search.weight(search.best)
             while search.upper > search.weight(search.best) + search.tol and (proposal := propose()) is not None:
                 search.improve(proposal)
             status = "optimal"
@@ -478,4 +478,5 @@ def heaviest_approving_set(
     }
     if incumbent_time is not None:
         stats["approval_incumbent_time"] = incumbent_time
+        stats["approval_incumbent_weight"] = incumbent_weight
     return ApprovingSet(np.flatnonzero(search.best), weight, max(search.upper, weight), status, stats)

@@ -27,6 +27,15 @@ def random_problem(n_agents: int, n_actions: int, seed: int, n_states: int = 4, 
     return solvers.with_ranges(Problem(mdp, rewards, weights=rng.integers(1, 4, size=n_agents).astype(float)))
 
 
+def approving(problem: Problem, agents, thresholds) -> bool:
+    """Whether some ``d in O`` has ``J_i(d) >= t_i`` for every ``i in agents`` (dense scipy linprog)."""
+    mdp, agents = problem.mdp, list(agents)
+    A_eq, b_eq = dense_polytope(mdp.P_dense, mdp.rho, mdp.gamma)
+    R = problem.rewards.reshape(problem.n_agents, -1)[agents]
+    res = linprog(np.zeros(R.shape[1]), A_ub=-R, b_ub=-np.asarray(thresholds)[agents], A_eq=A_eq, b_eq=b_eq)
+    return res.status == 0
+
+
 def brute_force_weight(problem: Problem, thresholds, floor=None) -> float:
     """The heaviest set ``S`` with ``{d in O : R_S d >= t_S}`` (and ``r0 d >= floor``) non-empty:
     every subset, heaviest first, each checked by a dense scipy linprog."""
@@ -53,8 +62,9 @@ def brute_force_weight(problem: Problem, thresholds, floor=None) -> float:
     seed=st.integers(0, 2**32 - 1),
     alpha=st.sampled_from([0.5, 0.8, 0.9, 0.95]),
     with_floor=st.booleans(),
+    search=st.sampled_from(["milp", "cuts"]),
 )
-def test_heaviest_approving_set_matches_brute_force(n_agents, n_actions, seed, alpha, with_floor):
+def test_heaviest_approving_set_matches_brute_force(n_agents, n_actions, seed, alpha, with_floor, search):
     problem = random_problem(n_agents, n_actions, seed)
     samples = sample_returns(problem, 300, measure="policy", rng=seed % 1000)
     floor = None
@@ -62,9 +72,9 @@ def test_heaviest_approving_set_matches_brute_force(n_agents, n_actions, seed, a
         ranges = problem.require_ranges()
         floor = float(ranges.lower[0] + 0.3 * ranges.width[0])
         constraints = return_floor(problem.mdp, problem.rewards[0], floor)
-        result = solvers.approval(problem, samples, alpha=alpha, constraints=constraints)
+        result = solvers.approval(problem, samples, alpha=alpha, search=search, constraints=constraints)
     else:
-        result = solvers.approval(problem, samples, alpha=alpha)
+        result = solvers.approval(problem, samples, alpha=alpha, search=search)
     thresholds = np.asarray(result.diagnostics["thresholds"])
     assert result.status == "optimal"
     assert result.diagnostics["approval_weight"] == pytest.approx(brute_force_weight(problem, thresholds, floor))
@@ -116,15 +126,46 @@ def test_time_limit_returns_the_incumbent_with_a_certified_gap():
     assert d["approval_search_time"] < 1.5
 
 
-def test_upper_bound_is_certified_against_the_optimum():
+@pytest.mark.parametrize("method", ["milp", "cuts"])
+def test_upper_bound_is_certified_against_the_optimum(method):
     """The bound after a time limit is never below the exact optimum found without one."""
     problem = random_problem(20, 3, seed=2)
     samples = sample_returns(problem, 1000, measure="policy", rng=2)
     thresholds = np.maximum(samples.threshold(0.9), problem.require_ranges().lower)
-    exact = heaviest_approving_set(problem, thresholds, samples=samples.values)
+    exact = heaviest_approving_set(problem, thresholds, samples=samples.values, method=method)
     assert exact.status == "optimal"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for limit in (0.05, 0.2):
-            early = heaviest_approving_set(problem, thresholds, samples=samples.values, time_limit=limit)
+            early = heaviest_approving_set(problem, thresholds, samples=samples.values, method=method, time_limit=limit)
             assert early.weight <= exact.weight + 1e-9 <= early.upper_bound + 2e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_milp_bound_is_at_least_the_brute_force_optimum(seed):
+    """The MILP path on 8 agents, exact or stopped early: its set approves one policy (scipy
+    linprog), it weighs at least the greedy incumbent (the MIP start), and its certified upper
+    bound is never below the optimum over all 2^8 subsets."""
+    problem = random_problem(8, 3, seed)
+    samples = sample_returns(problem, 300, measure="policy", rng=seed)
+    thresholds = np.maximum(samples.threshold(0.9), problem.require_ranges().lower)
+    optimum = brute_force_weight(problem, thresholds)
+    for limit in (None, 0.01, 0.05):
+        found = heaviest_approving_set(problem, thresholds, samples=samples.values, method="milp", time_limit=limit)
+        assert approving(problem, found.agents, thresholds)
+        assert found.weight <= optimum + 1e-9 <= found.upper_bound + 2e-9
+        assert found.weight >= found.stats.get("approval_incumbent_weight", 0.0)
+        if limit is None:
+            assert found.status == "optimal" and found.weight == pytest.approx(optimum)
+
+
+def test_milp_stopped_early_is_never_worse_than_its_start():
+    """60 agents: the MILP started from the greedy incumbent (about 1 s) and stopped after 4 s in all
+    returns an approving set at least as heavy as that incumbent, below its certified bound."""
+    problem = random_problem(60, 3, seed=0)
+    samples = sample_returns(problem, 2000, measure="policy", rng=0)
+    thresholds = np.maximum(samples.threshold(0.9), problem.require_ranges().lower)
+    found = heaviest_approving_set(problem, thresholds, samples=samples.values, method="milp", time_limit=4.0)
+    assert found.status == "time-limit" and found.stats["approval_milp_solves"] == 1
+    assert found.stats["approval_incumbent_weight"] <= found.weight < found.upper_bound <= problem.weights.sum()
+    assert approving(problem, found.agents, thresholds)
