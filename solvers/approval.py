@@ -40,10 +40,14 @@ def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitari
     .. math:: \\max_{S \\subseteq [n]} \\sum_{i \\in S} w_i \\quad\\text{s.t.}\\quad
               \\exists\\, d \\in O:\\ J_i(d) \\ge t_i \\ \\ \\forall i \\in S
 
-    Solved without binaries over ``O`` (:func:`heaviest_approving_set`): one LP first checks
-    whether every agent can approve; otherwise a greedy incumbent and a binary master over
-    the agents with one cut per infeasible core prove the heaviest set. ``time_limit`` bounds
-    that search (and each LP of the completion): if it runs out, the rule completes the
+    Solved by :func:`heaviest_approving_set`: one LP first checks whether every agent can
+    approve; otherwise a greedy incumbent is proven optimal (``search``): ``"milp"``, the
+    big-M MILP over ``(d, x)`` started from the incumbent with one cut per known infeasible
+    core; ``"cuts"``, a binary master over the agents alone with those cuts; ``"auto"``, the
+    MILP up to 50 agents on an MDP small enough to build it, else the cuts. No default time
+    limit: without ``time_limit`` the answer is exact, which can take minutes from about
+    100 agents on random MDPs (the incumbent itself comes within seconds). ``time_limit``
+    bounds that search (and each LP of the completion): if it runs out, the rule completes the
     heaviest approving set found, with status ``"time-limit"``, an
     :class:`~policyagg.errors.ApprovalGapWarning` and the certified
     ``diagnostics["approval_gap"]`` (no approving set is heavier than the incumbent by more).

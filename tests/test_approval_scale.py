@@ -13,6 +13,7 @@ from reference import dense_polytope, pareto_gap
 from scipy.optimize import linprog
 
 from policyagg import ApprovalGapWarning, Problem, TabularMDP, sample_returns, solvers
+from policyagg.errors import InvalidProblemError
 from policyagg.polytope import return_floor
 from policyagg.solvers.approving_sets import heaviest_approving_set
 
@@ -169,3 +170,23 @@ def test_milp_stopped_early_is_never_worse_than_its_start():
     assert found.status == "time-limit" and found.stats["approval_milp_solves"] == 1
     assert found.stats["approval_incumbent_weight"] <= found.weight < found.upper_bound <= problem.weights.sum()
     assert approving(problem, found.agents, thresholds)
+
+
+def test_auto_chooses_the_milp_for_few_agents_on_small_mdps():
+    from policyagg.solvers.approving_sets import MILP_MAX_AGENTS, choose_method
+    from policyagg.solvers.occupancy import decomposition
+
+    few, many = random_problem(MILP_MAX_AGENTS, 2, seed=0), random_problem(MILP_MAX_AGENTS + 1, 2, seed=0)
+    assert choose_method(few, few.require_ranges().lower, "highs") == "milp"
+    assert choose_method(many, many.require_ranges().lower, "highs") == "cuts"
+    with decomposition("always"):  # column generation: the MILP over (d, x) is not built
+        assert choose_method(few, few.require_ranges().lower, "highs") == "cuts"
+
+
+def test_unknown_search_method_is_named():
+    problem = random_problem(3, 2, seed=0)
+    samples = sample_returns(problem, 100, measure="policy", rng=0)
+    with pytest.raises(InvalidProblemError, match="`search` must be one of auto, milp, cuts"):
+        solvers.approval(problem, samples, search="simplex")
+    with pytest.raises(InvalidProblemError, match="`method` must be one of auto, milp, cuts"):
+        heaviest_approving_set(problem, samples.threshold(0.9), method="simplex")
