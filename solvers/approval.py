@@ -44,9 +44,11 @@ def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitari
     approve; otherwise a greedy incumbent is proven optimal (``search``): ``"milp"``, the
     big-M MILP over ``(d, x)`` started from the incumbent with one cut per known infeasible
     core; ``"cuts"``, a binary master over the agents alone with those cuts; ``"auto"``, the
-    MILP up to 50 agents on an MDP small enough to build it, else the cuts. No default time
-    limit: without ``time_limit`` the answer is exact, which can take minutes from about
-    100 agents on random MDPs (the incumbent itself comes within seconds). ``time_limit``
+    cuts on MDPs solved by column generation and, with a ``time_limit``, for more than 50
+    agents (their certified gap was the smaller when stopped), else the MILP (it proved
+    faster). No default time limit: without ``time_limit`` the answer is exact, which can
+    take minutes from about 100 agents on random MDPs (the incumbent itself comes within
+    seconds). ``time_limit``
     bounds that search (and each LP of the completion): if it runs out, the rule completes the
     heaviest approving set found, with status ``"time-limit"``, an
     :class:`~policyagg.errors.ApprovalGapWarning` and the certified

@@ -34,29 +34,37 @@ With a time limit the search stops with the incumbent and the bound of the last 
 MILP (HiGHS's ``mip_dual_bound``): the gap between them is certified, since every approving
 set satisfies every cut (and the MILP is exact).
 
-Measured, wall time of the rule (alpha = 0.9, 2,000 policy samples, 100 s limit, one seed,
-2 shared cores under varying load; "old" is the plain big-M MILP without start or cuts):
+Measured, wall time of the rule (alpha = 0.9, 2,000 policy samples, a 100 s limit, one
+seed, 2 shared cores under varying load; "old" is the plain big-M MILP, which returns
+nothing when stopped; "a..b": stopped with weight a, certified bound b):
 
-============================  =======  =======================  =======================
-instance                      old      milp                     cuts
-============================  =======  =======================  =======================
-random, 2 actions, n = 30     2.4 s    0.6 s                    0.3 s
-random, 2 actions, n = 50     --       2.2 s                    2.2 s
-random, 2 actions, n = 100    > 100 s  > 100 s, 34 <= opt <= 43  > 100 s, 34 <= opt <= 39
-random, 2 actions, n = 300    > 100 s  > 100 s, gap 75          > 100 s, gap 32
-random, 3 actions, n = 30     1.8 s    0.7 s                    1.5 s
-random, 3 actions, n = 50     --       28.7 s                   34.1 s
-random, 3 actions, n = 100    > 100 s  > 100 s, 44 <= opt <= 65  > 100 s, 44 <= opt <= 52
-random, 3 actions, n = 300    > 100 s  > 100 s, gap 100         > 100 s, gap 69
-attention (b), n = 100        13.4 s   6.4 s (all approve)      same path
-attention (b), n = 1000       80.0 s   32.2 s (all approve)     same path
-============================  =======  =======================  =======================
+==========================  ============  ============  ============
+instance                    old           milp          cuts
+==========================  ============  ============  ============
+random, 2 actions, n = 10   0.5 s         0.6 s         0.4 s
+random, 2 actions, n = 30   0.4 s         0.6 s         0.3 s
+random, 2 actions, n = 50   4.2 s         2.2 s         2.2 s
+random, 2 actions, n = 100  50 s          37 s          81 s
+(same, heavier load)        > 100 s       34..43        34..39
+random, 2 actions, n = 300  > 100 s       101..162      101..127
+random, 3 actions, n = 10   0.2 s         0.2 s         0.2 s
+random, 3 actions, n = 30   1.1 s         0.7 s         1.5 s
+random, 3 actions, n = 50   20 s          27 s          31 s
+random, 3 actions, n = 100  > 100 s       44..64        44..51
+random, 3 actions, n = 300  > 100 s       108..208      108..177
+attention (b), n = 100      13 s          6-9 s, everyone approves: one LP + completion
+attention (b), n = 300      43 s          17-18 s
+attention (b), n = 1000     80 s          32-36 s
+==========================  ============  ============  ============
 
-(the old MILP stopped at its limit returns nothing.) Hence :func:`choose_method`: the MILP
-up to :data:`MILP_MAX_AGENTS` agents, the cut loop beyond (its bound is tighter) and
-wherever the margin LP is solved by column generation (the MILP cannot be built). The
-incumbent (0.1-6 s) was optimal in every proven case; proving it is the slow part. Minimal
-cores matter: without the deletion filter, 3 actions n = 30 took 89 s by cuts.
+The MILP's proof time varies with HiGHS's search more than with the start or the cuts
+(3 actions, n = 50: 16 s without the start, 20 s without the cuts, 27 s with both); its
+value is an approving set and a certified bound whenever it stops. Stopped at 100 s from
+n = 100, the cut loop's bound was the tighter in every case. Hence :func:`choose_method`:
+the cut loop with a time limit beyond :data:`MILP_MAX_AGENTS` agents and wherever the
+margin LP is solved by column generation (the MILP cannot be built), the MILP otherwise.
+The incumbent (0.1-6 s) was optimal in every proven case; proving it is the slow part.
+Minimal cores matter: without the deletion filter, 3 actions n = 30 took 89 s by cuts.
 """
 
 from __future__ import annotations
@@ -95,8 +103,9 @@ MASTER_ABS_GAP = 1e-7
 #: core as a cut, the incumbent as its start), ``"cuts"`` (combinatorial Benders: a pure-binary
 #: master over the agents) or ``"auto"`` (:func:`choose_method`).
 METHODS = ("auto", "milp", "cuts")
-#: ``"auto"`` proves by the MILP for at most this many agents (measured: the MILP as fast or
-#: faster up to n = 50, the cut loop's bound tighter from n = 100; module docstring).
+#: With a time limit, ``"auto"`` proves by the MILP for at most this many agents, by the cut
+#: loop beyond (measured: the MILP as fast or faster up to n = 50; stopped at 100 s from
+#: n = 100, the cut loop's certified bound was the tighter; module docstring).
 MILP_MAX_AGENTS = 50
 
 
@@ -445,13 +454,14 @@ def big_m_program(problem: Problem, thresholds: np.ndarray, lowest: np.ndarray, 
     )
 
 
-def choose_method(problem: Problem, thresholds: np.ndarray, backend: str) -> str:
-    """``"milp"`` for at most :data:`MILP_MAX_AGENTS` agents on an MDP whose margin LP is
-    solved directly; ``"cuts"`` for more agents or where column generation solves it (a
-    large MDP: the MILP over ``(d, x)`` cannot be built)."""
-    if problem.n_agents > MILP_MAX_AGENTS or decomposes(margin_program(problem, thresholds), backend):
+def choose_method(problem: Problem, thresholds: np.ndarray, backend: str, time_limit: float | None = None) -> str:
+    """``"cuts"`` where column generation solves the margin LP (a large MDP: the MILP over
+    ``(d, x)`` cannot be built) and, with a ``time_limit``, for more than
+    :data:`MILP_MAX_AGENTS` agents (a tighter certified gap when stopped); else ``"milp"``
+    (without a limit the proof is what counts, and the MILP proved faster)."""
+    if decomposes(margin_program(problem, thresholds), backend):
         return "cuts"
-    return "milp"
+    return "cuts" if time_limit is not None and problem.n_agents > MILP_MAX_AGENTS else "milp"
 
 
 def heaviest_approving_set(
@@ -480,7 +490,7 @@ def heaviest_approving_set(
     thresholds = np.asarray(thresholds, dtype=float)
     n = problem.n_agents
     if method == "auto":
-        method = choose_method(problem, thresholds, backend)
+        method = choose_method(problem, thresholds, backend, time_limit)
     search = _Search(problem, thresholds, backend, log, clock)
     propose = search.milp if method == "milp" else search.master
     everyone = np.ones(n, bool)

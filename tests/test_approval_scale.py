@@ -172,13 +172,13 @@ def test_milp_stopped_early_is_never_worse_than_its_start():
     assert approving(problem, found.agents, thresholds)
 
 
-def test_auto_chooses_the_milp_for_few_agents_on_small_mdps():
+def test_auto_chooses_the_milp_unless_many_agents_have_a_time_limit_or_the_mdp_is_large():
     from policyagg.solvers.approving_sets import MILP_MAX_AGENTS, choose_method
     from policyagg.solvers.occupancy import decomposition
 
     few, many = random_problem(MILP_MAX_AGENTS, 2, seed=0), random_problem(MILP_MAX_AGENTS + 1, 2, seed=0)
-    assert choose_method(few, few.require_ranges().lower, "highs") == "milp"
-    assert choose_method(many, many.require_ranges().lower, "highs") == "cuts"
+    for problem, time_limit, method in [(few, 10.0, "milp"), (many, 10.0, "cuts"), (many, None, "milp")]:
+        assert choose_method(problem, problem.require_ranges().lower, "highs", time_limit) == method
     with decomposition("always"):  # column generation: the MILP over (d, x) is not built
         assert choose_method(few, few.require_ranges().lower, "highs") == "cuts"
 
