@@ -32,6 +32,7 @@ _EXPORTS = {
     "PolicyEvaluationError": "policyagg.errors",
     "SolverWarning": "policyagg.errors",
     "GapWarning": "policyagg.errors",
+    "ApprovalGapWarning": "policyagg.errors",
     "StructureWarning": "policyagg.mdp",
     "TabularMDP": "policyagg.mdp",
     "gini": "policyagg.metrics",
@@ -56,6 +57,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
     from policyagg.errors import (
+        ApprovalGapWarning,
         GapWarning,
         InfeasibleError,
         InvalidMDPError,

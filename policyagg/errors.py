@@ -67,6 +67,12 @@ class GapWarning(SolverWarning):
     the answer is feasible but only within the reported gap of the optimum."""
 
 
+class ApprovalGapWarning(GapWarning):
+    """alpha-approval's search for the heaviest approving set stopped at its time limit: the
+    returned set is approved by the returned policy, but a heavier one may exist, by at most
+    ``diagnostics["approval_gap"]``."""
+
+
 def check_count(name: str, value: object, minimum: int = 1, why: str | None = None) -> int:
     """``value`` as an ``int >= minimum`` (bools refused); else an :class:`InvalidProblemError`
     naming the argument ``name`` (and ``why`` the bound, if given)."""

@@ -1,23 +1,22 @@
 """alpha-approval voting over the occupancy polytope.
 
 Agent ``i`` approves ``d`` iff ``rank_i(d) >= alpha``, i.e. ``J_i(d) >= t_i = F_i^{-1}(alpha)``.
+The heaviest approving set is a maximum feasible subsystem of the threshold rows over ``O``;
+:func:`heaviest_approving_set` finds it by combinatorial Benders cuts (module
+:mod:`policyagg.solvers.approving_sets`).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-import scipy.sparse as sp
 
-from policyagg.problem import Problem
+from policyagg.errors import ApprovalGapWarning
 from policyagg.result import Result
-from policyagg.solvers.completion import COMPLETIONS, complete, range_widths, threshold_rows
-from policyagg.solvers.lp import LinearProgram
-from policyagg.solvers.lp import make_model as make_lp_model
-from policyagg.solvers.occupancy import Rows, SolveLog, decomposes, make_model, occupancy_program
+from policyagg.solvers.approving_sets import METHODS, heaviest_approving_set
+from policyagg.solvers.completion import COMPLETIONS, complete, threshold_rows
 from policyagg.solvers.registry import RuleCall, choice, number, register_rule
-
-#: A binary at least this large counts as an approval when reading the MILP's solution.
-BINARY_ROUNDING = 0.5
 
 
 @register_rule(
@@ -28,127 +27,66 @@ BINARY_ROUNDING = 0.5
         "completion": choice(
             COMPLETIONS, help="how a Pareto-optimal policy is chosen among those keeping the approvers"
         ),
+        "search": choice(
+            METHODS,
+            help="how the heaviest approving set is proven optimal: big-M MILP, binary master with cuts, or auto",
+        ),
     },
 )
-def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitarian") -> Result:
+def approval(call: RuleCall, *, alpha: float = 0.9, completion: str = "utilitarian", search: str = "auto") -> Result:
     """Maximise the (weighted) number of approvers, then complete among the policies that
     keep that approving set.
 
-    .. math:: \\max_{d \\in O,\\, x \\in \\{0,1\\}^n} \\sum_i w_i x_i \\quad\\text{s.t.}\\quad
-              J_i(d) \\ge t_i - M_i (1 - x_i), \\qquad M_i = \\max(t_i - \\min_O J_i, 0)
+    .. math:: \\max_{S \\subseteq [n]} \\sum_{i \\in S} w_i \\quad\\text{s.t.}\\quad
+              \\exists\\, d \\in O:\\ J_i(d) \\ge t_i \\ \\ \\forall i \\in S
 
-    The big-M is exact: with ``x_i = 0`` the row reads ``J_i(d) >= min_O J_i``, true on ``O``.
+    Solved by :func:`heaviest_approving_set`: one LP first checks whether every agent can
+    approve; otherwise a greedy incumbent is proven optimal (``search``): ``"milp"``, the
+    big-M MILP over ``(d, x)`` started from the incumbent with one cut per known infeasible
+    core; ``"cuts"``, a binary master over the agents alone with those cuts; ``"auto"``, the
+    cuts on MDPs solved by column generation and, with a ``time_limit``, for more than 50
+    agents (their certified gap was the smaller when stopped), else the MILP (it proved
+    faster). No default time limit: without ``time_limit`` the answer is exact, which can
+    take minutes from about 100 agents on random MDPs (the incumbent itself comes within
+    seconds). ``time_limit``
+    bounds that search (and each LP of the completion): if it runs out, the rule completes the
+    heaviest approving set found, with status ``"time-limit"``, an
+    :class:`~policyagg.errors.ApprovalGapWarning` and the certified
+    ``diagnostics["approval_gap"]`` (no approving set is heavier than the incumbent by more).
     ``alpha = 0`` makes every agent approve every policy, so the rule reduces to its
     completion (utilitarian on normalised returns by default). ``alpha = 1`` asks for each
     agent's best sample; an agent's own optimum reaches it, so at least one agent approves.
     """
     problem, samples, log = call.problem, call.require_samples(), call.log
-    n, n_d = problem.n_agents, problem.mdp.n_state_actions
     lower = problem.require_ranges().lower
     thresholds = np.maximum(samples.threshold(alpha), lower)  # t_i <= min_O J_i: always approved
-    big_m = thresholds - lower
-    scale = 1.0 / range_widths(problem)  # rows in units of each agent's return range
-    searched = {}
-    if decomposes(_margin_program(problem, thresholds), call.backend):
-        approvers, searched = _approvers_by_cuts(problem, thresholds, log, call.time_limit)
-    else:
-        A = sp.diags_array(scale) @ sp.hstack(
-            [sp.csr_array(problem.reward_matrix), -sp.diags_array(big_m)], format="csr"
+    found = heaviest_approving_set(
+        problem,
+        thresholds,
+        samples=samples.values,
+        method=search,
+        backend=call.backend,
+        time_limit=call.time_limit,
+        log=log,
+    )
+    if found.status != "optimal":
+        log.statuses.append(found.status)
+        warnings.warn(
+            f"approval stopped at time_limit={call.time_limit} s with its approving set's weight "
+            f"{found.weight:g} within {found.gap:.3g} of the optimum (upper bound {found.upper_bound:g}); "
+            "not proven optimal (status 'time-limit'). Raise time_limit for the exact answer.",
+            ApprovalGapWarning,
+            stacklevel=3,
         )
-        rows = Rows("approval thresholds", sp.csr_array(A), lower * scale, np.full(n, np.inf))
-        lp = occupancy_program(
-            problem,
-            np.concatenate([np.zeros(n_d), problem.weights]),
-            name=f"{alpha:g}-approval",
-            maximize=True,
-            extra_cols=n,
-            col_upper=np.concatenate([np.full(n_d, np.inf), np.ones(n)]),
-            rows=[rows],
-            integrality=np.concatenate([np.zeros(n_d, bool), np.ones(n, bool)]),
-        )
-        approvers = np.flatnonzero(call.solve(lp).x[n_d:] >= BINARY_ROUNDING)
+    approvers = found.agents
     region = [threshold_rows(problem, approvers, thresholds[approvers], "approving set")]
     d = complete(problem, region, how=completion, backend=call.backend, time_limit=call.time_limit, log=log)
     return call.finish(
         d,
         approvers=approvers.tolist(),
-        approval_weight=float(problem.weights[approvers].sum()),
+        approval_weight=found.weight,
+        approval_upper_bound=found.upper_bound,
+        approval_gap=found.gap,
         thresholds=thresholds.tolist(),
-        **searched,
+        **found.stats,
     )
-
-
-#: A margin ``s* >= -FEASIBILITY_TOL`` (in units of each agent's return range) counts as feasible.
-FEASIBILITY_TOL = 1e-9
-#: A threshold row with a dual above this belongs to the infeasible core of a candidate set.
-CORE_DUAL_TOL = 1e-9
-
-
-def _margin_program(problem: Problem, thresholds):
-    """``max s`` s.t. ``(J_i(d) - t_i) / width_i >= s`` for every agent, ``s <= 1`` (rows switched off with -inf)."""
-    n, n_d = problem.n_agents, problem.mdp.n_state_actions
-    width = range_widths(problem)
-    rows = Rows(
-        "approval thresholds",
-        sp.hstack([sp.csr_array(problem.reward_matrix / width[:, None]), -np.ones((n, 1))], format="csr"),
-        thresholds / width,
-        np.full(n, np.inf),
-    )
-    cost = np.zeros(n_d + 1)
-    cost[-1] = 1.0
-    return occupancy_program(
-        problem,
-        cost,
-        name="approval (feasibility of an approving set)",
-        maximize=True,
-        extra_cols=1,
-        col_lower=np.concatenate([np.zeros(n_d), [-np.inf]]),
-        col_upper=np.concatenate([np.full(n_d, np.inf), [1.0]]),
-        rows=[rows],
-    )
-
-
-def _approvers_by_cuts(problem: Problem, thresholds, log: SolveLog, time_limit):
-    """The approval MILP solved exactly without binaries over ``O`` (combinatorial Benders).
-
-    A set ``S`` of agents can all approve iff ``max_{d in O} min_{i in S} (J_i(d) - t_i) / width_i >= 0``
-    (one LP, solved by column generation on large MDPs). Feasible sets are closed under
-    subsets. Loop: a small pure-binary MILP proposes the heaviest ``S`` that contains no
-    known infeasible core; if ``S`` is feasible it is optimal (every feasible set satisfies
-    every cut), otherwise the rows with non-zero duals form an infeasible core ``T`` (the LP
-    restricted to ``T`` has the same optimum ``s* < 0``) and ``sum_{i in T} x_i <= |T| - 1``
-    is added.
-    """
-    n, w = problem.n_agents, problem.weights
-    program = _margin_program(problem, thresholds)
-    rows = program.row_families[-1][1] + np.arange(n)
-    width = range_widths(problem)
-    model = make_model(program, backend="highs", time_limit=time_limit)
-    cuts: list[np.ndarray] = []
-    checked = 0
-    while True:
-        if cuts:
-            A = np.zeros((len(cuts), n))
-            for k, core in enumerate(cuts):
-                A[k, core] = 1.0
-            lp = LinearProgram.build(
-                w,
-                A_ub=A,
-                b_ub=A.sum(axis=1) - 1.0,
-                bounds=(0, 1),
-                integrality=np.ones(n, bool),
-                maximize=True,
-                name="approval (approving set)",
-            )
-            x = make_lp_model(lp, backend="highs", time_limit=time_limit).solve().x
-            chosen = x >= BINARY_ROUNDING
-        else:
-            chosen = np.ones(n, bool)
-        checked += 1
-        model.set_row_bounds(rows, np.where(chosen, thresholds / width, -np.inf), np.full(n, np.inf))
-        solution = log.add(model.solve())
-        if solution.objective >= -FEASIBILITY_TOL:
-            return np.flatnonzero(chosen), {"approval_sets_checked": checked, "approval_cuts": len(cuts)}
-        duals = np.abs(solution.row_duals[rows]) if solution.row_duals is not None else np.ones(n)
-        core = np.flatnonzero(chosen & (duals > CORE_DUAL_TOL))
-        cuts.append(core if core.size else np.flatnonzero(chosen))

@@ -105,8 +105,8 @@ class FactoredModel:
     ``lp``'s: the feature columns come after ``lp``'s columns, and the feature rows sit between
     ``lp``'s rows and any row added later (:meth:`add_rows`), so those indices shift by ``k``."""
 
-    def __init__(self, lp: LinearProgram, inner: LPModel) -> None:
-        self.lp, self.inner = lp, inner
+    def __init__(self, lp: LinearProgram, inner: LPModel, basis: np.ndarray) -> None:
+        self.lp, self.inner, self.basis = lp, inner, basis
         self.backend, self.time_limit = inner.backend, inner.time_limit
         self._k = inner.current_lp().n_cols - lp.n_cols
         self._added: list[tuple[str, sp.csr_array]] = []
@@ -132,6 +132,13 @@ class FactoredModel:
 
     def set_option(self, name: str, value: Any) -> None:
         self.inner.set_option(name, value)
+
+    def set_start(self, x) -> None:
+        """A MIP start in ``lp``'s columns (the features are computed from its ``d``)."""
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.lp.n_cols,):
+            raise InvalidProblemError(f"a MIP start must have shape ({self.lp.n_cols},); got shape {x.shape}")
+        self.inner.set_start(np.concatenate([x, self.basis @ x[: self.basis.shape[1]]]))  # type: ignore[attr-defined]
 
     def add_rows(self, A, lower, upper, *, name: str = "added rows") -> np.ndarray:
         """Append rows over ``lp``'s columns (see :meth:`~policyagg.solvers.lp.HighsModel.add_rows`)."""

@@ -532,6 +532,17 @@ class HighsModel(_Model):
         self._call("addRows", self._h.addRows(A.shape[0], lower, upper, A.nnz, indptr, indices, A.data))
         self._build_time += time.perf_counter() - t0
 
+    def set_start(self, x) -> None:
+        """A MIP start: the full primal vector ``x`` (one value per column), a point HiGHS's
+        branch and bound may begin from if it is feasible (HiGHS ignores it otherwise)."""
+        x = np.asarray(x, dtype=float)
+        if x.shape != (self.lp.n_cols,) or not np.isfinite(x).all():
+            raise InvalidProblemError(f"a MIP start must be finite with shape ({self.lp.n_cols},); got shape {x.shape}")
+        start = highspy.HighsSolution()
+        start.col_value = x.tolist()
+        start.value_valid = True
+        self._call("setSolution", self._h.setSolution(start))
+
     def _changed(self, kind, idx, a, b):
         t0 = time.perf_counter()
         if kind == "cost":
@@ -592,6 +603,8 @@ class HighsModel(_Model):
             build_time=build,
             iterations=max(int(info.simplex_iteration_count), 0),
             mip_gap=float(info.mip_gap) if self.lp.is_mip else None,
+            # a MIP's bound on the optimum, valid also when it stops early (time limit, gap)
+            details={"mip_dual_bound": float(info.mip_dual_bound)} if self.lp.is_mip else None,
         )
 
 

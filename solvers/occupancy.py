@@ -280,12 +280,13 @@ def make_model(
     if isinstance(program, OccupancyProgram) and backend == "highs":
         from policyagg.solvers.factored import FactoredModel, factor, feature_basis
 
-        factored = factor(lp, program.n_d, feature_basis(program.problem.reward_matrix))
+        basis = feature_basis(program.problem.reward_matrix)
+        factored = factor(lp, program.n_d, basis)
         if factored is not None:
             inner = _lp_make_model(factored, backend=backend, time_limit=time_limit, **options)
             if isinstance(inner, HighsModel):
                 inner._build_time += program.build_time
-            return FactoredModel(lp, inner)
+            return FactoredModel(lp, inner, basis)
     model = _lp_make_model(lp, backend=backend, time_limit=time_limit, **options)
     if isinstance(program, OccupancyProgram) and isinstance(model, HighsModel):  # backend "highs"
         model._build_time += program.build_time

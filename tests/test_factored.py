@@ -10,12 +10,13 @@ from policyagg.solvers.factored import FactoredModel, factor, feature_basis
 from policyagg.solvers.occupancy import make_model, occupancy_program, utilities
 
 
-def low_rank_problem(n_agents=80, rank=3, seed=0, n_states=6, n_actions=3) -> Problem:
-    """Each agent's reward is a random positive combination of ``rank`` base rewards."""
+def low_rank_problem(n_agents=80, rank=3, seed=0, n_states=6, n_actions=3, conflict=False) -> Problem:
+    """Each agent's reward is a random positive (``conflict``: any) combination of ``rank`` base rewards."""
     rng = np.random.default_rng(seed)
     P = rng.dirichlet(np.ones(n_states), size=(n_states, n_actions))
     base = rng.normal(size=(rank, n_states * n_actions))
-    rewards = rng.uniform(0.1, 1.0, size=(n_agents, rank)) @ base
+    coefficients = rng.normal(size=(n_agents, rank)) if conflict else rng.uniform(0.1, 1.0, size=(n_agents, rank))
+    rewards = coefficients @ base
     mdp = TabularMDP(P, rho=np.full(n_states, 1 / n_states), gamma=0.9)
     return solvers.with_ranges(Problem(mdp, rewards.reshape(n_agents, n_states, n_actions)))
 
@@ -40,6 +41,7 @@ def test_agent_rows_are_factored_and_solve_the_same(monkeypatch):
         "max_quantile": {},
         "proportional_veto_core": {},
         "approval": {"alpha": 0.6},
+        "borda": {"solver": "milp"},
     }
     factored_results = {rule: getattr(solvers, rule)(problem, samples, **o) for rule, o in rules.items()}
     monkeypatch.setattr(factored, "MIN_SAVING", np.inf)  # the plain LP
@@ -95,3 +97,13 @@ def test_added_rows_keep_the_original_indices():
     model.set_row_bounds([m], [-np.inf], [np.inf])  # the added row, by its original index
     assert model.current_lp().n_rows == m + 1
     assert model.current_lp().row_families[-1] == ("no first pair", m, m + 1)
+
+
+def test_approval_milp_with_a_start_on_the_factored_model(monkeypatch):
+    problem = low_rank_problem(n_agents=60, rank=4, seed=3, conflict=True)
+    samples = sample_returns(problem, 500, measure="policy", rng=3)
+    result = solvers.approval(problem, samples, alpha=0.97, search="milp")
+    assert result.diagnostics["approval_search"] != "all approve"
+    monkeypatch.setattr(factored, "MIN_SAVING", np.inf)  # the plain LP
+    plain = solvers.approval(problem, samples, alpha=0.97, search="milp")
+    assert result.diagnostics["approval_weight"] == pytest.approx(plain.diagnostics["approval_weight"])

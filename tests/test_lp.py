@@ -361,6 +361,32 @@ def test_time_limit_attaches_feasible_incumbent(backend):
     assert inc.objective == pytest.approx(lp.cost @ inc.x)
 
 
+def test_mip_start_is_the_incumbent_when_time_runs_out():
+    """With a feasible start (greedy by value) HiGHS stopped after 1 ms still returns a point at
+    least as good as the start (without one it has, here, no incumbent yet)."""
+    lp = knapsack(200, 30, seed=0)
+    start = np.zeros(lp.n_cols)
+    for j in np.argsort(-lp.cost):
+        start[j] = 1.0
+        if (lp.A @ start > lp.row_upper).any():
+            start[j] = 0.0
+    model = make_model(lp, time_limit=1e-3)
+    model.set_start(start)
+    with pytest.raises(SolverTimeLimitError) as started:
+        model.solve()
+    incumbent = started.value.solution
+    assert incumbent is not None and incumbent.objective >= lp.cost @ start - 1e-9
+    assert np.all(lp.A @ incumbent.x <= lp.row_upper + 1e-6)
+
+
+def test_mip_start_must_cover_every_column():
+    model = make_model(knapsack(20, 3, seed=0))
+    with pytest.raises(InvalidProblemError, match=r"MIP start .* shape \(20,\)"):
+        model.set_start(np.zeros(19))
+    with pytest.raises(InvalidProblemError, match="MIP start"):
+        model.set_start(np.full(20, np.nan))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tiny_time_limit(backend):
     with pytest.raises(SolverTimeLimitError, match="time_limit=0.001") as info:

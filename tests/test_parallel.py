@@ -43,17 +43,21 @@ def test_bad_workers(workers):
 
 MILP_AFTER_FORK = """
 import numpy as np
-from policyagg import solvers
-from policyagg.experiments.compare import attention_problem
 from policyagg.parallel import run_tasks, shared_empty
-from policyagg.sampling import sample_policy_returns
+from policyagg.solvers.lp import LinearProgram, solve
 
-problem = solvers.with_ranges(attention_problem("a", seed=0))
-samples = sample_policy_returns(problem, 2000, rng=0, workers=1)
-parent = solvers.RULES["approval"](problem, samples, alpha=0.9).returns  # HiGHS's scheduler starts here
-out = shared_empty((2, problem.n_agents))
+# a small 0/1 knapsack that HiGHS branches on (approval on the attention model, used here
+# before, now proves everyone approves with one LP and solves no MIP)
+rng = np.random.default_rng(0)
+W = rng.integers(100, 1000, (3, 15)).astype(float)
+lp = LinearProgram.build(
+    W.mean(0) + rng.integers(0, 30, 15), A_ub=W, b_ub=W.sum(1) / 2, bounds=(0, 1),
+    integrality=np.ones(15, bool), maximize=True, name="knapsack",
+)
+parent = solve(lp).x  # HiGHS's scheduler starts here
+out = shared_empty((2, lp.n_cols))
 def task(j):
-    out[j] = solvers.RULES["approval"](problem, samples, alpha=0.9).returns
+    out[j] = solve(lp).x
     return j
 list(run_tasks(task, 2, workers=2, kind="process"))
 assert np.array_equal(out[0], parent) and np.array_equal(out[1], parent), (out, parent)

@@ -78,7 +78,7 @@ def test_summary_is_the_first_paragraph_of_the_docstring():
         (
             "approval",
             {"alfa": 0.9},
-            r"rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`, "
+            r"rule 'approval' has no option `alfa`; its options are: `alpha`, `completion`, `search`, "
             r"`constraints`, `backend`, `time_limit`",
         ),
         ("approval", {"alpha": 1.9}, r"rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9"),
