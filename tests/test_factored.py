@@ -6,6 +6,7 @@ import pytest
 
 from policyagg import Problem, TabularMDP, sample_returns, solvers
 from policyagg.solvers import factored
+from policyagg.solvers.completion import threshold_rows
 from policyagg.solvers.factored import FactoredModel, factor, feature_basis
 from policyagg.solvers.occupancy import make_model, occupancy_program, utilities
 
@@ -51,16 +52,20 @@ def test_agent_rows_are_factored_and_solve_the_same(monkeypatch):
         assert factored_results[rule].report["pareto_optimal"]
 
 
-def test_the_model_is_factored_and_answers_in_the_original_indices():
-    problem = low_rank_problem()
-    from policyagg.solvers.completion import threshold_rows
-
-    n, n_d = problem.n_agents, problem.mdp.n_state_actions
-    ranges = problem.require_ranges()
-    rows = threshold_rows(problem, np.arange(n), ranges.lower + 0.3 * ranges.width, "floors")
+def floors_model(problem: Problem, share: float):
+    """The LP ``max sum d`` with every agent at least ``share`` of its range above its minimum."""
+    n_d, ranges = problem.mdp.n_state_actions, problem.require_ranges()
+    rows = threshold_rows(problem, np.arange(problem.n_agents), ranges.lower + share * ranges.width, "floors")
     lp = occupancy_program(problem, np.ones(n_d), name="floors", maximize=True, rows=[rows])
     model = make_model(lp)
     assert isinstance(model, FactoredModel)
+    return lp, model
+
+
+def test_the_model_is_factored_and_answers_in_the_original_indices():
+    problem = low_rank_problem()
+    n_d, ranges = problem.mdp.n_state_actions, problem.require_ranges()
+    lp, model = floors_model(problem, 0.3)
     solution = model.solve()
     assert solution.x.shape == (n_d,) and solution.row_duals.shape == (lp.full.n_rows,)
     returns = problem.reward_matrix @ solution.x
@@ -80,14 +85,8 @@ def test_nash_and_generalised_gini_add_cuts_to_the_factored_model(monkeypatch):
 
 def test_added_rows_keep_the_original_indices():
     problem = low_rank_problem()
-    from policyagg.solvers.completion import threshold_rows
-
-    n, n_d = problem.n_agents, problem.mdp.n_state_actions
-    ranges = problem.require_ranges()
-    rows = threshold_rows(problem, np.arange(n), ranges.lower + 0.2 * ranges.width, "floors")
-    lp = occupancy_program(problem, np.ones(n_d), name="floors", maximize=True, rows=[rows])
-    model = make_model(lp)
-    assert isinstance(model, FactoredModel)
+    n_d = problem.mdp.n_state_actions
+    lp, model = floors_model(problem, 0.2)
     m = lp.full.n_rows
     cap = np.zeros((1, n_d))
     cap[0, 0] = 1.0
