@@ -112,7 +112,7 @@ def test_no_false_infeasibility(n_agents, n_actions, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_agents=st.sampled_from([20, 50, 100]), n_actions=st.integers(2, 3), seed=st.integers(0, 2**32 - 1))
 def test_no_false_infeasibility_many(n_agents, n_actions, seed):
     check_no_false_infeasibility(n_agents, n_actions, seed)
