@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -348,8 +349,9 @@ def _load_result(path: Path) -> Result | None:
         return None
     try:
         return Result.load(path)
-    except (PolicyAggError, OSError, ValueError, KeyError):
-        return None  # a result from an interrupted write pair: compute it again
+    except PolicyAggError as exc:  # damaged, edited or from an interrupted write pair: compute it again
+        warnings.warn(f"{exc}; computing it again", RuntimeWarning, stacklevel=2)
+        return None
 
 
 # --------------------------------------------------------------------------- summary

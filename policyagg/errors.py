@@ -19,6 +19,11 @@ class InvalidSamplesError(PolicyAggError, ValueError):
     """A matrix of sampled returns is malformed or does not fit the problem."""
 
 
+class CorruptFileError(PolicyAggError, ValueError):
+    """A file written by policyagg (a result, samples, a checkpoint) is missing, damaged,
+    mismatched or not one of ours; the message names the file and what to do."""
+
+
 class SolverError(PolicyAggError, RuntimeError):
     """The LP/MILP solver failed; the message carries the solver's status text."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import PolicyAggError
+from policyagg.errors import CorruptFileError
 from policyagg.io import StrPath, atomic_write_bytes, atomic_write_json, npz_bytes
 from policyagg.metrics import gini
 from policyagg.problem import Problem
@@ -97,28 +99,101 @@ class Result:
 
     @classmethod
     def load(cls, path: StrPath) -> Result:
-        path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
+        """Read a result written by :meth:`save`: ``<path>.json`` and the arrays in ``<path>.npz``
+        beside it (a fixed name: the JSON is data, never a path to follow).
+
+        The arrays must match the JSON's SHA-256, hold at most :data:`MAX_ARRAY_BYTES`
+        uncompressed, and fit each other and the agents' names; anything else (missing,
+        truncated, invalid JSON, made-up or edited files) raises :class:`CorruptFileError`
+        naming the file.
+        """
+        json_path, npz_path = Path(path).with_suffix(".json"), Path(path).with_suffix(".npz")
+        redo = "save the result again (or rerun the rule)"
+        try:
+            meta = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptFileError(f"{json_path}: cannot read a result ({exc}); {redo}") from None
+        if not isinstance(meta, dict):
+            raise CorruptFileError(f"{json_path}: not a result (a JSON object is expected); {redo}")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise PolicyAggError(f"{path}: unsupported result format version {meta.get('format_version')!r}")
-        npz_path = path.with_suffix(".json").parent / meta["arrays"]
-        payload = npz_path.read_bytes()
-        if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
-            raise PolicyAggError(
-                f"{npz_path} does not match {path.with_suffix('.json')} (checksum); save the result again"
+            raise CorruptFileError(f"{json_path}: unsupported result format version {meta.get('format_version')!r}")
+        missing = [key for key in _META_KEYS if key not in meta]
+        if missing:
+            raise CorruptFileError(f"{json_path}: not a result (missing {', '.join(missing)}); {redo}")
+        if meta["arrays"] != npz_path.name:
+            raise CorruptFileError(
+                f"{json_path}: its arrays must be {npz_path.name!r} beside it, not {meta['arrays']!r}; {redo}"
             )
-        with np.load(npz_path, allow_pickle=False) as data:
-            arrays = {k: data.get(k) for k in ARRAYS}
-        return cls(
-            rule=meta["rule"],
-            names=tuple(meta["names"]),
-            gini=meta["gini"],
-            options=meta["options"],
-            diagnostics=meta["diagnostics"],
-            report=meta.get("report", {}),
-            status=meta.get("status", "optimal"),
-            **arrays,
+        try:
+            payload = npz_path.read_bytes()
+        except OSError as exc:
+            raise CorruptFileError(f"{npz_path}: cannot read the result's arrays ({exc}); {redo}") from None
+        if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
+            raise CorruptFileError(f"{npz_path} does not match {json_path} (checksum); {redo}")
+        arrays = _read_arrays(npz_path, payload)
+        try:
+            names = tuple(str(name) for name in meta["names"])
+            result = cls(
+                rule=str(meta["rule"]),
+                names=names,
+                gini=float(meta["gini"]),
+                options=dict(meta["options"]),
+                diagnostics=dict(meta["diagnostics"]),
+                report=dict(meta.get("report", {})),
+                status=str(meta.get("status", "optimal")),
+                **arrays,
+            )
+        except (TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{json_path}: not a valid result ({exc}); {redo}") from None
+        _check_shapes(result, json_path)
+        return result
+
+
+#: Keys every result JSON has.
+_META_KEYS = ("rule", "names", "gini", "options", "diagnostics", "arrays", "arrays_sha256")
+#: The most a result's arrays may take in memory once decompressed (a result of a 10^6
+#: state-action model takes 16 MB): a small made-up NPZ cannot allocate more.
+MAX_ARRAY_BYTES = 1 << 30
+
+
+def _read_arrays(npz_path: Path, payload: bytes) -> dict[str, Any]:
+    """The arrays of a result's NPZ, checked before anything is decompressed."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile as exc:
+        raise CorruptFileError(f"{npz_path}: not an NPZ archive ({exc}); save the result again") from None
+    unknown = sorted({m.filename.removesuffix(".npy") for m in members} - set(ARRAYS))
+    if unknown:
+        raise CorruptFileError(f"{npz_path}: unexpected arrays {unknown}; a result holds only {list(ARRAYS)}")
+    total = sum(m.file_size for m in members)
+    if total > MAX_ARRAY_BYTES:
+        raise CorruptFileError(
+            f"{npz_path}: its arrays would take {total / 2**20:.0f} MB (limit {MAX_ARRAY_BYTES / 2**20:.0f} MB)"
         )
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as data:
+            arrays = {k: (np.asarray(data[k], dtype=float) if k in data else None) for k in ARRAYS}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CorruptFileError(f"{npz_path}: unreadable arrays ({exc}); save the result again") from None
+    return arrays
+
+
+def _check_shapes(result: Result, json_path: Path) -> None:
+    n = len(result.names)
+    problems = []
+    for name in ("occupancy", "policy"):
+        array = getattr(result, name)
+        if array is None or array.ndim != 2:
+            problems.append(f"{name} must be an (S, A) array")
+    if result.policy is not None and result.occupancy is not None and result.policy.shape != result.occupancy.shape:
+        problems.append("policy and occupancy differ in shape")
+    for name in ("returns", "normalized", "ranks"):
+        array = getattr(result, name)
+        if (array is not None or name != "ranks") and (array is None or array.shape != (n,)):
+            problems.append(f"{name} must have one entry per agent ({n})")
+    if problems:
+        raise CorruptFileError(f"{json_path}: arrays do not fit the result: {'; '.join(problems)}")
 
 
 def make_result(

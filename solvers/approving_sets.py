@@ -79,7 +79,7 @@ from policyagg.errors import InvalidProblemError, SolverTimeLimitError
 from policyagg.problem import Problem
 from policyagg.solvers.completion import range_widths
 from policyagg.solvers.factored import FactoredModel
-from policyagg.solvers.lp import HighsModel, LinearProgram, LPModel
+from policyagg.solvers.lp import HighsModel, LinearProgram, LPModel, LPSolution
 from policyagg.solvers.lp import make_model as make_lp_model
 from policyagg.solvers.occupancy import (
     OccupancyProgram,
@@ -250,7 +250,8 @@ class _Cuts:
     """Infeasible cores as rows of a sparse 0/1 matrix (agents in columns)."""
 
     def __init__(self, n: int):
-        self.n, self.cores = n, []
+        self.n = n
+        self.cores: list[np.ndarray] = []
         self._matrix: sp.csr_array | None = None
 
     def add(self, core: np.ndarray) -> None:
@@ -356,8 +357,9 @@ class _Search:
         try:
             solution = model.solve()
         except SolverTimeLimitError as exc:
-            if exc.solution is not None and exc.solution.details:
-                self.upper = min(self.upper, exc.solution.details["mip_dual_bound"])
+            stopped = exc.solution
+            if isinstance(stopped, LPSolution) and stopped.details:
+                self.upper = min(self.upper, stopped.details["mip_dual_bound"])
             raise _OutOfTime from None
         bound = (solution.details or {}).get("mip_dual_bound", solution.objective)
         self.upper = min(self.upper, max(bound, solution.objective))
@@ -382,10 +384,11 @@ class _Search:
         try:
             solution = self.log.add(model.solve())
         except SolverTimeLimitError as exc:
-            if exc.solution is not None:
-                if exc.solution.details:
-                    self.upper = min(self.upper, exc.solution.details["mip_dual_bound"])
-                found = exc.solution.x[n_d:] >= BINARY_ROUNDING
+            stopped = exc.solution
+            if isinstance(stopped, LPSolution):
+                if stopped.details:
+                    self.upper = min(self.upper, stopped.details["mip_dual_bound"])
+                found = stopped.x[n_d:] >= BINARY_ROUNDING
                 if self.weight(found) > self.weight(self.best) + self.tol:
                     check = self.oracle.check(found, timed=False)
                     if check.feasible:

@@ -102,3 +102,61 @@ def test_status_round_trips_and_old_files_load_as_optimal(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(meta))
     loaded = Result.load(tmp_path / "r")
     assert loaded.status == "gap" and "status: gap" in loaded.table()
+
+
+# ------------------------------------------------------------------ a result file is data (issue 14, item 3)
+def saved_result(tmp_path):
+    problem = bandit()
+    result = solvers.utilitarian(problem)
+    result.save(tmp_path / "r")
+    return tmp_path / "r", json.loads((tmp_path / "r.json").read_text())
+
+
+def rewrite(path, meta=None, arrays=None):
+    import hashlib
+    import io as _io
+
+    if arrays is not None:
+        buffer = _io.BytesIO()
+        np.savez(buffer, **arrays)
+        path.with_suffix(".npz").write_bytes(buffer.getvalue())
+    if meta is not None:
+        meta["arrays_sha256"] = hashlib.sha256(path.with_suffix(".npz").read_bytes()).hexdigest()
+        path.with_suffix(".json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p, m: p.with_suffix(".json").write_text("{not json"), "cannot read a result"),
+        (lambda p, m: p.with_suffix(".json").write_text("[1, 2]"), "JSON object"),
+        (lambda p, m: rewrite(p, {k: v for k, v in m.items() if k != "names"}), "missing names"),
+        (lambda p, m: rewrite(p, m | {"arrays": "/dev/zero"}), "beside it"),
+        (lambda p, m: rewrite(p, m | {"arrays": "../elsewhere.npz"}), "beside it"),
+        (lambda p, m: rewrite(p, m | {"format_version": 99}), "format version"),
+        (lambda p, m: p.with_suffix(".npz").write_bytes(b"PK\x03\x04 truncated"), "checksum"),
+        (lambda p, m: rewrite(p, m, arrays={"returns": np.zeros(3)}), "one entry per agent"),
+        (lambda p, m: rewrite(p, m, arrays={"evil": np.zeros(2)}), "unexpected arrays"),
+        (lambda p, m: rewrite(p, m, arrays={"returns": np.array([{}, 1], dtype=object)}), "unreadable arrays"),
+        (lambda p, m: rewrite(p, m | {"names": ["a", "b", "c"]}), "one entry per agent"),
+        (lambda p, m: rewrite(p, m | {"gini": "high"}), "not a valid result"),
+        (lambda p, m: p.with_suffix(".npz").unlink(), "cannot read the result's arrays"),
+    ],
+)
+def test_damaged_or_made_up_results_raise_one_typed_error(tmp_path, damage, message):
+    from policyagg.errors import CorruptFileError
+
+    path, meta = saved_result(tmp_path)
+    damage(path, meta)
+    with pytest.raises(CorruptFileError, match=message):
+        Result.load(path)
+
+
+def test_arrays_above_the_size_limit_are_refused_before_decompressing(tmp_path, monkeypatch):
+    from policyagg import result as result_module
+    from policyagg.errors import CorruptFileError
+
+    path, _ = saved_result(tmp_path)
+    monkeypatch.setattr(result_module, "MAX_ARRAY_BYTES", 100)  # the saved arrays take more than that
+    with pytest.raises(CorruptFileError, match="limit"):
+        Result.load(path)
