@@ -15,6 +15,17 @@ from pathlib import Path
 MEASURE_NAMES = ("policy", "volume", "optimal-mixture")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--samples 0`` would otherwise mean "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
 def _compare(args) -> None:
     from policyagg.experiments.compare import attention_problem, compare, fairness_table
 
@@ -298,7 +309,7 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="reference measure of the ranks (default: the configuration's, `policy` in the shipped ones)",
     )
-    p.add_argument("--workers", type=int, default=None, metavar="N", help=WORKERS_HELP)
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N", help=WORKERS_HELP)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -341,9 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--full", action="store_true", help="the paper's scale: 500000 sampled policies per seed")
     p.add_argument(
-        "--samples", type=int, default=None, metavar="N", help="sampled policies per seed (default: the configs' 10000)"
+        "--samples",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="sampled policies per seed (default: the configs' 10000)",
     )
-    p.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (default: the configs' five)")
+    p.add_argument(
+        "--seeds", type=positive_int, default=None, metavar="N", help="run seeds 0..N-1 (default: the configs' five)"
+    )
     p.add_argument(
         "--out",
         default="results",
@@ -366,9 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="path of a TOML configuration (see experiments/configs/)")
     p.add_argument(
-        "--samples", type=int, default=None, metavar="N", help="sampled policies per seed (overrides `measure.samples`)"
+        "--samples",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="sampled policies per seed (overrides `measure.samples`)",
     )
-    p.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 (overrides `seeds`)")
+    p.add_argument("--seeds", type=positive_int, default=None, metavar="N", help="run seeds 0..N-1 (overrides `seeds`)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides `output`)")
     _common_run_options(p)
     p.set_defaults(run=_run)
@@ -388,12 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="a",
         help="a: one agent per site; b: --agents agents on random subsets of sites (default: a)",
     )
-    p.add_argument("--sites", type=int, default=5, metavar="N", help="sites of the attention model (default: 5)")
-    p.add_argument("--phases", type=int, default=3, metavar="N", help="phases per site (default: 3)")
+    p.add_argument(
+        "--sites", type=positive_int, default=5, metavar="N", help="sites of the attention model (default: 5)"
+    )
+    p.add_argument("--phases", type=positive_int, default=3, metavar="N", help="phases per site (default: 3)")
     p.add_argument("--agents", type=int, default=10, metavar="N", help="number of agents in experiment b (default: 10)")
     p.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=20_000,
         metavar="N",
         help="sampled random policies (default: 20000; the paper: 500000)",
@@ -433,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="measures to compare (default: all three)",
     )
     p.add_argument(
-        "--samples", type=int, default=4000, metavar="N", help="samples per seed and measure (default: 4000)"
+        "--samples", type=positive_int, default=4000, metavar="N", help="samples per seed and measure (default: 4000)"
     )
-    p.add_argument("--seeds", type=int, default=3, metavar="N", help="run seeds 0..N-1 (default: 3)")
+    p.add_argument("--seeds", type=positive_int, default=3, metavar="N", help="run seeds 0..N-1 (default: 3)")
     p.add_argument("--out", default="results", metavar="DIR", help="parent folder of the runs (default: results)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help=WORKERS_HELP)
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N", help=WORKERS_HELP)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -469,12 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sites",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="attention sites (default: 8 for scale and growth (3..N), else 5)",
     )
-    p.add_argument("--phases", type=int, default=3, metavar="N", help="phases per site (default: 3)")
+    p.add_argument("--phases", type=positive_int, default=3, metavar="N", help="phases per site (default: 3)")
     p.add_argument(
         "--agents",
         type=_counts,
@@ -485,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
@@ -520,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="worker processes (default: the usable cores, at most 4; growth: 1; agents: for the sampling, "

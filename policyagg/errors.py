@@ -85,3 +85,26 @@ def check_count(name: str, value: object, minimum: int = 1, why: str | None = No
         wanted = "a positive integer" if minimum == 1 and why is None else f"an integer >= {minimum}"
         raise InvalidProblemError(f"`{name}` must be {wanted}{f' ({why})' if why else ''}; got {value!r}")
     return int(value)
+
+
+def check_real(name: str, value: object, error: type[PolicyAggError] = InvalidProblemError) -> float:
+    """``value`` as a float if it is a real number (Python or numpy int/float; not a bool or a
+    string, which would otherwise convert silently); else ``error`` naming the argument."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise error(f"`{name}` must be a real number; got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def float_array(name: str, value: object, error: type[PolicyAggError] = InvalidProblemError) -> np.ndarray:
+    """``value`` as a float array (a copy); a complex, ragged or non-numeric input is ``error``
+    naming the argument, not a silent cast or numpy's ``ValueError``."""
+    try:
+        array = np.array(value)
+        real = not np.iscomplexobj(array)
+        if real:
+            array = array.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise error(f"`{name}` must be an array of numbers of one shape ({exc})") from None
+    if not real:
+        raise error(f"`{name}` must be real; got a complex array")
+    return array

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import InvalidMDPError
+from policyagg.errors import InvalidMDPError, check_real, float_array
 from policyagg.planning import Structure, cesaro_limit, graph_structure, steering_actions, union_adjacency
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
@@ -43,11 +43,13 @@ def _as_transition_matrix(P: TransitionLike, n_actions: int | None) -> sp.csr_ar
     if sp.issparse(P):
         if n_actions is None:
             raise InvalidMDPError("`n_actions` is required when `P` is sparse of shape (S*A, S)")
+        if np.iscomplexobj(P.data):
+            raise InvalidMDPError("`P` must be real; got a complex sparse matrix")
         P = sp.csr_array(P, dtype=float)
         if P.ndim != 2 or P.shape[0] != P.shape[1] * n_actions:
             raise InvalidMDPError(f"sparse `P` must have shape (S*A, S) = (S*{n_actions}, S); got {P.shape}")
         return P
-    dense = np.asarray(P, dtype=float)
+    dense = float_array("P", P, InvalidMDPError)
     if dense.ndim != 3 or dense.shape[0] != dense.shape[2]:
         raise InvalidMDPError(f"dense `P` must have shape (S, A, S) with P[s, a, s'] = P(s'|s, a); got {dense.shape}")
     if n_actions is not None and n_actions != dense.shape[1]:
@@ -81,10 +83,7 @@ def _validate(
     P.eliminate_zeros()
     P.sort_indices()
 
-    try:
-        gamma = float(gamma)
-    except (TypeError, ValueError) as exc:
-        raise InvalidMDPError(f"`gamma` must be a number in (0, 1]; got {gamma!r}") from exc
+    gamma = check_real("gamma", gamma, InvalidMDPError)  # a bool would silently be 1 (average reward)
     if not (0.0 < gamma <= 1.0):
         raise InvalidMDPError(f"`gamma` must be in (0, 1] (1 = average reward); got {gamma}")
 

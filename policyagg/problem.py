@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, float_array
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import LinearConstraints, OccupancyPolytope
 
@@ -80,7 +80,7 @@ class Problem:
     ) -> None:
         object.__setattr__(self, "mdp", mdp)
         S, A, SA = mdp.n_states, mdp.n_actions, mdp.n_state_actions
-        reward_array = np.array(rewards, dtype=float)  # a private copy (made read-only below)
+        reward_array = float_array("rewards", rewards)  # a private copy (made read-only below)
         if reward_array.ndim == 2:
             reward_array = reward_array[None]
         if reward_array.ndim != 3 or reward_array.shape[1:] != (S, A) or reward_array.shape[0] == 0:
@@ -91,12 +91,14 @@ class Problem:
             i, s, a = np.argwhere(~np.isfinite(reward_array))[0]
             raise InvalidProblemError(f"`rewards` has a non-finite entry for agent {i} at (state, action) = ({s}, {a})")
         n = reward_array.shape[0]
-        agent_names = tuple(f"agent{i}" for i in range(n)) if names is None else tuple(map(str, names))
+        if names is not None and (isinstance(names, str) or not all(isinstance(x, str) for x in names)):
+            raise InvalidProblemError(f"`names` must be a sequence of strings, one per agent; got {names!r}")
+        agent_names = tuple(f"agent{i}" for i in range(n)) if names is None else tuple(names)
         if len(agent_names) != n:
             raise InvalidProblemError(f"`names` must have one name per agent ({n}); got {len(agent_names)}")
         if len(set(agent_names)) != n:
             raise InvalidProblemError(f"`names` must be distinct; got {agent_names}")
-        weight_array = np.ones(n) if weights is None else np.array(weights, dtype=float)
+        weight_array = np.ones(n) if weights is None else float_array("weights", weights)
         if weight_array.shape != (n,):
             raise InvalidProblemError(f"`weights` must have shape (n,) = ({n},); got {weight_array.shape}")
         bad = np.flatnonzero(~(np.isfinite(weight_array) & (weight_array > 0)))

@@ -47,7 +47,7 @@ import scipy.sparse.linalg as spla
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from policyagg.errors import InvalidProblemError, check_count
+from policyagg.errors import InvalidProblemError, check_count, check_real
 from policyagg.parallel import check_workers, run_tasks, shared_empty
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
@@ -108,7 +108,7 @@ class PolicySampler:
     """
 
     def __init__(self, problem: Problem, *, concentration: float = 1.0, method: str = "auto"):
-        if not (np.isfinite(concentration) and concentration > 0):
+        if not (np.isfinite(check_real("concentration", concentration)) and concentration > 0):
             raise InvalidProblemError(f"`concentration` must be a positive number; got {concentration}")
         mdp = problem.mdp
         self.S, self.A = mdp.n_states, mdp.n_actions

@@ -33,7 +33,14 @@ import numpy as np
 import pulp
 import scipy.sparse as sp
 
-from policyagg.errors import InfeasibleError, InvalidProblemError, SolverError, SolverTimeLimitError, UnboundedError
+from policyagg.errors import (
+    InfeasibleError,
+    InvalidProblemError,
+    SolverError,
+    SolverTimeLimitError,
+    UnboundedError,
+    check_real,
+)
 
 BACKENDS = ("highs", "pulp")
 _MS = highspy.HighsModelStatus
@@ -239,7 +246,7 @@ class LPModel(Protocol):
 
 def check_time_limit(time_limit: float | None) -> float | None:
     """``time_limit`` as given if ``None`` or a positive finite number of seconds."""
-    if time_limit is not None and not (np.isfinite(time_limit) and time_limit > 0):
+    if time_limit is not None and not (np.isfinite(check_real("time_limit", time_limit)) and time_limit > 0):
         raise InvalidProblemError(f"time_limit must be a positive number of seconds, got {time_limit}")
     return time_limit
 

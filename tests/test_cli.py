@@ -248,3 +248,22 @@ def test_rules_lists_every_registered_rule_and_its_options(capsys):
     assert "alpha = 0.9: a number in [0, 1]" in options and "time_limit = None" in options
     assert main(["rules", "aproval"]) == 2
     assert "choose one of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "rules", "--samples", "0"],
+        ["bench", "rules", "--samples", "-5"],
+        ["reproduce", "--seeds", "0"],
+        ["reproduce", "--workers", "two"],
+        ["bench", "growth", "--sites", "0"],
+    ],
+)
+def test_counts_on_the_command_line_must_be_positive(argv, capsys):
+    from policyagg.experiments.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "must be a positive integer" in capsys.readouterr().err

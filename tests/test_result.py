@@ -160,3 +160,47 @@ def test_arrays_above_the_size_limit_are_refused_before_decompressing(tmp_path, 
     monkeypatch.setattr(result_module, "MAX_ARRAY_BYTES", 100)  # the saved arrays take more than that
     with pytest.raises(CorruptFileError, match="limit"):
         Result.load(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weights": ["x", "y"]}, r"`weights` must be an array of numbers"),
+        ({"names": "ab"}, r"`names` must be a sequence of strings"),
+        ({"names": [1, None]}, r"`names` must be a sequence of strings"),
+        ({"rewards": [[["a", "b"]], [["c", "d"]]]}, r"`rewards` must be an array of numbers"),
+        ({"rewards": np.ones((2, 1, 2), dtype=complex)}, r"`rewards` must be real"),
+    ],
+)
+def test_bad_problem_inputs_raise_typed_errors(kwargs, message):
+    from policyagg.errors import InvalidProblemError
+    from policyagg.mdp import TabularMDP
+    from policyagg.problem import Problem
+
+    mdp = TabularMDP(np.ones((1, 2, 1)), gamma=0.9)
+    with pytest.raises(InvalidProblemError, match=message):
+        Problem(mdp, kwargs.pop("rewards", np.ones((2, 1, 2))), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p: solvers.utilitarian(p, time_limit="5"), r"`time_limit` must be a real number"),
+        (lambda p: solvers.utilitarian(p, time_limit=True), r"`time_limit` must be a real number"),
+        (lambda p: __import__("policyagg").sample_returns(p, 10, concentration="1"), r"`concentration` must be"),
+    ],
+)
+def test_numbers_given_as_strings_or_bools_are_refused(call, message):
+    from policyagg.errors import InvalidProblemError
+
+    with pytest.raises(InvalidProblemError, match=message):
+        call(bandit())
+
+
+def test_numpy_scalars_are_numbers():
+    from policyagg import sample_returns
+
+    problem = bandit()
+    samples = sample_returns(problem, 50, rng=0)
+    result = solvers.approval(problem, samples, alpha=np.float32(0.9), time_limit=np.int64(60))
+    assert result.status == "optimal"
