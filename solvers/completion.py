@@ -56,7 +56,27 @@ def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) 
             f"rule {rule!r} ranks policies by volume and needs sampled returns: pass "
             "`samples=sample_policy_returns(problem, N)` or `ReturnSamples(values)` with values of shape (N, n)"
         )
-    return samples.check_agents(problem.n_agents)
+    samples = samples.check_agents(problem.n_agents)
+    if problem.ranges is not None:
+        ranges = problem.ranges
+        slack = SAMPLE_RANGE_TOL * np.maximum(ranges.width, np.maximum(np.abs(ranges.lower), np.abs(ranges.upper)))
+        above = samples.sorted_values[:, 0] > ranges.upper + slack
+        below = samples.sorted_values[:, -1] < ranges.lower - slack
+        outside = np.flatnonzero(above | below)
+        if outside.size:
+            i = int(outside[0])
+            raise InvalidSamplesError(
+                f"rule {rule!r}: every sampled return of agent {problem.names[i]!r} lies outside its range on "
+                f"this problem's polytope [{ranges.lower[i]:.6g}, {ranges.upper[i]:.6g}] (samples "
+                f"[{samples.sorted_values[i, 0]:.6g}, {samples.sorted_values[i, -1]:.6g}]): they are not returns of "
+                "its policies; sample this problem (e.g. `sample_returns(problem, N)`) or check the agents' order"
+            )
+    return samples
+
+
+#: Sampled returns further than this (relative to the agent's range or returns) outside
+#: ``[min_O J_i, max_O J_i]`` cannot be returns of the problem's policies.
+SAMPLE_RANGE_TOL = 1e-6
 
 
 def threshold_rows(problem: Problem, agents, thresholds, name: str) -> Rows:

@@ -204,3 +204,12 @@ def test_numpy_scalars_are_numbers():
     samples = sample_returns(problem, 50, rng=0)
     result = solvers.approval(problem, samples, alpha=np.float32(0.9), time_limit=np.int64(60))
     assert result.status == "optimal"
+
+
+def test_samples_from_another_problem_are_refused():
+    from policyagg.errors import InvalidSamplesError
+
+    problem = bandit()  # returns (p, 3 (1 - p)): ranges [0, 1] and [0, 3]
+    samples = ReturnSamples(np.column_stack([np.linspace(5, 6, 20), np.linspace(0, 3, 20)]))
+    with pytest.raises(InvalidSamplesError, match=r"agent 'agent0' lies outside its range"):
+        solvers.max_quantile(problem, samples)
