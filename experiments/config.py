@@ -102,9 +102,19 @@ def load_config(path) -> ExperimentConfig:
     """Read and validate a TOML configuration file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidConfigError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise InvalidConfigError(f"{path} is a folder; give the path of a TOML configuration file") from None
+    except FileNotFoundError:
+        raise InvalidConfigError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise InvalidConfigError(f"{path}: cannot read the configuration ({exc.strerror})") from None
     return parse_config(data, source=str(path))
 
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from policyagg import solvers
 from policyagg.envs.tabular import from_gymnasium, make_env
-from policyagg.errors import PolicyAggError
+from policyagg.errors import CheckpointWarning, PolicyAggError
 from policyagg.experiments.compare import attention_problem, slug
 from policyagg.experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
 from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
@@ -338,7 +338,11 @@ def _claim_output(config: ExperimentConfig, out: Path) -> None:
 def _load_samples(path: Path, config: ExperimentConfig, problem: Problem) -> ReturnSamples | None:
     if not path.exists():
         return None
-    samples = ReturnSamples.load(path)
+    try:
+        samples = ReturnSamples.load(path)
+    except PolicyAggError as exc:  # damaged: sample again
+        warnings.warn(f"{exc}; sampling again", CheckpointWarning, stacklevel=2)
+        return None
     if samples.values.shape != (config.samples, problem.n_agents):
         return None  # from another configuration: sample again
     return samples
@@ -350,7 +354,7 @@ def _load_result(path: Path) -> Result | None:
     try:
         return Result.load(path)
     except PolicyAggError as exc:  # damaged, edited or from an interrupted write pair: compute it again
-        warnings.warn(f"{exc}; computing it again", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"{exc}; computing it again", CheckpointWarning, stacklevel=2)
         return None
 
 

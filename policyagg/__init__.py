@@ -21,6 +21,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # public name -> the module that defines it
 _EXPORTS = {
+    "CheckpointWarning": "policyagg.errors",
     "CorruptFileError": "policyagg.errors",
     "InfeasibleError": "policyagg.errors",
     "InvalidMDPError": "policyagg.errors",

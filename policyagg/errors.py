@@ -62,6 +62,10 @@ class PolicyEvaluationError(PolicyAggError, ArithmeticError):
     converge, or an average-reward policy that could not be made unichain)."""
 
 
+class CheckpointWarning(UserWarning):
+    """A saved sample or result was damaged or did not match; it is being computed again."""
+
+
 class SolverWarning(UserWarning):
     """A solver returned an answer it could not prove optimal (see the message and the
     result's ``status``)."""

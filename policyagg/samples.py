@@ -8,6 +8,7 @@ the empirical CDF ``F_i(v) = #{k : V[k, i] <= v} / N``.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import InvalidSamplesError
+from policyagg.errors import CorruptFileError, InvalidSamplesError
 from policyagg.io import StrPath, atomic_write_bytes, npz_bytes
 
 #: Returns within this fraction of an agent's sampled range of a sample count as equal to
@@ -114,6 +115,13 @@ class ReturnSamples:
     @classmethod
     def load(cls, path: StrPath) -> ReturnSamples:
         path = Path(path).with_suffix(".npz")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            return cls(data["values"], meta["measure"], meta["info"])
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                return cls(np.asarray(data["values"], dtype=float), str(meta["measure"]), dict(meta["info"]))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            raise CorruptFileError(
+                f"{path}: not readable sampled returns ({type(exc).__name__}: {exc}); delete it to sample again"
+            ) from None

@@ -297,3 +297,45 @@ def test_failed_overwrite_leaves_the_old_results(tmp_path, monkeypatch):
     run_config(other, progress=False, workers=1, overwrite=True)  # and resumes from there
     assert json.loads((out / "config.json").read_text())["samples"] == 400
     assert not staging.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xff\xfe not utf-8", "not UTF-8"), (None, "is a folder")],
+)
+def test_unreadable_config_paths_raise_config_errors(tmp_path, content, message):
+    from policyagg.experiments.config import InvalidConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InvalidConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"PK\x03\x04 truncated", b"not an npz at all"])
+def test_damaged_samples_file_is_a_typed_error(tmp_path, garbage):
+    from policyagg import ReturnSamples
+    from policyagg.errors import CorruptFileError
+
+    path = tmp_path / "samples.npz"
+    path.write_bytes(garbage)
+    with pytest.raises(CorruptFileError, match="delete it to sample again"):
+        ReturnSamples.load(path)
+
+
+def test_damaged_checkpoints_are_recomputed_with_a_warning(tmp_path):
+    from policyagg.errors import CheckpointWarning
+
+    out, copy = tmp_path / "out", tmp_path / "reference"
+    run_config(small_config(out), progress=False, figures=False)
+    run_config(small_config(copy), progress=False, figures=False)
+    (out / "seed0" / "utilitarian.json").write_text("{not json")
+    (out / "seed0" / "samples.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(CheckpointWarning) as caught:
+        run_config(small_config(out), progress=False, figures=False)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "sampling again" in messages and "computing it again" in messages
+    same_results(out, copy)
