@@ -43,9 +43,10 @@ def _as_transition_matrix(P: TransitionLike, n_actions: int | None) -> sp.csr_ar
     if sp.issparse(P):
         if n_actions is None:
             raise InvalidMDPError("`n_actions` is required when `P` is sparse of shape (S*A, S)")
-        if np.iscomplexobj(P.data):
+        sparse = sp.csr_array(P)
+        if np.iscomplexobj(sparse.data):
             raise InvalidMDPError("`P` must be real; got a complex sparse matrix")
-        P = sp.csr_array(P, dtype=float)
+        P = sparse.astype(float)
         if P.ndim != 2 or P.shape[0] != P.shape[1] * n_actions:
             raise InvalidMDPError(f"sparse `P` must have shape (S*A, S) = (S*{n_actions}, S); got {P.shape}")
         return P
