@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.errors import InvalidProblemError
+from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
 from policyagg.solvers.factored import FactoredModel
@@ -100,6 +101,28 @@ def utility_rows(C: np.ndarray, c0: np.ndarray, n_d: int, n_cols: int) -> Rows:
     A_u = sp.csr_array((np.ones(n), (np.arange(n), np.arange(n_d, n_d + n))), shape=(n, n_cols))
     A = sp.hstack([sp.csr_array(-C), sp.csr_array((n, n_cols - n_d))], format="csr") + A_u
     return Rows("normalised returns", sp.csr_array(A), c0, c0)
+
+
+def _cut_program(
+    problem: Problem, cost: np.ndarray, returns: Rows, name: str
+) -> Callable[[Sequence[Rows]], OccupancyProgram]:
+    """``build(cuts)``: the program ``max cost @ [d, extra]`` over ``d in O``, the utility rows
+    ``returns`` and ``cuts``, with the extra columns (utilities, cut variables) free."""
+    n_d = problem.mdp.n_state_actions
+    col_lower = np.concatenate([np.zeros(n_d), np.full(cost.size - n_d, -np.inf)])
+
+    def build(cuts: Sequence[Rows]) -> OccupancyProgram:
+        return occupancy_program(
+            problem,
+            cost,
+            name=name,
+            maximize=True,
+            extra_cols=cost.size - n_d,
+            col_lower=col_lower,
+            rows=[returns, *cuts],
+        )
+
+    return build
 
 
 class _CutModel:
@@ -198,21 +221,8 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
         return call.finish(d, rounds=1, gap=0.0, converged=True, n_cuts=0, nash_welfare=0.0)
     C, c0, w = C[agents], c0[agents], problem.weights[agents]
     k = agents.size
-    n_cols = n_d + 2 * k  # d, u, z
-    cost = np.concatenate([np.zeros(n_d + k), w])
-    col_lower = np.concatenate([np.zeros(n_d), np.full(2 * k, -np.inf)])
-    returns = utility_rows(C, c0, n_d, n_cols)
-
-    def build(cuts: Sequence[Rows]) -> OccupancyProgram:
-        return occupancy_program(
-            problem,
-            cost,
-            name="Nash welfare",
-            maximize=True,
-            extra_cols=2 * k,
-            col_lower=col_lower,
-            rows=[returns, *cuts],
-        )
+    cost = np.concatenate([np.zeros(n_d + k), w])  # columns d, u, z
+    build = _cut_program(problem, cost, utility_rows(C, c0, n_d, cost.size), "Nash welfare")
 
     cut_agent = np.repeat(np.arange(k), len(NASH_GRID))
     cut_point = np.tile(np.asarray(NASH_GRID, float), k)
@@ -319,22 +329,9 @@ def generalized_gini(
     a = _check_owa_weights(owa_weights, n)
     C, c0 = utilities(problem, normalize=True)
     n_d = problem.mdp.n_state_actions
-    n_cols = n_d + n + 1  # d, u, z
-    cost = np.zeros(n_cols)
+    cost = np.zeros(n_d + n + 1)  # columns d, u, z
     cost[-1] = 1.0
-    col_lower = np.concatenate([np.zeros(n_d), np.full(n + 1, -np.inf)])
-    returns = utility_rows(C, c0, n_d, n_cols)
-
-    def build(cuts: Sequence[Rows]) -> OccupancyProgram:
-        return occupancy_program(
-            problem,
-            cost,
-            name="generalized Gini welfare",
-            maximize=True,
-            extra_cols=n + 1,
-            col_lower=col_lower,
-            rows=[returns, *cuts],
-        )
+    build = _cut_program(problem, cost, utility_rows(C, c0, n_d, cost.size), "generalized Gini welfare")
 
     model = _CutModel(call, build, _owa_cut(n_d, np.full(n, a.sum() / n)))
     seen: set[bytes] = set()
