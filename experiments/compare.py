@@ -9,7 +9,9 @@ variants are extra rows.
 
 from __future__ import annotations
 
+import inspect
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,18 @@ def attention_problem(
         )
     names = tuple(f"site{j}" for j in range(n_sites)) if experiment == "a" else None
     return Problem(model.mdp(gamma=gamma), model.rewards(weights), names=names)
+
+
+def attention_options() -> tuple[str, ...]:
+    """The ``environment.kwargs`` of an attention configuration: :func:`attention_problem`'s
+    model options and :class:`AttentionModel`'s parameters (its seed comes from the run's)."""
+    own = [
+        name
+        for name, p in inspect.signature(attention_problem).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in ("n_agents", "seed", "gamma")
+    ]
+    model = [f.name for f in fields(AttentionModel) if f.init and f.name != "seed"]
+    return tuple(dict.fromkeys(own + model))
 
 
 def compare(

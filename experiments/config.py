@@ -8,7 +8,8 @@ A configuration names the environment, the agents, the measure, the rules and th
 
     [environment]
     id = "attention"                    # the attention model, or any registered Gymnasium id
-    kwargs = { n_sites = 5, n_phases = 3 }
+    kwargs = { n_sites = 5, n_phases = 3 }  # checked against the environment's constructor
+    import = ["mypkg"]                  # modules to import first (they register their ids): runs their code
     gamma = 1.0
     on_termination = "absorb"           # Gymnasium ids only: "absorb" or "reset"
 
@@ -26,19 +27,30 @@ A configuration names the environment, the agents, the measure, the rules and th
     rule = "max_quantile"
     options = {}
 
-Unknown keys and bad values raise :class:`InvalidConfigError` naming the key; a rule's options
-are checked against the rule's spec (:meth:`policyagg.solvers.RuleSpec.validate`), so a typo
-(``alfa = 0.9``) or a bad value (``alpha = 1.9``) fails when the file is read.
+Unknown keys and bad values raise :class:`InvalidConfigError` naming the key, when the file is
+read and before any work starts: a rule's options are checked against the rule's spec
+(:meth:`policyagg.solvers.RuleSpec.validate`), so a typo (``alfa = 0.9``) or a bad value
+(``alpha = 1.9``) fails at once; so do the measure's options (names and values), the
+attention model's parameters (by building it) and a Gymnasium environment's ``kwargs``
+(against its constructor's parameters; values are the environment's to check).
+
+Trust: a configuration is data unless it says ``import``. Only registered ids are accepted
+(Gymnasium's, MO-Gymnasium's, ``policyagg/...``); an id of the form ``"module:Name"``, which
+Gymnasium would import, is refused. ``environment.import`` names modules to import (they run
+as code) so that they can register their environments: a configuration that imports code is
+code, to be run only if you trust its modules.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from policyagg.errors import InvalidProblemError
-from policyagg.measures import MEASURES, measure_options
+from policyagg.measures import MEASURES, check_measure_options, measure_options
 
 #: The shipped configurations (the paper's experiments).
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -78,6 +90,7 @@ class ExperimentConfig:
     samples: int
     rules: tuple[RuleRow, ...]
     measure_options: dict = field(default_factory=dict)
+    env_imports: tuple[str, ...] = ()
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -126,7 +139,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     env = _table(data, "environment", source, required=True)
     agents = _table(data, "agents", source, required=True)
     measure = _table(data, "measure", source, required=True)
-    _known(env, {"id", "kwargs", "gamma", "on_termination"}, "environment.", source)
+    _known(env, {"id", "kwargs", "gamma", "on_termination", "import"}, "environment.", source)
     _known(agents, {"population", "n_agents"}, "agents.", source)
     _known(measure, {"name", "samples", "options"}, "measure.", source)
 
@@ -135,6 +148,8 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     kwargs = env.get("kwargs", {})
     if not isinstance(kwargs, dict):
         raise InvalidConfigError(f"{source}: `environment.kwargs` must be a table; got {kwargs!r}")
+    imports = _imports(env.get("import", []), source)
+    _check_environment(env_id, kwargs, imports, source)
     gamma = env.get("gamma", 1.0)
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
         raise InvalidConfigError(f"{source}: `environment.gamma` must be a number in (0, 1]; got {gamma!r}")
@@ -171,6 +186,10 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
             f"{source}: unknown key `measure.options.{unknown[0]}` for measure {measure_name!r}; "
             f"its options are: {', '.join(allowed)}"
         )
+    try:
+        check_measure_options(measure_name, sampler_options)
+    except InvalidProblemError as exc:
+        raise InvalidConfigError(f"{source}: `measure.options`: {exc}") from None
 
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
@@ -214,7 +233,85 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         samples=samples,
         rules=tuple(specs),
         measure_options=dict(sampler_options),
+        env_imports=imports,
     )
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _imports(value, source: str) -> tuple[str, ...]:
+    """``environment.import``: a module name or a list of them, validated (not yet imported)."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n) for n in names):
+        raise InvalidConfigError(
+            f'{source}: `environment.import` must be a module name or an array of them (e.g. "mypkg.envs"); '
+            f"got {value!r}"
+        )
+    return tuple(names)
+
+
+def import_modules(names: tuple[str, ...], source: str = "config") -> None:
+    """Import a configuration's ``environment.import`` modules (they register their environments)."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise InvalidConfigError(
+                f"{source}: `environment.import` = {name!r} cannot be imported ({exc}); install it or put it "
+                "on the Python path"
+            ) from None
+
+
+def _check_environment(env_id: str, kwargs: dict, imports: tuple[str, ...], source: str) -> None:
+    """The environment exists and takes ``kwargs``, checked without building it (the attention
+    model, cheap to build, is built to check the values too)."""
+    if env_id == "attention":
+        _check_attention(kwargs, source)
+        return
+    if ":" in env_id:
+        module, _, name = env_id.partition(":")
+        raise InvalidConfigError(
+            f"{source}: `environment.id` = {env_id!r} would make Gymnasium import the module {module!r}; "
+            f"a configuration imports code only when it says so: write `import = {module!r}` and "
+            f"`id = {name!r}` in [environment] if you trust that module"
+        )
+    from policyagg.envs.tabular.context import env_options  # gymnasium: only for Gymnasium configs
+
+    import_modules(imports, source)
+    try:
+        allowed = env_options(env_id)
+    except InvalidProblemError as exc:
+        raise InvalidConfigError(
+            f'{source}: `environment.id`: {exc}; use a registered id, "attention", or name the module that '
+            "registers it in `environment.import`"
+        ) from None
+    unknown = sorted(set(kwargs) - set(allowed or kwargs))
+    if unknown:
+        raise InvalidConfigError(
+            f"{source}: unknown key `environment.kwargs.{unknown[0]}` for {env_id!r}; its options are: "
+            + ", ".join(allowed or ())
+        )
+
+
+def _check_attention(kwargs: dict, source: str) -> None:
+    from dataclasses import fields
+
+    from policyagg.envs.attention import AttentionModel
+    from policyagg.experiments.compare import attention_options
+
+    allowed = attention_options()
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise InvalidConfigError(
+            f"{source}: unknown key `environment.kwargs.{unknown[0]}` for the attention model; its options "
+            f"are: {', '.join(allowed)}"
+        )
+    model_fields = {f.name for f in fields(AttentionModel) if f.init}
+    try:
+        AttentionModel(**{k: v for k, v in kwargs.items() if k in model_fields})
+    except InvalidProblemError as exc:
+        raise InvalidConfigError(f"{source}: `environment.kwargs`: {exc}") from None
 
 
 def _known(table: dict, keys: set, prefix: str, source: str) -> None:

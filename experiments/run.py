@@ -3,6 +3,7 @@
 Layout of the output folder::
 
     config.json            the configuration this folder belongs to
+    manifest.json          the SHA-256 of every checkpoint below
     seed<k>/samples.npz    the sampled returns of seed k
     seed<k>/<rule>.json/.npz   one result per rule and seed
     summary.md, summary.csv    mean ± standard error over seeds, per rule
@@ -12,7 +13,9 @@ Layout of the output folder::
 Every file is written atomically, and a seed's samples and each rule's result are written as
 soon as they exist, so a killed run (even SIGKILL) started again with the same command
 skips the finished work and ends with the same numbers: sampling and rules are
-deterministic given the configuration and the seed.
+deterministic given the configuration and the seed. Each checkpoint's SHA-256 goes into
+``manifest.json`` as it is written, and a resumed run reuses only files whose checksum
+matches; one run at a time holds the folder's lock (:mod:`policyagg.experiments.checkpoints`).
 
 Both cores are used: sampling splits each seed's samples into batches solved in parallel,
 then every (seed, rule) pair is an independent task run by ``workers`` forked processes,
@@ -26,7 +29,8 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, replace
+from contextlib import ExitStack
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +38,16 @@ from tqdm.auto import tqdm
 
 from policyagg import solvers
 from policyagg.envs.tabular import from_gymnasium, make_env
-from policyagg.errors import CheckpointWarning, PolicyAggError
+from policyagg.errors import CheckpointWarning, CorruptFileError, PolicyAggError
+from policyagg.experiments.checkpoints import Manifest, output_lock
 from policyagg.experiments.compare import attention_problem, slug
-from policyagg.experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
+from policyagg.experiments.config import (
+    ExperimentConfig,
+    InvalidConfigError,
+    import_modules,
+    load_config,
+    parse_config,
+)
 from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
 from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
 from policyagg.io import atomic_write_bytes, atomic_write_json
@@ -69,6 +80,7 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
             experiment, n_agents=config.n_agents or 10, seed=seed, gamma=config.gamma, **config.env_kwargs
         )
     else:
+        import_modules(config.env_imports, config.name)
         model = from_gymnasium(
             make_env(config.env_id, **config.env_kwargs),
             gamma=config.gamma,
@@ -103,18 +115,22 @@ def run_config(
         return run_configs([config], progress=progress, figures=figures, workers=workers, overwrite=True)[0]
     workers = check_workers(workers)
     out = Path(config.output)
-    _claim_output(config, out)
-    problems, samples = dict(problems or {}), {}
-    seeds = tqdm(
-        config.seeds, desc=f"{config.name} ({config.measure} measure): seeds", disable=progress is False, unit="seed"
-    )
-    for seed in seeds:
-        if seed not in problems:
-            problems[seed] = build_problem(config, seed)
-        samples[seed] = _seed_samples(config, seed, problems[seed], out / f"seed{seed}", progress, workers)
-    results = _run_rules(config, problems, samples, out, progress, workers)
-    runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
-    files = write_summary(config, runs, out, figures=figures)
+    with output_lock(out):
+        manifest = _claim_output(config, out)
+        problems, samples = dict(problems or {}), {}
+        seeds = tqdm(
+            config.seeds,
+            desc=f"{config.name} ({config.measure} measure): seeds",
+            disable=progress is False,
+            unit="seed",
+        )
+        for seed in seeds:
+            if seed not in problems:
+                problems[seed] = build_problem(config, seed)
+            samples[seed] = _seed_samples(config, seed, problems[seed], manifest, progress, workers)
+        results = _run_rules(config, problems, samples, manifest, progress, workers)
+        runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
+        files = write_summary(config, runs, out, figures=figures)
     return ExperimentRun(config, runs, files)
 
 
@@ -139,15 +155,18 @@ def run_configs(
     leaves the old results untouched, never a half-deleted folder."""
     configs = [_as_config(c) for c in configs]
     workers = check_workers(workers)
-    if overwrite:
-        staged = [_staging_config(c) for c in configs]
-        runs = run_configs(staged, progress=progress, figures=figures, workers=workers)
-        return [_publish(run, config) for run, config in zip(runs, configs)]
-    built = _share_samples(configs, progress, workers)
-    return [
-        run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
-        for i, c in enumerate(configs)
-    ]
+    with ExitStack() as locks:
+        for config in configs:
+            locks.enter_context(output_lock(Path(config.output)))
+        if overwrite:
+            staged = [_staging_config(c) for c in configs]
+            runs = run_configs(staged, progress=progress, figures=figures, workers=workers)
+            return [_publish(run, config) for run, config in zip(runs, configs)]
+        built = _share_samples(configs, progress, workers)
+        return [
+            run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
+            for i, c in enumerate(configs)
+        ]
 
 
 def _staging_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -157,7 +176,7 @@ def _staging_config(config: ExperimentConfig) -> ExperimentConfig:
     staging = out.parent / f".{out.name}.overwrite"
     path = staging / "config.json"
     if staging.exists():
-        theirs = json.loads(path.read_text()) if path.exists() else {}
+        theirs = (_read_fingerprint(path) if path.exists() else None) or {}
         mine = _fingerprint(config)
         if any(theirs.get(k) != mine[k] for k in mine if k not in ("seeds", "output")):
             shutil.rmtree(staging)
@@ -169,7 +188,7 @@ def _publish(run: ExperimentRun, config: ExperimentConfig) -> ExperimentRun:
     then deleted); the run as if it had been written there."""
     staging, out = Path(run.config.output), Path(config.output)
     atomic_write_json(staging / "config.json", _fingerprint(config))
-    if out.exists():
+    if out.exists():  # (it does: the run holds its lock, <out>/.lock)
         aside = out.parent / f".{out.name}.replaced-{os.getpid()}"
         os.rename(out, aside)
         os.rename(staging, out)
@@ -196,18 +215,19 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
         problems = [build_problem(config, seed) for config in members]
         for i, problem in zip(indices, problems):
             built[i][seed] = problem
-        paths = [Path(config.output) / f"seed{seed}" / "samples.npz" for config in members]
+        manifests = [Manifest(Path(config.output)) for config in members]
+        paths = [manifest.folder / f"seed{seed}" / "samples.npz" for manifest in manifests]
         todo = [
             k
             for k, (config, problem) in enumerate(zip(members, problems))
-            if _load_samples(paths[k], config, problem) is None
+            if _load_samples(manifests[k], paths[k], config, problem) is None
         ]
         for same in _same_mdp_groups([problems[k] for k in todo]):
             if len(same) < 2:
                 continue
             chosen = [todo[k] for k in same]
             for k in chosen:
-                _claim_output(members[k], Path(members[k].output))
+                manifests[k] = _claim_output(members[k], manifests[k].folder)
             stacked = Problem(problems[chosen[0]].mdp, np.concatenate([problems[k].rewards for k in chosen]))
             names = "+".join(members[k].name for k in chosen)
             shared = sample_returns(
@@ -227,6 +247,7 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
                     if key in info:
                         info[key] = list(info[key][start : start + n])
                 ReturnSamples(shared.values[:, start : start + n], measure, info).save(paths[k])
+                manifests[k].record(paths[k])
                 start += n
     return built
 
@@ -252,9 +273,10 @@ def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
 
 
 def _seed_samples(
-    config: ExperimentConfig, seed: int, problem: Problem, folder: Path, progress, workers: int
+    config: ExperimentConfig, seed: int, problem: Problem, manifest: Manifest, progress, workers: int
 ) -> ReturnSamples:
-    samples = _load_samples(folder / "samples.npz", config, problem)
+    path = manifest.folder / f"seed{seed}" / "samples.npz"
+    samples = _load_samples(manifest, path, config, problem)
     if samples is None:
         samples = sample_returns(
             problem,
@@ -265,7 +287,7 @@ def _seed_samples(
             progress=_label(progress, f"{config.name} seed {seed}: {config.measure} samples"),
             **config.measure_options,
         )
-        samples.save(folder / "samples.npz")
+        manifest.record(samples.save(path))
     return samples
 
 
@@ -275,13 +297,15 @@ def _label(progress: bool | None, label: str) -> bool | str:
 
 
 def _run_rules(
-    config: ExperimentConfig, problems: dict, samples: dict, out: Path, progress, workers: int
+    config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, workers: int
 ) -> dict[int, dict[str, Result]]:
-    """Every (seed, rule) result: loaded if saved, else computed by a worker that saves it."""
+    """Every (seed, rule) result: loaded if saved and verified, else computed by a worker that
+    saves it (its checksums are recorded here, in the parent, the manifest's only writer)."""
+    out = manifest.folder
     paths = {
         (seed, spec.label): out / f"seed{seed}" / slug(spec.label) for seed in config.seeds for spec in config.rules
     }
-    loaded = {key: _load_result(path) for key, path in paths.items()}
+    loaded = {key: _load_result(manifest, path) for key, path in paths.items()}
     results = {key: result for key, result in loaded.items() if result is not None}
     todo = [(seed, spec) for seed in config.seeds for spec in config.rules if (seed, spec.label) not in results]
 
@@ -298,7 +322,9 @@ def _run_rules(
         unit="rule",
     )
     with bar:
-        for _ in run_tasks(task, len(todo), workers=workers):
+        for j in run_tasks(task, len(todo), workers=workers):
+            seed, spec = todo[j]
+            manifest.record(*_result_files(paths[seed, spec.label]))
             bar.update()
     for seed, spec in todo:
         results[seed, spec.label] = Result.load(paths[seed, spec.label])
@@ -319,13 +345,21 @@ def _fingerprint(config: ExperimentConfig) -> dict:
     return json.loads(json.dumps(data))  # tuples become lists, as they come back from the file
 
 
-def _claim_output(config: ExperimentConfig, out: Path) -> None:
-    """Refuse to mix runs: the folder must be new or hold this same configuration (seeds may grow)."""
+def _claim_output(config: ExperimentConfig, out: Path) -> Manifest:
+    """Refuse to mix runs: the folder must be new, hold no results yet, or hold this same
+    configuration (seeds may grow); return its manifest."""
     path = out / "config.json"
     mine = _fingerprint(config)
-    if path.exists():
-        theirs = json.loads(path.read_text())
-        differs = sorted(k for k in mine if k not in ("seeds", "output") and theirs.get(k) != mine[k])
+    manifest = Manifest(out)
+    if path.exists() and manifest.holds_results():
+        theirs = _read_fingerprint(path)
+        if theirs is None:
+            raise CorruptFileError(
+                f"{path} is damaged, so the results in {out} cannot be matched to a configuration; replace "
+                "them with `--overwrite` (Python: overwrite=True), or write elsewhere with `--out DIR`"
+            )
+        defaults = {f.name: _fingerprint_value(f.default) for f in fields(ExperimentConfig) if f.default is not MISSING}
+        differs = sorted(k for k in mine if k not in ("seeds", "output") and theirs.get(k, defaults.get(k)) != mine[k])
         if differs:
             raise InvalidConfigError(
                 f"{out} holds results of a different configuration (differs in {', '.join(differs)}); "
@@ -333,10 +367,24 @@ def _claim_output(config: ExperimentConfig, out: Path) -> None:
                 "`--out DIR` (the configuration's `output`)"
             )
     atomic_write_json(path, mine)
+    return manifest
 
 
-def _load_samples(path: Path, config: ExperimentConfig, problem: Problem) -> ReturnSamples | None:
-    if not path.exists():
+def _read_fingerprint(path: Path) -> dict | None:
+    """A folder's ``config.json``, or ``None`` if it is damaged."""
+    try:
+        theirs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return theirs if isinstance(theirs, dict) else None
+
+
+def _fingerprint_value(value):
+    return json.loads(json.dumps(value))  # as it comes back from the file (tuples as lists)
+
+
+def _load_samples(manifest: Manifest, path: Path, config: ExperimentConfig, problem: Problem) -> ReturnSamples | None:
+    if not manifest.verified(path):
         return None
     try:
         samples = ReturnSamples.load(path)
@@ -348,8 +396,12 @@ def _load_samples(path: Path, config: ExperimentConfig, problem: Problem) -> Ret
     return samples
 
 
-def _load_result(path: Path) -> Result | None:
-    if not path.with_suffix(".json").exists():
+def _result_files(path: Path) -> tuple[Path, Path]:
+    return path.with_suffix(".json"), path.with_suffix(".npz")
+
+
+def _load_result(manifest: Manifest, path: Path) -> Result | None:
+    if not manifest.verified(*_result_files(path)):
         return None
     try:
         return Result.load(path)

@@ -24,6 +24,15 @@ class CorruptFileError(PolicyAggError, ValueError):
     mismatched or not one of ours; the message names the file and what to do."""
 
 
+class OutputError(PolicyAggError, OSError):
+    """A result or checkpoint cannot be written (disk full, no permission, a file where a folder
+    should be); nothing half-written is left behind. The message names the path and what to do."""
+
+
+class OutputLockedError(PolicyAggError, RuntimeError):
+    """Another run is writing into the same output folder."""
+
+
 class SolverError(PolicyAggError, RuntimeError):
     """The LP/MILP solver failed; the message carries the solver's status text."""
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from policyagg.errors import InvalidProblemError, check_count
+from policyagg.errors import InvalidProblemError, check_count, check_real
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
-from policyagg.sampling import sample_policy_returns
+from policyagg.sampling import METHODS, sample_policy_returns
 
 MEASURES = ("policy", "volume", "optimal-mixture")
 
@@ -83,6 +83,59 @@ def measure_options(measure: str) -> tuple[str, ...]:
     )
 
 
+def check_measure_options(measure: str, options: dict[str, Any]) -> None:
+    """Check ``options`` for ``measure``'s sampler, names and values, before anything is sampled;
+    an :class:`InvalidProblemError` names the option and says what is allowed."""
+    allowed = measure_options(measure)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidProblemError(
+            f"measure {measure!r} has no option {unknown[0]!r}; its options are: " + (", ".join(allowed) or "none")
+        )
+    for name, value in options.items():
+        _OPTION_CHECKS[name](name, value)
+
+
+def _positive_real(name: str, value: Any) -> None:
+    if not (np.isfinite(check_real(name, value)) and value > 0):
+        raise InvalidProblemError(f"`{name}` must be a positive finite number; got {value!r}")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, str) or value not in choices:
+            raise InvalidProblemError(f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+    return check
+
+
+def _count_or_none(minimum: int) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if value is not None:
+            check_count(name, value, minimum)
+
+    return check
+
+
+def _volume_kernels() -> tuple[str, ...]:
+    from policyagg.volume_chain import KERNELS
+
+    return KERNELS
+
+
+#: Value checks of every sampler option (see :func:`measure_options` for which measure takes which).
+_OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "concentration": _positive_real,
+    "method": _choice(METHODS),
+    "batch_size": _count_or_none(1),
+    "chains": _count_or_none(1),
+    "burn_in": _count_or_none(0),
+    "thin": _count_or_none(1),
+    "refresh": _count_or_none(1),
+    "kernel": lambda name, value: _choice(_volume_kernels())(name, value),
+}
+
+
 def sample_returns(
     problem: Problem,
     n_samples: int,
@@ -96,10 +149,5 @@ def sample_returns(
     """``n_samples`` sampled returns ``(N, n)`` of ``problem`` under ``measure`` (see the module
     docstring); ``options`` go to that measure's sampler. Same seed, same numbers."""
     sampler = _sampler(measure)
-    allowed = measure_options(measure)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise InvalidProblemError(
-            f"measure {measure!r} has no option {unknown[0]!r}; its options are: " + (", ".join(allowed) or "none")
-        )
+    check_measure_options(measure, options)
     return sampler(problem, n_samples, rng=rng, workers=workers, progress=progress, **options)

@@ -324,18 +324,3 @@ def test_damaged_samples_file_is_a_typed_error(tmp_path, garbage):
     path.write_bytes(garbage)
     with pytest.raises(CorruptFileError, match="delete it to sample again"):
         ReturnSamples.load(path)
-
-
-def test_damaged_checkpoints_are_recomputed_with_a_warning(tmp_path):
-    from policyagg.errors import CheckpointWarning
-
-    out, copy = tmp_path / "out", tmp_path / "reference"
-    run_config(small_config(out), progress=False, figures=False)
-    run_config(small_config(copy), progress=False, figures=False)
-    (out / "seed0" / "utilitarian.json").write_text("{not json")
-    (out / "seed0" / "samples.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.warns(CheckpointWarning) as caught:
-        run_config(small_config(out), progress=False, figures=False)
-    messages = " ".join(str(w.message) for w in caught)
-    assert "sampling again" in messages and "computing it again" in messages
-    same_results(out, copy)

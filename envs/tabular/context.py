@@ -9,12 +9,14 @@ a route that cannot apply raises :class:`RouteUnavailable`.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 
 from policyagg.envs.tabular.model import EnvModel, assemble
 from policyagg.envs.tabular.snapshot import Snapshot, SnapshotError, verify_snapshot
@@ -41,13 +43,7 @@ def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
         return env
     if not isinstance(env, str):
         raise InvalidProblemError(f"`env` must be a gymnasium.Env or a registered id; got {type(env).__name__}")
-    spec = _find_spec(env)
-    if spec is None:
-        try:
-            importlib.import_module("policyagg.envs" if env.startswith("policyagg/") else "mo_gymnasium")
-        except ImportError:
-            pass
-        spec = _find_spec(env)
+    spec = env_spec(env)
     if spec is not None and isinstance(spec.entry_point, str) and spec.entry_point.startswith("mo_gymnasium"):
         import mo_gymnasium
 
@@ -58,6 +54,44 @@ def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
         raise InvalidProblemError(
             f"`env` {env!r} is not a registered Gymnasium id (nor an MO-Gymnasium one): {exc}"
         ) from exc
+
+
+def env_spec(env_id: str) -> Any:
+    """The registered spec of ``env_id``, or ``None``; MO-Gymnasium's ids (if it is installed)
+    and ``policyagg/...`` ids are registered on demand by importing those packages."""
+    spec = _find_spec(env_id)
+    if spec is None:
+        try:
+            importlib.import_module("policyagg.envs" if env_id.startswith("policyagg/") else "mo_gymnasium")
+        except ImportError:
+            pass
+        spec = _find_spec(env_id)
+    return spec
+
+
+#: Keyword options of ``gymnasium.make`` itself, accepted besides the environment's own.
+MAKE_OPTIONS = ("max_episode_steps", "disable_env_checker")
+
+
+def env_options(env_id: str) -> tuple[str, ...] | None:
+    """The keyword options :func:`make_env` accepts for the registered ``env_id``: the
+    environment constructor's named parameters and :data:`MAKE_OPTIONS`; ``None`` when the
+    constructor takes any keyword (``**kwargs``) or has no readable signature. The
+    constructor's module is imported (it is registered, so installed code); nothing is built."""
+    spec = env_spec(env_id)
+    if spec is None:
+        raise InvalidProblemError(f"{env_id!r} is not a registered Gymnasium id (nor an MO-Gymnasium one)")
+    try:
+        creator = spec.entry_point if callable(spec.entry_point) else load_env_creator(spec.entry_point)
+        params = inspect.signature(creator).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    except (ImportError, AttributeError) as exc:
+        raise InvalidProblemError(f"{env_id!r} is registered, but its entry point cannot be loaded: {exc}") from exc
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    named = (p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return (*named, *MAKE_OPTIONS)
 
 
 def _find_spec(env_id: str) -> Any:
