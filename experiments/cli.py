@@ -7,6 +7,7 @@ imports what it needs inside its handler, so ``policyagg --help`` answers at onc
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -23,6 +24,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer >= 0 (numpy refuses negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (seconds, megabytes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
     return value
 
 
@@ -413,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sites", type=positive_int, default=5, metavar="N", help="sites of the attention model (default: 5)"
     )
     p.add_argument("--phases", type=positive_int, default=3, metavar="N", help="phases per site (default: 3)")
-    p.add_argument("--agents", type=int, default=10, metavar="N", help="number of agents in experiment b (default: 10)")
+    p.add_argument(
+        "--agents", type=positive_int, default=10, metavar="N", help="number of agents in experiment b (default: 10)"
+    )
     p.add_argument(
         "--samples",
         type=positive_int,
@@ -421,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="sampled random policies (default: 20000; the paper: 500000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the model, the agents and the samples (default: 0)")
+    p.add_argument(
+        "--seed", type=seed_int, default=0, help="seed of the model, the agents and the samples (default: 0)"
+    )
     p.add_argument(
         "--backend",
         choices=["highs", "pulp"],
@@ -522,14 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--baseline-samples",
-        type=int,
+        type=positive_int,
         default=500,
         metavar="N",
         help="sampler: policies solved one at a time for the baseline (default: 500)",
     )
     p.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=3,
         metavar="N",
         help="sampler: repetitions, best and median reported (default: 3)",
@@ -559,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=positive_float,
         default=120.0,
         metavar="SECONDS",
         help="agents: each rule's time_limit (seconds per LP/MILP solve); a rule still running after "
@@ -567,14 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--memory-limit",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="MB",
         help="agents: each rule's address-space limit; beyond it the rule fails with MemoryError "
         "(default: half the memory available at the start)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"
+        "--seed", type=seed_int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"
     )
     p.add_argument(
         "--out",

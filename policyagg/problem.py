@@ -78,6 +78,10 @@ class Problem:
         constraints: LinearConstraints | None = None,
         ranges: ReturnRanges | None = None,
     ) -> None:
+        if not isinstance(mdp, TabularMDP):
+            raise InvalidProblemError(
+                f"`mdp` must be a TabularMDP (build one with TabularMDP(P, rho=..., gamma=...)); got {type(mdp).__name__}"
+            )
         object.__setattr__(self, "mdp", mdp)
         S, A, SA = mdp.n_states, mdp.n_actions, mdp.n_state_actions
         reward_array = float_array("rewards", rewards)  # a private copy (made read-only below)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import CorruptFileError, InvalidSamplesError
+from policyagg.errors import CorruptFileError, InvalidSamplesError, float_array
 from policyagg.io import StrPath, atomic_write_bytes, npz_bytes
 
 #: Returns within this fraction of an agent's sampled range of a sample count as equal to
@@ -47,7 +47,7 @@ class ReturnSamples:
     tolerance: NDArray[np.float64] = field(init=False, repr=False)  # (n,)
 
     def __post_init__(self) -> None:
-        values = np.array(self.values, dtype=float)  # a private copy
+        values = float_array("values", self.values, InvalidSamplesError)  # a private copy
         if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
             raise InvalidSamplesError(
                 f"`values` must be a non-empty (N, n) array of returns; got shape {np.shape(self.values)}"

@@ -111,6 +111,12 @@ class PolicySampler:
         if not (np.isfinite(check_real("concentration", concentration)) and concentration > 0):
             raise InvalidProblemError(f"`concentration` must be a positive number; got {concentration}")
         mdp = problem.mdp
+        if mdp.gamma == 1.0 and len(mdp.structure.closed_classes) > 1:
+            raise InvalidProblemError(
+                f"the policy measure needs each random policy's stationary distribution, but with `gamma` = 1 "
+                f"this MDP has {len(mdp.structure.closed_classes)} closed classes of states, so no policy has a "
+                "unique one; use `gamma` < 1, keep one closed class, or use the `optimal-mixture` measure"
+            )
         self.S, self.A = mdp.n_states, mdp.n_actions
         self.method = resolve_method(method, self.S)
         self.gamma = mdp.gamma

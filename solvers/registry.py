@@ -482,6 +482,8 @@ def _make_spec(
     ) -> Result:
         started = time.perf_counter()
         checked = spec.check(given)
+        constraints = COMMON_OPTIONS["constraints"].check(constraints)
+        time_limit = COMMON_OPTIONS["time_limit"].check(time_limit)
         # one column pool per call: every LP of the rule starts from the columns of the ones before
         with decomposition(pool=call_pool(problem.mdp)):
             problem = prepare(problem, constraints, backend)
