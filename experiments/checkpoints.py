@@ -50,6 +50,7 @@ class Manifest:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / MANIFEST
+        self.damaged = False
         self.sums = self._read()
 
     def _read(self) -> dict[str, str]:
@@ -61,6 +62,7 @@ class Manifest:
                 return sums
         except (OSError, ValueError):
             pass
+        self.damaged = True  # said once here, not again for every checkpoint
         warnings.warn(
             f"{self.path} is damaged: no checkpoint of this folder can be verified, so all are computed again",
             CheckpointWarning,
@@ -91,7 +93,7 @@ class Manifest:
         """``True`` if the checkpoint can be reused; else ``False``, with a
         :class:`CheckpointWarning` unless its files are simply missing."""
         reason = self.problem(*paths)
-        if reason is not None and reason != "missing":
+        if reason is not None and reason != "missing" and not self.damaged:
             warnings.warn(f"{reason}; computing it again", CheckpointWarning, stacklevel=3)
         return reason is None
 

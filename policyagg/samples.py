@@ -114,14 +114,35 @@ class ReturnSamples:
 
     @classmethod
     def load(cls, path: StrPath) -> ReturnSamples:
+        """Read a file written by :meth:`save`; anything else (truncated, pickled, compressed to
+        expand far beyond its size, missing keys) is a :class:`CorruptFileError` naming it."""
         path = Path(path).with_suffix(".npz")
         try:
+            _check_expansion(path)
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 return cls(np.asarray(data["values"], dtype=float), str(meta["measure"]), dict(meta["info"]))
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptFileError):
             raise
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise CorruptFileError(
                 f"{path}: not readable sampled returns ({type(exc).__name__}: {exc}); delete it to sample again"
             ) from None
+
+
+#: A samples file is written uncompressed, so its arrays take about its own size in memory;
+#: one claiming more than this many times its size (plus a little) is a compression bomb.
+MAX_EXPANSION = 16
+
+
+def _check_expansion(path: Path) -> None:
+    """Refuse, before anything is decompressed, an NPZ whose arrays would take far more memory
+    than the file's own size."""
+    with zipfile.ZipFile(path) as archive:
+        total = sum(member.file_size for member in archive.infolist())
+    allowed = MAX_EXPANSION * path.stat().st_size + (1 << 20)
+    if total > allowed:
+        raise CorruptFileError(
+            f"{path}: its arrays would take {total / 2**20:.0f} MB from a {path.stat().st_size / 2**20:.1f} MB "
+            "file (limit 16x); not a samples file written by policyagg: delete it to sample again"
+        )

@@ -243,6 +243,8 @@ RESULT_CASES = [
     ("object arrays", lambda t: Result.load(saved_result(t, arrays=object_npz(t))), CorruptFileError, "result"),
     ("samples of object arrays", lambda t: ReturnSamples.load(_write(t / "s.npz", object_npz(t))), CorruptFileError,
      "delete it"),
+    ("samples that expand 200x", lambda t: ReturnSamples.load(_write(t / "s.npz", zip_bomb(t))), CorruptFileError,
+     "limit 16x"),
     ("samples truncated", lambda t: ReturnSamples.load(_write(t / "s.npz", b"PK\x03\x04")), CorruptFileError,
      "delete it"),
 ]  # fmt: skip
@@ -337,10 +339,9 @@ def test_config_files_that_are_not_configs(tmp_path):
             load_config(path)
 
 
-def test_numpy_scalars_are_numbers():
-    result = run_rule("approval", alpha=np.float32(0.9), time_limit=np.int64(60))
-    assert result.options["alpha"] == pytest.approx(0.9)
-    assert mdp(gamma=np.float64(0.9)).gamma == pytest.approx(0.9)
+def test_numpy_scalars_are_numbers():  # (rule options: tests/test_result.py)
+    assert mdp(gamma=np.float32(0.9)).gamma == pytest.approx(0.9)
+    assert sample_returns(ranged(), 5, concentration=np.float32(2.0), rng=0).values.shape == (5, 2)
 
 
 CLI_CASES = [

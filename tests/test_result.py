@@ -185,8 +185,8 @@ def test_bad_problem_inputs_raise_typed_errors(kwargs, message):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda p: solvers.utilitarian(p, time_limit="5"), r"`time_limit` must be a real number"),
-        (lambda p: solvers.utilitarian(p, time_limit=True), r"`time_limit` must be a real number"),
+        (lambda p: solvers.utilitarian(p, time_limit="5"), r"`time_limit` must be a positive number"),
+        (lambda p: solvers.utilitarian(p, time_limit=True), r"`time_limit` must be a positive number"),
         (lambda p: __import__("policyagg").sample_returns(p, 10, concentration="1"), r"`concentration` must be"),
     ],
 )
