@@ -22,7 +22,7 @@ from functools import reduce
 import numpy as np
 import scipy.sparse as sp
 
-from policyagg.errors import InvalidProblemError
+from policyagg.errors import InvalidProblemError, float_array
 from policyagg.mdp import TabularMDP
 
 #: Default range of the escalation probabilities drawn from the seed.
@@ -63,7 +63,7 @@ class AttentionModel:
         if self.escalation is None:
             q = np.random.default_rng(self.seed).uniform(*ESCALATION_RANGE, size=(k, m - 1))
         else:
-            q = np.array(self.escalation, dtype=float)
+            q = float_array("escalation", self.escalation)
             if q.shape != (k, m - 1):
                 raise InvalidProblemError(
                     f"`escalation` must have shape (n_sites, n_phases - 1) = ({k}, {m - 1}); got {q.shape}"
@@ -121,7 +121,7 @@ class AttentionModel:
 
     def rewards(self, site_weights) -> np.ndarray:
         """Rewards ``(n, S, A)`` for agents given by their site weights ``(n, k)``."""
-        w = np.atleast_2d(np.asarray(site_weights, dtype=float))
+        w = np.atleast_2d(float_array("site_weights", site_weights))
         if w.shape[1] != self.n_sites or np.any(w < 0) or not np.all(np.isfinite(w)):
             raise InvalidProblemError(
                 f"`site_weights` must be non-negative, finite, of shape (n, {self.n_sites}); got {w.shape}"

@@ -88,7 +88,7 @@ def _validate(
     if not (0.0 < gamma <= 1.0):
         raise InvalidMDPError(f"`gamma` must be in (0, 1] (1 = average reward); got {gamma}")
 
-    initial = np.full(S, 1.0 / S) if rho is None else np.asarray(rho, dtype=float)
+    initial = np.full(S, 1.0 / S) if rho is None else float_array("rho", rho, InvalidMDPError)
     if initial.shape != (S,):
         raise InvalidMDPError(f"`rho` must have shape (S,) = ({S},); got {initial.shape}")
     if not np.all(np.isfinite(initial)):
@@ -217,7 +217,7 @@ class TabularMDP:
     # ------------------------------------------------------- policies and occupancy
     def check_policy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Validate a stochastic policy ``(S, A)`` (rows sum to 1) and return it as floats."""
-        pi = np.asarray(policy, dtype=float)
+        pi = float_array("policy", policy, InvalidMDPError)
         if pi.shape != (self.n_states, self.n_actions):
             raise InvalidMDPError(
                 f"`policy` must have shape (S, A) = ({self.n_states}, {self.n_actions}); got {pi.shape}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from policyagg.errors import CorruptFileError
+from policyagg.errors import CorruptFileError, InvalidProblemError
 from policyagg.io import StrPath, atomic_write_bytes, atomic_write_json, npz_bytes
 from policyagg.metrics import gini
 from policyagg.problem import Problem
@@ -107,6 +108,8 @@ class Result:
         truncated, invalid JSON, made-up or edited files) raises :class:`CorruptFileError`
         naming the file.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidProblemError(f"`path` must be a file path; got {type(path).__name__}")
         json_path, npz_path = Path(path).with_suffix(".json"), Path(path).with_suffix(".npz")
         redo = "save the result again (or rerun the rule)"
         try:

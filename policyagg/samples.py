@@ -47,6 +47,11 @@ class ReturnSamples:
     tolerance: NDArray[np.float64] = field(init=False, repr=False)  # (n,)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.measure, str) or not isinstance(self.info, dict):
+            raise InvalidSamplesError(
+                f"`measure` must be a string and `info` a dict; got {type(self.measure).__name__} and "
+                f"{type(self.info).__name__}"
+            )
         values = float_array("values", self.values, InvalidSamplesError)  # a private copy
         if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:
             raise InvalidSamplesError(

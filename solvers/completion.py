@@ -56,6 +56,11 @@ def require_samples(samples: ReturnSamples | None, problem: Problem, rule: str) 
             f"rule {rule!r} ranks policies by volume and needs sampled returns: pass "
             "`samples=sample_policy_returns(problem, N)` or `ReturnSamples(values)` with values of shape (N, n)"
         )
+    if not isinstance(samples, ReturnSamples):
+        raise InvalidSamplesError(
+            f"`samples` must be a ReturnSamples; got {type(samples).__name__} (wrap an (N, n) array of returns "
+            "with `ReturnSamples(values)`)"
+        )
     samples = samples.check_agents(problem.n_agents)
     if problem.ranges is not None:
         ranges = problem.ranges

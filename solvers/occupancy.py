@@ -426,6 +426,8 @@ def _certified_optimum(planner: PolicyIteration, cost: np.ndarray) -> np.ndarray
 
 def with_ranges(problem: Problem, **options) -> Problem:
     """``problem`` with its per-agent return ranges computed (once) and attached."""
+    if not isinstance(problem, Problem):
+        raise InvalidProblemError(f"`problem` must be a Problem (Problem(mdp, rewards)); got {type(problem).__name__}")
     return problem if problem.ranges is not None else problem.with_ranges(return_ranges(problem, **options))
 
 

@@ -481,6 +481,10 @@ def _make_spec(
         **given: Any,
     ) -> Result:
         started = time.perf_counter()
+        if not isinstance(problem, Problem):
+            raise InvalidProblemError(
+                f"`problem` must be a Problem (Problem(mdp, rewards)); got {type(problem).__name__}"
+            )
         checked = spec.check(given)
         constraints = COMMON_OPTIONS["constraints"].check(constraints)
         time_limit = COMMON_OPTIONS["time_limit"].check(time_limit)

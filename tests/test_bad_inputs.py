@@ -17,6 +17,8 @@ import pytest
 import scipy.sparse as sp
 
 from policyagg import Problem, Result, ReturnSamples, TabularMDP, solvers
+from policyagg.envs.attention import AttentionModel
+from policyagg.envs.tabular import make_env
 from policyagg.errors import (
     CorruptFileError,
     InvalidMDPError,
@@ -116,7 +118,16 @@ PROBLEM_CASES = [
     ("names repeated", lambda: problem(names=["a", "a"]), InvalidProblemError, "names"),
     ("names of the wrong count", lambda: problem(names=["a"]), InvalidProblemError, "names"),
     ("mdp not a TabularMDP", lambda: Problem(P2, R2), InvalidProblemError, "TabularMDP"),
-]
+    ("rho of strings", lambda: mdp(rho="ab"), InvalidMDPError, "rho"),
+    ("policy of strings", lambda: mdp().evaluate("ab", R2[0]), InvalidMDPError, "policy"),
+    ("a rule given an array, not a Problem", lambda: solvers.utilitarian(R2), InvalidProblemError, "Problem"),
+    ("return ranges of a string", lambda: solvers.with_ranges("x"), InvalidProblemError, "Problem"),
+    ("attention escalation of strings", lambda: AttentionModel(escalation="abc"), InvalidProblemError, "escalation"),
+    ("attention weights of strings", lambda: AttentionModel(n_sites=2).rewards("ab"), InvalidProblemError,
+     "site_weights"),
+    ("a Gymnasium kwarg typo", lambda: make_env("FrozenLake-v1", is_slipery=True), InvalidProblemError,
+     "is_slippery"),
+]  # fmt: skip
 
 SAMPLES_CASES = [
     ("samples of one dimension", lambda: ReturnSamples(np.ones(5)), InvalidSamplesError, "(N, n)"),
@@ -135,6 +146,13 @@ SAMPLES_CASES = [
         InvalidSamplesError,
         "range",
     ),
+    (
+        "samples as a plain array",
+        lambda: solvers.get_rule("borda")(ranged(), np.ones((5, 2))),
+        InvalidSamplesError,
+        "ReturnSamples(values)",
+    ),
+    ("measure not a string", lambda: ReturnSamples(np.ones((3, 2)), measure=5), InvalidSamplesError, "measure"),
     (
         "a sample rule without samples",
         lambda: solvers.get_rule("borda")(ranged(), None),
@@ -229,6 +247,7 @@ def zip_bomb(tmp_path):
 
 
 RESULT_CASES = [
+    ("a result path that is a number", lambda t: Result.load(5), InvalidProblemError, "path"),
     ("no such result", lambda t: Result.load(t / "nothing"), CorruptFileError, "nothing.json"),
     ("result JSON not JSON", lambda t: Result.load(saved_result(t, arrays=None) and _garble(t)), CorruptFileError,
      "result.json"),

@@ -54,6 +54,12 @@ def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
         raise InvalidProblemError(
             f"`env` {env!r} is not a registered Gymnasium id (nor an MO-Gymnasium one): {exc}"
         ) from exc
+    except TypeError as exc:  # a keyword the constructor does not take
+        allowed = env_options(env)
+        raise InvalidProblemError(
+            f"{env!r} cannot be made with {sorted(kwargs)}: {exc}"
+            + (f"; its options are: {', '.join(allowed)}" if allowed else "")
+        ) from exc
 
 
 def env_spec(env_id: str) -> Any:
