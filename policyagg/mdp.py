@@ -42,7 +42,7 @@ ZERO_OCCUPANCY = 1e-12
 NOISE_LEVELS = (ZERO_OCCUPANCY, 1e-10, 1e-8, 1e-6)
 #: A policy *delivers* an occupancy ``d`` when its exact occupancy ``d_pi`` has
 #: ``||d_pi - d||_1`` at most this: every return ``<r, d>`` is then within ``max|r|`` times it.
-DELIVERY_TOL = 1e-6
+DELIVERY_TOL = 1e-5
 #: Average reward: a closed class of the derived policy's chain whose ``d``-mass is at most this
 #: is solver noise (a loop of off-route states that would trap the chain), never a target.
 TRAP_MASS = 1e-6

@@ -45,7 +45,9 @@ MARGIN_CAP = 2e-5
 PARETO_TOL = 1e-6
 #: A result's policy delivers its returns when its exact evaluation differs from every agent's
 #: return by at most this many units of the agent's return range (``report["policy_return_gap"]``).
-POLICY_RETURN_TOL = 1e-6
+#: Measured on the paper's experiments (120 results): at most 5.7e-7, from the LP's own
+#: feasibility tolerance on the flow rows; a trapped policy is off by O(1).
+POLICY_RETURN_TOL = 1e-5
 #: The status of a result whose solves were optimal but whose policy does not deliver its returns.
 POLICY_GAP_STATUS = "policy-gap"
 #: The Pareto check's price per unit of normalised return an agent falls short of its
