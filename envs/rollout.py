@@ -11,8 +11,18 @@ empirical figure is on the same per-step scale:
   ``rho``, run for ``burn_in`` steps and then averaged over ``H`` steps (default 2000 and
   ``H // 10``). The chains are independent, so the standard error over episodes is honest;
   what it does not cover is the bias of a finite ``H`` (slowly mixing chains need more).
+  A periodic chain (a deterministic policy on a cycle of ``p`` states, say) would add a
+  bias of order ``p / H`` that no standard error shows (every episode repeats the same
+  cycle, so the interval has zero width): the default ``H`` is therefore rounded up to a
+  multiple of the *period* of the policy's chain on the model (the least common multiple
+  of the periods of its closed classes, :func:`chain_period`), so that every window of
+  ``H`` steps inside a closed class covers each phase of the cycle equally often.
 
-The confidence interval is ``mean +- 1.96 s.e.`` over episodes. It rests on the normal
+The confidence interval is ``mean +- 1.96 s.e.`` over episodes, widened on both sides by a
+tolerance of each agent's own (the truncation bias bound ``gamma^H max|r_i|`` and rounding,
+``1e-9 (1 + max|r_i|)``): an agent with small rewards is judged on its own scale, not on
+the largest agent's. :meth:`RolloutReport.verdict` says the outcome in words with each
+agent's statistic ``z = (|predicted - mean| - tolerance_i)^+ / s.e.``. It rests on the normal
 approximation of the mean, which is poor when the per-episode returns are strongly skewed
 (rare, large rewards or penalties: a sample that has seen too few of them has a mean too
 high *and* a standard error too small). The report gives each agent's sample skewness
@@ -50,14 +60,19 @@ True
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
 
 from policyagg.envs.tabular import EnvModel, make_env
 from policyagg.errors import InvalidProblemError, check_count
+from policyagg.mdp import TabularMDP
+from policyagg.planning import closed_components, positive_graph
 
 #: Default discounted horizon: ``gamma^H <= DISCOUNT_CUTOFF``.
 DISCOUNT_CUTOFF = 1e-4
@@ -65,6 +80,9 @@ DISCOUNT_CUTOFF = 1e-4
 AVERAGE_HORIZON = 2000
 #: Half-width of the confidence interval in standard errors.
 Z95 = 1.96
+#: The default average-reward horizon is rounded up to a multiple of the chain's period only
+#: while that period is at most this (beyond it, the ``p / H`` bias is not addressed).
+MAX_PERIOD = 100_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,13 +97,14 @@ class RolloutReport:
     horizon: int
     gamma: float
     std_error: np.ndarray | None = None  # (n,)
-    tolerance: float = 0.0  # added to both ends of the interval by agrees(): truncation bias bound + rounding
+    tolerance: np.ndarray | float = 0.0  # (n,), added to both ends of the interval: truncation bias bound + rounding
     burn_in: int = 0
     reward: str = "model"
     lp_returns: np.ndarray | None = None  # result.returns when a Result was rolled out
     steps: int = 0
     seconds: float = 0.0
     skewness: np.ndarray | None = None  # (n,) sample skewness g1 of the per-episode returns
+    period: int = 1  # average reward: the period of the policy's chain on the model (H is a multiple of it)
 
     @property
     def steps_per_second(self) -> float:
@@ -101,6 +120,46 @@ class RolloutReport:
             se = self.std_error if self.std_error is not None else (self.ci_high - self.ci_low) / (2 * Z95)
             low, high = self.mean - z * se, self.mean + z * se
         return (self.predicted >= low - self.tolerance) & (self.predicted <= high + self.tolerance)
+
+    def z_scores(self) -> np.ndarray:
+        """Per agent: ``z = sign * max(|predicted - mean| - tolerance, 0) / s.e.``, the distance of
+        the prediction from the empirical mean beyond the tolerance, in standard errors
+        (``+-inf`` when the episodes all gave the same return and the prediction is outside the
+        tolerance; ``0`` inside it). ``|z| <= 1.96`` is the 95% agreement of :meth:`agreement`."""
+        se = self._se()
+        difference = self.predicted - self.mean
+        beyond = np.maximum(np.abs(difference) - self.tolerance, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(beyond > 0, np.sign(difference) * beyond / se, 0.0)
+        return np.asarray(z, dtype=float)
+
+    def verdict(self, names=None, z: float | None = None) -> str:
+        """The outcome in words, with the statistic: which agents' predictions the rollout
+        confirms and which it contradicts, each with ``z`` (:meth:`z_scores`)."""
+        names = self._names(names)
+        level = Z95 if z is None else z
+        scores, ok = self.z_scores(), self.agreement(z)
+        worst = int(np.argmax(np.abs(scores)))
+        if ok.all():
+            return (
+                f"agrees: every agent's prediction lies within {level:g} standard errors (+ its tolerance) of the "
+                f"empirical mean over {self.episodes} episodes; largest |z| = {abs(scores[worst]):.3g} ({names[worst]})"
+            )
+        parts = [
+            f"{names[i]}: predicted {self.predicted[i]:.6g}, empirical {self.mean[i]:.6g} "
+            f"+- {self._se()[i]:.3g} (s.e.), z = {scores[i]:.3g}"
+            for i in np.flatnonzero(~ok)
+        ]
+        return (
+            f"DISAGREES for {int((~ok).sum())} of {ok.size} agent(s) at {level:g} standard errors over "
+            f"{self.episodes} episodes: " + "; ".join(parts)
+        )
+
+    def _se(self) -> np.ndarray:
+        return self.std_error if self.std_error is not None else (self.ci_high - self.ci_low) / (2 * Z95)
+
+    def _names(self, names) -> list[str]:
+        return [f"agent{i}" for i in range(self.mean.size)] if names is None else list(map(str, names))
 
     def agrees(self, z: float | None = None) -> bool:
         """Every agent's prediction lies in its (tolerance-widened) 95% confidence interval.
@@ -118,20 +177,24 @@ class RolloutReport:
 
     def table(self, names=None) -> str:
         """A plain-text table: one line per agent with the prediction, the mean and the 95% CI."""
-        n = self.mean.size
-        names = [f"agent{i}" for i in range(n)] if names is None else list(map(str, names))
-        criterion = f"gamma: {self.gamma:g}" if self.gamma < 1 else f"average reward, burn-in {self.burn_in}"
+        names = self._names(names)
+        criterion = (
+            f"gamma: {self.gamma:g}"
+            if self.gamma < 1
+            else f"average reward, burn-in {self.burn_in}, chain period {self.period}"
+        )
         lines = [
             f"rollout: {self.episodes} episodes x {self.horizon} steps   {criterion}   reward: {self.reward}   "
             f"{self.steps_per_second:,.0f} steps/s",
-            f"{'agent':>12} {'predicted':>12} {'empirical':>12} {'95% CI':>27} {'agrees':>7}",
+            f"{'agent':>12} {'predicted':>12} {'empirical':>12} {'95% CI':>27} {'z':>8} {'agrees':>7}",
         ]
-        ok, reliable = self.agreement(), self.reliable()
+        ok, reliable, scores = self.agreement(), self.reliable(), self.z_scores()
         for i, name in enumerate(names):
             ci = f"[{self.ci_low[i]:.6g}, {self.ci_high[i]:.6g}]"
             mark = "" if reliable[i] else " *"
             lines.append(
-                f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {'yes' if ok[i] else 'NO':>7}{mark}"
+                f"{name:>12} {self.predicted[i]:>12.6g} {self.mean[i]:>12.6g} {ci:>27} {scores[i]:>8.3g} "
+                f"{'yes' if ok[i] else 'NO':>7}{mark}"
             )
         if not reliable.all() and self.skewness is not None:  # unreliable only with skewness known
             need = int(np.ceil(25.0 * np.max(self.skewness[~reliable] ** 2)))
@@ -139,6 +202,7 @@ class RolloutReport:
                 f"* skewed returns: the normal CI wants more than {need} episodes (Cochran: 25 g1^2); "
                 f"this run has {self.episodes}"
             )
+        lines.append(self.verdict(names))
         return "\n".join(lines)
 
 
@@ -164,7 +228,8 @@ def rollout(
     policy_or_result : array (S, A) or Result
     episodes : int >= 2
     horizon : int, optional
-        Steps per episode (defaults in the module docstring).
+        Steps per episode (defaults in the module docstring; with ``gamma = 1`` the default
+        is rounded up to a multiple of the policy chain's period).
     burn_in : int, optional
         Average reward only: steps discarded before averaging (default ``horizon // 10``).
     seed : int
@@ -194,8 +259,12 @@ def rollout(
             )
     gamma = mdp.gamma
     discounted = gamma < 1.0
+    period = 1 if discounted else chain_period(mdp, policy)
     if horizon is None:
-        horizon = int(np.ceil(np.log(DISCOUNT_CUTOFF) / np.log(gamma))) if discounted else AVERAGE_HORIZON
+        if discounted:
+            horizon = int(np.ceil(np.log(DISCOUNT_CUTOFF) / np.log(gamma)))
+        else:
+            horizon = AVERAGE_HORIZON if period > MAX_PERIOD else period * -(-AVERAGE_HORIZON // period)
     if not isinstance(horizon, (int, np.integer)) or horizon < 1:
         raise InvalidProblemError(f"`horizon` must be a positive integer; got {horizon!r}")
     if burn_in is None:
@@ -237,7 +306,7 @@ def rollout(
     m2, m3 = (centred**2).mean(axis=0), (centred**3).mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):  # constant returns: skewness 0
         skewness = np.where(m2 > 1e-24 * (1.0 + mean**2), m3 / m2**1.5, 0.0)
-    scale = float(np.abs(R).max(initial=0.0))
+    scale = np.abs(R).reshape(R.shape[0], -1).max(axis=1, initial=0.0)  # each agent's own reward scale
     tolerance = (gamma**horizon * scale if discounted else 0.0) + 1e-9 * (1.0 + scale)
     return RolloutReport(
         mean=mean,
@@ -255,7 +324,28 @@ def rollout(
         steps=steps,
         seconds=seconds,
         skewness=skewness,
+        period=period,
     )
+
+
+def chain_period(mdp: TabularMDP, policy: np.ndarray) -> int:
+    """The period of the chain ``P_pi`` on its closed classes: the least common multiple of
+    each class's period ``gcd{ level(u) + 1 - level(v) : u -> v }`` (``level``: breadth-first
+    distance from one state of the class). 1 for aperiodic chains."""
+    P_pi = positive_graph(mdp.transition_under(policy))
+    labels, closed = closed_components(P_pi)
+    coo = sp.coo_array(P_pi)
+    period = 1
+    for k in closed:
+        states = np.flatnonzero(labels == k)
+        if states.size == 1:  # a closed single state has a self-loop: period 1
+            continue
+        inside = (labels[coo.row] == k) & (labels[coo.col] == k)
+        level = np.asarray(csgraph.dijkstra(sp.csr_array(P_pi), directed=True, unweighted=True, indices=int(states[0])))
+        gaps = level[coo.row[inside]] + 1 - level[coo.col[inside]]
+        class_period = int(np.gcd.reduce(np.abs(gaps).astype(np.int64))) if gaps.size else 1
+        period = math.lcm(period, max(class_period, 1))
+    return period
 
 
 def _run_episodes(env, model, policy, R, *, episodes, horizon, burn_in, seed, use_env_reward):

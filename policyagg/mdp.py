@@ -22,13 +22,30 @@ import scipy.sparse.linalg as spla
 from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidMDPError, check_real, float_array
-from policyagg.planning import Structure, cesaro_limit, graph_structure, steering_actions, union_adjacency
+from policyagg.planning import (
+    Structure,
+    cesaro_limit,
+    closed_components,
+    graph_structure,
+    positive_graph,
+    steering_actions,
+    union_adjacency,
+)
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
 #: then renormalised exactly.
 SUM_TOL = 1e-8
 #: A state whose occupancy is at most this is treated as unvisited.
 ZERO_OCCUPANCY = 1e-12
+#: Occupancy entries at or below one of these levels (``d`` sums to 1) may be solver noise:
+#: :meth:`TabularMDP.derive_policy` drops them, trying the levels finest first.
+NOISE_LEVELS = (ZERO_OCCUPANCY, 1e-10, 1e-8, 1e-6)
+#: A policy *delivers* an occupancy ``d`` when its exact occupancy ``d_pi`` has
+#: ``||d_pi - d||_1`` at most this: every return ``<r, d>`` is then within ``max|r|`` times it.
+DELIVERY_TOL = 1e-5
+#: Average reward: a closed class of the derived policy's chain whose ``d``-mass is at most this
+#: is solver noise (a loop of off-route states that would trap the chain), never a target.
+TRAP_MASS = 1e-6
 
 #: What ``P`` may be given as: a dense ``(S, A, S)`` array or a sparse ``(S*A, S)`` matrix.
 TransitionLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
@@ -36,6 +53,30 @@ TransitionLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
 
 class StructureWarning(UserWarning):
     """The MDP's graph structure may make results misleading (see the message)."""
+
+
+class DeliveryWarning(UserWarning):
+    """A result's policy does not deliver the returns of its occupancy (see the message)."""
+
+
+@dataclass(frozen=True)
+class DerivedPolicy:
+    """A policy derived from an occupancy ``d`` and the certificate that it delivers ``d``.
+
+    ``occupancy`` is the policy's exact occupancy ``d_pi`` (from ``rho``; shape (S, A)) and
+    ``distance = ||d_pi - d||_1``, so ``|<r, d_pi> - <r, d>| <= max|r| * distance`` for every
+    reward ``r``. ``noise_level``: entries of ``d`` at or below it were dropped as solver noise.
+    """
+
+    policy: NDArray[np.float64]
+    occupancy: NDArray[np.float64]
+    distance: float
+    noise_level: float
+
+    @property
+    def delivers(self) -> bool:
+        """``distance <= DELIVERY_TOL``."""
+        return self.distance <= DELIVERY_TOL
 
 
 def _as_transition_matrix(P: TransitionLike, n_actions: int | None) -> sp.csr_array:
@@ -268,25 +309,74 @@ class TabularMDP:
         returns: NDArray[np.float64] = np.tensordot(np.asarray(rewards, dtype=float), d, axes=([-2, -1], [0, 1]))
         return returns
 
-    def policy_from_occupancy(self, d: ArrayLike, *, tol: float = ZERO_OCCUPANCY) -> NDArray[np.float64]:
-        """``pi(a|s) = d(s, a) / sum_a d(s, a)``; states with no occupancy get a filler.
+    def policy_from_occupancy(self, d: ArrayLike) -> NDArray[np.float64]:
+        """A policy whose exact occupancy is ``d`` or as close as :meth:`derive_policy` finds."""
+        return self.derive_policy(d).policy
 
-        Discounted: the filler is uniform (those states are never visited from ``rho``).
-        Average reward: the filler steers toward the support of ``d`` along a shortest
-        path of the union graph, so the chain falls into ``supp(d)`` from every state that
-        can reach it; where no path exists it is uniform.
+    def derive_policy(self, d: ArrayLike) -> DerivedPolicy:
+        """The policy of an occupancy ``d``, checked by evaluating it exactly.
+
+        For each noise level ``tau`` in :data:`NOISE_LEVELS` (finest first) entries
+        ``d(s, a) <= tau`` are dropped and ``pi(a|s) = d(s, a) / sum_a d(s, a)`` on the states
+        left (:meth:`_policy_at_level`); the first policy whose exact occupancy ``d_pi`` has
+        ``||d_pi - d||_1 <= DELIVERY_TOL`` is returned, else the closest one. An exact ``d``
+        is met at the finest level; a solver's ``d`` (entries off by ~1e-9 to 1e-7) at the
+        level that removes its noise.
         """
         S, A = self.n_states, self.n_actions
-        occupancy = np.asarray(d, dtype=float).reshape(S, A)
-        occupancy = np.where(occupancy > 0, occupancy, 0.0)
-        mass = occupancy.sum(axis=1)
-        visited = mass > tol
+        occupancy = np.clip(np.asarray(d, dtype=float).reshape(S, A), 0.0, None)
+        total = occupancy.sum()
+        if not np.isfinite(total) or total <= 0:
+            raise InvalidMDPError("an occupancy `d` must be finite, non-negative and not all zero")
+        occupancy = occupancy / total
+        best: DerivedPolicy | None = None
+        for level in NOISE_LEVELS:
+            if not (occupancy > level).any():
+                break
+            policy = self._policy_at_level(occupancy, level)
+            exact = self.occupancy(policy)
+            found = DerivedPolicy(policy, exact, float(np.abs(exact - occupancy).sum()), level)
+            if best is None or found.distance < best.distance:
+                best = found
+            if found.delivers:
+                break
+        if best is None:  # only with more than 1e12 state-action pairs
+            raise InvalidMDPError(f"every entry of the occupancy `d` is at most {NOISE_LEVELS[0]:g}")
+        return best
+
+    def _policy_at_level(self, occupancy: NDArray[np.float64], level: float) -> NDArray[np.float64]:
+        """``pi(a|s) proportional to d(s, a)`` over the entries above ``level``; a filler elsewhere.
+
+        Discounted: the filler is uniform (the states are not visited from ``rho`` up to noise).
+        Average reward: every state outside the *target* steers along a shortest path of the
+        union graph toward it (:func:`~policyagg.planning.steering_actions`), so the chain
+        falls into the target from every state that can reach it. The target starts as the
+        states left; any closed class of the resulting chain with ``d``-mass at most
+        :data:`TRAP_MASS` (a loop of noise that would trap the chain forever, which no
+        amount of noise in ``d`` justifies) leaves the target, and the steering is redone.
+        """
+        S, A = self.n_states, self.n_actions
+        kept = np.where(occupancy > level, occupancy, 0.0)
+        mass = kept.sum(axis=1)
+        visited = mass > 0
         policy = np.full((S, A), 1.0 / A)
-        policy[visited] = occupancy[visited] / mass[visited, None]
-        if self.average_reward and not visited.all() and visited.any():
-            # the filler: at unvisited states the action most likely to move one step closer to supp(d)
-            far, best = steering_actions(self.P, A, self.union_graph, visited)
-            steer = np.flatnonzero(~visited & np.isfinite(far))
-            policy[steer] = 0.0
-            policy[steer, best[steer]] = 1.0
-        return policy
+        policy[visited] = kept[visited] / mass[visited, None]
+        if not self.average_reward:
+            return policy
+        state_mass = occupancy.sum(axis=1)
+        target = visited.copy()
+        steered = policy
+        for _ in range(S):  # each round takes at least one state out of the target
+            far, best = steering_actions(self.P, A, self.union_graph, target)
+            steered = policy.copy()
+            steer = np.flatnonzero(~target & np.isfinite(far))
+            steered[steer] = 0.0
+            steered[steer, best[steer]] = 1.0
+            labels, closed = closed_components(positive_graph(self.transition_under(steered)))
+            class_mass = np.bincount(labels, weights=state_mass, minlength=labels.max() + 1)
+            traps = closed[class_mass[closed] <= TRAP_MASS]
+            leaving = np.isin(labels, traps) & target
+            if not leaving.any() or leaving.sum() == target.sum():
+                break
+            target &= ~leaving
+        return steered

@@ -34,7 +34,8 @@ class Result:
     when no samples were given); ``gini`` is the Gini index of ``normalized``.
     ``status`` is the worst status of the rule's solves: ``"optimal"``, or ``"gap"`` when
     column generation stopped with its optimality gap open (the gap is in
-    ``diagnostics["column_generation_gap"]``).
+    ``diagnostics["column_generation_gap"]``); ``"policy-gap"`` when the solves were optimal
+    but ``policy``, evaluated exactly, does not deliver ``returns`` (``report["policy_return_gap"]``).
     """
 
     rule: str
@@ -209,8 +210,10 @@ def make_result(
     diagnostics: Mapping[str, Any] | None = None,
     report: Mapping[str, Any] | None = None,
     status: str = "optimal",
+    policy: ArrayLike | None = None,
 ) -> Result:
-    """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised)."""
+    """Assemble a :class:`Result` from an occupancy ``d`` (clipped at 0, renormalised) and
+    its ``policy`` (default: ``problem.mdp.policy_from_occupancy(d)``)."""
     mdp = problem.mdp
     occupancy = np.clip(np.asarray(d, dtype=float).reshape(mdp.n_states, mdp.n_actions), 0.0, None)
     occupancy /= occupancy.sum()
@@ -222,7 +225,7 @@ def make_result(
     return Result(
         rule=rule,
         occupancy=occupancy,
-        policy=mdp.policy_from_occupancy(occupancy),
+        policy=mdp.policy_from_occupancy(occupancy) if policy is None else np.asarray(policy, dtype=float),
         returns=returns,
         normalized=normalized,
         ranks=ranks,

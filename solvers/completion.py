@@ -10,6 +10,7 @@ inside ``R`` (leximin, or positive-weight utilitarian) is therefore Pareto optim
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
+from policyagg.mdp import DeliveryWarning
 from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
@@ -41,6 +43,13 @@ COMPLETIONS = ("egalitarian", "utilitarian")
 MARGIN_CAP = 2e-5
 #: Pareto gaps (sum of normalised improvements) below this count as Pareto optimal.
 PARETO_TOL = 1e-6
+#: A result's policy delivers its returns when its exact evaluation differs from every agent's
+#: return by at most this many units of the agent's return range (``report["policy_return_gap"]``).
+#: Measured on the paper's experiments (120 results): at most 5.7e-7, from the LP's own
+#: feasibility tolerance on the flow rows; a trapped policy is off by O(1).
+POLICY_RETURN_TOL = 1e-5
+#: The status of a result whose solves were optimal but whose policy does not deliver its returns.
+POLICY_GAP_STATUS = "policy-gap"
 #: The Pareto check's price per unit of normalised return an agent falls short of its
 #: floor. Exact-penalty argument: above the frontier's trade-off rates (the floors' dual
 #: values) no loss pays, so the LP answers the constrained question, while a point a hair
@@ -400,7 +409,15 @@ def finish(
         d = np.clip(better, 0.0, None) / np.clip(better, 0.0, None).sum()
         gap, _ = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit, log=log)
     returns = problem.reward_matrix @ d
-    report: dict[str, Any] = {"pareto_gap": gap, "pareto_optimal": gap <= PARETO_TOL}
+    derived = problem.mdp.derive_policy(d)
+    delivered = problem.returns(derived.occupancy)
+    policy_gap = delivery_gap(problem, delivered, returns)
+    delivers = policy_gap <= POLICY_RETURN_TOL
+    report: dict[str, Any] = {
+        "pareto_gap": gap,
+        "pareto_optimal": gap <= PARETO_TOL and delivers,
+        "policy_return_gap": policy_gap,
+    }
     if samples is not None:
         ranks = samples.cdf(returns)
         report |= {
@@ -411,7 +428,28 @@ def finish(
             "pvc_epsilon": pvc_epsilon(returns + samples.tolerance, samples.values, pvc_method(problem.n_agents)),
             "pvc_epsilon_method": pvc_method(problem.n_agents),
         }
-    diagnostics = log.as_dict() | {"wall_time": time.perf_counter() - started} | extra
+    status = log.status
+    if not delivers:
+        status = POLICY_GAP_STATUS if status == "optimal" else status
+        warnings.warn(
+            f"{rule}: the result's policy does not deliver its returns: evaluated exactly from `rho` it gives "
+            f"{np.array2string(delivered, precision=6)} instead of {np.array2string(returns, precision=6)} "
+            f"(largest difference {policy_gap:.3g} of an agent's return range, tolerance {POLICY_RETURN_TOL:g}); "
+            "no Pareto optimality is claimed and the status is "
+            f"{status!r}. {_delivery_hint(problem)}",
+            DeliveryWarning,
+            stacklevel=3,
+        )
+    diagnostics = (
+        log.as_dict()
+        | {
+            "wall_time": time.perf_counter() - started,
+            "policy_returns": delivered.tolist(),
+            "policy_occupancy_distance": derived.distance,
+            "policy_noise_level": derived.noise_level,
+        }
+        | extra
+    )
     return make_result(
         problem,
         d,
@@ -420,8 +458,29 @@ def finish(
         options=options | {"backend": log.backend},
         diagnostics=diagnostics,
         report=report,
-        status=log.status,
+        status=status,
+        policy=derived.policy,
     )
+
+
+def delivery_gap(problem: Problem, delivered: np.ndarray, returns: np.ndarray) -> float:
+    """``max_i |J_i(pi) - J_i(d)| / w_i``: how far the policy's exact returns ``delivered`` are
+    from the occupancy's ``returns``, in units of each agent's return range ``w_i`` (an
+    indifferent agent: of its largest ``|r_i|``, or 1)."""
+    ranges = problem.require_ranges()
+    scale = np.abs(problem.reward_matrix).max(axis=1)
+    scale = np.where(ranges.flat, np.where(scale > 0, scale, 1.0), ranges.width)
+    return float(np.max(np.abs(np.asarray(delivered) - np.asarray(returns)) / scale, initial=0.0))
+
+
+def _delivery_hint(problem: Problem) -> str:
+    """What to try when a policy does not deliver: the usual cause for each criterion."""
+    if problem.mdp.average_reward:
+        return (
+            "With `gamma` = 1 the occupancy probably mixes closed classes of states that no stationary "
+            "policy started from `rho` mixes in the same proportions; use `gamma` < 1 or an MDP with one closed class."
+        )
+    return "Solver tolerances on a `gamma` close to 1 can cause this; tighten them or lower `gamma`."
 
 
 def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs") -> tuple[bool, float]:

@@ -10,10 +10,10 @@ from policyagg import (
     envs,  # noqa: F401 - registers policyagg/AttentionAllocation-v0
     solvers,
 )
-from policyagg.envs.rollout import RolloutReport, rollout
-from policyagg.envs.tabular import from_gymnasium
+from policyagg.envs.rollout import RolloutReport, chain_period, rollout
+from policyagg.envs.tabular import EnvModel, from_gymnasium
 from policyagg.errors import InvalidMDPError, InvalidProblemError
-from policyagg.mdp import StructureWarning
+from policyagg.mdp import StructureWarning, TabularMDP
 from policyagg.problem import Problem
 
 GAMMA = 0.95
@@ -126,3 +126,86 @@ def test_errors(frozen):
         rollout(env, model, result, rewards=np.zeros((2, 3)))
     with pytest.raises(InvalidMDPError, match="`policy` must have shape"):
         rollout(env, model, np.ones((4, 4)) / 4)
+
+
+# ------------------------------------------------------------------ issue 15, item 4
+class CycleEnv(gymnasium.Env):
+    """A deterministic walk around ``period`` states (one action); rewards ``(s == 0, s / period)``."""
+
+    def __init__(self, period, reward_scale=(1.0, 1.0)):
+        self.period, self.scale = period, np.asarray(reward_scale, dtype=float)
+        self.observation_space = gymnasium.spaces.Discrete(period)
+        self.action_space = gymnasium.spaces.Discrete(1)
+        self.state = 0
+
+    def true_rewards(self):
+        s = np.arange(self.period)
+        return self.scale[:, None, None] * np.stack([(s == 0) * 1.0, s / self.period])[:, :, None]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 0
+        return 0, {}
+
+    def step(self, action):
+        reward = self.true_rewards()[:, self.state, 0]
+        self.state = (self.state + 1) % self.period
+        return self.state, reward, False, False, {}
+
+
+def cycle_model(env, gamma, rewards=None):
+    P = np.zeros((env.period, 1, env.period))
+    P[np.arange(env.period), 0, (np.arange(env.period) + 1) % env.period] = 1.0
+    mdp = TabularMDP(P, rho=np.eye(env.period)[0], gamma=gamma)
+    rewards = env.true_rewards() if rewards is None else rewards
+    info = {"absorbing": None, "on_termination": None, "exact": True}
+    return EnvModel(mdp, rewards, list(range(env.period)), "test", info)
+
+
+@pytest.mark.parametrize("period", [3, 6])
+def test_a_periodic_deterministic_chain_agrees(period):
+    # every episode repeats the same cycle: zero-width intervals, so a horizon that is not a
+    # multiple of the period (2000 = 3 * 666 + 2) gave a 1/H bias and a false disagreement
+    env = CycleEnv(period)
+    model = cycle_model(env, gamma=1.0)
+    report = rollout(env, model, np.ones((period, 1)), episodes=5, seed=0)
+    assert chain_period(model.mdp, np.ones((period, 1))) == period == report.period
+    assert report.horizon % period == 0 and report.horizon >= 2000
+    np.testing.assert_allclose(report.ci_high - report.ci_low, 0.0, atol=1e-12)  # deterministic
+    assert report.agrees(), report.table()
+    assert report.verdict().startswith("agrees") and "z" in report.table()
+    # the same run cut at 2000 steps is biased by O(period / H) and, with zero width, rejected
+    cut = rollout(env, model, np.ones((period, 1)), episodes=5, horizon=2000, seed=0)
+    assert not cut.agrees() and cut.verdict().startswith("DISAGREES")
+
+
+def test_chain_period_of_several_classes_is_their_lcm():
+    P = np.zeros((5, 1, 5))
+    P[0, 0, 1] = P[1, 0, 0] = 1.0  # period 2
+    P[2, 0, 3] = P[3, 0, 4] = P[4, 0, 2] = 1.0  # period 3
+    with pytest.warns(StructureWarning):
+        mdp = TabularMDP(P, gamma=1.0, allow_multichain=True)
+    assert chain_period(mdp, np.ones((5, 1))) == 6
+    P = np.zeros((3, 1, 3))
+    P[0, 0, 1] = P[1, 0, 2] = 1.0
+    P[2, 0, [0, 1]] = 0.5  # cycles of length 3 and 2: aperiodic
+    assert chain_period(TabularMDP(P, gamma=1.0), np.ones((3, 1))) == 1
+
+
+def test_an_agent_with_a_small_reward_scale_is_judged_on_its_own_scale():
+    # agent 0 earns up to 100, agent 1 up to 0.01, and agent 1's model rewards are 20% off; the
+    # tolerance used to be the largest agent's truncation bound (gamma^H * 100 = 0.01), which
+    # hid any error of agent 1
+    env = CycleEnv(4, reward_scale=(100.0, 0.01))
+    wrong = env.true_rewards().copy()
+    wrong[1] *= 1.2
+    model = cycle_model(env, gamma=GAMMA, rewards=wrong)
+    report = rollout(env, model, np.ones((4, 1)), episodes=5, reward="env", seed=0)
+    assert report.agreement().tolist() == [True, False], report.table()
+    assert report.tolerance[1] < 1e-4 * report.tolerance[0]
+    verdict = report.verdict(["big", "small"])
+    assert verdict.startswith("DISAGREES for 1 of 2") and "small" in verdict and "big:" not in verdict
+    assert np.isinf(report.z_scores()[1]) or abs(report.z_scores()[1]) > 10
+    # the right model agrees for both
+    right = rollout(env, cycle_model(env, gamma=GAMMA), np.ones((4, 1)), episodes=5, reward="env", seed=0)
+    assert right.agrees(), right.table()
