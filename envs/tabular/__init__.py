@@ -79,7 +79,7 @@ Examples
 
 from policyagg.envs.tabular.context import ON_TERMINATION, RESET_SAMPLES, make_env
 from policyagg.envs.tabular.convert import ROUTES, from_gymnasium
-from policyagg.envs.tabular.model import EnvModel
+from policyagg.envs.tabular.model import EnvModel, ModelWarning
 from policyagg.envs.tabular.probe import PROBE_BUDGET, PROBE_GRID
 from policyagg.envs.tabular.spaces import MAX_ACTIONS
 
@@ -91,6 +91,7 @@ __all__ = [
     "RESET_SAMPLES",
     "ROUTES",
     "EnvModel",
+    "ModelWarning",
     "from_gymnasium",
     "make_env",
 ]
