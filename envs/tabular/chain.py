@@ -144,4 +144,3 @@ class ValueMaps:
             raise InvalidProblemError("the reward wrappers return rewards of different lengths")
         table = np.array(mapped, dtype=float).reshape(len(unique), -1)
         return table[inverse.ravel()]
-

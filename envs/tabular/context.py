@@ -111,6 +111,7 @@ class RouteContext:
         self.reset_report: dict[str, Any] = {}  # filled by sample_resets
         self._snapshot: Snapshot | None = None
         self.snapshot_reason: str | None = None  # why the environment cannot be snapshotted, once known
+        self.snapshot_mismatch = False  # ... because a copy stepped differently (randomness the copy lacks)
 
     # ------------------------------------------------------------- spaces (lazily checked)
     def check_spaces(self) -> list[Any]:
@@ -126,6 +127,7 @@ class RouteContext:
                 verify_snapshot(self._snapshot, self.check_spaces())
             except SnapshotError as exc:
                 self._snapshot, self.snapshot_reason = None, str(exc)
+                self.snapshot_mismatch = exc.mismatch
         return self._snapshot
 
     def finish(

@@ -19,11 +19,18 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from policyagg.envs.tabular.chain import ValueMaps
+from policyagg.envs.tabular.chain import ValueMaps, wrappers
 from policyagg.envs.tabular.context import RouteContext, RouteUnavailable, discover, sample_resets
 from policyagg.envs.tabular.model import EnvModel
 from policyagg.envs.tabular.probe import PROBE_GRID, HiddenRandomness, ProbeFailed, probe
-from policyagg.envs.tabular.snapshot import Snapshot
+from policyagg.envs.tabular.snapshot import (
+    RNG_TYPES,
+    GlobalGenerators,
+    Snapshot,
+    find_generator,
+    fingerprint,
+    generator_type,
+)
 from policyagg.envs.tabular.spaces import (
     ObservationKey,
     StepOutcome,
@@ -85,9 +92,7 @@ def route_model(ctx: RouteContext) -> EnvModel:
         raise RouteUnavailable("`P` needs Discrete observation and action spaces")
     maps = ValueMaps(ctx.env)
     if maps.general:
-        raise RouteUnavailable(
-            f"the wrapper {maps.general[0]} changes `step`; `P` describes the unwrapped environment"
-        )
+        raise RouteUnavailable(f"the wrapper {maps.general[0]} changes `step`; `P` describes the unwrapped environment")
     S, A = int(base.observation_space.n), int(base.action_space.n)
     first_obs, first_action = int(base.observation_space.start), int(base.action_space.start)
     try:  # flattening the nested lists needs one pass over the entries; the matrix is built from arrays
@@ -102,12 +107,14 @@ def route_model(ctx: RouteContext) -> EnvModel:
     nxt = table[:, 2].astype(np.int64) - first_obs
     if nxt.size and (nxt.min() < 0 or nxt.max() >= S):
         raise RouteUnavailable("`P` has a next state outside the observation space")
+    watch = _MapWatch(ctx.env)
     observations = _mapped_observations(ctx, maps, first_obs, S)
     actions = ctx.check_spaces()
     table, nxt = _mapped_actions(ctx, maps, actions, table, nxt, A, first_action)
     rows = table[:, 0].astype(np.int64)
     cols = np.where(table[:, 4] != 0, -1, nxt)
     rewards = maps.rewards(table[:, 3])  # (entries, n)
+    watch.check()
     weights = table[:, 1]
     n_rows = S * len(actions)
     reward_sa = np.stack([np.bincount(rows, weights=weights * r, minlength=n_rows) for r in rewards.T])
@@ -123,6 +130,45 @@ def route_model(ctx: RouteContext) -> EnvModel:
         "model",
         {"rho": how, "exact": not how.startswith("sampled"), "wrappers": sorted(maps.kinds), **ctx.reset_report},
     )
+
+
+class _MapWatch:
+    """Generators the value-map wrappers could draw from while mapping the table (a random map is not a fixed function).
+
+    The wrappers' own generators (attributes, one level deep), ``env.unwrapped``'s
+    ``np_random`` (which ``wrapper.np_random`` reaches) and the process-wide ones.
+    """
+
+    def __init__(self, env: Any) -> None:
+        self.env, self.base = env, env.unwrapped
+        held = {}
+        for wrapper in wrappers(env):
+            for value in vars(wrapper).values():
+                for item in value.values() if isinstance(value, dict) else [value]:
+                    if isinstance(item, RNG_TYPES):
+                        held[id(item)] = item
+        self.held = list(held.values())
+        self.before = [fingerprint(g) for g in self.held]
+        self.np_random = vars(self.base).get("_np_random")
+        self.np_before = None if self.np_random is None else fingerprint(self.np_random)
+        self.globals = GlobalGenerators([type(w) for w in wrappers(env)])
+        self.saved = self.globals.save()
+
+    def check(self) -> None:
+        """:class:`RouteUnavailable` naming the generator if mapping drew from one (process-wide ones are restored)."""
+        drawn = self.globals.drawn(self.saved)
+        self.globals.restore(self.saved)
+        for gen, before in zip(self.held, self.before):
+            if before is None or fingerprint(gen) != before:
+                drawn = f"`{find_generator(self.env, gen)}` ({generator_type(gen)})"
+        now = vars(self.base).get("_np_random")
+        if now is not self.np_random or (now is not None and fingerprint(now) != self.np_before):
+            drawn = "`env.np_random`"
+        if drawn is not None:
+            raise RouteUnavailable(
+                f"its value-map wrappers draw from {drawn} while mapping values: they are not fixed functions, "
+                "so the table cannot be mapped; the environment is stepped instead"
+            )
 
 
 def _mapped_observations(ctx: RouteContext, maps: ValueMaps, first_obs: int, S: int) -> list[ObservationKey]:
@@ -209,7 +255,9 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
     actions = ctx.check_spaces()
     snapshot = ctx.snapshot()
     if snapshot is None:
-        raise RouteUnavailable(f"the environment cannot be snapshotted and restored: {ctx.snapshot_reason}")
+        raise RouteUnavailable(
+            f"the environment cannot be snapshotted and restored: {ctx.snapshot_reason}", warn=ctx.snapshot_mismatch
+        )
     try:
         start, start_envs = probe(snapshot, reset_outcome, ctx.rng)
     except ProbeFailed as exc:

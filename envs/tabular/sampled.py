@@ -11,6 +11,7 @@ errors ``sqrt(p (1 - p) / n)`` and ``sqrt(var / n)`` reported in ``info``.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from policyagg.envs.tabular.context import RouteContext, discover, sample_resets
-from policyagg.envs.tabular.model import EnvModel
+from policyagg.envs.tabular.model import EnvModel, ModelWarning
 from policyagg.envs.tabular.probe import ProbeFailed, probe
 from policyagg.envs.tabular.snapshot import GlobalGenerators, Snapshot, seed_all
 from policyagg.envs.tabular.spaces import ObservationKey, StepOutcome, observation_key, reset_outcome, step_outcome
@@ -66,6 +67,15 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
         raise InvalidProblemError(
             f"{ctx.label}: no sample of (state {list(index)[s]!r}, action {actions[a]!r}) ({missing.size} pairs "
             "unsampled); raise `n_samples` or make the environment restorable"
+        )
+    if n.min() < ctx.n_samples:
+        s, a = divmod(int(n.argmin()), A)
+        warnings.warn(
+            f"{ctx.label}: (state {list(index)[s]!r}, action {actions[a]!r}) has only {int(n.min())} of the "
+            f"{ctx.n_samples} samples asked for ({int((n < ctx.n_samples).sum())} pairs short): exploring never "
+            "returned to it; give the environment a TimeLimit or make it restorable",
+            ModelWarning,
+            stacklevel=3,
         )
     rows, cols, probs, errors = [], [], [], []
     for row, counter in tally.counts.items():

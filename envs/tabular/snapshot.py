@@ -30,7 +30,16 @@ RNG_TYPES = (np.random.Generator, np.random.RandomState, _pyrandom.Random)
 
 
 class SnapshotError(Exception):
-    """The environment cannot be snapshotted and restored (the message says why)."""
+    """The environment cannot be snapshotted and restored (the message says why).
+
+    ``mismatch``: a restored copy stepped differently from the original under the same
+    seeds, i.e. the step depends on something the copy does not carry (fresh entropy, the
+    clock, state outside ``__dict__``).
+    """
+
+    def __init__(self, message: str, *, mismatch: bool = False) -> None:
+        super().__init__(message)
+        self.mismatch = mismatch
 
 
 # --------------------------------------------------------------------------- generator states
@@ -185,7 +194,10 @@ def verify_snapshot(snapshot: Snapshot, actions: Sequence[Any]) -> None:
             globals_.seed(10 + t)
             b = step_outcome(copy_.step(action))
             if a != b:
-                raise SnapshotError(f"a restored copy steps differently from the original ({a} vs {b})")
+                raise SnapshotError(
+                    f"a restored copy steps differently from the original under the same seeds ({a} vs {b})",
+                    mismatch=True,
+                )
             if a[2]:
                 break
     except SnapshotError:
