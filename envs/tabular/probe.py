@@ -11,6 +11,13 @@ the same way, recursively. So
 
 exactly, for code of the form ``u < p`` or a categorical draw. Caveat: a piece of ``u``
 narrower than ``1 / PROBE_GRID`` between two grid points with the same outcome is not seen.
+
+Every run is watched for randomness from elsewhere (:class:`HiddenRandomness`): the
+generators held by the restored copy must keep their state, the run must create none at
+the top level of a layer, and the process-wide generators (the ``random`` module, the
+global ``numpy.random``, top-level generators of the environment's modules) must be
+unchanged at the checks (every :data:`_GLOBAL_CHECK_EVERY` runs and at the end; they are
+restored afterwards).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from policyagg.envs.tabular.snapshot import (
     fingerprint,
     generator_type,
     layers_of,
+    same_state,
 )
 
 #: Grid of draws ``u = k / PROBE_GRID`` on which a stochastic step is mapped before bisection.
@@ -189,6 +197,7 @@ class _Prober(Generic[Outcome]):
         self.globals = GlobalGenerators(snapshot.classes)
         self.saved = self.globals.save()
         self.watched = {id(g) for g in snapshot.generators}
+        self.checked_at = 0  # runs done at the last check of the process-wide generators
 
     def run(self, prefix: Sequence[float], filler: float | None = None) -> tuple[Outcome | None, int]:
         """``(outcome or None if more draws are needed, number of draws used)``."""
@@ -217,7 +226,7 @@ class _Prober(Generic[Outcome]):
     def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
         """:class:`HiddenRandomness` if the run drew from a generator of the copy or created one."""
         for gen, before in zip(generators, self.snapshot.fingerprints):
-            if before is None or fingerprint(gen) != before:
+            if not same_state(fingerprint(gen), before):
                 where = find_generator(env, gen) or "an object inside the environment"
                 why = "whose draws cannot be watched" if before is None else "drawn from during the run"
                 raise HiddenRandomness(f"`{where}` ({generator_type(gen)}), {why}")
@@ -230,6 +239,9 @@ class _Prober(Generic[Outcome]):
 
     def check_globals(self) -> None:
         """:class:`HiddenRandomness` if a process-wide generator was drawn from since the probe began."""
+        if self.checked_at == self.runs:
+            return
+        self.checked_at = self.runs
         drawn = self.globals.drawn(self.saved)
         if drawn is not None:
             raise HiddenRandomness(drawn)

@@ -30,6 +30,7 @@ from policyagg.envs.tabular.snapshot import (
     find_generator,
     fingerprint,
     generator_type,
+    same_state,
 )
 from policyagg.envs.tabular.spaces import (
     ObservationKey,
@@ -159,10 +160,10 @@ class _MapWatch:
         drawn = self.globals.drawn(self.saved)
         self.globals.restore(self.saved)
         for gen, before in zip(self.held, self.before):
-            if before is None or fingerprint(gen) != before:
+            if not same_state(fingerprint(gen), before):
                 drawn = f"`{find_generator(self.env, gen)}` ({generator_type(gen)})"
         now = vars(self.base).get("_np_random")
-        if now is not self.np_random or (now is not None and fingerprint(now) != self.np_before):
+        if now is not self.np_random or (now is not None and not same_state(fingerprint(now), self.np_before)):
             drawn = "`env.np_random`"
         if drawn is not None:
             raise RouteUnavailable(

@@ -67,8 +67,18 @@ def set_generator_state(gen: Any, state: Any) -> None:
 
 
 def fingerprint(gen: Any) -> Any:
-    """A comparable form of a generator's state: two fingerprints differ iff the generator was drawn from."""
-    return _freeze(generator_state(gen))
+    """The generator's state, to compare with :func:`same_state` (it changes iff the generator is drawn from)."""
+    return generator_state(gen)
+
+
+def same_state(a: Any, b: Any) -> bool:
+    """Whether two generator states are equal (``None``, a state that cannot be read, equals nothing)."""
+    if a is None or b is None:
+        return False
+    try:
+        return bool(a == b)
+    except ValueError:  # numpy arrays inside (MT19937): compare them as bytes
+        return bool(_freeze(a) == _freeze(b))
 
 
 def _freeze(value: Any) -> Any:
@@ -247,17 +257,12 @@ class GlobalGenerators:
             id(np.random.mtrand._rand): ("the global `numpy.random`", np.random.mtrand._rand),
         }
         for cls in classes:
-            module = sys.modules.get(cls.__module__)
-            for name, value in vars(module).items() if module is not None else ():
-                if isinstance(value, RNG_TYPES) and id(value) not in sources:
-                    sources[id(value)] = (f"`{module.__name__}.{name}` ({generator_type(value)})", value)
+            for name, value in _module_generators(cls.__module__):
+                sources.setdefault(id(value), (name, value))
         self.sources = list(sources.values())
-        self._frozen: list[Any] = []
 
     def save(self) -> list[Any]:
-        states = [generator_state(gen) for _, gen in self.sources]
-        self._frozen = [_freeze(state) for state in states]
-        return states
+        return [generator_state(gen) for _, gen in self.sources]
 
     def restore(self, saved: Sequence[Any]) -> None:
         for (_, gen), state in zip(self.sources, saved):
@@ -265,10 +270,10 @@ class GlobalGenerators:
 
     def drawn(self, saved: Sequence[Any]) -> str | None:
         """The first source drawn from since ``saved`` was taken (or that cannot be watched), else ``None``."""
-        for (name, gen), state, frozen in zip(self.sources, saved, self._frozen):
+        for (name, gen), state in zip(self.sources, saved):
             if state is None:
                 return f"{name}, a random.SystemRandom whose draws cannot be watched"
-            if _freeze(generator_state(gen)) != frozen:
+            if not same_state(generator_state(gen), state):
                 return name
         return None
 
@@ -276,3 +281,24 @@ class GlobalGenerators:
         """Reseed every source in place (callers restore them afterwards)."""
         for i, (_, gen) in enumerate(self.sources):
             reseed(gen, _child_seed(seed, 1000 + i))
+
+
+#: module name -> (size of its namespace when scanned, its top-level generators)
+_MODULE_SCANS: dict[str, tuple[int, list[tuple[str, Any]]]] = {}
+
+
+def _module_generators(module_name: str) -> list[tuple[str, Any]]:
+    """``(description, generator)`` of the generators at the top level of a module (rescanned when it grows)."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return []
+    namespace = vars(module)
+    cached = _MODULE_SCANS.get(module_name)
+    if cached is None or cached[0] != len(namespace):
+        found = [
+            (f"`{module_name}.{name}` ({generator_type(value)})", value)
+            for name, value in list(namespace.items())
+            if isinstance(value, RNG_TYPES)
+        ]
+        cached = _MODULE_SCANS[module_name] = (len(namespace), found)
+    return cached[1]
