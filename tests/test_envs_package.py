@@ -43,7 +43,7 @@ def test_rollout_function_and_module():
 def test_every_tabular_module_has_a_docstring():
     from policyagg.envs import tabular
 
-    for name in ("context", "convert", "model", "probe", "routes", "sampled", "snapshot", "spaces"):
+    for name in ("chain", "context", "convert", "model", "probe", "routes", "sampled", "snapshot", "spaces"):
         module = importlib.import_module(f"policyagg.envs.tabular.{name}")
         assert module.__doc__ and module.__doc__.strip(), name
     assert tabular.__doc__.startswith("From a Gymnasium environment to a tabular model")

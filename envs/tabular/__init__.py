@@ -13,34 +13,63 @@ One function, four routes, tried in this order with ``route="auto"`` (the route 
     terminated), ...]`` (FrozenLake, CliffWalking, Taxi). Exact. Duplicate next states are
     summed; ``r(s, a) = sum prob * reward``; ``rho`` is ``env.unwrapped.initial_state_distrib``.
 ``"enumerate"``
-    The environment's state can be snapshotted and restored (a deep copy of
-    ``env.unwrapped.__dict__`` that steps identically to the original) and the observation
-    is Markov. States are found by breadth-first search from ``reset`` over
-    ``(observation, action)``, restoring the snapshot of the state before every step.
-    Exact: randomness is accepted only through ``env.unwrapped.np_random``, which is
-    replaced by a scripted generator whose ``random``/``uniform``/``integers``/``choice``
+    The environment's state can be snapshotted and restored (a deep copy of the
+    ``__dict__`` of ``env.unwrapped`` and of its wrappers, that steps identically to the
+    original) and the observation is Markov. States are found by breadth-first search from
+    ``reset`` over ``(observation, action)``, restoring the snapshot of the state before
+    every step. Exact: randomness is accepted only through ``env.unwrapped.np_random``,
+    which is replaced by a scripted generator whose ``random``/``uniform``/``integers``/``choice``
     draws are fixed numbers ``u`` in ``[0, 1)``; the outcome is mapped on a grid of ``u``
     and every change point is located to the last bit by bisection over doubles, so each
     outcome's probability is the exact length of its interval of ``u`` (the
     environment's own comparisons, e.g. ``np_random.random() < p``, give ``p``).
     Caveat: a piece of ``u`` narrower than ``1 / PROBE_GRID`` that sits between two grid
     points with the *same* outcome is not seen; code of the form ``u < p`` or a
-    categorical draw never does that. A step whose randomness comes from elsewhere (another
-    generator, the global ``numpy.random``, ``random``), or that needs more than
-    ``PROBE_BUDGET`` probe runs, makes this route fall back to ``"sampled"`` (the reason is
+    categorical draw never does that.
+    Every other generator is watched during the probes, and a draw from any of them makes
+    this route fall back to ``"sampled"`` with a :class:`ModelWarning` naming it: a
+    ``numpy.random.Generator``, ``RandomState`` or ``random.Random`` held anywhere in the
+    environment or its wrappers (its state changes), one the step creates, the ``random``
+    module, the global ``numpy.random``, and generators at the top level of the modules
+    that define the environment and its wrappers. Randomness from nowhere that can be
+    watched (fresh OS entropy, the clock) is caught only when two identical restored runs,
+    or the snapshot check's copies, differ; a source like that which rarely changes the
+    outcome can still go unseen. A step that needs more than ``PROBE_BUDGET`` probe runs,
+    or draws with an unsupported method (e.g. ``normal``), falls back too (the reason is
     in ``info["skipped"]``).
 ``"sampled"``
     ``n_samples`` sampled transitions per ``(state, action)``: from restored snapshots when
-    possible, otherwise by exploring the live environment (least-tried action first,
-    resetting at the end of each episode). ``info`` reports ``min_count`` (the fewest
+    possible (every generator of the copy reseeded per sample, the process-wide ones seeded
+    once from ``rng``), otherwise by exploring the live environment (least-tried action
+    first, resetting at the end of each episode; a :class:`ModelWarning` when some pair got
+    fewer than ``n_samples``). ``info`` reports ``min_count`` (the fewest
     samples of any pair), ``max_std_error`` (largest standard error of an estimated
     probability, ``sqrt(p (1 - p) / count)``) and ``max_reward_std_error``. States reached
     with a probability too small to show up in the samples are missing from the model.
 
-Spaces: observations must be ``Discrete``, ``MultiDiscrete`` or an integer ``Box`` with
-finite bounds (they become ints or tuples of ints); actions ``Discrete``,
-``MultiDiscrete`` or a small integer ``Box`` (model action ``a`` is the environment action
-``EnvModel.actions[a]``). Anything else raises :class:`InvalidProblemError` naming the space.
+Start distribution: read from the environment (``"protocol"``, ``"model"``), probed
+exactly from ``reset``, or else estimated from ``reset_samples`` seeded resets (``info``
+then has ``reset_samples``, ``start_states`` and the Good--Turing estimate
+``unseen_start_mass``; a :class:`ModelWarning` when new start states still appeared in the
+last 10% of the samples). A model whose ``rho`` was sampled has ``info["exact"] = False``.
+
+Wrappers (:mod:`.chain`): the model describes the environment as the user steps it.
+Transparent wrappers (``TimeLimit``, ``OrderEnforcing``, the env checker, statistics,
+rendering) are skipped; value maps (``ObservationWrapper``, ``RewardWrapper``,
+``ActionWrapper`` subclasses that override only ``observation``/``reward``/``action``,
+assumed to be fixed functions; checked not to draw random numbers) are applied to the
+table of the ``"model"`` route; any other wrapper makes the table routes unavailable and is
+stepped by ``"enumerate"``/``"sampled"``; wrappers whose output depends on the history
+(``StickyAction``, ``DelayObservation``, ``NormalizeObservation``, ``NormalizeReward``)
+are refused by name. ``"protocol"`` applies only when no wrapper changes what ``step``
+returns. The user's environment itself is never stepped by the exact routes.
+
+Spaces: observations (of the environment as wrapped) must be ``Discrete``,
+``MultiDiscrete``, ``MultiBinary``, an integer ``Box`` with finite bounds, or a ``Tuple``
+or ``Dict`` of these (they become ints or nested tuples of ints; ``Dict`` components in
+sorted key order); actions ``Discrete``, ``MultiDiscrete`` or a small integer ``Box``
+(model action ``a`` is the environment action ``EnvModel.actions[a]``). Anything else
+raises :class:`InvalidProblemError` naming the space (and the component).
 
 Rewards: a scalar reward gives one agent; a vector reward (MO-Gymnasium environments, with
 ``reward_dim``) gives one agent per component.
@@ -61,11 +90,12 @@ renewal-reward rate: expected episode reward / expected episode length).
 Modules
 -------
 ``convert``  :func:`from_gymnasium`: the route order and the fallback between routes.
-``context``  :func:`make_env`, the validated options and lazily verified snapshot the routes share.
+``context``  :func:`make_env`, the validated options and lazily verified snapshot the routes share; sampled resets.
+``chain``    which wrappers are transparent, value maps, stepped, or refused.
 ``routes``   the exact routes ``"protocol"``, ``"model"``, ``"enumerate"``.
 ``sampled``  the route ``"sampled"``.
 ``probe``    the scripted generator and the exact distribution of one random step.
-``snapshot`` copying, restoring, verifying and reseeding an environment's state.
+``snapshot`` copying, restoring, verifying and reseeding an environment's state; the generators it can draw from.
 ``spaces``   which spaces can be tabulated; observations and steps as hashable keys.
 ``model``    :class:`EnvModel` and its assembly from transition entries.
 
@@ -79,7 +109,7 @@ Examples
 
 from policyagg.envs.tabular.context import ON_TERMINATION, RESET_SAMPLES, make_env
 from policyagg.envs.tabular.convert import ROUTES, from_gymnasium
-from policyagg.envs.tabular.model import EnvModel
+from policyagg.envs.tabular.model import EnvModel, ModelWarning
 from policyagg.envs.tabular.probe import PROBE_BUDGET, PROBE_GRID
 from policyagg.envs.tabular.spaces import MAX_ACTIONS
 
@@ -91,6 +121,7 @@ __all__ = [
     "RESET_SAMPLES",
     "ROUTES",
     "EnvModel",
+    "ModelWarning",
     "from_gymnasium",
     "make_env",
 ]

@@ -3,6 +3,7 @@
 :func:`make_env` turns an id into an environment; :class:`RouteContext` holds it with the
 options of :func:`from_gymnasium` and builds the final :class:`EnvModel` (:meth:`RouteContext.finish`);
 :func:`discover` registers a newly reached observation during a breadth-first search;
+:func:`sample_resets` estimates the start distribution from seeded resets;
 a route that cannot apply raises :class:`RouteUnavailable`.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections import deque
+import math
+import warnings
+from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,18 +21,25 @@ import gymnasium
 import numpy as np
 from gymnasium.envs.registration import load_env_creator
 
-from policyagg.envs.tabular.model import EnvModel, assemble
-from policyagg.envs.tabular.snapshot import Snapshot, SnapshotError, verify_snapshot
-from policyagg.envs.tabular.spaces import ObservationKey, action_list, check_observation_space
+from policyagg.envs.tabular.chain import check_wrappers
+from policyagg.envs.tabular.model import EnvModel, ModelWarning, assemble
+from policyagg.envs.tabular.snapshot import GlobalGenerators, Snapshot, SnapshotError, seed_all, verify_snapshot
+from policyagg.envs.tabular.spaces import ObservationKey, action_list, check_observation_space, observation_key
 from policyagg.errors import InvalidProblemError, check_count
 
 ON_TERMINATION = ("absorb", "reset")
-#: Resets sampled for ``rho`` when neither the environment nor a probed reset gives it.
+#: Default number of resets sampled for ``rho`` when neither the environment nor a probed reset gives it.
 RESET_SAMPLES = 500
+#: A start state first seen in this last share of the reset samples triggers a :class:`ModelWarning`.
+LATE_SHARE = 0.1
 
 
 class RouteUnavailable(Exception):
-    """This route cannot build the model (the message says why)."""
+    """This route cannot build the model (the message says why; ``warn``: tell the user when falling back)."""
+
+    def __init__(self, message: str, *, warn: bool = False) -> None:
+        super().__init__(message)
+        self.warn = warn
 
 
 def make_env(env: gymnasium.Env | str, **kwargs: Any) -> gymnasium.Env:
@@ -119,38 +129,45 @@ class RouteContext:
         max_states: int,
         allow_multichain: bool,
         rng: Any,
+        reset_samples: int = RESET_SAMPLES,
     ) -> None:
         if on_termination not in ON_TERMINATION:
             raise InvalidProblemError(f"`on_termination` must be one of {ON_TERMINATION}; got {on_termination!r}")
         check_count("n_samples", n_samples, 2)
         check_count("max_states", max_states, 1)
+        check_count("reset_samples", reset_samples, 1)
         self.env = make_env(env)
         self.base = self.env.unwrapped
         spec = getattr(self.env, "spec", None)
         self.label = spec.id if spec is not None else type(self.base).__name__
+        check_wrappers(self.env, self.label)
+        self.reset_samples = int(reset_samples)
         self.gamma = gamma
         self.on_termination = on_termination
         self.n_samples = int(n_samples)
         self.max_states = int(max_states)
         self.allow_multichain = allow_multichain
         self.rng = np.random.default_rng(rng)
+        self.reset_report: dict[str, Any] = {}  # filled by sample_resets
         self._snapshot: Snapshot | None = None
         self.snapshot_reason: str | None = None  # why the environment cannot be snapshotted, once known
+        self.snapshot_mismatch = False  # ... because a copy stepped differently (randomness the copy lacks)
 
     # ------------------------------------------------------------- spaces (lazily checked)
     def check_spaces(self) -> list[Any]:
-        """The environment's actions; InvalidProblemError for unsupported spaces."""
-        check_observation_space(self.base.observation_space, self.label)
-        return action_list(self.base.action_space, self.label)
+        """The actions of the environment as the user steps it; InvalidProblemError for unsupported spaces."""
+        check_observation_space(self.env.observation_space, self.label)
+        return action_list(self.env.action_space, self.label)
 
     def snapshot(self) -> Snapshot | None:
-        """A verified snapshot of a fresh copy of ``env.unwrapped`` (before any reset), or ``None``."""
+        """A verified snapshot of the environment's modelled layers as given (before any reset), or ``None``."""
         if self._snapshot is None and self.snapshot_reason is None:
             try:
-                self._snapshot = Snapshot.take(self.base)
+                self._snapshot = Snapshot.take(self.env)
                 verify_snapshot(self._snapshot, self.check_spaces())
             except SnapshotError as exc:
                 self._snapshot, self.snapshot_reason = None, str(exc)
+                self.snapshot_mismatch = exc.mismatch
         return self._snapshot
 
     def finish(
@@ -201,3 +218,50 @@ def discover(
         snaps[key] = Snapshot.take(env)
         queue.append(key)
     return index[key]
+
+
+def sample_resets(ctx: RouteContext) -> tuple[Counter[ObservationKey], dict[ObservationKey, Any], str]:
+    """Observation counts of ``ctx.reset_samples`` seeded resets, one reset environment per observation, and how.
+
+    Resets copies when the environment can be restored, else the environment itself. The
+    process-wide generators are seeded once too (restored afterwards), so the counts depend
+    on ``ctx.rng`` only. A :class:`ModelWarning` says when a start state was first
+    seen in the last :data:`LATE_SHARE` of the samples (more are likely unseen), with the
+    Good--Turing estimate of the unseen start mass, ``n_1 / N`` (``n_1`` states seen once).
+    """
+    snapshot = ctx.snapshot()
+    classes = snapshot.classes if snapshot is not None else [type(ctx.base)]
+    globals_ = GlobalGenerators(classes)
+    saved = globals_.save()
+    counts: Counter[ObservationKey] = Counter()
+    envs: dict[ObservationKey, Any] = {}
+    last_new = 0
+    globals_.seed(int(ctx.rng.integers(2**62)))
+    try:
+        for i, seed in enumerate(ctx.rng.integers(2**62, size=ctx.reset_samples)):
+            if snapshot is None:
+                env = ctx.env
+            else:
+                env, generators = snapshot.restore_with_generators()
+                seed_all(env, int(seed), generators)
+            obs, _ = env.reset(seed=int(seed))
+            key = observation_key(obs)
+            if key not in counts:
+                last_new = i
+                envs[key] = env
+            counts[key] += 1
+    finally:
+        globals_.restore(saved)
+    n = ctx.reset_samples
+    late = last_new >= n - math.ceil(LATE_SHARE * n) and n > 1
+    unseen = sum(c == 1 for c in counts.values()) / n
+    ctx.reset_report = {"reset_samples": n, "start_states": len(counts), "unseen_start_mass": unseen}
+    if late:
+        warnings.warn(
+            f"{ctx.label}: {len(counts)} start states in {n} resets, and new ones still appeared in the last "
+            f"{LATE_SHARE:.0%} of them (estimated unseen start probability {unseen:.3g}); the model may lack "
+            "states that rollouts reach: raise `reset_samples`",
+            ModelWarning,
+            stacklevel=5,
+        )
+    return counts, envs, f"sampled from {n} resets"

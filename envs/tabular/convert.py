@@ -6,13 +6,14 @@ why each earlier one was skipped; a named route that does not apply is an error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium
 
-from policyagg.envs.tabular.context import RouteContext, RouteUnavailable
-from policyagg.envs.tabular.model import EnvModel
+from policyagg.envs.tabular.context import RESET_SAMPLES, RouteContext, RouteUnavailable
+from policyagg.envs.tabular.model import EnvModel, ModelWarning
 from policyagg.envs.tabular.routes import route_enumerate, route_model, route_protocol
 from policyagg.envs.tabular.sampled import route_sampled
 from policyagg.errors import InvalidProblemError
@@ -37,6 +38,7 @@ def from_gymnasium(
     max_states: int = 100_000,
     allow_multichain: bool = False,
     rng: Any = None,
+    reset_samples: int = RESET_SAMPLES,
 ) -> EnvModel:
     """A tabular model of ``env`` (an instance or a registered id); see :mod:`policyagg.envs.tabular`.
 
@@ -59,14 +61,23 @@ def from_gymnasium(
         Passed to :class:`TabularMDP` (only matters with ``gamma = 1``).
     rng : seed or numpy Generator
         Seeds of sampled transitions and resets.
+    reset_samples : int
+        Resets sampled for ``rho`` when the start distribution can be neither read nor
+        probed exactly; a :class:`ModelWarning` says when new start states still appeared
+        in the last 10% of them (``info`` then has ``start_states`` and the Good--Turing
+        ``unseen_start_mass``).
+
+    Warns :class:`ModelWarning` when ``route="auto"`` falls back to ``"sampled"`` because
+    the environment draws from a generator other than ``env.unwrapped.np_random`` (the
+    message names it).
 
     Only route ``"sampled"`` without snapshots (and ``rho`` sampled from resets when the
     environment can be neither asked nor copied) steps ``env`` itself; otherwise the routes
-    work on copies of ``env.unwrapped`` or read its attributes.
+    work on copies of ``env`` (its wrappers and ``env.unwrapped``) or read its attributes.
     """
     if route not in ("auto",) + ROUTES:
         raise InvalidProblemError(f"`route` must be 'auto' or one of {ROUTES}; got {route!r}")
-    ctx = RouteContext(env, gamma, on_termination, n_samples, max_states, allow_multichain, rng)
+    ctx = RouteContext(env, gamma, on_termination, n_samples, max_states, allow_multichain, rng, reset_samples)
     order = ROUTES if route == "auto" else (route,)
     skipped = {}
     for name in order:
@@ -76,6 +87,13 @@ def from_gymnasium(
             if route != "auto":
                 raise InvalidProblemError(f"route {name!r} is not available for {ctx.label}: {exc}") from None
             skipped[name] = str(exc)
+            if exc.warn:
+                warnings.warn(
+                    f"{ctx.label} is not modelled exactly: route {name!r} found {exc}; the next route estimates "
+                    "the model from sampled transitions (`info['exact']` is False)",
+                    ModelWarning,
+                    stacklevel=2,
+                )
             continue
         model.info["skipped"] = skipped
         return model

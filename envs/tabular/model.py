@@ -22,6 +22,15 @@ from policyagg.mdp import TabularMDP
 from policyagg.problem import Problem
 
 
+class ModelWarning(UserWarning):
+    """The tabular model is weaker than it could be: estimated instead of exact, or likely missing states.
+
+    Issued by :func:`~policyagg.envs.tabular.from_gymnasium` when an environment draws its
+    randomness from a generator other than ``env.np_random`` (the model is then sampled;
+    the message names the generator) and when sampled resets keep finding new start states.
+    """
+
+
 @dataclass(frozen=True, eq=False)
 class EnvModel:
     """A tabular model of a Gymnasium environment, built by :func:`from_gymnasium`.

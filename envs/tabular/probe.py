@@ -11,18 +11,33 @@ the same way, recursively. So
 
 exactly, for code of the form ``u < p`` or a categorical draw. Caveat: a piece of ``u``
 narrower than ``1 / PROBE_GRID`` between two grid points with the same outcome is not seen.
+
+Every run is watched for randomness from elsewhere (:class:`HiddenRandomness`): the
+generators held by the restored copy must keep their state, the run must create none at
+the top level of a layer, and the process-wide generators (the ``random`` module, the
+global ``numpy.random``, top-level generators of the environment's modules) must be
+unchanged at the checks (every :data:`_GLOBAL_CHECK_EVERY` runs and at the end; they are
+restored afterwards).
 """
 
 from __future__ import annotations
 
-import random as _pyrandom
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
-from policyagg.envs.tabular.snapshot import Snapshot, seed_all
+from policyagg.envs.tabular.snapshot import (
+    RNG_TYPES,
+    GlobalGenerators,
+    Snapshot,
+    find_generator,
+    fingerprint,
+    generator_type,
+    layers_of,
+    same_state,
+)
 
 #: Grid of draws ``u = k / PROBE_GRID`` on which a stochastic step is mapped before bisection.
 PROBE_GRID = 32
@@ -30,6 +45,8 @@ PROBE_GRID = 32
 PROBE_BUDGET = 20_000
 #: Probabilities of two outcome distributions closer than this are the same.
 _SAME_PROB = 1e-12
+#: Runs between two checks of the process-wide generators (each check costs about 0.1 ms).
+_GLOBAL_CHECK_EVERY = 64
 _ONE_MINUS = float(np.nextafter(1.0, 0.0))
 
 #: What one run returns (a step's or a reset's outcome), hashable.
@@ -38,6 +55,14 @@ Outcome = TypeVar("Outcome", bound=Hashable)
 
 class ProbeFailed(Exception):
     """The step's distribution cannot be found exactly (the message says why)."""
+
+
+class HiddenRandomness(ProbeFailed):
+    """The step draws from a generator other than ``env.np_random`` (the message names it)."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(f"the step draws from {source}, not from `env.unwrapped.np_random`")
+        self.source = source
 
 
 class _ProbeSignal(BaseException):
@@ -139,16 +164,25 @@ def probe(
     """Exact distribution ``{outcome: probability}`` of ``call(env)`` on restored copies, and one
     resulting environment per outcome (with a real generator again).
 
-    Raises :class:`ProbeFailed` when the randomness does not all come from
-    ``env.np_random`` (two complete runs, with the other generators of the environment and
-    the global ``numpy.random`` and ``random`` states reseeded differently, differ), when the
-    generator is used in an unsupported way, or past ``budget`` runs.
+    Raises :class:`HiddenRandomness` when a run draws from any generator other than
+    ``env.np_random``: one held anywhere in the environment or its wrappers (its state
+    changes), a new one the run creates, the ``random`` module, the global ``numpy.random``
+    or one at the top level of the environment's modules; or when two identical runs differ
+    (randomness from elsewhere, e.g. fresh entropy). Raises :class:`ProbeFailed` when the
+    generator is used in an unsupported way, or past ``budget`` runs. The process-wide
+    generators are left as they were.
     """
     prober = _Prober(snapshot, call, rng, budget)
-    outcome, used = prober.hidden_check()
-    if used == 0:  # deterministic: the check's run was the whole story
-        return {cast(Outcome, outcome): 1.0}, prober.envs
-    return prober.distribution([]), prober.envs
+    try:
+        outcome, used = prober.hidden_check()
+        if used == 0:  # deterministic: the check's run was the whole story
+            dist = {cast(Outcome, outcome): 1.0}
+        else:
+            dist = prober.distribution([])
+        prober.check_globals()
+    finally:
+        prober.globals.restore(prober.saved)
+    return dist, prober.envs
 
 
 class _Prober(Generic[Outcome]):
@@ -160,43 +194,69 @@ class _Prober(Generic[Outcome]):
         self.snapshot, self.call, self.rng, self.budget = snapshot, call, rng, budget
         self.runs = 0
         self.envs: dict[Outcome, Any] = {}
+        self.globals = GlobalGenerators(snapshot.classes)
+        self.saved = self.globals.save()
+        self.watched = {id(g) for g in snapshot.generators}
+        self.checked_at = 0  # runs done at the last check of the process-wide generators
 
-    def run(self, prefix: Sequence[float], seed: int = 0, filler: float | None = None) -> tuple[Outcome | None, int]:
+    def run(self, prefix: Sequence[float], filler: float | None = None) -> tuple[Outcome | None, int]:
         """``(outcome or None if more draws are needed, number of draws used)``."""
         self.runs += 1
         if self.runs > self.budget:
+            self.check_globals()
             raise ProbeFailed(f"more than {self.budget} restored steps for one exact distribution")
-        env = self.snapshot.restore()
+        if self.runs % _GLOBAL_CHECK_EVERY == 0:
+            self.check_globals()
+        env, generators = self.snapshot.restore_with_generators()
         scripted = ScriptedRNG(prefix, filler)
-        seed_all(env, seed, np_random=scripted)
+        env.np_random = scripted
+        outcome: Outcome | None
         try:
             outcome = self.call(env)
         except _NeedDraw:
-            return None, scripted.used
+            outcome = None
         except _Unprobeable as exc:
             raise ProbeFailed(f"the step draws with {exc}, which cannot be enumerated exactly") from None
-        if outcome not in self.envs:
+        self.check_generators(env, generators)
+        if outcome is not None and outcome not in self.envs:
             env.np_random = np.random.default_rng(int(self.rng.integers(2**62)))
             self.envs[outcome] = env
         return outcome, scripted.used
 
+    def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
+        """:class:`HiddenRandomness` if the run drew from a generator of the copy or created one."""
+        for gen, before in zip(generators, self.snapshot.fingerprints):
+            if not same_state(fingerprint(gen), before):
+                where = find_generator(env, gen) or "an object inside the environment"
+                why = "whose draws cannot be watched" if before is None else "drawn from during the run"
+                raise HiddenRandomness(f"`{where}` ({generator_type(gen)}), {why}")
+        for layer in layers_of(env):
+            for name, value in vars(layer).items():
+                if isinstance(value, RNG_TYPES) and name != "_np_random" and id(value) not in self.watched:
+                    raise HiddenRandomness(
+                        f"`{type(layer).__name__}.{name}` ({generator_type(value)}), a generator created during the run"
+                    )
+
+    def check_globals(self) -> None:
+        """:class:`HiddenRandomness` if a process-wide generator was drawn from since the probe began."""
+        if self.checked_at == self.runs:
+            return
+        self.checked_at = self.runs
+        drawn = self.globals.drawn(self.saved)
+        if drawn is not None:
+            raise HiddenRandomness(drawn)
+
     def hidden_check(self) -> tuple[Outcome | None, int]:
-        """Two complete runs (every draw 1/2) with all other sources of randomness reseeded differently.
+        """Two complete runs (every draw 1/2) must agree, and neither may draw from another generator.
 
         With a filler every draw is answered, so the outcome is never None here.
         """
-        results = []
-        np_state, py_state = np.random.get_state(), _pyrandom.getstate()
-        try:
-            for seed in (1, 2):
-                np.random.seed(seed)
-                _pyrandom.seed(seed)
-                results.append(self.run([], seed, filler=0.5))
-        finally:
-            np.random.set_state(np_state)
-            _pyrandom.setstate(py_state)
+        results = [self.run([], filler=0.5) for _ in range(2)]
+        self.check_globals()
         if results[0] != results[1]:
-            raise ProbeFailed("the step is random beyond `env.unwrapped.np_random` (two restored steps differ)")
+            raise HiddenRandomness(
+                "a source that cannot be watched (two identical restored runs differ: fresh entropy, the clock, ...)"
+            )
         return results[0]
 
     def distribution(self, prefix: list[float]) -> dict[Outcome, float]:

@@ -1,23 +1,27 @@
 """The ``"sampled"`` route: ``n_samples`` sampled transitions per ``(state, action)``.
 
 Transitions come from seeded steps of restored snapshots when the environment can be
-restored, otherwise from exploring the live environment (least-tried action first). The
+restored, otherwise from exploring the live environment (least-tried action first). Each
+sampled step reseeds every generator of the restored copy, and the process-wide ones (the
+``random`` module, the global ``numpy.random``) are seeded once from ``rng`` and restored
+afterwards, so randomness drawn from them is sampled too and the model depends on ``rng`` only. The
 estimates are ``P(s' | s, a) = count / n`` and ``r(s, a)`` = mean reward, with standard
 errors ``sqrt(p (1 - p) / n)`` and ``sqrt(var / n)`` reported in ``info``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from policyagg.envs.tabular.context import RESET_SAMPLES, RouteContext, discover
-from policyagg.envs.tabular.model import EnvModel
+from policyagg.envs.tabular.context import RouteContext, discover, sample_resets
+from policyagg.envs.tabular.model import EnvModel, ModelWarning
 from policyagg.envs.tabular.probe import ProbeFailed, probe
-from policyagg.envs.tabular.snapshot import Snapshot, seed_all
+from policyagg.envs.tabular.snapshot import GlobalGenerators, Snapshot, seed_all
 from policyagg.envs.tabular.spaces import ObservationKey, StepOutcome, observation_key, reset_outcome, step_outcome
 from policyagg.errors import InvalidProblemError
 
@@ -64,6 +68,15 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
             f"{ctx.label}: no sample of (state {list(index)[s]!r}, action {actions[a]!r}) ({missing.size} pairs "
             "unsampled); raise `n_samples` or make the environment restorable"
         )
+    if n.min() < ctx.n_samples:
+        s, a = divmod(int(n.argmin()), A)
+        warnings.warn(
+            f"{ctx.label}: (state {list(index)[s]!r}, action {actions[a]!r}) has only {int(n.min())} of the "
+            f"{ctx.n_samples} samples asked for ({int((n < ctx.n_samples).sum())} pairs short): exploring never "
+            "returned to it; give the environment a TimeLimit or make it restorable",
+            ModelWarning,
+            stacklevel=3,
+        )
     rows, cols, probs, errors = [], [], [], []
     for row, counter in tally.counts.items():
         for (nkey, terminated), c in counter.items():
@@ -90,6 +103,7 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
         "max_std_error": float(max(errors)),
         "max_reward_std_error": float(np.sqrt(var / n).max()),
         "counts": n.reshape(S, A).astype(np.int64),
+        **ctx.reset_report,
     }
     return ctx.finish(
         np.array(rows), np.array(cols), np.array(probs), mean, rho / rho.sum(), list(index), actions, "sampled", info
@@ -103,13 +117,7 @@ def _sample_with_snapshots(ctx: RouteContext, snapshot: Snapshot, actions: Seque
         start, start_envs = probe(snapshot, reset_outcome, ctx.rng)
         rho_how = "reset, probed exactly"
     except ProbeFailed:
-        start, start_envs = Counter(), {}
-        for seed in ctx.rng.integers(2**62, size=RESET_SAMPLES):
-            env = snapshot.restore()
-            obs, _ = env.reset(seed=int(seed))
-            start[observation_key(obs)] += 1
-            start_envs.setdefault(observation_key(obs), env)
-        rho_how = f"sampled from {RESET_SAMPLES} resets"
+        start, start_envs, rho_how = sample_resets(ctx)
     index: dict[ObservationKey, int] = {}
     snaps: dict[ObservationKey, Snapshot] = {}
     queue: deque[ObservationKey] = deque()
@@ -117,17 +125,23 @@ def _sample_with_snapshots(ctx: RouteContext, snapshot: Snapshot, actions: Seque
         discover(ctx, key, start_envs[key], index, snaps, queue)
     A = len(actions)
     tally = _Tally()
-    while queue:
-        key = queue.popleft()
-        s = index[key]
-        for a, action in enumerate(actions):
-            for seed in ctx.rng.integers(2**62, size=ctx.n_samples):
-                env = snaps[key].restore()
-                seed_all(env, int(seed))
-                outcome = step_outcome(env.step(action))
-                tally.add(s * A + a, outcome)
-                if not outcome[2]:
-                    discover(ctx, outcome[0], env, index, snaps, queue)
+    globals_ = GlobalGenerators(snapshot.classes)
+    saved = globals_.save()
+    globals_.seed(int(ctx.rng.integers(2**62)))  # one stream through all samples: reproducible, never repeated
+    try:
+        while queue:
+            key = queue.popleft()
+            s = index[key]
+            for a, action in enumerate(actions):
+                for seed in ctx.rng.integers(2**62, size=ctx.n_samples):
+                    env, generators = snaps[key].restore_with_generators()
+                    seed_all(env, int(seed), generators)
+                    outcome = step_outcome(env.step(action))
+                    tally.add(s * A + a, outcome)
+                    if not outcome[2]:
+                        discover(ctx, outcome[0], env, index, snaps, queue)
+    finally:
+        globals_.restore(saved)
     return tally, index, start, rho_how
 
 
@@ -136,10 +150,8 @@ def _sample_by_exploring(ctx: RouteContext, actions: Sequence[Any]) -> _Samples:
     every state seen has ``n_samples`` of each action, or after ``50 * n_samples * A * S`` steps."""
     env = ctx.env
     A = len(actions)
-    start: Counter[ObservationKey] = Counter()
-    for seed in ctx.rng.integers(2**62, size=RESET_SAMPLES):
-        obs, _ = env.reset(seed=int(seed))
-        start[observation_key(obs)] += 1
+    start, _, rho_how = sample_resets(ctx)
+    obs, _ = env.reset(seed=int(ctx.rng.integers(2**62)))
     index: dict[ObservationKey, int] = {}
     tried: list[np.ndarray] = []  # tried[s]: samples of each action
     tally = _Tally()
@@ -154,23 +166,29 @@ def _sample_by_exploring(ctx: RouteContext, actions: Sequence[Any]) -> _Samples:
 
     for key in start:
         state(key)
-    key, steps = observation_key(obs), 0
-    while True:
-        s = state(key)
-        least = np.flatnonzero(tried[s] == tried[s].min())
-        a = int(least[ctx.rng.integers(least.size)])
-        nobs, reward, terminated, truncated, _ = env.step(actions[a])
-        outcome = step_outcome((nobs, reward, terminated, truncated, None))
-        tally.add(s * A + a, outcome)
-        tried[s][a] += 1
-        if not terminated:
-            state(outcome[0])
-        key = outcome[0]
-        if terminated or truncated:
-            key = observation_key(env.reset()[0])
-        steps += 1
-        if steps % 256 == 0:
-            fewest = min(int(t.min()) for t in tried)
-            if fewest >= ctx.n_samples or steps > 50 * ctx.n_samples * A * len(index):
-                break
-    return tally, index, start, f"sampled from {RESET_SAMPLES} resets"
+    globals_ = GlobalGenerators([type(ctx.base)])
+    saved = globals_.save()
+    globals_.seed(int(ctx.rng.integers(2**62)))
+    try:
+        key, steps = observation_key(obs), 0
+        while True:
+            s = state(key)
+            least = np.flatnonzero(tried[s] == tried[s].min())
+            a = int(least[ctx.rng.integers(least.size)])
+            nobs, reward, terminated, truncated, _ = env.step(actions[a])
+            outcome = step_outcome((nobs, reward, terminated, truncated, None))
+            tally.add(s * A + a, outcome)
+            tried[s][a] += 1
+            if not terminated:
+                state(outcome[0])
+            key = outcome[0]
+            if terminated or truncated:
+                key = observation_key(env.reset()[0])
+            steps += 1
+            if steps % 256 == 0:
+                fewest = min(int(t.min()) for t in tried)
+                if fewest >= ctx.n_samples or steps > 50 * ctx.n_samples * A * len(index):
+                    break
+    finally:
+        globals_.restore(saved)
+    return tally, index, start, rho_how

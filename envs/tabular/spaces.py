@@ -1,7 +1,9 @@
 """Which Gymnasium spaces can be tabulated, and their values as hashable keys.
 
-Observations must be ``Discrete``, ``MultiDiscrete`` or an integer ``Box`` with finite
-bounds; an observation becomes an int or a tuple of ints (:func:`observation_key`).
+Observations must be ``Discrete``, ``MultiDiscrete``, ``MultiBinary``, an integer ``Box``
+with finite bounds, or a ``Tuple``/``Dict`` of these (nested as deep as needed); an
+observation becomes an int, a tuple of ints, or for ``Tuple``/``Dict`` a tuple of its
+components' keys (``Dict`` components in sorted key order) (:func:`observation_key`).
 Actions must be ``Discrete``, ``MultiDiscrete`` or a small integer ``Box``; model action
 ``a`` is ``action_list(space)[a]``, the joint actions in ``itertools.product`` order.
 """
@@ -19,18 +21,22 @@ from policyagg.errors import InvalidProblemError
 #: Most actions of a ``MultiDiscrete`` or integer ``Box`` action space.
 MAX_ACTIONS = 10_000
 
-#: Hashable form of an observation.
-ObservationKey: TypeAlias = int | tuple[int, ...]
+#: Hashable form of an observation: an int, or a tuple of keys.
+ObservationKey: TypeAlias = int | tuple[Any, ...]
 #: ``(next observation key, reward tuple, terminated)`` of one step.
 StepOutcome: TypeAlias = tuple[ObservationKey, tuple[float, ...], bool]
 
 
 def observation_key(obs: Any) -> ObservationKey:
-    """Hashable form of an observation: an int, or a tuple of ints."""
+    """Hashable form of an observation: an int, a tuple of ints, or (``Tuple``/``Dict``) a tuple of keys."""
     if isinstance(obs, (int, np.integer)) and not isinstance(obs, bool):
         return int(obs)
-    if isinstance(obs, tuple) and all(isinstance(v, int) for v in obs):
-        return obs
+    if isinstance(obs, tuple):
+        if all(type(v) is int for v in obs):
+            return obs
+        return tuple(observation_key(v) for v in obs)
+    if isinstance(obs, dict):
+        return tuple(observation_key(obs[k]) for k in sorted(obs))
     try:
         arr = np.asarray(obs)
     except Exception as exc:
@@ -55,24 +61,32 @@ def reset_outcome(env: Any) -> ObservationKey:
     return observation_key(obs)
 
 
-def check_observation_space(space: spaces.Space[Any], label: str) -> None:
-    """:class:`InvalidProblemError` naming ``space`` unless its observations can be tabulated."""
-    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
+def check_observation_space(space: spaces.Space[Any], label: str, where: str = "") -> None:
+    """:class:`InvalidProblemError` naming ``space`` (or its component) unless its observations can be tabulated."""
+    if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         return
+    if isinstance(space, spaces.Tuple):
+        for i, component in enumerate(space.spaces):
+            check_observation_space(component, label, f"{where}[{i}]")
+        return
+    if isinstance(space, spaces.Dict):
+        for key, component in space.spaces.items():
+            check_observation_space(component, label, f"{where}[{key!r}]")
+        return
+    part = f"component {where} of its observation space" if where else "observation space"
     if isinstance(space, spaces.Box):
         if not np.issubdtype(space.dtype, np.integer):
             raise InvalidProblemError(
-                f"{label} has a continuous observation space {space}: a tabular model needs discrete "
+                f"{label} has a continuous {part} {space}: a tabular model needs discrete "
                 "observations; discretise it first (e.g. an ObservationWrapper onto Discrete or MultiDiscrete)"
             )
         if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
-            raise InvalidProblemError(
-                f"{label} has an unbounded integer Box observation space {space}; give it finite bounds"
-            )
+            raise InvalidProblemError(f"{label} has an unbounded integer Box {part} {space}; give it finite bounds")
         return
     raise InvalidProblemError(
-        f"{label} has observation space {space}: only Discrete, MultiDiscrete and integer Box observations "
-        "can be tabulated; wrap the environment to map its observations onto one of these"
+        f"{label} has {part} {space}: only Discrete, MultiDiscrete, MultiBinary, integer Box observations and "
+        "Tuple/Dict of them can be tabulated; wrap the environment in an ObservationWrapper that maps its "
+        "observations onto one of these"
     )
 
 
