@@ -50,6 +50,16 @@ def _compare(args) -> None:
 
 
 PAPER = ("attention-a", "attention-b")
+#: The attention model's parameterisations (``policyagg.envs.attention.VARIANTS``; a test keeps them equal).
+VARIANTS = ("classic", "paper")
+#: The variant `policyagg reproduce` runs unless told otherwise (README: why).
+DEFAULT_VARIANT = "paper"
+
+
+def paper_configs(variant: str) -> tuple[str, ...]:
+    """The shipped configurations of experiments (a) and (b) in ``variant``:
+    ``attention-a.toml`` / ``-b.toml`` (classic) or ``attention-a-paper.toml`` / ``-b-paper.toml``."""
+    return PAPER if variant == "classic" else tuple(f"{name}-{variant}" for name in PAPER)
 
 
 def _overrides(args) -> dict:
@@ -78,12 +88,20 @@ def _reproduce(args) -> None:
     suffix = ("-full" if args.full else "") + (f"-{args.measure}" if args.measure not in (None, "policy") else "")
     configs = [
         load_config(CONFIGS / f"{name}.toml").with_overrides(output=Path(args.out) / (name + suffix), **overrides)
-        for name in PAPER
+        for name in paper_configs(args.variant)
     ]
     # (a) and (b) share each seed's MDP: their policies are sampled once.
     for run in run_configs(configs, workers=args.workers, overwrite=args.overwrite):
         print(summary_markdown(run.config, summarize(run.seeds)))
         print(f"tables, figures and per-seed results in {run.config.output}/\n")
+
+
+def _reference(args) -> None:
+    from policyagg.experiments.reference import run_reference
+
+    report = run_reference(args.file, out=args.out, experiments=args.experiments)
+    print(report["markdown"])
+    print("written to " + " and ".join(str(path) for path in report["files"]))
 
 
 def _measures(args) -> None:
@@ -352,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--full", action="store_true", help="the paper's scale: 500000 sampled policies per seed")
     p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=DEFAULT_VARIANT,
+        help="the attention model's parameterisation: paper (the paper's code's escalation probabilities and "
+        "weights; configs attention-a-paper.toml, -b-paper.toml) or classic (configs attention-a.toml, -b.toml) "
+        f"(default: {DEFAULT_VARIANT})",
+    )
+    p.add_argument(
         "--samples",
         type=positive_int,
         default=None,
@@ -430,6 +456,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="results", metavar="DIR", help="parent folder of the results (default: results)")
     p.set_defaults(run=_compare)
+
+    p = _subcommand(
+        sub,
+        "reference",
+        "our rules on the paper's own instance (its code's outputs), side by side",
+        "Load the paper's code's outputs on one instance (an .npz: MDP, rewards, sampled returns, its occupancy "
+        "per rule; a JSON of the same name beside it is read too) and run every rule of the paper's figure twice: "
+        "with our defaults, and with the paper's code's choices (each agent's best and worst return added to its "
+        "samples; approval completed by the raw sum). Print per rule the paper's and our returns, normalised "
+        "returns, Gini, minimum rank, Borda score, Pareto gap and which weakly dominates, with why they differ; "
+        "write reference.md and reference.csv under --out.",
+        "  policyagg reference experiments/reference/reference_seed1_N19800.npz\n"
+        "  policyagg reference experiments/reference/reference_seed1_N19800.npz --experiments base --out /tmp/ref",
+    )
+    p.add_argument("file", help="the paper's code's outputs (.npz; see experiments/reference/README.md)")
+    p.add_argument(
+        "--experiments",
+        nargs="+",
+        choices=["base", "subsets"],
+        default=None,
+        help="which experiments of the file to compare (default: every one it holds)",
+    )
+    p.add_argument(
+        "--out", default="results/reference", metavar="DIR", help="output folder (default: results/reference)"
+    )
+    p.set_defaults(run=_reference)
 
     p = _subcommand(
         sub,

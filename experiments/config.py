@@ -8,7 +8,7 @@ A configuration names the environment, the agents, the measure, the rules and th
 
     [environment]
     id = "attention"                    # the attention model, or any registered Gymnasium id
-    kwargs = { n_sites = 5, n_phases = 3 }
+    kwargs = { n_sites = 5, n_phases = 3 }   # attention: variant = "classic" (default) | "paper"
     gamma = 1.0
     on_termination = "absorb"           # Gymnasium ids only: "absorb" or "reset"
 
@@ -43,6 +43,8 @@ from policyagg.measures import MEASURES, measure_options
 #: The shipped configurations (the paper's experiments).
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ATTENTION_POPULATIONS = ("one_per_site", "random_subsets")
+#: ``policyagg.envs.attention.VARIANTS`` (that module imports Gymnasium; a test keeps the two equal).
+ATTENTION_VARIANTS = ("classic", "paper")
 
 
 class InvalidConfigError(InvalidProblemError):
@@ -150,6 +152,11 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         raise InvalidConfigError(
             f"{source}: `agents.population` must be one of {', '.join(populations)} for "
             f"environment {env_id!r}; got {population!r}"
+        )
+    variant = kwargs.get("variant", "classic")
+    if env_id == "attention" and variant not in ATTENTION_VARIANTS:
+        raise InvalidConfigError(
+            f"{source}: `environment.kwargs.variant` must be one of {', '.join(ATTENTION_VARIANTS)}; got {variant!r}"
         )
     n_agents = agents.get("n_agents")
     if population == "random_subsets":
