@@ -467,10 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
         "samples; approval completed by the raw sum). Print per rule the paper's and our returns, normalised "
         "returns, Gini, minimum rank, Borda score, Pareto gap and which weakly dominates, with why they differ; "
         "write reference.md and reference.csv under --out.",
-        "  policyagg reference experiments/reference/reference_seed1_N19800.npz\n"
-        "  policyagg reference experiments/reference/reference_seed1_N19800.npz --experiments base --out /tmp/ref",
+        "  policyagg reference experiments/reference-instance/reference_seed1_N19800.npz\n"
+        "  policyagg reference experiments/reference-instance/reference_seed1_N19800.npz --experiments base --out /tmp/ref",
     )
-    p.add_argument("file", help="the paper's code's outputs (.npz; see experiments/reference/README.md)")
+    p.add_argument("file", help="the paper's code's outputs (.npz; see experiments/reference-instance/README.md)")
     p.add_argument(
         "--experiments",
         nargs="+",

@@ -1,7 +1,7 @@
 """Our rules on the paper's own instance, side by side with the paper's code's answers.
 
 The input is an ``.npz`` of the paper's public code's outputs on one seed (see
-``experiments/reference/README.md``): the MDP ``P`` (S, A, S), and per experiment ``{exp}``
+``experiments/reference-instance/README.md``): the MDP ``P`` (S, A, S), and per experiment ``{exp}``
 (``base``: one agent per site; ``subsets``: random subsets of sites) the rewards
 ``{exp}_rewards`` (n, S, A), the sampled returns ``{exp}_sampled_returns`` (N, n), each agent's
 LP range ``{exp}_min_expected`` / ``{exp}_max_expected`` (n,) and the paper's code's occupancy
