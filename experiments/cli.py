@@ -30,11 +30,16 @@ def _compare(args) -> None:
     from policyagg.experiments.compare import attention_problem, compare, fairness_table
 
     problem = attention_problem(
-        args.experiment, n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, seed=args.seed
+        args.experiment,
+        n_sites=args.sites,
+        n_phases=args.phases,
+        n_agents=args.agents,
+        seed=args.seed,
+        variant=args.variant,
     )
     out = Path(args.out) / f"experiment-{args.experiment}-seed{args.seed}"
     print(
-        f"attention allocation: {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
+        f"attention allocation ({args.variant}): {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
         f"{problem.n_agents} agents, {args.samples} sampled policies, seed {args.seed}"
     )
     results = compare(
@@ -440,6 +445,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--phases", type=positive_int, default=3, metavar="N", help="phases per site (default: 3)")
     p.add_argument("--agents", type=int, default=10, metavar="N", help="number of agents in experiment b (default: 10)")
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="classic",
+        help="how the seed draws escalation probabilities and weights: classic or paper (default: classic)",
+    )
     p.add_argument(
         "--samples",
         type=positive_int,
