@@ -365,11 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "reproduce",
         "the paper's fairness comparison, experiments (a) and (b), over seeds",
-        "Run the paper's experiments (a) and (b) (experiments/configs/attention-a.toml and -b.toml) over their "
-        "seeds; print per rule the Gini index, minimum and mean normalised return, quantile reached and PVC eps "
+        "Run the paper's experiments (a) and (b) (experiments/configs/attention-a-paper.toml and -b-paper.toml, or "
+        "with --variant classic attention-a.toml and -b.toml) over their seeds; print per rule the Gini index, minimum and mean normalised return, quantile reached and PVC eps "
         "(mean ± s.e. over seeds) and write tables, figures and per-seed results under --out. A stopped run "
         "resumes where it stopped.",
-        "  policyagg reproduce                      # 5 seeds, 10000 samples each, about 2 minutes\n"
+        "  policyagg reproduce                      # 5 seeds, 10000 samples each, a few minutes\n"
+        "  policyagg reproduce --variant classic    # the classic parameterisation (configs attention-a/-b.toml)\n"
         "  policyagg reproduce --seeds 1 --samples 2000 --out /tmp/quick\n"
         "  policyagg reproduce --full --seeds 1     # the paper's 500000 samples per seed",
     )
