@@ -33,7 +33,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,10 @@ def load_reference(path: str | Path, *, experiments: Sequence[str] | None = None
     :class:`~policyagg.errors.InvalidMDPError`."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ValueError("a single array, not an archive of named arrays")
+        with data:
             arrays = {key: np.asarray(data[key]) for key in data.files}
     except FileNotFoundError:
         raise InvalidReferenceError(f"{path}: no such file; give the path of the paper's code's .npz") from None
@@ -238,7 +241,7 @@ def compare_reference(
             q_star = result.diagnostics.get("q_star")
             row = _measure(experiment, match, source, result.occupancy, samples, paper, status=result.status)
             if q_star is not None:
-                row = _replace(row, q_star_index=int(round(q_star * samples.n_samples)) - 1)
+                row = replace(row, q_star_index=int(round(q_star * samples.n_samples)) - 1)
             rows.append(row)
     return rows
 
@@ -274,12 +277,6 @@ def _measure(
         dominance="" if paper is None else dominance(normalized, paper.normalized),
         status=status,
     )
-
-
-def _replace(row: Row, **changes: Any) -> Row:
-    from dataclasses import replace
-
-    return replace(row, **changes)
 
 
 def dominance(ours: NDArray[np.float64], paper: NDArray[np.float64], tol: float = TOL) -> str:

@@ -204,6 +204,9 @@ def test_pickled_or_non_npz_files_are_refused(tmp_path):
     np.savez(tmp_path / "objects.npz", P=np.array([{"a": 1}], dtype=object))
     with pytest.raises(InvalidReferenceError, match="not an .npz of plain arrays"):
         load_reference(tmp_path / "objects.npz")
+    np.save(tmp_path / "bare.npy", np.zeros(3))
+    with pytest.raises(InvalidReferenceError, match="not an .npz of plain arrays"):
+        load_reference(tmp_path / "bare.npy")
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(InvalidReferenceError, match="not an .npz of plain arrays"):
         load_reference(tmp_path / "text.npz")
