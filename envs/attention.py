@@ -12,6 +12,20 @@ States are encoded in mixed radix: ``s = sum_j phase_j * m**j`` (site 0 least si
 
 Agent ``i`` has non-negative weights ``w_i`` over the sites it cares about; its reward is
 ``r_i(s, a) = -attention_cost * [a < k] - penalty * sum_j w_ij [phase_j(s) = m-1 and a != j]``.
+
+Two *variants* fix how a seed draws the escalation probabilities and the agents' weights
+(:data:`VARIANTS`); both use ``attention_cost = 1``, a free no-op and ``penalty = 100``:
+
+* ``"classic"`` (this package's first parameterisation): ``q ~ U(0.1, 0.6)``; experiment (a)
+  weights ``~ U(0, 1)``; experiment (b) weights ``~ U(0, 1)`` on a random subset of sites
+  (each site kept with probability 1/2, at least one);
+* ``"paper"`` (the paper's public code, praal/policy-aggregation, read from its outputs and
+  source): ``q`` uniform on ``{0.50, 0.51, ..., 0.79}``; experiment (a) weight of agent ``j``
+  on site ``j`` uniform on :data:`PAPER_AGENT_MULTIPLES` ``= {0.25, 0.5, ..., 5.75}``;
+  experiment (b) site weights ``w_f`` uniform on :data:`PAPER_SITE_WEIGHTS` ``= {1, 1.5, 2, 2.5}``
+  (drawn once, shared by every agent) times a per-agent multiple from
+  :data:`PAPER_AGENT_MULTIPLES`, over a non-empty subset of sites drawn uniformly from the
+  ``2^k - 1`` of them.
 """
 
 from __future__ import annotations
@@ -25,8 +39,34 @@ import scipy.sparse as sp
 from policyagg.errors import InvalidProblemError, float_array
 from policyagg.mdp import TabularMDP
 
-#: Default range of the escalation probabilities drawn from the seed.
+#: Range of the escalation probabilities the ``classic`` variant draws from the seed.
 ESCALATION_RANGE = (0.1, 0.6)
+#: The ``paper`` variant's escalation probabilities: uniform on {0.50, 0.51, ..., 0.79}.
+PAPER_ESCALATIONS = np.arange(50, 80) / 100
+#: The ``paper`` variant's per-agent weight multiples: {0.25, 0.5, ..., 5.75} (the paper's code
+#: draws ``randint(1, 4 (k + 1)) / 4`` with ``k = 5`` sites; kept fixed here for any ``k``).
+PAPER_AGENT_MULTIPLES = np.arange(1, 24) / 4
+#: The ``paper`` variant's site weights in experiment (b): {1, 1.5, 2, 2.5} (the paper's code:
+#: ``randint(2, k + 1) / 2`` with ``k = 5``).
+PAPER_SITE_WEIGHTS = np.array([1.0, 1.5, 2.0, 2.5])
+#: The named parameterisations of the model and its populations (module docstring).
+VARIANTS = ("classic", "paper")
+
+
+def check_variant(variant: str) -> str:
+    """``variant`` if it is one of :data:`VARIANTS`, else an :class:`InvalidProblemError`."""
+    if variant not in VARIANTS:
+        raise InvalidProblemError(f"`variant` must be one of {', '.join(map(repr, VARIANTS))}; got {variant!r}")
+    return variant
+
+
+def draw_escalation(n_sites: int, n_phases: int, rng, variant: str = "classic") -> np.ndarray:
+    """Escalation probabilities ``(n_sites, n_phases - 1)`` of ``variant``: ``U(0.1, 0.6)``
+    (classic) or uniform on {0.50, ..., 0.79} (paper)."""
+    rng = np.random.default_rng(rng)
+    if check_variant(variant) == "paper":
+        return rng.choice(PAPER_ESCALATIONS, size=(n_sites, n_phases - 1))
+    return rng.uniform(*ESCALATION_RANGE, size=(n_sites, n_phases - 1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +74,8 @@ class AttentionModel:
     """Parameters of the attention-allocation dynamics.
 
     ``escalation[j, p]`` is the probability that unattended site ``j`` in phase ``p < m-1``
-    moves to ``p + 1`` in one step (shape ``(k, m-1)``).
+    moves to ``p + 1`` in one step (shape ``(k, m-1)``); if ``None`` it is drawn from ``seed``
+    as ``variant`` says (:func:`draw_escalation`).
     """
 
     n_sites: int = 5
@@ -43,6 +84,7 @@ class AttentionModel:
     seed: int | None = 0
     attention_cost: float = 1.0
     penalty: float = 100.0
+    variant: str = "classic"
     _q: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -60,8 +102,9 @@ class AttentionModel:
             raise InvalidProblemError(f"`n_sites` must be a positive integer; got {k!r}")
         if not (isinstance(m, (int, np.integer)) and m >= 2):
             raise InvalidProblemError(f"`n_phases` must be an integer >= 2; got {m!r}")
+        check_variant(self.variant)
         if self.escalation is None:
-            q = np.random.default_rng(self.seed).uniform(*ESCALATION_RANGE, size=(k, m - 1))
+            q = draw_escalation(k, m, self.seed, self.variant)
         else:
             q = float_array("escalation", self.escalation)
             if q.shape != (k, m - 1):
@@ -147,3 +190,35 @@ def random_site_subsets(n_agents: int, n_sites: int, rng) -> np.ndarray:
     mask = rng.random((n_agents, n_sites)) < 0.5
     mask[np.arange(n_agents), rng.integers(n_sites, size=n_agents)] = True  # never empty
     return weights * mask
+
+
+def paper_one_agent_per_site(n_sites: int, rng) -> np.ndarray:
+    """Experiment (a), ``paper`` variant: agent ``j`` cares only about site ``j``, with a weight
+    uniform on :data:`PAPER_AGENT_MULTIPLES` (``{0.25, 0.5, ..., 5.75}``)."""
+    rng = np.random.default_rng(rng)
+    return np.diag(rng.choice(PAPER_AGENT_MULTIPLES, size=n_sites))
+
+
+def paper_random_site_subsets(n_agents: int, n_sites: int, rng) -> np.ndarray:
+    """Experiment (b), ``paper`` variant: ``w_ij = m_i w_j`` on a uniformly random non-empty
+    subset of sites, with site weights ``w_j`` uniform on :data:`PAPER_SITE_WEIGHTS` (shared by
+    all agents) and per-agent multiples ``m_i`` uniform on :data:`PAPER_AGENT_MULTIPLES`."""
+    rng = np.random.default_rng(rng)
+    site = rng.choice(PAPER_SITE_WEIGHTS, size=n_sites)
+    multiple = rng.choice(PAPER_AGENT_MULTIPLES, size=n_agents)
+    subsets = rng.integers(1, 2**n_sites, size=n_agents)  # bit j set: the agent cares about site j
+    mask = (subsets[:, None] >> np.arange(n_sites)) & 1
+    return multiple[:, None] * site[None, :] * mask
+
+
+def site_weights(experiment: str, n_sites: int, rng, *, n_agents: int = 10, variant: str = "classic") -> np.ndarray:
+    """The agents' site weights ``(n, n_sites)`` of experiment ``"a"`` (one agent per site) or
+    ``"b"`` (``n_agents`` agents on random subsets of sites) in ``variant``."""
+    paper = check_variant(variant) == "paper"
+    if experiment == "a":
+        return (paper_one_agent_per_site if paper else one_agent_per_site)(n_sites, rng)
+    if experiment == "b":
+        return (paper_random_site_subsets if paper else random_site_subsets)(n_agents, n_sites, rng)
+    raise InvalidProblemError(
+        f"`experiment` must be 'a' (one agent per site) or 'b' (random subsets); got {experiment!r}"
+    )

@@ -19,6 +19,8 @@ _EXPORTS = {
     "run_configs": "policyagg.experiments.run",
     "compare": "policyagg.experiments.compare",
     "attention_problem": "policyagg.experiments.compare",
+    "load_reference": "policyagg.experiments.reference",
+    "run_reference": "policyagg.experiments.reference",
 }
 
 __all__ = list(_EXPORTS)
@@ -28,4 +30,5 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 if TYPE_CHECKING:
     from policyagg.experiments.compare import attention_problem, compare
     from policyagg.experiments.config import ExperimentConfig, InvalidConfigError, load_config, parse_config
+    from policyagg.experiments.reference import load_reference, run_reference
     from policyagg.experiments.run import run_config, run_configs

@@ -53,11 +53,16 @@ def _compare(args) -> None:
     from policyagg.experiments.compare import attention_problem, compare, fairness_table
 
     problem = attention_problem(
-        args.experiment, n_sites=args.sites, n_phases=args.phases, n_agents=args.agents, seed=args.seed
+        args.experiment,
+        n_sites=args.sites,
+        n_phases=args.phases,
+        n_agents=args.agents,
+        seed=args.seed,
+        variant=args.variant,
     )
     out = Path(args.out) / f"experiment-{args.experiment}-seed{args.seed}"
     print(
-        f"attention allocation: {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
+        f"attention allocation ({args.variant}): {args.sites} sites, {args.phases} phases, experiment ({args.experiment}), "
         f"{problem.n_agents} agents, {args.samples} sampled policies, seed {args.seed}"
     )
     results = compare(
@@ -73,6 +78,16 @@ def _compare(args) -> None:
 
 
 PAPER = ("attention-a", "attention-b")
+#: The attention model's parameterisations (``policyagg.envs.attention.VARIANTS``; a test keeps them equal).
+VARIANTS = ("classic", "paper")
+#: The variant `policyagg reproduce` runs unless told otherwise (README: why).
+DEFAULT_VARIANT = "paper"
+
+
+def paper_configs(variant: str) -> tuple[str, ...]:
+    """The shipped configurations of experiments (a) and (b) in ``variant``:
+    ``attention-a.toml`` / ``-b.toml`` (classic) or ``attention-a-paper.toml`` / ``-b-paper.toml``."""
+    return PAPER if variant == "classic" else tuple(f"{name}-{variant}" for name in PAPER)
 
 
 def _overrides(args) -> dict:
@@ -101,12 +116,20 @@ def _reproduce(args) -> None:
     suffix = ("-full" if args.full else "") + (f"-{args.measure}" if args.measure not in (None, "policy") else "")
     configs = [
         load_config(CONFIGS / f"{name}.toml").with_overrides(output=Path(args.out) / (name + suffix), **overrides)
-        for name in PAPER
+        for name in paper_configs(args.variant)
     ]
     # (a) and (b) share each seed's MDP: their policies are sampled once.
     for run in run_configs(configs, workers=args.workers, overwrite=args.overwrite):
         print(summary_markdown(run.config, summarize(run.seeds)))
         print(f"tables, figures and per-seed results in {run.config.output}/\n")
+
+
+def _reference(args) -> None:
+    from policyagg.experiments.reference import run_reference
+
+    report = run_reference(args.file, out=args.out, experiments=args.experiments)
+    print(report["markdown"])
+    print("written to " + " and ".join(str(path) for path in report["files"]))
 
 
 def _measures(args) -> None:
@@ -365,15 +388,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "reproduce",
         "the paper's fairness comparison, experiments (a) and (b), over seeds",
-        "Run the paper's experiments (a) and (b) (experiments/configs/attention-a.toml and -b.toml) over their "
-        "seeds; print per rule the Gini index, minimum and mean normalised return, quantile reached and PVC eps "
+        "Run the paper's experiments (a) and (b) (experiments/configs/attention-a-paper.toml and -b-paper.toml, or "
+        "with --variant classic attention-a.toml and -b.toml) over their seeds; print per rule the Gini index, minimum and mean normalised return, quantile reached and PVC eps "
         "(mean ± s.e. over seeds) and write tables, figures and per-seed results under --out. A stopped run "
         "resumes where it stopped.",
-        "  policyagg reproduce                      # 5 seeds, 10000 samples each, about 2 minutes\n"
+        "  policyagg reproduce                      # 5 seeds, 10000 samples each, a few minutes\n"
+        "  policyagg reproduce --variant classic    # the classic parameterisation (configs attention-a/-b.toml)\n"
         "  policyagg reproduce --seeds 1 --samples 2000 --out /tmp/quick\n"
         "  policyagg reproduce --full --seeds 1     # the paper's 500000 samples per seed",
     )
     p.add_argument("--full", action="store_true", help="the paper's scale: 500000 sampled policies per seed")
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=DEFAULT_VARIANT,
+        help="the attention model's parameterisation: paper (the paper's code's escalation probabilities and "
+        "weights; configs attention-a-paper.toml, -b-paper.toml) or classic (configs attention-a.toml, -b.toml) "
+        f"(default: {DEFAULT_VARIANT})",
+    )
     p.add_argument(
         "--samples",
         type=positive_int,
@@ -440,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--agents", type=positive_int, default=10, metavar="N", help="number of agents in experiment b (default: 10)"
     )
     p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="classic",
+        help="how the seed draws escalation probabilities and weights: classic or paper (default: classic)",
+    )
+    p.add_argument(
         "--samples",
         type=positive_int,
         default=20_000,
@@ -457,6 +495,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="results", metavar="DIR", help="parent folder of the results (default: results)")
     p.set_defaults(run=_compare)
+
+    p = _subcommand(
+        sub,
+        "reference",
+        "our rules on the paper's own instance (its code's outputs), side by side",
+        "Load the paper's code's outputs on one instance (an .npz: MDP, rewards, sampled returns, its occupancy "
+        "per rule; a JSON of the same name beside it is read too) and run every rule of the paper's figure twice: "
+        "with our defaults, and with the paper's code's choices (each agent's best and worst return added to its "
+        "samples; approval completed by the raw sum). Print per rule the paper's and our returns, normalised "
+        "returns, Gini, minimum rank, Borda score, Pareto gap and which weakly dominates, with why they differ; "
+        "write reference.md and reference.csv under --out.",
+        "  policyagg reference experiments/reference-instance/reference_seed1_N19800.npz\n"
+        "  policyagg reference experiments/reference-instance/reference_seed1_N19800.npz --experiments base --out /tmp/ref",
+    )
+    p.add_argument("file", help="the paper's code's outputs (.npz; see experiments/reference-instance/README.md)")
+    p.add_argument(
+        "--experiments",
+        nargs="+",
+        choices=["base", "subsets"],
+        default=None,
+        help="which experiments of the file to compare (default: every one it holds)",
+    )
+    p.add_argument(
+        "--out", default="results/reference", metavar="DIR", help="output folder (default: results/reference)"
+    )
+    p.set_defaults(run=_reference)
 
     p = _subcommand(
         sub,

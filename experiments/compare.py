@@ -18,8 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policyagg import solvers
-from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
-from policyagg.errors import InvalidProblemError
+from policyagg.envs.attention import AttentionModel, site_weights
 from policyagg.experiments.config import CONFIGS, load_config
 from policyagg.experiments.tables import display_label
 from policyagg.problem import Problem
@@ -41,21 +40,16 @@ def attention_problem(
     n_agents: int = 10,
     seed: int = 0,
     gamma: float = 1.0,
+    variant: str = "classic",
     **model_options,
 ) -> Problem:
     """The attention MDP (average reward by default) with experiment ``a`` or ``b``'s agents;
-    the escalation probabilities and the agents are drawn from ``seed``. ``model_options``
-    go to :class:`AttentionModel` (``attention_cost``, ``penalty``, ``escalation``)."""
+    the escalation probabilities and the agents are drawn from ``seed`` as ``variant`` says
+    (``"classic"`` or ``"paper"``: :mod:`policyagg.envs.attention`). ``model_options`` go to
+    :class:`AttentionModel` (``attention_cost``, ``penalty``, ``escalation``)."""
     rng = np.random.default_rng(seed)
-    model = AttentionModel(n_sites, n_phases, seed=int(rng.integers(2**32)), **model_options)
-    if experiment == "a":
-        weights = one_agent_per_site(n_sites, rng)
-    elif experiment == "b":
-        weights = random_site_subsets(n_agents, n_sites, rng)
-    else:
-        raise InvalidProblemError(
-            f"`experiment` must be 'a' (one agent per site) or 'b' (random subsets); got {experiment!r}"
-        )
+    model = AttentionModel(n_sites, n_phases, seed=int(rng.integers(2**32)), variant=variant, **model_options)
+    weights = site_weights(experiment, n_sites, rng, n_agents=n_agents, variant=variant)
     names = tuple(f"site{j}" for j in range(n_sites)) if experiment == "a" else None
     return Problem(model.mdp(gamma=gamma), model.rewards(weights), names=names)
 

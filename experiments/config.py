@@ -8,7 +8,8 @@ A configuration names the environment, the agents, the measure, the rules and th
 
     [environment]
     id = "attention"                    # the attention model, or any registered Gymnasium id
-    kwargs = { n_sites = 5, n_phases = 3 }  # checked against the environment's constructor
+    kwargs = { n_sites = 5, n_phases = 3 }  # checked against the environment's constructor;
+                                        # attention: variant = "classic" (default) | "paper"
     import = ["mypkg"]                  # modules to import first (they register their ids): runs their code
     gamma = 1.0
     on_termination = "absorb"           # Gymnasium ids only: "absorb" or "reset"
@@ -55,6 +56,8 @@ from policyagg.measures import MEASURES, check_measure_options, measure_options
 #: The shipped configurations (the paper's experiments).
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ATTENTION_POPULATIONS = ("one_per_site", "random_subsets")
+#: ``policyagg.envs.attention.VARIANTS`` (that module imports Gymnasium; a test keeps the two equal).
+ATTENTION_VARIANTS = ("classic", "paper")
 
 
 class InvalidConfigError(InvalidProblemError):

@@ -163,7 +163,7 @@ def borda(
     fallback : {None, "milp"}
         With ``solver="lp"``: solve the MILP when the concave region is empty (recorded as
         ``diagnostics["fallback"]``) instead of raising :class:`InfeasibleError`.
-    completion : {"egalitarian", "utilitarian"}
+    completion : {"egalitarian", "utilitarian", "utilitarian-raw"}
         How a Pareto-optimal point is chosen among those keeping every agent's rank.
     refine : int >= 0
         MILP: at most this many rounds of adaptive knots around the solution (module doc);

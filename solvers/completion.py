@@ -36,7 +36,7 @@ MAX_LEVEL_SLACK = 1e-3
 LEVEL_PRICE = 1e4
 #: A dual value above this marks an agent's floor as binding in every optimum.
 DUAL_TOL = 1e-9
-COMPLETIONS = ("egalitarian", "utilitarian")
+COMPLETIONS = ("egalitarian", "utilitarian", "utilitarian-raw")
 #: A completion raises a rule's floors by at most half this (in units of each agent's return
 #: range): far above solver tolerances and the samples' tie tolerance (1e-6 of the sampled range),
 #: small enough not to move a result in any reported digit.
@@ -136,7 +136,9 @@ def complete(
     Raised floors are still upward closed, so the completion stays Pareto optimal.
 
     ``egalitarian``: leximin of the weighted normalised returns; ``utilitarian``: max of
-    their weighted sum. Returns the flattened occupancy; ``m`` is ``log.region_margin``.
+    their weighted sum; ``utilitarian-raw``: max of the weighted sum of raw returns
+    ``sum_i w_i J_i(d)`` (the paper's code's approval completion; it depends on the reward
+    scales). Returns the flattened occupancy; ``m`` is ``log.region_margin``.
     """
     if how not in COMPLETIONS:
         raise InvalidProblemError(f"`completion` must be one of {', '.join(COMPLETIONS)}; got {how!r}")
@@ -144,7 +146,7 @@ def complete(
     margin = region_margin(problem, rows, backend=backend, time_limit=time_limit, log=log)
     log.region_margin = margin if log.region_margin is None else min(log.region_margin, margin)
     rows = [Rows(r.name, r.A, r.lower + margin, r.upper) for r in rows]
-    C, c0 = utilities(problem, normalize=True)
+    C, c0 = utilities(problem, normalize=how != "utilitarian-raw")
     if how == "egalitarian":
         d, _, _ = leximin(problem, C, c0, rows=rows, backend=backend, time_limit=time_limit, log=log)
         return d

@@ -90,7 +90,7 @@ def proportional_veto_core(
         order is the one a user can predict and reproduce, and does not depend on rewards,
         weights or samples. Weights do not enter the veto (the PVC is defined with equal
         shares ``1/n``); they enter the completion.
-    completion : {"egalitarian", "utilitarian"}
+    completion : {"egalitarian", "utilitarian", "utilitarian-raw"}
 
     Diagnostics: ``thresholds`` (``theta_k`` per agent, the vetoed maxima), ``order``,
     ``veto_size`` (``m``), ``n_survivors``, ``epsilon_bound`` (the a-priori bound

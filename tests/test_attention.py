@@ -92,3 +92,65 @@ def test_invalid_site_weights():
 def test_invalid_costs(name, value):
     with pytest.raises(InvalidProblemError, match=f"`{name}` must be a non-negative finite number"):
         AttentionModel(2, 3, **{name: value})
+
+
+# --------------------------------------------------------------------------- variants
+def test_classic_variant_is_the_former_draw():
+    """The default (classic) escalation is exactly the former U(0.1, 0.6) draw from the seed."""
+    for seed in (0, 7):
+        expected = np.random.default_rng(seed).uniform(0.1, 0.6, size=(5, 2))
+        np.testing.assert_array_equal(AttentionModel(5, 3, seed=seed).q, expected)
+        np.testing.assert_array_equal(AttentionModel(5, 3, seed=seed, variant="classic").q, expected)
+
+
+def test_paper_variant_escalation_is_on_the_papers_grid():
+    from policyagg.envs.attention import PAPER_ESCALATIONS
+
+    np.testing.assert_array_equal(PAPER_ESCALATIONS, [x / 100 for x in range(50, 80)])
+    q = np.concatenate([AttentionModel(5, 3, seed=s, variant="paper").q.ravel() for s in range(200)])
+    assert np.all(np.isin(q, PAPER_ESCALATIONS))
+    assert set(np.round(q * 100).astype(int)) == set(range(50, 80))  # every value drawn (2,000 draws of 30)
+    np.testing.assert_array_equal(
+        AttentionModel(5, 3, seed=3, variant="paper").q, AttentionModel(5, 3, seed=3, variant="paper").q
+    )
+
+
+def test_paper_populations():
+    from policyagg.envs.attention import (
+        PAPER_AGENT_MULTIPLES,
+        PAPER_SITE_WEIGHTS,
+        paper_one_agent_per_site,
+        paper_random_site_subsets,
+    )
+
+    np.testing.assert_array_equal(PAPER_AGENT_MULTIPLES, [0.25 * k for k in range(1, 24)])
+    a = paper_one_agent_per_site(5, 0)
+    assert a.shape == (5, 5) and np.array_equal(a, np.diag(np.diag(a)))
+    assert np.all(np.isin(np.diag(a), PAPER_AGENT_MULTIPLES))
+    subsets = set()
+    for seed in range(30):
+        b = paper_random_site_subsets(10, 5, seed)
+        assert b.shape == (10, 5) and (np.count_nonzero(b, axis=1) >= 1).all()
+        # w_ij = m_i w_j on the agent's subset, w_j shared by every agent: find (m_i, w_j) by brute force
+        sites = {}
+        for i in range(10):
+            on = np.flatnonzero(b[i])
+            subsets.add(tuple(on))
+            fits = [m for m in PAPER_AGENT_MULTIPLES if np.all(np.isin(np.round(b[i, on] / m, 12), PAPER_SITE_WEIGHTS))]
+            assert fits
+            for j in on:
+                sites.setdefault(j, set()).add(round(b[i, j] / fits[0], 12) if len(fits) == 1 else None)
+        assert all(len(values - {None}) <= 1 for values in sites.values())
+    assert len(subsets) == 31  # every non-empty subset of 5 sites occurs (300 draws)
+    np.testing.assert_array_equal(paper_random_site_subsets(10, 5, 1), paper_random_site_subsets(10, 5, 1))
+
+
+def test_unknown_variant_is_refused():
+    from policyagg.envs.attention import site_weights
+
+    with pytest.raises(InvalidProblemError, match=r"`variant` must be one of 'classic', 'paper'; got 'papr'"):
+        AttentionModel(5, 3, variant="papr")
+    with pytest.raises(InvalidProblemError, match=r"`variant` must be one of"):
+        site_weights("a", 5, 0, variant="papr")
+    with pytest.raises(InvalidProblemError, match=r"`experiment` must be 'a'"):
+        site_weights("c", 5, 0)

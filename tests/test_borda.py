@@ -358,7 +358,7 @@ def test_refinement_beats_the_coarse_knots():
         ({"tangents": -3}, r"`tangents` must be a positive integer; got -3"),
         ({"fallback": "lp"}, r"`fallback` must be one of None, milp; got 'lp'"),
         ({"refine": -1}, r"`refine` must be"),
-        ({"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian; got 'nash'"),
+        ({"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian, utilitarian-raw; got 'nash'"),
         ({"backend": "gurobi"}, r"`backend` must be one of highs, pulp"),
     ],
 )

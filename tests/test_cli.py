@@ -101,7 +101,7 @@ def test_bench_targets_run_small(target, capsys):
     assert "peak RSS" in out or "| rule |" in out
 
 
-SUBCOMMANDS = ("reproduce", "run", "compare", "measures", "bench", "rules", "show")
+SUBCOMMANDS = ("reproduce", "run", "compare", "measures", "reference", "bench", "rules", "show")
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -267,3 +267,23 @@ def test_counts_on_the_command_line_must_be_positive(argv, capsys):
         main(argv)
     assert info.value.code == 2
     assert "must be a positive integer" in capsys.readouterr().err
+
+
+def test_reproduce_variants_pick_the_shipped_configs(monkeypatch, tmp_path):
+    from policyagg.envs.attention import VARIANTS
+    from policyagg.experiments import cli
+    from policyagg.experiments.config import CONFIGS, load_config
+
+    assert cli.VARIANTS == VARIANTS and cli.DEFAULT_VARIANT in VARIANTS
+    assert cli.paper_configs("classic") == ("attention-a", "attention-b")
+    assert cli.paper_configs("paper") == ("attention-a-paper", "attention-b-paper")
+    for variant in VARIANTS:
+        for name in cli.paper_configs(variant):
+            assert load_config(CONFIGS / f"{name}.toml").env_kwargs.get("variant", "classic") == variant
+    seen = []
+    monkeypatch.setattr("policyagg.experiments.run.run_configs", lambda configs, **_: seen.extend(configs) or [])
+    assert main(["reproduce", "--out", str(tmp_path)]) == 0
+    assert [c.name for c in seen] == list(cli.paper_configs(cli.DEFAULT_VARIANT))
+    seen.clear()
+    assert main(["reproduce", "--variant", "classic", "--out", str(tmp_path)]) == 0
+    assert [c.output for c in seen] == [tmp_path / "attention-a", tmp_path / "attention-b"]

@@ -324,3 +324,28 @@ def test_damaged_samples_file_is_a_typed_error(tmp_path, garbage):
     path.write_bytes(garbage)
     with pytest.raises(CorruptFileError, match="delete it to sample again"):
         ReturnSamples.load(path)
+
+
+def test_attention_variant_in_configs(tmp_path):
+    from policyagg.envs.attention import VARIANTS
+    from policyagg.experiments.config import ATTENTION_VARIANTS
+    from policyagg.experiments.run import build_problem
+
+    assert ATTENTION_VARIANTS == VARIANTS
+    for name in ("a", "b"):
+        config = load_config(ROOT / "experiments" / "configs" / f"attention-{name}-paper.toml")
+        assert config.env_kwargs["variant"] == "paper" and config.name == f"attention-{name}-paper"
+        classic = load_config(ROOT / "experiments" / "configs" / f"attention-{name}.toml")
+        assert "variant" not in classic.env_kwargs  # the classic configs (and their results' fingerprints) unchanged
+        assert [(r.label, r.rule, r.options) for r in config.rules] == [
+            (r.label, r.rule, r.options) for r in classic.rules
+        ]
+    problem = build_problem(config, 0)
+    noop = -problem.rewards[:, :, 5]  # sums of 100 m_i w_j: multiples of 100 x 0.25 x 0.5 = 12.5
+    assert problem.n_agents == 10 and np.allclose(np.round(noop / 12.5) * 12.5, noop) and noop.max() > 0
+    env = {"id": "attention", "kwargs": {"n_sites": 3, "n_phases": 3, "variant": "paper"}}
+    assert parse_config(small_config(tmp_path, environment=env)).env_kwargs["variant"] == "paper"
+    assert build_problem(parse_config(small_config(tmp_path, environment=env)), 0).n_agents == 4
+    env["kwargs"]["variant"] = "fancy"
+    with pytest.raises(InvalidConfigError, match=r"`environment.kwargs`: `variant` must be one of 'classic', 'paper'"):
+        parse_config(small_config(tmp_path, environment=env))

@@ -83,7 +83,11 @@ def test_summary_is_the_first_paragraph_of_the_docstring():
         ),
         ("approval", {"alpha": 1.9}, r"rule 'approval': `alpha` must be a number in \[0, 1\]; got 1.9"),
         ("approval", {"alpha": "0.9"}, r"`alpha` must be a number in \[0, 1\]; got '0.9'"),
-        ("approval", {"completion": "nash"}, r"`completion` must be one of egalitarian, utilitarian; got 'nash'"),
+        (
+            "approval",
+            {"completion": "nash"},
+            r"`completion` must be one of egalitarian, utilitarian, utilitarian-raw; got 'nash'",
+        ),
         ("borda", {"breakpoints": 0}, r"`breakpoints` must be a positive integer; got 0"),
         ("borda", {"fallback": "lp"}, r"`fallback` must be one of None, milp; got 'lp'"),
         ("pvc", {"eps": 1.0}, r"`eps` must be a number in \[0, 1\); got 1.0"),
