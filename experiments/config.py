@@ -13,6 +13,7 @@ A configuration names the environment, the agents, the measure, the rules and th
     import = ["mypkg"]                  # modules to import first (they register their ids): runs their code
     gamma = 1.0
     on_termination = "absorb"           # Gymnasium ids only: "absorb" or "reset"
+    reset_samples = 500                 # Gymnasium ids only: resets sampled for the start distribution
 
     [agents]
     population = "one_per_site"         # attention: "one_per_site" | "random_subsets"; Gymnasium: "env"
@@ -94,6 +95,7 @@ class ExperimentConfig:
     rules: tuple[RuleRow, ...]
     measure_options: dict = field(default_factory=dict)
     env_imports: tuple[str, ...] = ()
+    reset_samples: int | None = None
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -142,7 +144,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     env = _table(data, "environment", source, required=True)
     agents = _table(data, "agents", source, required=True)
     measure = _table(data, "measure", source, required=True)
-    _known(env, {"id", "kwargs", "gamma", "on_termination", "import"}, "environment.", source)
+    _known(env, {"id", "kwargs", "gamma", "on_termination", "import", "reset_samples"}, "environment.", source)
     _known(agents, {"population", "n_agents"}, "agents.", source)
     _known(measure, {"name", "samples", "options"}, "measure.", source)
 
@@ -161,6 +163,12 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         raise InvalidConfigError(
             f"{source}: `environment.on_termination` must be 'absorb' or 'reset'; got {on_termination!r}"
         )
+
+    reset_samples = env.get("reset_samples")
+    if reset_samples is not None:
+        if env_id == "attention":
+            raise InvalidConfigError(f"{source}: `environment.reset_samples` applies only to Gymnasium ids")
+        reset_samples = _positive_int(reset_samples, "environment.reset_samples", source)
 
     population = _string(agents.get("population"), "agents.population", source)
     populations = ATTENTION_POPULATIONS if env_id == "attention" else ("env",)
@@ -237,6 +245,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         rules=tuple(specs),
         measure_options=dict(sampler_options),
         env_imports=imports,
+        reset_samples=reset_samples,
     )
 
 

@@ -86,6 +86,7 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
             gamma=config.gamma,
             on_termination=config.on_termination,
             rng=seed,
+            **({} if config.reset_samples is None else {"reset_samples": config.reset_samples}),
         )
         problem = model.problem()
     return solvers.with_ranges(problem)
