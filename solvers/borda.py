@@ -147,11 +147,13 @@ def borda(
 ) -> Result:
     """Maximise the weighted sum of the agents' ranks (module docstring: both formulations).
 
+    Called as ``borda(problem, samples, **options)``: the sampled returns ``(N, n)`` define
+    each agent's CDF ``F_i`` and are required. ``constraints``, ``backend`` and ``time_limit``
+    are as for every rule; a MILP that hits ``time_limit`` raises
+    :class:`SolverTimeLimitError` carrying the incumbent.
+
     Parameters
     ----------
-    problem : Problem
-    samples : ReturnSamples (N, n)
-        Sampled returns defining each agent's CDF ``F_i``; required.
     solver : {"lp", "milp"}
         ``"lp"``: the paper's tangent LP on the region where every agent is at or above the
         mode of its return density; ``"milp"``: exact for the PL interpolation of ``F_i``.
@@ -168,9 +170,6 @@ def borda(
     refine : int >= 0
         MILP: at most this many rounds of adaptive knots around the solution (module doc);
         0 solves on the ``breakpoints`` quantile knots only (exact for that PL interpolation).
-    constraints, backend, time_limit
-        As for every rule. A MILP that hits ``time_limit`` raises
-        :class:`SolverTimeLimitError` carrying the incumbent.
 
     Returns
     -------

@@ -78,10 +78,10 @@ def proportional_veto_core(
     **Completion.** ``R`` is upward closed, so the leximin (``"egalitarian"``) or utilitarian
     completion of normalised returns inside ``R`` is Pareto optimal in ``O``.
 
+    Called as ``proportional_veto_core(problem, samples, **options)``; the samples are required.
+
     Parameters
     ----------
-    problem : Problem
-    samples : ReturnSamples (N, n), required
     eps : float in [0, 1)
         The core's slack; larger ``eps`` means smaller vetoes and a larger region.
     order : sequence of int, optional
