@@ -16,26 +16,23 @@ from pathlib import Path
 MEASURE_NAMES = ("policy", "volume", "optimal-mixture")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (``--samples 0`` would otherwise mean "the default")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
-    return value
+def _integer_at_least(minimum: int, wanted: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wanted}; got {value}")
+        return value
+
+    return parse
 
 
-def seed_int(text: str) -> int:
-    """An argparse type: a seed, an integer >= 0 (numpy refuses negative seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {value}")
-    return value
+#: An argparse type: an integer >= 1 (``--samples 0`` would otherwise mean "the default").
+positive_int = _integer_at_least(1, "a positive integer")
+#: An argparse type: a seed, an integer >= 0 (numpy refuses negative seeds).
+seed_int = _integer_at_least(0, "a non-negative integer")
 
 
 def positive_float(text: str) -> float:
