@@ -12,7 +12,7 @@ long-run (Cesaro) average of the same probabilities from ``rho``.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TypeAlias
 
@@ -66,12 +66,18 @@ class DerivedPolicy:
     ``occupancy`` is the policy's exact occupancy ``d_pi`` (from ``rho``; shape (S, A)) and
     ``distance = ||d_pi - d||_1``, so ``|<r, d_pi> - <r, d>| <= max|r| * distance`` for every
     reward ``r``. ``noise_level``: entries of ``d`` at or below it were dropped as solver noise.
+    ``classes``: closed classes of the policy's chain holding ``d``-mass above :data:`TRAP_MASS`
+    (average reward; 1 when discounted). With one, ``d_pi`` is the exact stationary occupancy of
+    the policy ``d`` describes, so ``distance`` is the solver's feasibility error (amplified by
+    the chain's conditioning); with several, ``d`` mixes classes in proportions that no
+    stationary policy started from ``rho`` keeps.
     """
 
     policy: NDArray[np.float64]
     occupancy: NDArray[np.float64]
     distance: float
     noise_level: float
+    classes: int = 1
 
     @property
     def delivers(self) -> bool:
@@ -342,6 +348,10 @@ class TabularMDP:
                 break
         if best is None:  # only with more than 1e12 state-action pairs
             raise InvalidMDPError(f"every entry of the occupancy `d` is at most {NOISE_LEVELS[0]:g}")
+        if self.average_reward:
+            labels, closed = closed_components(positive_graph(self.transition_under(best.policy)))
+            class_mass = np.bincount(labels, weights=occupancy.sum(axis=1), minlength=labels.max() + 1)
+            best = replace(best, classes=int((class_mass[closed] > TRAP_MASS).sum()))
         return best
 
     def _policy_at_level(self, occupancy: NDArray[np.float64], level: float) -> NDArray[np.float64]:

@@ -35,7 +35,9 @@ class Result:
     ``status`` is the worst status of the rule's solves: ``"optimal"``, or ``"gap"`` when
     column generation stopped with its optimality gap open (the gap is in
     ``diagnostics["column_generation_gap"]``); ``"policy-gap"`` when the solves were optimal
-    but ``policy``, evaluated exactly, does not deliver ``returns`` (``report["policy_return_gap"]``).
+    but no stationary policy delivers the rule's point (it mixes closed classes, average
+    reward): ``returns`` are then what ``policy`` does and ``diagnostics["optimizer_returns"]``
+    the rule's point (``report["policy_return_gap"]``: how far apart, per agent's range).
     """
 
     rule: str

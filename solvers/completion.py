@@ -397,24 +397,40 @@ def finish(
 ) -> Result:
     """Assemble a rule's :class:`Result` with its fairness report.
 
-    The Pareto gap costs one more LP. If it exceeds :data:`PARETO_TOL` (a rule's point left
-    short of the frontier by solver tolerances), the point is lifted with
+    The result is what its policy does: the policy is derived from the rule's occupancy ``d``
+    (:meth:`~policyagg.mdp.TabularMDP.derive_policy`) and the result reports that policy's
+    *exact* occupancy ``d_pi`` (an exact point of ``O``; ``d`` meets ``O`` only to the solver's
+    tolerance), so ``evaluate(result.policy)`` gives ``result.returns``.
+    ``report["policy_return_gap"]`` is how far ``d_pi``'s returns are from ``d``'s, in units
+    of each agent's range. Where ``d`` mixes closed classes (average reward) that no stationary
+    policy mixes alike, the gap is real: the status becomes ``"policy-gap"``, a
+    :class:`DeliveryWarning` quotes ``d``'s returns (``diagnostics["optimizer_returns"]``) and
+    no Pareto optimality is claimed. Otherwise it is the solver's feasibility error, amplified by
+    the chain's conditioning, and ``d_pi`` is the exact point the solver approximated.
+
+    The Pareto gap of the reported point costs one more LP. If it exceeds :data:`PARETO_TOL`
+    (a rule's point left short of the frontier by solver tolerances), the point is lifted with
     :func:`pareto_improvement`, which makes no agent worse, and ``diagnostics["pareto_lift"]``
-    records the gap that was closed. ``lift=False`` reports the gap of ``d`` as it is.
+    records the gap that was closed. ``lift=False`` reports the gap as it is.
     """
-    d = np.clip(np.asarray(d, dtype=float).ravel(), 0.0, None)
-    d /= d.sum()
-    gap, better = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit, log=log)
+    d = _normalised(d)
+    derived = problem.mdp.derive_policy(d)
+    gap, better = pareto_improvement(
+        problem, derived.occupancy.ravel(), backend=log.backend, time_limit=time_limit, log=log
+    )
     if lift and gap > PARETO_TOL:
         # solver tolerances left the rule's point short of the frontier: lift it (no agent loses)
         extra["pareto_lift"] = gap
-        d = np.clip(better, 0.0, None) / np.clip(better, 0.0, None).sum()
-        gap, _ = pareto_improvement(problem, d, backend=log.backend, time_limit=time_limit, log=log)
+        d = _normalised(better)
+        derived = problem.mdp.derive_policy(d)
+        gap, _ = pareto_improvement(
+            problem, derived.occupancy.ravel(), backend=log.backend, time_limit=time_limit, log=log
+        )
+    optimizer_returns = problem.reward_matrix @ d
+    d = derived.occupancy.ravel()
     returns = problem.reward_matrix @ d
-    derived = problem.mdp.derive_policy(d)
-    delivered = problem.returns(derived.occupancy)
-    policy_gap = delivery_gap(problem, delivered, returns)
-    delivers = policy_gap <= POLICY_RETURN_TOL
+    policy_gap = delivery_gap(problem, returns, optimizer_returns)
+    delivers = derived.classes <= 1 or policy_gap <= POLICY_RETURN_TOL
     report: dict[str, Any] = {
         "pareto_gap": gap,
         "pareto_optimal": gap <= PARETO_TOL and delivers,
@@ -434,11 +450,11 @@ def finish(
     if not delivers:
         status = POLICY_GAP_STATUS if status == "optimal" else status
         warnings.warn(
-            f"{rule}: the result's policy does not deliver its returns: evaluated exactly from `rho` it gives "
-            f"{np.array2string(delivered, precision=6)} instead of {np.array2string(returns, precision=6)} "
-            f"(largest difference {policy_gap:.3g} of an agent's return range, tolerance {POLICY_RETURN_TOL:g}); "
-            "no Pareto optimality is claimed and the status is "
-            f"{status!r}. {_delivery_hint(problem)}",
+            f"{rule}: no stationary policy delivers the rule's point: its returns "
+            f"{np.array2string(optimizer_returns, precision=6)} mix {derived.classes} closed classes of states; "
+            f"the result reports what its policy does, {np.array2string(returns, precision=6)} (largest "
+            f"difference {policy_gap:.3g} of an agent's return range), no Pareto optimality is claimed and the "
+            f"status is {status!r}. {_delivery_hint(problem)}",
             DeliveryWarning,
             stacklevel=3,
         )
@@ -446,9 +462,10 @@ def finish(
         log.as_dict()
         | {
             "wall_time": time.perf_counter() - started,
-            "policy_returns": delivered.tolist(),
+            "optimizer_returns": optimizer_returns.tolist(),
             "policy_occupancy_distance": derived.distance,
             "policy_noise_level": derived.noise_level,
+            "policy_classes": derived.classes,
         }
         | extra
     )
@@ -463,6 +480,12 @@ def finish(
         status=status,
         policy=derived.policy,
     )
+
+
+def _normalised(d) -> np.ndarray:
+    """``d`` flattened, clipped at 0 and scaled to sum 1 (solver noise can leave it a hair off)."""
+    d = np.clip(np.asarray(d, dtype=float).ravel(), 0.0, None)
+    return d / d.sum()
 
 
 def delivery_gap(problem: Problem, delivered: np.ndarray, returns: np.ndarray) -> float:
