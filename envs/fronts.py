@@ -581,7 +581,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_front(front: ParetoFront, folder: StrPath, *, stem: str = "front", meta: dict | None = None) -> tuple[Path, Path]:
+def write_front(
+    front: ParetoFront, folder: StrPath, *, stem: str = "front", meta: dict | None = None
+) -> tuple[Path, Path]:
     """Write ``folder/stem.csv`` (one row per point: ``pareto``, then ``value_``, ``return_`` and
     ``weight_`` columns per objective) and ``folder/stem.json`` (the same plus each point's
     policy, the state observations and actions, ``gamma``, ``mode``, ``tol``, ``info`` and
@@ -656,7 +658,9 @@ def read_front(path: StrPath) -> ParetoFront:
             names=tuple(document["names"]),
             tol=float(document["tol"]),
             info=dict(document["info"]),
-            observations=None if observations is None else [tuple(o) if isinstance(o, list) else o for o in observations],
+            observations=None
+            if observations is None
+            else [tuple(o) if isinstance(o, list) else o for o in observations],
             actions=None if document["actions"] is None else tuple(document["actions"]),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
