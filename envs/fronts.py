@@ -220,7 +220,18 @@ class _Oracle:
             raise SolverError(f"the front search made more than {MAX_ORACLE_CALLS} planning calls; raise `tol`")
         top = float(np.abs(c).max())
         unit = c / top if top > 0 else c
-        result = self.planner.run(unit)
+        try:
+            result = self.planner.run(unit)
+        except PolicyEvaluationError as exc:
+            raise PolicyEvaluationError(
+                f"policy iteration could not evaluate a policy of the front search ({exc})"
+                + (
+                    "; with `gamma` = 1 every vertex must be reachable from every state (a communicating "
+                    "MDP): use `gamma` < 1, or `on_termination='reset'` for an episodic environment"
+                    if self.mdp.average_reward
+                    else ""
+                )
+            ) from None
         self.planner.policy = result.policy  # warm start for the next direction
         S, A = self.planner.S, self.planner.A
         d = np.zeros(S * A)

@@ -17,7 +17,7 @@ from scipy.spatial import ConvexHull
 
 from policyagg.envs import from_gymnasium
 from policyagg.envs.fronts import ParetoFront, pareto_front, read_front, write_front
-from policyagg.errors import CorruptFileError, InvalidMDPError, InvalidProblemError
+from policyagg.errors import CorruptFileError, InvalidMDPError, InvalidProblemError, PolicyEvaluationError
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import forbid
 from policyagg.problem import Problem
@@ -371,3 +371,32 @@ def test_cli_front_writes_csv_and_json(tmp_path, capsys, mo_gym):
     front = read_front(tmp_path / "deep-sea-treasure-v0-gamma0.9-ccs.json")
     assert len(front) == 3 and (tmp_path / "deep-sea-treasure-v0-gamma0.9-ccs.csv").exists()
     assert json.loads((tmp_path / "deep-sea-treasure-v0-gamma0.9-ccs.json").read_text())["meta"]["model_exact"]
+
+
+def test_average_reward_fronts_of_episodic_environments(mo_gym):
+    # gamma = 1 with `reset`: the long-run rate over repeated episodes (reward per episode / steps)
+    env = mo_gym.make("deep-sea-treasure-v0")
+    dst = pareto_front(from_gymnasium(env, gamma=1.0, on_termination="reset"), mode="vertices")
+    # the time penalty is -1 on every step of every policy: flat; the best treasure rate is 8.2 / 3
+    assert dst.info["flat"] == ["objective1"] and dst.info["dimension"] == 1
+    same_sets(dst.values[dst.pareto], [[8.2 / 3, -1.0]], atol=1e-6)
+    env = mo_gym.make("resource-gathering-v0")
+    front = pareto_front(from_gymnasium(env, gamma=1.0, on_termination="reset"))
+    # the enemy-free routes: gold in 12 steps, gold and diamond in 18, the diamond in 10
+    for point in ([0, 1 / 12, 0], [0, 1 / 18, 1 / 18], [0, 0, 1 / 10]):
+        assert find(front.values, point) is not None
+    assert len(front) == 7 and (front.values[:, 0] < 0).sum() == 4  # four routes past an enemy
+    assert front.info["evaluation_gap"] <= 1e-12
+
+
+def test_average_reward_front_refuses_unreachable_vertices():
+    # state 0 (stay: reward 1 to objective 0) is unreachable from rho = state 1: the average-reward
+    # polytope has a vertex there that no policy started from rho attains
+    P = np.zeros((2, 2, 2))
+    P[0, 0, 0] = P[0, 1, 1] = P[1, :, 1] = 1.0
+    with pytest.warns(UserWarning, match="not communicating"):
+        mdp = TabularMDP(P, rho=[0.0, 1.0], gamma=1.0)
+    rewards = np.zeros((2, 2, 2))
+    rewards[0, 0, 0] = rewards[1, 1, :] = 1.0
+    with pytest.raises(PolicyEvaluationError, match="communicating MDP\\): use `gamma` < 1"):
+        pareto_front(Problem(mdp, rewards))
