@@ -43,10 +43,15 @@ writes), :func:`read_front` loads the JSON back.
 
 Examples
 --------
->>> import mo_gymnasium  # doctest: +SKIP
->>> model = from_gymnasium(mo_gymnasium.make("deep-sea-treasure-v0"), gamma=0.99)  # doctest: +SKIP
->>> front = pareto_front(model)  # doctest: +SKIP
->>> front.values  # (treasure, time) of each CCS point  # doctest: +SKIP
+One state, three actions, two objectives; the third action's (0.4, 0.4) is beaten by the
+even mixture of the other two, so it is not in the CCS:
+
+>>> import numpy as np
+>>> from policyagg import Problem, TabularMDP
+>>> mdp = TabularMDP(np.ones((1, 3, 1)), gamma=0.5)
+>>> front = pareto_front(Problem(mdp, [[[1.0, 0.0, 0.4]], [[0.0, 1.0, 0.4]]]))
+>>> front.values.tolist(), front.policies.tolist()
+([[2.0, 0.0], [0.0, 2.0]], [[0], [1]])
 """
 
 from __future__ import annotations
@@ -423,6 +428,7 @@ def _unique_maximiser(Z: NDArray[np.float64], j: int, nonnegative: bool) -> tupl
     A_ub = np.hstack([others, np.ones((others.shape[0], 1))])
     cost = np.zeros(k + 1)
     cost[-1] = -1.0
+    bounds: list[tuple[float | None, float | None]]
     if nonnegative:
         bounds = [(0.0, None)] * k + [(None, 1.0)]
         A_eq, b_eq = np.append(np.ones(k), 0.0)[None], [1.0]
