@@ -284,20 +284,23 @@ class _Points:
     def __init__(self, oracle: _Oracle) -> None:
         self.oracle = oracle
         self.J: list[NDArray[np.float64]] = []
-        self.Z: list[NDArray[np.float64]] = []
         self.policies: list[NDArray[np.int64]] = []
+        self._Z = np.zeros((0, oracle.shape.size))
 
     def add(self, point: tuple[NDArray[np.float64], NDArray[np.int64]]) -> NDArray[np.float64]:
         J, policy = point
         z = self.oracle.z(J)
-        if not any(np.abs(z - other).max(initial=0.0) <= self.oracle.tol for other in self.Z):
+        if not len(self.J) or np.abs(self._Z - z).max(axis=1, initial=0.0).min() > self.oracle.tol:
             self.J.append(J)
-            self.Z.append(z)
             self.policies.append(policy)
+            self._Z = np.vstack([self._Z, z])
         return z
 
+    def __len__(self) -> int:
+        return len(self.J)
+
     def matrix(self) -> NDArray[np.float64]:
-        return np.array(self.Z).reshape(len(self.Z), -1)
+        return self._Z
 
 
 # ----------------------------------------------------------------------------- searches
@@ -339,17 +342,21 @@ def _affine_hull(points: _Points) -> tuple[NDArray[np.float64], NDArray[np.float
     return p0, basis
 
 
-def _all_vertices(points: _Points) -> int:
-    """Outer approximation over all directions; returns the dimension of ``V``."""
+def _all_vertices(points: _Points) -> tuple[int, NDArray[np.int64], NDArray[np.float64]]:
+    """Outer approximation over all directions. Returns the dimension ``m`` of ``V``, the
+    indices of the points that are vertices of the final hull (which is ``V``) and for each a
+    direction (normalised coordinates) in the interior of its normal cone: the sum of the unit
+    normals of the facets through it."""
     oracle, tol = points.oracle, points.oracle.tol
     p0, basis = _affine_hull(points)
     m = basis.shape[0]
     if m == 0:
-        return 0
+        return 0, np.zeros(1, dtype=np.int64), np.zeros((1, basis.shape[1]))
     if m == 1:
         for sign in (1.0, -1.0):
             points.add(oracle.along(sign * basis[0]))
-        return 1
+        y = (points.matrix() - p0) @ basis[0]
+        return 1, np.array([np.argmax(y), np.argmin(y)]), np.array([basis[0], -basis[0]])
     confirmed: set[tuple[float, ...]] = set()
     while True:
         Y = (points.matrix() - p0) @ basis.T
@@ -366,7 +373,12 @@ def _all_vertices(points: _Points) -> int:
             else:
                 confirmed.add(key)
         if not grew:
-            return m
+            directions = np.zeros((Y.shape[0], m))
+            for simplex, equation in zip(hull.simplices, hull.equations):
+                directions[simplex] += equation[:-1]
+            vertices = np.asarray(hull.vertices, dtype=np.int64)
+            cone = directions[vertices] @ basis
+            return m, vertices, cone / np.linalg.norm(cone, axis=1, keepdims=True)
 
 
 def _corner_weights(Z: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -441,6 +453,44 @@ def _unique_maximiser(Z: NDArray[np.float64], j: int, nonnegative: bool) -> tupl
     return float(-res.fun), np.asarray(res.x[:k])
 
 
+def _dominated(Z: NDArray[np.float64], tol: float) -> NDArray[np.bool_]:
+    """``Z_j`` is dominated: some point is ``>= Z_j - tol`` everywhere and ``> Z_j + tol`` somewhere."""
+    at_least = (Z[:, None, :] >= Z[None, :, :] - tol).all(axis=2)  # [i, j]: Z_i >= Z_j - tol
+    better = (Z[:, None, :] > Z[None, :, :] + tol).any(axis=2)
+    return np.asarray((at_least & better).any(axis=0))
+
+
+def _classify(
+    Z: NDArray[np.float64], candidates: NDArray[np.int64], directions: NDArray[np.float64] | None, tol: float
+) -> tuple[list[int], list[NDArray[np.float64]], list[bool]]:
+    """Which candidates are kept (vertices; with ``directions=None`` only the CCS is kept), a
+    weight at which each is the unique maximiser by more than ``tol``, and which are in the CCS.
+
+    A candidate is in the CCS iff it is the unique maximiser among the candidates for some
+    ``w >= 0`` (an LP, run only on the undominated ones). With ``directions`` (all vertices
+    mode, the candidates are the vertices of ``V``), a vertex outside the CCS keeps its
+    direction if that makes it the unique maximiser, else the box LP decides."""
+    if Z.shape[1] == 0:
+        return [0], [np.zeros(0)], [True]
+    sub = Z[candidates]
+    dominated = _dominated(sub, tol)
+    kept, weights, pareto = [], [], []
+    for position, j in enumerate(candidates.tolist()):
+        margin, w = (0.0, np.zeros(Z.shape[1])) if dominated[position] else _unique_maximiser(sub, position, True)
+        on_front = margin > tol
+        if not on_front and directions is not None:
+            w = directions[position]
+            scores = sub @ w
+            margin = float(scores[position] - np.delete(scores, position).max(initial=-np.inf))
+            if not margin > tol:
+                margin, w = _unique_maximiser(sub, position, nonnegative=False)
+        if margin > tol:
+            kept.append(j)
+            weights.append(w)
+            pareto.append(on_front)
+    return kept, weights, pareto
+
+
 # ----------------------------------------------------------------------------- the front
 def pareto_front(
     model: EnvModel | Problem,
@@ -499,32 +549,23 @@ def pareto_front(
     oracle = _Oracle(mdp, inputs.rewards.reshape(k, -1), tol)
     seeds = oracle.ranges()
     points = _Points(oracle)
+    directions: NDArray[np.float64] | None
     if oracle.shape.size == 0:  # every objective is flat: V is one point
         points.add(seeds[0] if seeds else oracle.maximise(np.zeros(mdp.n_state_actions), 1.0))
         dimension: int | None = 0
+        candidates, directions = np.zeros(1, dtype=np.int64), np.zeros((1, 0))
     elif mode == "vertices":
         for seed in seeds:
             points.add(seed)
-        dimension = _all_vertices(points)
+        dimension, candidates, directions = _all_vertices(points)
     else:
         for i, seed in enumerate(seeds):
             if i % 2 == 0:  # the maximisers only: the simplex's corners e_i
                 points.add(seed)
         dimension = None  # the CCS search does not explore the whole return set
         _linear_support(points)
-    Z = points.matrix()
-    kept, weights, pareto = [], [], []
-    if Z.shape[1] == 0:
-        kept, weights, pareto = [0], [np.zeros(0)], [True]
-    for j in range(len(points.Z) if Z.shape[1] else 0):
-        margin, w = _unique_maximiser(Z, j, nonnegative=True)
-        on_front = margin > tol
-        if not on_front and mode == "vertices":
-            margin, w = _unique_maximiser(Z, j, nonnegative=False)
-        if margin > tol:
-            kept.append(j)
-            weights.append(w)
-            pareto.append(on_front)
+        candidates, directions = np.arange(len(points)), None
+    kept, weights, pareto = _classify(points.matrix(), candidates, directions, tol)
     front = _certify(inputs, oracle, points, kept, np.array(weights).reshape(len(kept), -1))
     return ParetoFront(
         returns=front[0],
