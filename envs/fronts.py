@@ -75,6 +75,7 @@ from policyagg.errors import (
     InvalidProblemError,
     PolicyEvaluationError,
     SolverError,
+    check_count,
     check_real,
 )
 from policyagg.io import StrPath, atomic_write_bytes, atomic_write_json
@@ -86,8 +87,8 @@ from policyagg.problem import Problem
 DEFAULT_TOL = 1e-9
 #: ``mode="vertices"`` computes a convex hull in return space: at most this many objectives.
 MAX_VERTEX_OBJECTIVES = 3
-#: Safety stop for the searches (each step adds a new point of a finite set).
-MAX_ORACLE_CALLS = 10_000
+#: Default stop for the searches (each planning call adds a point or confirms a facet/corner).
+MAX_CALLS = 10_000
 MODES = ("ccs", "vertices")
 #: Format tag of the JSON written by :func:`write_front`.
 FORMAT = "policyagg-pareto-front/1"
@@ -207,6 +208,7 @@ class _Oracle:
     mdp: TabularMDP
     R: NDArray[np.float64]  # (k, S*A)
     tol: float
+    max_calls: int = 10_000
     planner: PolicyIteration = field(init=False)
     calls: int = 0
     certificate_gap: float = 0.0
@@ -221,8 +223,12 @@ class _Oracle:
         """The returns ``J`` (k,) and deterministic policy (S,) maximising ``c @ d``; its dual
         bound must meet its value within ``tol / 100 * scale`` (``scale``: the units of ``c``)."""
         self.calls += 1
-        if self.calls > MAX_ORACLE_CALLS:
-            raise SolverError(f"the front search made more than {MAX_ORACLE_CALLS} planning calls; raise `tol`")
+        if self.calls > self.max_calls:
+            raise SolverError(
+                f"the front search made {self.max_calls} planning calls (`max_calls`) and is not done: the front "
+                "has too many points or corner weights for an exact enumeration; raise `max_calls`, or use "
+                "`mode='ccs'` (fewer points than all vertices) or fewer objectives"
+            )
         top = float(np.abs(c).max())
         unit = c / top if top > 0 else c
         try:
@@ -367,6 +373,8 @@ def _all_vertices(points: _Points) -> tuple[int, NDArray[np.int64], NDArray[np.f
             key = tuple(np.round(normal, 9))
             if key in confirmed:
                 continue
+            if float((((points.matrix() - p0) @ basis.T) @ normal).max()) > offset + tol:
+                continue  # a point found in this round already lies beyond: not a facet now
             z = points.add(oracle.along(normal @ basis))
             if normal @ ((z - p0) @ basis.T) > offset + tol:
                 grew = True
@@ -420,6 +428,8 @@ def _linear_support(points: _Points) -> None:
             key = tuple(np.round(w, 9))
             if key in confirmed:
                 continue
+            if float((points.matrix() @ w).max()) > float((Z @ w).max()) + tol:
+                continue  # a point found in this round already lifts the envelope here: not a corner now
             z = points.add(oracle.along(w))
             if w @ z > float((Z @ w).max()) + tol:
                 grew = True
@@ -499,6 +509,7 @@ def pareto_front(
     mode: str = "ccs",
     tol: float = DEFAULT_TOL,
     names: Sequence[str] | None = None,
+    max_calls: int = MAX_CALLS,
 ) -> ParetoFront:
     """The exact front of a tabular multi-objective model (see the module docstring).
 
@@ -521,13 +532,16 @@ def pareto_front(
         a facet or corner weight improved by at most this is confirmed.
     names : sequence of str, optional
         Objective names (default the Problem's agent names, or ``objective0``, ...).
+    max_calls : int
+        At most this many planning calls (:class:`SolverError` beyond: the front is too large).
 
     Raises
     ------
     InvalidProblemError
         A bad argument, or ``mode="vertices"`` with more than 3 objectives.
     SolverError
-        Policy iteration could not certify a maximiser within ``tol / 100``.
+        Policy iteration could not certify a maximiser within ``tol / 100``, or the search
+        needed more than ``max_calls`` planning calls.
     PolicyEvaluationError
         A point's policy, evaluated exactly from ``rho``, does not return the point (only
         possible for ``gamma = 1`` on an MDP that is not communicating).
@@ -546,7 +560,7 @@ def pareto_front(
             "vertices, for any number of objectives)"
         )
     mdp = inputs.mdp
-    oracle = _Oracle(mdp, inputs.rewards.reshape(k, -1), tol)
+    oracle = _Oracle(mdp, inputs.rewards.reshape(k, -1), tol, check_count("max_calls", max_calls))
     seeds = oracle.ranges()
     points = _Points(oracle)
     directions: NDArray[np.float64] | None

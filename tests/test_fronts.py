@@ -17,7 +17,13 @@ from scipy.spatial import ConvexHull
 
 from policyagg.envs import from_gymnasium
 from policyagg.envs.fronts import ParetoFront, pareto_front, read_front, write_front
-from policyagg.errors import CorruptFileError, InvalidMDPError, InvalidProblemError, PolicyEvaluationError
+from policyagg.errors import (
+    CorruptFileError,
+    InvalidMDPError,
+    InvalidProblemError,
+    PolicyEvaluationError,
+    SolverError,
+)
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import forbid
 from policyagg.problem import Problem
@@ -167,6 +173,14 @@ def test_degenerate_return_sets():
     # every objective flat: the return set is one point
     still = pareto_front(Problem(problem.mdp, np.zeros((2, 4, 2))), mode="vertices")
     assert len(still) == 1 and still.info["dimension"] == 0
+
+
+def test_too_large_a_front_is_a_solver_error():
+    problem, *_ = random_instance(2, 5, 2, 2, 0.95)
+    with pytest.raises(SolverError, match="made 6 planning calls \\(`max_calls`\\) and is not done"):
+        pareto_front(problem, max_calls=6)
+    with pytest.raises(InvalidProblemError, match="`max_calls` must be a positive integer"):
+        pareto_front(problem, max_calls=0)
 
 
 def test_gamma_argument_rebuilds_the_mdp():
