@@ -15,7 +15,7 @@ from reference import dense_polytope, lp_max
 from scipy.optimize import linprog
 from scipy.spatial import ConvexHull
 
-from policyagg.envs import from_gymnasium
+from policyagg.envs import EnvModel, from_gymnasium
 from policyagg.envs.fronts import ParetoFront, pareto_front, read_front, write_front
 from policyagg.errors import (
     CorruptFileError,
@@ -245,10 +245,16 @@ _MODELS = {}
 
 
 def model_of(mo_gym, env_id, gamma):
-    if (env_id, gamma) not in _MODELS:
+    """The environment and its model at ``gamma``: converted once per environment (at 0.99), the
+    same transitions and per-step rewards with another discount for the other ``gamma``."""
+    if env_id not in _MODELS:
         env = mo_gym.make(env_id)
-        _MODELS[env_id, gamma] = (env, from_gymnasium(env, gamma=gamma))
-    return _MODELS[env_id, gamma]
+        _MODELS[env_id] = (env, from_gymnasium(env, gamma=0.99))
+    env, model = _MODELS[env_id]
+    if gamma != model.mdp.gamma:
+        mdp = TabularMDP(model.mdp.P, rho=model.mdp.rho, gamma=gamma, n_actions=model.mdp.n_actions)
+        model = EnvModel(mdp, model.rewards, model.observations, model.route, model.info, model.actions)
+    return env, model
 
 
 def lp_best(model, w):
