@@ -219,9 +219,9 @@ class _Oracle:
     def __post_init__(self) -> None:
         self.planner = PolicyIteration(self.mdp)
 
-    def maximise(self, c: NDArray[np.float64], scale: float) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-        """The returns ``J`` (k,) and deterministic policy (S,) maximising ``c @ d``; its dual
-        bound must meet its value within ``tol / 100 * scale`` (``scale``: the units of ``c``)."""
+    def maximise(self, c: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64], float]:
+        """The returns ``J`` (k,) and deterministic policy (S,) maximising ``c @ d``, and the dual
+        gap (bound minus value, in the units of ``c``); :meth:`certify` checks the gap."""
         self.calls += 1
         if self.calls > self.max_calls:
             raise SolverError(
@@ -247,31 +247,34 @@ class _Oracle:
         S, A = self.planner.S, self.planner.A
         d = np.zeros(S * A)
         d[np.arange(S) * A + result.policy] = result.mu
-        gap = max(0.0, (result.bound - float(unit @ d)) * top / scale)
+        return self.R @ d, result.policy.copy(), max(0.0, (result.bound - float(unit @ d)) * top)
+
+    def certify(self, gap: float) -> None:
+        """A dual gap in units of the objective ranges must be at most ``tol / 100``."""
         self.certificate_gap = max(self.certificate_gap, gap)
         if not gap <= self.tol / 100:
             raise SolverError(
                 f"policy iteration could not certify a maximiser of the front (dual gap {gap:.3g} of the "
                 f"objective ranges, tolerance {self.tol / 100:.3g}); raise `tol`"
             )
-        return self.R @ d, result.policy.copy()
 
     def ranges(self) -> list[tuple[NDArray[np.float64], NDArray[np.int64]]]:
         """Maximise and minimise each objective; sets ``lower``, ``width`` and ``shape``.
         Returns the maximising points (used to seed the searches)."""
         k = self.R.shape[0]
-        lower, upper, found = np.zeros(k), np.zeros(k), []
+        lower, upper, gaps, found = np.zeros(k), np.zeros(k), np.zeros(k), []
         for i in range(k):
-            size = float(np.abs(self.R[i]).max())
-            if size == 0.0:
+            if not np.abs(self.R[i]).max() > 0:
                 continue
-            top = self.maximise(self.R[i], size)
-            bottom = self.maximise(-self.R[i], size)
-            upper[i], lower[i] = top[0][i], bottom[0][i]
-            found += [top, bottom]
+            J_top, policy_top, gap_top = self.maximise(self.R[i])
+            J_bottom, policy_bottom, gap_bottom = self.maximise(-self.R[i])
+            upper[i], lower[i], gaps[i] = J_top[i], J_bottom[i], max(gap_top, gap_bottom)
+            found += [(J_top, policy_top), (J_bottom, policy_bottom)]
         self.lower, self.width = lower, upper - lower
         sizes = np.abs(self.R).max(axis=1)
         self.shape = np.flatnonzero(self.width > self.tol * sizes)
+        for i in self.shape.tolist():
+            self.certify(gaps[i] / self.width[i])
         return found
 
     def z(self, J: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -281,7 +284,9 @@ class _Oracle:
     def along(self, u: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Maximise ``u @ z`` (``u`` over the shaping objectives, in normalised units)."""
         c = (u / self.width[self.shape]) @ self.R[self.shape]
-        return self.maximise(c, float(np.abs(u).sum()))
+        J, policy, gap = self.maximise(c)
+        self.certify(gap / max(1.0, float(np.abs(u).sum())))
+        return J, policy
 
 
 class _Points:
@@ -565,7 +570,7 @@ def pareto_front(
     points = _Points(oracle)
     directions: NDArray[np.float64] | None
     if oracle.shape.size == 0:  # every objective is flat: V is one point
-        points.add(seeds[0] if seeds else oracle.maximise(np.zeros(mdp.n_state_actions), 1.0))
+        points.add(seeds[0] if seeds else oracle.maximise(np.zeros(mdp.n_state_actions))[:2])
         dimension: int | None = 0
         candidates, directions = np.zeros(1, dtype=np.int64), np.zeros((1, 0))
     elif mode == "vertices":
