@@ -19,15 +19,18 @@ The achievable return set of a model is the polytope ``V = {R d : d in O}`` (``R
     checked by maximising along the facet's outward normal, and a point beyond the facet
     is added, until every facet is a facet of ``V``. ``pareto`` marks the CCS among them.
 
-The planner is policy iteration (:class:`policyagg.planning.PolicyIteration`, in the model
-package, so this module needs no LP layer): it returns a *deterministic* policy and a dual
-bound that certifies its optimality. A maximiser of a linear function over ``O`` can always
+The planner is policy iteration (:class:`policyagg.planning.PolicyIteration`): it returns a
+*deterministic* policy and a dual bound that certifies its optimality. It lives in the model
+package, so this module needs no LP layer and stays in ``envs`` (which imports only the model
+package); the small LPs in return space (which points are vertices, which are Pareto optimal)
+are :func:`scipy.optimize.linprog` calls. A maximiser of a linear function over ``O`` can always
 be taken at a vertex of ``O``; for ``gamma < 1`` the vertices of ``O`` are exactly the
 occupancies of deterministic policies, so every point of the front comes with a
 deterministic policy. For ``gamma = 1`` (average reward) a vertex of ``O`` is the stationary
 distribution of a deterministic policy on one recurrent class; policy iteration steers the
 other states into that class, so the policy is unichain and its gain from ``rho`` is the
-point (on a communicating MDP; otherwise the evaluation check below fails loudly).
+point. On an MDP that is not communicating a vertex of ``O`` may be unreachable from
+``rho``; steering then fails and :class:`PolicyEvaluationError` says so.
 
 Every point is certified twice: the planner's dual bound meets its value within
 ``tol / 100``, and the point's policy, evaluated exactly with
