@@ -336,6 +336,28 @@ def _rules(args) -> None:
                 )
 
 
+def _front(args) -> None:
+    from policyagg.envs.fronts import pareto_front, write_front
+    from policyagg.envs.tabular import from_gymnasium
+
+    model = from_gymnasium(args.env_id, gamma=args.gamma, on_termination=args.on_termination)
+    front = pareto_front(model, mode=args.mode)
+    exact = bool(model.info.get("exact"))
+    meta = {"env_id": args.env_id, "route": model.route, "model_exact": exact, "on_termination": args.on_termination}
+    out = Path(args.out)
+    stem = args.env_id.replace("/", "-") + f"-gamma{args.gamma:g}-{args.mode}"
+    csv_path, json_path = write_front(front, out, stem=stem, meta=meta)
+    print(f"{args.env_id}: {model.mdp.n_states} states, route {model.route!r}, gamma {args.gamma:g}")
+    if not exact:
+        print("note: this model is estimated from samples; the front is exact for the estimated model only")
+    label = "CCS" if args.mode == "ccs" else "vertex"
+    print("  ".join([f"{label:>6}", *(f"{n:>12}" for n in front.names)]))
+    for j in range(len(front)):
+        mark = "pareto" if front.pareto[j] else ""
+        print("  ".join([f"{mark:>6}", *(f"{v:>12.6g}" for v in front.values[j])]))
+    print(f"wrote {csv_path} and {json_path}")
+
+
 def _show(args) -> None:
     from policyagg.result import Result
 
@@ -685,6 +707,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="one rule's name (default: every rule)")
     p.add_argument("--verbose", "-v", action="store_true", help="list every rule's options")
     p.set_defaults(run=_rules)
+
+    p = _subcommand(
+        sub,
+        "front",
+        "the exact Pareto front of a multi-objective Gymnasium environment (CSV and JSON)",
+        "Convert a discrete (multi-objective) Gymnasium environment to its tabular model and compute its exact "
+        "front: the convex coverage set (the Pareto-optimal vertices of the achievable discounted returns), or "
+        "with --mode vertices every vertex of the return set (2-3 objectives). Each point comes with a "
+        "deterministic policy whose exact evaluation returns it. Prints the discounted returns (the gain for "
+        "--gamma 1) and writes ENV-gammaG-MODE.csv and .json under --out.",
+        "  policyagg front deep-sea-treasure-v0 --gamma 0.99\n"
+        "  policyagg front resource-gathering-v0 --gamma 0.9 --mode vertices --out fronts",
+    )
+    p.add_argument("env_id", help="a registered Gymnasium or MO-Gymnasium id, e.g. deep-sea-treasure-v0")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount in (0, 1]; 1 = average reward (default: 0.99)")
+    p.add_argument("--mode", choices=("ccs", "vertices"), default="ccs", help="ccs (default) or vertices")
+    p.add_argument(
+        "--on-termination",
+        choices=("absorb", "reset"),
+        default="absorb",
+        help="terminating transitions go to an absorbing state (default) or back to the start (for --gamma 1)",
+    )
+    p.add_argument("--out", default="fronts", metavar="DIR", help="output folder (default: fronts)")
+    p.set_defaults(run=_front)
 
     p = _subcommand(
         sub,

@@ -398,6 +398,8 @@ class PolicyIteration:
             policy = policy.copy()
             states = np.flatnonzero(move & np.isfinite(far))
             policy[states] = best[states]
+        if closed_components(self.transitions(policy))[1].size == 1:  # the last attempt's steering
+            return policy
         raise PolicyEvaluationError("could not make the policy unichain")
 
     def run(self, c: np.ndarray, start: np.ndarray | None = None) -> PolicyIterationResult:

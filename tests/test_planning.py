@@ -76,3 +76,24 @@ def test_evaluate_policy_matches_the_discounted_formula_and_flags_singular_syste
     two_classes = sp.csr_array(np.eye(2))  # average reward, multichain: the bordered system is singular
     with pytest.raises(PolicyEvaluationError):
         planning.evaluate_policy(two_classes, c, gamma=1.0, rho=np.array([0.5, 0.5]))
+
+
+def test_make_unichain_steers_a_corridor_longer_than_its_attempts():
+    # corridor 0..N (0 = left, 1 = right; the walls keep the state): left at 0, right elsewhere has
+    # closed classes {0} and {N}; each steering step only moves the second one a step to the left,
+    # so after UNICHAIN_ATTEMPTS steps the last (steer every other state) must be accepted
+    from policyagg.planning import UNICHAIN_ATTEMPTS, PolicyIteration, closed_components
+
+    N = UNICHAIN_ATTEMPTS + 4
+    P = np.zeros((N + 1, 2, N + 1))
+    for s in range(N + 1):
+        P[s, 0, max(s - 1, 0)] = P[s, 1, min(s + 1, N)] = 1.0
+    mdp = TabularMDP(P, gamma=1.0)
+    c = np.zeros(2 * (N + 1))
+    c[0] = 1.0  # (state 0, left): the class to keep
+    policy = np.ones(N + 1, dtype=np.int64)
+    policy[0] = 0
+    planner = PolicyIteration(mdp)
+    steered = planner.make_unichain(policy, c)
+    assert closed_components(planner.transitions(steered))[1].size == 1
+    assert steered[0] == 0 and (steered[1:] == 0).all()
