@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
-from policyagg.mdp import DeliveryWarning
+from policyagg.mdp import DeliveryWarning, DerivedPolicy
 from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
@@ -414,7 +414,7 @@ def finish(
     records the gap that was closed. ``lift=False`` reports the gap as it is.
     """
     d = _normalised(d)
-    derived = problem.mdp.derive_policy(d)
+    derived = _derive(problem.mdp, d, extra)
     gap, better = pareto_improvement(
         problem, derived.occupancy.ravel(), backend=log.backend, time_limit=time_limit, log=log
     )
@@ -422,7 +422,7 @@ def finish(
         # solver tolerances left the rule's point short of the frontier: lift it (no agent loses)
         extra["pareto_lift"] = gap
         d = _normalised(better)
-        derived = problem.mdp.derive_policy(d)
+        derived = _derive(problem.mdp, d, extra)
         gap, _ = pareto_improvement(
             problem, derived.occupancy.ravel(), backend=log.backend, time_limit=time_limit, log=log
         )
@@ -480,6 +480,30 @@ def finish(
         status=status,
         policy=derived.policy,
     )
+
+
+#: Where a rule's point mixes closed classes of a communicating MDP (average reward), the result's
+#: policy is derived from ``(1 - CLASS_MIXING) d + CLASS_MIXING y``, ``y`` the occupancy of the
+#: uniformly random policy (positive everywhere): one closed class, hence a stationary policy that
+#: delivers it, within ``CLASS_MIXING`` of ``d``'s returns in units of each agent's range.
+CLASS_MIXING = 1e-6
+
+
+def _derive(mdp, d: np.ndarray, extra: dict) -> DerivedPolicy:
+    """The policy of the occupancy ``d`` (:meth:`~policyagg.mdp.TabularMDP.derive_policy`); where
+    ``d`` mixes closed classes that the MDP's actions connect, that of ``d`` mixed with a little
+    of the uniform policy's occupancy (:data:`CLASS_MIXING`, then recorded in ``extra``): its
+    chain has one closed class, so it delivers that point. Such a policy moves between the
+    classes rarely (of the order of once in ``1 / CLASS_MIXING`` steps or less often), so its
+    average is the long-run one; shorter runs see one class at a time."""
+    derived = mdp.derive_policy(d)
+    if derived.classes > 1 and mdp.structure.communicating:
+        uniform = mdp.occupancy(np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)).ravel()
+        mixed = mdp.derive_policy((1.0 - CLASS_MIXING) * d + CLASS_MIXING * uniform)
+        if mixed.classes == 1:
+            extra["class_mixing"] = {"classes": derived.classes, "weight": CLASS_MIXING}
+            return mixed
+    return derived
 
 
 def _normalised(d) -> np.ndarray:

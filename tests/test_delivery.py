@@ -129,6 +129,34 @@ def test_a_point_no_policy_delivers_is_not_claimed():
     assert f"status: {POLICY_GAP_STATUS}" in result.table()
 
 
+def two_rooms():
+    """Two rooms, each with a stay action that pays its own agent 1 per step, joined by a
+    move action that pays nobody: a communicating MDP whose egalitarian point (half the time in
+    each room) mixes the two closed classes of the policy that stays."""
+    P = np.zeros((2, 2, 2))
+    P[0, 0, 0] = P[1, 0, 1] = 1.0  # stay
+    P[0, 1, 1] = P[1, 1, 0] = 1.0  # move
+    rewards = np.zeros((2, 2, 2))
+    rewards[0, 0, 0] = rewards[1, 1, 0] = 1.0
+    return P, rewards
+
+
+def test_classes_an_mdp_connects_are_mixed_by_a_stationary_policy():
+    from policyagg.solvers.completion import CLASS_MIXING
+
+    P, rewards = two_rooms()
+    problem = Problem(TabularMDP(P, rho=[1, 0], gamma=1.0), rewards)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeliveryWarning)
+        result = solvers.egalitarian(problem)
+    delivered = np.einsum("isa,sa->i", rewards, brute_force_occupancy(P, [1.0, 0.0], 1.0, result.policy))
+    np.testing.assert_allclose(delivered, result.returns, atol=1e-9)
+    np.testing.assert_allclose(result.returns, [0.5, 0.5], atol=2 * CLASS_MIXING)
+    assert result.status == "optimal" and result.report["pareto_optimal"]
+    assert result.diagnostics["class_mixing"]["classes"] == 2
+    assert 0 < result.policy[0, 1] < 1e-5  # it leaves a room, rarely
+
+
 # ------------------------------------------------------------------ property: every rule
 @st.composite
 def structured_problems(draw):
