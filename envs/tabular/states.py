@@ -60,13 +60,29 @@ class Unfreezable(Exception):
     """A value cannot be turned into a hashable key (the message names its type)."""
 
 
+_ATOM_SET = frozenset({type(None), bool, int, float, complex, str, bytes, np.int64, np.int32, np.float64, np.bool_})
+
+
 def is_immutable(value: Any) -> bool:
     """Whether ``value`` can never change: atoms, numpy scalars, and tuples/frozensets of such values."""
-    if isinstance(value, _ATOMS) or (isinstance(value, np.generic) and not isinstance(value, np.object_)):
+    kind = type(value)
+    if kind in _ATOM_SET:
         return True
-    if type(value) in (tuple, frozenset):
-        return all(is_immutable(v) for v in value)
-    return False
+    if kind is tuple or kind is frozenset:
+        for v in value:
+            if type(v) not in _ATOM_SET and not is_immutable(v):
+                return False
+        return True
+    return isinstance(value, _ATOMS) or (isinstance(value, np.generic) and not isinstance(value, np.object_))
+
+
+class _Owned:
+    """A mutable value owned by one state (copied on every restore)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def freeze(value: Any) -> Any:
@@ -117,7 +133,7 @@ class _SharedWatch:
         self.plain: list[Any] = []
         self.plain_ref: list[Any] = []
         self.arrays: list[np.ndarray] = []
-        self.array_ref: list[tuple[str, tuple[int, ...], bytes]] = []
+        self.array_ref: list[tuple[Any, tuple[int, ...], bytes]] = []
         self.spaces: list[tuple[Any, tuple[Any, ...], tuple[int, ...]]] = []  # (container, keys, ids)
         self.generators: list[Any] = []
         self.objects: dict[int, Any] = {}  # every shared object, kept alive, by id
@@ -134,7 +150,7 @@ class _SharedWatch:
         self.objects[id(value)] = value
         if isinstance(value, np.ndarray) and not value.dtype.hasobject:
             self.arrays.append(value)
-            self.array_ref.append((value.dtype.str, value.shape, value.tobytes()))
+            self.array_ref.append((value.dtype, value.shape, value.tobytes()))
         elif isinstance(value, RNG_TYPES):
             self.generators.append(value)
         elif _is_plain(value):
@@ -164,7 +180,7 @@ class _SharedWatch:
                 if obj != ref:
                     return f"a {type(obj).__name__} was changed in place"
         for arr, (dtype, shape, data) in zip(self.arrays, self.array_ref):
-            if arr.dtype.str != dtype or arr.shape != shape or arr.tobytes() != data:
+            if arr.tobytes() != data or arr.dtype is not dtype or arr.shape != shape:
                 return "an array was changed in place"
         for container, keys, ids in self.spaces:
             if type(container) is list or type(container) is tuple:
@@ -237,7 +253,7 @@ class StateStore:
                 if value is _DELETED:
                     d.pop(name, None)
                 else:
-                    d[name] = value if is_immutable(value) else self._copy(value)
+                    d[name] = self._copy(value.value) if type(value) is _Owned else value
             if not self.share:
                 for name in [n for n in d if n not in payload and n not in _UNTRACKED]:
                     del d[name]
@@ -269,7 +285,7 @@ class StateStore:
                     value is base[name] or (is_immutable(value) and _same_immutable(value, base[name]))
                 ):
                     continue
-                out[name] = value if is_immutable(value) else self._copy(value)
+                out[name] = value if is_immutable(value) else _Owned(self._copy(value))
             for name in base.keys() - d.keys():
                 out[name] = _DELETED
             payload.append(out)
@@ -279,20 +295,25 @@ class StateStore:
         payload = []
         for layer in self.layers:
             d = {k: v for k, v in vars(layer).items() if k not in _UNTRACKED}
-            payload.append({k: (v if is_immutable(v) else self._copy(v)) for k, v in d.items()})
+            payload.append({k: (v if is_immutable(v) else _Owned(self._copy(v))) for k, v in d.items()})
         return self._state(tuple(payload))
 
     def _state(self, payload: tuple[dict[str, Any], ...]) -> State:
-        key = tuple(
-            tuple(sorted(((k, _DELETED_KEY if v is _DELETED else self._freeze(v)) for k, v in p.items()), key=_first))
-            for p in payload
-        )
+        key = tuple(tuple(sorted(((k, self._freeze(v)) for k, v in p.items()), key=_first)) for p in payload)
         return State(key, payload)
 
     def _freeze(self, value: Any) -> Any:
-        if isinstance(value, (types.MethodType,)) or any(value is layer for layer in self.layers):
+        if value is _DELETED:
+            return _DELETED_KEY
+        if type(value) is not _Owned:
+            return value
+        value = value.value
+        if isinstance(value, types.MethodType) or any(value is layer for layer in self.layers):
             return ("layer-bound", id(getattr(value, "__self__", value)))
-        return freeze(value)
+        try:
+            return freeze(value)
+        except RecursionError:
+            raise Unfreezable(f"{type(value).__name__} (too deeply nested)") from None
 
     def _copy(self, value: Any) -> Any:
         return copy.deepcopy(value, ChainMap({}, self.memo))  # type: ignore[arg-type]
