@@ -69,10 +69,7 @@ def is_immutable(value: Any) -> bool:
     if kind in _ATOM_SET:
         return True
     if kind is tuple or kind is frozenset:
-        for v in value:
-            if type(v) not in _ATOM_SET and not is_immutable(v):
-                return False
-        return True
+        return all(type(v) in _ATOM_SET or is_immutable(v) for v in value)
     return isinstance(value, _ATOMS) or (isinstance(value, np.generic) and not isinstance(value, np.object_))
 
 
