@@ -495,7 +495,6 @@ class SlipWrapper(gymnasium.ActionWrapper):
 
 HIDDEN = {
     "own random.Random": (OwnRandom, r"`OwnRandom\.rng` \(random\.Random\)"),
-    "random module": (RandomModule, "the `random` module"),
     "global numpy.random": (GlobalNumpy, r"the global `numpy\.random`"),
     "RandomState attribute": (
         RandomStateAttribute,
@@ -533,6 +532,20 @@ def test_hidden_randomness_falls_back_to_sampled_with_a_warning(make, source):
         assert P[i(s), 0, i(s)] == 1.0
 
 
+def test_random_module_functions_are_scripted_exactly():
+    """`random.random()` (looked up on the module at call time) is answered from the probe's script:
+    the slip is modelled exactly, and the module's generator is left as it was."""
+    import warnings
+
+    before = random.getstate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelWarning)
+        model = from_gymnasium(RandomModule(), gamma=0.9)
+    assert model.route == "enumerate" and model.info["exact"]
+    assert model.mdp.P_dense[0, 1, 0] == pytest.approx(SLIP, abs=1e-12)
+    assert random.getstate() == before
+
+
 def test_np_random_alone_stays_exact_without_warning():
     import warnings
 
@@ -546,8 +559,8 @@ def test_np_random_alone_stays_exact_without_warning():
 
 
 def test_named_enumerate_route_refuses_hidden_randomness():
-    with pytest.raises(InvalidProblemError, match="route 'enumerate' is not available .*the `random` module"):
-        from_gymnasium(RandomModule(), gamma=0.9, route="enumerate")
+    with pytest.raises(InvalidProblemError, match=r"route 'enumerate' is not available .*`OwnRandom\.rng`"):
+        from_gymnasium(OwnRandom(), gamma=0.9, route="enumerate")
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -762,7 +775,7 @@ def test_box_to_discrete_wrapper_is_accepted():
 
 # --------------------------------------------------------------------------- reset samples
 class ManyStarts(gymnasium.Env):
-    """`n` start states drawn uniformly with the `random` module (so rho can only be sampled); every step stays."""
+    """`n` start states drawn uniformly with `random.sample` (not scripted, so rho can only be sampled); every step stays."""
 
     def __init__(self, n):
         self.observation_space = spaces.Discrete(n)
@@ -770,7 +783,7 @@ class ManyStarts(gymnasium.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        self.s = random.randrange(self.observation_space.n)
+        self.s = random.sample(range(self.observation_space.n), 1)[0]
         return self.s, {}
 
     def step(self, action):

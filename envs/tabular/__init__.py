@@ -15,11 +15,20 @@ One function, four routes, tried in this order with ``route="auto"`` (the route 
 ``"enumerate"``
     The environment's state can be snapshotted and restored (a deep copy of the
     ``__dict__`` of ``env.unwrapped`` and of its wrappers, that steps identically to the
-    original) and the observation is Markov. States are found by breadth-first search from
-    ``reset`` over ``(observation, action)``, restoring the snapshot of the state before
-    every step. Exact: randomness is accepted only through ``env.unwrapped.np_random``,
+    original). States are found by breadth-first search from ``reset`` over the
+    environment's *internal* states (:mod:`.states`): one working copy is reused, a state
+    is what a step reassigned (immutable values shared, mutable ones owned), and every
+    other object is shared and proved unchanged after each run; a step that changes a
+    shared object in place makes the search start over with every attribute copied
+    (``info["shared"]``). The model is over observations, so it is exact only when every
+    internal state behind an observation steps like the first one (same distribution of
+    observation, reward and termination under every action); otherwise the route is
+    unavailable with a :class:`ModelWarning` ("does not identify the environment's state").
+    Exact: randomness is accepted only through ``env.unwrapped.np_random``,
     which is replaced by a scripted generator whose ``random``/``uniform``/``integers``/``choice``
-    draws are fixed numbers ``u`` in ``[0, 1)``; the outcome is mapped on a grid of ``u``
+    draws are fixed numbers ``u`` in ``[0, 1)`` (and so are the ``random`` module's
+    ``random``, ``uniform``, ``randint``, ``randrange`` and ``choice``, looked up on the
+    module at call time); the outcome is mapped on a grid of ``u``
     and every change point is located to the last bit by bisection over doubles, so each
     outcome's probability is the exact length of its interval of ``u`` (the
     environment's own comparisons, e.g. ``np_random.random() < p``, give ``p``).
@@ -30,13 +39,19 @@ One function, four routes, tried in this order with ``route="auto"`` (the route 
     this route fall back to ``"sampled"`` with a :class:`ModelWarning` naming it: a
     ``numpy.random.Generator``, ``RandomState`` or ``random.Random`` held anywhere in the
     environment or its wrappers (its state changes), one the step creates, the ``random``
-    module, the global ``numpy.random``, and generators at the top level of the modules
-    that define the environment and its wrappers. Randomness from nowhere that can be
+    module's generator (any use other than the scripted functions), the global
+    ``numpy.random``, and generators at the top level of the modules
+    that define the environment and its wrappers (checked after every batch of
+    :data:`~.routes.BATCH` states). Randomness from nowhere that can be
     watched (fresh OS entropy, the clock) is caught only when two identical restored runs,
     or the snapshot check's copies, differ; a source like that which rarely changes the
     outcome can still go unseen. A step that needs more than ``PROBE_BUDGET`` probe runs,
     or draws with an unsupported method (e.g. ``normal``), falls back too (the reason is
-    in ``info["skipped"]``).
+    in ``info["skipped"]``). A progress bar (tqdm, shown on a terminal) carries an early
+    estimate of the number of states (the product of the values each observation
+    component took so far); when it exceeds ``2 x max_states`` the conversion is refused
+    at once (the estimate can be too high when components are correlated: the message
+    says so and gives it).
 ``"sampled"``
     ``n_samples`` sampled transitions per ``(state, action)``: from restored snapshots when
     possible (every generator of the copy reseeded per sample, the process-wide ones seeded
@@ -95,6 +110,7 @@ Modules
 ``routes``   the exact routes ``"protocol"``, ``"model"``, ``"enumerate"``.
 ``sampled``  the route ``"sampled"``.
 ``probe``    the scripted generator and the exact distribution of one random step.
+``states``   compact internal states of one reused working copy, for ``"enumerate"``.
 ``snapshot`` copying, restoring, verifying and reseeding an environment's state; the generators it can draw from.
 ``spaces``   which spaces can be tabulated; observations and steps as hashable keys.
 ``model``    :class:`EnvModel` and its assembly from transition entries.

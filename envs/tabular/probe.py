@@ -22,6 +22,7 @@ restored afterwards).
 
 from __future__ import annotations
 
+import random as _pyrandom
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar, cast
@@ -165,51 +166,163 @@ def probe(
     resulting environment per outcome (with a real generator again).
 
     Raises :class:`HiddenRandomness` when a run draws from any generator other than
-    ``env.np_random``: one held anywhere in the environment or its wrappers (its state
-    changes), a new one the run creates, the ``random`` module, the global ``numpy.random``
-    or one at the top level of the environment's modules; or when two identical runs differ
-    (randomness from elsewhere, e.g. fresh entropy). Raises :class:`ProbeFailed` when the
-    generator is used in an unsupported way, or past ``budget`` runs. The process-wide
-    generators are left as they were.
+    ``env.np_random`` (or the scripted functions of the ``random`` module, see
+    :func:`scripted_random_module`): one held anywhere in the environment or its wrappers
+    (its state changes), a new one the run creates, the ``random`` module, the global
+    ``numpy.random`` or one at the top level of the environment's modules; or when two
+    identical runs differ (randomness from elsewhere, e.g. fresh entropy). Raises
+    :class:`ProbeFailed` when the generator is used in an unsupported way, or past
+    ``budget`` runs. The process-wide generators are left as they were.
     """
-    prober = _Prober(snapshot, call, rng, budget)
+    session = ProbeSession(snapshot.classes)
+    runner = _SnapshotRunner(snapshot, rng)
     try:
-        outcome, used = prober.hidden_check()
-        if used == 0:  # deterministic: the check's run was the whole story
-            dist = {cast(Outcome, outcome): 1.0}
-        else:
-            dist = prober.distribution([])
-        prober.check_globals()
+        dist = _Prober(runner, call, budget, session).probe()
+        session.check()
     finally:
-        prober.globals.restore(prober.saved)
-    return dist, prober.envs
+        session.close()
+    return dist, runner.envs
+
+
+class ProbeSession:
+    """The process-wide generators watched over many probes (saved once, checked by :meth:`check`).
+
+    While the session is open, the ``random`` module's functions ``random``, ``uniform``,
+    ``randint``, ``randrange`` and ``choice`` draw from the current run's script
+    (:func:`scripted_random_module`); every other use of the module draws from its real
+    generator, which :meth:`check` then reports.
+    """
+
+    def __init__(self, classes: Sequence[type]) -> None:
+        self.globals = GlobalGenerators(classes)
+        self.saved = self.globals.save()
+        self.script: ScriptedRNG | None = None
+        self._unpatch = scripted_random_module(self)
+
+    def check(self) -> None:
+        """:class:`HiddenRandomness` if a process-wide generator was drawn from since the session began."""
+        drawn = self.globals.drawn(self.saved)
+        if drawn is not None:
+            raise HiddenRandomness(drawn)
+
+    def close(self) -> None:
+        """Restore the ``random`` module's functions and every process-wide generator's state."""
+        self._unpatch()
+        self.globals.restore(self.saved)
+
+
+#: Functions of the ``random`` module answered from the script while a session is open.
+SCRIPTED_RANDOM = ("random", "uniform", "randint", "randrange", "choice")
+
+
+def scripted_random_module(session: ProbeSession) -> Callable[[], None]:
+    """Point :data:`SCRIPTED_RANDOM` of the ``random`` module at ``session.script``; returns the undo.
+
+    Each maps one scripted ``u`` to the distribution the real function samples from
+    (uniform over the range or sequence), so probabilities stay exact. A module that bound
+    the real function earlier (``from random import choice``) still draws from the real
+    generator, which the session's check reports.
+    """
+    saved = {name: getattr(_pyrandom, name) for name in SCRIPTED_RANDOM}
+
+    def script() -> ScriptedRNG:
+        if session.script is None:  # outside a probe run (e.g. a snapshot check): the real module
+            raise _OutsideRun()
+        return session.script
+
+    def _random() -> float:
+        try:
+            return script().random()
+        except _OutsideRun:
+            return saved["random"]()
+
+    def _uniform(a: float, b: float) -> float:
+        try:
+            return a + (b - a) * script().random()
+        except _OutsideRun:
+            return saved["uniform"](a, b)
+
+    def _randrange(start: int, stop: int | None = None, step: int = 1) -> int:
+        try:
+            s = script()
+        except _OutsideRun:
+            return saved["randrange"](start, stop, step)
+        r = range(start) if stop is None else range(start, stop, step)
+        if len(r) == 0:
+            raise ValueError(f"empty range in randrange({start}, {stop}, {step})")
+        return r[min(int(s.random() * len(r)), len(r) - 1)]
+
+    def _randint(a: int, b: int) -> int:
+        return _randrange(a, b + 1)
+
+    def _choice(seq: Any) -> Any:
+        try:
+            s = script()
+        except _OutsideRun:
+            return saved["choice"](seq)
+        if not len(seq):
+            raise IndexError("Cannot choose from an empty sequence")
+        return seq[min(int(s.random() * len(seq)), len(seq) - 1)]
+
+    patched = {"random": _random, "uniform": _uniform, "randint": _randint, "randrange": _randrange, "choice": _choice}
+    for name, fn in patched.items():
+        setattr(_pyrandom, name, fn)
+
+    def undo() -> None:
+        for name, fn in saved.items():
+            setattr(_pyrandom, name, fn)
+
+    return undo
+
+
+class _OutsideRun(Exception):
+    pass
+
+
+class _SnapshotRunner:
+    """Runs on full restored copies of a snapshot; keeps one environment per outcome."""
+
+    def __init__(self, snapshot: Snapshot, rng: np.random.Generator) -> None:
+        self.snapshot, self.rng = snapshot, rng
+        self.fingerprints = snapshot.fingerprints
+        self.watched = {id(g) for g in snapshot.generators}
+        self.envs: dict[Any, Any] = {}
+
+    def start(self) -> tuple[Any, list[Any]]:
+        return self.snapshot.restore_with_generators()
+
+    def finish(self, env: Any, outcome: Any) -> Any:
+        if outcome is not None and outcome not in self.envs:
+            env.np_random = np.random.default_rng(int(self.rng.integers(2**62)))
+            self.envs[outcome] = env
+        return outcome
 
 
 class _Prober(Generic[Outcome]):
-    """One :func:`probe`: the restored runs spent so far and one environment per outcome seen."""
+    """One exact distribution: the runs spent so far, through a runner that restores and keeps states."""
 
-    def __init__(
-        self, snapshot: Snapshot, call: Callable[[Any], Outcome], rng: np.random.Generator, budget: int
-    ) -> None:
-        self.snapshot, self.call, self.rng, self.budget = snapshot, call, rng, budget
+    def __init__(self, runner: Any, call: Callable[[Any], Outcome], budget: int, session: ProbeSession) -> None:
+        self.runner, self.call, self.budget, self.session = runner, call, budget, session
         self.runs = 0
-        self.envs: dict[Outcome, Any] = {}
-        self.globals = GlobalGenerators(snapshot.classes)
-        self.saved = self.globals.save()
-        self.watched = {id(g) for g in snapshot.generators}
-        self.checked_at = 0  # runs done at the last check of the process-wide generators
+
+    def probe(self) -> dict[Outcome, float]:
+        outcome, used = self.hidden_check()
+        if used == 0:  # deterministic: the check's run was the whole story
+            return {cast(Outcome, outcome): 1.0}
+        return self.distribution([])
 
     def run(self, prefix: Sequence[float], filler: float | None = None) -> tuple[Outcome | None, int]:
         """``(outcome or None if more draws are needed, number of draws used)``."""
         self.runs += 1
         if self.runs > self.budget:
-            self.check_globals()
+            self.session.check()
             raise ProbeFailed(f"more than {self.budget} restored steps for one exact distribution")
         if self.runs % _GLOBAL_CHECK_EVERY == 0:
-            self.check_globals()
-        env, generators = self.snapshot.restore_with_generators()
+            self.session.check()
+        env, generators = self.runner.start()
         scripted = ScriptedRNG(prefix, filler)
         env.np_random = scripted
+        self.session.script = scripted
         outcome: Outcome | None
         try:
             outcome = self.call(env)
@@ -217,34 +330,24 @@ class _Prober(Generic[Outcome]):
             outcome = None
         except _Unprobeable as exc:
             raise ProbeFailed(f"the step draws with {exc}, which cannot be enumerated exactly") from None
+        finally:
+            self.session.script = None
         self.check_generators(env, generators)
-        if outcome is not None and outcome not in self.envs:
-            env.np_random = np.random.default_rng(int(self.rng.integers(2**62)))
-            self.envs[outcome] = env
-        return outcome, scripted.used
+        return self.runner.finish(env, outcome), scripted.used
 
     def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
         """:class:`HiddenRandomness` if the run drew from a generator of the copy or created one."""
-        for gen, before in zip(generators, self.snapshot.fingerprints):
+        for gen, before in zip(generators, self.runner.fingerprints):
             if not same_state(fingerprint(gen), before):
                 where = find_generator(env, gen) or "an object inside the environment"
                 why = "whose draws cannot be watched" if before is None else "drawn from during the run"
                 raise HiddenRandomness(f"`{where}` ({generator_type(gen)}), {why}")
         for layer in layers_of(env):
             for name, value in vars(layer).items():
-                if isinstance(value, RNG_TYPES) and name != "_np_random" and id(value) not in self.watched:
+                if isinstance(value, RNG_TYPES) and name != "_np_random" and id(value) not in self.runner.watched:
                     raise HiddenRandomness(
                         f"`{type(layer).__name__}.{name}` ({generator_type(value)}), a generator created during the run"
                     )
-
-    def check_globals(self) -> None:
-        """:class:`HiddenRandomness` if a process-wide generator was drawn from since the probe began."""
-        if self.checked_at == self.runs:
-            return
-        self.checked_at = self.runs
-        drawn = self.globals.drawn(self.saved)
-        if drawn is not None:
-            raise HiddenRandomness(drawn)
 
     def hidden_check(self) -> tuple[Outcome | None, int]:
         """Two complete runs (every draw 1/2) must agree, and neither may draw from another generator.
@@ -252,8 +355,8 @@ class _Prober(Generic[Outcome]):
         With a filler every draw is answered, so the outcome is never None here.
         """
         results = [self.run([], filler=0.5) for _ in range(2)]
-        self.check_globals()
         if results[0] != results[1]:
+            self.session.check()
             raise HiddenRandomness(
                 "a source that cannot be watched (two identical restored runs differ: fresh entropy, the clock, ...)"
             )
@@ -265,6 +368,15 @@ class _Prober(Generic[Outcome]):
         if outcome is not None:
             return {outcome: 1.0}
         return _NextDraw(self, prefix).distribution()
+
+
+def probe_states(
+    runner: Any, call: Callable[[Any], Outcome], session: ProbeSession, *, budget: int = PROBE_BUDGET
+) -> dict[Outcome, float]:
+    """Exact distribution of ``call`` through ``runner`` (e.g. the working copy of a
+    :class:`~.states.StateStore` set to one state); the process-wide generators are checked
+    by the caller's ``session``."""
+    return _Prober(runner, call, budget, session).probe()
 
 
 class _NextDraw(Generic[Outcome]):

@@ -12,21 +12,31 @@ observations and actions mapped through the value-map wrappers (:class:`ValueMap
 from __future__ import annotations
 
 import functools
+import math
+from array import array
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+from tqdm.auto import tqdm
 
 from policyagg.envs.tabular.chain import ValueMaps, wrappers
-from policyagg.envs.tabular.context import RouteContext, RouteUnavailable, discover, sample_resets
+from policyagg.envs.tabular.context import RouteContext, RouteUnavailable, sample_resets
 from policyagg.envs.tabular.model import EnvModel
-from policyagg.envs.tabular.probe import PROBE_GRID, HiddenRandomness, ProbeFailed, probe
+from policyagg.envs.tabular.probe import (
+    PROBE_GRID,
+    HiddenRandomness,
+    ProbeFailed,
+    ProbeSession,
+    _same,
+    probe,
+    probe_states,
+)
 from policyagg.envs.tabular.snapshot import (
     RNG_TYPES,
     GlobalGenerators,
-    Snapshot,
     find_generator,
     fingerprint,
     generator_type,
@@ -40,6 +50,7 @@ from policyagg.envs.tabular.spaces import (
     reset_outcome,
     step_outcome,
 )
+from policyagg.envs.tabular.states import SharedMutated, State, StateStore, Unfreezable
 from policyagg.errors import InvalidProblemError
 from policyagg.mdp import TabularMDP
 
@@ -251,8 +262,18 @@ def _initial_distribution(ctx: RouteContext, index: dict[ObservationKey, int]) -
 
 
 # --------------------------------------------------------------------------- route: enumerate
+#: Internal states expanded between two checks of the process-wide generators and progress updates.
+BATCH = 2048
+#: The enumeration is refused early when the estimated state count exceeds this multiple of ``max_states``.
+EARLY_REFUSAL = 2.0
+
+
 def route_enumerate(ctx: RouteContext) -> EnvModel:
-    """Breadth-first search over restored snapshots; each ``(state, action)`` probed exactly."""
+    """Breadth-first search over the environment's internal states; each ``(state, action)`` probed exactly.
+
+    The states are :class:`~.states.State` deltas of one working copy (:mod:`.states`); when
+    a step changes a shared object in place, the search starts over owning every attribute.
+    """
     actions = ctx.check_spaces()
     snapshot = ctx.snapshot()
     if snapshot is None:
@@ -260,57 +281,271 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
             f"the environment cannot be snapshotted and restored: {ctx.snapshot_reason}", warn=ctx.snapshot_mismatch
         )
     try:
-        start, start_envs = probe(snapshot, reset_outcome, ctx.rng)
+        try:
+            return _enumerate(ctx, actions, StateStore(snapshot, share=True))
+        except SharedMutated as exc:
+            model = _enumerate(ctx, actions, StateStore(snapshot, share=False))
+            model.info["shared"] = f"no: a step {exc} (every attribute copied per state)"
+            return model
+    except Unfreezable as exc:
+        raise RouteUnavailable(f"a state holds a {exc} that cannot be compared with other states") from None
+
+
+class _StoreRunner:
+    """Probe runs on the working copy of ``store`` set to ``state``; outcomes carry the next state's key."""
+
+    def __init__(self, store: StateStore, state: State) -> None:
+        self.store, self.state = store, state
+        self.fingerprints = store.fingerprints
+        self.watched = {id(g) for g in store.generators}
+        self.states: dict[Any, State] = {}
+
+    def start(self) -> tuple[Any, list[Any]]:
+        return self.store.restore(self.state)
+
+    def finish(self, env: Any, outcome: Any) -> Any:
+        self.store.check()
+        if outcome is None:
+            return None
+        after = self.store.capture()
+        full = (outcome, after.key)
+        self.states.setdefault(full, after)
+        return full
+
+
+def _probe_state(
+    ctx: RouteContext, store: StateStore, state: State, call: Any, session: ProbeSession, where: str
+) -> tuple[dict[Any, float], dict[Any, State]]:
+    runner = _StoreRunner(store, state)
+    try:
+        dist = probe_states(runner, call, session)
     except ProbeFailed as exc:
-        raise RouteUnavailable(f"`reset`: {exc}", warn=isinstance(exc, HiddenRandomness)) from None
-    index: dict[ObservationKey, int] = {}
-    snaps: dict[ObservationKey, Snapshot] = {}
-    queue: deque[ObservationKey] = deque()
-    for key in start:
-        discover(ctx, key, start_envs[key], index, snaps, queue)
-    rows, cols, probs, rewards = [], [], [], []
-    stochastic = 0
-    while queue:
-        key = queue.popleft()
-        s = index[key]
-        for a, action in enumerate(actions):
-            try:
-                dist, envs = probe(snaps[key], functools.partial(_step, action=action), ctx.rng)
-            except ProbeFailed as exc:
-                raise RouteUnavailable(
-                    f"state {key!r}, action {action!r}: {exc}", warn=isinstance(exc, HiddenRandomness)
-                ) from None
-            stochastic += len(dist) > 1
-            for outcome, p in dist.items():
-                nkey, reward, terminated = outcome
-                if terminated:
-                    col = -1
-                else:
-                    col = discover(ctx, nkey, envs[outcome], index, snaps, queue)
-                rows.append(s * len(actions) + a)
-                cols.append(col)
-                probs.append(p)
-                rewards.append(reward)
-    reward_sa = _reward_table(rows, probs, rewards, len(index) * len(actions))
-    rho = np.zeros(len(index))
-    for key, p in start.items():
-        rho[index[key]] += p
-    info = {"rho": "reset, probed exactly", "exact": True, "stochastic_pairs": stochastic, "probe_grid": PROBE_GRID}
+        raise RouteUnavailable(f"{where}: {exc}", warn=isinstance(exc, HiddenRandomness)) from None
+    return dist, runner.states
+
+
+def _observed(dist: dict[Any, float]) -> dict[Any, float]:
+    """The distribution of what the user sees, ``(observation, reward, terminated)``, summed over next states."""
+    out: dict[Any, float] = {}
+    for (outcome, _), p in dist.items():
+        out[outcome] = out.get(outcome, 0.0) + p
+    return out
+
+
+class _Search:
+    """The breadth-first search's tables: internal states, observations, transitions, progress."""
+
+    def __init__(self, ctx: RouteContext, n_actions: int) -> None:
+        self.ctx, self.A = ctx, n_actions
+        self.internal: dict[Any, int] = {}  # state key -> internal id
+        self.states: list[State] = []
+        self.obs_of: list[ObservationKey] = []
+        self.index: dict[ObservationKey, int] = {}  # observation -> model state
+        self.rep: list[int] = []  # model state -> its first internal id
+        self.queue: deque[int] = deque()
+        self.rows, self.cols = array("q"), array("q")
+        self.probs, self.rewards = array("d"), array("d")
+        self.width: int | None = None
+        self.estimate = StateEstimate()
+
+    def add(self, key: ObservationKey, state: State) -> int:
+        """Internal id of ``state`` (with observation ``key``), registering both if new."""
+        i = self.internal.get(state.key)
+        if i is not None:
+            return i
+        if key not in self.index:
+            if len(self.index) >= self.ctx.max_states:
+                raise InvalidProblemError(
+                    f"{self.ctx.label} has more than `max_states`={self.ctx.max_states} reachable states; raise "
+                    "`max_states` or use a smaller environment"
+                )
+            self.index[key] = len(self.index)
+            self.rep.append(len(self.states))
+            self.estimate.add(key)
+        elif len(self.states) >= 10 * self.ctx.max_states:
+            raise InvalidProblemError(
+                f"{self.ctx.label} has more than {10 * self.ctx.max_states} internal states (10 x `max_states`) behind "
+                f"{len(self.index)} observations; raise `max_states`"
+            )
+        i = self.internal[state.key] = len(self.states)
+        self.states.append(state)
+        self.obs_of.append(key)
+        self.queue.append(i)
+        return i
+
+    def record(self, s: int, a: int, col: int, p: float, reward: tuple[float, ...]) -> None:
+        if self.width is None:
+            self.width = len(reward)
+        elif len(reward) != self.width:
+            raise InvalidProblemError(
+                f"the environment's rewards change length between steps: {sorted({self.width, len(reward)})}"
+            )
+        self.rows.append(s * self.A + a)
+        self.cols.append(col)
+        self.probs.append(p)
+        self.rewards.extend(reward)
+
+
+def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> EnvModel:
+    session = ProbeSession(store.snapshot.classes)
+    search = _Search(ctx, len(actions))
+    bar = tqdm(total=None, unit=" states", desc=f"enumerating {ctx.label}", disable=None, leave=False)
+    try:
+        start, start_states = _probe_state(ctx, store, store.root, reset_outcome, session, "`reset`")
+        for full in start:
+            search.add(full[0], start_states[full])
+        steps = [functools.partial(_step, action=action) for action in actions]
+        rep_cache: dict[int, list[dict[Any, float]]] = {}
+        done = 0
+        while search.queue:
+            i = search.queue.popleft()
+            key, state = search.obs_of[i], search.states[i]
+            s = search.index[key]
+            observed = []
+            for a, step in enumerate(steps):
+                where = f"state {key!r}, action {actions[a]!r}"
+                dist, after = _probe_state(ctx, store, state, step, session, where)
+                observed.append(_observed(dist))
+                for full in dist:
+                    (nkey, _, terminated), _ = full
+                    if not terminated:
+                        search.add(nkey, after[full])
+                if search.rep[s] == i:
+                    for (nkey, reward, terminated), p in observed[a].items():
+                        search.record(s, a, -1 if terminated else search.index[nkey], p, reward)
+            if search.rep[s] != i:
+                _check_same(ctx, store, search, i, observed, rep_cache, steps, actions, session)
+            done += 1
+            if done % BATCH == 0:
+                _checkpoint(ctx, search, session, bar, done)
+        session.check()
+    except HiddenRandomness as exc:
+        raise RouteUnavailable(f"while enumerating: {exc}", warn=True) from None
+    finally:
+        session.close()
+        bar.close()
+    A = len(actions)
+    n_obs = len(search.index)
+    reward_sa = _reward_table(search.rows, search.probs, search.rewards, search.width or 1, n_obs * A)
+    rho = np.zeros(n_obs)
+    for full, p in start.items():
+        rho[search.index[full[0]]] += p
+    info = {
+        "rho": "reset, probed exactly",
+        "exact": True,
+        "stochastic_pairs": int(np.count_nonzero(np.bincount(search.rows, minlength=n_obs * A) > 1)),
+        "probe_grid": PROBE_GRID,
+        "internal_states": len(search.states),
+        "shared": "yes" if store.share else "no: the environment holds objects whose changes cannot be checked",
+    }
     return ctx.finish(
-        np.array(rows), np.array(cols), np.array(probs), reward_sa, rho, list(index), actions, "enumerate", info
+        np.frombuffer(search.rows, dtype=np.int64),
+        np.frombuffer(search.cols, dtype=np.int64),
+        np.frombuffer(search.probs, dtype=float),
+        reward_sa,
+        rho,
+        list(search.index),
+        actions,
+        "enumerate",
+        info,
     )
+
+
+def _check_same(
+    ctx: RouteContext,
+    store: StateStore,
+    search: _Search,
+    i: int,
+    observed: list[dict[Any, float]],
+    cache: dict[int, list[dict[Any, float]]],
+    steps: Sequence[Any],
+    actions: Sequence[Any],
+    session: ProbeSession,
+) -> None:
+    """The model over observations is exact only if every internal state behind an observation steps
+    like its first one (same distribution of observation, reward and termination under every action)."""
+    key = search.obs_of[i]
+    r = search.rep[search.index[key]]
+    if r not in cache:
+        if len(cache) > 4096:
+            cache.clear()
+        cache[r] = [
+            _observed(_probe_state(ctx, store, search.states[r], step, session, f"state {key!r}")[0]) for step in steps
+        ]
+    for a, (mine, theirs) in enumerate(zip(observed, cache[r])):
+        if not _same(mine, theirs):
+            raise RouteUnavailable(
+                f"observation {key!r} does not identify the environment's state: two internal states with it "
+                f"(made of {store.describe(search.states[i])}) step differently under action {actions[a]!r}, so no "
+                "model over observations is exact",
+                warn=True,
+            )
+
+
+def _checkpoint(ctx: RouteContext, search: _Search, session: ProbeSession, bar: Any, done: int) -> None:
+    """Between batches: the process-wide generators checked, the progress shown, an early refusal."""
+    session.check()
+    estimate = search.estimate.value(len(search.index))
+    if estimate > EARLY_REFUSAL * ctx.max_states:
+        raise InvalidProblemError(
+            f"{ctx.label} has about {estimate:,} reachable states ({search.estimate.describe()}, after "
+            f"{len(search.index):,} found), more than {EARLY_REFUSAL:g} x `max_states`={ctx.max_states}; raise "
+            "`max_states` above it (the estimate can be too high when observation components are correlated) "
+            "or use a smaller environment"
+        )
+    bar.total = max(estimate, len(search.index))
+    bar.n = len(search.index)
+    bar.set_postfix_str(f"{done:,} expanded, {len(search.states):,} internal", refresh=False)
+    bar.refresh()
+
+
+class StateEstimate:
+    """An early estimate of the number of observations: the product of the number of values each
+    component of the (flattened) observation took so far; the count found when the observation has
+    one component or a varying length."""
+
+    def __init__(self) -> None:
+        self.values: list[set[int]] | None = None
+        self.ragged = False
+
+    def add(self, key: ObservationKey) -> None:
+        if self.ragged:
+            return
+        flat = _flatten(key)
+        if self.values is None:
+            self.values = [set() for _ in flat]
+        if len(flat) != len(self.values):
+            self.ragged = True
+            return
+        for seen, v in zip(self.values, flat):
+            seen.add(v)
+
+    def value(self, found: int) -> int:
+        if self.ragged or self.values is None or len(self.values) < 2:
+            return found
+        return max(found, math.prod(len(v) for v in self.values))
+
+    def describe(self) -> str:
+        if self.ragged or self.values is None or len(self.values) < 2:
+            return "the count found"
+        return "the product of the values each observation component took: " + " x ".join(
+            str(len(v)) for v in self.values
+        )
+
+
+def _flatten(key: Any) -> tuple[Any, ...]:
+    if isinstance(key, tuple):
+        return tuple(v for part in key for v in _flatten(part))
+    return (key,)
 
 
 def _step(env: Any, action: Any) -> StepOutcome:
     return step_outcome(env.step(action))
 
 
-def _reward_table(rows: Sequence[int], weights: Sequence[float], rewards: Sequence[Any], n_rows: int) -> np.ndarray:
-    """``(n, n_rows)`` sums of ``weight * reward`` per row; every reward must have the same length."""
-    lengths = {len(r) for r in rewards}
-    if len(lengths) > 1:
-        raise InvalidProblemError(f"the environment's rewards change length between steps: {sorted(lengths)}")
-    R = np.array(rewards, dtype=float).reshape(len(rewards), -1)
+def _reward_table(rows: Any, weights: Any, rewards: Any, width: int, n_rows: int) -> np.ndarray:
+    """``(width, n_rows)`` sums of ``weight * reward`` per row; ``rewards`` is flat, ``width`` values per entry."""
+    R = np.asarray(rewards, dtype=float).reshape(-1, width)
     row_of = np.asarray(rows, dtype=np.int64)
     weight = np.asarray(weights, dtype=float)
-    return np.stack([np.bincount(row_of, weights=weight * R[:, i], minlength=n_rows) for i in range(R.shape[1])])
+    return np.stack([np.bincount(row_of, weights=weight * R[:, i], minlength=n_rows) for i in range(width)])

@@ -1,0 +1,200 @@
+"""Enumeration at scale (issue 15, item 5): compact states, early refusal, and unchanged models.
+
+The checksums below were computed with the enumeration before this change (per-state deep
+copies, commit 8dcc71a) on the same canonical form: states sorted by observation, ``P`` as
+sorted ``(s*A + a, s', p)`` triplets, rewards and ``rho`` in that order, rounded to 1e-9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import resource
+import time
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from gymnasium import spaces
+
+from policyagg.envs.tabular import ModelWarning, from_gymnasium, make_env
+from policyagg.errors import InvalidProblemError
+
+# (env id, kwargs, route) -> (P, R, rho) digests computed with the old enumeration
+FROZEN = {
+    ("FrozenLake-v1", (), "auto"): ("d524ddd7fd737273", "0c9640125e881f7b", "d5ae40407fdc5f61"),
+    ("FrozenLake-v1", (), "enumerate"): ("619bb612e730eba9", "e31fd661a15ff41c", "c92580fa06fd712f"),
+    ("CliffWalking-v1", (), "auto"): ("4011b38de0381d83", "188ddee6df5a412c", "90f5fb048d6545e6"),
+    ("CliffWalking-v1", (), "enumerate"): ("2b2e659bbbc7e5b5", "3a5f4e069a68dae9", "a8680d7b3423752b"),
+    ("Taxi-v4", (), "auto"): ("e17e55167479e342", "9e02db1bf2681905", "b57cecd9491bd13c"),
+    ("deep-sea-treasure-v0", (), "auto"): ("bd2652de3309b9ec", "263fcfaae5623861", "52766a29918c0743"),
+    ("resource-gathering-v0", (), "auto"): ("00d786e89c3374a2", "e5a4928d259df52b", "945e2e4e5c923807"),
+    ("fruit-tree-v0", (("depth", 5),), "auto"): ("09f12bde07a66344", "41e81b6fb0ba5217", "8034367eec764951"),
+    ("fruit-tree-v0", (("depth", 6),), "auto"): ("60cb70207532687f", "96ed61e4f884de63", "0f6735e341e57b28"),
+}
+
+
+def _canonical(model):
+    obs = model.observations
+    order = sorted(range(len(obs)), key=lambda s: (obs[s] is None, repr(obs[s])))
+    inv = np.empty(len(order), dtype=np.int64)
+    inv[order] = np.arange(len(order))
+    A = model.mdp.n_actions
+    P = sp.coo_array(model.mdp.P)
+    s, a = np.divmod(P.row, A)
+    trip = np.stack([inv[s] * A + a, inv[P.col], P.data], axis=1)
+    trip = trip[np.lexsort((trip[:, 1], trip[:, 0]))]
+    return trip, np.asarray(model.rewards)[:, order, :], np.asarray(model.mdp.rho)[order]
+
+
+def _digest(arr):
+    rounded = np.round(np.asarray(arr, float), 9) + 0.0
+    return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", sorted(FROZEN), ids=lambda c: f"{c[0]}{dict(c[1]) or ''}-{c[2]}")
+def test_models_unchanged(case):
+    env_id, kwargs, route = case
+    if not env_id[0].isupper():
+        pytest.importorskip("mo_gymnasium")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = from_gymnasium(make_env(env_id, **dict(kwargs)), gamma=0.9, route=route, rng=0)
+    assert tuple(_digest(x) for x in _canonical(model)) == FROZEN[case]
+
+
+# --------------------------------------------------------------------------- small environments
+class _Line(gymnasium.Env):
+    """Positions 0..3 on a line; reset picks a start with ``random.choice`` (the ``random`` module)."""
+
+    observation_space = spaces.Discrete(4)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self, starts=(0, 1, 3)):
+        self.starts = list(starts)
+        self.pos = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = random.choice(self.starts)
+        return self.pos, {}
+
+    def step(self, action):
+        self.pos = min(3, max(0, self.pos + (1 if action else -1)))
+        return self.pos, float(self.pos == 3), False, False, {}
+
+
+class _BoundChoice(_Line):
+    """Draws through a function bound before enumeration (``from random import choice``)."""
+
+    pick = staticmethod(random._inst.choice)  # type: ignore[attr-defined]
+
+    def reset(self, *, seed=None, options=None):
+        gymnasium.Env.reset(self, seed=seed)
+        self.pos = self.pick(self.starts)
+        return self.pos, {}
+
+
+class _HiddenBit(gymnasium.Env):
+    """A hidden bit, set by the first action, decides whether action 1 ends the episode later."""
+
+    observation_space = spaces.Discrete(3)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.bit = 0, 0
+        return 0, {}
+
+    def step(self, action):
+        if self.pos == 0:
+            self.bit = int(action)
+            self.pos = 1
+            return 1, 0.0, False, False, {}
+        if self.pos == 1:
+            self.pos = 2
+            return 2, 0.0, False, False, {}
+        return 2, 1.0, bool(action and self.bit), False, {}
+
+
+class _Scratch(gymnasium.Env):
+    """Writes its last action into a dict made in ``__init__`` (a shared object changed in place)."""
+
+    observation_space = spaces.Discrete(3)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self):
+        self.scratch = {"last": None}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = 0
+        return 0, {}
+
+    def step(self, action):
+        self.scratch["last"] = int(action)
+        slip = self.np_random.random() < 0.25
+        self.pos = (self.pos + (0 if slip else 1)) % 3
+        return self.pos, float(self.pos == 2), False, False, {}
+
+
+def test_random_module_choice_is_scripted_exactly():
+    model = from_gymnasium(_Line(), gamma=0.9, route="enumerate")
+    assert model.info["exact"] is True
+    rho = {model.observations[s]: p for s, p in enumerate(model.mdp.rho)}
+    assert rho == pytest.approx({0: 1 / 3, 1: 1 / 3, 2: 0.0, 3: 1 / 3}, abs=1e-12)
+    # the random module is left as it was
+    assert random.choice == random._inst.choice  # type: ignore[attr-defined]
+
+
+def test_function_bound_to_the_random_module_falls_back():
+    with pytest.warns(ModelWarning, match="random"):
+        model = from_gymnasium(_BoundChoice(), gamma=0.9, rng=0, n_samples=20, reset_samples=60)
+    assert model.route == "sampled" and model.info["exact"] is False
+
+
+def test_observation_that_hides_state_is_not_called_exact():
+    with pytest.raises(InvalidProblemError, match="does not identify the environment's state"):
+        from_gymnasium(_HiddenBit(), gamma=0.9, route="enumerate")
+    with pytest.warns(ModelWarning, match="does not identify"):
+        model = from_gymnasium(_HiddenBit(), gamma=0.9, rng=0, n_samples=20)
+    assert model.info["exact"] is False
+
+
+def test_shared_object_changed_in_place_starts_over_owning_everything():
+    model = from_gymnasium(_Scratch(), gamma=0.9, route="enumerate")
+    assert model.info["shared"].startswith("no")
+    s = {o: i for i, o in enumerate(model.observations)}
+    P = model.mdp.P.toarray().reshape(3, 2, 3)
+    # independent: the step moves on with probability 3/4 and stays with 1/4
+    for pos in range(3):
+        for a in range(2):
+            assert P[s[pos], a, s[(pos + 1) % 3]] == pytest.approx(0.75, abs=1e-12)
+            assert P[s[pos], a, s[pos]] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_default_limit_is_refused_early_with_the_estimate():
+    pytest.importorskip("mo_gymnasium")
+    start = time.process_time()
+    with pytest.raises(InvalidProblemError, match=r"about [\d,]+ reachable states.*raise `max_states`"):
+        from_gymnasium("four-room-v0", gamma=0.9, route="enumerate")
+    print(f"four-room refused after {time.process_time() - start:.1f} s CPU, load {os.getloadavg()}")
+
+
+@pytest.mark.slow
+def test_four_room_converts_completely():
+    """Reported, not asserted: wall time, CPU time, peak RSS and the load average."""
+    pytest.importorskip("mo_gymnasium")
+    wall, cpu = time.perf_counter(), time.process_time()
+    model = from_gymnasium("four-room-v0", gamma=0.99, max_states=1_000_000)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"four-room: {model.mdp.n_states} states, route {model.route}, {wall:.0f} s wall, {cpu:.0f} s CPU, "
+        f"{model.mdp.n_states / wall:.0f} states/s, peak RSS {rss:.0f} MB, load {os.getloadavg()}"
+    )
+    assert model.route == "enumerate" and model.info["exact"] is True
+    assert model.n_agents == 3
