@@ -280,7 +280,8 @@ def _solve_iteratively(
 ) -> np.ndarray:
     """Solve ``op x = b`` to :data:`ITERATIVE_RTOL`: BiCGSTAB (little Python overhead per
     step); if it stalls or breaks down, restarted GMRES preconditioned by the incomplete LU
-    that ``preconditioner()`` returns (unpreconditioned without one);
+    that ``preconditioner()`` returns (unpreconditioned without one; the true relative residual
+    of a preconditioned solve must be at most ``1e3 * ITERATIVE_RTOL``);
     :class:`PolicyEvaluationError` if both fail."""
     target = ITERATIVE_RTOL * np.linalg.norm(b)
     x, info = spla.bicgstab(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, maxiter=2000)
@@ -289,6 +290,9 @@ def _solve_iteratively(
         x, info = spla.gmres(op, b, x0=x0, rtol=ITERATIVE_RTOL, atol=0.0, restart=60, maxiter=50, M=M)
         if info != 0:
             raise PolicyEvaluationError(f"GMRES did not converge (info {info})")
+        # a preconditioned GMRES may stop on its preconditioned residual: check the true one
+        if M is not None and not np.linalg.norm(op.matvec(x) - b) <= 1e3 * target:
+            raise PolicyEvaluationError("preconditioned GMRES stopped above the residual tolerance")
     return np.asarray(x)
 
 
