@@ -6,6 +6,7 @@ utilitarian solve measured in the same run (the baseline). No timing is asserted
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -20,14 +21,23 @@ from policyagg.sampling import sample_policy_returns
 from policyagg.solvers.decomposition import ColumnPool
 from policyagg.solvers.occupancy import decomposes, decomposition, occupancy_program
 
-#: (label, rule, options) timed by :func:`bench_scale`.
+#: (label, rule, options) timed by :func:`bench_scale`: every LP-based rule (the first is the baseline).
 SCALE_CASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("utilitarian", "utilitarian", {"normalize": True}),
     ("egalitarian", "egalitarian", {"normalize": True}),
     ("max-quantile", "max_quantile", {}),
     ("PVC", "pvc", {}),
     ("0.9-approval", "approval", {"alpha": 0.9}),
+    ("Borda (LP)", "borda", {"solver": "lp"}),
+    ("Nash welfare", "nash_welfare", {}),
+    ("generalized Gini", "generalized_gini", {}),
+    ("random dictator", "random_dictator", {}),
 )
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (other jobs share the cores: read timings with it)."""
+    return float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else float("nan")
 
 
 MIXTURE_SOURCE = "a mixture of the agents' extreme occupancies (timing only: not one of the package's measures)"
@@ -48,7 +58,7 @@ def bench_scale(
     n_sites: int = 8,
     n_phases: int = 3,
     n_agents: int = 10,
-    n_samples: int = 20_000,
+    n_samples: int = 2_000,
     samples_path=None,
     mixture: bool = False,
     seed: int = 0,
@@ -80,15 +90,22 @@ def bench_scale(
     """
     from policyagg.experiments.compare import attention_problem
 
+    phases: dict[str, dict[str, float]] = {}
+
+    def phase(name: str, started: float) -> float:
+        seconds = time.perf_counter() - started
+        phases[name] = {"seconds": seconds, "load": load_average(), "peak_rss_mb": peak_rss_mb()}
+        return seconds
+
     start = time.perf_counter()
     problem = attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed)
     _ = problem.polytope
-    build_seconds = time.perf_counter() - start
+    build_seconds = phase("model build", start)
     pool = ColumnPool(problem.mdp)
     start = time.perf_counter()
     with decomposition(pool=pool):
         problem = solvers.with_ranges(problem, backend=backend)
-    ranges_seconds = time.perf_counter() - start
+    ranges_seconds = phase("return ranges", start)
     start = time.perf_counter()
     if samples_path is not None:
         samples = ReturnSamples.load(samples_path)
@@ -105,7 +122,7 @@ def bench_scale(
         label = False if progress is False else f"bench scale seed {seed}: policy samples"
         samples = sample_policy_returns(problem, n_samples, rng=seed, workers=workers, progress=label)
         source = f"the `policy` measure (seed {seed}), real samples drawn in this run"
-    sampling_seconds = time.perf_counter() - start
+    sampling_seconds = phase("samples", start)
     decomposed = decomposes(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="probe"), backend)
 
     after_ranges = pool.snapshot()
@@ -135,6 +152,8 @@ def bench_scale(
             "vs_baseline": seconds / baseline,
             "min_rank": result.min_rank,
             "violation": float(problem.polytope.violation(result.occupancy)),
+            "status": result.status,
+            "load": load_average(),
             "peak_rss_mb": peak_rss_mb(),
         }
     mdp = problem.mdp
@@ -147,6 +166,7 @@ def bench_scale(
         "share_columns": share_columns,
         "build_seconds": build_seconds,
         "ranges_seconds": ranges_seconds,
+        "phases": phases,
         "baseline": rules[0][0] if rules else None,
         "baseline_seconds": baseline,
         "rules": timings,
@@ -156,19 +176,23 @@ def bench_scale(
 
 def format_scale(report: dict) -> str:
     """The report as a Markdown table."""
+    phases = report.get("phases", {})
     lines = [
         f"{report['model']}; {report['samples']}; column generation: {report['column_generation']}",
-        f"model build {report['build_seconds']:.2f} s, return ranges {report['ranges_seconds']:.2f} s, "
-        f"samples {report['sampling_seconds']:.1f} s",
+        "; ".join(
+            f"{name} {p['seconds']:.1f} s (load {p['load']:.1f}, peak RSS {p['peak_rss_mb']:.0f} MB)"
+            for name, p in phases.items()
+        ),
         "",
-        "| rule | s | CPU s | in rule s | solves | build s | HiGHS s | pricing s | x baseline | min rank | peak RSS MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rule | s | CPU s | in rule s | solves | build s | HiGHS s | pricing s | x baseline | status | min rank "
+        "| load | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, t in report["rules"].items():
         lines.append(
-            f"| {label} | {t['seconds']:.1f} | {t['cpu_seconds']:.1f} | {t['rule_seconds']:.1f} | {t['solves']} | {t['build_seconds']:.2f} | "
-            f"{t['highs_seconds']:.2f} | {t['pricing_seconds']:.1f} | {t['vs_baseline']:.1f} | "
-            f"{t['min_rank']:.3f} | {t['peak_rss_mb']:.0f} |"
+            f"| {label} | {t['seconds']:.1f} | {t['cpu_seconds']:.1f} | {t['rule_seconds']:.1f} | {t['solves']} | "
+            f"{t['build_seconds']:.2f} | {t['highs_seconds']:.2f} | {t['pricing_seconds']:.1f} | "
+            f"{t['vs_baseline']:.1f} | {t['status']} | {t['min_rank']:.3f} | {t['load']:.1f} | {t['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
 

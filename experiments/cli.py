@@ -256,7 +256,7 @@ def _bench_scale(args) -> None:
                 n_sites=args.sites,
                 n_phases=args.phases,
                 n_agents=_one_agent_count(args),
-                n_samples=args.samples or 20_000,
+                n_samples=args.samples or 2_000,
                 samples_path=args.samples_file,
                 workers=args.workers,
                 progress=None,
@@ -586,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  sampler  policies/s of the batched sampler vs one dense solve per policy, 1 and N workers\n"
         "  growth   sampler cost per sample on 3..--sites sites, against the non-zeros of P\n"
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
-        "  scale    LP rules on the 8-site model (6561 states) with real `policy` samples\n"
+        "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
         "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
@@ -622,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
-        "scale 20000, volume 4000, agents 2000 per number of agents)",
+        "scale 2000, volume 4000, agents 2000 per number of agents)",
     )
     p.add_argument(
         "--samples-file",

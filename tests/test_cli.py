@@ -230,6 +230,29 @@ def test_bench_scale_samples_are_real_policy_samples():
     assert "timing only" in mixture["samples"]
 
 
+def test_bench_scale_times_every_lp_rule_with_status_load_and_phases():
+    from policyagg.experiments.bench_scale import SCALE_CASES, bench_scale, format_scale
+
+    assert {name for _, name, _ in SCALE_CASES} == {
+        "utilitarian",
+        "egalitarian",
+        "max_quantile",
+        "pvc",
+        "approval",
+        "borda",
+        "nash_welfare",
+        "generalized_gini",
+        "random_dictator",
+    }
+    report = bench_scale(n_sites=3, n_agents=3, n_samples=200, mixture=True)
+    assert list(report["phases"]) == ["model build", "return ranges", "samples"]
+    assert all(p["seconds"] >= 0 and p["peak_rss_mb"] > 0 for p in report["phases"].values())
+    assert set(report["rules"]) == {label for label, _, _ in SCALE_CASES}
+    assert all(t["status"] in ("optimal", "gap", "time-limit") for t in report["rules"].values())
+    text = format_scale(report)
+    assert "return ranges" in text and "load" in text and "| random dictator |" in text
+
+
 def test_compare_progress_bars_name_the_seed(tmp_path, capsys):
     assert main(["compare", "--sites", "3", "--samples", "200", "--seed", "2", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err

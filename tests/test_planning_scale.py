@@ -1,0 +1,101 @@
+"""The large-MDP paths of policyagg.planning (issue 15 item 5): stationary distributions solved
+iteratively, the Cesaro limit of a unichain matrix on its closed class, the closed-class
+stationary distribution in policy evaluation and the preconditioned GMRES fallback. Each is
+checked against an independent dense computation (an eigenvector, or powers of ``P``)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from policyagg import planning
+
+
+def _random_chain(n: int, seed: int, *, absorbing_tail: int = 0) -> np.ndarray:
+    """A dense stochastic ``n x n`` matrix: irreducible on its first ``n - absorbing_tail``
+    states (a cycle plus random sparse edges); the last ``absorbing_tail`` states are transient
+    and drain into the first block."""
+    rng = np.random.default_rng(seed)
+    m = n - absorbing_tail
+    P = np.zeros((n, n))
+    P[np.arange(m), (np.arange(m) + 1) % m] = 1.0  # a cycle: irreducible
+    P[:m, :m] += (rng.random((m, m)) < 4 / m) * rng.random((m, m))
+    P[m:, :] = (rng.random((absorbing_tail, n)) < 0.3) * rng.random((absorbing_tail, n))
+    P[m:, 0] += 1.0  # every transient state leaks into the class
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def _eigen_stationary(P: np.ndarray) -> np.ndarray:
+    """The left eigenvector of ``P`` for eigenvalue 1, normalised: independent of the solvers."""
+    values, vectors = np.linalg.eig(P.T)
+    v = np.real(vectors[:, np.argmin(np.abs(values - 1.0))])
+    return v / v.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stationary_distribution_iterative_path_matches_the_eigenvector(monkeypatch, seed):
+    P = _random_chain(60, seed)
+    monkeypatch.setattr(planning, "STATIONARY_DIRECT_MAX_STATES", 10)  # force the iterative path
+    pi = planning.stationary_distribution(sp.csr_array(P))
+    np.testing.assert_allclose(pi, _eigen_stationary(P), atol=1e-12)
+    assert pi.sum() == pytest.approx(1.0)
+
+
+def test_stationary_distribution_falls_back_to_lu_when_iterations_fail(monkeypatch):
+    P = _random_chain(40, 3)
+    monkeypatch.setattr(planning, "STATIONARY_DIRECT_MAX_STATES", 10)
+
+    def fail(*args, **kwargs):
+        raise planning.PolicyEvaluationError("forced")
+
+    monkeypatch.setattr(planning, "_solve_iteratively", fail)
+    np.testing.assert_allclose(planning.stationary_distribution(sp.csr_array(P)), _eigen_stationary(P), atol=1e-12)
+
+
+@pytest.mark.parametrize("direct_max", [10_000, 10])
+def test_cesaro_limit_of_a_unichain_matrix_with_transient_states(monkeypatch, direct_max):
+    P = _random_chain(50, 4, absorbing_tail=15)
+    monkeypatch.setattr(planning, "STATIONARY_DIRECT_MAX_STATES", direct_max)
+    rho = np.zeros(50)
+    rho[-1] = 1.0  # start in a transient state
+    mu = planning.cesaro_limit(sp.csr_array(P), rho)
+    # independent: the average of rho^T P^t over many steps (the class is aperiodic: random edges)
+    power = np.linalg.matrix_power(P, 4096)
+    np.testing.assert_allclose(mu, rho @ power, atol=1e-10)
+    assert np.all(mu[-15:] == 0.0)
+
+
+def test_evaluation_takes_the_stationary_distribution_on_the_closed_class(monkeypatch):
+    P = _random_chain(80, 5, absorbing_tail=30)
+    c = np.random.default_rng(0).standard_normal(80)
+    rho = np.full(80, 1 / 80)
+    direct = planning.evaluate_policy(sp.csr_array(P), c, gamma=1.0, rho=rho, direct=True)
+    monkeypatch.setattr(planning, "CLASS_DIRECT_MAX_STATES", 1000)
+    iterative = planning.evaluate_policy(sp.csr_array(P), c, gamma=1.0, rho=rho, direct=False)
+    np.testing.assert_allclose(iterative.mu, _eigen_stationary(P), atol=1e-12)
+    np.testing.assert_allclose(direct.mu, iterative.mu, atol=1e-12)
+    assert iterative.gain == pytest.approx(direct.gain, abs=1e-10)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_gmres_fallback_with_incomplete_lu_when_bicgstab_breaks_down(monkeypatch, gamma):
+    P = _random_chain(70, 6, absorbing_tail=20)
+    c = np.random.default_rng(1).standard_normal(70)
+    rho = np.full(70, 1 / 70)
+    expected = planning.evaluate_policy(sp.csr_array(P), c, gamma=gamma, rho=rho, direct=True)
+    built = []
+    real_ilu = planning.incomplete_lu
+
+    def counting_ilu(M):
+        built.append(M.shape)
+        return real_ilu(M)
+
+    def broken_bicgstab(op, b, x0=None, **kwargs):
+        return np.zeros_like(b), -10  # a breakdown, as on the absorbing chains of extreme policies
+
+    monkeypatch.setattr(planning, "incomplete_lu", counting_ilu)
+    monkeypatch.setattr(planning.spla, "bicgstab", broken_bicgstab)
+    monkeypatch.setattr(planning, "CLASS_DIRECT_MAX_STATES", 0)  # mu through the iterative path too
+    got = planning.evaluate_policy(sp.csr_array(P), c, gamma=gamma, rho=rho, direct=False)
+    assert len(built) == 1  # one factorisation serves the value and the transposed (mu) system
+    np.testing.assert_allclose(got.potential, expected.potential, atol=1e-9)
+    np.testing.assert_allclose(got.mu, expected.mu, atol=1e-12)
