@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policyagg import solvers
-from policyagg.envs.tabular import from_gymnasium, make_env
+from policyagg.envs.tabular import RESET_SAMPLES, from_gymnasium, make_env
 from policyagg.errors import CheckpointWarning, CorruptFileError, PolicyAggError
 from policyagg.experiments.checkpoints import Manifest, output_lock
 from policyagg.experiments.compare import attention_problem, slug
@@ -86,7 +86,7 @@ def build_problem(config: ExperimentConfig, seed: int) -> Problem:
             gamma=config.gamma,
             on_termination=config.on_termination,
             rng=seed,
-            **({} if config.reset_samples is None else {"reset_samples": config.reset_samples}),
+            reset_samples=RESET_SAMPLES if config.reset_samples is None else config.reset_samples,
         )
         problem = model.problem()
     return solvers.with_ranges(problem)

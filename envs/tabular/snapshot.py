@@ -162,7 +162,7 @@ class Snapshot:
 
     def restore_with_generators(self) -> tuple[Any, list[Any]]:
         """A restored copy and its generators (the copies of :attr:`generators`, in that order)."""
-        shells = [object.__new__(c) for c in self.classes]
+        shells: list[Any] = [object.__new__(c) for c in self.classes]
         memo: dict[int, Any] = {id(t): s for t, s in zip(self.templates, shells)}
         for shell, state in zip(shells, self.payload):
             shell.__dict__.update(copy.deepcopy(state, memo))
