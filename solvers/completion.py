@@ -421,6 +421,7 @@ def finish(
     if lift and gap > PARETO_TOL:
         # solver tolerances left the rule's point short of the frontier: lift it (no agent loses)
         extra["pareto_lift"] = gap
+        extra.pop("class_mixing", None)  # the lifted point is derived afresh
         d = _normalised(better)
         derived = _derive(problem.mdp, d, extra)
         gap, _ = pareto_improvement(
