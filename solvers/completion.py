@@ -455,7 +455,8 @@ def finish(
             f"{np.array2string(optimizer_returns, precision=6)} mix {derived.classes} closed classes of states; "
             f"the result reports what its policy does, {np.array2string(returns, precision=6)} (largest "
             f"difference {policy_gap:.3g} of an agent's return range), no Pareto optimality is claimed and the "
-            f"status is {status!r}. {_delivery_hint(problem)}",
+            f"status is {status!r}. Use `gamma` < 1, or an MDP whose actions connect its closed classes "
+            "(then a stationary policy that moves between them delivers the point).",
             DeliveryWarning,
             stacklevel=3,
         )
@@ -521,16 +522,6 @@ def delivery_gap(problem: Problem, delivered: np.ndarray, returns: np.ndarray) -
     scale = np.abs(problem.reward_matrix).max(axis=1)
     scale = np.where(ranges.flat, np.where(scale > 0, scale, 1.0), ranges.width)
     return float(np.max(np.abs(np.asarray(delivered) - np.asarray(returns)) / scale, initial=0.0))
-
-
-def _delivery_hint(problem: Problem) -> str:
-    """What to try when a policy does not deliver: the usual cause for each criterion."""
-    if problem.mdp.average_reward:
-        return (
-            "With `gamma` = 1 the occupancy probably mixes closed classes of states that no stationary "
-            "policy started from `rho` mixes in the same proportions; use `gamma` < 1 or an MDP with one closed class."
-        )
-    return "Solver tolerances on a `gamma` close to 1 can cause this; tighten them or lower `gamma`."
 
 
 def pareto_check(problem: Problem, result_or_occupancy, *, backend: str = "highs") -> tuple[bool, float]:
