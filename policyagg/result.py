@@ -111,32 +111,13 @@ class Result:
         truncated, invalid JSON, made-up or edited files) raises :class:`CorruptFileError`
         naming the file.
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise InvalidProblemError(f"`path` must be a file path; got {type(path).__name__}")
-        json_path, npz_path = Path(path).with_suffix(".json"), Path(path).with_suffix(".npz")
+        json_path, meta, payload = read_checked(path, "result", _META_KEYS)
         redo = "save the result again (or rerun the rule)"
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptFileError(f"{json_path}: cannot read a result ({exc}); {redo}") from None
-        if not isinstance(meta, dict):
-            raise CorruptFileError(f"{json_path}: not a result (a JSON object is expected); {redo}")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CorruptFileError(f"{json_path}: unsupported result format version {meta.get('format_version')!r}")
-        missing = [key for key in _META_KEYS if key not in meta]
-        if missing:
-            raise CorruptFileError(f"{json_path}: not a result (missing {', '.join(missing)}); {redo}")
-        if meta["arrays"] != npz_path.name:
+        if meta.get("kind", "result") != "result":
             raise CorruptFileError(
-                f"{json_path}: its arrays must be {npz_path.name!r} beside it, not {meta['arrays']!r}; {redo}"
+                f"{json_path}: a {meta.get('kind')!r}, not a result; load it with policyagg.lottery.load_outcome"
             )
-        try:
-            payload = npz_path.read_bytes()
-        except OSError as exc:
-            raise CorruptFileError(f"{npz_path}: cannot read the result's arrays ({exc}); {redo}") from None
-        if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
-            raise CorruptFileError(f"{npz_path} does not match {json_path} (checksum); {redo}")
-        arrays = _read_arrays(npz_path, payload)
+        arrays = read_arrays(json_path.with_suffix(".npz"), payload, ARRAYS)
         try:
             names = tuple(str(name) for name in meta["names"])
             result = cls(
@@ -162,16 +143,50 @@ _META_KEYS = ("rule", "names", "gini", "options", "diagnostics", "arrays", "arra
 MAX_ARRAY_BYTES = 1 << 30
 
 
-def _read_arrays(npz_path: Path, payload: bytes) -> dict[str, Any]:
-    """The arrays of a result's NPZ, checked before anything is decompressed."""
+def read_checked(path: StrPath, what: str, required: tuple[str, ...]) -> tuple[Path, dict[str, Any], bytes]:
+    """The JSON metadata of a saved ``what`` (``"result"``, ``"lottery"``) (``<path>.json``, holding the ``required`` keys) and
+    the bytes of its arrays (``<path>.npz`` beside it: a fixed name, the JSON is data, never a
+    path to follow), checked against the JSON's SHA-256. Anything else raises
+    :class:`CorruptFileError` naming the file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidProblemError(f"`path` must be a file path; got {type(path).__name__}")
+    json_path, npz_path = Path(path).with_suffix(".json"), Path(path).with_suffix(".npz")
+    redo = f"save the {what} again (or rerun the rule)"
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(f"{json_path}: cannot read a {what} ({exc}); {redo}") from None
+    if not isinstance(meta, dict):
+        raise CorruptFileError(f"{json_path}: not a {what} (a JSON object is expected); {redo}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CorruptFileError(f"{json_path}: unsupported {what} format version {meta.get('format_version')!r}")
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise CorruptFileError(f"{json_path}: not a {what} (missing {', '.join(missing)}); {redo}")
+    if meta["arrays"] != npz_path.name:
+        raise CorruptFileError(
+            f"{json_path}: its arrays must be {npz_path.name!r} beside it, not {meta['arrays']!r}; {redo}"
+        )
+    try:
+        payload = npz_path.read_bytes()
+    except OSError as exc:
+        raise CorruptFileError(f"{npz_path}: cannot read the {what}'s arrays ({exc}); {redo}") from None
+    if hashlib.sha256(payload).hexdigest() != meta["arrays_sha256"]:
+        raise CorruptFileError(f"{npz_path} does not match {json_path} (checksum); {redo}")
+    return json_path, meta, payload
+
+
+def read_arrays(npz_path: Path, payload: bytes, names: tuple[str, ...]) -> dict[str, Any]:
+    """The arrays ``names`` of a saved NPZ (``None`` where absent), checked before anything is
+    decompressed: no other members, no object arrays, at most :data:`MAX_ARRAY_BYTES`."""
     try:
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             members = archive.infolist()
     except zipfile.BadZipFile as exc:
         raise CorruptFileError(f"{npz_path}: not an NPZ archive ({exc}); save the result again") from None
-    unknown = sorted({m.filename.removesuffix(".npy") for m in members} - set(ARRAYS))
+    unknown = sorted({m.filename.removesuffix(".npy") for m in members} - set(names))
     if unknown:
-        raise CorruptFileError(f"{npz_path}: unexpected arrays {unknown}; a result holds only {list(ARRAYS)}")
+        raise CorruptFileError(f"{npz_path}: unexpected arrays {unknown}; it may hold only {list(names)}")
     total = sum(m.file_size for m in members)
     if total > MAX_ARRAY_BYTES:
         raise CorruptFileError(
@@ -179,7 +194,7 @@ def _read_arrays(npz_path: Path, payload: bytes) -> dict[str, Any]:
         )
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as data:
-            arrays = {k: (np.asarray(data[k], dtype=float) if k in data else None) for k in ARRAYS}
+            arrays = {k: (np.asarray(data[k], dtype=float) if k in data else None) for k in names}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CorruptFileError(f"{npz_path}: unreadable arrays ({exc}); save the result again") from None
     return arrays
