@@ -118,7 +118,7 @@ class Lottery:
         """The mixed occupancy ``sum_k p_k d_k`` (a point of ``O``), or ``None`` for a non-tabular support."""
         if self.support_occupancies is None:
             return None
-        return np.tensordot(self.probabilities, self.support_occupancies, axes=1)
+        return np.asarray(np.tensordot(self.probabilities, self.support_occupancies, axes=1), dtype=float)
 
     # ------------------------------------------------------------------ ex post
     def quantile(self, q: float, *, normalized: bool = True) -> NDArray[np.float64]:
@@ -341,7 +341,7 @@ def check_probabilities(probabilities: ArrayLike) -> NDArray[np.float64]:
         raise InvalidProblemError("`probabilities` must be finite and non-negative")
     if abs(p.sum() - 1.0) > PROBABILITY_TOL * p.size:
         raise InvalidProblemError(f"`probabilities` must sum to 1; they sum to {p.sum():.12g}")
-    return p / p.sum()
+    return np.asarray(p / p.sum(), dtype=float)
 
 
 def load_outcome(path: StrPath) -> Result | Lottery:
