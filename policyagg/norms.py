@@ -251,7 +251,9 @@ class Guarantee(Norm):
     def __post_init__(self) -> None:
         _name(self.name)
         if isinstance(self.agent, bool) or not isinstance(self.agent, (int, np.integer, str)):
-            raise InvalidProblemError(f"guarantee {self.name!r}: `agent` must be an index or a name; got {self.agent!r}")
+            raise InvalidProblemError(
+                f"guarantee {self.name!r}: `agent` must be an index or a name; got {self.agent!r}"
+            )
         floor = check_real("floor", self.floor)
         if not 0.0 <= floor <= 1.0:
             raise InvalidProblemError(
@@ -279,9 +281,7 @@ class Guarantee(Norm):
         if ranges.flat[i]:
             return LinearConstraints.build(SA, A_ub=sp.csr_array((1, SA)), b_ub=[0.0], label=self.name)
         value = ranges.lower[i] + self.floor * ranges.width[i]
-        return LinearConstraints.build(
-            SA, A_ub=-problem.reward_matrix[i : i + 1], b_ub=[-value], label=self.name
-        )
+        return LinearConstraints.build(SA, A_ub=-problem.reward_matrix[i : i + 1], b_ub=[-value], label=self.name)
 
 
 @dataclass(frozen=True)

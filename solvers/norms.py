@@ -101,7 +101,10 @@ def selection_program(
     for norm in chance:
         z_start.append(col)
         weight_row = sp.csr_array(
-            (np.asarray(norm.weights), (np.zeros(len(norm.interpretations), dtype=int), col + np.arange(len(norm.interpretations)))),
+            (
+                np.asarray(norm.weights),
+                (np.zeros(len(norm.interpretations), dtype=int), col + np.arange(len(norm.interpretations))),
+            ),
             shape=(1, n_cols),
         )
         for k, interpretation in enumerate(norm.interpretations):
@@ -111,7 +114,9 @@ def selection_program(
             z_col = sp.csr_array((M, (np.arange(A.shape[0]), np.full(A.shape[0], col + k))), shape=(A.shape[0], n_cols))
             widened = sp.hstack([A, sp.csr_array((A.shape[0], n_cols - n_d))], format="csr")
             rows.append(Rows(norm.label(k), sp.csr_array(widened + z_col), np.full(A.shape[0], -np.inf), b + M))
-        rows.append(Rows(f"{norm.name} (level {norm.level:g})", weight_row, np.array([norm.level - 1e-9]), np.array([np.inf])))
+        rows.append(
+            Rows(f"{norm.name} (level {norm.level:g})", weight_row, np.array([norm.level - 1e-9]), np.array([np.inf]))
+        )
         col += len(norm.interpretations)
     cost = np.zeros(n_cols)
     if not feasibility:
@@ -123,7 +128,10 @@ def selection_program(
                 cost[start : start + len(norm.interpretations)] = norm.weights
         else:  # egalitarian: max t with t <= u_i(d) = C_i d + c0_i
             cost[-1] = 1.0
-            floor = sp.hstack([sp.csr_array(-C), sp.csr_array((C.shape[0], n_z)), sp.csr_array(np.ones((C.shape[0], 1)))], format="csr")
+            floor = sp.hstack(
+                [sp.csr_array(-C), sp.csr_array((C.shape[0], n_z)), sp.csr_array(np.ones((C.shape[0], 1)))],
+                format="csr",
+            )
             rows.append(Rows("smallest normalised return", floor, np.full(C.shape[0], -np.inf), c0))
     lower = np.zeros(n_cols)
     upper = np.full(n_cols, np.inf)
@@ -417,8 +425,18 @@ def norm_prices(
             nan = np.full(problem.n_agents, np.nan)
             out.append(
                 NormPrice(
-                    base.rule, label, what, before, np.nan, base.returns, nan, base.normalized, nan, base.gini,
-                    np.nan, "infeasible",
+                    base.rule,
+                    label,
+                    what,
+                    before,
+                    np.nan,
+                    base.returns,
+                    nan,
+                    base.normalized,
+                    nan,
+                    base.gini,
+                    np.nan,
+                    "infeasible",
                 )
             )
             continue
