@@ -74,10 +74,7 @@ def _norm(spec: dict, labels: list[tuple[int, ...]] | None) -> Norm:
     if isinstance(role, dict) and role.get("site") == "each":
         assert labels is not None  # parse_norms allows sites only for the attention model
         n_sites = len(labels[0])
-        parts = tuple(
-            _single(kind, f"{name} (site {j})", role | {"site": j}, spec, labels)
-            for j in range(n_sites)
-        )
+        parts = tuple(_single(kind, f"{name} (site {j})", role | {"site": j}, spec, labels) for j in range(n_sites))
         return AllOf(name, parts)
     return _single(kind, name, role, spec, labels)
 
@@ -230,13 +227,21 @@ def price_csv(rows: Sequence[dict[str, Any]], n_agents: int | None = None) -> st
     return buffer.getvalue()
 
 
-def write_price_table(config: ExperimentConfig, out: Path | None = None, *, progress: bool | None = None) -> list[Path]:
-    """Compute the price table of ``config`` and write ``norms.md`` and ``norms.csv`` into
-    ``out`` (default: the configuration's output folder); return the paths."""
+def write_price_table(
+    config: ExperimentConfig, out: Path | None = None, *, progress: bool | None = None, figures: bool = True
+) -> list[Path]:
+    """Compute the price table of ``config`` and write ``norms.md``, ``norms.csv`` and (with
+    ``figures``) ``norms.png``/``.svg`` into ``out`` (default: the configuration's output
+    folder); return the paths."""
     rows = price_rows(config, progress=progress)
     folder = Path(config.output if out is None else out)
     title = f"{config.name} ({len(config.seeds)} seed(s))"
-    return [
+    files = [
         atomic_write_bytes(folder / "norms.md", price_markdown(rows, title).encode()),
         atomic_write_bytes(folder / "norms.csv", price_csv(rows).encode()),
     ]
+    if figures:
+        from policyagg.experiments.plots import plot_norm_prices
+
+        files += plot_norm_prices(rows, folder / "norms", title=f"price of norms: {title}")
+    return files

@@ -405,3 +405,147 @@ def test_price_of_a_norm_against_reference_lps():
     assert prices[2].status == "infeasible" and np.isnan(prices[2].objective_with)
     # the 60% norm takes return from agent 0 (rewarded in state 0)
     assert prices[1].return_change[0] < 0 and prices[1].losers >= 1
+
+
+# --------------------------------------------------------------------------- configurations
+def norms_config(output, norms, **changes):
+    config = {
+        "name": "tiny-norms",
+        "output": str(output),
+        "seeds": [0],
+        "environment": {"id": "attention", "kwargs": {"n_sites": 3, "n_phases": 3}, "gamma": 1.0},
+        "agents": {"population": "one_per_site"},
+        "measure": {"name": "policy", "samples": 200},
+        "rules": [{"label": "utilitarian", "rule": "utilitarian"}, {"label": "max-quantile", "rule": "max_quantile"}],
+        "norms": norms,
+    }
+    return config | changes
+
+
+TOP_UNATTENDED = {
+    "kind": "rate",
+    "name": "top unattended <= 30%",
+    "role": {"site": "each", "phase": 2},
+    "actions": "other",
+    "at_most": 0.3,
+}
+NO_IDLING = {"kind": "prohibition", "name": "no idling", "role": {"site": "any", "phase": 2}, "actions": "none"}
+FAIR = {
+    "kind": "ambiguous",
+    "name": "fair",
+    "mode": "chance",
+    "level": 0.5,
+    "interpretations": [
+        {"kind": "rate", "name": "share >= 20%", "role": {"site": "each"}, "actions": "attend", "at_least": 0.2},
+        {"kind": "guarantee", "name": "site0 floor", "agent": "site0", "floor": 0.9},
+    ],
+}
+
+
+def test_config_norms_build_the_rows_an_independent_phase_table_gives():
+    from policyagg.envs.attention import AttentionModel
+    from policyagg.experiments.config import parse_config
+    from policyagg.experiments.norms import build_norms
+    from policyagg.experiments.run import build_problem
+
+    config = parse_config(norms_config("/tmp/unused", [TOP_UNATTENDED, NO_IDLING, FAIR]))
+    problem = build_problem(config, 0)
+    norms = build_norms(config, problem)
+    phases = AttentionModel(3, 3).phases()  # (S, k) from the environment itself
+    S, A = len(phases), 4
+    rate = norms["top unattended <= 30%"].compile(problem)
+    assert rate.A_ub.shape[0] == 3 and set(rate.labels_ub) == {"top unattended <= 30%"}
+    for j in range(3):
+        expected = indicator(S, A, np.flatnonzero(phases[:, j] == 2), [a for a in range(A) if a != j])
+        np.testing.assert_array_equal(rate.A_ub.toarray()[j], expected)
+    idle = norms["no idling"].compile(problem)
+    np.testing.assert_array_equal(idle.A_ub.toarray()[0], indicator(S, A, np.flatnonzero((phases == 2).any(1)), [3]))
+    result = run_with_norms("utilitarian", problem, norms=norms)
+    report = result.diagnostics["norms"]["satisfied"]
+    assert all(entry["satisfied"] for entry in report.values())
+    exact = problem.mdp.occupancy(result.policy)
+    for j in range(3):
+        assert exact[phases[:, j] == 2][:, [a for a in range(A) if a != j]].sum() <= 0.3 + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("norm", "match"),
+    [
+        ({"kind": "ban", "name": "x"}, r"norms\[0\].kind"),
+        ({"kind": "rate", "name": "x", "at_most": 0.1, "atmost": 1}, r"norms\[0\].atmost"),
+        ({"kind": "rate", "name": "x", "at_most": 1.5}, r"norms\[0\].at_most"),
+        ({"kind": "rate", "name": "x"}, "at_most"),
+        ({"kind": "prohibition", "name": "x", "role": "all"}, r"norms\[0\].actions"),
+        ({"kind": "prohibition", "name": "x", "role": {"states": [27]}, "actions": [0]}, r"norms\[0\].role.states"),
+        ({"kind": "prohibition", "name": "x", "role": {"site": 3, "phase": 0}, "actions": [0]}, "role.site"),
+        ({"kind": "prohibition", "name": "x", "role": {"site": 0, "phase": 3}, "actions": [0]}, "role.phase"),
+        ({"kind": "prohibition", "name": "x", "role": "all", "actions": [4]}, r"norms\[0\].actions"),
+        ({"kind": "prohibition", "name": "x", "role": "all", "actions": "attend"}, "needs a role with a site"),
+        ({"kind": "guarantee", "name": "x", "agent": True, "floor": 0.5}, "agent"),
+        ({"kind": "ambiguous", "name": "x", "interpretations": []}, "interpretations"),
+        ({**FAIR, "weights": [1.0]}, r"norms\[0\].weights"),
+        ({**FAIR, "level": 0}, r"norms\[0\].level"),
+    ],
+)
+def test_bad_norm_tables_name_the_key(norm, match):
+    from policyagg.experiments.config import InvalidConfigError, parse_config
+
+    with pytest.raises(InvalidConfigError, match=match):
+        parse_config(norms_config("/tmp/unused", [norm]))
+
+
+def test_config_refuses_duplicate_names_and_bad_selection():
+    from policyagg.experiments.config import InvalidConfigError, parse_config
+
+    with pytest.raises(InvalidConfigError, match="distinct"):
+        parse_config(norms_config("/tmp/unused", [NO_IDLING, NO_IDLING]))
+    with pytest.raises(InvalidConfigError, match="norm_selection"):
+        parse_config(norms_config("/tmp/unused", [NO_IDLING], norm_selection="best"))
+
+
+def test_run_passes_norms_to_every_rule_and_cli_writes_the_price_table(tmp_path, capsys):
+    from policyagg.experiments.cli import main
+    from policyagg.experiments.run import run_config
+
+    config = norms_config(tmp_path / "run", [TOP_UNATTENDED, NO_IDLING, FAIR])
+    run = run_config(config, progress=False, figures=False)
+    for result in run.seeds[0].results.values():
+        satisfied = result.diagnostics["norms"]["satisfied"]
+        assert set(satisfied) == {"top unattended <= 30%", "no idling", "fair"}
+        assert all(entry["satisfied"] for entry in satisfied.values())
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        f"""name = "tiny-norms"
+output = "{tmp_path / "prices"}"
+seeds = [0]
+[environment]
+id = "attention"
+kwargs = {{ n_sites = 3, n_phases = 3 }}
+[agents]
+population = "one_per_site"
+[measure]
+samples = 100
+[[rules]]
+rule = "utilitarian"
+[[rules]]
+label = "max-quantile"
+rule = "max_quantile"
+[[norms]]
+kind = "prohibition"
+name = "no idling"
+role = {{ site = "any", phase = 2 }}
+actions = "none"
+[[norms]]
+kind = "rate"
+name = "top unattended <= 30%"
+role = {{ site = "each", phase = 2 }}
+actions = "other"
+at_most = 0.3
+""",
+        encoding="utf-8",
+    )
+    assert main(["norms", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| utilitarian | no idling |" in out and "| max-quantile | all norms |" in out
+    for name in ("norms.md", "norms.csv", "norms.png", "norms.svg"):
+        assert (tmp_path / "prices" / name).stat().st_size > 0
