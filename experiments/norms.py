@@ -210,7 +210,7 @@ def price_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
     lines += [
         "",
         "`without` / `with`: the rule's objective without any norm / with the norm (means over seeds); "
-        "`losers`: agents whose normalised return drops by more than 1e-6 (mean over seeds).",
+        "`losers`: agents whose normalised return drops by more than 1e-3 of its range (mean over seeds).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -400,7 +400,7 @@ def test_price_of_a_norm_against_reference_lps():
         bound, _ = lp_max(w, P, rho, gamma, A_ub=A_ub, b_ub=b_ub)
         assert price.objective_without == pytest.approx(free, abs=1e-7)
         assert price.objective_with == pytest.approx(bound, abs=1e-7)
-        assert price.losers == int(np.sum(price.normalized_change < -1e-6))
+        assert price.losers == int(np.sum(price.normalized_change < -1e-3))
     # at least 60% in state 1 needs staying there: the two norms conflict
     assert prices[2].status == "infeasible" and np.isnan(prices[2].objective_with)
     # the 60% norm takes return from agent 0 (rewarded in state 0)
