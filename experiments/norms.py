@@ -132,6 +132,7 @@ PRICE_COLUMNS = (
     "gini with",
     "seeds",
     "status",
+    "chosen interpretations",
 )
 
 
@@ -190,9 +191,20 @@ def _row(label: str, norm: str, prices: Sequence[NormPrice]) -> dict[str, Any]:
         "gini without": mean(lambda p: p.gini_without, prices),
         "gini with": mean(lambda p: p.gini_with, ok),
         "seeds": len(prices),
+        "chosen interpretations": _chosen(ok),
         "status": status.strip("; ") or "infeasible",
         "normalized_change": np.mean([p.normalized_change for p in ok], axis=0) if ok else None,
     }
+
+
+def _chosen(prices: Sequence[NormPrice]) -> str:
+    """The interpretations chance norms chose, with on how many seeds: ``"a + b (2/3); c (1/3)"``."""
+    counts: dict[str, int] = {}
+    for price in prices:
+        for norm, picked in (price.chosen or {}).items():
+            key = f"{norm}: {' + '.join(picked)}" if len(price.chosen or {}) > 1 else " + ".join(picked)
+            counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{key} ({k}/{len(prices)})" for key, k in counts.items())
 
 
 def _fmt(value: Any) -> str:

@@ -382,6 +382,7 @@ class NormPrice:
     gini_with: float
     status: str
     satisfied: Mapping[str, Any] | None = None
+    chosen: Mapping[str, tuple[str, ...]] | None = None  # chance norms: the interpretations chosen
 
     @property
     def return_change(self) -> NDArray[np.float64]:
@@ -458,6 +459,7 @@ def norm_prices(
                 result.gini,
                 result.status,
                 result.diagnostics["norms"]["satisfied"],
+                {k: tuple(v) for k, v in result.diagnostics["norms"]["chosen"].items()},
             )
         )
     return out
