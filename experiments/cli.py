@@ -105,6 +105,20 @@ def _run(args) -> None:
     print(f"results written to {config.output}/")
 
 
+def _norms(args) -> None:
+    from policyagg.experiments.config import load_config
+    from policyagg.experiments.norms import write_price_table
+
+    config = load_config(args.config).with_overrides(output=args.out, samples=args.samples, seeds=_seed_list(args))
+    files = write_price_table(config)
+    print(files[0].read_text(encoding="utf-8"))
+    print(f"tables written to {files[0]} and {files[1]}")
+
+
+def _seed_list(args) -> list[int] | None:
+    return None if args.seeds is None else list(range(args.seeds))
+
+
 def _reproduce(args) -> None:
     from policyagg.experiments.config import CONFIGS, load_config
     from policyagg.experiments.run import run_configs, summarize, summary_markdown
@@ -693,6 +707,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="agents: write bench-agents.csv and bench-agents.md here, rewritten after every rule (default: print only)",
     )
     p.set_defaults(run=_bench)
+
+    p = _subcommand(
+        sub,
+        "norms",
+        "the price of each norm of a configuration ([[norms]] tables), per rule",
+        "For every rule of a configuration and every norm in its [[norms]] tables (and all of them together): "
+        "re-solve with and without the norm and report the change of the rule's objective, how many agents lose, "
+        "the smallest normalised return and the Gini index (means over the seeds). Writes norms.md and norms.csv "
+        "into the output folder (per-agent changes in the CSV).",
+        "  policyagg norms experiments/configs/attention-norms.toml\n"
+        "  policyagg norms experiments/configs/attention-norms.toml --seeds 1 --samples 2000 --out /tmp/norms",
+    )
+    p.add_argument("config", help="path of a TOML configuration with [[norms]] tables")
+    p.add_argument("--samples", type=positive_int, default=None, metavar="N", help="sampled policies per seed")
+    p.add_argument("--seeds", type=positive_int, default=None, metavar="N", help="seeds 0..N-1 (overrides `seeds`)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides `output`)")
+    p.set_defaults(run=_norms)
 
     p = _subcommand(
         sub,

@@ -96,6 +96,8 @@ class ExperimentConfig:
     measure_options: dict = field(default_factory=dict)
     env_imports: tuple[str, ...] = ()
     reset_samples: int | None = None
+    norms: tuple[dict, ...] = ()  # the [[norms]] tables, validated (see parse_norms)
+    norm_selection: str = "utilitarian"  # how chance norms choose their interpretations
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -140,7 +142,12 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     """Validate a configuration dict (the parsed TOML) into an :class:`ExperimentConfig`."""
     if not isinstance(data, dict):
         raise InvalidConfigError(f"{source}: the configuration must be a table of keys")
-    _known(data, {"name", "output", "seeds", "environment", "agents", "measure", "rules"}, "", source)
+    _known(
+        data,
+        {"name", "output", "seeds", "environment", "agents", "measure", "rules", "norms", "norm_selection"},
+        "",
+        source,
+    )
     env = _table(data, "environment", source, required=True)
     agents = _table(data, "agents", source, required=True)
     measure = _table(data, "measure", source, required=True)
@@ -246,6 +253,8 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         measure_options=dict(sampler_options),
         env_imports=imports,
         reset_samples=reset_samples,
+        norms=parse_norms(data.get("norms", []), env_id, dict(kwargs), source),
+        norm_selection=_norm_selection(data.get("norm_selection", "utilitarian"), source),
     )
 
 
@@ -366,3 +375,182 @@ def _seeds(value, source: str = "config") -> tuple[int, ...]:
     if len(set(value)) != len(value):
         raise InvalidConfigError(f"{source}: `seeds` must be distinct; got {value!r}")
     return tuple(int(s) for s in value)
+
+
+# --------------------------------------------------------------------------- [[norms]]
+#: The kinds of a ``[[norms]]`` table (:mod:`policyagg.norms`).
+NORM_KINDS = ("prohibition", "obligation", "rate", "guarantee", "ambiguous")
+#: Keys of each kind besides ``kind`` and ``name``.
+NORM_KEYS = {
+    "prohibition": {"role", "actions"},
+    "obligation": {"role", "actions"},
+    "rate": {"role", "actions", "at_most", "at_least"},
+    "guarantee": {"agent", "floor"},
+    "ambiguous": {"interpretations", "weights", "mode", "level"},
+}
+#: Action words of the attention model: attend the role's site, any action but that, the no-op.
+ATTENTION_ACTION_WORDS = ("attend", "other", "none")
+
+
+def _norm_selection(value, source: str) -> str:
+    from policyagg.solvers.norms import SELECTIONS
+
+    if value not in SELECTIONS:
+        raise InvalidConfigError(f"{source}: `norm_selection` must be one of {', '.join(SELECTIONS)}; got {value!r}")
+    return str(value)
+
+
+def parse_norms(value, env_id: str, env_kwargs: dict, source: str = "config") -> tuple[dict, ...]:
+    """Validate the ``[[norms]]`` tables whole (keys, kinds, roles, actions, bounds; state and
+    action indices against the attention model's size) into plain dicts (JSON-able: they are
+    part of the run's fingerprint). The norms themselves are built per seed by
+    :func:`policyagg.experiments.norms.build_norms`. Bad input: :class:`InvalidConfigError`
+    naming the key, e.g. ``norms[2].role.phase``."""
+    if not isinstance(value, list):
+        raise InvalidConfigError(f"{source}: `norms` must be an array of tables ([[norms]]); got {value!r}")
+    size = _attention_size(env_kwargs) if env_id == "attention" else None
+    specs = [_norm_spec(item, f"norms[{k}]", size, source) for k, item in enumerate(value)]
+    names = [spec["name"] for spec in specs]
+    if len(set(names)) != len(names):
+        raise InvalidConfigError(f"{source}: norm names must be distinct; got {names}")
+    return tuple(specs)
+
+
+def _attention_size(kwargs: dict) -> tuple[int, int]:
+    """``(n_sites, n_phases)`` of an attention configuration (already checked)."""
+    return int(kwargs.get("n_sites", 5)), int(kwargs.get("n_phases", 3))
+
+
+def _norm_spec(item, where: str, size: tuple[int, int] | None, source: str) -> dict:
+    if not isinstance(item, dict):
+        raise InvalidConfigError(f"{source}: `{where}` must be a table")
+    kind = item.get("kind")
+    if kind not in NORM_KINDS:
+        raise InvalidConfigError(f"{source}: `{where}.kind` must be one of {', '.join(NORM_KINDS)}; got {kind!r}")
+    _known(item, {"kind", "name"} | NORM_KEYS[kind], f"{where}.", source)
+    spec: dict = {"kind": kind, "name": _string(item.get("name"), f"{where}.name", source)}
+    if kind in ("prohibition", "obligation", "rate"):
+        spec["role"] = _role(item.get("role", "all"), f"{where}.role", size, source)
+        if kind != "rate" and "actions" not in item:
+            raise InvalidConfigError(f"{source}: `{where}.actions` is missing (the actions the norm is about)")
+        spec["actions"] = _norm_actions(item.get("actions"), f"{where}.actions", spec["role"], size, source)
+    if kind == "rate":
+        for key in ("at_most", "at_least"):
+            if key in item:
+                spec[key] = _share(item[key], f"{where}.{key}", source)
+        if "at_most" not in spec and "at_least" not in spec:
+            raise InvalidConfigError(
+                f"{source}: `{where}` needs `at_most` or `at_least` (a share of the time in [0, 1])"
+            )
+    if kind == "guarantee":
+        agent = item.get("agent")
+        if isinstance(agent, bool) or not isinstance(agent, (int, str)) or (isinstance(agent, int) and agent < 0):
+            raise InvalidConfigError(f"{source}: `{where}.agent` must be an agent's name or index; got {agent!r}")
+        spec["agent"] = agent
+        spec["floor"] = _share(item.get("floor"), f"{where}.floor", source)
+    if kind == "ambiguous":
+        parts = item.get("interpretations")
+        if not isinstance(parts, list) or not parts:
+            raise InvalidConfigError(f"{source}: `{where}.interpretations` must be a non-empty array of norm tables")
+        spec["interpretations"] = [
+            _norm_spec(part, f"{where}.interpretations[{k}]", size, source) for k, part in enumerate(parts)
+        ]
+        if any(p["kind"] == "ambiguous" for p in spec["interpretations"]):
+            raise InvalidConfigError(f"{source}: `{where}.interpretations` cannot themselves be ambiguous")
+        names = [p["name"] for p in spec["interpretations"]]
+        if len(set(names)) != len(names):
+            raise InvalidConfigError(f"{source}: `{where}.interpretations` need distinct names; got {names}")
+        weights = item.get("weights", [1.0] * len(parts))
+        if (
+            not isinstance(weights, list)
+            or len(weights) != len(parts)
+            or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 for w in weights)
+        ):
+            raise InvalidConfigError(
+                f"{source}: `{where}.weights` must be {len(parts)} positive numbers, one per interpretation; "
+                f"got {weights!r}"
+            )
+        spec["weights"] = [float(w) for w in weights]
+        spec["mode"] = item.get("mode", "robust")
+        if spec["mode"] not in ("robust", "chance"):
+            raise InvalidConfigError(f"{source}: `{where}.mode` must be 'robust' or 'chance'; got {spec['mode']!r}")
+        level = item.get("level", 1.0)
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level <= 1:
+            raise InvalidConfigError(f"{source}: `{where}.level` must be a total weight in (0, 1]; got {level!r}")
+        spec["level"] = float(level)
+    return spec
+
+
+def _share(value, key: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InvalidConfigError(f"{source}: `{key}` must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def _role(value, key: str, size: tuple[int, int] | None, source: str):
+    """``"all"``, ``{states = [...]}``, or (attention) ``{site = j | "each" | "any", phase = p}`` (the
+    states where that site, each site in turn, or some site is in phase ``p``; without ``phase``:
+    every state, the site then naming the actions "attend" and "other")."""
+    if value == "all":
+        return "all"
+    if not isinstance(value, dict):
+        raise InvalidConfigError(
+            f'{source}: `{key}` must be "all", {{ states = [...] }} or (attention) {{ site = ..., phase = ... }}; '
+            f"got {value!r}"
+        )
+    if "states" in value:
+        _known(value, {"states"}, f"{key}.", source)
+        states = value["states"]
+        n_states = None if size is None else size[1] ** size[0]
+        if (
+            not isinstance(states, list)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in states)
+            or (n_states is not None and any(s >= n_states for s in states))
+        ):
+            where = "" if n_states is None else f" below {n_states}"
+            raise InvalidConfigError(
+                f"{source}: `{key}.states` must be an array of state indices{where}; got {states!r}"
+            )
+        return {"states": list(states)}
+    if size is None:
+        raise InvalidConfigError(
+            f"{source}: `{key}` by site and phase applies only to the attention model; give {{ states = [...] }}"
+        )
+    _known(value, {"site", "phase"}, f"{key}.", source)
+    n_sites, n_phases = size
+    site, phase = value.get("site"), value.get("phase")
+    if site not in ("each", "any") and (isinstance(site, bool) or not isinstance(site, int) or not 0 <= site < n_sites):
+        raise InvalidConfigError(
+            f'{source}: `{key}.site` must be a site in 0..{n_sites - 1}, "each" or "any"; got {site!r}'
+        )
+    if phase is None and site != "any":  # a site without a phase: every state (the site names the actions)
+        return {"site": site}
+    if isinstance(phase, bool) or not isinstance(phase, int) or not 0 <= phase < n_phases:
+        raise InvalidConfigError(f"{source}: `{key}.phase` must be a phase in 0..{n_phases - 1}; got {phase!r}")
+    return {"site": site, "phase": phase}
+
+
+def _norm_actions(value, key: str, role, size: tuple[int, int] | None, source: str):
+    """``None`` (rate norms: any action), action indices, or an attention action word."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if size is None or value not in ATTENTION_ACTION_WORDS:
+            words = f"; the attention model also takes {', '.join(ATTENTION_ACTION_WORDS)}" if size else ""
+            raise InvalidConfigError(
+                f"{source}: `{key}` must be an action index or an array of them{words}; got {value!r}"
+            )
+        if value in ("attend", "other") and not (isinstance(role, dict) and role.get("site") not in (None, "any")):
+            raise InvalidConfigError(f'{source}: `{key}` = {value!r} needs a role with a site (a site index or "each")')
+        return value
+    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    n_actions = None if size is None else size[0] + 1
+    if (
+        not isinstance(items, list)
+        or not items
+        or any(isinstance(a, bool) or not isinstance(a, int) or a < 0 for a in items)
+        or (n_actions is not None and any(a >= n_actions for a in items))
+    ):
+        where = "" if n_actions is None else f" below {n_actions}"
+        raise InvalidConfigError(f"{source}: `{key}` must be an action index or an array of them{where}; got {value!r}")
+    return list(items)

@@ -32,7 +32,7 @@ from policyagg.errors import InvalidProblemError
 from policyagg.io import atomic_write_bytes
 from policyagg.samples import ReturnSamples
 
-__all__ = ["bar_chart", "bar_layout", "cdf_figure", "plot_fairness", "plot_returns", "ring_offsets"]
+__all__ = ["bar_chart", "bar_layout", "cdf_figure", "plot_fairness", "plot_norm_prices", "plot_returns", "ring_offsets"]
 
 #: rcParams applied on top of matplotlib's default style while building and saving a figure.
 RC = {
@@ -567,3 +567,50 @@ def _save(fig: Figure, path) -> list[Path]:
         atomic_write_bytes(stem.parent / f"{stem.name}.png", png),
         atomic_write_bytes(stem.parent / f"{stem.name}.svg", svg),
     ]
+
+
+# ---------------------------------------------------------------------------- price of norms
+#: The panels of :func:`plot_norm_prices`: (title, price-row key without the norm, with it).
+NORM_PANELS = (
+    ("min normalised return", "min normalised without", "min normalised with"),
+    ("Gini index of normalised returns", "gini without", "gini with"),
+)
+
+
+def plot_norm_prices(rows, path, *, title: str = "price of norms") -> list[Path]:
+    """Per rule, the smallest normalised return and the Gini index without norms and under each
+    norm (rows of :func:`policyagg.experiments.norms.price_rows`: means over seeds; a norm that
+    is infeasible on every seed has no bar). Writes ``<path>.png`` and ``<path>.svg`` atomically."""
+    rows = list(rows)
+    if not rows:
+        raise InvalidProblemError("no price rows to plot; the configuration needs rules and [[norms]]")
+    rules = list(dict.fromkeys(row["rule"] for row in rows))
+    norms = list(dict.fromkeys(row["norm"] for row in rows))
+    series = ["no norm", *norms]
+    by_key = {(row["rule"], row["norm"]): row for row in rows}
+    height = 0.8 / len(series)
+    with _style():
+        fig = Figure(figsize=(9.0, 1.4 + 0.32 * len(rules) * len(series) / 2), layout="constrained")
+        axes = fig.subplots(1, len(NORM_PANELS), squeeze=False, sharey=True)[0]
+        y = np.arange(len(rules), dtype=float)
+        for ax, (panel, without, with_) in zip(axes, NORM_PANELS):
+            for k, label in enumerate(series):
+                values = [
+                    by_key[rule, norms[0]][without] if k == 0 else by_key.get((rule, label), {}).get(with_, np.nan)
+                    for rule in rules
+                ]
+                ax.barh(
+                    y + (k - (len(series) - 1) / 2) * height,
+                    np.nan_to_num(values, nan=0.0),
+                    height=height,
+                    color=COLORS[k % len(COLORS)],
+                    label=label,
+                )
+            ax.set_title(panel)
+            ax.xaxis.grid(True, linewidth=0.5, alpha=0.5)
+            ax.set_axisbelow(True)
+        axes[0].set_yticks(y, rules)
+        axes[0].invert_yaxis()
+        axes[-1].legend(loc="lower right", fontsize=7, frameon=False)
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -312,7 +312,7 @@ def _run_rules(
 
     def task(j: int) -> int:
         seed, spec = todo[j]
-        solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(paths[seed, spec.label])
+        _run_rule(config, spec, problems[seed], samples[seed]).save(paths[seed, spec.label])
         return j
 
     seeds = sorted({seed for seed, _ in todo})
@@ -330,6 +330,18 @@ def _run_rules(
     for seed, spec in todo:
         results[seed, spec.label] = Result.load(paths[seed, spec.label])
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
+
+
+def _run_rule(config: ExperimentConfig, spec, problem: Problem, samples: ReturnSamples) -> Result:
+    """One rule of the configuration on one seed, under the configuration's norms if it has any."""
+    if not config.norms:
+        return solvers.get_rule(spec.rule)(problem, samples, **spec.options)
+    from policyagg.experiments.norms import build_norms
+
+    norms = build_norms(config, problem)
+    return solvers.run_with_norms(
+        spec.rule, problem, samples, norms=norms, select=config.norm_selection, **spec.options
+    )
 
 
 def _as_config(config) -> ExperimentConfig:

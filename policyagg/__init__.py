@@ -33,6 +33,7 @@ _EXPORTS = {
     "SolverError": "policyagg.errors",
     "SolverTimeLimitError": "policyagg.errors",
     "UnboundedError": "policyagg.errors",
+    "NormConflictError": "policyagg.errors",
     "PolicyEvaluationError": "policyagg.errors",
     "SolverWarning": "policyagg.errors",
     "GapWarning": "policyagg.errors",
@@ -46,6 +47,14 @@ _EXPORTS = {
     "forbid": "policyagg.polytope",
     "return_floor": "policyagg.polytope",
     "Problem": "policyagg.problem",
+    "Role": "policyagg.norms",
+    "Prohibition": "policyagg.norms",
+    "Obligation": "policyagg.norms",
+    "Rate": "policyagg.norms",
+    "Guarantee": "policyagg.norms",
+    "AllOf": "policyagg.norms",
+    "AmbiguousNorm": "policyagg.norms",
+    "Norms": "policyagg.norms",
     "ReturnRanges": "policyagg.problem",
     "Result": "policyagg.result",
     "ReturnSamples": "policyagg.samples",
@@ -69,6 +78,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         InvalidMDPError,
         InvalidProblemError,
         InvalidSamplesError,
+        NormConflictError,
         OutputError,
         OutputLockedError,
         PolicyAggError,
@@ -81,6 +91,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
     from policyagg.mdp import StructureWarning, TabularMDP
     from policyagg.measures import MEASURES, sample_returns
     from policyagg.metrics import gini
+    from policyagg.norms import AllOf, AmbiguousNorm, Guarantee, Norms, Obligation, Prohibition, Rate, Role
     from policyagg.polytope import LinearConstraints, OccupancyPolytope, budget, forbid, return_floor
     from policyagg.problem import Problem, ReturnRanges
     from policyagg.result import Result

@@ -48,6 +48,15 @@ class InfeasibleError(SolverError):
         super().__init__(message, status)
 
 
+class NormConflictError(InfeasibleError):
+    """A set of norms leaves no feasible policy. ``norms`` names an irreducible conflicting
+    subset: together they are infeasible, and dropping any one of them makes the rest feasible."""
+
+    def __init__(self, message: str, norms: tuple[str, ...] = (), status: str = "infeasible") -> None:
+        super().__init__(message, status)
+        self.norms = tuple(norms)
+
+
 class UnboundedError(SolverError):
     """The objective is unbounded on the feasible set."""
 

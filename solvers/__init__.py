@@ -6,6 +6,7 @@ from policyagg.solvers.approval import approval
 from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
+from policyagg.solvers.norms import check_norms, conflicting_norms, norm_prices, resolve_norms, run_with_norms
 from policyagg.solvers.occupancy import return_ranges, with_ranges
 from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon
 from policyagg.solvers.quantile import max_quantile
@@ -62,4 +63,9 @@ __all__ = [
     "generalized_gini",
     "pareto_check",
     "pareto_complete",
+    "check_norms",
+    "conflicting_norms",
+    "resolve_norms",
+    "run_with_norms",
+    "norm_prices",
 ]
