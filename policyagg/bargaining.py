@@ -116,9 +116,9 @@ def individual_rationality(problem: Problem, status_quo: str | ArrayLike) -> Lin
     ranges = problem.require_ranges()
     binding = np.flatnonzero((d > ranges.lower) & ~ranges.flat)
     width = ranges.width[binding]
-    rows = -problem.reward_matrix[binding] / width[:, None]
-    constraints = LinearConstraints.build(
-        problem.mdp.n_state_actions, A_ub=sp.csr_array(rows.reshape(binding.size, -1)), b_ub=-d[binding] / width
+    rows = sp.csr_array(
+        -problem.reward_matrix[binding] / width[:, None], shape=(binding.size, problem.mdp.n_state_actions)
     )
+    constraints = LinearConstraints.build(problem.mdp.n_state_actions, A_ub=rows, b_ub=-d[binding] / width)
     labels = tuple(IR_LABEL.format(name=problem.names[i]) for i in binding)
     return LinearConstraints(constraints.A_ub, constraints.b_ub, constraints.A_eq, constraints.b_eq, labels, ())
