@@ -298,7 +298,7 @@ def max_log_welfare(
         welfare=welfare,
         bound=float(w @ envelope),
         gap=gap,
-        converged=gap <= tolerance,
+        converged=bool(gap <= tolerance),
         rounds=rounds,
         n_cuts=int(cut_agent.size),
     )
