@@ -191,17 +191,18 @@ def kalai_smorodinsky(call: RuleCall, *, status_quo: str | Sequence[float] | np.
     be only weakly Pareto optimal; it is lifted by continuing the same LP as a leximin of the
     shares ``g_i / w_i`` (:func:`~policyagg.solvers.completion.leximin`, the lexicographic
     Kalai–Smorodinsky solution), whose first round is the LP above. The result is Pareto
-    optimal and unique in returns; every agent keeps at least the share ``t``
-    (``diagnostics["ks_share"]``; ``diagnostics["shares"]``: each agent's ``g_i / w_i``, NaN for
-    agents with nothing to gain).
+    optimal and unique in returns; every agent ``i`` keeps at least the share ``w_i t`` of its
+    ideal gain (``diagnostics["ks_share"]`` is ``t``; ``diagnostics["shares"]`` each agent's share
+    ``g_i`` at the result, ``None`` for agents with nothing to gain).
 
     Invariant to positive affine changes of any agent's reward (the status quo transformed
     alike), symmetric, and restrictedly monotone: enlarging the feasible set without changing
     the ideal point and the status quo does not lower ``t``.
     """
     game = bargaining(call, status_quo)
-    d, shares = _leximin_gains(call, game, game.gain)
-    level = float(np.nanmin(shares)) if game.gainers.any() else None
+    d, levels = _leximin_gains(call, game, game.gain)
+    level = float(np.nanmin(levels)) if game.gainers.any() else None
+    shares = np.where(game.gainers, (game.problem.reward_matrix @ d - game.d) / game.gain, np.nan)
     return call.finish(d, options=_resolved(status_quo), **game.diagnostics(), ks_share=level, shares=_listed(shares))
 
 

@@ -299,8 +299,8 @@ def test_kalai_smorodinsky_is_restrictedly_monotone(problem):
         assert share_S is None
         return
     assert share_T >= share_S - 1e-7
-    gain = ideal_T - d
-    assert np.all(on_T.returns >= d + share_S * gain - 1e-6 * np.maximum(problem.ranges.width, 1e-12))
+    gain = ideal_T - d  # KS gives agent i at least the share w_i t of its ideal gain
+    assert np.all(on_T.returns >= d + problem.weights * share_S * gain - 1e-6 * np.maximum(problem.ranges.width, 1e-12))
 
 
 # ------------------------------------------------------------------ individual rationality for every rule
