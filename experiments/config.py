@@ -29,6 +29,15 @@ A configuration names the environment, the agents, the measure, the rules and th
     rule = "max_quantile"
     options = {}
 
+    [status_quo]                        # optional: a status quo for every rule
+    point = "uniform"                   # "worst" | "uniform" | one value per agent
+    individual_rationality = true       # every rule keeps each agent at or above it (default)
+
+With ``[status_quo]``, every rule's call gets ``constraints`` = individual rationality against
+the point (:func:`policyagg.bargaining.individual_rationality`) unless
+``individual_rationality = false``, and the rules that take a ``status_quo`` option (the
+bargaining rules) get the point unless their ``options`` name their own.
+
 Unknown keys and bad values raise :class:`InvalidConfigError` naming the key, when the file is
 read and before any work starts: a rule's options are checked against the rule's spec
 (:meth:`policyagg.solvers.RuleSpec.validate`), so a typo (``alfa = 0.9``) or a bad value
@@ -46,6 +55,7 @@ code, to be run only if you trust its modules.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -96,6 +106,7 @@ class ExperimentConfig:
     measure_options: dict = field(default_factory=dict)
     env_imports: tuple[str, ...] = ()
     reset_samples: int | None = None
+    status_quo: dict | None = None  # {"point": ..., "individual_rationality": bool} from [status_quo]
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -140,7 +151,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     """Validate a configuration dict (the parsed TOML) into an :class:`ExperimentConfig`."""
     if not isinstance(data, dict):
         raise InvalidConfigError(f"{source}: the configuration must be a table of keys")
-    _known(data, {"name", "output", "seeds", "environment", "agents", "measure", "rules"}, "", source)
+    _known(data, {"name", "output", "seeds", "environment", "agents", "measure", "rules", "status_quo"}, "", source)
     env = _table(data, "environment", source, required=True)
     agents = _table(data, "agents", source, required=True)
     measure = _table(data, "measure", source, required=True)
@@ -246,7 +257,38 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         measure_options=dict(sampler_options),
         env_imports=imports,
         reset_samples=reset_samples,
+        status_quo=_status_quo(data, source),
     )
+
+
+#: The named status quo points of a ``[status_quo]`` table (``policyagg.bargaining.STATUS_QUO_NAMES``).
+STATUS_QUO_POINTS = ("worst", "uniform")
+
+
+def _status_quo(data: dict, source: str) -> dict | None:
+    """The ``[status_quo]`` table checked (``point``: a name or finite numbers, one per agent, whose
+    count is checked against the agents when the problem is built)."""
+    if "status_quo" not in data:
+        return None
+    table = _table(data, "status_quo", source, required=True)
+    _known(table, {"point", "individual_rationality"}, "status_quo.", source)
+    point = table.get("point")
+    numbers = (
+        isinstance(point, list)
+        and bool(point)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+    )
+    if point not in STATUS_QUO_POINTS and not numbers:
+        raise InvalidConfigError(
+            f"{source}: `status_quo.point` must be one of {', '.join(map(repr, STATUS_QUO_POINTS))} or an array of "
+            f"finite numbers, one per agent; got {point!r}"
+        )
+    rational = table.get("individual_rationality", True)
+    if not isinstance(rational, bool):
+        raise InvalidConfigError(
+            f"{source}: `status_quo.individual_rationality` must be true or false; got {rational!r}"
+        )
+    return {"point": [float(v) for v in point] if numbers else point, "individual_rationality": rational}
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policyagg import solvers
+from policyagg.bargaining import individual_rationality
 from policyagg.envs.tabular import RESET_SAMPLES, from_gymnasium, make_env
 from policyagg.errors import CheckpointWarning, CorruptFileError, PolicyAggError
 from policyagg.experiments.checkpoints import Manifest, output_lock
@@ -44,6 +45,7 @@ from policyagg.experiments.compare import attention_problem, slug
 from policyagg.experiments.config import (
     ExperimentConfig,
     InvalidConfigError,
+    RuleRow,
     import_modules,
     load_config,
     parse_config,
@@ -312,7 +314,8 @@ def _run_rules(
 
     def task(j: int) -> int:
         seed, spec = todo[j]
-        solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(paths[seed, spec.label])
+        options = rule_call_options(config, spec, problems[seed])
+        solvers.get_rule(spec.rule)(problems[seed], samples[seed], **options).save(paths[seed, spec.label])
         return j
 
     seeds = sorted({seed for seed, _ in todo})
@@ -330,6 +333,22 @@ def _run_rules(
     for seed, spec in todo:
         results[seed, spec.label] = Result.load(paths[seed, spec.label])
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
+
+
+def rule_call_options(config: ExperimentConfig, row: RuleRow, problem: Problem) -> dict:
+    """The keyword options of one rule's call on ``problem``: the row's ``options`` and, if the
+    configuration has a ``[status_quo]``, individual rationality against its point as
+    ``constraints`` (unless ``individual_rationality = false``) and the point as the
+    ``status_quo`` of a rule that takes one (unless the row's options name their own)."""
+    options = dict(row.options)
+    if config.status_quo is None:
+        return options
+    point = config.status_quo["point"]
+    if "status_quo" in solvers.get_spec(row.rule).options:
+        options.setdefault("status_quo", point)
+    if config.status_quo["individual_rationality"]:
+        options["constraints"] = individual_rationality(problem, point)
+    return options
 
 
 def _as_config(config) -> ExperimentConfig:

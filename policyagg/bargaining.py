@@ -91,7 +91,8 @@ def disagreement_point(problem: Problem, status_quo: str | ArrayLike) -> NDArray
             f"{ranges.upper[i]:.6g} (max over all policies): no policy is individually rational for it; "
             "lower its status quo to at most its best"
         )
-    return np.minimum(array, ranges.upper)
+    values: NDArray[np.float64] = np.minimum(array, ranges.upper)
+    return values
 
 
 def _status_quo_forms(n: int, S: int, A: int, got: str) -> str:

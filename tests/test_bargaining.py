@@ -442,3 +442,66 @@ def test_a_policy_status_quo_is_recorded_and_the_result_saves(tmp_path):
     assert result.options["status_quo"] == "policy"
     np.testing.assert_allclose(result.diagnostics["disagreement_point"], [0.5, 1.5])
     rule("nash_bargaining")(problem, status_quo=[0.1, 0.2]).save(tmp_path / "nash")
+
+
+# ------------------------------------------------------------------ [status_quo] in a configuration
+def config_data(tmp_path, status_quo):
+    return {
+        "name": "status-quo",
+        "output": str(tmp_path / "out"),
+        "seeds": [0],
+        "environment": {"id": "attention", "kwargs": {"n_sites": 2, "n_phases": 2}},
+        "agents": {"population": "one_per_site"},
+        "measure": {"samples": 100},
+        "rules": [
+            {"label": "utilitarian", "rule": "utilitarian"},
+            {"label": "max-quantile", "rule": "max_quantile"},
+            {"label": "nash", "rule": "nash_bargaining"},
+            {"label": "ks from the worst point", "rule": "kalai_smorodinsky", "options": {"status_quo": "worst"}},
+        ],
+        "status_quo": status_quo,
+    }
+
+
+def test_a_config_status_quo_applies_to_every_rule(tmp_path):
+    from policyagg.experiments.run import build_problem, run_config
+
+    data = config_data(tmp_path, {"point": "uniform"})
+    run = run_config(data, progress=False, figures=False)
+    problem = build_problem(run.config, 0)
+    d = disagreement_point(problem, "uniform")
+    results = run.seeds[0].results
+    for label, result in results.items():
+        assert np.all(result.returns >= d - 1e-6 * problem.ranges.width), label
+    # the bargaining rule without its own status quo takes the config's; the one with its own keeps it
+    assert results["nash"].options["status_quo"] == "uniform"
+    assert results["ks from the worst point"].options["status_quo"] == "worst"
+    np.testing.assert_allclose(results["nash"].diagnostics["disagreement_point"], d)
+    # without individual rationality the rules are free; a status quo of explicit values above the
+    # free utilitarian point for agent 0 moves the utilitarian result up to it
+    free = run_config(
+        config_data(tmp_path / "free", {"point": "uniform", "individual_rationality": False}),
+        progress=False,
+        figures=False,
+    )
+    assert free.seeds[0].results["nash"].options["status_quo"] == "uniform"
+    u = free.seeds[0].results["utilitarian"].returns
+    point = [(u[0] + problem.ranges.upper[0]) / 2, float(problem.ranges.lower[1])]
+    assert point[0] > u[0] + 1e-3
+    bound = run_config(config_data(tmp_path / "bound", {"point": point}), progress=False, figures=False)
+    assert bound.seeds[0].results["utilitarian"].returns[0] >= point[0] - 1e-6 * problem.ranges.width[0]
+
+
+@pytest.mark.parametrize(
+    "status_quo, match",
+    [
+        ({"point": "best"}, r"`status_quo.point` must be one of 'worst', 'uniform' or an array of finite numbers"),
+        ({"point": [0.0, float("inf")]}, r"`status_quo.point` must be one of"),
+        ({"point": "worst", "rational": True}, r"unknown key `status_quo.rational`"),
+        ({"point": "worst", "individual_rationality": 1}, r"`status_quo.individual_rationality` must be true or"),
+        ("uniform", r"`status_quo` must be a table"),
+    ],
+)
+def test_a_bad_config_status_quo_is_refused_when_read(tmp_path, status_quo, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        parse_config(config_data(tmp_path, status_quo))
