@@ -70,22 +70,26 @@ class Bargaining:
 def bargaining(call: RuleCall, status_quo: str | Sequence[float] | np.ndarray) -> Bargaining:
     """The call's bargaining problem: the status quo's returns, individual rationality added to
     the call's problem (``call.problem`` is replaced by it, so every later LP and the result's
-    Pareto check stay in ``B``), and the ideal point (one LP per agent over ``B``)."""
+    Pareto check stay in ``B``), and the ideal point (one LP per agent over ``B``; the return
+    ranges' tops when ``B`` is all of ``O``)."""
     problem = call.problem
     d = disagreement_point(problem, status_quo)
     problem = replace(problem, constraints=problem.constraints & individual_rationality(problem, d))
     call.problem = problem
     R = problem.reward_matrix
-    model = make_model(
-        occupancy_program(problem, unit_cost(R[0]), name="ideal point", maximize=True),
-        backend=call.backend,
-        time_limit=call.time_limit,
-    )
-    ideal = np.empty(problem.n_agents)
-    for i in range(problem.n_agents):
-        model.set_cost(unit_cost(R[i]))
-        ideal[i] = R[i] @ np.clip(call.log.add(model.solve()).x[: R.shape[1]], 0.0, None)
     ranges = problem.require_ranges()
+    if len(problem.constraints):
+        model = make_model(
+            occupancy_program(problem, unit_cost(R[0]), name="ideal point", maximize=True),
+            backend=call.backend,
+            time_limit=call.time_limit,
+        )
+        ideal = np.empty(problem.n_agents)
+        for i in range(problem.n_agents):
+            model.set_cost(unit_cost(R[i]))
+            ideal[i] = R[i] @ np.clip(call.log.add(model.solve()).x[: R.shape[1]], 0.0, None)
+    else:  # B = O: the ideal point is every agent's best over O
+        ideal = np.array(ranges.upper, dtype=float)
     gainers = (ideal - d > NO_GAIN_TOL * ranges.width) & ~ranges.flat
     return Bargaining(problem, d, np.maximum(ideal, d), gainers)
 
