@@ -113,6 +113,23 @@ def test_the_simplex_of_three_deterministic_policies(weights):
         assert ks.diagnostics["ks_share"] == pytest.approx(1 / 3, abs=1e-8)
 
 
+def test_a_triangle_of_three_deterministic_policies_separates_the_three_rules():
+    # two agents, one state, three actions with returns (1, 0), (0, 2), (0.7, 1.2); status quo (0, 0).
+    # The frontier is (1, 0) - (0.7, 1.2) - (0, 2). Nash: x y is largest at the kink (0.7, 1.2) (on the
+    # first edge it grows up to t = 5/3 > 1, on the second it falls). KS: the line y = 2 x to the
+    # ideal point (1, 2) meets the second edge at (7/11, 14/11). Egalitarian gains: x = y on the
+    # first edge, (0.8, 0.8).
+    mdp = TabularMDP(np.ones((1, 3, 1)), gamma=0.9)
+    problem = solvers.with_ranges(Problem(mdp, np.array([[[1.0, 0.0, 0.7]], [[0.0, 2.0, 1.2]]])))
+    nash = rule("nash_bargaining")(problem, status_quo=[0.0, 0.0], **NASH_TIGHT)
+    np.testing.assert_allclose(nash.returns, [0.7, 1.2], atol=NASH_ATOL)
+    ks = rule("kalai_smorodinsky")(problem, status_quo=[0.0, 0.0])
+    np.testing.assert_allclose(ks.returns, [7 / 11, 14 / 11], atol=1e-8)
+    assert ks.diagnostics["ks_share"] == pytest.approx(7 / 11, abs=1e-8)
+    egal = rule("egalitarian_gains")(problem, status_quo=[0.0, 0.0])
+    np.testing.assert_allclose(egal.returns, [0.8, 0.8], atol=1e-8)
+
+
 def test_nash_bargaining_from_the_worst_point_is_nash_welfare():
     problem = solvers.with_ranges(random_problem(seed=3, n=3))
     ours = rule("nash_bargaining")(problem, **NASH_TIGHT)
