@@ -273,12 +273,12 @@ def _status_quo(data: dict, source: str) -> dict | None:
     table = _table(data, "status_quo", source, required=True)
     _known(table, {"point", "individual_rationality"}, "status_quo.", source)
     point = table.get("point")
-    numbers = (
-        isinstance(point, list)
-        and bool(point)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
-    )
-    if point not in STATUS_QUO_POINTS and not numbers:
+    value: str | list[float]
+    if isinstance(point, str) and point in STATUS_QUO_POINTS:
+        value = point
+    elif isinstance(point, list) and point and all(_finite_number(v) for v in point):
+        value = [float(v) for v in point]
+    else:
         raise InvalidConfigError(
             f"{source}: `status_quo.point` must be one of {', '.join(map(repr, STATUS_QUO_POINTS))} or an array of "
             f"finite numbers, one per agent; got {point!r}"
@@ -288,7 +288,11 @@ def _status_quo(data: dict, source: str) -> dict | None:
         raise InvalidConfigError(
             f"{source}: `status_quo.individual_rationality` must be true or false; got {rational!r}"
         )
-    return {"point": [float(v) for v in point] if numbers else point, "individual_rationality": rational}
+    return {"point": value, "individual_rationality": rational}
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
