@@ -29,6 +29,15 @@ A configuration names the environment, the agents, the measure, the rules and th
     rule = "max_quantile"
     options = {}
 
+    [status_quo]                        # optional: a status quo for every rule
+    point = "uniform"                   # "worst" | "uniform" | one value per agent
+    individual_rationality = true       # every rule keeps each agent at or above it (default)
+
+With ``[status_quo]``, every rule's call gets ``constraints`` = individual rationality against
+the point (:func:`policyagg.bargaining.individual_rationality`) unless
+``individual_rationality = false``, and the rules that take a ``status_quo`` option (the
+bargaining rules) get the point unless their ``options`` name their own.
+
 Unknown keys and bad values raise :class:`InvalidConfigError` naming the key, when the file is
 read and before any work starts: a rule's options are checked against the rule's spec
 (:meth:`policyagg.solvers.RuleSpec.validate`), so a typo (``alfa = 0.9``) or a bad value
@@ -46,6 +55,7 @@ code, to be run only if you trust its modules.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -98,6 +108,7 @@ class ExperimentConfig:
     reset_samples: int | None = None
     norms: tuple[dict, ...] = ()  # the [[norms]] tables, validated (see parse_norms)
     norm_selection: str = "utilitarian"  # how chance norms choose their interpretations
+    status_quo: dict | None = None  # {"point": ..., "individual_rationality": bool} from [status_quo]
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -144,7 +155,18 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         raise InvalidConfigError(f"{source}: the configuration must be a table of keys")
     _known(
         data,
-        {"name", "output", "seeds", "environment", "agents", "measure", "rules", "norms", "norm_selection"},
+        {
+            "name",
+            "output",
+            "seeds",
+            "environment",
+            "agents",
+            "measure",
+            "rules",
+            "norms",
+            "norm_selection",
+            "status_quo",
+        },
         "",
         source,
     )
@@ -255,7 +277,42 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         reset_samples=reset_samples,
         norms=parse_norms(data.get("norms", []), env_id, dict(kwargs), source),
         norm_selection=_norm_selection(data.get("norm_selection", "utilitarian"), source),
+        status_quo=_status_quo(data, source),
     )
+
+
+#: The named status quo points of a ``[status_quo]`` table (``policyagg.bargaining.STATUS_QUO_NAMES``).
+STATUS_QUO_POINTS = ("worst", "uniform")
+
+
+def _status_quo(data: dict, source: str) -> dict | None:
+    """The ``[status_quo]`` table checked (``point``: a name or finite numbers, one per agent, whose
+    count is checked against the agents when the problem is built)."""
+    if "status_quo" not in data:
+        return None
+    table = _table(data, "status_quo", source, required=True)
+    _known(table, {"point", "individual_rationality"}, "status_quo.", source)
+    point = table.get("point")
+    value: str | list[float]
+    if isinstance(point, str) and point in STATUS_QUO_POINTS:
+        value = point
+    elif isinstance(point, list) and point and all(_finite_number(v) for v in point):
+        value = [float(v) for v in point]
+    else:
+        raise InvalidConfigError(
+            f"{source}: `status_quo.point` must be one of {', '.join(map(repr, STATUS_QUO_POINTS))} or an array of "
+            f"finite numbers, one per agent; got {point!r}"
+        )
+    rational = table.get("individual_rationality", True)
+    if not isinstance(rational, bool):
+        raise InvalidConfigError(
+            f"{source}: `status_quo.individual_rationality` must be true or false; got {rational!r}"
+        )
+    return {"point": value, "individual_rationality": rational}
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policyagg import solvers
+from policyagg.bargaining import individual_rationality
 from policyagg.envs.tabular import RESET_SAMPLES, from_gymnasium, make_env
 from policyagg.errors import CheckpointWarning, CorruptFileError, PolicyAggError
 from policyagg.experiments.checkpoints import Manifest, output_lock
@@ -44,6 +45,7 @@ from policyagg.experiments.compare import attention_problem, slug
 from policyagg.experiments.config import (
     ExperimentConfig,
     InvalidConfigError,
+    RuleRow,
     import_modules,
     load_config,
     parse_config,
@@ -332,16 +334,32 @@ def _run_rules(
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
 
 
-def _run_rule(config: ExperimentConfig, spec, problem: Problem, samples: ReturnSamples) -> Result:
-    """One rule of the configuration on one seed, under the configuration's norms if it has any."""
+def _run_rule(config: ExperimentConfig, spec: RuleRow, problem: Problem, samples: ReturnSamples) -> Result:
+    """One rule of the configuration on one seed: its options (with the status quo's, see
+    :func:`rule_call_options`), under the configuration's norms if it has any."""
+    options = rule_call_options(config, spec, problem)
     if not config.norms:
-        return solvers.get_rule(spec.rule)(problem, samples, **spec.options)
+        return solvers.get_rule(spec.rule)(problem, samples, **options)
     from policyagg.experiments.norms import build_norms
 
     norms = build_norms(config, problem)
-    return solvers.run_with_norms(
-        spec.rule, problem, samples, norms=norms, select=config.norm_selection, **spec.options
-    )
+    return solvers.run_with_norms(spec.rule, problem, samples, norms=norms, select=config.norm_selection, **options)
+
+
+def rule_call_options(config: ExperimentConfig, row: RuleRow, problem: Problem) -> dict:
+    """The keyword options of one rule's call on ``problem``: the row's ``options`` and, if the
+    configuration has a ``[status_quo]``, individual rationality against its point as
+    ``constraints`` (unless ``individual_rationality = false``) and the point as the
+    ``status_quo`` of a rule that takes one (unless the row's options name their own)."""
+    options = dict(row.options)
+    if config.status_quo is None:
+        return options
+    point = config.status_quo["point"]
+    if "status_quo" in solvers.get_spec(row.rule).options:
+        options.setdefault("status_quo", point)
+    if config.status_quo["individual_rationality"]:
+        options["constraints"] = individual_rationality(problem, point)
+    return options
 
 
 def _as_config(config) -> ExperimentConfig:

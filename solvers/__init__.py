@@ -3,6 +3,7 @@
 
 from policyagg.errors import InvalidProblemError
 from policyagg.solvers.approval import approval
+from policyagg.solvers.bargaining import egalitarian_gains, kalai_smorodinsky, nash_bargaining
 from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
@@ -61,6 +62,9 @@ __all__ = [
     "random_dictator",
     "nash_welfare",
     "generalized_gini",
+    "nash_bargaining",
+    "kalai_smorodinsky",
+    "egalitarian_gains",
     "pareto_check",
     "pareto_complete",
     "check_norms",

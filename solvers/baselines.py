@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -214,15 +215,61 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
     """
     problem = call.problem
     C, c0 = utilities(problem, normalize=True)
-    n_d = problem.mdp.n_state_actions
     agents = np.flatnonzero(~problem.require_ranges().flat)
     if agents.size == 0:  # everybody is indifferent: any point of O ∩ C
-        d = call.maximize(np.zeros(n_d), name="Nash welfare")
+        d = call.maximize(np.zeros(problem.mdp.n_state_actions), name="Nash welfare")
         return call.finish(d, rounds=1, gap=0.0, converged=True, n_cuts=0, nash_welfare=0.0)
-    C, c0, w = C[agents], c0[agents], problem.weights[agents]
-    k = agents.size
+    fit = max_log_welfare(
+        call,
+        C[agents],
+        c0[agents],
+        problem.weights[agents],
+        tolerance=tolerance,
+        max_rounds=max_rounds,
+        name="Nash welfare",
+    )
+    if not fit.converged:
+        _not_converged(call, "nash_welfare", max_rounds, fit.gap, tolerance, "log-gap")
+    return call.finish(
+        fit.d, rounds=fit.rounds, gap=fit.gap, converged=fit.converged, n_cuts=fit.n_cuts, nash_welfare=fit.welfare
+    )
+
+
+@dataclass(frozen=True)
+class LogWelfare:
+    """The outcome of :func:`max_log_welfare`: the occupancy ``d``, the utilities ``u = C d + c0``
+    there (floored at :data:`NASH_FLOOR`), the welfare ``sum_i w_i log u_i``, and its certificate:
+    the cut envelope's value ``bound`` ``>=`` the optimum (up to the LP's own tolerance), so the
+    welfare is within ``bound - welfare`` of it; ``gap`` is the largest per-agent error
+    ``max_i (envelope_i(u_i) - log u_i)``."""
+
+    d: np.ndarray
+    u: np.ndarray
+    welfare: float
+    bound: float
+    gap: float
+    converged: bool
+    rounds: int
+    n_cuts: int
+
+
+def max_log_welfare(
+    call: RuleCall, C: np.ndarray, c0: np.ndarray, w: np.ndarray, *, tolerance: float, max_rounds: int, name: str
+) -> LogWelfare:
+    """Maximise ``sum_i w_i log(C_i d + c0_i)`` over ``d in O`` and the call's constraints by tangent cuts.
+
+    .. math:: \\max_{d,\\, u,\\, z} \\sum_i w_i z_i \\quad\\text{s.t.}\\quad
+              u = C d + c_0, \\quad z_i \\le \\log a + (u_i - a) / a \\quad \\forall a \\in \\mathcal{A}_i
+
+    (Kelley's cutting planes; the procedure :func:`nash_welfare` describes). ``C d + c0`` should
+    range over about ``[0, 1]`` (the first cuts are at :data:`NASH_GRID`) and be positive at some
+    feasible point. Stops when ``max_i (envelope_i(u_i) - log u_i) <= tolerance`` or after
+    ``max_rounds`` rounds (``converged`` False; the caller says so). Solves go to ``call.log``.
+    """
+    n_d = call.problem.mdp.n_state_actions
+    k = C.shape[0]
     cost = np.concatenate([np.zeros(n_d + k), w])  # columns d, u, z
-    build = _cut_program(problem, cost, utility_rows(C, c0, n_d, cost.size), "Nash welfare")
+    build = _cut_program(call.problem, cost, utility_rows(C, c0, n_d, cost.size), name)
 
     cut_agent = np.repeat(np.arange(k), len(NASH_GRID))
     cut_point = np.tile(np.asarray(NASH_GRID, float), k)
@@ -244,11 +291,16 @@ def nash_welfare(call: RuleCall, *, tolerance: float = 1e-6, max_rounds: int = 5
         cut_agent = np.concatenate([cut_agent, more])
         cut_point = np.concatenate([cut_point, u[more]])
         model.add(_tangent_cuts(n_d, k, more, u[more]))
-    converged = gap <= tolerance
-    if not converged:
-        _not_converged(call, "nash_welfare", max_rounds, gap, tolerance, "log-gap")
-    return call.finish(
-        d, rounds=rounds, gap=gap, converged=converged, n_cuts=int(cut_agent.size), nash_welfare=float(w @ np.log(u))
+    welfare = float(w @ np.log(u))
+    return LogWelfare(
+        d=d,
+        u=u,
+        welfare=welfare,
+        bound=float(w @ envelope),
+        gap=gap,
+        converged=bool(gap <= tolerance),
+        rounds=rounds,
+        n_cuts=int(cut_agent.size),
     )
 
 

@@ -66,7 +66,8 @@ class OptionSpec:
 
     ``kind``: ``"bool"``; ``"int"`` or ``"number"`` (finite, within ``[low, high]``, an end open
     where ``low_open`` / ``high_open``); ``"choice"`` (one of ``choices``); ``"per_agent"`` (a
-    sequence with one entry per agent, checked against the problem by the rule itself);
+    sequence with one entry per agent, checked against the problem by the rule itself, or one
+    of ``choices`` if given);
     ``"constraints"`` (a :class:`~policyagg.polytope.LinearConstraints`); ``"any"``. ``None``
     is accepted exactly when the default is ``None``. Build one with :func:`flag`,
     :func:`integer`, :func:`number`, :func:`choice` or :func:`per_agent`; ``name`` and
@@ -96,6 +97,8 @@ class OptionSpec:
             return _interval("an integer" if self.kind == "int" else "a number", self)
         if self.kind == "choice":
             return "one of " + ", ".join(str(c) for c in self.choices or ())
+        if self.kind == "per_agent" and self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices) + " or a sequence with one entry per agent"
         return {
             "bool": "True or False",
             "per_agent": "None or a sequence with one entry per agent",
@@ -115,6 +118,8 @@ class OptionSpec:
         if self.kind in ("int", "number") and _in_range(value, self):
             return int(value) if self.kind == "int" else float(value)
         if self.kind == "per_agent" and isinstance(value, Sequence | np.ndarray) and not isinstance(value, str | bytes):
+            return value
+        if self.kind == "per_agent" and _is_choice(value, self.choices or ()):
             return value
         if self.kind == "constraints" and isinstance(value, LinearConstraints):
             return value
@@ -150,9 +155,10 @@ def choice(choices: Sequence[Any], *, help: str = "") -> OptionSpec:
     return OptionSpec("choice", help, choices=tuple(choices))
 
 
-def per_agent(help: str = "") -> OptionSpec:
-    """``None`` or a sequence with one entry per agent (the rule checks it against the problem)."""
-    return OptionSpec("per_agent", help)
+def per_agent(help: str = "", *, choices: Sequence[Any] = ()) -> OptionSpec:
+    """``None`` or a sequence with one entry per agent (the rule checks it against the problem),
+    or one of ``choices`` (names of values the rule computes, e.g. ``"uniform"``)."""
+    return OptionSpec("per_agent", help, choices=tuple(choices) or None)
 
 
 def _interval(what: str, spec: OptionSpec) -> str:

@@ -139,6 +139,9 @@ SCALE_RULES = {
     "nash_welfare": {},
     "random_dictator": {},
     "generalized_gini": {},
+    "nash_bargaining": {"status_quo": "uniform"},
+    "kalai_smorodinsky": {"status_quo": "uniform"},
+    "egalitarian_gains": {"status_quo": "uniform"},
 }
 
 
