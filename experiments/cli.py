@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The reference measures (``policyagg.measures.MEASURES``, which imports numpy; a test keeps
@@ -100,7 +101,8 @@ def _run(args) -> None:
     from policyagg.experiments.run import run_config, summarize, summary_markdown
 
     config = load_config(args.config).with_overrides(output=args.out, **_overrides(args))
-    run = run_config(config, workers=args.workers, overwrite=args.overwrite)
+    with _executor(args) as executor:
+        run = run_config(config, overwrite=args.overwrite, executor=executor)
     print(summary_markdown(config, summarize(run.seeds)))
     print(f"results written to {config.output}/")
 
@@ -116,9 +118,23 @@ def _reproduce(args) -> None:
         for name in paper_configs(args.variant)
     ]
     # (a) and (b) share each seed's MDP: their policies are sampled once.
-    for run in run_configs(configs, workers=args.workers, overwrite=args.overwrite):
+    with _executor(args) as executor:
+        runs = run_configs(configs, overwrite=args.overwrite, executor=executor)
+    for run in runs:
         print(summary_markdown(run.config, summarize(run.seeds)))
         print(f"tables, figures and per-seed results in {run.config.output}/\n")
+
+
+@contextmanager
+def _executor(args):
+    """The executor of ``--executor``/``--address``/``--workers``, closed on the way out."""
+    from policyagg.experiments.executors import close_executor, make_executor
+
+    executor = make_executor(args.executor, address=args.address, workers=args.workers)
+    try:
+        yield executor
+    finally:
+        close_executor(executor)
 
 
 def _reference(args) -> None:
@@ -375,11 +391,29 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         help="reference measure of the ranks (default: the configuration's, `policy` in the shipped ones)",
     )
     p.add_argument("--workers", type=positive_int, default=None, metavar="N", help=WORKERS_HELP)
+    _executor_options(p)
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the results of another configuration in the output folder; the new run is "
         "written beside it and swapped in when it has finished (the old results stay until then)",
+    )
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where sampling batches and rule tasks run: local (forked workers, the default) or ray (a Ray "
+        "cluster; pip install 'policyagg[ray]'); the results are the same",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="the Ray cluster to join (auto: the one `ray start` runs on this machine); default: a private "
+        "cluster of --workers CPUs on this machine",
     )
 
 
