@@ -137,6 +137,16 @@ def _executor(args):
         close_executor(executor)
 
 
+def _sweep(args) -> None:
+    from policyagg.experiments.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep, output=args.out)  # every grid point is checked before anything runs
+    with _executor(args) as executor:
+        report = run_sweep(sweep, executor=executor)
+    print((sweep.output / "sweep.md").read_text(encoding="utf-8"))
+    print("written to " + ", ".join(str(path) for path in report["files"]) + f" (the runs in {sweep.output}/)")
+
+
 def _reference(args) -> None:
     from policyagg.experiments.reference import run_reference
 
@@ -501,6 +511,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides `output`)")
     _common_run_options(p)
     p.set_defaults(run=_run)
+
+    p = _subcommand(
+        sub,
+        "sweep",
+        "a grid of runs over any configuration keys; one combined table and the alpha-sweep figures",
+        'Expand a sweep file (a base configuration and a [grid] of dotted keys, e.g. "rules.approval.alpha" = '
+        "[0.8, 0.9]) into one run per grid point, each in its own subfolder named from its grid values; run them "
+        "(points sharing an MDP share their sampled policies), then write sweep.csv, sweep.md and, per numeric "
+        "grid key, its figure against the Gini index and the minimum normalised return. Every point is "
+        "validated first; a stopped sweep resumes (finished points are read back).",
+        "  policyagg sweep experiments/configs/sweeps/alpha-sweep.toml\n"
+        "  policyagg sweep experiments/configs/sweeps/alpha-sweep.toml --out /tmp/alpha --executor ray --address auto",
+    )
+    p.add_argument("sweep", help="path of a sweep file (TOML; see experiments/configs/sweeps/alpha-sweep.toml)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides the sweep's `output`)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N", help=WORKERS_HELP)
+    _executor_options(p)
+    p.set_defaults(run=_sweep)
 
     p = _subcommand(
         sub,
