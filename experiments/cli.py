@@ -182,7 +182,23 @@ def _bench(args) -> None:
         "scale": _bench_scale,
         "volume": _bench_volume,
         "agents": _bench_agents,
+        "executor": _bench_executor,
     }[args.target](args)
+
+
+def _bench_executor(args) -> None:
+    from policyagg.experiments.bench_executor import bench_executor, format_report
+    from policyagg.experiments.executors import _import_ray
+
+    _import_ray()  # a clear error when Ray is missing
+    report = bench_executor(
+        seeds=args.seeds or 5,
+        samples=args.samples or 10_000,
+        repeats=args.repeats,
+        workers=args.workers,
+        cluster=not args.no_cluster,
+    )
+    print(format_report(report))
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -650,17 +666,21 @@ def build_parser() -> argparse.ArgumentParser:
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
-        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian",
+        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian\n"
+        "  executor local vs Ray: overhead per task, `reproduce` end to end, a simulated two-node cluster",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
         "  policyagg bench scale --samples 2000\n"
         "  policyagg bench growth --sites 6\n"
         "  policyagg bench scale --sites 6 --samples 2000\n"
         "  policyagg bench scale --samples-file results/experiment-b-seed0/samples.npz\n"
         "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)\n"
-        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench",
+        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
+        "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'",
     )
     p.add_argument(
-        "target", choices=["sampler", "growth", "rules", "scale", "volume", "agents"], help="the benchmark to run"
+        "target",
+        choices=["sampler", "growth", "rules", "scale", "volume", "agents", "executor"],
+        help="the benchmark to run",
     )
     p.add_argument(
         "--sites",
@@ -684,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
-        "scale 2000, volume 4000, agents 2000 per number of agents)",
+        "scale 2000, volume 4000, agents 2000 per number of agents, executor 10000 per seed)",
     )
     p.add_argument(
         "--samples-file",
@@ -704,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=3,
         metavar="N",
-        help="sampler: repetitions, best and median reported (default: 3)",
+        help="sampler, executor: repetitions, best and median reported (default: 3)",
     )
     p.add_argument(
         "--methods",
@@ -748,6 +768,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=seed_int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"
     )
+    p.add_argument(
+        "--seeds", type=positive_int, default=None, metavar="N", help="executor: seeds of `reproduce` (default: 5)"
+    )
+    p.add_argument("--no-cluster", action="store_true", help="executor: skip the simulated two-node cluster")
     p.add_argument(
         "--out",
         default=None,
