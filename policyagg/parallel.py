@@ -152,7 +152,10 @@ class Executor(Protocol):
     in completion order.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """``"local"``, ``"ray"``, ..."""
+        ...
 
     @property
     def slots(self) -> int:
