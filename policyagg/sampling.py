@@ -145,12 +145,32 @@ class PolicySampler:
             if self.method == "krylov":
                 self._inverse_T = np.ascontiguousarray(np.linalg.inv(self.dense_systems(uniform[None])[0]).T)
             else:
-                self._ilu = spla.spilu(self.sparse_system(uniform), drop_tol=ILU_DROP_TOL, fill_factor=ILU_FILL_FACTOR)
+                self._ilu = self._uniform_ilu()
             self._self_loops = np.zeros((self.S, self.A))  # P(s|s, a)
             loop = coo.col == coo.row // self.A
             np.add.at(self._self_loops.reshape(-1), coo.row[loop], coo.data[loop])
             self._uniform_escape = 1.0 - self.gamma * self._self_loops.mean(axis=1)
             self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
+
+    def _uniform_ilu(self) -> spla.SuperLU:
+        """Incomplete LU of the uniform policy's system ``M`` (deterministic: the same factors each time)."""
+        uniform = np.full((self.S, self.A), 1.0 / self.A)
+        ilu: spla.SuperLU = spla.spilu(self.sparse_system(uniform), drop_tol=ILU_DROP_TOL, fill_factor=ILU_FILL_FACTOR)
+        return ilu
+
+    def __getstate__(self) -> dict[str, object]:
+        """For other processes (a Ray executor): SciPy's ``SuperLU`` cannot be pickled, so the
+        incomplete LU is left out and rebuilt by :meth:`__setstate__`."""
+        state = self.__dict__.copy()
+        state["_ilu"] = None
+        state["_rebuild_ilu"] = self._ilu is not None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        rebuild = bool(state.pop("_rebuild_ilu", False))
+        self.__dict__.update(state)
+        if rebuild:
+            self._ilu = self._uniform_ilu()
 
     def draw_policies(self, rng: np.random.Generator, size: int) -> NDArray[np.float64]:
         """``size`` policies of shape (S, A), each row ~ Dirichlet(concentration)."""

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'policyagg[ray]' to run these tests")
 
+from policyagg.chains import MixingWarning
 from policyagg.experiments.executors import RayExecutor, close_executor, make_executor
 from policyagg.experiments.run import run_config
 from policyagg.parallel import LocalExecutor
@@ -100,6 +102,29 @@ def test_a_run_on_ray_writes_the_files_of_a_local_run(tmp_path, local_ray):
     run_config(config, progress=False, executor=LocalExecutor(2))
     run_config(small_config(tmp_path / "ray"), progress=False, executor=local_ray)
     assert_same_outputs(tmp_path / "local", tmp_path / "ray")
+
+
+@pytest.mark.parametrize(
+    "measure, options",
+    [
+        ("policy", {"method": "dense", "batch_size": 16}),
+        ("policy", {"method": "krylov", "batch_size": 16}),
+        ("policy", {"method": "sparse", "batch_size": 16}),  # its SuperLU is rebuilt on the workers
+        ("volume", {"chains": 3, "burn_in": 2, "thin": 1}),
+    ],
+)
+def test_sampling_on_ray_is_bitwise_local(local_ray, measure, options):
+    from policyagg import solvers
+    from policyagg.experiments.compare import attention_problem
+    from policyagg.measures import sample_returns
+
+    problem = solvers.with_ranges(attention_problem("b", n_agents=3, seed=1, gamma=1.0, n_sites=3, n_phases=3))
+    kwargs = dict(measure=measure, rng=5, progress=False, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MixingWarning)  # a short chain: mixing is not the point here
+        local = sample_returns(problem, 120, workers=1, **kwargs)
+        remote = sample_returns(problem, 120, executor=local_ray, **kwargs)
+    np.testing.assert_array_equal(remote.values, local.values)
 
 
 def _die_once(payload, j):
