@@ -3,7 +3,7 @@
 Both implement :class:`policyagg.parallel.Executor`: a task is ``compute(payload, j)``,
 whose output goes to ``store(j, output)``. With :class:`RayExecutor`, ``payload`` (the MDP,
 the samples, the sampler) goes to the object store once per :meth:`~RayExecutor.map`
-(``ray.put``) and is deserialised once per worker process; each task returns its arrays
+(``ray.put``) and is deserialised once per worker process, into its own memory; each task returns its arrays
 (results as the bytes of their files), and ``store`` runs on the driver, which therefore
 writes every output and every checkpoint. A task whose worker or node dies is retried
 (``max_retries``); an error raised by the task itself is not retried and reaches the caller
@@ -98,7 +98,9 @@ class RayExecutor:
         """Submit every task, store outputs on the driver as they arrive; yield each ``j``.
         Tasks still pending when the caller stops iterating are cancelled."""
         ray = self._ray
-        shared = ray.put((compute, payload))  # once, whatever n_tasks
+        # once, whatever n_tasks; serialised here so that each worker unpickles its own writable
+        # copy (the object store's zero-copy arrays are read-only, and tasks may write, e.g. numba kernels)
+        shared = ray.put(ray.cloudpickle.dumps((compute, payload)))
         remote = self._remote.options(max_retries=self.max_retries, retry_exceptions=False)
         pending = {remote.remote([shared], j): j for j in range(n_tasks)}  # boxed: resolved by the worker
         try:
@@ -135,7 +137,7 @@ def _run_task(boxed: list[Any], j: int) -> Any:
     key = ref.hex()
     if key not in _PAYLOAD:
         _PAYLOAD.clear()
-        _PAYLOAD[key] = ray.get(ref)
+        _PAYLOAD[key] = ray.cloudpickle.loads(ray.get(ref))
     compute, payload = _PAYLOAD[key]
     with threadpool_limits(limits=1, user_api="blas"):  # as a local worker: same operations, same bits
         return compute(payload, j)

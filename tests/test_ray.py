@@ -110,7 +110,9 @@ def test_a_run_on_ray_writes_the_files_of_a_local_run(tmp_path, local_ray):
         ("policy", {"method": "dense", "batch_size": 16}),
         ("policy", {"method": "krylov", "batch_size": 16}),
         ("policy", {"method": "sparse", "batch_size": 16}),  # its SuperLU is rebuilt on the workers
-        ("volume", {"chains": 3, "burn_in": 2, "thin": 1}),
+        pytest.param(
+            "volume", {"chains": 3, "burn_in": 2, "thin": 1}, marks=pytest.mark.slow
+        ),  # numba compiles per worker
     ],
 )
 def test_sampling_on_ray_is_bitwise_local(local_ray, measure, options):
