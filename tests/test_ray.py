@@ -129,6 +129,17 @@ def test_sampling_on_ray_is_bitwise_local(local_ray, measure, options):
     np.testing.assert_array_equal(remote.values, local.values)
 
 
+def test_a_sweep_on_ray_writes_the_files_of_a_local_sweep(tmp_path, local_ray):
+    from policyagg.experiments.sweep import parse_sweep, run_sweep
+
+    base = small_config(tmp_path / "unused", seeds=[0]) | {"rules": [{"label": "approval", "rule": "approval"}]}
+    grid = {"rules.approval.alpha": [0.5, 0.9]}
+    for name, executor in (("local", LocalExecutor(2)), ("ray", local_ray)):
+        sweep = parse_sweep({"name": "s", "base": base, "output": str(tmp_path / name), "grid": grid})
+        run_sweep(sweep, executor=executor, progress=False, figures=False)
+    assert_same_outputs(tmp_path / "local", tmp_path / "ray")
+
+
 def _die_once(payload, j):
     """Kill this worker process on the first attempt at task 1 (a marker file remembers it)."""
     marker = Path(payload) / f"attempt-{j}"
