@@ -337,7 +337,7 @@ def _run_rules(
     )
     with bar:
         names = tuple(paths[seed, spec.label].name for seed, spec in todo)
-        payload = RuleTasks(tuple(todo), problems, samples, names)
+        payload = RuleTasks(config, tuple(todo), problems, samples, names)
         for j in executor.map(_rule_task, payload, len(todo), store):
             seed, spec = todo[j]
             manifest.record(*_result_files(paths[seed, spec.label]))
@@ -351,6 +351,7 @@ def _run_rules(
 class RuleTasks:
     """The (seed, rule) tasks of a run: task ``j`` runs ``todo[j]`` and saves it as ``names[j]``."""
 
+    config: ExperimentConfig
     todo: tuple
     problems: dict
     samples: dict
@@ -361,8 +362,13 @@ def _rule_task(tasks: RuleTasks, j: int) -> dict[str, bytes]:
     """Task ``j``: run the rule and return the files its ``save`` writes, by file name (the
     same bytes wherever it ran; the caller writes them)."""
     seed, spec = tasks.todo[j]
-    outcome = solvers.get_rule(spec.rule)(tasks.problems[seed], tasks.samples[seed], **spec.options)
+    outcome = _run_rule(tasks.config, spec, tasks.problems[seed], tasks.samples[seed])
     return saved_files(outcome, tasks.names[j])
+
+
+def _run_rule(config: ExperimentConfig, spec, problem: Problem, samples: ReturnSamples) -> Result:
+    """One rule of the configuration on one seed."""
+    return solvers.get_rule(spec.rule)(problem, samples, **spec.options)
 
 
 def saved_files(outcome, name: str) -> dict[str, bytes]:
