@@ -310,6 +310,42 @@ def _label(progress: bool | None, label: str) -> bool | str:
     return False if progress is False else label
 
 
+@dataclass(frozen=True)
+class RuleTasks:
+    """The (seed, rule) tasks of a run: task ``j`` runs ``todo[j]`` and saves it as ``names[j]``."""
+
+    config: ExperimentConfig
+    todo: tuple
+    problems: dict
+    samples: dict
+    names: tuple[str, ...]
+
+
+def _rule_task(tasks: RuleTasks, j: int) -> dict[str, bytes]:
+    """Task ``j``: run the rule and return the files its ``save`` writes, by file name (the
+    same bytes wherever it ran; the caller writes them)."""
+    seed, spec = tasks.todo[j]
+    outcome = _run_rule(tasks.config, spec, tasks.problems[seed], tasks.samples[seed])
+    return saved_files(outcome, tasks.names[j])
+
+
+def saved_files(outcome, name: str) -> dict[str, bytes]:
+    """The files ``outcome.save(folder / name)`` writes, as ``{file name: bytes}`` (saved into
+    a private temporary folder); JSON files last, as ``save`` writes them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="policyagg-task-") as folder:
+        outcome.save(Path(folder) / name)
+        files = sorted(Path(folder).iterdir(), key=lambda path: (path.suffix == ".json", path.name))
+        return {path.name: path.read_bytes() for path in files}
+
+
+def write_saved_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write :func:`saved_files`' output into ``folder``, atomically and in its order."""
+    for name, payload in files.items():
+        atomic_write_bytes(folder / name, payload)
+
+
 def _run_rules(
     config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, executor: Executor
 ) -> dict[int, dict[str, Result]]:
@@ -347,45 +383,9 @@ def _run_rules(
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
 
 
-@dataclass(frozen=True)
-class RuleTasks:
-    """The (seed, rule) tasks of a run: task ``j`` runs ``todo[j]`` and saves it as ``names[j]``."""
-
-    config: ExperimentConfig
-    todo: tuple
-    problems: dict
-    samples: dict
-    names: tuple[str, ...]
-
-
-def _rule_task(tasks: RuleTasks, j: int) -> dict[str, bytes]:
-    """Task ``j``: run the rule and return the files its ``save`` writes, by file name (the
-    same bytes wherever it ran; the caller writes them)."""
-    seed, spec = tasks.todo[j]
-    outcome = _run_rule(tasks.config, spec, tasks.problems[seed], tasks.samples[seed])
-    return saved_files(outcome, tasks.names[j])
-
-
 def _run_rule(config: ExperimentConfig, spec, problem: Problem, samples: ReturnSamples) -> Result:
     """One rule of the configuration on one seed."""
     return solvers.get_rule(spec.rule)(problem, samples, **spec.options)
-
-
-def saved_files(outcome, name: str) -> dict[str, bytes]:
-    """The files ``outcome.save(folder / name)`` writes, as ``{file name: bytes}`` (saved into
-    a private temporary folder); JSON files last, as ``save`` writes them."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="policyagg-task-") as folder:
-        outcome.save(Path(folder) / name)
-        files = sorted(Path(folder).iterdir(), key=lambda path: (path.suffix == ".json", path.name))
-        return {path.name: path.read_bytes() for path in files}
-
-
-def write_saved_files(folder: Path, files: dict[str, bytes]) -> None:
-    """Write :func:`saved_files`' output into ``folder``, atomically and in its order."""
-    for name, payload in files.items():
-        atomic_write_bytes(folder / name, payload)
 
 
 def _as_config(config) -> ExperimentConfig:
