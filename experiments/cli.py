@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The reference measures (``policyagg.measures.MEASURES``, which imports numpy; a test keeps
@@ -100,7 +101,8 @@ def _run(args) -> None:
     from policyagg.experiments.run import run_config, summarize, summary_markdown
 
     config = load_config(args.config).with_overrides(output=args.out, **_overrides(args))
-    run = run_config(config, workers=args.workers, overwrite=args.overwrite)
+    with _executor(args) as executor:
+        run = run_config(config, overwrite=args.overwrite, executor=executor)
     print(summary_markdown(config, summarize(run.seeds)))
     print(f"results written to {config.output}/")
 
@@ -130,9 +132,33 @@ def _reproduce(args) -> None:
         for name in paper_configs(args.variant)
     ]
     # (a) and (b) share each seed's MDP: their policies are sampled once.
-    for run in run_configs(configs, workers=args.workers, overwrite=args.overwrite):
+    with _executor(args) as executor:
+        runs = run_configs(configs, overwrite=args.overwrite, executor=executor)
+    for run in runs:
         print(summary_markdown(run.config, summarize(run.seeds)))
         print(f"tables, figures and per-seed results in {run.config.output}/\n")
+
+
+@contextmanager
+def _executor(args):
+    """The executor of ``--executor``/``--address``/``--workers``, closed on the way out."""
+    from policyagg.experiments.executors import close_executor, make_executor
+
+    executor = make_executor(args.executor, address=args.address, workers=args.workers)
+    try:
+        yield executor
+    finally:
+        close_executor(executor)
+
+
+def _sweep(args) -> None:
+    from policyagg.experiments.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep, output=args.out)  # every grid point is checked before anything runs
+    with _executor(args) as executor:
+        report = run_sweep(sweep, executor=executor)
+    print((sweep.output / "sweep.md").read_text(encoding="utf-8"))
+    print("written to " + ", ".join(str(path) for path in report["files"]) + f" (the runs in {sweep.output}/)")
 
 
 def _reference(args) -> None:
@@ -170,7 +196,23 @@ def _bench(args) -> None:
         "scale": _bench_scale,
         "volume": _bench_volume,
         "agents": _bench_agents,
+        "executor": _bench_executor,
     }[args.target](args)
+
+
+def _bench_executor(args) -> None:
+    from policyagg.experiments.bench_executor import bench_executor, format_report
+    from policyagg.experiments.executors import _import_ray
+
+    _import_ray()  # a clear error when Ray is missing
+    report = bench_executor(
+        seeds=args.seeds or 5,
+        samples=args.samples or 10_000,
+        repeats=args.repeats,
+        workers=args.workers,
+        cluster=not args.no_cluster,
+    )
+    print(format_report(report))
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -389,11 +431,29 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
         help="reference measure of the ranks (default: the configuration's, `policy` in the shipped ones)",
     )
     p.add_argument("--workers", type=positive_int, default=None, metavar="N", help=WORKERS_HELP)
+    _executor_options(p)
     p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the results of another configuration in the output folder; the new run is "
         "written beside it and swapped in when it has finished (the old results stay until then)",
+    )
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where sampling batches and rule tasks run: local (forked workers, the default) or ray (a Ray "
+        "cluster; pip install 'policyagg[ray]'); the results are the same",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="the Ray cluster to join (auto: the one `ray start` runs on this machine); default: a private "
+        "cluster of --workers CPUs on this machine",
     )
 
 
@@ -481,6 +541,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides `output`)")
     _common_run_options(p)
     p.set_defaults(run=_run)
+
+    p = _subcommand(
+        sub,
+        "sweep",
+        "a grid of runs over any configuration keys; one combined table and the alpha-sweep figures",
+        'Expand a sweep file (a base configuration and a [grid] of dotted keys, e.g. "rules.approval.alpha" = '
+        "[0.8, 0.9]) into one run per grid point, each in its own subfolder named from its grid values; run them "
+        "(points sharing an MDP share their sampled policies), then write sweep.csv, sweep.md and, per numeric "
+        "grid key, its figure against the Gini index and the minimum normalised return. Every point is "
+        "validated first; a stopped sweep resumes (finished points are read back).",
+        "  policyagg sweep experiments/configs/sweeps/alpha-sweep.toml\n"
+        "  policyagg sweep experiments/configs/sweeps/alpha-sweep.toml --out /tmp/alpha --executor ray --address auto",
+    )
+    p.add_argument("sweep", help="path of a sweep file (TOML; see experiments/configs/sweeps/alpha-sweep.toml)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides the sweep's `output`)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N", help=WORKERS_HELP)
+    _executor_options(p)
+    p.set_defaults(run=_sweep)
 
     p = _subcommand(
         sub,
@@ -602,17 +680,21 @@ def build_parser() -> argparse.ArgumentParser:
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
-        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian",
+        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian\n"
+        "  executor local vs Ray: overhead per task, `reproduce` end to end, a simulated two-node cluster",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
         "  policyagg bench scale --samples 2000\n"
         "  policyagg bench growth --sites 6\n"
         "  policyagg bench scale --sites 6 --samples 2000\n"
         "  policyagg bench scale --samples-file results/experiment-b-seed0/samples.npz\n"
         "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)\n"
-        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench",
+        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
+        "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'",
     )
     p.add_argument(
-        "target", choices=["sampler", "growth", "rules", "scale", "volume", "agents"], help="the benchmark to run"
+        "target",
+        choices=["sampler", "growth", "rules", "scale", "volume", "agents", "executor"],
+        help="the benchmark to run",
     )
     p.add_argument(
         "--sites",
@@ -636,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="samples (default: sampler 20000, growth 4000 at 3-5 sites down to 160 at 8, rules 100000, "
-        "scale 2000, volume 4000, agents 2000 per number of agents)",
+        "scale 2000, volume 4000, agents 2000 per number of agents, executor 10000 per seed)",
     )
     p.add_argument(
         "--samples-file",
@@ -656,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=3,
         metavar="N",
-        help="sampler: repetitions, best and median reported (default: 3)",
+        help="sampler, executor: repetitions, best and median reported (default: 3)",
     )
     p.add_argument(
         "--methods",
@@ -700,6 +782,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=seed_int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"
     )
+    p.add_argument(
+        "--seeds", type=positive_int, default=None, metavar="N", help="executor: seeds of `reproduce` (default: 5)"
+    )
+    p.add_argument("--no-cluster", action="store_true", help="executor: skip the simulated two-node cluster")
     p.add_argument(
         "--out",
         default=None,

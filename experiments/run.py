@@ -20,7 +20,9 @@ matches; one run at a time holds the folder's lock (:mod:`policyagg.experiments.
 Both cores are used: sampling splits each seed's samples into batches solved in parallel,
 then every (seed, rule) pair is an independent task run by ``workers`` forked processes,
 which save their results to the checkpoint files the parent then reads (nothing crosses a
-pipe). The numbers do not depend on ``workers``.
+pipe). The numbers do not depend on ``workers``. On a Ray cluster (``executor``, see
+:mod:`policyagg.experiments.executors`) the same tasks run as Ray tasks and the driver writes
+every file, byte for byte the same (apart from timings).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
 from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
 from policyagg.io import atomic_write_bytes, atomic_write_json
 from policyagg.measures import sample_returns
-from policyagg.parallel import check_workers, run_tasks
+from policyagg.parallel import Executor, resolve_executor
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
@@ -102,6 +104,7 @@ def run_config(
     workers: int | None = None,
     problems: dict[int, Problem] | None = None,
     overwrite: bool = False,
+    executor: Executor | None = None,
 ) -> ExperimentRun:
     """Run ``config`` (an :class:`ExperimentConfig`, a dict as parsed from TOML, or a path).
 
@@ -111,12 +114,16 @@ def run_config(
     :func:`run_configs`). ``workers`` processes (default: the usable cores, at most 4) sample
     and run the rules. ``problems``: seeds' problems already built by :func:`build_problem`
     (the rest are built). ``progress``: ``False`` hides the progress bars (each names the
-    configuration, the seed and the measure).
+    configuration, the seed and the measure). ``executor``: where sampling batches and rule
+    tasks run (default: a local pool of ``workers``; see :mod:`policyagg.experiments.executors`);
+    the numbers and files do not depend on it.
     """
     config = _as_config(config)
     if overwrite:
-        return run_configs([config], progress=progress, figures=figures, workers=workers, overwrite=True)[0]
-    workers = check_workers(workers)
+        return run_configs(
+            [config], progress=progress, figures=figures, workers=workers, overwrite=True, executor=executor
+        )[0]
+    executor = resolve_executor(executor, workers)
     out = Path(config.output)
     with output_lock(out):
         manifest = _claim_output(config, out)
@@ -130,8 +137,8 @@ def run_config(
         for seed in seeds:
             if seed not in problems:
                 problems[seed] = build_problem(config, seed)
-            samples[seed] = _seed_samples(config, seed, problems[seed], manifest, progress, workers)
-        results = _run_rules(config, problems, samples, manifest, progress, workers)
+            samples[seed] = _seed_samples(config, seed, problems[seed], manifest, progress, executor)
+        results = _run_rules(config, problems, samples, manifest, progress, executor)
         runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
         files = write_summary(config, runs, out, figures=figures)
     return ExperimentRun(config, runs, files)
@@ -143,7 +150,13 @@ REWARD_FREE_MEASURES = ("policy", "volume")
 
 
 def run_configs(
-    configs, *, progress: bool | None = None, figures: bool = True, workers: int | None = None, overwrite: bool = False
+    configs,
+    *,
+    progress: bool | None = None,
+    figures: bool = True,
+    workers: int | None = None,
+    overwrite: bool = False,
+    executor: Executor | None = None,
 ) -> list[ExperimentRun]:
     """Run several configurations (as :func:`run_config`). Where some of them give the same
     MDP for a seed and sample the same reward-free measure alike, the policies are sampled
@@ -157,17 +170,17 @@ def run_configs(
     staging folder renamed into its place and the old one deleted. A failed or killed run
     leaves the old results untouched, never a half-deleted folder."""
     configs = [_as_config(c) for c in configs]
-    workers = check_workers(workers)
+    executor = resolve_executor(executor, workers)
     with ExitStack() as locks:
         for config in configs:
             locks.enter_context(output_lock(Path(config.output)))
         if overwrite:
             staged = [_staging_config(c) for c in configs]
-            runs = run_configs(staged, progress=progress, figures=figures, workers=workers)
+            runs = run_configs(staged, progress=progress, figures=figures, executor=executor)
             return [_publish(run, config) for run, config in zip(runs, configs)]
-        built = _share_samples(configs, progress, workers)
+        built = _share_samples(configs, progress, executor)
         return [
-            run_config(c, progress=progress, figures=figures, workers=workers, problems=built[i])
+            run_config(c, progress=progress, figures=figures, executor=executor, problems=built[i])
             for i, c in enumerate(configs)
         ]
 
@@ -201,7 +214,7 @@ def _publish(run: ExperimentRun, config: ExperimentConfig) -> ExperimentRun:
     return ExperimentRun(config, run.seeds, [out / path.relative_to(staging) for path in run.files])
 
 
-def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> list[dict[int, Problem]]:
+def _share_samples(configs: list[ExperimentConfig], progress, executor: Executor) -> list[dict[int, Problem]]:
     """Write the shared samples' checkpoints that :func:`run_config` will then find; return
     the problems built on the way, per configuration and seed, for it to reuse."""
     built: list[dict[int, Problem]] = [{} for _ in configs]
@@ -238,7 +251,7 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
                 n_samples,
                 measure=measure,
                 rng=seed,
-                workers=workers,
+                executor=executor,
                 progress=_label(progress, f"{names} seed {seed}: {measure} samples (shared)"),
                 **members[chosen[0]].measure_options,
             )
@@ -276,7 +289,7 @@ def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
 
 
 def _seed_samples(
-    config: ExperimentConfig, seed: int, problem: Problem, manifest: Manifest, progress, workers: int
+    config: ExperimentConfig, seed: int, problem: Problem, manifest: Manifest, progress, executor: Executor
 ) -> ReturnSamples:
     path = manifest.folder / f"seed{seed}" / "samples.npz"
     samples = _load_samples(manifest, path, config, problem)
@@ -286,7 +299,7 @@ def _seed_samples(
             config.samples,
             measure=config.measure,
             rng=seed,
-            workers=workers,
+            executor=executor,
             progress=_label(progress, f"{config.name} seed {seed}: {config.measure} samples"),
             **config.measure_options,
         )
@@ -299,11 +312,48 @@ def _label(progress: bool | None, label: str) -> bool | str:
     return False if progress is False else label
 
 
+@dataclass(frozen=True)
+class RuleTasks:
+    """The (seed, rule) tasks of a run: task ``j`` runs ``todo[j]`` and saves it as ``names[j]``."""
+
+    config: ExperimentConfig
+    todo: tuple
+    problems: dict
+    samples: dict
+    names: tuple[str, ...]
+
+
+def _rule_task(tasks: RuleTasks, j: int) -> dict[str, bytes]:
+    """Task ``j``: run the rule and return the files its ``save`` writes, by file name (the
+    same bytes wherever it ran; the caller writes them)."""
+    seed, spec = tasks.todo[j]
+    outcome = _run_rule(tasks.config, spec, tasks.problems[seed], tasks.samples[seed])
+    return saved_files(outcome, tasks.names[j])
+
+
+def saved_files(outcome, name: str) -> dict[str, bytes]:
+    """The files ``outcome.save(folder / name)`` writes, as ``{file name: bytes}`` (saved into
+    a private temporary folder); JSON files last, as ``save`` writes them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="policyagg-task-") as folder:
+        outcome.save(Path(folder) / name)
+        files = sorted(Path(folder).iterdir(), key=lambda path: (path.suffix == ".json", path.name))
+        return {path.name: path.read_bytes() for path in files}
+
+
+def write_saved_files(folder: Path, files: dict[str, bytes]) -> None:
+    """Write :func:`saved_files`' output into ``folder``, atomically and in its order."""
+    for name, payload in files.items():
+        atomic_write_bytes(folder / name, payload)
+
+
 def _run_rules(
-    config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, workers: int
+    config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, executor: Executor
 ) -> dict[int, dict[str, Result]]:
-    """Every (seed, rule) result: loaded if saved and verified, else computed by a worker that
-    saves it (its checksums are recorded here, in the parent, the manifest's only writer)."""
+    """Every (seed, rule) result: loaded if saved and verified, else computed by a task whose
+    files are written by ``store`` (on a local worker, or on the driver with Ray); their
+    checksums are recorded here, in the parent, the manifest's only writer."""
     out = manifest.folder
     paths = {
         (seed, spec.label): out / f"seed{seed}" / slug(spec.label) for seed in config.seeds for spec in config.rules
@@ -312,10 +362,9 @@ def _run_rules(
     results = {key: result for key, result in loaded.items() if result is not None}
     todo = [(seed, spec) for seed in config.seeds for spec in config.rules if (seed, spec.label) not in results]
 
-    def task(j: int) -> int:
+    def store(j: int, files: dict[str, bytes]) -> None:
         seed, spec = todo[j]
-        _run_rule(config, spec, problems[seed], samples[seed]).save(paths[seed, spec.label])
-        return j
+        write_saved_files(paths[seed, spec.label].parent, files)
 
     seeds = sorted({seed for seed, _ in todo})
     bar = tqdm(
@@ -325,7 +374,9 @@ def _run_rules(
         unit="rule",
     )
     with bar:
-        for j in run_tasks(task, len(todo), workers=workers):
+        names = tuple(paths[seed, spec.label].name for seed, spec in todo)
+        payload = RuleTasks(config, tuple(todo), problems, samples, names)
+        for j in executor.map(_rule_task, payload, len(todo), store):
             seed, spec = todo[j]
             manifest.record(*_result_files(paths[seed, spec.label]))
             bar.update()

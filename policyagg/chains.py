@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policyagg.diagnostics import effective_sample_size, rhat
-from policyagg.parallel import run_tasks, shared_empty
+from policyagg.parallel import Executor, resolve_executor, shared_empty
 
 #: R-hat above this (for any agent) triggers a :class:`MixingWarning`.
 RHAT_MAX = 1.01
@@ -59,32 +59,49 @@ def run_chains(
     n_agents: int,
     *,
     chains: int,
-    workers: int,
+    workers: int | None = None,
     n_stats: int = 0,
     progress: bool | None = False,
     desc: str = "chains",
+    executor: Executor | None = None,
 ) -> ChainRuns:
     """Run ``chains`` chains of ``ceil(n_samples / chains)`` draws each on ``workers`` processes,
     chain ``k`` with the ``k``-th child of ``rng.spawn``; check their mixing (:func:`mixing_report`).
 
-    ``progress`` shows a tqdm bar (labelled ``desc``) counting finished chains.
+    ``progress`` shows a tqdm bar (labelled ``desc``) counting finished chains. ``executor``
+    runs the chains (default: a local pool of ``workers``; see :class:`~policyagg.parallel.Executor`).
     """
+    executor = resolve_executor(executor, workers)
     per_chain = -(-n_samples // chains)
-    children = rng.spawn(chains)
+    plan = _ChainPlan(run_chain, tuple(rng.spawn(chains)), per_chain, n_agents)
     out = shared_empty((chains, per_chain, n_agents))
     stats = shared_empty((chains, n_stats))
 
-    def task(k: int) -> int:
-        stats[k] = run_chain(children[k], out[k])
-        return k
+    def store(k: int, chain: tuple[np.ndarray, np.ndarray]) -> None:
+        out[k], stats[k] = chain
 
     with tqdm(total=chains, disable=not progress, desc=desc, unit="chain") as bar:
-        for _ in run_tasks(task, chains, workers=workers):
+        for _ in executor.map(_chain_task, plan, chains, store):
             bar.update(1)
     finished = time.perf_counter()
     values = np.array(out)
     diagnostics, message = mixing_report(values, n_samples)
     return ChainRuns(values, np.array(stats), diagnostics, message, finished)
+
+
+@dataclass(frozen=True)
+class _ChainPlan:
+    run_chain: ChainFunction
+    children: tuple[np.random.Generator, ...]
+    per_chain: int
+    n_agents: int
+
+
+def _chain_task(plan: _ChainPlan, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chain ``k``: its draws (per_chain, n) and its statistics."""
+    out = np.empty((plan.per_chain, plan.n_agents))
+    stats = np.asarray(plan.run_chain(plan.children[k], out), dtype=float)
+    return out, stats
 
 
 def mixing_report(chains: np.ndarray, n_samples: int) -> tuple[dict[str, Any], str | None]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from policyagg.errors import InvalidProblemError, check_count, check_real
+from policyagg.parallel import Executor
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import METHODS, sample_policy_returns
@@ -39,13 +40,14 @@ def sample_mixture_returns(
     concentration: float = 1.0,
     progress: bool | str | None = None,
     workers: int | None = None,
+    executor: Executor | None = None,
 ) -> ReturnSamples:
     """Returns of ``d = sum_j w_j d*_j``, ``w ~ Dirichlet(concentration * 1_n)``.
 
     ``d*_j`` is agent ``j``'s optimal occupancy over ``O`` (``problem.ranges.best``, attached by
     ``solvers.with_ranges``). ``O`` is convex, so every ``d`` is a point of ``O``, and
     ``J(d) = sum_j w_j J(d*_j)`` is exact without forming ``d``. (``progress`` and
-    ``workers`` are accepted for a uniform interface; this measure needs neither.)
+    ``workers``, ``executor`` are accepted for a uniform interface; this measure needs none.)
     """
     check_count("n_samples", n_samples)
     if not (np.isfinite(concentration) and concentration > 0):
@@ -75,12 +77,14 @@ def _sampler(measure: str) -> Callable[..., ReturnSamples]:
     raise InvalidProblemError(f"`measure` must be one of {', '.join(MEASURES)}; got {measure!r}")
 
 
+#: Keyword arguments of every sampler that say how to run it, not what to sample.
+_RUN_OPTIONS = ("rng", "workers", "progress", "executor")
+
+
 def measure_options(measure: str) -> tuple[str, ...]:
-    """The keyword options ``measure``'s sampler accepts (besides ``rng``, ``workers``, ``progress``)."""
+    """The keyword options ``measure``'s sampler accepts (besides :data:`_RUN_OPTIONS`)."""
     params = inspect.signature(_sampler(measure)).parameters
-    return tuple(
-        name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name not in ("rng", "workers", "progress")
-    )
+    return tuple(name for name, p in params.items() if p.kind is p.KEYWORD_ONLY and name not in _RUN_OPTIONS)
 
 
 def check_measure_options(measure: str, options: dict[str, Any]) -> None:
@@ -144,10 +148,12 @@ def sample_returns(
     rng: np.random.Generator | int | None = None,
     workers: int | None = None,
     progress: bool | str | None = None,
+    executor: Executor | None = None,
     **options: Any,
 ) -> ReturnSamples:
     """``n_samples`` sampled returns ``(N, n)`` of ``problem`` under ``measure`` (see the module
-    docstring); ``options`` go to that measure's sampler. Same seed, same numbers."""
+    docstring); ``options`` go to that measure's sampler. Same seed, same numbers, whatever
+    ``workers`` or ``executor`` (:class:`~policyagg.parallel.Executor`: where the batches or chains run)."""
     sampler = _sampler(measure)
     check_measure_options(measure, options)
-    return sampler(problem, n_samples, rng=rng, workers=workers, progress=progress, **options)
+    return sampler(problem, n_samples, rng=rng, workers=workers, progress=progress, executor=executor, **options)

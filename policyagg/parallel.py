@@ -5,6 +5,13 @@ Tasks are numbered ``0..n_tasks-1`` and write their output into arrays made by
 not depend on which worker ran which task. On platforms with ``fork`` the workers are
 processes (numpy and scipy release the GIL only in their large kernels, so threads scale
 poorly on the many small calls of a sampler); elsewhere they are threads.
+
+:class:`Executor` is the seam for other engines: a task is split into ``compute(payload, j)``
+(pure, may run on another machine) and ``store(j, result)`` (writes the result where the caller
+wants it). :class:`LocalExecutor` runs both on the forked workers (``store`` must then write
+to :func:`shared_empty` arrays or to files); the Ray executor
+(:mod:`policyagg.experiments.executors`) runs ``compute`` on the cluster and ``store`` on the
+driver. Either way the numbers are those of a serial run.
 """
 
 from __future__ import annotations
@@ -13,7 +20,10 @@ import mmap
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor as PoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -26,6 +36,9 @@ MAX_DEFAULT_WORKERS = 4
 KINDS = ("auto", "process", "thread")
 
 _task: Callable[[int], int] | None = None  # the running task, inherited by forked workers
+
+Payload = TypeVar("Payload")
+Output = TypeVar("Output")
 
 
 def default_workers() -> int:
@@ -110,7 +123,7 @@ def run_tasks(
         raise RuntimeError("run_tasks is not re-entrant: a parallel run is already in progress")
     _task = task
     try:
-        pool: Executor
+        pool: PoolExecutor
         if kind == "process":
             pool = ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
@@ -127,3 +140,72 @@ def run_tasks(
                     future.cancel()
     finally:
         _task = None
+
+
+class Executor(Protocol):
+    """Runs ``n_tasks`` independent tasks: ``store(j, compute(payload, j))`` for every ``j``.
+
+    ``compute`` must depend on ``payload`` and ``j`` only (so any worker, on any machine,
+    gives the same output); ``payload`` is shipped to the workers once per :meth:`map`, not
+    once per task. ``store`` may run on a worker (local) or on the driver (Ray): it must write
+    only to :func:`shared_empty` arrays or files. :meth:`map` yields each ``j`` once stored,
+    in completion order.
+    """
+
+    @property
+    def name(self) -> str:
+        """``"local"``, ``"ray"``, ..."""
+        ...
+
+    @property
+    def slots(self) -> int:
+        """Tasks that can run at once (to size the tasks)."""
+        ...
+
+    def map(
+        self,
+        compute: Callable[[Payload, int], Output],
+        payload: Payload,
+        n_tasks: int,
+        store: Callable[[int, Output], Any],
+    ) -> Iterator[int]: ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Today's pool on this machine (:func:`run_tasks`): ``workers`` forked processes (threads
+    where ``fork`` is missing); ``compute`` and ``store`` both run on the worker, which
+    inherits ``payload`` by fork (nothing is pickled)."""
+
+    workers: int | None = None
+    kind: str = "auto"
+    name: str = "local"
+
+    @property
+    def slots(self) -> int:
+        return check_workers(self.workers)
+
+    def map(
+        self,
+        compute: Callable[[Payload, int], Output],
+        payload: Payload,
+        n_tasks: int,
+        store: Callable[[int, Output], Any],
+    ) -> Iterator[int]:
+        def task(j: int) -> int:
+            store(j, compute(payload, j))
+            return j
+
+        return run_tasks(task, n_tasks, workers=self.workers, kind=self.kind)
+
+
+def resolve_executor(executor: Executor | None, workers: int | None = None) -> Executor:
+    """``executor``, or a :class:`LocalExecutor` with ``workers`` when it is ``None``."""
+    if executor is None:
+        return LocalExecutor(check_workers(workers))
+    if not callable(getattr(executor, "map", None)):
+        raise InvalidProblemError(
+            f"`executor` must be an Executor (LocalExecutor, or policyagg.experiments.executors.RayExecutor); "
+            f"got {executor!r}"
+        )
+    return executor

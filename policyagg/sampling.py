@@ -40,6 +40,7 @@ BLAS thread) whichever worker runs it, so the numbers depend on the seed and
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,7 +49,7 @@ from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
 from policyagg.errors import InvalidProblemError, check_count, check_real
-from policyagg.parallel import check_workers, run_tasks, shared_empty
+from policyagg.parallel import Executor, resolve_executor, shared_empty
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 
@@ -144,12 +145,32 @@ class PolicySampler:
             if self.method == "krylov":
                 self._inverse_T = np.ascontiguousarray(np.linalg.inv(self.dense_systems(uniform[None])[0]).T)
             else:
-                self._ilu = spla.spilu(self.sparse_system(uniform), drop_tol=ILU_DROP_TOL, fill_factor=ILU_FILL_FACTOR)
+                self._ilu = self._uniform_ilu()
             self._self_loops = np.zeros((self.S, self.A))  # P(s|s, a)
             loop = coo.col == coo.row // self.A
             np.add.at(self._self_loops.reshape(-1), coo.row[loop], coo.data[loop])
             self._uniform_escape = 1.0 - self.gamma * self._self_loops.mean(axis=1)
             self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
+
+    def _uniform_ilu(self) -> spla.SuperLU:
+        """Incomplete LU of the uniform policy's system ``M`` (deterministic: the same factors each time)."""
+        uniform = np.full((self.S, self.A), 1.0 / self.A)
+        ilu: spla.SuperLU = spla.spilu(self.sparse_system(uniform), drop_tol=ILU_DROP_TOL, fill_factor=ILU_FILL_FACTOR)
+        return ilu
+
+    def __getstate__(self) -> dict[str, object]:
+        """For other processes (a Ray executor): SciPy's ``SuperLU`` cannot be pickled, so the
+        incomplete LU is left out and rebuilt by :meth:`__setstate__`."""
+        state = self.__dict__.copy()
+        state["_ilu"] = None
+        state["_rebuild_ilu"] = self._ilu is not None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        rebuild = bool(state.pop("_rebuild_ilu", False))
+        self.__dict__.update(state)
+        if rebuild:
+            self._ilu = self._uniform_ilu()
 
     def draw_policies(self, rng: np.random.Generator, size: int) -> NDArray[np.float64]:
         """``size`` policies of shape (S, A), each row ~ Dirichlet(concentration)."""
@@ -332,6 +353,36 @@ class PolicySampler:
         return self.block_returns(policies)[0]
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """What every sampling task needs: the sampler, batch ``j``'s generator ``children[j]``,
+    and the grouping of ``group`` consecutive batches of ``batch_size`` samples per task."""
+
+    sampler: PolicySampler
+    children: tuple[np.random.Generator, ...]
+    n_samples: int
+    batch_size: int
+    group: int
+
+    def batches(self, t: int) -> range:
+        """The batches of task ``t``."""
+        return range(t * self.group, min((t + 1) * self.group, len(self.children)))
+
+    def task_size(self, t: int) -> int:
+        """Samples drawn by task ``t``."""
+        batches = self.batches(t)
+        return min(batches.stop * self.batch_size, self.n_samples) - batches.start * self.batch_size
+
+
+def _sample_task(plan: BatchPlan, t: int) -> list[tuple[NDArray[np.float64], NDArray[np.int64]]]:
+    """Task ``t``: the returns (size, n) and solver counts of each of its batches."""
+    blocks = []
+    for j in plan.batches(t):
+        size = min(plan.batch_size, plan.n_samples - j * plan.batch_size)
+        blocks.append(plan.sampler.block_returns(plan.sampler.draw_policies(plan.children[j], size)))
+    return blocks
+
+
 def sample_policy_returns(
     problem: Problem,
     n_samples: int,
@@ -342,6 +393,7 @@ def sample_policy_returns(
     batch_size: int | None = None,
     workers: int | None = None,
     progress: bool | str | None = None,
+    executor: Executor | None = None,
 ) -> ReturnSamples:
     """Sample ``n_samples`` random policies (the ``policy`` measure) and return their returns.
 
@@ -364,12 +416,16 @@ def sample_policy_returns(
     progress : bool or str, optional
         Show a tqdm bar (default: when more than 20 batches); a string shows it with that
         label (e.g. the experiment, seed and measure).
+    executor : Executor, optional
+        Runs the batches (default: a :class:`~policyagg.parallel.LocalExecutor` with
+        ``workers``; e.g. :class:`policyagg.experiments.executors.RayExecutor` for a cluster).
+        The numbers do not depend on it.
 
     ``info`` records the method, the batch size, the seconds taken and the solver counts:
     mean GMRES steps per sample, samples restarted and samples solved directly.
     """
     check_count("n_samples", n_samples)
-    workers = check_workers(workers)
+    executor = resolve_executor(executor, workers)
     rng = np.random.default_rng(rng)
     sampler = PolicySampler(problem, concentration=concentration, method=method)
     if batch_size is None:
@@ -382,24 +438,22 @@ def sample_policy_returns(
 
     # Consecutive batches are grouped into one parallel task, so the pool's cost per task
     # (about a millisecond) stays small next to the work, with enough tasks to balance.
-    group = int(np.clip(TASK_WORK // (batch_size * sampler.S), 1, max(1, n_batches // (4 * workers))))
+    slots = executor.slots
+    group = int(np.clip(TASK_WORK // (batch_size * sampler.S), 1, max(1, n_batches // (4 * slots))))
     n_tasks = -(-n_batches // group)
+    plan = BatchPlan(sampler, tuple(children), n_samples, batch_size, group)
 
-    def task(t: int) -> int:
-        done = 0
-        for j in range(t * group, min((t + 1) * group, n_batches)):
+    def store(t: int, blocks: list[tuple[NDArray[np.float64], NDArray[np.int64]]]) -> None:
+        for j, (values, count) in zip(plan.batches(t), blocks):
             start = j * batch_size
-            size = min(batch_size, n_samples - start)
-            out[start : start + size], counts[j] = sampler.block_returns(sampler.draw_policies(children[j], size))
-            done += size
-        return done
+            out[start : start + len(values)], counts[j] = values, count
 
     show = n_batches > 20 if progress is None else bool(progress)
     desc = progress if isinstance(progress, str) else "sampling policies"
     start = time.perf_counter()
     with tqdm(total=n_samples, disable=not show, desc=desc, unit="policy") as bar:
-        for size in run_tasks(task, n_tasks, workers=workers):
-            bar.update(size)
+        for t in executor.map(_sample_task, plan, n_tasks, store):
+            bar.update(plan.task_size(t))
     elapsed = time.perf_counter() - start
     total = counts.sum(axis=0)
     info = {
@@ -407,7 +461,7 @@ def sample_policy_returns(
         "concentration": float(concentration),
         "batch_size": batch_size,
         "method": sampler.method,
-        "workers": workers,
+        "workers": executor.slots,
         "seconds": elapsed,
         "gamma": problem.mdp.gamma,
         "gmres_steps_per_sample": float(total[0] / n_samples),

@@ -24,7 +24,7 @@ import numpy as np
 from policyagg.chains import MIN_ESS_FRACTION, RHAT_MAX, MixingWarning, mixing_report, run_chains
 from policyagg.errors import check_count
 from policyagg.hit_and_run import HitAndRun, hit_and_run_returns
-from policyagg.parallel import check_workers
+from policyagg.parallel import Executor, check_workers
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.volume_chain import (
@@ -104,6 +104,7 @@ def sample_volume_returns(
     refresh: int | None = None,
     workers: int | None = None,
     progress: bool | str | None = None,
+    executor: Executor | None = None,
     kernel: str = "auto",
 ) -> ReturnSamples:
     """Returns of ``n_samples`` occupancies uniform on ``O`` (the ``volume`` measure), by MCMC.
@@ -167,6 +168,7 @@ def sample_volume_returns(
         chains=chains,
         workers=workers,
         n_stats=4,
+        executor=executor,
         progress=bool(progress),
         desc=progress if isinstance(progress, str) else "volume chains",
     )

@@ -336,6 +336,7 @@ def rule_objective(result: Result, problem: Problem) -> tuple[str, float]:
     """The rule's objective at ``result`` (``(what, value)``), read from the result: welfare for
     utilitarian, the smallest entitlement for egalitarian, the quantile for max_quantile, the
     number of approvers, the Borda score, Nash welfare on normalised returns, the OWA value,
+    the bargaining rules' Nash product of gains, Kalai-Smorodinsky share and smallest gain,
     the PVC epsilon (smaller is better); any other rule: the mean normalised return."""
     w = problem.weights
     raw = result.options.get("normalize") is False
@@ -356,6 +357,15 @@ def rule_objective(result: Result, problem: Problem) -> tuple[str, float]:
             return "sum w_i log u_i", float(w @ np.log(np.clip(result.normalized, 0.0, None)))
     if rule == "generalized_gini" and "owa_value" in result.diagnostics:
         return "OWA welfare", float(result.diagnostics["owa_value"])
+    if rule == "nash_bargaining" and "nash_log_product" in result.diagnostics:
+        return "sum w_i log(J_i - d_i)", float(result.diagnostics["nash_log_product"])
+    if rule == "kalai_smorodinsky" and "ks_share" in result.diagnostics:
+        return "equal share of ideal gains", float(result.diagnostics["ks_share"])
+    if rule == "egalitarian_gains" and "disagreement_point" in result.diagnostics:
+        gains = result.returns - np.asarray(result.diagnostics["disagreement_point"], dtype=float)
+        if result.options.get("normalize"):
+            gains = gains / np.where(problem.require_ranges().flat, 1.0, problem.require_ranges().width)
+        return "smallest gain / w_i", float(np.min(gains / w))
     if rule == "pvc" and result.report.get("pvc_epsilon") is not None:
         return "PVC epsilon (lower is better)", float(result.report["pvc_epsilon"])
     return "mean normalised return", float(np.mean(result.normalized))

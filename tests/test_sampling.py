@@ -187,3 +187,17 @@ def test_method_choice_and_batch_memory():
 def test_invalid_sampling_options(kwargs, match):
     with pytest.raises(InvalidProblemError, match=match):
         sample_policy_returns(leaky_average(), **kwargs)
+
+
+@pytest.mark.parametrize("method", ["dense", "krylov", "sparse"])
+def test_a_sampler_sent_to_another_process_gives_the_same_bits(method):
+    """Executors on other machines (Ray) receive the sampler serialised; SciPy's SuperLU cannot
+    be, so the sparse method's incomplete LU is rebuilt on arrival, with the same factors."""
+    import pickle  # the transport of a Ray task, never a file
+
+    problem = attention_problem(n_sites=3)
+    sampler = PolicySampler(problem, method=method)
+    copy = pickle.loads(pickle.dumps(sampler))
+    policies = sampler.draw_policies(np.random.default_rng(0), 20)
+    np.testing.assert_array_equal(copy.returns(policies), sampler.returns(policies))
+    np.testing.assert_allclose(sampler.returns(policies), reference_returns(problem, policies), rtol=1e-9, atol=1e-9)
