@@ -308,14 +308,14 @@ def _lottery(
         tabular = problem.with_ranges(ranges) if ranges.best.shape[1] == problem.mdp.n_state_actions else None
         if tabular is not None:
             d = np.stack([np.asarray(occupancy(policy)).ravel() for policy in chosen])
-            tables = [policy.table for policy in chosen]
+            tables = [policy.table for policy in chosen if policy.table is not None]
             return build_lottery(
                 tabular,
                 d,
                 p,
                 rule=rule,
                 samples=samples,
-                policies=None if any(t is None for t in tables) else np.stack(tables),
+                policies=np.stack(tables) if len(tables) == len(chosen) else None,
                 options=options,
                 diagnostics=diagnostics,
                 report=report,

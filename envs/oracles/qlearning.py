@@ -223,7 +223,7 @@ class QLearningOracle:
         w = check_weights(weights, len(self.names))
         rng = np.random.default_rng([self.seed, self.calls, 0])
         Q = self._learn(w, rng)
-        known = int(getattr(self.simulator, "known_states", Q.shape[0]))
+        known = int(self.simulator.known_states) if isinstance(self.simulator, GymSimulator) else int(Q.shape[0])
         table = np.zeros((known, Q.shape[1]))
         table[np.arange(known), (Q[:known] @ w).argmax(axis=1)] = 1.0
         key = f"br-{self.calls:04d}"
@@ -302,8 +302,8 @@ class QLearningOracle:
         """Per-step returns ``(episodes, n)`` of the deterministic policy ``actions`` (S,)."""
         sim, n, gamma = self.simulator, len(self.names), self.simulator.gamma
         size = self.eval_episodes if self.batch > 1 else 1
-        out = []
-        while sum(len(x) for x in out) < self.eval_episodes:
+        out: list[NDArray[np.float64]] = []
+        while sum(x.shape[0] for x in out) < self.eval_episodes:
             states = sim.reset(rng, size)
             totals = np.zeros((size, n))
             alive = np.ones(size, dtype=bool)
