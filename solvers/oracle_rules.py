@@ -104,6 +104,11 @@ class PolicyPool:
         return self.add(self.oracle.best_response(weights))
 
 
+def counters(oracle: Oracle) -> tuple[int, int, int]:
+    """The oracle's calls, episodes and (if it counts them) sampled transitions so far."""
+    return int(oracle.calls), int(oracle.episodes), int(getattr(oracle, "transitions", 0))
+
+
 def oracle_tolerance(oracle: Oracle) -> float | None:
     """The oracle's stated best-response accuracy (``None``: unknown)."""
     value = getattr(oracle, "tolerance", None)
@@ -283,8 +288,7 @@ def _lottery(
     report: dict[str, Any],
     status: str,
     started: float,
-    calls_before: int,
-    episodes_before: int,
+    before: tuple[int, int, int],
 ) -> Lottery:
     """The lottery over the pool rows with positive probability: tabular when the oracle
     knows occupancies (``build_lottery``), else from estimated returns (``estimated_lottery``)."""
@@ -294,9 +298,9 @@ def _lottery(
     chosen = [pool.policies[k] for k in keep]
     diagnostics: dict[str, Any] = {
         "oracle": type(oracle).__name__,
-        "oracle_calls": int(oracle.calls - calls_before),
-        "evaluation_episodes": int(oracle.episodes - episodes_before),
-        "transitions": int(getattr(oracle, "transitions", 0)),
+        "oracle_calls": int(oracle.calls - before[0]),
+        "evaluation_episodes": int(oracle.episodes - before[1]),
+        "transitions": counters(oracle)[2] - before[2],
         "pool_size": len(pool.policies),
         "support_keys": [policy.key for policy in chosen],
         "support_paths": [policy.path for policy in chosen],
@@ -373,7 +377,7 @@ def oracle_utilitarian(
     """``max_pi sum_i w_i u_i(pi)``: one best response (``u`` raw returns, or normalised by the
     ranges from ``2n`` more calls when ``normalize``). The certificate is the oracle's stated
     tolerance ``* ||w||_1`` (in the units of ``u``) plus the evaluation noise."""
-    started, calls_before, episodes_before = time.monotonic(), oracle.calls, oracle.episodes
+    started, before = time.monotonic(), counters(oracle)
     pool = pool or PolicyPool(oracle)
     n = len(oracle.names)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
@@ -405,8 +409,7 @@ def oracle_utilitarian(
         report=report,
         status="optimal" if tolerance is not None else "gap",
         started=started,
-        calls_before=calls_before,
-        episodes_before=episodes_before,
+        before=before,
     )
 
 
@@ -428,7 +431,7 @@ def oracle_egalitarian(
     certified gap is at most ``gap_tol`` (and the oracle states its accuracy), else ``"gap"``
     (or ``"time-limit"``)."""
     _check_common(max_calls, gap_tol, time_limit)
-    started, calls_before, episodes_before = time.monotonic(), oracle.calls, oracle.episodes
+    started, before = time.monotonic(), counters(oracle)
     pool = pool or PolicyPool(oracle)
     z_c = confidence_quantile(confidence)
     tolerance = oracle_tolerance(oracle)
@@ -459,8 +462,7 @@ def oracle_egalitarian(
         report=report,
         status=status,
         started=started,
-        calls_before=calls_before,
-        episodes_before=episodes_before,
+        before=before,
     )
 
 
@@ -489,7 +491,7 @@ def oracle_max_quantile(
     unreachable when the certified upper bound is below that; a level left undecided (by the
     call budget) counts as unreachable, so the ``q*`` reported is always achieved."""
     _check_common(max_calls, gap_tol, time_limit)
-    started, calls_before, episodes_before = time.monotonic(), oracle.calls, oracle.episodes
+    started, before = time.monotonic(), counters(oracle)
     pool = pool or PolicyPool(oracle)
     n = len(oracle.names)
     z_c = confidence_quantile(confidence)
@@ -591,8 +593,7 @@ def oracle_max_quantile(
         report=report,
         status=status,
         started=started,
-        calls_before=calls_before,
-        episodes_before=episodes_before,
+        before=before,
     )
 
 
