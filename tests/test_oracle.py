@@ -205,3 +205,29 @@ def test_oracle_rules_registry_and_errors():
     pool.respond([1.0, 0.0])
     pool.respond([1.0, 0.0])
     assert len(pool.policies) == 1  # an exactly evaluated duplicate is not kept twice
+
+
+def test_gym_simulator_rollouts_agree_with_the_exact_model(deep_sea):
+    """Online Q-learning on the real deep-sea-treasure environment: the rollout estimate of its
+    greedy policy matches that policy's exact return on the converted model (within 4 standard
+    errors and the horizon's truncation)."""
+    mo_gym = pytest.importorskip("mo_gymnasium")
+    from policyagg.envs import from_gymnasium
+    from policyagg.envs.oracles import GymSimulator
+
+    model = from_gymnasium(mo_gym.make("deep-sea-treasure-v0"), gamma=0.95)
+    simulator = GymSimulator(mo_gym.make("deep-sea-treasure-v0"), gamma=0.95, max_states=200)
+    oracle = QLearningOracle(simulator, steps=1500, eval_episodes=30, seed=0, horizon=200)
+    policy = oracle.best_response([1.0, 0.2])
+    evaluation = oracle.evaluate(policy)
+    assert oracle.episodes > 30 and evaluation.episodes == 30
+    mdp = model.mdp
+    table = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)  # states never met: uniform, as in rollouts
+    for row, observation in enumerate(simulator.observations):
+        try:
+            table[model.state_index(observation)] = policy.table[row]
+        except InvalidProblemError:  # a terminal observation: the model's absorbing state has no observation
+            continue
+    exact = mdp.evaluate(table, model.rewards)
+    truncation = 0.95**200 * np.abs(model.rewards).max()
+    assert np.all(np.abs(evaluation.returns - exact) <= 4 * evaluation.standard_errors + truncation + 1e-6)

@@ -105,6 +105,7 @@ class GymSimulator:
         self.n_states, self.n_actions = int(max_states), int(space.n)
         self.gamma = check_real("gamma", gamma)
         self._ids: dict[bytes, int] = {}
+        self.observations: list[Any] = []  # observations[k]: the observation numbered k (a table's row k)
 
     @property
     def known_states(self) -> int:
@@ -117,6 +118,7 @@ class GymSimulator:
             if len(self._ids) >= self.n_states:
                 raise InvalidProblemError(f"the environment has more than `max_states` = {self.n_states} observations")
             self._ids[key] = len(self._ids)
+            self.observations.append(observation)
         return self._ids[key]
 
     def reset(self, rng: np.random.Generator, size: int) -> NDArray[np.int64]:
