@@ -125,7 +125,8 @@ def confidence_quantile(confidence: float) -> float:
 
 # ---------------------------------------------------------------------- return ranges
 def oracle_ranges(pool: PolicyPool) -> tuple[ReturnRanges, list[int], list[int]]:
-    """Each agent's range ``[J_i(BR(-e_i)), J_i(BR(e_i))]`` from ``2n`` oracle calls; also the
+    """Each agent's range ``[min_k J_ik, max_k J_ik]`` over the pool after the ``2n`` oracle calls
+    ``BR(-e_i)``, ``BR(e_i)`` (exact oracle: ``[J_i(BR(-e_i)), J_i(BR(e_i))]``); also the
     pool rows of the best and worst policies. ``best``/``worst`` hold occupancies for a tabular
     oracle with ``occupancy`` (else they are empty, shape (n, 0))."""
     n = len(pool.oracle.names)
@@ -136,9 +137,9 @@ def oracle_ranges(pool: PolicyPool) -> tuple[ReturnRanges, list[int], list[int]]
         best_rows.append(pool.respond(e))
         worst_rows.append(pool.respond(-e))
     J = pool.returns
-    upper = J[best_rows, np.arange(n)]
-    lower = J[worst_rows, np.arange(n)]
-    lower, upper = np.minimum(lower, upper), np.maximum(lower, upper)
+    # the extremes over every policy evaluated (for an exact oracle: J_i(BR(-e_i)) and J_i(BR(e_i)));
+    # with noisy evaluations no evaluated policy then falls outside [lower, upper]
+    lower, upper = J.min(axis=0), J.max(axis=0)
     occupancy = getattr(pool.oracle, "occupancy", None)
     if callable(occupancy):
         best = np.stack([np.asarray(occupancy(pool.policies[k])).ravel() for k in best_rows])
@@ -532,9 +533,10 @@ def oracle_max_quantile(
             undecided.append(k)
         return False
 
-    low, high = 0, N  # level `low` is reached (k = 0 by the ranges), levels above `high` are not
-    if not reachable(0):
-        raise SolverError("the oracle found no lottery at or above every agent's worst return; check the oracle")
+    low, high = (
+        0,
+        N,
+    )  # level `low` is reached (k = 0: every policy is above the ranges' lower ends), levels above `high` are not
     while low < high:
         mid = (low + high + 1) // 2
         if reachable(mid):
@@ -564,7 +566,7 @@ def oracle_max_quantile(
         "q_star": k_star / N,
         "q_upper": (min(undecided) - 1) / N if undecided else k_star / N,
         "undecided_levels": sorted(undecided),
-        "margin_at_q_star": results[k_star].lower,
+        "margin_at_q_star": results[k_star].lower if k_star in results else None,
         "margin_above_bound": (
             results[above].upper if above in results and math.isfinite(results[above].upper) else None
         ),

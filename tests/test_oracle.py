@@ -12,7 +12,7 @@ from policyagg.envs.oracles import QLearningOracle, TabularSimulator
 from policyagg.errors import InvalidProblemError
 from policyagg.lottery import Lottery, load_outcome
 from policyagg.measures import sample_returns
-from policyagg.oracle import ExactOracle, Oracle
+from policyagg.oracle import Evaluation, ExactOracle, Oracle
 from policyagg.polytope import forbid
 from policyagg.solvers import egalitarian, max_quantile, with_ranges
 from policyagg.solvers.oracle_rules import (
@@ -231,3 +231,36 @@ def test_gym_simulator_rollouts_agree_with_the_exact_model(deep_sea):
     exact = mdp.evaluate(table, model.rewards)
     truncation = 0.95**200 * np.abs(model.rewards).max()
     assert np.all(np.abs(evaluation.returns - exact) <= 4 * evaluation.standard_errors + truncation + 1e-6)
+
+
+class NoisyOracle:
+    """The exact oracle with seeded Gaussian noise on every evaluation and no stated accuracy."""
+
+    tolerance = None
+
+    def __init__(self, problem, scale, seed=0):
+        self.exact, self.scale = ExactOracle(problem), scale
+        self.names, self.calls, self.episodes = problem.names, 0, 0
+        self.rng = np.random.default_rng(seed)
+
+    def best_response(self, weights):
+        self.calls += 1
+        return self.exact.best_response(weights)
+
+    def evaluate(self, policy):
+        exact = self.exact.evaluate(policy).returns
+        self.episodes += 10
+        se = np.full(exact.shape, self.scale)
+        return Evaluation(exact + self.rng.normal(scale=self.scale, size=exact.shape), se, 10)
+
+
+def test_noisy_oracle_is_never_reported_optimal():
+    problem = attention(gamma=0.9)
+    oracle = NoisyOracle(problem, scale=0.05)
+    lottery = oracle_max_quantile(oracle, n_samples=50, max_calls=10)
+    assert lottery.status == "gap" and lottery.report["certified"] is False
+    assert lottery.support_errors is not None and np.all(lottery.support_errors == 0.05)
+    assert lottery.report["q_upper"] >= lottery.report["q_star"]
+    assert lottery.diagnostics["evaluation_episodes"] == 10 * lottery.diagnostics["pool_size"]
+    # the lower bound is the lottery's least margin minus 1.645 standard errors, so below its estimate
+    assert lottery.report["lower_bound"] < lottery.report["min_normalized"]
