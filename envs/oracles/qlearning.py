@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from tqdm.auto import tqdm
 
 from policyagg.errors import InvalidProblemError, check_count, check_real
 from policyagg.oracle import Evaluation, OraclePolicy, check_weights
@@ -166,6 +167,8 @@ class QLearningOracle:
         Synchronous Q-learning, sweeping every (state, action) with one sampled transition
         (needs a simulator that can start anywhere; default when it can). Off: online
         epsilon-greedy episodes from ``rho``.
+    progress : bool
+        Show a progress bar while learning each best response.
     """
 
     tolerance: float | None = None
@@ -184,6 +187,7 @@ class QLearningOracle:
         seed: int = 0,
         warm_start: bool = False,
         generative: bool | None = None,
+        progress: bool = False,
     ) -> None:
         check_count("steps", steps)
         check_count("batch", batch)
@@ -209,6 +213,7 @@ class QLearningOracle:
         self.steps, self.batch, self.epsilon = int(steps), int(batch), float(epsilon)
         self.learning_rate, self.min_learning_rate = float(learning_rate), float(min_learning_rate)
         self.eval_episodes, self.seed, self.warm_start = int(eval_episodes), int(seed), bool(warm_start)
+        self.progress = bool(progress)
         gamma = simulator.gamma
         if horizon is None:
             horizon = AVERAGE_HORIZON if gamma >= 1.0 else math.ceil(math.log(DISCOUNT_CUTOFF) / math.log(gamma))
@@ -257,7 +262,7 @@ class QLearningOracle:
         states = sim.reset(rng, B)
         age = np.zeros(B, dtype=np.int64)
         iterations = max(1, self.steps // B)
-        for _ in range(iterations):
+        for _ in self._bar(iterations, "steps"):
             greedy = Qw.reshape(S, A)[states].argmax(axis=1)
             explore = rng.random(B) < self.epsilon
             actions = np.where(explore, rng.integers(A, size=B), greedy)
@@ -290,7 +295,7 @@ class QLearningOracle:
         S, A, n = sim.n_states, sim.n_actions, len(self.names)
         states, actions = np.repeat(np.arange(S), A), np.tile(np.arange(A), S)
         sweeps = max(1, self.steps // (S * A))
-        for k in range(sweeps):
+        for k in self._bar(sweeps, "sweeps"):
             nxt, rewards, terminated, _ = sim.step(states, actions, rng)
             best = nxt * A + (Q.reshape(S, A, n)[nxt] @ w).argmax(axis=1)
             target = rewards + self.train_gamma * (~terminated)[:, None] * Q[best]
@@ -299,6 +304,12 @@ class QLearningOracle:
         self.transitions += sweeps * S * A
         self._Q = Q.reshape(S, A, n)
         return self._Q
+
+    def _bar(self, total: int, unit: str) -> Any:
+        """``range(total)``, with a progress bar (on stderr) when ``progress``."""
+        return tqdm(
+            range(total), desc=f"Q-learning call {self.calls}", unit=unit, disable=not self.progress, leave=False
+        )
 
     def _rollouts(self, actions: NDArray[np.int64], rng: np.random.Generator) -> NDArray[np.float64]:
         """Per-step returns ``(episodes, n)`` of the deterministic policy ``actions`` (S,)."""
