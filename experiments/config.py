@@ -38,6 +38,11 @@ the point (:func:`policyagg.bargaining.individual_rationality`) unless
 ``individual_rationality = false``, and the rules that take a ``status_quo`` option (the
 bargaining rules) get the point unless their ``options`` name their own.
 
+    [solver]                            # optional; the default route is "lp"
+    route = "oracle"                    # rules through a policy-optimisation oracle (issue 16)
+    oracle = "exact"                    # "exact" | "q-learning" | "sb3:PPO"; see experiments/oracle_route.py
+    options = {}                        # the oracle's options, e.g. { steps = 150000 } for q-learning
+
 Unknown keys and bad values raise :class:`InvalidConfigError` naming the key, when the file is
 read and before any work starts: a rule's options are checked against the rule's spec
 (:meth:`policyagg.solvers.RuleSpec.validate`), so a typo (``alfa = 0.9``) or a bad value
@@ -60,6 +65,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from policyagg.errors import InvalidProblemError
 from policyagg.measures import MEASURES, check_measure_options, measure_options
@@ -109,6 +115,7 @@ class ExperimentConfig:
     norms: tuple[dict, ...] = ()  # the [[norms]] tables, validated (see parse_norms)
     norm_selection: str = "utilitarian"  # how chance norms choose their interpretations
     status_quo: dict | None = None  # {"point": ..., "individual_rationality": bool} from [status_quo]
+    solver: Any = None  # experiments.oracle_route.SolverConfig of the oracle route, None for the LP route
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -166,6 +173,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
             "norms",
             "norm_selection",
             "status_quo",
+            "solver",
         },
         "",
         source,
@@ -231,6 +239,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     except InvalidProblemError as exc:
         raise InvalidConfigError(f"{source}: `measure.options`: {exc}") from None
 
+    solver = _solver(data, env_id, source)
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
         raise InvalidConfigError(f"{source}: `rules` must be a non-empty array of tables ([[rules]])")
@@ -243,6 +252,9 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
             raise InvalidConfigError(f"{source}: `{where}` must be a table")
         _known(rule, {"label", "rule", "options"}, f"{where}.", source)
         rule_name = _string(rule.get("rule"), f"{where}.rule", source)
+        if solver is not None:
+            specs.append(_oracle_rule(rule, rule_name, where, source))
+            continue
         if rule_name not in RULES:
             raise InvalidConfigError(
                 f"{source}: `{where}.rule` = {rule_name!r} is not a rule; choose one of {', '.join(sorted(RULES))}"
@@ -278,6 +290,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         norms=parse_norms(data.get("norms", []), env_id, dict(kwargs), source),
         norm_selection=_norm_selection(data.get("norm_selection", "utilitarian"), source),
         status_quo=_status_quo(data, source),
+        solver=solver,
     )
 
 
@@ -313,6 +326,36 @@ def _status_quo(data: dict, source: str) -> dict | None:
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _solver(data: dict, env_id: str, source: str):
+    """The ``[solver]`` section as a :class:`~policyagg.experiments.oracle_route.SolverConfig`
+    when it selects the oracle route, else ``None`` (the LP route)."""
+    if "solver" not in data:
+        return None
+    from policyagg.experiments.oracle_route import parse_solver
+
+    solver = parse_solver(data["solver"], source, InvalidConfigError)
+    if solver.route == "lp":
+        return None
+    if solver.oracle.startswith("sb3:") and env_id == "attention":
+        raise InvalidConfigError(
+            f"{source}: `solver.oracle` = {solver.oracle!r} trains on a Gymnasium id, not 'attention'"
+        )
+    return solver
+
+
+def _oracle_rule(rule: dict, rule_name: str, where: str, source: str) -> RuleRow:
+    from policyagg.experiments.oracle_route import check_rule_options
+
+    options = rule.get("options", {})
+    if not isinstance(options, dict):
+        raise InvalidConfigError(f"{source}: `{where}.options` must be a table")
+    try:
+        name = check_rule_options(rule_name, options)
+    except InvalidProblemError as exc:
+        raise InvalidConfigError(f"{source}: `{where}`: {exc}") from None
+    return RuleRow(str(rule.get("label", rule_name)), name, dict(options))
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

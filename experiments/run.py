@@ -5,7 +5,8 @@ Layout of the output folder::
     config.json            the configuration this folder belongs to
     manifest.json          the SHA-256 of every checkpoint below
     seed<k>/samples.npz    the sampled returns of seed k
-    seed<k>/<rule>.json/.npz   one result per rule and seed
+    seed<k>/<rule>.json/.npz   one result per rule and seed (a Lottery under the oracle route)
+    seed<k>/<rule>.oracle/     oracle route: each best response and evaluation (resume)
     summary.md, summary.csv    mean ± standard error over seeds, per rule
     bars.csv, bars.png/.svg    agents' normalised returns sorted ascending, per rule
     cdf-seed<k>.png/.svg       every agent's sampled-return CDF with each rule's result marked
@@ -55,6 +56,7 @@ from policyagg.experiments.config import (
 from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
 from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
 from policyagg.io import atomic_write_bytes, atomic_write_json
+from policyagg.lottery import Lottery, load_outcome
 from policyagg.measures import sample_returns
 from policyagg.parallel import Executor, resolve_executor
 from policyagg.problem import Problem
@@ -65,8 +67,8 @@ from policyagg.samples import ReturnSamples
 @dataclass
 class SeedRun:
     seed: int
-    samples: ReturnSamples
-    results: dict[str, Result]  # by rule label, in the configuration's order
+    samples: ReturnSamples | None  # None under the sb3 oracle route
+    results: dict[str, Result | Lottery]  # by rule label, in the configuration's order
 
 
 @dataclass
@@ -135,9 +137,9 @@ def run_config(
             unit="seed",
         )
         for seed in seeds:
-            if seed not in problems:
+            if seed not in problems and not trains_on_env(config):  # an sb3 oracle needs no tabular model
                 problems[seed] = build_problem(config, seed)
-            samples[seed] = _seed_samples(config, seed, problems[seed], manifest, progress, executor)
+            samples[seed] = _seed_samples(config, seed, problems.get(seed), manifest, progress, executor)
         results = _run_rules(config, problems, samples, manifest, progress, executor)
         runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
         files = write_summary(config, runs, out, figures=figures)
@@ -220,7 +222,7 @@ def _share_samples(configs: list[ExperimentConfig], progress, executor: Executor
     built: list[dict[int, Problem]] = [{} for _ in configs]
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
-        if config.measure in REWARD_FREE_MEASURES:
+        if config.measure in REWARD_FREE_MEASURES and not trains_on_env(config):
             for seed in config.seeds:
                 share_key = (config.measure, json.dumps(config.measure_options, sort_keys=True), config.samples, seed)
                 groups.setdefault(share_key, []).append(i)
@@ -288,9 +290,16 @@ def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
     return groups
 
 
+def trains_on_env(config: ExperimentConfig) -> bool:
+    """Whether the configuration's oracle trains on the Gymnasium environment (``sb3:*``)."""
+    return config.solver is not None and config.solver.oracle.startswith("sb3:")
+
+
 def _seed_samples(
-    config: ExperimentConfig, seed: int, problem: Problem, manifest: Manifest, progress, executor: Executor
-) -> ReturnSamples:
+    config: ExperimentConfig, seed: int, problem: Problem | None, manifest: Manifest, progress, executor: Executor
+) -> ReturnSamples | None:
+    if problem is None:
+        return None  # the sb3 oracle route: max-quantile draws its reference from the oracle
     path = manifest.folder / f"seed{seed}" / "samples.npz"
     samples = _load_samples(manifest, path, config, problem)
     if samples is None:
@@ -321,13 +330,19 @@ class RuleTasks:
     problems: dict
     samples: dict
     names: tuple[str, ...]
+    folders: tuple[Path, ...]  # where each result goes (the oracle route keeps its calls there)
+    folders: tuple[Path, ...]  # where each result goes (the oracle route keeps its calls there)
 
 
 def _rule_task(tasks: RuleTasks, j: int) -> dict[str, bytes]:
     """Task ``j``: run the rule and return the files its ``save`` writes, by file name (the
     same bytes wherever it ran; the caller writes them)."""
     seed, spec = tasks.todo[j]
-    outcome = _run_rule(tasks.config, spec, tasks.problems[seed], tasks.samples[seed])
+    if tasks.config.solver is not None:  # the oracle route checkpoints its calls beside the result
+        problem, path = tasks.problems.get(seed), tasks.folders[j] / tasks.names[j]
+        outcome = _run_oracle_rule(tasks.config, spec, problem, tasks.samples[seed], seed, path)
+    else:
+        outcome = _run_rule(tasks.config, spec, tasks.problems[seed], tasks.samples[seed])
     return saved_files(outcome, tasks.names[j])
 
 
@@ -350,7 +365,7 @@ def write_saved_files(folder: Path, files: dict[str, bytes]) -> None:
 
 def _run_rules(
     config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, executor: Executor
-) -> dict[int, dict[str, Result]]:
+) -> dict[int, dict[str, Result | Lottery]]:
     """Every (seed, rule) result: loaded if saved and verified, else computed by a task whose
     files are written by ``store`` (on a local worker, or on the driver with Ray); their
     checksums are recorded here, in the parent, the manifest's only writer."""
@@ -375,13 +390,14 @@ def _run_rules(
     )
     with bar:
         names = tuple(paths[seed, spec.label].name for seed, spec in todo)
-        payload = RuleTasks(config, tuple(todo), problems, samples, names)
+        folders = tuple(paths[seed, spec.label].parent for seed, spec in todo)
+        payload = RuleTasks(config, tuple(todo), problems, samples, names, folders)
         for j in executor.map(_rule_task, payload, len(todo), store):
             seed, spec = todo[j]
             manifest.record(*_result_files(paths[seed, spec.label]))
             bar.update()
     for seed, spec in todo:
-        results[seed, spec.label] = Result.load(paths[seed, spec.label])
+        results[seed, spec.label] = load_outcome(paths[seed, spec.label])
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
 
 
@@ -411,6 +427,25 @@ def rule_call_options(config: ExperimentConfig, row: RuleRow, problem: Problem) 
     if config.status_quo["individual_rationality"]:
         options["constraints"] = individual_rationality(problem, point)
     return options
+
+
+def _run_oracle_rule(
+    config: ExperimentConfig,
+    spec: RuleRow,
+    problem: Problem | None,
+    samples: ReturnSamples | None,
+    seed: int,
+    path: Path,
+) -> Lottery:
+    """One rule by the oracle route; its oracle calls are checkpointed in ``<path>.oracle/``."""
+    from policyagg.experiments.oracle_route import run_oracle_rule
+
+    env = None
+    if trains_on_env(config):
+        import_modules(config.env_imports, config.name)
+        env = make_env(config.env_id, **config.env_kwargs)
+    folder = path.with_name(path.name + ".oracle")
+    return run_oracle_rule(config.solver, spec.rule, spec.options, problem, samples, seed=seed, folder=folder, env=env)
 
 
 def _as_config(config) -> ExperimentConfig:
@@ -482,11 +517,11 @@ def _result_files(path: Path) -> tuple[Path, Path]:
     return path.with_suffix(".json"), path.with_suffix(".npz")
 
 
-def _load_result(manifest: Manifest, path: Path) -> Result | None:
+def _load_result(manifest: Manifest, path: Path) -> Result | Lottery | None:
     if not manifest.verified(*_result_files(path)):
         return None
     try:
-        return Result.load(path)
+        return load_outcome(path)
     except PolicyAggError as exc:  # damaged, edited or from an interrupted write pair: compute it again
         warnings.warn(f"{exc}; computing it again", CheckpointWarning, stacklevel=2)
         return None
@@ -553,6 +588,8 @@ def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, f
 
         files += plot_returns(table, out / "bars", title=f"{config.name} ({len(config.seeds)} seed(s))")
         first = runs[0]
+        if first.samples is None:  # the sb3 oracle route samples no measure
+            return files
         labels = {row.key: row.label for row in table.rows}
         returns = {labels[key]: result.returns for key, result in first.results.items()}
         names = next(iter(first.results.values())).names
