@@ -319,7 +319,7 @@ class TabularMDP:
         """A policy whose exact occupancy is ``d`` or as close as :meth:`derive_policy` finds."""
         return self.derive_policy(d).policy
 
-    def derive_policy(self, d: ArrayLike) -> DerivedPolicy:
+    def derive_policy(self, d: ArrayLike, allowed: ArrayLike | None = None) -> DerivedPolicy:
         """The policy of an occupancy ``d``, checked by evaluating it exactly.
 
         For each noise level ``tau`` in :data:`NOISE_LEVELS` (finest first) entries
@@ -328,8 +328,15 @@ class TabularMDP:
         ``||d_pi - d||_1 <= DELIVERY_TOL`` is returned, else the closest one. An exact ``d``
         is met at the finest level; a solver's ``d`` (entries off by ~1e-9 to 1e-7) at the
         level that removes its noise.
+
+        ``allowed`` (boolean ``(S, A)``, default all) restricts the actions that the filler of
+        the states ``d`` does not visit may take (e.g. a norm's prohibitions, which ``d``
+        respects but which would bind nowhere else): uniform over the allowed actions, and
+        steering along allowed actions only. A state with no allowed action takes any.
         """
         S, A = self.n_states, self.n_actions
+        mask = np.ones((S, A), dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool).reshape(S, A)
+        mask = mask | ~mask.any(axis=1, keepdims=True)
         occupancy = np.clip(np.asarray(d, dtype=float).reshape(S, A), 0.0, None)
         total = occupancy.sum()
         if not np.isfinite(total) or total <= 0:
@@ -339,7 +346,7 @@ class TabularMDP:
         for level in NOISE_LEVELS:
             if not (occupancy > level).any():
                 break
-            policy = self._policy_at_level(occupancy, level)
+            policy = self._policy_at_level(occupancy, level, mask)
             exact = self.occupancy(policy)
             found = DerivedPolicy(policy, exact, float(np.abs(exact - occupancy).sum()), level)
             if best is None or found.distance < best.distance:
@@ -354,7 +361,9 @@ class TabularMDP:
             best = replace(best, classes=int((class_mass[closed] > TRAP_MASS).sum()))
         return best
 
-    def _policy_at_level(self, occupancy: NDArray[np.float64], level: float) -> NDArray[np.float64]:
+    def _policy_at_level(
+        self, occupancy: NDArray[np.float64], level: float, allowed: NDArray[np.bool_]
+    ) -> NDArray[np.float64]:
         """``pi(a|s) proportional to d(s, a)`` over the entries above ``level``; a filler elsewhere.
 
         Discounted: the filler is uniform (the states are not visited from ``rho`` up to noise).
@@ -369,15 +378,20 @@ class TabularMDP:
         kept = np.where(occupancy > level, occupancy, 0.0)
         mass = kept.sum(axis=1)
         visited = mass > 0
-        policy = np.full((S, A), 1.0 / A)
+        policy = allowed / allowed.sum(axis=1, keepdims=True)
         policy[visited] = kept[visited] / mass[visited, None]
         if not self.average_reward:
             return policy
+        if allowed.all():
+            P, graph = self.P, self.union_graph
+        else:  # only the allowed actions' transitions
+            P = sp.csr_array(sp.diags_array(allowed.ravel().astype(float)) @ self.P)
+            graph = union_adjacency(P, A)
         state_mass = occupancy.sum(axis=1)
         target = visited.copy()
         steered = policy
         for _ in range(S):  # each round takes at least one state out of the target
-            far, best = steering_actions(self.P, A, self.union_graph, target)
+            far, best = steering_actions(P, A, graph, target)
             steered = policy.copy()
             steer = np.flatnonzero(~target & np.isfinite(far))
             steered[steer] = 0.0

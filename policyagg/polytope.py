@@ -146,6 +146,22 @@ class LinearConstraints:
         return float(max(over, off, 0.0))
 
 
+def forced_zero(constraints: LinearConstraints) -> NDArray[np.bool_]:
+    """The state-actions (flattened) that ``constraints`` force to zero occupancy, read off single
+    rows: ``sum_j c_j d_j <= b`` with every ``c_j >= 0`` and ``b <= 0``, or ``= 0`` with one sign,
+    zero every ``d_j`` with ``c_j != 0`` (as ``d >= 0``). Prohibitions and :func:`forbid` are such rows."""
+    zero = np.zeros(constraints.n_vars, dtype=bool)
+    for A, b, equality in ((constraints.A_ub, constraints.b_ub, False), (constraints.A_eq, constraints.b_eq, True)):
+        A = sp.csr_array(A)
+        for row in range(A.shape[0]):
+            values = A.data[A.indptr[row] : A.indptr[row + 1]]
+            columns = A.indices[A.indptr[row] : A.indptr[row + 1]]
+            one_sign = bool(np.all(values >= 0) or (equality and np.all(values <= 0)))
+            if one_sign and (b[row] == 0 if equality else b[row] <= 0):
+                zero[columns[values != 0]] = True
+    return zero
+
+
 def forbid(mdp: TabularMDP, state: int, action: int) -> LinearConstraints:
     """Never take ``action`` in ``state``: ``d(state, action) = 0``."""
     S, A = mdp.n_states, mdp.n_actions

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from policyagg.errors import InfeasibleError, InvalidProblemError, InvalidSamplesError
 from policyagg.mdp import DeliveryWarning, DerivedPolicy
 from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
+from policyagg.polytope import forced_zero
 from policyagg.problem import Problem
 from policyagg.result import Result, make_result
 from policyagg.samples import ReturnSamples
@@ -414,7 +415,7 @@ def finish(
     records the gap that was closed. ``lift=False`` reports the gap as it is.
     """
     d = _normalised(d)
-    derived = _derive(problem.mdp, d, extra)
+    derived = _derive(problem, d, extra)
     gap, better = pareto_improvement(
         problem, derived.occupancy.ravel(), backend=log.backend, time_limit=time_limit, log=log
     )
@@ -423,7 +424,7 @@ def finish(
         extra["pareto_lift"] = gap
         extra.pop("class_mixing", None)  # the lifted point is derived afresh
         d = _normalised(better)
-        derived = _derive(problem.mdp, d, extra)
+        derived = _derive(problem, d, extra)
         gap, _ = pareto_improvement(
             problem, derived.occupancy.ravel(), backend=log.backend, time_limit=time_limit, log=log
         )
@@ -491,17 +492,25 @@ def finish(
 CLASS_MIXING = 1e-6
 
 
-def _derive(mdp, d: np.ndarray, extra: dict) -> DerivedPolicy:
+def _derive(problem: Problem, d: np.ndarray, extra: dict) -> DerivedPolicy:
     """The policy of the occupancy ``d`` (:meth:`~policyagg.mdp.TabularMDP.derive_policy`); where
     ``d`` mixes closed classes that the MDP's actions connect, that of ``d`` mixed with a little
     of the uniform policy's occupancy (:data:`CLASS_MIXING`, then recorded in ``extra``): its
     chain has one closed class, so it delivers that point. Such a policy moves between the
     classes rarely (of the order of once in ``1 / CLASS_MIXING`` steps or less often), so its
-    average is the long-run one; shorter runs see one class at a time."""
-    derived = mdp.derive_policy(d)
+    average is the long-run one; shorter runs see one class at a time.
+
+    State-actions that the problem's constraints force to zero (prohibitions, ``forbid``) are
+    never taken, not even in states ``d`` does not visit (transient ones under average
+    reward): the filler and the uniform policy use the other actions only."""
+    mdp = problem.mdp
+    shape = (mdp.n_states, mdp.n_actions)
+    allowed = ~forced_zero(problem.constraints).reshape(shape) if len(problem.constraints) else None
+    derived = mdp.derive_policy(d, allowed)
     if derived.classes > 1 and mdp.structure.communicating:
-        uniform = mdp.occupancy(np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)).ravel()
-        mixed = mdp.derive_policy((1.0 - CLASS_MIXING) * d + CLASS_MIXING * uniform)
+        mask = np.ones(shape, dtype=bool) if allowed is None else allowed | ~allowed.any(axis=1, keepdims=True)
+        uniform = mdp.occupancy(mask / mask.sum(axis=1, keepdims=True)).ravel()
+        mixed = mdp.derive_policy((1.0 - CLASS_MIXING) * d + CLASS_MIXING * uniform, allowed)
         if mixed.classes == 1:
             extra["class_mixing"] = {"classes": derived.classes, "weight": CLASS_MIXING}
             return mixed

@@ -549,3 +549,51 @@ at_most = 0.3
     assert "| utilitarian | no idling |" in out and "| max-quantile | all norms |" in out
     for name in ("norms.md", "norms.csv", "norms.png", "norms.svg"):
         assert (tmp_path / "prices" / name).stat().st_size > 0
+
+
+def _transient_start():
+    """Average reward. State 0 is transient (nothing leads back to it): action 0 goes to state 1,
+    action 1 to state 2. In states 1 and 2 action 0 stays and action 1 moves to the other.
+    The agent is rewarded in state 1, so every optimum lives there and d(0, .) = 0."""
+    P = np.zeros((3, 2, 3))
+    P[0, 0, 1] = P[0, 1, 2] = 1.0
+    P[1, 0, 1] = P[1, 1, 2] = 1.0
+    P[2, 0, 2] = P[2, 1, 1] = 1.0
+    rewards = np.zeros((1, 3, 2))
+    rewards[0, 1, :] = 1.0
+    return Problem(TabularMDP(P, rho=[1.0, 0.0, 0.0], gamma=1.0), rewards)
+
+
+def _rollout_actions(mdp, policy, steps, rng):
+    """The (state, action) pairs of one trajectory from rho, simulated step by step."""
+    P = mdp.P.toarray().reshape(mdp.n_states, mdp.n_actions, mdp.n_states)
+    s = rng.choice(mdp.n_states, p=mdp.rho)
+    pairs = []
+    for _ in range(steps):
+        a = rng.choice(mdp.n_actions, p=policy[s])
+        pairs.append((s, a))
+        s = rng.choice(mdp.n_states, p=P[s, a])
+    return pairs
+
+
+@pytest.mark.filterwarnings("ignore::policyagg.mdp.StructureWarning")  # state 0 is transient on purpose
+@pytest.mark.parametrize("how", ["norm", "forbid"])
+def test_prohibitions_hold_in_transient_states_too(how):
+    """Under average reward a transient state has no long-run occupancy, so the occupancy alone
+    cannot keep a prohibition there; the derived policy must still never take the action."""
+    from policyagg.polytope import forbid
+
+    problem = _transient_start()
+    if how == "norm":
+        constraints = Prohibition("never take action 0 at the start", Role.of([0]), [0]).compile(problem)
+    else:
+        constraints = forbid(problem.mdp, 0, 0)
+    plain = solvers.utilitarian(problem)
+    assert plain.policy[0, 0] > 0  # without the norm the shortest way to state 1 is action 0
+    result = solvers.utilitarian(problem, constraints=constraints)
+    assert result.policy[0, 0] == 0.0
+    np.testing.assert_allclose(result.returns, [1.0], atol=1e-9)  # still reaches state 1 (via 2)
+    np.testing.assert_allclose(problem.mdp.evaluate(result.policy, problem.rewards), result.returns, atol=1e-9)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        assert (0, 0) not in _rollout_actions(problem.mdp, result.policy, 6, rng)
