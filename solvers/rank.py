@@ -16,8 +16,8 @@ from human feedback"):
   with the highest Copeland score it can. ``O(m^2)`` small LPs. Satisfies PO, pairwise
   majority consistency, majority consistency and winner monotonicity (their Theorem).
 * :func:`bradley_terry` -- the ranking of the Bradley-Terry maximum-likelihood reward (the
-  RLHF default); :func:`hinge` -- the ranking of the reward minimising a convex pairwise hinge
-  loss. Both fail PO and PMC (their Theorem on loss-based rules).
+  RLHF default); :func:`squared_hinge` -- the ranking of the reward minimising a strictly
+  convex pairwise squared hinge loss. Both fail PO and PMC (their Theorem on loss-based rules).
 
 Every rule returns a :class:`RankResult`: the ranking, a reward that realises it with margin 1
 (an LP certificate, checkable by :func:`is_realized`), the candidates' scores under it.
@@ -36,7 +36,6 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import linprog
 
 from policyagg.errors import InvalidProblemError, SolverError, float_array
 from policyagg.problem import Problem
@@ -336,22 +335,44 @@ def _newton_logistic(
     return theta, max_iter, False
 
 
-def hinge(profile: RankProfile, *, l1: float = 1e-3) -> RankResult:
-    """The ranking by the reward minimising the pairwise hinge loss with an ``l1`` penalty
-    (relative to the feature scale), one LP:
+def squared_hinge(profile: RankProfile, *, l2: float = 1e-3) -> RankResult:
+    """The ranking by the reward minimising the pairwise squared hinge loss with a ridge ``l2``
+    (relative to the feature scale): a strictly convex loss, so the reward is unique.
 
-    .. math:: \\min_\\theta \\sum_i w_i \\sum_{a \\succ_i b} \\max(0, 1 - \\theta^\\top (v_a - v_b)) + \\lambda \\|\\theta\\|_1
+    .. math:: \\min_\\theta \\sum_i w_i \\sum_{a \\succ_i b} \\max(0, 1 - \\theta^\\top (v_a - v_b))^2
+              + \\tfrac{\\lambda}{2} \\|\\theta\\|^2
     """
     D, w = _voter_pairs(profile)
-    n_pairs, k = D.shape
-    lam = float(l1) * _scale(profile) * float(profile.weights.sum())
-    # variables: p, q (theta = p - q), xi; xi >= 1 - D theta
-    A_ub = sp.hstack([sp.csc_array(-D), sp.csc_array(D), -sp.eye_array(n_pairs)], format="csc")
-    c = np.concatenate([np.full(2 * k, lam), w])
-    res = linprog(c, A_ub=A_ub, b_ub=-np.ones(n_pairs), bounds=(0, None), method="highs")
-    if res.status != 0:
-        raise SolverError(f"hinge-loss LP failed: {res.message}", status="error")
-    return _from_fit("hinge", profile, np.asarray(res.x[:k] - res.x[k : 2 * k], dtype=float), converged=True)
+    lam = float(l2) * _scale(profile) ** 2 * float(profile.weights.sum())
+    theta, iterations, converged = _newton_squared_hinge(D, w, lam)
+    return _from_fit("squared_hinge", profile, theta, converged=converged, newton_iterations=iterations)
+
+
+def _newton_squared_hinge(
+    D: NDArray[np.float64], w: NDArray[np.float64], lam: float, *, tol: float = 1e-12, max_iter: int = 200
+) -> tuple[NDArray[np.float64], int, bool]:
+    """Generalised Newton with backtracking on ``w @ max(0, 1 - D theta)^2 + lam/2 ||theta||^2``
+    (piecewise quadratic and strictly convex; the active set settles after a few steps)."""
+
+    def f(theta: NDArray[np.float64]) -> float:
+        return float(w @ np.maximum(0.0, 1.0 - D @ theta) ** 2 + 0.5 * lam * theta @ theta)
+
+    theta = np.zeros(D.shape[1])
+    f0 = f(theta)
+    for iteration in range(1, max_iter + 1):
+        slack = np.maximum(0.0, 1.0 - D @ theta)
+        active = slack > 0
+        grad = -2.0 * D.T @ (w * slack) + lam * theta
+        H = 2.0 * (D[active].T * w[active]) @ D[active] + lam * np.eye(D.shape[1])
+        step = np.linalg.solve(H, -grad)
+        decrement = float(-grad @ step)
+        if decrement <= tol * max(f0, 1.0):
+            return theta, iteration, True
+        t, value = 1.0, f(theta)
+        while f(theta + t * step) > value - 0.25 * t * decrement and t > 1e-12:
+            t *= 0.5
+        theta = theta + t * step
+    return theta, max_iter, False
 
 
 def _sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -364,9 +385,12 @@ def _from_fit(rule: str, profile: RankProfile, fitted: NDArray[np.float64], **di
     s = profile.features @ fitted
     tol = 1e-9 * max(float(np.max(np.abs(s))), 1.0)
     m = profile.n_candidates
-    strict = [(a, b) for a in range(m) for b in range(m) if s[a] > s[b] + tol]
     priority = sorted(range(m), key=lambda c: (-s[c], c))
-    ranking, theta, n_lps = _extend(profile.features, strict, priority)
+    if np.all(-np.diff(s[priority]) > tol):  # no ties: the fit's own order, certified below
+        ranking, theta, n_lps = np.asarray(priority, dtype=np.int64), fitted, 0
+    else:
+        strict = [(a, b) for a in range(m) for b in range(m) if s[a] > s[b] + tol]
+        ranking, theta, n_lps = _extend(profile.features, strict, priority)
     return _result(rule, profile, ranking, theta, fitted_reward=fitted.tolist(), n_lps=n_lps, **diagnostics)
 
 
@@ -383,7 +407,7 @@ def _result(
 RANK_RULES: dict[str, Callable[[RankProfile], RankResult]] = {
     "leximax_copeland": leximax_copeland,
     "bradley_terry": bradley_terry,
-    "hinge": hinge,
+    "squared_hinge": squared_hinge,
 }
 
 

@@ -131,7 +131,7 @@ def test_loss_based_rules_fail_pareto_on_known_instances():
     bt = rank.bradley_terry(rank.rank_profile([[0.0, 0.0], [-5.0, -11.0], [96.0, 128.0]], [[0, 1, 2], [0, 1, 2]]))
     assert not respects_unanimity(bt.ranking.tolist(), [[0, 1, 2], [0, 1, 2]])
     R = [[3, 0, 1, 2], [3, 0, 1, 2], [2, 0, 1, 3]]  # every voter ranks 0 above 1
-    hi = rank.hinge(rank.rank_profile([[1.0, 1.0], [-1.0, -1.0], [16.0, -104.0], [-21.0, 241.0]], R))
+    hi = rank.squared_hinge(rank.rank_profile([[1.0, 1.0], [-1.0, -1.0], [16.0, -104.0], [-21.0, 241.0]], R))
     assert not respects_unanimity(hi.ranking.tolist(), R)
     lc = rank.leximax_copeland(rank.rank_profile([[1.0, 1.0], [-1.0, -1.0], [16.0, -104.0], [-21.0, 241.0]], R))
     assert respects_unanimity(lc.ranking.tolist(), R)
