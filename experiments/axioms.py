@@ -184,7 +184,7 @@ def rank_instances(count: int, rng: np.random.Generator) -> list[RankInstance]:
     while len(out) < count:
         family = len(out) % 3
         m, n, k = (int(rng.integers(3, 6)), int(rng.integers(2, 6)), 2) if family < 2 else (5, 2, 3)
-        V = np.round(rng.normal(size=(m, k)) * 10.0 ** rng.integers(-1, 3, size=(m, 1)), 1)
+        V = np.round(rng.normal(size=(m, k)) * 10.0 ** rng.integers(-1, 3, size=(m, 1)), 1).astype(np.float64)
         if len({tuple(v) for v in V}) < m:
             continue
         thetas = np.tile(rng.normal(size=k), (n, 1)) if family == 1 else rng.normal(size=(n, k))
@@ -370,7 +370,7 @@ def _policy_params(axiom: str, inst: PolicyInstance, rng: np.random.Generator) -
 
 
 # --------------------------------------------------------------------------- rank axioms
-def _positions(ranking: Sequence[int]) -> dict[int, int]:
+def _positions(ranking: Sequence[int] | NDArray[np.int64]) -> dict[int, int]:
     return {int(c): i for i, c in enumerate(ranking)}
 
 
