@@ -282,41 +282,42 @@ def calibrated_ensemble(
     thetas: list[NDArray[np.float64]] = []
     columns: list[NDArray[np.float64]] = []
     for theta in _initial_members(data, gen):
-        y = (D @ theta > 0).astype(float)
-        if np.min(np.abs(D @ theta)) > 1e-9 and kemeny_cap is None or kemeny_scores(data, y)[0] <= kemeny_cap:
+        y0 = (D @ theta > 0).astype(float)
+        tie_free = np.min(np.abs(D @ theta)) > 1e-9
+        if tie_free and (kemeny_cap is None or kemeny_scores(data, y0)[0] <= kemeny_cap):
             thetas.append(theta)
-            columns.append(y)
+            columns.append(y0)
     if not columns:  # the outlier cap left none: the least-Kemeny member is always allowed
-        _, theta, y = _price_milp(D, 1 - 2 * data.share, margin, None, time_limit)
-        if theta is None or y is None:
+        _, least, least_y = _price_milp(D, 1 - 2 * data.share, margin, None, time_limit)
+        if least is None or least_y is None:
             raise SolverError("no member found for the ensemble (the Kemeny MILP failed)")
-        thetas, columns = [theta], [y]
+        thetas, columns = [least], [least_y]
     lower: float | None = None
     status = "gap"
     rounds = 0
     for rounds in range(1, max_members + 1):  # noqa: B007 (reported after the loop)
         eps, w, alpha, beta, mu = _master(np.array(columns), data.share)
         price = alpha - beta
-        theta, y = _price_heuristic(D, price, margin, gen, heuristic_tries, kemeny_cap, data)
-        if theta is not None and y is not None and price @ y < mu - tolerance:
-            thetas.append(theta)
-            columns.append(y)
+        guess, guess_y = _price_heuristic(D, price, margin, gen, heuristic_tries, kemeny_cap, data)
+        if guess is not None and guess_y is not None and price @ guess_y < mu - tolerance:
+            thetas.append(guess)
+            columns.append(guess_y)
             continue
         remaining = time_limit - (time.perf_counter() - started)
         if remaining <= 0:
             status = "time-limit"
             break
         cap_row = None if kemeny_cap is None else (1 - 2 * data.share, kemeny_cap - float(data.share.sum()))
-        value, theta, y = _price_milp(D, price, margin, cap_row, remaining)
-        if value is None or theta is None or y is None:
+        value, best_theta, best_y = _price_milp(D, price, margin, cap_row, remaining)
+        if value is None or best_theta is None or best_y is None:
             status = "time-limit"
             break
         lower = max(lower or 0.0, eps - mu + value)
         if value >= mu - tolerance:
             status = "optimal"
             break
-        thetas.append(theta)
-        columns.append(y)
+        thetas.append(best_theta)
+        columns.append(best_y)
     eps, w, _, _, _ = _master(np.array(columns), data.share)
     keep = w > 1e-9
     Y = np.array(columns)[keep]
@@ -337,9 +338,9 @@ def calibrated_ensemble(
 def _initial_members(data: PreferenceData, gen: np.random.Generator) -> list[NDArray[np.float64]]:
     """The Bradley-Terry reward and a few random directions."""
     k = data.features.shape[1]
-    members = [bradley_terry_reward(data)]
-    members += [gen.normal(size=k) for _ in range(3)]
-    return [m / max(np.max(np.abs(m)), 1e-12) for m in members]
+    members: list[NDArray[np.float64]] = [bradley_terry_reward(data)]
+    members += [np.asarray(gen.normal(size=k), dtype=float) for _ in range(3)]
+    return [m / max(float(np.max(np.abs(m))), 1e-12) for m in members]
 
 
 def _master(
