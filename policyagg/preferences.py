@@ -447,12 +447,20 @@ def single_reward_error(data: PreferenceData, reward: ArrayLike) -> tuple[float,
     return deterministic, probabilistic
 
 
-def ensemble_problem(ensemble: Ensemble, mdp: TabularMDP, names: list[str] | None = None) -> Problem:
-    """The ensemble's members as weighted agents on ``mdp`` (features = state-action occupancy,
-    so each member's reward is ``theta_j`` reshaped to (S, A)); every rule runs on it."""
+def ensemble_problem(
+    ensemble: Ensemble, mdp: TabularMDP, *, feature_map: ArrayLike | None = None, names: list[str] | None = None
+) -> Problem:
+    """The ensemble's members as weighted agents on ``mdp``; every rule runs on it.
+
+    ``feature_map`` ``Phi`` (S*A, k): the items' features are ``Phi^T d`` for occupancy ``d``, so
+    member ``theta_j`` is the reward ``Phi theta_j``; ``None``: the features are the occupancy
+    itself (``k = S*A``, ``Phi = I``)."""
     S, A = mdp.n_states, mdp.n_actions
-    if ensemble.rewards.shape[1] != S * A:
+    Phi = np.eye(S * A) if feature_map is None else float_array("feature_map", feature_map)
+    if Phi.shape != (S * A, ensemble.rewards.shape[1]):
         raise InvalidProblemError(
-            f"the members have {ensemble.rewards.shape[1]} features but the MDP has S*A = {S * A} state-actions"
+            f"`feature_map` must have shape (S*A, k) = ({S * A}, {ensemble.rewards.shape[1]}); got {Phi.shape} "
+            "(without it the members' features must be the S*A occupancy entries)"
         )
-    return Problem(mdp, ensemble.rewards.reshape(-1, S, A), names=names, weights=ensemble.weights)
+    rewards = ensemble.rewards @ Phi.T
+    return Problem(mdp, rewards.reshape(-1, S, A), names=names, weights=ensemble.weights)
