@@ -218,8 +218,8 @@ class Ensemble:
     lower bound on the least error of any ensemble of linear members (``None`` when no exact
     pricing finished), ``kemeny`` each member's Kemeny score (expected pairwise disagreements
     with the population over the compared pairs), ``status`` ``"optimal"`` (no member can lower
-    the error: ``error - lower_bound`` within tolerance), ``"gap"`` (iterations ran out) or
-    ``"time-limit"``."""
+    the error: ``error - lower_bound`` within tolerance), ``"gap"`` (rounds ran out; the bound
+    then comes from one last exact pricing) or ``"time-limit"``."""
 
     rewards: NDArray[np.float64]
     weights: NDArray[np.float64]
@@ -318,7 +318,15 @@ def calibrated_ensemble(
             break
         thetas.append(best_theta)
         columns.append(best_y)
-    eps, w, _, _, _ = _master(np.array(columns), data.share)
+    eps, w, alpha, beta, mu = _master(np.array(columns), data.share)
+    remaining = time_limit - (time.perf_counter() - started)
+    if status == "gap" and remaining > 0:  # rounds ran out: one exact pricing for the bound
+        cap_row = None if kemeny_cap is None else (1 - 2 * data.share, kemeny_cap - float(data.share.sum()))
+        value, _, _ = _price_milp(D, alpha - beta, margin, cap_row, remaining)
+        if value is not None:
+            lower = max(lower or 0.0, eps - mu + value)
+            if value >= mu - tolerance:
+                status = "optimal"
     keep = w > 1e-9
     Y = np.array(columns)[keep]
     weights = w[keep] / w[keep].sum()
