@@ -527,7 +527,9 @@ class AuditReport:
                 except KeyError:
                     row.append("n/a")
             lines.append(f"| {rule} | " + " | ".join(row) + " |")
-        notes = [f"* {c.rule} / {c.axiom}: {c.detail}" for c in self.cells if c.status in ("fails", "skipped")]
+        notes = [
+            f"* {c.rule} / {c.axiom}: {c.detail}" for c in self.cells if c.status in ("fails", "skipped") or c.detail
+        ]
         if notes:
             lines += ["", *notes]
         return "\n".join(lines) + "\n"
