@@ -436,6 +436,12 @@ def _front(args) -> None:
     print(f"wrote {csv_path} and {json_path}")
 
 
+def _axioms(args) -> None:
+    from policyagg.experiments.axioms import run_command
+
+    run_command(args)
+
+
 def _show(args) -> None:
     from policyagg.result import Result
 
@@ -888,6 +894,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", help="result path without suffix (the .json and .npz next to each other)")
     p.set_defaults(run=_show)
+
+    p = _subcommand(
+        sub,
+        "axioms",
+        "audit which axioms every rule keeps, with counterexamples (Markdown and CSV)",
+        "For every registered rule and every rank rule (leximax_copeland, bradley_terry, squared_hinge), check "
+        "Pareto optimality, pairwise majority consistency (rank rules), majority consistency, winner "
+        "monotonicity, anonymity, invariance to an affine change of one reward (policy rules), proportional "
+        "veto core membership (policy rules) and population consistency on seeded random small instances. "
+        "Writes axioms.md, axioms.csv and one JSON per counterexample (re-checked by "
+        "policyagg.experiments.axioms.verify_counterexample) under --out. A failure where a theorem says the "
+        "axiom holds is marked BUG.",
+        "  policyagg axioms\n  policyagg axioms --rules utilitarian,leximax_copeland --instances 20 --out audit",
+    )
+    p.add_argument("--rules", default=None, help="comma-separated rule names (default: every rule)")
+    p.add_argument(
+        "--axioms",
+        default=None,
+        help="comma-separated axioms (default: all eight: pareto,pmc,majority,monotonicity,anonymity,affine,pvc,population)",
+    )
+    p.add_argument("--instances", type=int, default=3, metavar="N", help="random MDPs per policy rule (default: 3)")
+    p.add_argument("--rank-instances", type=int, default=40, metavar="N", help="profiles per rank rule (default: 40)")
+    p.add_argument(
+        "--screen", type=int, default=200, metavar="N", help="extra profiles for rank PO and PMC (default: 200)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--tol", type=positive_float, default=1e-4, help="tolerance on normalised returns (default: 1e-4)")
+    p.add_argument("--out", default="axioms", metavar="DIR", help="output folder (default: axioms)")
+    p.set_defaults(run=_axioms)
     return parser
 
 
