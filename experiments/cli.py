@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
         "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian\n"
-        "  executor local vs Ray: overhead per task, `reproduce` end to end, a simulated two-node cluster",
+        "  executor local vs Ray: overhead per task, `reproduce` end to end, a simulated two-node cluster\n"
         "  oracle   egalitarian and max-quantile by the oracle route vs the LP route, 5..--sites sites",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
         "  policyagg bench scale --samples 2000\n"
@@ -718,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  policyagg bench scale --samples-file results/experiment-b-seed0/samples.npz\n"
         "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)\n"
         "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
-        "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'",
+        "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'\n"
         "  policyagg bench oracle --sites 7 --q-learning",
     )
     p.add_argument(

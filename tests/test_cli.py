@@ -101,7 +101,20 @@ def test_bench_targets_run_small(target, capsys):
     assert "peak RSS" in out or "| rule |" in out
 
 
-SUBCOMMANDS = ("reproduce", "run", "compare", "measures", "reference", "bench", "rules", "show")
+SUBCOMMANDS = (
+    "reproduce",
+    "run",
+    "sweep",
+    "compare",
+    "measures",
+    "reference",
+    "bench",
+    "norms",
+    "rules",
+    "front",
+    "show",
+    "axioms",
+)
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
