@@ -156,7 +156,29 @@ def _bench(args) -> None:
         "scale": _bench_scale,
         "volume": _bench_volume,
         "agents": _bench_agents,
+        "oracle": _bench_oracle,
     }[args.target](args)
+
+
+def _bench_oracle(args) -> None:
+    from policyagg.experiments.bench_oracle import bench_oracle, format_oracle
+
+    print(format_oracle([]))
+    report = bench_oracle(
+        sites=tuple(range(5, max(5, args.sites) + 1)) if args.sites >= 5 else (args.sites,),
+        n_samples=args.samples or 500,
+        seed=args.seed,
+        q_learning=args.q_learning,
+        progress=print,
+    )
+    if args.out:
+        import json
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench-oracle.md").write_text(report["markdown"] + "\n", encoding="utf-8")
+        (out / "bench-oracle.json").write_text(json.dumps(report["rows"], indent=1), encoding="utf-8")
+        print(f"written to {out / 'bench-oracle.md'} and bench-oracle.json")
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -588,17 +610,26 @@ def build_parser() -> argparse.ArgumentParser:
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
-        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian",
+        "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian\n"
+        "  oracle   egalitarian and max-quantile by the oracle route vs the LP route, 5..--sites sites",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
         "  policyagg bench scale --samples 2000\n"
         "  policyagg bench growth --sites 6\n"
         "  policyagg bench scale --sites 6 --samples 2000\n"
         "  policyagg bench scale --samples-file results/experiment-b-seed0/samples.npz\n"
         "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)\n"
-        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench",
+        "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
+        "  policyagg bench oracle --sites 7 --q-learning",
     )
     p.add_argument(
-        "target", choices=["sampler", "growth", "rules", "scale", "volume", "agents"], help="the benchmark to run"
+        "target",
+        choices=["sampler", "growth", "rules", "scale", "volume", "agents", "oracle"],
+        help="the benchmark to run",
+    )
+    p.add_argument(
+        "--q-learning",
+        action="store_true",
+        help="oracle: also time the Q-learning oracle (on the model discounted at 0.9)",
     )
     p.add_argument(
         "--sites",

@@ -29,6 +29,11 @@ A configuration names the environment, the agents, the measure, the rules and th
     rule = "max_quantile"
     options = {}
 
+    [solver]                            # optional; the default route is "lp"
+    route = "oracle"                    # rules through a policy-optimisation oracle (issue 16)
+    oracle = "exact"                    # "exact" | "q-learning" | "sb3:PPO"; see experiments/oracle_route.py
+    options = {}                        # the oracle's options, e.g. { steps = 150000 } for q-learning
+
 Unknown keys and bad values raise :class:`InvalidConfigError` naming the key, when the file is
 read and before any work starts: a rule's options are checked against the rule's spec
 (:meth:`policyagg.solvers.RuleSpec.validate`), so a typo (``alfa = 0.9``) or a bad value
@@ -50,6 +55,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from policyagg.errors import InvalidProblemError
 from policyagg.measures import MEASURES, check_measure_options, measure_options
@@ -96,6 +102,7 @@ class ExperimentConfig:
     measure_options: dict = field(default_factory=dict)
     env_imports: tuple[str, ...] = ()
     reset_samples: int | None = None
+    solver: Any = None  # experiments.oracle_route.SolverConfig of the oracle route, None for the LP route
 
     def with_overrides(
         self, *, samples: int | None = None, seeds=None, output=None, measure: str | None = None
@@ -140,7 +147,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     """Validate a configuration dict (the parsed TOML) into an :class:`ExperimentConfig`."""
     if not isinstance(data, dict):
         raise InvalidConfigError(f"{source}: the configuration must be a table of keys")
-    _known(data, {"name", "output", "seeds", "environment", "agents", "measure", "rules"}, "", source)
+    _known(data, {"name", "output", "seeds", "environment", "agents", "measure", "rules", "solver"}, "", source)
     env = _table(data, "environment", source, required=True)
     agents = _table(data, "agents", source, required=True)
     measure = _table(data, "measure", source, required=True)
@@ -202,6 +209,7 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
     except InvalidProblemError as exc:
         raise InvalidConfigError(f"{source}: `measure.options`: {exc}") from None
 
+    solver = _solver(data, env_id, source)
     rules = data.get("rules")
     if not isinstance(rules, list) or not rules:
         raise InvalidConfigError(f"{source}: `rules` must be a non-empty array of tables ([[rules]])")
@@ -214,6 +222,9 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
             raise InvalidConfigError(f"{source}: `{where}` must be a table")
         _known(rule, {"label", "rule", "options"}, f"{where}.", source)
         rule_name = _string(rule.get("rule"), f"{where}.rule", source)
+        if solver is not None:
+            specs.append(_oracle_rule(rule, rule_name, where, source))
+            continue
         if rule_name not in RULES:
             raise InvalidConfigError(
                 f"{source}: `{where}.rule` = {rule_name!r} is not a rule; choose one of {', '.join(sorted(RULES))}"
@@ -246,7 +257,38 @@ def parse_config(data: dict, *, source: str = "config") -> ExperimentConfig:
         measure_options=dict(sampler_options),
         env_imports=imports,
         reset_samples=reset_samples,
+        solver=solver,
     )
+
+
+def _solver(data: dict, env_id: str, source: str):
+    """The ``[solver]`` section as a :class:`~policyagg.experiments.oracle_route.SolverConfig`
+    when it selects the oracle route, else ``None`` (the LP route)."""
+    if "solver" not in data:
+        return None
+    from policyagg.experiments.oracle_route import parse_solver
+
+    solver = parse_solver(data["solver"], source, InvalidConfigError)
+    if solver.route == "lp":
+        return None
+    if solver.oracle.startswith("sb3:") and env_id == "attention":
+        raise InvalidConfigError(
+            f"{source}: `solver.oracle` = {solver.oracle!r} trains on a Gymnasium id, not 'attention'"
+        )
+    return solver
+
+
+def _oracle_rule(rule: dict, rule_name: str, where: str, source: str) -> RuleRow:
+    from policyagg.experiments.oracle_route import check_rule_options
+
+    options = rule.get("options", {})
+    if not isinstance(options, dict):
+        raise InvalidConfigError(f"{source}: `{where}.options` must be a table")
+    try:
+        name = check_rule_options(rule_name, options)
+    except InvalidProblemError as exc:
+        raise InvalidConfigError(f"{source}: `{where}`: {exc}") from None
+    return RuleRow(str(rule.get("label", rule_name)), name, dict(options))
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

@@ -5,7 +5,8 @@ Layout of the output folder::
     config.json            the configuration this folder belongs to
     manifest.json          the SHA-256 of every checkpoint below
     seed<k>/samples.npz    the sampled returns of seed k
-    seed<k>/<rule>.json/.npz   one result per rule and seed
+    seed<k>/<rule>.json/.npz   one result per rule and seed (a Lottery under the oracle route)
+    seed<k>/<rule>.oracle/     oracle route: each best response and evaluation (resume)
     summary.md, summary.csv    mean ± standard error over seeds, per rule
     bars.csv, bars.png/.svg    agents' normalised returns sorted ascending, per rule
     cdf-seed<k>.png/.svg       every agent's sampled-return CDF with each rule's result marked
@@ -44,6 +45,7 @@ from policyagg.experiments.compare import attention_problem, slug
 from policyagg.experiments.config import (
     ExperimentConfig,
     InvalidConfigError,
+    RuleRow,
     import_modules,
     load_config,
     parse_config,
@@ -51,6 +53,7 @@ from policyagg.experiments.config import (
 from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
 from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
 from policyagg.io import atomic_write_bytes, atomic_write_json
+from policyagg.lottery import Lottery, load_outcome
 from policyagg.measures import sample_returns
 from policyagg.parallel import check_workers, run_tasks
 from policyagg.problem import Problem
@@ -61,8 +64,8 @@ from policyagg.samples import ReturnSamples
 @dataclass
 class SeedRun:
     seed: int
-    samples: ReturnSamples
-    results: dict[str, Result]  # by rule label, in the configuration's order
+    samples: ReturnSamples | None  # None under the sb3 oracle route
+    results: dict[str, Result | Lottery]  # by rule label, in the configuration's order
 
 
 @dataclass
@@ -72,8 +75,11 @@ class ExperimentRun:
     files: list[Path]
 
 
-def build_problem(config: ExperimentConfig, seed: int) -> Problem:
-    """The problem of one seed, with return ranges attached."""
+def build_problem(config: ExperimentConfig, seed: int) -> Problem | None:
+    """The problem of one seed, with return ranges attached (``None`` when an ``sb3:*`` oracle
+    trains on the environment itself, which need not be tabular)."""
+    if trains_on_env(config):
+        return None
     if config.env_id == "attention":
         experiment = "a" if config.population == "one_per_site" else "b"
         problem = attention_problem(
@@ -205,7 +211,7 @@ def _share_samples(configs: list[ExperimentConfig], progress, workers: int) -> l
     built: list[dict[int, Problem]] = [{} for _ in configs]
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
-        if config.measure in REWARD_FREE_MEASURES:
+        if config.measure in REWARD_FREE_MEASURES and not trains_on_env(config):
             for seed in config.seeds:
                 share_key = (config.measure, json.dumps(config.measure_options, sort_keys=True), config.samples, seed)
                 groups.setdefault(share_key, []).append(i)
@@ -273,9 +279,16 @@ def _same_mdp_groups(problems: list[Problem]) -> list[list[int]]:
     return groups
 
 
+def trains_on_env(config: ExperimentConfig) -> bool:
+    """Whether the configuration's oracle trains on the Gymnasium environment (``sb3:*``)."""
+    return config.solver is not None and config.solver.oracle.startswith("sb3:")
+
+
 def _seed_samples(
-    config: ExperimentConfig, seed: int, problem: Problem, manifest: Manifest, progress, workers: int
-) -> ReturnSamples:
+    config: ExperimentConfig, seed: int, problem: Problem | None, manifest: Manifest, progress, workers: int
+) -> ReturnSamples | None:
+    if problem is None:
+        return None  # the sb3 oracle route: max-quantile draws its reference from the oracle
     path = manifest.folder / f"seed{seed}" / "samples.npz"
     samples = _load_samples(manifest, path, config, problem)
     if samples is None:
@@ -312,7 +325,11 @@ def _run_rules(
 
     def task(j: int) -> int:
         seed, spec = todo[j]
-        solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(paths[seed, spec.label])
+        path = paths[seed, spec.label]
+        if config.solver is not None:
+            _run_oracle_rule(config, spec, problems[seed], samples[seed], seed, path).save(path)
+        else:
+            solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(path)
         return j
 
     seeds = sorted({seed for seed, _ in todo})
@@ -328,8 +345,27 @@ def _run_rules(
             manifest.record(*_result_files(paths[seed, spec.label]))
             bar.update()
     for seed, spec in todo:
-        results[seed, spec.label] = Result.load(paths[seed, spec.label])
+        results[seed, spec.label] = load_outcome(paths[seed, spec.label])
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
+
+
+def _run_oracle_rule(
+    config: ExperimentConfig,
+    spec: RuleRow,
+    problem: Problem | None,
+    samples: ReturnSamples | None,
+    seed: int,
+    path: Path,
+) -> Lottery:
+    """One rule by the oracle route; its oracle calls are checkpointed in ``<path>.oracle/``."""
+    from policyagg.experiments.oracle_route import run_oracle_rule
+
+    env = None
+    if trains_on_env(config):
+        import_modules(config.env_imports, config.name)
+        env = make_env(config.env_id, **config.env_kwargs)
+    folder = path.with_name(path.name + ".oracle")
+    return run_oracle_rule(config.solver, spec.rule, spec.options, problem, samples, seed=seed, folder=folder, env=env)
 
 
 def _as_config(config) -> ExperimentConfig:
@@ -401,11 +437,11 @@ def _result_files(path: Path) -> tuple[Path, Path]:
     return path.with_suffix(".json"), path.with_suffix(".npz")
 
 
-def _load_result(manifest: Manifest, path: Path) -> Result | None:
+def _load_result(manifest: Manifest, path: Path) -> Result | Lottery | None:
     if not manifest.verified(*_result_files(path)):
         return None
     try:
-        return Result.load(path)
+        return load_outcome(path)
     except PolicyAggError as exc:  # damaged, edited or from an interrupted write pair: compute it again
         warnings.warn(f"{exc}; computing it again", CheckpointWarning, stacklevel=2)
         return None
@@ -472,6 +508,8 @@ def write_summary(config: ExperimentConfig, runs: list[SeedRun], out: Path, *, f
 
         files += plot_returns(table, out / "bars", title=f"{config.name} ({len(config.seeds)} seed(s))")
         first = runs[0]
+        if first.samples is None:  # the sb3 oracle route samples no measure
+            return files
         labels = {row.key: row.label for row in table.rows}
         returns = {labels[key]: result.returns for key, result in first.results.items()}
         names = next(iter(first.results.values())).names

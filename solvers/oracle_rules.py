@@ -52,6 +52,8 @@ MAX_CALLS = 200
 #: A threshold level counts as reached when the lottery's least margin is at least ``-FEASIBILITY_TOL``
 #: (the LP rule :func:`policyagg.solvers.max_quantile` uses the same tolerance).
 FEASIBILITY_TOL = 1e-9
+#: Column generation stops after this many calls that raised neither bound by more than ``gap_tol``.
+PATIENCE = 20
 #: Default confidence of the bounds built from standard errors (one-sided).
 CONFIDENCE = 0.95
 #: Two evaluated policies whose returns differ by at most this (max-norm) count as one column.
@@ -231,13 +233,16 @@ def max_min(
     max_calls: int = MAX_CALLS,
     stop: Callable[[MaxMin], bool] | None = None,
     deadline: float | None = None,
+    patience: int = PATIENCE,
 ) -> MaxMin:
     """Column generation for ``max_L min_i (J_i(L) - offset_i) / width_i`` over lotteries ``L``
     of the oracle's policies, optionally with floors ``J_i(L) >= floors_i``. Stops when the
     certified gap is at most ``gap_tol``, when ``stop(outcome)`` says so, after ``max_calls``
-    oracle calls, or at ``deadline`` (``time.monotonic()``)."""
+    oracle calls, after ``patience`` calls that raised neither bound by more than ``gap_tol``
+    (a noisy oracle's bounds stall), or at ``deadline`` (``time.monotonic()``)."""
     tol = 0.0 if tolerance is None else tolerance
     upper, calls = math.inf, 0
+    best_lower, best_upper, stalled = -math.inf, math.inf, 0
     while True:
         J, se = pool.returns, pool.errors
         M = (J - offset) / width
@@ -246,7 +251,10 @@ def max_min(
         spread = np.sqrt((lam[:, None] ** 2 * (se / width) ** 2).sum(axis=0))
         lower = float(np.min(lam @ M - z_c * spread))
         outcome = MaxMin(lam, lower, upper, value, calls, converged=upper - lower <= gap_tol)
-        if outcome.converged or (stop is not None and stop(outcome)) or calls >= max_calls:
+        improved = lower > best_lower + gap_tol or upper < best_upper - gap_tol
+        stalled = 0 if improved else stalled + 1
+        best_lower, best_upper = max(best_lower, lower), min(best_upper, upper)
+        if outcome.converged or (stop is not None and stop(outcome)) or calls >= max_calls or stalled > patience:
             return outcome
         if deadline is not None and time.monotonic() >= deadline:
             return outcome
@@ -288,6 +296,7 @@ def _lottery(
         "oracle": type(oracle).__name__,
         "oracle_calls": int(oracle.calls - calls_before),
         "evaluation_episodes": int(oracle.episodes - episodes_before),
+        "transitions": int(getattr(oracle, "transitions", 0)),
         "pool_size": len(pool.policies),
         "support_keys": [policy.key for policy in chosen],
         "support_paths": [policy.path for policy in chosen],

@@ -19,11 +19,12 @@ torch = pytest.importorskip("torch", reason=SKIP)
 pytest.importorskip("stable_baselines3", reason=SKIP)
 
 import policyagg.envs  # noqa: F401  (registers the environments)
-from policyagg.envs.oracles import make_oracle
 from policyagg.envs.oracles.sb3 import (
     SB3Oracle,
     ScalarizedReward,
+    check_options,
     lottery_policies,
+    make_oracle,
     rollout_lottery,
     summarize,
 )
@@ -243,14 +244,19 @@ def test_rollout_lottery_mixes_its_policies(trained):
 
 
 def test_make_oracle_by_name():
-    o = make_oracle("sb3:DQN", env=ENV_ID, timesteps=300, algorithm_options={"learning_starts": 50})
+    o = make_oracle("sb3:DQN", ENV_ID, timesteps=300, algorithm_options={"learning_starts": 50})
     assert isinstance(o, SB3Oracle) and o.algorithm.__name__ == "DQN"
     o.evaluate(o.best_response([0.0, 0.0, 1.0]))
     assert o.episodes >= o.eval_episodes
+    made = gymnasium.make(ENV_ID, width=0.3)  # an environment instance: copies come from its spec
+    assert make_oracle("PPO", made).make_env().unwrapped.width == 0.3
     with pytest.raises(InvalidProblemError, match="not a stable-baselines3 algorithm.*PPO"):
-        make_oracle("sb3:Nope", env=ENV_ID)
-    with pytest.raises(InvalidProblemError, match="sb3:PPO"):
-        make_oracle("exactly", env=ENV_ID)
+        make_oracle("sb3:Nope", ENV_ID)
+    with pytest.raises(InvalidProblemError, match="needs an environment"):
+        make_oracle("sb3:PPO")
+    check_options("sb3:PPO", {"timesteps": 10, "algorithm_options": {}})
+    with pytest.raises(InvalidProblemError, match="unknown option 'steps'.*timesteps"):
+        check_options("sb3:PPO", {"steps": 10})
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ over oracles report their certificates with status ``"gap"``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -62,6 +63,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "from the CPU wheel index, or pip fetches a multi-GB CUDA build)"
     ) from exc
 
+#: The prefix of the oracle names in configurations: ``"sb3:PPO"``.
+SB3_PREFIX = "sb3:"
 #: Format of the checkpoint JSON files.
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KIND = "sb3-best-response"
@@ -137,8 +140,8 @@ class _Progress(BaseCallback):
 
     def _on_step(self) -> bool:
         self.episodes += int(np.sum(self.locals.get("dones", 0)))
-        if self._bar is not None:
-            self._bar.update(self.training_env.num_envs)
+        if self._bar is not None:  # SB3 may overshoot `total` to finish its last rollout
+            self._bar.update(max(0, min(self.training_env.num_envs, self._bar.total - self._bar.n)))
         return True
 
     def _on_training_end(self) -> None:
@@ -168,8 +171,22 @@ def algorithm_class(name: str) -> type[BaseAlgorithm]:
     raise InvalidProblemError(f"`algorithm` {name!r} is not a stable-baselines3 algorithm; use one of {known}")
 
 
-def _env_factory(env: str | EnvFactory, env_kwargs: Mapping[str, Any]) -> tuple[EnvFactory, str]:
-    """A factory of fresh environments and a name for it (part of every checkpoint's key)."""
+def _env_factory(env: Any, env_kwargs: Mapping[str, Any]) -> tuple[EnvFactory, str]:
+    """A factory of fresh environments and a name for it (part of every checkpoint's key), from a
+    Gymnasium id, an ``EnvSpec``, an environment made by ``gymnasium.make`` (re-made from its
+    spec) or a function returning a new environment."""
+    if isinstance(env, gym.Env):
+        if env.spec is None:
+            raise InvalidProblemError(
+                "`env` is an environment without a Gymnasium spec, so fresh copies cannot be made; "
+                "give its registered id or a function returning a new environment"
+            )
+        env = env.spec
+    if isinstance(env, gym.envs.registration.EnvSpec):
+        if env_kwargs:
+            raise InvalidProblemError("`env_kwargs` applies only to an environment given by its Gymnasium id")
+        spec = env
+        return (lambda: gym.make(spec)), f"{spec.id}{json.dumps(spec.kwargs, sort_keys=True, default=str)}"
     if isinstance(env, str):
         if env not in gym.registry:
             try:  # MO-Gymnasium registers its environments on import
@@ -182,7 +199,7 @@ def _env_factory(env: str | EnvFactory, env_kwargs: Mapping[str, Any]) -> tuple[
         return (lambda: gym.make(env, **kwargs)), f"{env}{json.dumps(kwargs, sort_keys=True, default=str)}"
     if not callable(env):
         raise InvalidProblemError(
-            f"`env` must be a Gymnasium id or a function returning a new environment; got {env!r}"
+            f"`env` must be a Gymnasium id, spec or environment, or a function returning a new environment; got {env!r}"
         )
     if env_kwargs:
         raise InvalidProblemError("`env_kwargs` applies only to an environment given by its Gymnasium id")
@@ -202,9 +219,10 @@ class SB3Oracle:
 
     Parameters
     ----------
-    env : str or callable
-        A Gymnasium id (``env_kwargs`` passed to ``gymnasium.make``) or a function returning a
-        new environment with a vector reward. Its episodes must end (a time limit) or set ``horizon``.
+    env : str, EnvSpec, gymnasium.Env or callable
+        A Gymnasium id (``env_kwargs`` passed to ``gymnasium.make``), its spec, an environment
+        made by ``gymnasium.make`` (copies are made from its spec) or a function returning a new
+        environment; the environment has a vector reward. Its episodes must end (a time limit) or set ``horizon``.
     algorithm : str
         A stable-baselines3 class name: ``"PPO"``, ``"DQN"``, ``"A2C"``, ...
     timesteps : int
@@ -235,7 +253,7 @@ class SB3Oracle:
 
     def __init__(
         self,
-        env: str | EnvFactory,
+        env: Any,
         *,
         algorithm: str = "PPO",
         timesteps: int = 20_000,
@@ -483,6 +501,26 @@ class SB3Oracle:
         return model
 
 
+def make_oracle(algorithm: str, env: Any = None, **options: Any) -> SB3Oracle:
+    """The oracle a configuration names: ``make_oracle("sb3:PPO", env, seed=0, folder=...)`` (the
+    ``"sb3:"`` prefix is optional) is ``SB3Oracle(env, algorithm="PPO", ...)``."""
+    name = algorithm[len(SB3_PREFIX) :] if algorithm.startswith(SB3_PREFIX) else algorithm
+    if env is None:
+        raise InvalidProblemError(f"the {SB3_PREFIX}{name} oracle needs an environment (`env`)")
+    return SB3Oracle(env, algorithm=name, **options)
+
+
+def check_options(algorithm: str, options: Mapping[str, Any]) -> None:
+    """Check an oracle's name and option names before any work starts (values are checked when it is built)."""
+    algorithm_class(algorithm[len(SB3_PREFIX) :] if algorithm.startswith(SB3_PREFIX) else algorithm)
+    allowed = [p for p in inspect.signature(SB3Oracle.__init__).parameters if p not in ("self", "env", "algorithm")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidProblemError(
+            f"unknown option {unknown[0]!r} of the sb3 oracle; its options are: {', '.join(allowed)}"
+        )
+
+
 def summarize(returns: ArrayLike) -> Evaluation:
     """Mean per-step returns over episodes (rows) with standard errors ``std(ddof=1) / sqrt(E)``."""
     J = np.asarray(returns, dtype=float)
@@ -525,10 +563,13 @@ def lottery_policies(oracle: SB3Oracle, lottery: Any) -> list[OraclePolicy]:
 
 
 __all__ = [
+    "SB3_PREFIX",
     "SB3Oracle",
     "ScalarizedReward",
     "algorithm_class",
+    "check_options",
     "lottery_policies",
+    "make_oracle",
     "rollout_lottery",
     "summarize",
     "vector_reward",
