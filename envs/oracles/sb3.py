@@ -320,15 +320,12 @@ class SB3Oracle:
         """A policy trained to maximise ``sum_i w_i J_i`` (loaded from its checkpoint if one
         was trained for the same weights, seed and spec)."""
         w = check_weights(weights, len(self.names))
-        scale = float(np.abs(w).sum())
-        unit = w / scale if scale > 0 else w
-        spec = self._spec(unit)
-        key = "br-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        key, spec = self._key(w)
         self.calls += 1
         if key not in self._models:
             model = self._load(key, spec)
             if model is None:
-                model = self._train(key, spec, unit)
+                model = self._train(key, spec, np.asarray(spec["weights"], dtype=float))
             self._models[key] = model
         if key not in self._policies:
             path = None if self.folder is None else f"{key}.pt"
@@ -339,7 +336,7 @@ class SB3Oracle:
         """Each agent's per-step return of ``policy`` over ``episodes`` (default
         ``eval_episodes``) seeded rollouts, with standard errors (see the module docstring)."""
         E = self.eval_episodes if episodes is None else check_count("episodes", episodes, minimum=2)
-        cache = (policy.key, E)
+        cache = (self._resolve(policy)[0], E)
         if cache not in self._evaluations:
             returns = self.episode_returns(policy, np.arange(E) + self.eval_seed)
             self._evaluations[cache] = summarize(returns)
@@ -347,21 +344,43 @@ class SB3Oracle:
 
     # ------------------------------------------------------------------ rollouts
     def model(self, policy: OraclePolicy) -> BaseAlgorithm:
-        """The trained SB3 model of ``policy`` (loaded from ``folder / policy.path`` if needed)."""
-        if policy.key in self._models:
-            return self._models[policy.key]
-        if self.folder is None or policy.path is None:
+        """The trained SB3 model of ``policy``: found by its key, its checkpoint ``path`` (in
+        ``folder``) or the weights it answers (a caller may rename the key, as the
+        configurations' checkpointing does); loaded from ``folder`` if needed."""
+        key, spec = self._resolve(policy)
+        if key in self._models:
+            return self._models[key]
+        if self.folder is None:
             raise InvalidProblemError(f"policy {policy.key!r} was not trained by this oracle and has no checkpoint")
-        meta = self._read_meta(self.folder / Path(policy.path).with_suffix(".json").name)
-        if meta is None:
-            raise InvalidProblemError(f"no valid checkpoint for policy {policy.key!r} in {self.folder}")
-        model = self._load(policy.key, meta["spec"])
+        if spec is None:
+            meta = self._read_meta(self.folder / f"{key}.json")
+            if meta is None:
+                raise InvalidProblemError(f"no checkpoint for policy {policy.key!r} in {self.folder}")
+            spec = meta["spec"]
+        model = self._load(key, spec)
         if model is None:
             raise InvalidProblemError(
-                f"the checkpoint of policy {policy.key!r} in {self.folder} is damaged; train it again"
+                f"no valid checkpoint for policy {policy.key!r} in {self.folder} (missing, damaged or of "
+                "another spec); train it again"
             )
-        self._models[policy.key] = model
+        self._models[key] = model
         return model
+
+    def _key(self, weights: NDArray[np.float64]) -> tuple[str, dict[str, Any]]:
+        """The checkpoint key and spec of the best response to ``weights`` (scaled to ``||w||_1 = 1``)."""
+        scale = float(np.abs(weights).sum())
+        spec = self._spec(weights / scale if scale > 0 else weights)
+        return "br-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16], spec
+
+    def _resolve(self, policy: OraclePolicy) -> tuple[str, dict[str, Any] | None]:
+        """This oracle's key of ``policy`` (and its spec when known from the weights)."""
+        if policy.key in self._models:
+            return policy.key, None
+        if policy.path is not None:
+            return Path(policy.path).stem, None
+        if np.any(policy.weights):
+            return self._key(check_weights(policy.weights, len(self.names)))
+        return policy.key, None
 
     def episode_returns(self, policy: OraclePolicy, seeds: ArrayLike) -> NDArray[np.float64]:
         """Per-step returns of one episode per environment seed, shape (E, n)."""
