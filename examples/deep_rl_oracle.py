@@ -45,7 +45,7 @@ Z95 = 1.959964
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("deep-rl-oracle"))
+    parser.add_argument("--out", type=Path, default=Path("results/examples/deep-rl-oracle"))
     parser.add_argument("--timesteps", type=int, default=5000, help="PPO steps per best response")
     parser.add_argument("--max-calls", type=int, default=6, help="egalitarian's column-generation calls")
     parser.add_argument("--eval-episodes", type=int, default=200, help="episodes per policy evaluation")

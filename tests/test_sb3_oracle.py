@@ -301,3 +301,49 @@ def test_egalitarian_is_fairer_than_utilitarian(tmp_path):
     ranges, _, _ = oracle_ranges(PolicyPool(o))  # the same calls again: loaded, not retrained
     worst = {name: float(ranges.normalize(e.returns).min()) for name, e in executed.items()}
     assert worst["fair"] > worst["utilitarian"] + 0.1
+
+
+# ---------------------------------------------------------------------- the config route and the example
+def test_config_route_trains_on_the_environment(tmp_path):
+    from policyagg.experiments.run import run_config
+    from policyagg.lottery import Lottery, load_outcome
+
+    config = {
+        "name": "goals-sb3",
+        "output": str(tmp_path / "out"),
+        "seeds": [0],
+        "environment": {"id": ENV_ID, "kwargs": {"goals": [-0.6, 0.6]}, "gamma": GAMMA},
+        "agents": {"population": "env"},
+        "measure": {"name": "optimal-mixture", "samples": 100},
+        "rules": [{"label": "utilitarian", "rule": "utilitarian"}],
+        "solver": {
+            "route": "oracle",
+            "oracle": "sb3:PPO",
+            "options": {"timesteps": 128, "eval_episodes": 10, "gamma": GAMMA, "algorithm_options": {"n_steps": 64}},
+        },
+    }
+    lottery = run_config(config, progress=False, figures=False).seeds[0].results["utilitarian"]
+    assert isinstance(lottery, Lottery) and lottery.names == ("goal-0.60", "goal+0.60")
+    assert lottery.status == "gap" and lottery.diagnostics["oracle_calls"] == 5  # 2n ranges + 1
+    folder = tmp_path / "out" / "seed0" / "utilitarian.oracle"
+    assert len(list(folder.glob("br-*.pt"))) == 5  # +-e_0, +-e_1 and (1, 1): five trained policies
+    assert isinstance(load_outcome(tmp_path / "out" / "seed0" / "utilitarian"), Lottery)
+
+
+def test_example_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "deep_rl_oracle.py"
+    args = ["--timesteps", "256", "--max-calls", "1", "--eval-episodes", "10", "--episodes", "20"]
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path / "out"), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "egalitarian: lottery over" in proc.stdout and "utilitarian: lottery over" in proc.stdout
+    assert (tmp_path / "out" / "egalitarian.json").exists()
