@@ -102,8 +102,9 @@ def reward_dim(env: gym.Env) -> int | None:
     """The number of reward components an environment declares (``reward_dim`` or ``reward_space``), or ``None``."""
     raw = env.unwrapped
     dim = getattr(raw, "reward_dim", None)
-    if dim is None and getattr(raw, "reward_space", None) is not None:
-        dim = int(np.prod(raw.reward_space.shape))
+    space = getattr(raw, "reward_space", None)
+    if dim is None and space is not None:
+        dim = int(np.prod(space.shape))
     return None if dim is None else int(dim)
 
 
@@ -126,7 +127,7 @@ class ScalarizedReward(gym.Wrapper):
 
 
 # ---------------------------------------------------------------------- training helpers
-class _Progress(BaseCallback):
+class _Progress(BaseCallback):  # type: ignore[misc]  # Any when mypy runs without the extra
     """Counts finished training episodes and, if asked, shows a tqdm bar of timesteps."""
 
     def __init__(self, total: int, description: str | None):
