@@ -128,26 +128,26 @@ class ScalarizedReward(gym.Wrapper):
 
 # ---------------------------------------------------------------------- training helpers
 class _Progress(BaseCallback):  # type: ignore[misc]  # Any when mypy runs without the extra
-    """Counts finished training episodes and, if asked, shows a tqdm bar of timesteps."""
+    """Counts finished training episodes and shows a tqdm bar of timesteps (``show``: ``None``
+    shows it on a terminal only)."""
 
-    def __init__(self, total: int, description: str | None):
+    def __init__(self, total: int, description: str, show: bool | None):
         super().__init__()
-        self.episodes = 0
-        self._bar = None
-        if description is not None:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=description, unit="step", leave=False)
+        self.episodes = 0
+        self._bar = tqdm(
+            total=total, desc=description, unit="step", leave=False, disable=None if show is None else not show
+        )
 
     def _on_step(self) -> bool:
         self.episodes += int(np.sum(self.locals.get("dones", 0)))
-        if self._bar is not None:  # SB3 may overshoot `total` to finish its last rollout
-            self._bar.update(max(0, min(self.training_env.num_envs, self._bar.total - self._bar.n)))
+        # SB3 may overshoot `total` to finish its last rollout
+        self._bar.update(max(0, min(self.training_env.num_envs, self._bar.total - self._bar.n)))
         return True
 
     def _on_training_end(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()
 
 
 def algorithm_class(name: str) -> type[BaseAlgorithm]:
@@ -244,9 +244,21 @@ class SB3Oracle:
         (``learning_rate``, ``n_steps``, ``policy_kwargs``, ...).
     deterministic : bool
         Evaluate the trained policy's greedy action (``True``) or sample from it.
-    progress : bool
-        A tqdm bar of training steps.
+    progress : bool, optional
+        A tqdm bar of training steps (default: on a terminal only).
     names : agent names (default ``env.unwrapped.names`` or ``agent0``, ...).
+
+    Attributes
+    ----------
+    calls : int
+        ``best_response`` calls so far (including those answered from checkpoints).
+    episodes : int
+        Episodes run in this process: training and evaluation (a policy loaded from its
+        checkpoint costs none; its recorded training episodes are in ``training_episodes``).
+    training_episodes : int
+        Training episodes of every best response returned, loaded ones included.
+    trained : int
+        Best responses trained in this process (the others were loaded).
     """
 
     #: RL gives no optimality guarantee: the stated best-response accuracy is unknown.
@@ -268,7 +280,7 @@ class SB3Oracle:
         algorithm_options: Mapping[str, Any] | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
         deterministic: bool = True,
-        progress: bool = False,
+        progress: bool | None = None,
         names: Sequence[str] | None = None,
         device: str = "cpu",
     ) -> None:
@@ -289,7 +301,7 @@ class SB3Oracle:
         self.policy_name = policy
         self.algorithm_options = dict(algorithm_options or {})
         self.deterministic = bool(deterministic)
-        self.progress = bool(progress)
+        self.progress = None if progress is None else bool(progress)
         self.device = device
         self.folder = None if folder is None else Path(folder)
 
@@ -450,7 +462,7 @@ class SB3Oracle:
     def _train(self, key: str, spec: dict[str, Any], unit: NDArray[np.float64]) -> BaseAlgorithm:
         started = time.monotonic()
         model = self._build(unit, self.seed)
-        progress = _Progress(self.timesteps, f"best response {self.calls} ({key})" if self.progress else None)
+        progress = _Progress(self.timesteps, f"best response {self.calls} ({key})", self.progress)
         model.learn(total_timesteps=self.timesteps, callback=progress, progress_bar=False)
         self.trained += 1
         self.training_episodes += progress.episodes
