@@ -15,8 +15,8 @@ each agent's per-step return is shown with a 95% confidence interval, raw and no
 the agent's range ``[J_i(BR(-e_i)), J_i(BR(e_i))]``.
 
 Needs the extra ``policyagg[rl]``. Run: ``python examples/deep_rl_oracle.py [--out DIR]``
-(about 12 PPO trainings of 5000 steps: a few minutes on 2 cores; checkpoints in
-``DIR/checkpoints`` make a second run, or a killed one, resume without retraining).
+(8 PPO trainings of 5000 steps: about 2 CPU-minutes; checkpoints in ``DIR/checkpoints`` make
+a second run, or a killed one, resume without retraining and print the same numbers).
 """
 
 from __future__ import annotations
