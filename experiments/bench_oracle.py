@@ -100,20 +100,7 @@ def bench_oracle(
         ]
         if q_learning:
             discounted = Problem(model.mdp(gamma=0.9), problem.rewards)
-
-            def q_oracle(p: Problem = discounted) -> QLearningOracle:
-                return QLearningOracle(TabularSimulator(p), steps=q_steps, eval_episodes=1000, seed=seed)
-
-            routes.append(
-                (
-                    "oracle-q-learning (gamma 0.9)",
-                    discounted,
-                    lambda q=q_oracle: oracle_egalitarian(q(), gap_tol=0.01),
-                    lambda q=q_oracle: oracle_max_quantile(
-                        q(), n_samples=n_samples, seed=seed, gap_tol=0.01, max_calls=20
-                    ),
-                )
-            )
+            routes.append(_q_learning_route(discounted, q_steps, n_samples, seed))
         baseline: dict[str, float] = {}
         for route, instance, run_egalitarian, run_quantile in routes:
             for rule, run in (("egalitarian", run_egalitarian), ("max_quantile", run_quantile)):
@@ -127,6 +114,23 @@ def bench_oracle(
                 if progress is not None:
                     progress(format_row(row))
     return {"rows": rows, "markdown": format_oracle(rows), "n_samples": n_samples, "seed": seed}
+
+
+def _q_learning_route(
+    problem: Problem, steps: int, n_samples: int, seed: int
+) -> tuple[str, Problem, Callable[[], Lottery], Callable[[], Lottery]]:
+    """The Q-learning oracle on ``problem`` (discounted): egalitarian and max-quantile, each from a fresh oracle."""
+
+    def oracle() -> QLearningOracle:
+        return QLearningOracle(TabularSimulator(problem), steps=steps, eval_episodes=1000, seed=seed)
+
+    def run_egalitarian() -> Lottery:
+        return oracle_egalitarian(oracle(), gap_tol=0.01)
+
+    def run_quantile() -> Lottery:
+        return oracle_max_quantile(oracle(), n_samples=n_samples, seed=seed, gap_tol=0.01, max_calls=20)
+
+    return "oracle-q-learning (gamma 0.9)", problem, run_egalitarian, run_quantile
 
 
 def format_row(row: dict[str, Any]) -> str:

@@ -136,7 +136,7 @@ def _check_names(options: dict[str, Any], function: Any, skip: tuple[str, ...], 
 def sb3_module() -> Any:
     """``policyagg.envs.oracles.sb3``, or an error naming the ``policyagg[rl]`` extra."""
     try:
-        from policyagg.envs.oracles import sb3
+        from policyagg.envs.oracles import sb3  # type: ignore[attr-defined]  # the h-sb3 branch's module
     except ImportError as exc:
         raise InvalidProblemError(
             f"the 'sb3:*' oracles need stable-baselines3 and the policyagg sb3 oracle ({exc}); install them with "
@@ -245,7 +245,8 @@ class CheckpointedOracle:
         return evaluation
 
     def _occupancy(self, policy: OraclePolicy) -> NDArray[np.float64]:
-        return np.asarray(self.inner.occupancy(policy), dtype=float)  # type: ignore[attr-defined]
+        occupancy: NDArray[np.float64] = np.asarray(self.inner.occupancy(policy), dtype=np.float64)  # type: ignore[attr-defined]
+        return occupancy
 
     def _read_policy(self, key: str, weights: NDArray[np.float64]) -> tuple[OraclePolicy, int] | None:
         """The stored call ``key`` if it answered these exact weights, else ``None``."""

@@ -75,11 +75,8 @@ class ExperimentRun:
     files: list[Path]
 
 
-def build_problem(config: ExperimentConfig, seed: int) -> Problem | None:
-    """The problem of one seed, with return ranges attached (``None`` when an ``sb3:*`` oracle
-    trains on the environment itself, which need not be tabular)."""
-    if trains_on_env(config):
-        return None
+def build_problem(config: ExperimentConfig, seed: int) -> Problem:
+    """The problem of one seed, with return ranges attached."""
     if config.env_id == "attention":
         experiment = "a" if config.population == "one_per_site" else "b"
         problem = attention_problem(
@@ -132,9 +129,9 @@ def run_config(
             unit="seed",
         )
         for seed in seeds:
-            if seed not in problems:
+            if seed not in problems and not trains_on_env(config):  # an sb3 oracle needs no tabular model
                 problems[seed] = build_problem(config, seed)
-            samples[seed] = _seed_samples(config, seed, problems[seed], manifest, progress, workers)
+            samples[seed] = _seed_samples(config, seed, problems.get(seed), manifest, progress, workers)
         results = _run_rules(config, problems, samples, manifest, progress, workers)
         runs = [SeedRun(seed, samples[seed], results[seed]) for seed in config.seeds]
         files = write_summary(config, runs, out, figures=figures)
@@ -312,7 +309,7 @@ def _label(progress: bool | None, label: str) -> bool | str:
 
 def _run_rules(
     config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, workers: int
-) -> dict[int, dict[str, Result]]:
+) -> dict[int, dict[str, Result | Lottery]]:
     """Every (seed, rule) result: loaded if saved and verified, else computed by a worker that
     saves it (its checksums are recorded here, in the parent, the manifest's only writer)."""
     out = manifest.folder
@@ -327,7 +324,7 @@ def _run_rules(
         seed, spec = todo[j]
         path = paths[seed, spec.label]
         if config.solver is not None:
-            _run_oracle_rule(config, spec, problems[seed], samples[seed], seed, path).save(path)
+            _run_oracle_rule(config, spec, problems.get(seed), samples[seed], seed, path).save(path)
         else:
             solvers.get_rule(spec.rule)(problems[seed], samples[seed], **spec.options).save(path)
         return j

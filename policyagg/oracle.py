@@ -15,7 +15,11 @@ which needs only a :class:`~policyagg.problem.Problem`, lives here); the rules o
 in ``policyagg.solvers.oracle_rules``.
 
 The names below are the protocol agreed in issue 16 (``Evaluation``, ``OraclePolicy``,
-``Oracle``); :class:`ExactOracle` is an addition.
+``Oracle``). Compatible extensions: ``Evaluation.episodes`` defaults to 0; an oracle *may* state
+``tolerance`` (best responses within ``tolerance * ||w||_1`` of optimal in per-step return;
+absent or ``None``: unknown, and the rules over it then certify nothing); a tabular oracle *may*
+offer ``occupancy(policy)`` and ``problem`` (the rules then build a tabular lottery);
+:func:`check_weights` and :class:`ExactOracle` are additions.
 """
 
 from __future__ import annotations

@@ -104,6 +104,11 @@ class PolicyPool:
         return self.add(self.oracle.best_response(weights))
 
 
+def counters(oracle: Oracle) -> tuple[int, int, int]:
+    """The oracle's calls, episodes and (if it counts them) sampled transitions so far."""
+    return int(oracle.calls), int(oracle.episodes), int(getattr(oracle, "transitions", 0))
+
+
 def oracle_tolerance(oracle: Oracle) -> float | None:
     """The oracle's stated best-response accuracy (``None``: unknown)."""
     value = getattr(oracle, "tolerance", None)
@@ -120,7 +125,8 @@ def confidence_quantile(confidence: float) -> float:
 
 # ---------------------------------------------------------------------- return ranges
 def oracle_ranges(pool: PolicyPool) -> tuple[ReturnRanges, list[int], list[int]]:
-    """Each agent's range ``[J_i(BR(-e_i)), J_i(BR(e_i))]`` from ``2n`` oracle calls; also the
+    """Each agent's range ``[min_k J_ik, max_k J_ik]`` over the pool after the ``2n`` oracle calls
+    ``BR(-e_i)``, ``BR(e_i)`` (exact oracle: ``[J_i(BR(-e_i)), J_i(BR(e_i))]``); also the
     pool rows of the best and worst policies. ``best``/``worst`` hold occupancies for a tabular
     oracle with ``occupancy`` (else they are empty, shape (n, 0))."""
     n = len(pool.oracle.names)
@@ -131,9 +137,9 @@ def oracle_ranges(pool: PolicyPool) -> tuple[ReturnRanges, list[int], list[int]]
         best_rows.append(pool.respond(e))
         worst_rows.append(pool.respond(-e))
     J = pool.returns
-    upper = J[best_rows, np.arange(n)]
-    lower = J[worst_rows, np.arange(n)]
-    lower, upper = np.minimum(lower, upper), np.maximum(lower, upper)
+    # the extremes over every policy evaluated (for an exact oracle: J_i(BR(-e_i)) and J_i(BR(e_i)));
+    # with noisy evaluations no evaluated policy then falls outside [lower, upper]
+    lower, upper = J.min(axis=0), J.max(axis=0)
     occupancy = getattr(pool.oracle, "occupancy", None)
     if callable(occupancy):
         best = np.stack([np.asarray(occupancy(pool.policies[k])).ravel() for k in best_rows])
@@ -283,8 +289,7 @@ def _lottery(
     report: dict[str, Any],
     status: str,
     started: float,
-    calls_before: int,
-    episodes_before: int,
+    before: tuple[int, int, int],
 ) -> Lottery:
     """The lottery over the pool rows with positive probability: tabular when the oracle
     knows occupancies (``build_lottery``), else from estimated returns (``estimated_lottery``)."""
@@ -294,9 +299,9 @@ def _lottery(
     chosen = [pool.policies[k] for k in keep]
     diagnostics: dict[str, Any] = {
         "oracle": type(oracle).__name__,
-        "oracle_calls": int(oracle.calls - calls_before),
-        "evaluation_episodes": int(oracle.episodes - episodes_before),
-        "transitions": int(getattr(oracle, "transitions", 0)),
+        "oracle_calls": int(oracle.calls - before[0]),
+        "evaluation_episodes": int(oracle.episodes - before[1]),
+        "transitions": counters(oracle)[2] - before[2],
         "pool_size": len(pool.policies),
         "support_keys": [policy.key for policy in chosen],
         "support_paths": [policy.path for policy in chosen],
@@ -308,14 +313,14 @@ def _lottery(
         tabular = problem.with_ranges(ranges) if ranges.best.shape[1] == problem.mdp.n_state_actions else None
         if tabular is not None:
             d = np.stack([np.asarray(occupancy(policy)).ravel() for policy in chosen])
-            tables = [policy.table for policy in chosen]
+            tables = [policy.table for policy in chosen if policy.table is not None]
             return build_lottery(
                 tabular,
                 d,
                 p,
                 rule=rule,
                 samples=samples,
-                policies=None if any(t is None for t in tables) else np.stack(tables),
+                policies=np.stack(tables) if len(tables) == len(chosen) else None,
                 options=options,
                 diagnostics=diagnostics,
                 report=report,
@@ -373,7 +378,7 @@ def oracle_utilitarian(
     """``max_pi sum_i w_i u_i(pi)``: one best response (``u`` raw returns, or normalised by the
     ranges from ``2n`` more calls when ``normalize``). The certificate is the oracle's stated
     tolerance ``* ||w||_1`` (in the units of ``u``) plus the evaluation noise."""
-    started, calls_before, episodes_before = time.monotonic(), oracle.calls, oracle.episodes
+    started, before = time.monotonic(), counters(oracle)
     pool = pool or PolicyPool(oracle)
     n = len(oracle.names)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
@@ -405,8 +410,7 @@ def oracle_utilitarian(
         report=report,
         status="optimal" if tolerance is not None else "gap",
         started=started,
-        calls_before=calls_before,
-        episodes_before=episodes_before,
+        before=before,
     )
 
 
@@ -428,7 +432,7 @@ def oracle_egalitarian(
     certified gap is at most ``gap_tol`` (and the oracle states its accuracy), else ``"gap"``
     (or ``"time-limit"``)."""
     _check_common(max_calls, gap_tol, time_limit)
-    started, calls_before, episodes_before = time.monotonic(), oracle.calls, oracle.episodes
+    started, before = time.monotonic(), counters(oracle)
     pool = pool or PolicyPool(oracle)
     z_c = confidence_quantile(confidence)
     tolerance = oracle_tolerance(oracle)
@@ -459,8 +463,7 @@ def oracle_egalitarian(
         report=report,
         status=status,
         started=started,
-        calls_before=calls_before,
-        episodes_before=episodes_before,
+        before=before,
     )
 
 
@@ -489,7 +492,7 @@ def oracle_max_quantile(
     unreachable when the certified upper bound is below that; a level left undecided (by the
     call budget) counts as unreachable, so the ``q*`` reported is always achieved."""
     _check_common(max_calls, gap_tol, time_limit)
-    started, calls_before, episodes_before = time.monotonic(), oracle.calls, oracle.episodes
+    started, before = time.monotonic(), counters(oracle)
     pool = pool or PolicyPool(oracle)
     n = len(oracle.names)
     z_c = confidence_quantile(confidence)
@@ -530,9 +533,10 @@ def oracle_max_quantile(
             undecided.append(k)
         return False
 
-    low, high = 0, N  # level `low` is reached (k = 0 by the ranges), levels above `high` are not
-    if not reachable(0):
-        raise SolverError("the oracle found no lottery at or above every agent's worst return; check the oracle")
+    low, high = (
+        0,
+        N,
+    )  # level `low` is reached (k = 0: every policy is above the ranges' lower ends), levels above `high` are not
     while low < high:
         mid = (low + high + 1) // 2
         if reachable(mid):
@@ -562,7 +566,7 @@ def oracle_max_quantile(
         "q_star": k_star / N,
         "q_upper": (min(undecided) - 1) / N if undecided else k_star / N,
         "undecided_levels": sorted(undecided),
-        "margin_at_q_star": results[k_star].lower,
+        "margin_at_q_star": results[k_star].lower if k_star in results else None,
         "margin_above_bound": (
             results[above].upper if above in results and math.isfinite(results[above].upper) else None
         ),
@@ -591,8 +595,7 @@ def oracle_max_quantile(
         report=report,
         status=status,
         started=started,
-        calls_before=calls_before,
-        episodes_before=episodes_before,
+        before=before,
     )
 
 

@@ -12,7 +12,7 @@ from policyagg.envs.oracles import QLearningOracle, TabularSimulator
 from policyagg.errors import InvalidProblemError
 from policyagg.lottery import Lottery, load_outcome
 from policyagg.measures import sample_returns
-from policyagg.oracle import ExactOracle, Oracle
+from policyagg.oracle import Evaluation, ExactOracle, Oracle
 from policyagg.polytope import forbid
 from policyagg.solvers import egalitarian, max_quantile, with_ranges
 from policyagg.solvers.oracle_rules import (
@@ -205,3 +205,62 @@ def test_oracle_rules_registry_and_errors():
     pool.respond([1.0, 0.0])
     pool.respond([1.0, 0.0])
     assert len(pool.policies) == 1  # an exactly evaluated duplicate is not kept twice
+
+
+def test_gym_simulator_rollouts_agree_with_the_exact_model(deep_sea):
+    """Online Q-learning on the real deep-sea-treasure environment: the rollout estimate of its
+    greedy policy matches that policy's exact return on the converted model (within 4 standard
+    errors and the horizon's truncation)."""
+    mo_gym = pytest.importorskip("mo_gymnasium")
+    from policyagg.envs import from_gymnasium
+    from policyagg.envs.oracles import GymSimulator
+
+    model = from_gymnasium(mo_gym.make("deep-sea-treasure-v0"), gamma=0.95)
+    simulator = GymSimulator(mo_gym.make("deep-sea-treasure-v0"), gamma=0.95, max_states=200)
+    oracle = QLearningOracle(simulator, steps=1500, eval_episodes=30, seed=0, horizon=200)
+    policy = oracle.best_response([1.0, 0.2])
+    evaluation = oracle.evaluate(policy)
+    assert oracle.episodes > 30 and evaluation.episodes == 30
+    mdp = model.mdp
+    table = np.full((mdp.n_states, mdp.n_actions), 1.0 / mdp.n_actions)  # states never met: uniform, as in rollouts
+    for row, observation in enumerate(simulator.observations):
+        try:
+            table[model.state_index(observation)] = policy.table[row]
+        except InvalidProblemError:  # a terminal observation: the model's absorbing state has no observation
+            continue
+    exact = mdp.evaluate(table, model.rewards)
+    truncation = 0.95**200 * np.abs(model.rewards).max()
+    assert np.all(np.abs(evaluation.returns - exact) <= 4 * evaluation.standard_errors + truncation + 1e-6)
+
+
+class NoisyOracle:
+    """The exact oracle with seeded Gaussian noise on every evaluation and no stated accuracy."""
+
+    tolerance = None
+
+    def __init__(self, problem, scale, seed=0):
+        self.exact, self.scale = ExactOracle(problem), scale
+        self.names, self.calls, self.episodes = problem.names, 0, 0
+        self.rng = np.random.default_rng(seed)
+
+    def best_response(self, weights):
+        self.calls += 1
+        return self.exact.best_response(weights)
+
+    def evaluate(self, policy):
+        exact = self.exact.evaluate(policy).returns
+        self.episodes += 10
+        se = np.full(exact.shape, self.scale)
+        return Evaluation(exact + self.rng.normal(scale=self.scale, size=exact.shape), se, 10)
+
+
+def test_noisy_oracle_is_never_reported_optimal():
+    problem = attention(gamma=0.9)
+    oracle = NoisyOracle(problem, scale=0.05)
+    lottery = oracle_max_quantile(oracle, n_samples=50, max_calls=10)
+    assert lottery.status == "gap" and lottery.report["certified"] is False
+    assert lottery.support_errors is not None and np.all(lottery.support_errors == 0.05)
+    assert lottery.report["q_upper"] >= lottery.report["q_star"]
+    assert lottery.diagnostics["evaluation_episodes"] == 10 * lottery.diagnostics["pool_size"]
+    # the lower bound is the lottery's least margin minus 1.645 standard errors, so below its estimate
+    assert lottery.report["lower_bound"] < lottery.report["min_normalized"]

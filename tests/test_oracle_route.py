@@ -1,6 +1,7 @@
 """The oracle route of experiment configurations: `[solver] route = "oracle"` (issue 16)."""
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -101,3 +102,16 @@ def test_sb3_oracle_without_the_extra_names_it(tmp_path):
     config["agents"] = {"population": "env"}
     with pytest.raises(InvalidConfigError, match=r"policyagg\[rl\]"):
         parse_config(config)
+
+
+def test_bench_oracle_command(tmp_path, capsys):
+    from policyagg.experiments.cli import main
+
+    assert main(["bench", "oracle", "--sites", "3", "--samples", "50", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 3 | 27 | egalitarian | oracle-exact |" in out and "| 3 | 27 | max_quantile | lp |" in out
+    rows = json.loads((tmp_path / "bench-oracle.json").read_text())
+    assert {row["route"] for row in rows} == {"lp", "oracle-exact"}
+    by_route = {(row["rule"], row["route"]): row for row in rows}
+    for rule in ("egalitarian", "max_quantile"):
+        assert abs(by_route[rule, "lp"]["min_normalized"] - by_route[rule, "oracle-exact"]["min_normalized"]) <= 0.01

@@ -105,6 +105,7 @@ class GymSimulator:
         self.n_states, self.n_actions = int(max_states), int(space.n)
         self.gamma = check_real("gamma", gamma)
         self._ids: dict[bytes, int] = {}
+        self.observations: list[Any] = []  # observations[k]: the observation numbered k (a table's row k)
 
     @property
     def known_states(self) -> int:
@@ -117,6 +118,7 @@ class GymSimulator:
             if len(self._ids) >= self.n_states:
                 raise InvalidProblemError(f"the environment has more than `max_states` = {self.n_states} observations")
             self._ids[key] = len(self._ids)
+            self.observations.append(observation)
         return self._ids[key]
 
     def reset(self, rng: np.random.Generator, size: int) -> NDArray[np.int64]:
@@ -223,7 +225,7 @@ class QLearningOracle:
         w = check_weights(weights, len(self.names))
         rng = np.random.default_rng([self.seed, self.calls, 0])
         Q = self._learn(w, rng)
-        known = int(getattr(self.simulator, "known_states", Q.shape[0]))
+        known = int(self.simulator.known_states) if isinstance(self.simulator, GymSimulator) else int(Q.shape[0])
         table = np.zeros((known, Q.shape[1]))
         table[np.arange(known), (Q[:known] @ w).argmax(axis=1)] = 1.0
         key = f"br-{self.calls:04d}"
@@ -302,8 +304,8 @@ class QLearningOracle:
         """Per-step returns ``(episodes, n)`` of the deterministic policy ``actions`` (S,)."""
         sim, n, gamma = self.simulator, len(self.names), self.simulator.gamma
         size = self.eval_episodes if self.batch > 1 else 1
-        out = []
-        while sum(len(x) for x in out) < self.eval_episodes:
+        out: list[NDArray[np.float64]] = []
+        while sum(x.shape[0] for x in out) < self.eval_episodes:
             states = sim.reset(rng, size)
             totals = np.zeros((size, n))
             alive = np.ones(size, dtype=bool)
