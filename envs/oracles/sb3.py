@@ -197,7 +197,10 @@ def _env_factory(env: Any, env_kwargs: Mapping[str, Any]) -> tuple[EnvFactory, s
         if env not in gym.registry:
             raise InvalidProblemError(f"`env` {env!r} is not a registered Gymnasium environment id")
         kwargs = dict(env_kwargs)
-        return (lambda: gym.make(env, **kwargs)), f"{env}{json.dumps(kwargs, sort_keys=True, default=str)}"
+        name = f"{env}{json.dumps(kwargs, sort_keys=True, default=str)}"
+        # Gymnasium's passive checker warns on every vector reward (as MO-Gymnasium's make, it is off)
+        kwargs.setdefault("disable_env_checker", True)
+        return (lambda: gym.make(env, **kwargs)), name
     if not callable(env):
         raise InvalidProblemError(
             f"`env` must be a Gymnasium id, spec or environment, or a function returning a new environment; got {env!r}"
