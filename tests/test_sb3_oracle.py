@@ -168,6 +168,16 @@ def test_standard_errors_shrink_with_episodes(trained):
     assert 2.8 < few.standard_errors[agent] / many.standard_errors[agent] < 5.7  # sqrt(400 / 25) = 4
 
 
+def test_sampled_actions_are_seeded_too(trained):
+    o, policy = trained
+    runs = []
+    for _ in range(2):  # fresh oracles on the same checkpoint, sampling actions from the policy
+        sampler = oracle(o.folder, timesteps=2048, eval_episodes=100, deterministic=False)
+        runs.append(sampler.evaluate(sampler.best_response([1.0, 0.0, 0.0]), episodes=20))
+        assert sampler.trained == 0
+    np.testing.assert_array_equal(runs[0].returns, runs[1].returns)
+
+
 def test_summarize_by_hand():
     evaluation = summarize([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]])
     np.testing.assert_allclose(evaluation.returns, [2.0, 0.0])
