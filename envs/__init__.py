@@ -6,6 +6,7 @@ import gymnasium
 
 from policyagg.envs.attention import AttentionModel, one_agent_per_site, random_site_subsets
 from policyagg.envs.attention_env import AttentionAllocation
+from policyagg.envs.goals_env import GoalsOnALine
 
 # `envs.rollout` is the function (it shadows the submodule attribute); `from policyagg.envs.rollout import ...` still works
 from policyagg.envs.rollout import rollout
@@ -15,6 +16,7 @@ __all__ = [
     "AttentionAllocation",
     "AttentionModel",
     "EnvModel",
+    "GoalsOnALine",
     "from_gymnasium",
     "one_agent_per_site",
     "random_site_subsets",
@@ -31,6 +33,12 @@ _REGISTRATIONS: list[dict[str, Any]] = [
         max_episode_steps=1000,
         disable_env_checker=True,
         kwargs={"n_sites": 5, "n_phases": 3},
+    ),
+    dict(
+        id="policyagg/GoalsOnALine-v0",
+        entry_point="policyagg.envs.goals_env:GoalsOnALine",
+        max_episode_steps=100,
+        disable_env_checker=True,
     ),
 ]
 for _spec in _REGISTRATIONS:
