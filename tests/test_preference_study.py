@@ -30,5 +30,7 @@ def test_site_features_reproduce_the_attention_rewards():
 
 
 def test_config_file_loads():
-    config = study.load_config(Path(__file__).parents[1] / "experiments" / "configs" / "preferences-attention.toml")
+    config = study.load_config(
+        Path(__file__).parents[1] / "experiments" / "configs" / "studies" / "preferences-attention.toml"
+    )
     assert config.n_sites == 4 and len(config.clusters) == len(config.sizes) == 3
