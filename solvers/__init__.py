@@ -6,6 +6,7 @@ from policyagg.solvers.approval import approval
 from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
+from policyagg.solvers.lotteries import conditional_utilitarian, max_nash_welfare_lottery, proportional
 from policyagg.solvers.occupancy import return_ranges, with_ranges
 from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon
 from policyagg.solvers.quantile import max_quantile
@@ -62,4 +63,7 @@ __all__ = [
     "generalized_gini",
     "pareto_check",
     "pareto_complete",
+    "proportional",
+    "conditional_utilitarian",
+    "max_nash_welfare_lottery",
 ]
