@@ -251,3 +251,39 @@ def test_rollout_draws_one_support_policy_per_episode():
     assert "ex post" in report.table(problem.names)
     again = rollout(env, model, lottery, episodes=1200, seed=3, rewards=problem.rewards)
     np.testing.assert_array_equal(again.mean, report.mean)
+
+
+# ------------------------------------------------------------------ experiments
+def test_experiment_configs_run_lottery_rules_and_tables_add_ex_post_columns(tmp_path):
+    from policyagg.experiments.compare import fairness_table
+    from policyagg.experiments.run import run_config
+
+    config = {
+        "name": "tiny-lotteries",
+        "output": str(tmp_path / "out"),
+        "seeds": [0],
+        "environment": {"id": "attention", "kwargs": {"n_sites": 2, "n_phases": 2}, "gamma": 0.9},
+        "agents": {"population": "random_subsets", "n_agents": 3},
+        "measure": {"name": "policy", "samples": 200},
+        "rules": [
+            {"label": "utilitarian", "rule": "utilitarian", "options": {"normalize": True}},
+            {"label": "proportional", "rule": "proportional"},
+            {"label": "Nash lottery", "rule": "max_nash_welfare_lottery"},
+        ],
+    }
+    run = run_config(config, progress=False, figures=False)
+    results = run.seeds[0].results
+    assert isinstance(results["proportional"], Lottery) and not isinstance(results["utilitarian"], Lottery)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "ex-post Gini" in summary and "ex-post min normalised" in summary
+    lottery = results["proportional"]
+    line = next(row for row in summary.splitlines() if row.startswith("| proportional"))
+    assert f"{lottery.ex_post_gini:.4f}" in line
+    assert f"{lottery.probabilities @ lottery.support_normalized.min(axis=1):.4f}" in line
+    utilitarian = next(row for row in summary.splitlines() if row.startswith("| utilitarian"))
+    assert utilitarian.count(f"{results['utilitarian'].gini:.4f}") == 2  # ex post = ex ante for one policy
+    # a second run loads the saved lotteries (resume) and gives the same table
+    again = run_config(config, progress=False, figures=False)
+    assert isinstance(again.seeds[0].results["proportional"], Lottery)
+    assert (tmp_path / "out" / "summary.md").read_text() == summary
+    assert "ex-post Gini" in fairness_table(results)
