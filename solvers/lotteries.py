@@ -26,6 +26,7 @@ from scipy.optimize import linprog
 
 from policyagg.errors import InvalidProblemError, SolverError, SolverWarning
 from policyagg.lottery import Lottery
+from policyagg.result import Result
 from policyagg.solvers.factored import FactoredModel
 from policyagg.solvers.lp import HighsModel
 from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
@@ -216,6 +217,8 @@ def max_nash_welfare_lottery(
         backend=call.backend,
         time_limit=call.time_limit,
     )
+    if not isinstance(nash, Result):
+        raise SolverError("max_nash_welfare_lottery: `nash_welfare` returned a lottery; it must return one policy")
     call.log.statuses.append(nash.status)
     C, c0 = utilities(problem, normalize=True)
     target = C @ nash.occupancy.ravel() + c0
