@@ -287,3 +287,13 @@ def test_experiment_configs_run_lottery_rules_and_tables_add_ex_post_columns(tmp
     assert isinstance(again.seeds[0].results["proportional"], Lottery)
     assert (tmp_path / "out" / "summary.md").read_text() == summary
     assert "ex-post Gini" in fairness_table(results)
+
+
+@pytest.mark.parametrize("exponent", [-9, 6])
+def test_lottery_rules_are_invariant_to_the_reward_scale(exponent):
+    base = random_problem(11)
+    scaled = Problem(base.mdp, np.asarray(base.rewards) * 10.0**exponent, weights=base.weights)
+    for name in ("proportional", "conditional_utilitarian", "max_nash_welfare_lottery"):
+        expected, got = solvers.get_rule(name)(base), solvers.get_rule(name)(scaled)
+        np.testing.assert_allclose(got.normalized, expected.normalized, atol=1e-6, err_msg=name)
+        assert got.ex_post_gini == pytest.approx(expected.ex_post_gini, abs=1e-6), name
