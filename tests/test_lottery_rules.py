@@ -234,23 +234,23 @@ def test_rollout_draws_one_support_policy_per_episode():
     from policyagg.envs.tabular import from_gymnasium
 
     env = gymnasium.make("FrozenLake-v1")
-    model = from_gymnasium(env, gamma=0.95)
+    model = from_gymnasium(env, gamma=0.8)
     left = np.zeros((model.mdp.n_states, model.mdp.n_actions))
     left[[0, 4, 8, 12], :] = 1.0  # agent "left" likes the left column
     problem = Problem(model.mdp, np.stack([model.rewards[0], left]), names=("goal", "left"))
     lottery = solvers.proportional(problem)
     assert lottery.size == 2
-    report = rollout(env, model, lottery, episodes=1200, seed=3, rewards=problem.rewards)
+    report = rollout(env, model, lottery, episodes=800, seed=3, rewards=problem.rewards)
     np.testing.assert_allclose(report.predicted, lottery.returns, atol=1e-7)  # ex ante
     assert report.agrees(z=3.29), report.table(problem.names)
     # about p_k of the episodes ran policy k, and each policy's mean is near its own returns
-    assert report.support_counts.sum() == 1200
-    assert abs(report.support_counts[0] / 1200 - lottery.probabilities[0]) < 4 * np.sqrt(0.25 / 1200)
+    assert report.support_counts.sum() == 800
+    assert abs(report.support_counts[0] / 800 - lottery.probabilities[0]) < 4 * np.sqrt(0.25 / 800)
     assert np.all(np.abs(report.support_means - lottery.support_returns) < 0.08)
     np.testing.assert_allclose(report.ex_post_spread(), np.ptp(lottery.support_returns, axis=0), atol=0.03)
     assert "ex post" in report.table(problem.names)
-    again = rollout(env, model, lottery, episodes=1200, seed=3, rewards=problem.rewards)
-    np.testing.assert_array_equal(again.mean, report.mean)
+    once, twice = (rollout(env, model, lottery, episodes=50, seed=5, rewards=problem.rewards) for _ in range(2))
+    np.testing.assert_array_equal(once.mean, twice.mean)  # seeded: the same draws and episodes
 
 
 # ------------------------------------------------------------------ experiments
