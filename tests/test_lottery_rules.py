@@ -297,3 +297,12 @@ def test_lottery_rules_are_invariant_to_the_reward_scale(exponent):
         expected, got = solvers.get_rule(name)(base), solvers.get_rule(name)(scaled)
         np.testing.assert_allclose(got.normalized, expected.normalized, atol=1e-6, err_msg=name)
         assert got.ex_post_gini == pytest.approx(expected.ex_post_gini, abs=1e-6), name
+
+
+def test_cli_show_prints_a_saved_lottery(tmp_path, capsys):
+    from policyagg.experiments.cli import main
+
+    solvers.proportional(chain_discounted()).save(tmp_path / "lottery")
+    assert main(["show", str(tmp_path / "lottery")]) == 0
+    out = capsys.readouterr().out
+    assert "lottery over 2 policies" in out and "ex post (expected over the draw)" in out
