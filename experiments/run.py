@@ -541,16 +541,32 @@ def summarize(runs: list[SeedRun]) -> dict[str, dict]:
             "mean_normalized": [float(r.normalized.mean()) for r in results],
             "quantile": [r.report.get("min_rank", np.nan) for r in results],
             "pvc_epsilon": [_num(r.report.get("pvc_epsilon")) for r in results],
+            "ex_post_gini": [ex_post_gini(r) for r in results],
+            "ex_post_min_normalized": [ex_post_min_normalized(r) for r in results],
         }
         sorted_normalized = np.sort(np.stack([r.normalized for r in results]), axis=1)
         summary[label] = {
             "rule": results[0].rule,
             "options": dict(results[0].options),
+            "lottery": any(isinstance(r, Lottery) for r in results),
             **{k: (float(np.mean(v)), _se(np.asarray(v, float))) for k, v in figures.items()},
             "bars_mean": sorted_normalized.mean(axis=0),
             "bars_se": np.array([_se(col) for col in sorted_normalized.T]),
         }
     return summary
+
+
+def ex_post_gini(outcome: Result | Lottery) -> float:
+    """The expected Gini index of the policy drawn (a result: its own Gini index)."""
+    return outcome.ex_post_gini if isinstance(outcome, Lottery) else outcome.gini
+
+
+def ex_post_min_normalized(outcome: Result | Lottery) -> float:
+    """``E_k[min_i u_i(pi_k)]``: the expected worst-off agent's normalised return in the policy
+    drawn (a result: its minimum normalised return)."""
+    if isinstance(outcome, Lottery):
+        return float(outcome.probabilities @ outcome.support_normalized.min(axis=1))
+    return float(outcome.normalized.min())
 
 
 def _num(value) -> float:

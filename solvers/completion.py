@@ -505,7 +505,7 @@ def _derive(problem: Problem, d: np.ndarray, extra: dict) -> DerivedPolicy:
     reward): the filler and the uniform policy use the other actions only."""
     mdp = problem.mdp
     shape = (mdp.n_states, mdp.n_actions)
-    allowed = ~forced_zero(problem.constraints).reshape(shape) if len(problem.constraints) else None
+    allowed = allowed_actions(problem)
     derived = mdp.derive_policy(d, allowed)
     if derived.classes > 1 and mdp.structure.communicating:
         mask = np.ones(shape, dtype=bool) if allowed is None else allowed | ~allowed.any(axis=1, keepdims=True)
@@ -515,6 +515,15 @@ def _derive(problem: Problem, d: np.ndarray, extra: dict) -> DerivedPolicy:
             extra["class_mixing"] = {"classes": derived.classes, "weight": CLASS_MIXING}
             return mixed
     return derived
+
+
+def allowed_actions(problem: Problem) -> np.ndarray | None:
+    """``(S, A)`` mask of the state-actions that the problem's constraints do not force to zero
+    (:func:`~policyagg.polytope.forced_zero`), for :meth:`~policyagg.mdp.TabularMDP.derive_policy`;
+    ``None`` without constraints."""
+    if not len(problem.constraints):
+        return None
+    return ~forced_zero(problem.constraints).reshape(problem.mdp.n_states, problem.mdp.n_actions)
 
 
 def _normalised(d) -> np.ndarray:
