@@ -7,8 +7,8 @@ from policyagg.solvers.bargaining import egalitarian_gains, kalai_smorodinsky, n
 from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
-from policyagg.solvers.norms import check_norms, conflicting_norms, norm_prices, resolve_norms, run_with_norms
 from policyagg.solvers.lotteries import conditional_utilitarian, max_nash_welfare_lottery, proportional
+from policyagg.solvers.norms import check_norms, conflicting_norms, norm_prices, resolve_norms, run_with_norms
 from policyagg.solvers.occupancy import return_ranges, with_ranges
 from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon
 from policyagg.solvers.quantile import max_quantile

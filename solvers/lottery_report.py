@@ -28,11 +28,11 @@ from policyagg.metrics import approvals, borda_score, pvc_epsilon, pvc_method
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
 from policyagg.solvers.completion import (
-    allowed_actions,
     PARETO_TOL,
     POLICY_GAP_STATUS,
     POLICY_RETURN_TOL,
     REPORT_ALPHAS,
+    allowed_actions,
     delivery_gap,
     pareto_improvement,
 )
