@@ -4,6 +4,7 @@
 from policyagg.errors import InvalidProblemError
 from policyagg.solvers.approval import approval
 from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
+from policyagg.solvers.bayes import bayes_map, bayes_meu, bayes_robust, thompson, thompson_top_k
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
 from policyagg.solvers.occupancy import return_ranges, with_ranges
@@ -60,6 +61,11 @@ __all__ = [
     "random_dictator",
     "nash_welfare",
     "generalized_gini",
+    "bayes_map",
+    "bayes_meu",
+    "bayes_robust",
+    "thompson",
+    "thompson_top_k",
     "pareto_check",
     "pareto_complete",
 ]
