@@ -309,7 +309,8 @@ def _em(
     resp = np.zeros((n, K))
     resp[np.arange(n), sq.argmin(axis=1)] = 1.0  # start from the nearest-seed partition
     loglik, previous, iterations = -np.inf, -np.inf, 0
-    for iterations in range(1, max_iter + 1):
+    for step in range(1, max_iter + 1):
+        iterations = step
         # M step
         Nk = w @ resp
         alive = Nk > 0
