@@ -7,6 +7,7 @@ from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_d
 from policyagg.solvers.bayes import bayes_map, bayes_meu, bayes_robust, thompson, thompson_top_k
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
+from policyagg.solvers.entropy import entropy_regularized
 from policyagg.solvers.occupancy import return_ranges, with_ranges
 from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon
 from policyagg.solvers.quantile import max_quantile
@@ -66,6 +67,7 @@ __all__ = [
     "bayes_robust",
     "thompson",
     "thompson_top_k",
+    "entropy_regularized",
     "pareto_check",
     "pareto_complete",
 ]
