@@ -8,6 +8,7 @@ from policyagg.solvers.bayes import bayes_map, bayes_meu, bayes_robust, thompson
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
 from policyagg.solvers.entropy import entropy_regularized
+from policyagg.solvers.lotteries import conditional_utilitarian, max_nash_welfare_lottery, proportional
 from policyagg.solvers.occupancy import return_ranges, with_ranges
 from policyagg.solvers.pvc import proportional_veto_core, pvc_epsilon
 from policyagg.solvers.quantile import max_quantile
@@ -70,4 +71,7 @@ __all__ = [
     "entropy_regularized",
     "pareto_check",
     "pareto_complete",
+    "proportional",
+    "conditional_utilitarian",
+    "max_nash_welfare_lottery",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.errors import InvalidProblemError
+from policyagg.lottery import Lottery
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
@@ -29,7 +30,7 @@ from policyagg.solvers.occupancy import (
     unit_cost,
     utilities,
 )
-from policyagg.solvers.registry import RuleCall, flag, integer, number, per_agent, register_rule
+from policyagg.solvers.registry import RuleCall, choice, flag, integer, number, per_agent, register_rule
 
 #: Tangent points of the first Nash round, in normalised-return units.
 NASH_GRID = (1e-3, 1e-2, 0.1, 0.5, 1.0)
@@ -47,9 +48,13 @@ NASH_FLOOR = 1e-9
     "random_dictator",
     options={
         "pareto": flag("lift the mixture to a Pareto-optimal policy that makes no agent worse"),
+        "form": choice(
+            ("mixture", "lottery"),
+            help="mixture: one stationary policy (a Result); lottery: draw a dictator per episode (a Lottery)",
+        ),
     },
 )
-def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
+def random_dictator(call: RuleCall, *, pareto: bool = True, form: str = "mixture") -> Result | Lottery:
     """The expected outcome of a random dictator: agent ``i`` dictates with probability ``w_i / sum w``.
 
     .. math:: d_{RD} = \\sum_i \\frac{w_i}{\\sum_j w_j}\\, d_i^*, \\qquad d_i^* \\in \\arg\\max_{d \\in O \\cap C} J_i(d)
@@ -68,6 +73,12 @@ def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
     mixture (its Pareto gap is then ``report["pareto_gap"]``). Diagnostics: ``mixture_returns``
     and, with ``pareto=True``, ``mixture_pareto_gap`` (the sum of normalised gains the lift
     found; 0 if the mixture was already Pareto optimal).
+
+    ``form="lottery"`` returns the random dictator itself, a :class:`~policyagg.lottery.Lottery`
+    that draws ``d_i^*`` with probability ``w_i / sum w`` once per episode: its ex-ante returns
+    are the plain mixture's (``pareto`` does not apply: lifting would replace the lottery by one
+    policy). The default stays ``"mixture"``: the paper reproduction's tables report the lifted
+    mixture, and a rule's return type is part of its configuration.
     """
     problem, log, backend, time_limit = call.problem, call.log, call.backend, call.time_limit
     R = problem.reward_matrix
@@ -81,6 +92,8 @@ def random_dictator(call: RuleCall, *, pareto: bool = True) -> Result:
     else:
         best = problem.require_ranges().best
     share = problem.weights / problem.weights.sum()
+    if form == "lottery":
+        return call.finish_lottery(best, share, mixture_returns=(share @ (best @ R.T)).tolist())
     mixture = share @ best
     extra = {"mixture_returns": (R @ mixture).tolist()}
     d = mixture

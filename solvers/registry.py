@@ -35,11 +35,13 @@ from typing import Any
 import numpy as np
 
 from policyagg.errors import InvalidProblemError, SolverTimeLimitError, SolverWarning
+from policyagg.lottery import Lottery
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from policyagg.solvers.completion import finish, require_samples
+from policyagg.solvers.lottery_report import finish_lottery
 from policyagg.solvers.lp import BACKENDS, LPSolution
 from policyagg.solvers.occupancy import (
     SolveLog,
@@ -51,8 +53,10 @@ from policyagg.solvers.occupancy import (
     unit_cost,
 )
 
-#: A public rule: ``rule(problem, samples=None, **options) -> Result``.
-Rule = Callable[..., Result]
+#: What a rule returns: one policy (:class:`Result`) or a lottery over policies (:class:`Lottery`).
+Outcome = Result | Lottery
+#: A public rule: ``rule(problem, samples=None, **options) -> Result`` (or ``-> Lottery``).
+Rule = Callable[..., Outcome]
 #: Option kinds a spec knows how to check.
 KINDS = ("bool", "int", "number", "choice", "per_agent", "constraints", "any")
 #: Parameters of every public rule's signature that are not options.
@@ -228,7 +232,7 @@ class RuleSpec:
     needs_samples: bool
     options: Mapping[str, OptionSpec]
     summary: str
-    body: Callable[..., Result] = field(repr=False)
+    body: Callable[..., Outcome] = field(repr=False)
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -341,6 +345,32 @@ class RuleCall:
         )
         return result
 
+    def finish_lottery(
+        self,
+        occupancies: np.ndarray,
+        probabilities: np.ndarray,
+        *,
+        options: Mapping[str, Any] | None = None,
+        **diagnostics: Any,
+    ) -> Lottery:
+        """The rule's :class:`~policyagg.lottery.Lottery` over the occupancies ``(k, S*A)`` drawn
+        with ``probabilities`` ``(k,)``, with the problem's ranges and the call's samples, and both
+        fairness reports (:func:`~policyagg.solvers.lottery_report.finish_lottery`: ex ante as
+        :meth:`finish` reports a result, ex post in ``report["ex_post"]``). ``options`` and
+        ``diagnostics`` as for :meth:`finish`; no Pareto lift (a lottery is what it draws)."""
+        return finish_lottery(
+            self.problem,
+            occupancies,
+            probabilities,
+            rule=self.spec.name,
+            samples=self.samples,
+            options=self.options | dict(options or {}),
+            log=self.log,
+            started=self.started,
+            time_limit=self.time_limit,
+            **diagnostics,
+        )
+
 
 # --------------------------------------------------------------------------- registry
 #: Every registered rule by name (the public functions), in registration order.
@@ -351,7 +381,7 @@ RULE_SPECS: dict[str, RuleSpec] = {}
 
 def register_rule(
     name: str, *, needs_samples: bool = False, options: Mapping[str, OptionSpec] | None = None, replace: bool = False
-) -> Callable[[Callable[..., Result]], Rule]:
+) -> Callable[[Callable[..., Outcome]], Rule]:
     """Declare a rule: register ``name`` and wrap the body in the steps every rule shares.
 
     The decorated *body* is ``body(call: RuleCall, *, option=default, ...) -> Result``; its
@@ -395,7 +425,7 @@ def register_rule(
             f"a rule named {name!r} is registered already; pass `replace=True` to replace it or choose another name"
         )
 
-    def decorate(body: Callable[..., Result]) -> Rule:
+    def decorate(body: Callable[..., Outcome]) -> Rule:
         spec = _make_spec(name, body, needs_samples, dict(options or {}))
         RULES[name] = spec.function
         RULE_SPECS[name] = spec
@@ -412,7 +442,7 @@ def unregister_rule(name: str) -> RuleSpec:
 
 
 @contextmanager
-def registered_rule(name: str, body: Callable[..., Result], **declaration: Any) -> Iterator[Rule]:
+def registered_rule(name: str, body: Callable[..., Outcome], **declaration: Any) -> Iterator[Rule]:
     """Register ``body`` as ``name`` (``declaration``: as for :func:`register_rule`) for the
     ``with`` block only; afterwards the registry is as it was (a replaced rule comes back)."""
     saved_rules, saved_specs = dict(RULES), dict(RULE_SPECS)
@@ -439,7 +469,7 @@ def get_rule(name: str) -> Rule:
 
 
 def _make_spec(
-    name: str, body: Callable[..., Result], needs_samples: bool, declared: dict[str, OptionSpec]
+    name: str, body: Callable[..., Outcome], needs_samples: bool, declared: dict[str, OptionSpec]
 ) -> RuleSpec:
     """The spec of ``body``: its keyword-only parameters are the options, declared or inferred."""
     parameters = list(inspect.signature(body).parameters.values())
@@ -479,7 +509,7 @@ def _make_spec(
         backend: str = "highs",
         time_limit: float | None = None,
         **given: Any,
-    ) -> Result:
+    ) -> Outcome:
         started = time.perf_counter()
         if not isinstance(problem, Problem):
             raise InvalidProblemError(
