@@ -43,8 +43,9 @@ from policyagg.bayes import (
     select_clusters,
 )
 from policyagg.errors import InvalidProblemError
-from policyagg.lottery import Lottery, build_lottery
+from policyagg.lottery import Lottery
 from policyagg.result import Result
+from policyagg.solvers.completion import pareto_improvement
 from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
 from policyagg.solvers.registry import OptionSpec, RuleCall, choice, flag, integer, number, register_rule
 
@@ -64,7 +65,10 @@ POSTERIOR_OPTIONS: dict[str, OptionSpec] = {
     "max_clusters": integer(1, help="the largest number of clusters BIC considers"),
     "seed": integer(0, help="seed of the EM starts and the posterior draws"),
 }
-DRAW_OPTIONS: dict[str, OptionSpec] = {"draws": integer(1, help="posterior draws M")}
+DRAW_OPTIONS: dict[str, OptionSpec] = {
+    "draws": integer(1, help="posterior draws M"),
+    "pareto": flag("lift each chosen policy to a Pareto-optimal one that makes no agent worse"),
+}
 
 
 def votes_of(call: RuleCall, normalize: bool) -> np.ndarray:
@@ -139,6 +143,18 @@ def distinct(occupancies: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
             reps.append(d)
             counts.append(1)
     return np.stack(reps), np.asarray(counts, dtype=float), index
+
+
+def lifted(call: RuleCall, occupancies: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each row replaced by a Pareto-optimal point of ``O ∩ C`` that makes no agent worse
+    (:func:`~policyagg.solvers.completion.pareto_improvement`), and the largest gap closed."""
+    out, largest = np.empty_like(occupancies), 0.0
+    for k, d in enumerate(occupancies):
+        gap, out[k] = pareto_improvement(
+            call.problem, d, backend=call.backend, time_limit=call.time_limit, log=call.log
+        )
+        largest = max(largest, gap)
+    return out, largest
 
 
 # ---------------------------------------------------------------------------- point decisions
@@ -223,6 +239,7 @@ def bayes_robust(
     max_clusters: int = 6,
     seed: int = 0,
     draws: int = 100,
+    pareto: bool = True,
     level: float = 0.9,
 ) -> Result:
     """Robust: the maximin over an empirical posterior credible set,
@@ -230,8 +247,10 @@ def bayes_robust(
 
     ``U_1..U_M`` are posterior draws and ``S`` the ``ceil(level * M)`` of them with the highest
     posterior density; the LP is ``max t`` s.t. ``t <= <U_m, d>`` (m in S) over ``O ∩ C``.
-    ``diagnostics["worst_case"]`` is ``t``. The point is not Pareto-lifted (a lift would change
-    the worst case).
+    ``diagnostics["credible_worst_case"]`` is ``t``. Like every rule's default output, the point is
+    then lifted to a Pareto-optimal one that makes no agent worse (``pareto=True``); the lift
+    may lower the worst case, reported after it in ``diagnostics["worst_case"]``.
+    ``pareto=False`` returns the maximin point itself.
     """
     rng = np.random.default_rng(seed)
     post, info = posterior_of(
@@ -270,14 +289,34 @@ def bayes_robust(
     )
     d = np.clip(call.solve(program).x[:n_d], 0.0, None)
     d /= d.sum()
-    return call.finish(d, lift=False, posterior=info, worst_case=float((S @ d).min()), credible_draws=int(S.shape[0]))
+    best = float((S @ d).min())
+    if pareto:
+        d = lifted(call, d[None])[0][0]
+    return call.finish(
+        d,
+        lift=pareto,
+        posterior=info,
+        credible_worst_case=best,
+        worst_case=float((S @ d).min()),
+        credible_draws=int(S.shape[0]),
+    )
 
 
 # ---------------------------------------------------------------------------- lotteries
 def _thompson(call: RuleCall, rng: np.random.Generator, post: Posterior, draws: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct optima of ``draws`` posterior draws and how often each was drawn."""
     occupancies = optima(call, post.sample(rng, draws), name="thompson draw")
     reps, counts, _ = distinct(occupancies)
     return reps, counts
+
+
+def _lottery(
+    call: RuleCall, occupancies: np.ndarray, probabilities: np.ndarray, pareto: bool, **diagnostics: Any
+) -> Lottery:
+    if pareto:
+        occupancies, gap = lifted(call, occupancies)
+        diagnostics["pareto_lift"] = gap
+    return call.finish_lottery(occupancies, probabilities, **diagnostics)
 
 
 @register_rule("thompson", options={**POSTERIOR_OPTIONS, **DRAW_OPTIONS})
@@ -293,12 +332,17 @@ def thompson(
     max_clusters: int = 6,
     seed: int = 0,
     draws: int = 100,
+    pareto: bool = True,
 ) -> Lottery:
     """Thompson sampling: a lottery over the optimal policies of ``M`` posterior draws,
     ``P(pi) = #{m : argmax_{d in O ∩ C} <U_m, d> = d_pi} / M`` (identical optima merged).
 
-    It estimates the posterior probability that each policy is the best one; with a
-    ``M -> inf`` the frequencies converge to those probabilities.
+    The frequencies estimate the posterior probability that each policy is the best one and
+    converge to it as ``M -> inf``. ``pareto=True`` (default, as every rule's output) then lifts
+    each support policy to a Pareto-optimal one that makes no agent worse (the optimum of a draw
+    need not be Pareto optimal for the agents' stated rewards; ``diagnostics["pareto_lift"]`` is
+    the largest gap closed, identical lifted policies are merged); ``pareto=False`` keeps the
+    draws' optima themselves.
     """
     rng = np.random.default_rng(seed)
     post, info = posterior_of(
@@ -313,7 +357,7 @@ def thompson(
         max_clusters=max_clusters,
     )
     reps, counts = _thompson(call, rng, post, draws)
-    return _lottery(call, reps, counts / counts.sum(), posterior=info, distinct=int(counts.size))
+    return _lottery(call, reps, counts / counts.sum(), pareto, posterior=info, distinct=int(counts.size))
 
 
 @register_rule("thompson_top_k", options={**POSTERIOR_OPTIONS, **DRAW_OPTIONS, "k": integer(1)})
@@ -329,12 +373,14 @@ def thompson_top_k(
     max_clusters: int = 6,
     seed: int = 0,
     draws: int = 100,
+    pareto: bool = True,
     k: int = 3,
 ) -> Lottery:
     """Top-k truncated sampling: Thompson's draws, the ``k`` most frequent optimal policies
     (ties: first drawn first), probabilities their frequencies renormalised to sum 1.
 
-    ``diagnostics["truncated_mass"]`` is the Thompson probability left out.
+    ``diagnostics["truncated_mass"]`` is the Thompson probability left out; ``pareto`` as for
+    ``thompson``.
     """
     rng = np.random.default_rng(seed)
     post, info = posterior_of(
@@ -355,20 +401,8 @@ def thompson_top_k(
         call,
         reps[top],
         kept / kept.sum(),
+        pareto,
         posterior=info,
         distinct=int(counts.size),
         truncated_mass=float(1.0 - kept.sum() / counts.sum()),
-    )
-
-
-def _lottery(call: RuleCall, occupancies: np.ndarray, probabilities: np.ndarray, **diagnostics: Any) -> Lottery:
-    return build_lottery(
-        call.problem,
-        occupancies,
-        probabilities,
-        rule=call.spec.name,
-        samples=call.samples,
-        options=call.options | {"backend": call.backend},
-        diagnostics=call.log.as_dict() | diagnostics,
-        status=call.log.status,
     )

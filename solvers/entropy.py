@@ -101,6 +101,8 @@ def _convex(
     problem = call.problem
     mdp = problem.mdp
     polytope = problem.polytope
+    # one LP first: an empty O ∩ C is reported by the LP layer, naming the constraints that empty it
+    call.maximize(np.zeros(mdp.n_state_actions), name="entropy_regularized feasibility")
     d = cp.Variable(mdp.n_state_actions, nonneg=True)
     spread = sp.csr_array(mdp.action_sum.T @ mdp.action_sum)  # (S*A, S*A): d -> sum_a' d(s, a') per (s, a)
     entropy = -cp.sum(cp.rel_entr(d, spread @ d))

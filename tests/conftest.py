@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
+from policyagg.lottery import Lottery
 from policyagg.mdp import TabularMDP
 from policyagg.problem import Problem
 
@@ -60,7 +61,18 @@ def leaky_average():
 
 def assert_valid_result(problem, result, *, pareto=True):
     """A rule's result is a feasible occupancy whose policy re-evaluates to its returns
-    and, by default, is Pareto optimal."""
+    and, by default, is Pareto optimal. A lottery: every support policy is, and the
+    ex-ante returns are the probability-weighted support returns."""
+    if isinstance(result, Lottery):
+        for k in range(result.size):
+            assert problem.polytope.violation(result.support_occupancies[k]) < 1e-7
+            reevaluated = problem.mdp.evaluate(result.support_policies[k], problem.rewards)
+            atol = 1e-6 * (1.0 + np.abs(problem.rewards).max())
+            np.testing.assert_allclose(reevaluated, result.support_returns[k], atol=atol)
+        np.testing.assert_allclose(result.returns, result.probabilities @ result.support_returns, atol=1e-12)
+        if pareto:
+            assert result.report["ex_post"]["pareto_optimal_probability"] == 1.0, result.report
+        return
     assert problem.polytope.violation(result.occupancy) < 1e-7
     reevaluated = problem.mdp.evaluate(result.policy, problem.rewards)
     np.testing.assert_allclose(reevaluated, result.returns, atol=1e-6 * (1.0 + np.abs(problem.rewards).max()))
@@ -71,6 +83,9 @@ def assert_valid_result(problem, result, *, pareto=True):
 #: Options so that every registered rule answers on any instance (Borda's LP needs a
 #: non-empty concave region; the fallback is opt-in).
 RULE_OPTIONS = {"borda": {"fallback": "milp"}}
+#: Rules whose default output is deliberately not Pareto optimal: entropy regularisation trades
+#: the agents' returns for a broader (stochastic) policy.
+NOT_PARETO = frozenset({"entropy_regularized"})
 
 
 @pytest.fixture
