@@ -44,9 +44,10 @@ from policyagg.bayes import (
 )
 from policyagg.errors import InvalidProblemError
 from policyagg.lottery import Lottery
+from policyagg.planning import PolicyIteration
 from policyagg.result import Result
 from policyagg.solvers.completion import pareto_improvement
-from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
+from policyagg.solvers.occupancy import Rows, _certified_optimum, make_model, occupancy_program, unit_cost, utilities
 from policyagg.solvers.registry import OptionSpec, RuleCall, choice, flag, integer, number, register_rule
 
 #: Two optima of draws are one support policy when their occupancies differ by at most this (max-norm).
@@ -116,13 +117,23 @@ def posterior_of(
 
 
 def optima(call: RuleCall, costs: np.ndarray, name: str) -> np.ndarray:
-    """``argmax_{d in O ∩ C} <c_m, d>`` for each row of ``costs`` (m, S*A): one warm model."""
-    program = occupancy_program(call.problem, unit_cost(costs[0]), name=name, maximize=True)
-    model = make_model(program, backend=call.backend, time_limit=call.time_limit)
+    """``argmax_{d in O ∩ C} <c_m, d>`` for each row of ``costs`` (m, S*A).
+
+    Without extra constraints each is first solved by policy iteration (warm from the previous
+    draw's policy), kept when its certificate (the LP dual bound) meets its value, as for the
+    return ranges; otherwise, and always with constraints, by one warm LP model."""
+    planner = None if len(call.problem.constraints) else PolicyIteration(call.problem.mdp)
+    model = None
     out = np.empty_like(costs)
     for m, cost in enumerate(costs):
-        model.set_cost(unit_cost(cost))
-        out[m] = np.clip(call.log.add(model.solve()).x, 0.0, None)
+        d = _certified_optimum(planner, unit_cost(cost)) if planner is not None else None
+        if d is None:
+            if model is None:
+                program = occupancy_program(call.problem, unit_cost(cost), name=name, maximize=True)
+                model = make_model(program, backend=call.backend, time_limit=call.time_limit)
+            model.set_cost(unit_cost(cost))
+            d = call.log.add(model.solve()).x
+        out[m] = np.clip(d, 0.0, None)
     return out
 
 

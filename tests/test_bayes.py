@@ -274,3 +274,32 @@ def test_regularised_rules_trade_welfare_for_entropy_and_no_more(objective):
     for _ in range(30):  # no policy scores higher on welfare + beta H
         other = mdp.occupancy(rng.dirichlet(np.ones(3), size=3))
         assert welfare(other) + beta * causal_entropy(other) <= value + 1e-6
+
+
+# ---------------------------------------------------------------- the experiment (item 5)
+def test_cluster_experiment_runs_on_a_tiny_attention_model(tmp_path):
+    from policyagg.experiments import bayes_clusters
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'name = "tiny"\nseeds = [0]\n[environment]\nn_sites = 2\nn_phases = 2\n'
+        "[population]\nprototypes = [[1.0, 0.0], [0.0, 1.0]]\nsizes = [6, 5]\nreward_noise = 0.5\n[posterior]\nmax_clusters = 3\n"
+        '[[rules]]\nlabel = "MAP"\nrule = "bayes_map"\noptions = { model = "clusters" }\n'
+        '[[rules]]\nlabel = "Thompson"\nrule = "thompson"\noptions = { model = "clusters", draws = 10 }\n'
+        '[[rules]]\nlabel = "proportional"\nrule = "proportional"\noptions = { clusters = "fitted" }\n'
+    )
+    out = bayes_clusters.run(bayes_clusters.load_config(config), tmp_path / "out", log=lambda *_: None)
+    for name in ("summary.csv", "summary.md", "bayes-clusters.png", "bayes-clusters.svg"):
+        assert (out / name).stat().st_size > 0
+    text = (out / "summary.md").read_text()
+    assert "K = 2, ARI = 1.000" in text and "| proportional |" in text
+
+
+def test_shipped_bayes_config_parses():
+    from pathlib import Path
+
+    from policyagg.experiments import bayes_clusters
+
+    root = Path(__file__).resolve().parent.parent
+    config = bayes_clusters.load_config(root / "experiments" / "configs" / "bayes" / "attention-clusters.toml")
+    assert config.labels.size == sum(config.sizes) and len(config.rules) >= 5
