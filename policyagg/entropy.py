@@ -82,7 +82,14 @@ def soft_value_iteration(
         with np.errstate(divide="ignore"):
             log_pi = np.log(pi)
         c_pi = (pi * (r - beta * np.where(pi > 0, log_pi, 0.0))).sum(axis=1)
-        evaluation = evaluate_policy(mdp.transition_under(pi), c_pi, gamma=gamma, rho=mdp.rho)
+        try:
+            evaluation = evaluate_policy(mdp.transition_under(pi), c_pi, gamma=gamma, rho=mdp.rho)
+        except PolicyEvaluationError as exc:
+            raise PolicyEvaluationError(
+                f"soft policy iteration cannot evaluate a full-support policy ({exc}); with `gamma` = 1 it "
+                "needs every such policy to be unichain (a communicating MDP): use `gamma` < 1 or the "
+                "convex program"
+            ) from None
         V = evaluation.potential
         Q = r + gamma * np.asarray(mdp.P @ V).reshape(S, A)
         soft_v = beta * logsumexp(Q / beta, axis=1)

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.entropy import causal_entropy, soft_value_iteration
-from policyagg.errors import InfeasibleError, InvalidProblemError, SolverError, SolverWarning
+from policyagg.errors import InfeasibleError, InvalidProblemError, PolicyEvaluationError, SolverError, SolverWarning
 from policyagg.result import Result
 from policyagg.solvers.occupancy import utilities
 from policyagg.solvers.registry import RuleCall, choice, flag, number, register_rule
@@ -56,10 +56,12 @@ def entropy_regularized(
 ) -> Result:
     """Maximise a welfare plus ``beta`` times the causal entropy of the policy (module docstring).
 
-    ``method="auto"``: soft policy iteration for utilitarian welfare without extra constraints,
-    else the convex program. Diagnostics: ``objective_value`` (welfare + beta H at the solver's
-    point), ``entropy`` (``H`` at the solver's point), ``method``. The point is not
-    Pareto-lifted (a lift would trade entropy for returns).
+    ``method="auto"``: soft policy iteration for utilitarian welfare without extra constraints
+    (the convex program if it cannot evaluate a policy: a multichain average-reward MDP, recorded
+    in ``diagnostics["soft_vi_failed"]``), else the convex program. Diagnostics:
+    ``objective_value`` (welfare + beta H at the solver's point), ``entropy`` (``H`` at the
+    solver's point), ``method``. The point is not Pareto-lifted (a lift would trade entropy for
+    returns).
     """
     problem = call.problem
     C, c0 = utilities(problem, normalize)
@@ -70,7 +72,8 @@ def entropy_regularized(
             "reverses what a weight means"
         )
     simple = objective == "utilitarian" and not len(problem.constraints)
-    if method == "auto":
+    automatic, fallback = method == "auto", ""
+    if automatic:
         method = "soft_vi" if simple else "convex"
     if method == "soft_vi":
         if not simple:
@@ -79,10 +82,18 @@ def entropy_regularized(
                 "use method='convex' (or 'auto')"
             )
         reward = w @ (C + c0[:, None])
-        soft = soft_value_iteration(problem.mdp, reward, beta)
-        d, value, extra = soft.occupancy.ravel(), soft.objective, {"soft_iterations": soft.iterations}
-    else:
+        try:
+            soft = soft_value_iteration(problem.mdp, reward, beta)
+        except PolicyEvaluationError as exc:
+            if not automatic:
+                raise
+            method, fallback = "convex", str(exc)  # e.g. a multichain average-reward MDP
+        else:
+            d, value, extra = soft.occupancy.ravel(), soft.objective, {"soft_iterations": soft.iterations}
+    if method == "convex":
         d, value, extra = _convex(call, C, c0, w, objective, beta)
+        if fallback:
+            extra["soft_vi_failed"] = fallback
     entropy = causal_entropy(d.reshape(problem.mdp.n_states, problem.mdp.n_actions))
     return call.finish(d, lift=False, objective_value=float(value), entropy=entropy, method=method, **extra)
 
