@@ -50,13 +50,12 @@ class SoftSolution:
 def causal_entropy(d: ArrayLike) -> float:
     """``H(d) = -sum_{s,a} d(s,a) log(d(s,a) / sum_a' d(s,a'))`` for an occupancy of shape (S, A)
     (``0 log 0 = 0``)."""
-    d = np.clip(np.asarray(d, dtype=float), 0.0, None)
-    if d.ndim != 2:
-        raise InvalidProblemError(f"`d` must be an occupancy of shape (S, A); got {d.shape}")
-    state = d.sum(axis=1, keepdims=True)
-    positive = d > 0
-    ratio = np.where(positive, d / np.where(state > 0, state, 1.0), 1.0)
-    return float(-(d * np.log(ratio)).sum())
+    x = np.clip(np.asarray(d, dtype=float), 0.0, None)
+    if x.ndim != 2:
+        raise InvalidProblemError(f"`d` must be an occupancy of shape (S, A); got {x.shape}")
+    state = x.sum(axis=1, keepdims=True)
+    ratio = np.where(x > 0, x / np.where(state > 0, state, 1.0), 1.0)
+    return float(-(x * np.log(ratio)).sum())
 
 
 def soft_value_iteration(

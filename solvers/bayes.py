@@ -101,7 +101,7 @@ def posterior_of(
             raise InvalidProblemError(
                 f"`clusters` must be at most the number of agents ({votes.shape[0]}); got {clusters}"
             )
-        fit, bics = fit_clusters(votes, clusters, rng, weights), {}
+        fit, bics = fit_clusters(votes, clusters, rng, weights), dict[int, float]()
     else:
         fit, bics = select_clusters(votes, rng, weights, max_clusters=max_clusters)
     post_mix = mixture_posterior(votes, fit, weights, prior_mean=prior_mean, prior_scale=prior_scale)

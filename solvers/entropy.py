@@ -89,7 +89,8 @@ def entropy_regularized(
                 raise
             method, fallback = "convex", str(exc)  # e.g. a multichain average-reward MDP
         else:
-            d, value, extra = soft.occupancy.ravel(), soft.objective, {"soft_iterations": soft.iterations}
+            extra: dict[str, Any] = {"soft_iterations": soft.iterations}
+            d, value = soft.occupancy.ravel(), soft.objective
     if method == "convex":
         d, value, extra = _convex(call, C, c0, w, objective, beta)
         if fallback:
@@ -103,7 +104,7 @@ def _convex(
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """The exponential-cone program over ``O ∩ C`` with cvxpy + Clarabel."""
     try:
-        import cvxpy as cp
+        import cvxpy as cp  # type: ignore[import-not-found,import-untyped,unused-ignore]  # an optional extra
     except ImportError:
         raise InvalidProblemError(
             "the entropy-regularised convex program needs cvxpy: `pip install 'policyagg[convex]'` "
