@@ -26,7 +26,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from policyagg.entropy import causal_entropy, soft_value_iteration
-from policyagg.errors import InfeasibleError, InvalidProblemError, PolicyEvaluationError, SolverError, SolverWarning
+from policyagg.errors import (
+    InfeasibleError,
+    InvalidProblemError,
+    PolicyEvaluationError,
+    SolverError,
+    SolverTimeLimitError,
+    SolverWarning,
+)
 from policyagg.result import Result
 from policyagg.solvers.occupancy import utilities
 from policyagg.solvers.registry import RuleCall, choice, flag, number, register_rule
@@ -145,6 +152,11 @@ def _convex(
     if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
         raise InfeasibleError(
             "entropy_regularized: no occupancy meets the constraints (and, for nash, gives every agent u_i > 0)"
+        )
+    if status == cp.USER_LIMIT:
+        raise SolverTimeLimitError(
+            f"entropy_regularized: Clarabel stopped at time_limit={call.time_limit} s before convergence; "
+            "raise `time_limit`"
         )
     if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or d.value is None:
         raise SolverError(f"entropy_regularized: Clarabel stopped with status {status!r}")

@@ -303,3 +303,12 @@ def test_shipped_bayes_config_parses():
     root = Path(__file__).resolve().parent.parent
     config = bayes_clusters.load_config(root / "experiments" / "configs" / "bayes" / "attention-clusters.toml")
     assert config.labels.size == sum(config.sizes) and len(config.rules) >= 5
+
+
+def test_convex_program_stopped_by_the_time_limit_says_so():
+    pytest.importorskip("cvxpy")
+    from policyagg.errors import SolverTimeLimitError
+
+    problem = random_problem(15, S=6, A=3, n=3, gamma=0.9)
+    with pytest.raises(SolverTimeLimitError, match="time_limit=1e-09 s"):
+        solvers.entropy_regularized(problem, objective="nash", time_limit=1e-9)
