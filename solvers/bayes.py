@@ -62,7 +62,7 @@ POSTERIOR_OPTIONS: dict[str, OptionSpec] = {
     "prior_mean": number(help="the Gaussian prior's mean of every U*(s, a)"),
     "prior_scale": number(0, low_open=True, help="the Gaussian prior's standard deviation of every U*(s, a)"),
     "noise": number(0, help="the votes' noise standard deviation (None: estimated from the votes)"),
-    "clusters": integer(1, help="the number of value clusters (None: chosen by BIC)"),
+    "n_clusters": integer(1, help="the number of value clusters (None: chosen by BIC)"),
     "max_clusters": integer(1, help="the largest number of clusters BIC considers"),
     "seed": integer(0, help="seed of the EM starts and the posterior draws"),
 }
@@ -88,7 +88,7 @@ def posterior_of(
     prior_mean: float,
     prior_scale: float,
     noise: float | None,
-    clusters: int | None,
+    n_clusters: int | None,
     max_clusters: int,
 ) -> tuple[Posterior, dict[str, Any]]:
     """The posterior of ``U*`` for the call's votes and weights, and diagnostics describing it."""
@@ -96,12 +96,12 @@ def posterior_of(
     if model == "gaussian":
         post = gaussian_posterior(votes, weights, prior_mean=prior_mean, prior_scale=prior_scale, noise=noise)
         return post, {"model": "gaussian", "noise": post.noise, "posterior_sd": float(np.sqrt(post.variance[0]))}
-    if clusters is not None:
-        if clusters > votes.shape[0]:
+    if n_clusters is not None:
+        if n_clusters > votes.shape[0]:
             raise InvalidProblemError(
-                f"`clusters` must be at most the number of agents ({votes.shape[0]}); got {clusters}"
+                f"`n_clusters` must be at most the number of agents ({votes.shape[0]}); got {n_clusters}"
             )
-        fit, bics = fit_clusters(votes, clusters, rng, weights), dict[int, float]()
+        fit, bics = fit_clusters(votes, n_clusters, rng, weights), dict[int, float]()
     else:
         fit, bics = select_clusters(votes, rng, weights, max_clusters=max_clusters)
     post_mix = mixture_posterior(votes, fit, weights, prior_mean=prior_mean, prior_scale=prior_scale)
@@ -178,7 +178,7 @@ def bayes_map(
     prior_mean: float = 0.0,
     prior_scale: float = 1.0,
     noise: float | None = None,
-    clusters: int | None = None,
+    n_clusters: int | None = None,
     max_clusters: int = 6,
     seed: int = 0,
 ) -> Result:
@@ -196,7 +196,7 @@ def bayes_map(
         prior_mean=prior_mean,
         prior_scale=prior_scale,
         noise=noise,
-        clusters=clusters,
+        n_clusters=n_clusters,
         max_clusters=max_clusters,
     )
     d = call.maximize(post.mode)
@@ -212,7 +212,7 @@ def bayes_meu(
     prior_mean: float = 0.0,
     prior_scale: float = 1.0,
     noise: float | None = None,
-    clusters: int | None = None,
+    n_clusters: int | None = None,
     max_clusters: int = 6,
     seed: int = 0,
 ) -> Result:
@@ -230,7 +230,7 @@ def bayes_meu(
         prior_mean=prior_mean,
         prior_scale=prior_scale,
         noise=noise,
-        clusters=clusters,
+        n_clusters=n_clusters,
         max_clusters=max_clusters,
     )
     d = call.maximize(post.mean)
@@ -246,7 +246,7 @@ def bayes_robust(
     prior_mean: float = 0.0,
     prior_scale: float = 1.0,
     noise: float | None = None,
-    clusters: int | None = None,
+    n_clusters: int | None = None,
     max_clusters: int = 6,
     seed: int = 0,
     draws: int = 100,
@@ -272,7 +272,7 @@ def bayes_robust(
         prior_mean=prior_mean,
         prior_scale=prior_scale,
         noise=noise,
-        clusters=clusters,
+        n_clusters=n_clusters,
         max_clusters=max_clusters,
     )
     U = post.sample(rng, draws)
@@ -339,7 +339,7 @@ def thompson(
     prior_mean: float = 0.0,
     prior_scale: float = 1.0,
     noise: float | None = None,
-    clusters: int | None = None,
+    n_clusters: int | None = None,
     max_clusters: int = 6,
     seed: int = 0,
     draws: int = 100,
@@ -364,7 +364,7 @@ def thompson(
         prior_mean=prior_mean,
         prior_scale=prior_scale,
         noise=noise,
-        clusters=clusters,
+        n_clusters=n_clusters,
         max_clusters=max_clusters,
     )
     reps, counts = _thompson(call, rng, post, draws)
@@ -380,7 +380,7 @@ def thompson_top_k(
     prior_mean: float = 0.0,
     prior_scale: float = 1.0,
     noise: float | None = None,
-    clusters: int | None = None,
+    n_clusters: int | None = None,
     max_clusters: int = 6,
     seed: int = 0,
     draws: int = 100,
@@ -402,7 +402,7 @@ def thompson_top_k(
         prior_mean=prior_mean,
         prior_scale=prior_scale,
         noise=noise,
-        clusters=clusters,
+        n_clusters=n_clusters,
         max_clusters=max_clusters,
     )
     reps, counts = _thompson(call, rng, post, draws)

@@ -19,6 +19,7 @@ from policyagg.bayes import (
     select_clusters,
 )
 from policyagg.entropy import causal_entropy, soft_value_iteration
+from policyagg.errors import InvalidProblemError
 from policyagg.lottery import Lottery
 from policyagg.mdp import TabularMDP
 from policyagg.polytope import budget, forbid
@@ -118,6 +119,16 @@ def test_cluster_rules_find_the_population_clusters():
     result = solvers.bayes_meu(problem, model="clusters", normalize=False)
     info = result.diagnostics["posterior"]
     assert info["n_clusters"] == 3 and adjusted_rand_index(labels, info["cluster_labels"]) == 1.0
+    # MAP under clusters: the optimum for the largest cluster's posterior mean, an increasing affine
+    # function of the sum of its members' votes
+    mode = solvers.bayes_map(problem, model="clusters", normalize=False)
+    largest = votes[labels == np.bincount(labels).argmax()].sum(axis=0)
+    best, _ = lp_max(largest, mdp.P_dense, mdp.rho, mdp.gamma)
+    assert largest @ mode.occupancy.ravel() == pytest.approx(best, abs=1e-6)
+    fixed = solvers.bayes_map(problem, model="clusters", n_clusters=2, normalize=False)
+    assert fixed.diagnostics["posterior"]["n_clusters"] == 2
+    with pytest.raises(InvalidProblemError, match="`n_clusters` must be at most the number of agents"):
+        solvers.bayes_map(problem, model="clusters", n_clusters=30)
 
 
 # ---------------------------------------------------------------- MAP and MEU
