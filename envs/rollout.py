@@ -71,6 +71,7 @@ from scipy.sparse import csgraph
 
 from policyagg.envs.tabular import EnvModel, make_env
 from policyagg.errors import InvalidProblemError, check_count
+from policyagg.lottery import Lottery
 from policyagg.mdp import TabularMDP
 from policyagg.planning import closed_components, positive_graph
 
@@ -105,6 +106,10 @@ class RolloutReport:
     seconds: float = 0.0
     skewness: np.ndarray | None = None  # (n,) sample skewness g1 of the per-episode returns
     period: int = 1  # average reward: the period of the policy's chain on the model (H is a multiple of it)
+    # a lottery: episodes drawn per support policy, their empirical means (k, n) and predictions (k, n)
+    support_counts: np.ndarray | None = None
+    support_means: np.ndarray | None = None
+    support_predicted: np.ndarray | None = None
 
     @property
     def steps_per_second(self) -> float:
@@ -202,8 +207,22 @@ class RolloutReport:
                 f"* skewed returns: the normal CI wants more than {need} episodes (Cochran: 25 g1^2); "
                 f"this run has {self.episodes}"
             )
+        if self.support_counts is not None and self.support_means is not None and self.support_predicted is not None:
+            lines.append("ex post: one support policy drawn per episode")
+            lines.append(f"{'policy':>12} {'episodes':>9} " + " ".join(f"{n:>12}" for n in names))
+            for k, count in enumerate(self.support_counts):
+                cells = " ".join(f"{m:>12.6g}" if count else f"{'-':>12}" for m in self.support_means[k])
+                lines.append(f"{k:>12} {int(count):>9} {cells}")
         lines.append(self.verdict(names))
         return "\n".join(lines)
+
+    def ex_post_spread(self) -> np.ndarray | None:
+        """A lottery's rollout: per agent, the largest minus the smallest empirical mean over the
+        support policies drawn at least once (``None`` for a single policy)."""
+        if self.support_counts is None or self.support_means is None:
+            return None
+        drawn = self.support_means[self.support_counts > 0]
+        return np.asarray(drawn.max(axis=0) - drawn.min(axis=0), dtype=float)
 
 
 def rollout(
@@ -220,12 +239,18 @@ def rollout(
 ) -> RolloutReport:
     """Run a policy ``(S, A)`` (or ``result.policy``) in ``env`` and report per-agent returns.
 
+    A :class:`~policyagg.lottery.Lottery` is executed as it is meant to be: each episode draws one
+    support policy with the lottery's probabilities (seeded by ``seed``) and runs it. The mean over
+    episodes then estimates the ex-ante returns ``sum_k p_k J(pi_k)`` (the prediction), its standard
+    error including the spread between the policies drawn; the report also gives each support
+    policy's episode count and empirical mean (:meth:`RolloutReport.ex_post_spread`).
+
     Parameters
     ----------
     env : gymnasium.Env or str
         The environment ``model`` was built from (or its id).
     model : EnvModel
-    policy_or_result : array (S, A) or Result
+    policy_or_result : array (S, A), Result or Lottery (tabular)
     episodes : int >= 2
     horizon : int, optional
         Steps per episode (defaults in the module docstring; with ``gamma = 1`` the default
@@ -240,7 +265,16 @@ def rollout(
     """
     env = make_env(env)
     mdp = model.mdp
-    policy = mdp.check_policy(getattr(policy_or_result, "policy", policy_or_result))
+    if isinstance(policy_or_result, Lottery):
+        if policy_or_result.support_policies is None:
+            raise InvalidProblemError(
+                "this lottery's policies are not tabular (an oracle's); roll each policy out where it lives"
+            )
+        support = [mdp.check_policy(pi) for pi in policy_or_result.support_policies]
+        probabilities = policy_or_result.probabilities
+    else:
+        support = [mdp.check_policy(getattr(policy_or_result, "policy", policy_or_result))]
+        probabilities = np.ones(1)
     check_count("episodes", episodes, 2, why="for a standard error")
     if reward not in ("model", "env"):
         raise InvalidProblemError(f"`reward` must be 'model' or 'env'; got {reward!r}")
@@ -259,7 +293,7 @@ def rollout(
             )
     gamma = mdp.gamma
     discounted = gamma < 1.0
-    period = 1 if discounted else chain_period(mdp, policy)
+    period = 1 if discounted else _common_period(mdp, support)
     if horizon is None:
         if discounted:
             horizon = int(np.ceil(np.log(DISCOUNT_CUTOFF) / np.log(gamma)))
@@ -276,7 +310,8 @@ def rollout(
     if not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
         raise InvalidProblemError(f"`burn_in` must be a non-negative integer; got {burn_in!r}")
 
-    predicted = mdp.evaluate(policy, R)
+    support_predicted = np.stack([mdp.evaluate(pi, R) for pi in support])
+    predicted = probabilities @ support_predicted
     lp_returns = getattr(policy_or_result, "returns", None)
     if lp_returns is not None and rewards is None:
         lp_returns = np.asarray(lp_returns, dtype=float)
@@ -289,17 +324,32 @@ def rollout(
                 stacklevel=2,
             )
 
-    returns, steps, seconds = _run_episodes(
-        env,
-        model,
-        policy,
-        R,
-        episodes=int(episodes),
-        horizon=int(horizon),
-        burn_in=int(burn_in),
-        seed=seed,
-        use_env_reward=(reward == "env"),
-    )
+    if len(support) == 1 and not isinstance(policy_or_result, Lottery):
+        returns, steps, seconds = _run_episodes(
+            env,
+            model,
+            support[0],
+            R,
+            episodes=int(episodes),
+            horizon=int(horizon),
+            burn_in=int(burn_in),
+            seed=seed,
+            use_env_reward=(reward == "env"),
+        )
+        counts = means = None
+    else:
+        returns, steps, seconds, counts, means = _run_lottery(
+            env,
+            model,
+            support,
+            probabilities,
+            R,
+            episodes=int(episodes),
+            horizon=int(horizon),
+            burn_in=int(burn_in),
+            seed=seed,
+            use_env_reward=(reward == "env"),
+        )
     mean = returns.mean(axis=0)
     se = returns.std(axis=0, ddof=1) / np.sqrt(episodes)
     centred = returns - mean
@@ -325,7 +375,50 @@ def rollout(
         seconds=seconds,
         skewness=skewness,
         period=period,
+        support_counts=counts,
+        support_means=means,
+        support_predicted=None if counts is None else support_predicted,
     )
+
+
+def _common_period(mdp: TabularMDP, policies: list[np.ndarray]) -> int:
+    """The least common multiple of the policies' chain periods (:func:`chain_period`), capped
+    just above :data:`MAX_PERIOD` (beyond it the horizon is not rounded anyway)."""
+    period = 1
+    for policy in policies:
+        period = min(math.lcm(period, chain_period(mdp, policy)), MAX_PERIOD + 1)
+    return period
+
+
+def _run_lottery(env, model, support, probabilities, R, *, episodes, horizon, burn_in, seed, use_env_reward):
+    """Episodes of a lottery: episode ``e`` runs support policy ``k_e ~ probabilities`` (drawn from
+    ``seed``), each policy's episodes from its own seed. Returns ``(returns (episodes, n) in episode
+    order, steps, seconds, counts (k,), means (k, n) with NaN rows for policies never drawn)``."""
+    sequence = np.random.SeedSequence(seed)
+    draw_seed, *policy_seeds = sequence.spawn(len(support) + 1)
+    drawn = np.random.default_rng(draw_seed).choice(len(support), size=episodes, p=probabilities)
+    returns = np.zeros((episodes, R.shape[0]))
+    counts = np.bincount(drawn, minlength=len(support))
+    means = np.full((len(support), R.shape[0]), np.nan)
+    steps, seconds = 0, 0.0
+    for k, policy in enumerate(support):
+        if counts[k] == 0:
+            continue
+        part, k_steps, k_seconds = _run_episodes(
+            env,
+            model,
+            policy,
+            R,
+            episodes=int(counts[k]),
+            horizon=horizon,
+            burn_in=burn_in,
+            seed=int(policy_seeds[k].generate_state(1)[0]),
+            use_env_reward=use_env_reward,
+        )
+        returns[drawn == k] = part
+        means[k] = part.mean(axis=0)
+        steps, seconds = steps + k_steps, seconds + k_seconds
+    return returns, steps, seconds, counts, means
 
 
 def chain_period(mdp: TabularMDP, policy: np.ndarray) -> int:

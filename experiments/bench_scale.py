@@ -14,8 +14,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from policyagg import solvers
-from policyagg.errors import InvalidSamplesError
+from policyagg.errors import InvalidProblemError, InvalidSamplesError
 from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
+from policyagg.lottery import Lottery
+from policyagg.result import Result
 from policyagg.samples import ReturnSamples
 from policyagg.sampling import sample_policy_returns
 from policyagg.solvers.decomposition import ColumnPool
@@ -151,7 +153,7 @@ def bench_scale(
             "gap": diag.get("column_generation_gap"),
             "vs_baseline": seconds / baseline,
             "min_rank": result.min_rank,
-            "violation": float(problem.polytope.violation(result.occupancy)),
+            "violation": float(problem.polytope.violation(_occupancy(result))),
             "status": result.status,
             "load": load_average(),
             "peak_rss_mb": peak_rss_mb(),
@@ -211,3 +213,11 @@ if __name__ == "__main__":  # python -m policyagg.experiments.bench_scale [n_sit
             )
         )
     )
+
+
+def _occupancy(outcome: Result | Lottery) -> np.ndarray:
+    """A result's occupancy, or a tabular lottery's mixed occupancy (its ex-ante point of ``O``)."""
+    occupancy = outcome.occupancy
+    if occupancy is None:
+        raise InvalidProblemError("a benchmarked lottery must be tabular (support occupancies)")
+    return occupancy

@@ -359,9 +359,9 @@ def _front(args) -> None:
 
 
 def _show(args) -> None:
-    from policyagg.result import Result
+    from policyagg.lottery import load_outcome
 
-    print(Result.load(args.path).table())
+    print(load_outcome(args.path).table())
 
 
 WORKERS_HELP = "worker processes for sampling and rules (default: the usable cores, at most 4)"

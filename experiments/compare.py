@@ -21,6 +21,7 @@ from policyagg import solvers
 from policyagg.envs.attention import AttentionModel, site_weights
 from policyagg.experiments.config import CONFIGS, load_config
 from policyagg.experiments.tables import display_label
+from policyagg.lottery import Lottery
 from policyagg.problem import Problem
 from policyagg.result import Result
 from policyagg.sampling import sample_policy_returns
@@ -76,7 +77,7 @@ def compare(
     out: Path | None = None,
     progress: bool | None = None,
     name: str = "compare",
-) -> dict[str, Result]:
+) -> dict[str, Result | Lottery]:
     """Run every rule row (``RuleRow``s; default :func:`paper_rules`) on ``problem`` with one
     shared sample set; save results under ``out``. ``progress``: ``False`` hides the sampling
     and rule progress bars (labelled with ``name`` and the seed)."""
@@ -101,11 +102,14 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
-def fairness_table(results: dict[str, Result]) -> str:
-    """Markdown table: one row per rule variant (rules on raw returns labelled ``(raw)``)."""
+def fairness_table(results: dict[str, Result | Lottery]) -> str:
+    """Markdown table: one row per rule variant (rules on raw returns labelled ``(raw)``); a
+    lottery's row is ex ante, and two ex-post columns are added when some row is a lottery."""
+    lotteries = any(isinstance(r, Lottery) for r in results.values())
     lines = [
-        "| rule | Gini | min normalised | mean normalised | quantile reached | Borda | PVC eps | Pareto optimal |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+        "| rule | Gini | min normalised | mean normalised | quantile reached | Borda | PVC eps | Pareto optimal |"
+        + (" ex-post Gini | ex-post min normalised |" if lotteries else ""),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |" + (" ---: | ---: |" if lotteries else ""),
     ]
     for label, r in results.items():
         report = r.report
@@ -118,6 +122,10 @@ def fairness_table(results: dict[str, Result]) -> str:
             _cell(report.get("pvc_epsilon")),
             "yes" if report.get("pareto_optimal") else "no",
         ]
+        if lotteries:
+            drawn = r.support_normalized if isinstance(r, Lottery) else r.normalized[None, :]
+            p = r.probabilities if isinstance(r, Lottery) else np.ones(1)
+            cells += [f"{r.ex_post_gini if isinstance(r, Lottery) else r.gini:.4f}", f"{p @ drawn.min(axis=1):.4f}"]
         lines.append(f"| {display_label(label, r.options)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -51,6 +51,7 @@ from policyagg.experiments.config import (
 from policyagg.experiments.tables import COLUMNS as TABLE_COLUMNS
 from policyagg.experiments.tables import FairnessTable, table_from_summary, to_markdown, write_bars_csv, write_csv
 from policyagg.io import atomic_write_bytes, atomic_write_json
+from policyagg.lottery import Lottery, load_outcome
 from policyagg.measures import sample_returns
 from policyagg.parallel import check_workers, run_tasks
 from policyagg.problem import Problem
@@ -62,7 +63,7 @@ from policyagg.samples import ReturnSamples
 class SeedRun:
     seed: int
     samples: ReturnSamples
-    results: dict[str, Result]  # by rule label, in the configuration's order
+    results: dict[str, Result | Lottery]  # by rule label, in the configuration's order
 
 
 @dataclass
@@ -299,7 +300,7 @@ def _label(progress: bool | None, label: str) -> bool | str:
 
 def _run_rules(
     config: ExperimentConfig, problems: dict, samples: dict, manifest: Manifest, progress, workers: int
-) -> dict[int, dict[str, Result]]:
+) -> dict[int, dict[str, Result | Lottery]]:
     """Every (seed, rule) result: loaded if saved and verified, else computed by a worker that
     saves it (its checksums are recorded here, in the parent, the manifest's only writer)."""
     out = manifest.folder
@@ -328,7 +329,7 @@ def _run_rules(
             manifest.record(*_result_files(paths[seed, spec.label]))
             bar.update()
     for seed, spec in todo:
-        results[seed, spec.label] = Result.load(paths[seed, spec.label])
+        results[seed, spec.label] = load_outcome(paths[seed, spec.label])
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
 
 
@@ -401,11 +402,11 @@ def _result_files(path: Path) -> tuple[Path, Path]:
     return path.with_suffix(".json"), path.with_suffix(".npz")
 
 
-def _load_result(manifest: Manifest, path: Path) -> Result | None:
+def _load_result(manifest: Manifest, path: Path) -> Result | Lottery | None:
     if not manifest.verified(*_result_files(path)):
         return None
     try:
-        return Result.load(path)
+        return load_outcome(path)
     except PolicyAggError as exc:  # damaged, edited or from an interrupted write pair: compute it again
         warnings.warn(f"{exc}; computing it again", CheckpointWarning, stacklevel=2)
         return None
@@ -425,16 +426,32 @@ def summarize(runs: list[SeedRun]) -> dict[str, dict]:
             "mean_normalized": [float(r.normalized.mean()) for r in results],
             "quantile": [r.report.get("min_rank", np.nan) for r in results],
             "pvc_epsilon": [_num(r.report.get("pvc_epsilon")) for r in results],
+            "ex_post_gini": [ex_post_gini(r) for r in results],
+            "ex_post_min_normalized": [ex_post_min_normalized(r) for r in results],
         }
         sorted_normalized = np.sort(np.stack([r.normalized for r in results]), axis=1)
         summary[label] = {
             "rule": results[0].rule,
             "options": dict(results[0].options),
+            "lottery": any(isinstance(r, Lottery) for r in results),
             **{k: (float(np.mean(v)), _se(np.asarray(v, float))) for k, v in figures.items()},
             "bars_mean": sorted_normalized.mean(axis=0),
             "bars_se": np.array([_se(col) for col in sorted_normalized.T]),
         }
     return summary
+
+
+def ex_post_gini(outcome: Result | Lottery) -> float:
+    """The expected Gini index of the policy drawn (a result: its own Gini index)."""
+    return outcome.ex_post_gini if isinstance(outcome, Lottery) else outcome.gini
+
+
+def ex_post_min_normalized(outcome: Result | Lottery) -> float:
+    """``E_k[min_i u_i(pi_k)]``: the expected worst-off agent's normalised return in the policy
+    drawn (a result: its minimum normalised return)."""
+    if isinstance(outcome, Lottery):
+        return float(outcome.probabilities @ outcome.support_normalized.min(axis=1))
+    return float(outcome.normalized.min())
 
 
 def _num(value) -> float:

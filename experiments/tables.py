@@ -37,6 +37,7 @@ from policyagg.io import atomic_write_bytes
 
 __all__ = [
     "COLUMNS",
+    "LOTTERY_COLUMNS",
     "FairnessRow",
     "FairnessTable",
     "display_label",
@@ -56,6 +57,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("mean_normalized", "mean normalised"),
     ("quantile", "quantile reached"),
     ("pvc_epsilon", "PVC eps"),
+)
+
+#: Columns added when a row is a lottery: the drawn policy's expected Gini index and expected
+#: minimum normalised return (a single policy's equal its own ``gini`` and ``min_normalized``).
+LOTTERY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("ex_post_gini", "ex-post Gini"),
+    ("ex_post_min_normalized", "ex-post min normalised"),
 )
 
 RAW_SUFFIX = " (raw)"
@@ -88,6 +96,7 @@ class FairnessRow:
     figures: dict[str, tuple[float, float]]
     bars_mean: np.ndarray
     bars_se: np.ndarray
+    lottery: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,12 @@ class FairnessTable:
         return [row.label for row in self.rows]
 
     @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """:data:`COLUMNS`, then :data:`LOTTERY_COLUMNS` if some row is a lottery (tables of
+        single policies keep their columns)."""
+        return COLUMNS + LOTTERY_COLUMNS if any(row.lottery for row in self.rows) else COLUMNS
+
+    @property
     def has_errors(self) -> bool:
         """Whether there is a standard error to show (two seeds or more)."""
         return self.n_seeds > 1
@@ -115,7 +130,8 @@ def table_from_summary(
     """The table of a :func:`policyagg.experiments.run.summarize` dict (rows in its order)."""
     rows = []
     for key, row in summary.items():
-        figures = {column: (float(row[column][0]), float(row[column][1])) for column, _ in COLUMNS}
+        present = [column for column, _ in COLUMNS + LOTTERY_COLUMNS if column in row]
+        figures = {column: (float(row[column][0]), float(row[column][1])) for column in present}
         rows.append(
             FairnessRow(
                 label=display_label(key, row.get("options", {})),
@@ -124,6 +140,7 @@ def table_from_summary(
                 figures=figures,
                 bars_mean=np.asarray(row["bars_mean"], dtype=float),
                 bars_se=np.asarray(row["bars_se"], dtype=float),
+                lottery=bool(row.get("lottery", False)),
             )
         )
     return FairnessTable(name=name, n_seeds=int(n_seeds), n_samples=int(n_samples), rows=tuple(rows))
@@ -148,11 +165,11 @@ def to_markdown(table: FairnessTable) -> str:
     lines = [
         f"{table.name}: {table.n_seeds} seed(s), {table.n_samples} sampled policies per seed; {spread}",
         "",
-        "| rule | " + " | ".join(title for _, title in COLUMNS) + " |",
-        "| --- |" + " ---: |" * len(COLUMNS),
+        "| rule | " + " | ".join(title for _, title in table.columns) + " |",
+        "| --- |" + " ---: |" * len(table.columns),
     ]
     for row in table.rows:
-        cells = [_cell(*row.figures[key], table.has_errors) for key, _ in COLUMNS]
+        cells = [_cell(*row.figures[key], table.has_errors) for key, _ in table.columns]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -165,8 +182,9 @@ def _csv_text(rows: list[list[Any]]) -> str:
 
 def to_csv(table: FairnessTable) -> str:
     """CSV text: ``rule`` then ``<column>_mean, <column>_se`` per column (10 significant digits)."""
-    header = ["rule"] + [f"{key}_{part}" for key, _ in COLUMNS for part in ("mean", "se")]
-    rows = [[row.label] + [f"{row.figures[key][i]:.10g}" for key, _ in COLUMNS for i in (0, 1)] for row in table.rows]
+    columns = table.columns
+    header = ["rule"] + [f"{key}_{part}" for key, _ in columns for part in ("mean", "se")]
+    rows = [[row.label] + [f"{row.figures[key][i]:.10g}" for key, _ in columns for i in (0, 1)] for row in table.rows]
     return _csv_text([header] + rows)
 
 

@@ -160,8 +160,13 @@ class Lottery:
         if self.status != "optimal":
             head += f"   status: {self.status}"
         lines = [head]
-        if self.report:
-            lines.append("   ".join(f"{key}: {_fmt(value)}" for key, value in self.report.items()))
+        ex_ante = {key: value for key, value in self.report.items() if key != "ex_post"}
+        if ex_ante:
+            lines.append("ex ante: " + "   ".join(f"{key}: {_fmt(value)}" for key, value in ex_ante.items()))
+        ex_post = self.report.get("ex_post")
+        if isinstance(ex_post, Mapping):  # per-agent lists are in the table below
+            shown = {key: value for key, value in ex_post.items() if not isinstance(value, Mapping | list)}
+            lines.append("ex post (expected over the draw): " + "   ".join(f"{k}: {_fmt(v)}" for k, v in shown.items()))
         quantiles = {q: self.quantile(q) for q in TABLE_QUANTILES}
         lines.append(
             f"{'agent':>12} {'return':>14} {'normalized':>11} {'min drawn':>10}"

@@ -26,12 +26,18 @@ from scipy.optimize import linprog
 
 from policyagg.errors import InvalidProblemError, SolverError, SolverWarning
 from policyagg.lottery import Lottery
-from policyagg.solvers.occupancy import Rows, occupancy_program, unit_cost, utilities
+from policyagg.result import Result
+from policyagg.solvers.factored import FactoredModel
+from policyagg.solvers.lp import HighsModel
+from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
 from policyagg.solvers.registry import RuleCall, integer, number, per_agent, register_rule
 
 #: A support policy counts as optimal for a group when its welfare is within this of the group's
-#: optimum (normalised units, per unit of group weight): above the LP's feasibility tolerance.
-FACE_TOL = 1e-7
+#: optimum (normalised units, per unit of group weight): ten times the feasibility tolerance that
+#: the face LP is solved with (:data:`FACE_FEASIBILITY_TOL`), so that the face is never empty, and
+#: small enough that leaving the face by it gains no visible welfare.
+FACE_TOL = 1e-8
+FACE_FEASIBILITY_TOL = 1e-9
 #: Column generation for the Nash lottery stops when no vertex has a reduced cost above this.
 PRICE_TOL = 1e-9
 #: The decomposition counts as exact when the master's residual (normalised units) is at most this.
@@ -61,7 +67,11 @@ def _group_optimum(call: RuleCall, gains: np.ndarray, floor: float | None = None
     program = occupancy_program(
         problem, unit_cost(problem.weights @ C), name="welfare on the face", maximize=True, rows=[face]
     )
-    d: np.ndarray = np.clip(call.solve(program).x, 0.0, None)
+    model = make_model(program, backend=call.backend, time_limit=call.time_limit)
+    if isinstance(model, (HighsModel, FactoredModel)):
+        model.set_option("primal_feasibility_tolerance", FACE_FEASIBILITY_TOL)
+        model.set_option("dual_feasibility_tolerance", FACE_FEASIBILITY_TOL)
+    d: np.ndarray = np.clip(call.log.add(model.solve()).x, 0.0, None)
     return d
 
 
@@ -207,6 +217,8 @@ def max_nash_welfare_lottery(
         backend=call.backend,
         time_limit=call.time_limit,
     )
+    if not isinstance(nash, Result):
+        raise SolverError("max_nash_welfare_lottery: `nash_welfare` returned a lottery; it must return one policy")
     call.log.statuses.append(nash.status)
     C, c0 = utilities(problem, normalize=True)
     target = C @ nash.occupancy.ravel() + c0

@@ -55,8 +55,9 @@ def finish_lottery(
 
     Each support occupancy is replaced by the exact occupancy of its derived policy
     (:meth:`~policyagg.mdp.TabularMDP.derive_policy`), so every support policy delivers its
-    returns; ``diagnostics["support_return_gap"]`` is the largest difference (in units of an
-    agent's return range). A support point mixing closed classes that no stationary policy
+    returns; ``diagnostics["support_return_gap"]`` is the largest difference between a support
+    occupancy's returns and its policy's (in units of an agent's return range) and
+    ``diagnostics["support_policy_classes"]`` the most closed classes any of them mixes. A support point mixing closed classes that no stationary policy
     delivers makes the status ``"policy-gap"`` with a :class:`DeliveryWarning`. Identical
     support policies are merged (:func:`~policyagg.lottery.build_lottery`). The status is the
     worst of the solves (``log``). ``extra`` are added to the diagnostics.
@@ -90,6 +91,7 @@ def finish_lottery(
             "wall_time": time.perf_counter() - started,
             "support_size": lottery.size,
             "support_return_gap": float(max(gaps)),
+            "support_policy_classes": max(x.classes for x in derived),
             "optimizer_returns": (p @ (raw @ R.T)).tolist(),
         }
         | extra

@@ -528,13 +528,17 @@ def _make_spec(
 
     update_wrapper(rule, body)
     del rule.__wrapped__  # type: ignore[attr-defined]  # the public signature is below, not the body's
-    rule.__signature__ = _public_signature(parameters[1:])  # type: ignore[attr-defined]
+    returns = inspect.signature(body).return_annotation
+    rule.__signature__ = _public_signature(  # type: ignore[attr-defined]
+        parameters[1:], "Result" if returns is inspect.Signature.empty else returns
+    )
     spec = RuleSpec(name, rule, bool(needs_samples), MappingProxyType(options), summary, body)
     return spec
 
 
-def _public_signature(options: list[inspect.Parameter]) -> inspect.Signature:
-    """``(problem, samples=None, *, <options>, constraints=None, backend="highs", time_limit=None) -> Result``."""
+def _public_signature(options: list[inspect.Parameter], returns: Any = "Result") -> inspect.Signature:
+    """``(problem, samples=None, *, <options>, constraints=None, backend="highs", time_limit=None) -> returns``
+    (the body's return annotation: ``Result``, ``Lottery`` or both)."""
     P = inspect.Parameter
     return inspect.Signature(
         [
@@ -545,5 +549,5 @@ def _public_signature(options: list[inspect.Parameter]) -> inspect.Signature:
             P("backend", P.KEYWORD_ONLY, default="highs", annotation="str"),
             P("time_limit", P.KEYWORD_ONLY, default=None, annotation="float | None"),
         ],
-        return_annotation="Result",
+        return_annotation=returns,
     )

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policyagg import solvers
+from policyagg.lottery import Lottery
 from policyagg.mdp import DELIVERY_TOL, DeliveryWarning, StructureWarning, TabularMDP
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
@@ -211,11 +212,21 @@ def test_every_rule_delivers_its_returns_or_says_it_does_not(name, problem):
         warnings.simplefilter("ignore")  # structure, gap and delivery warnings are checked below
         result = solvers.get_rule(name)(problem, samples, **RULE_OPTIONS.get(name, {}))
     mdp = problem.mdp
+    top = np.abs(problem.reward_matrix).max(axis=1)  # an indifferent agent: its reward scale
+    width = np.where(problem.ranges.flat, np.where(top > 0, top, 1.0), problem.ranges.width)
+    if isinstance(result, Lottery):  # every policy it draws delivers its returns, or it says so
+        for pi, returns in zip(result.support_policies, result.support_returns, strict=True):
+            occupancy = brute_force_occupancy(mdp.P_dense, mdp.rho, mdp.gamma, pi)
+            assert float(np.max(np.abs(np.einsum("isa,sa->i", problem.rewards, occupancy) - returns) / width)) <= 1e-7
+        trapped = result.diagnostics["support_policy_classes"] > 1
+        if trapped and result.diagnostics["support_return_gap"] > POLICY_RETURN_TOL:
+            assert result.status == POLICY_GAP_STATUS
+        else:
+            assert result.status != POLICY_GAP_STATUS
+        return
     delivered = np.einsum(
         "isa,sa->i", problem.rewards, brute_force_occupancy(mdp.P_dense, mdp.rho, mdp.gamma, result.policy)
     )
-    top = np.abs(problem.reward_matrix).max(axis=1)  # an indifferent agent: its reward scale
-    width = np.where(problem.ranges.flat, np.where(top > 0, top, 1.0), problem.ranges.width)
     # the result is what its policy does
     assert float(np.max(np.abs(delivered - result.returns) / width)) <= 1e-7
     # and it says where the rule's own point was not delivered

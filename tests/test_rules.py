@@ -52,15 +52,16 @@ def test_every_rule_runs_on_both_backends(name):
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
     a = solvers.get_rule(name)(problem, samples, backend="highs", **OPTIONS.get(name, {}))
     b = solvers.get_rule(name)(problem, samples, backend="pulp", **OPTIONS.get(name, {}))
-    assert (_pareto_optimal(a) and _pareto_optimal(b)) or name in NOT_PARETO
+    assert (pareto_optimal(a) and pareto_optimal(b)) or name in NOT_PARETO
     assert b.diagnostics["backend"] == "pulp"
 
 
-def _pareto_optimal(outcome):
-    """A result is Pareto optimal; a lottery is ex post (every support policy is)."""
+def pareto_optimal(outcome) -> bool:
+    """A result is Pareto optimal; a lottery need not be ex ante (a mixture of the agents' optima
+    rarely is), so for it: every policy it draws is."""
     if isinstance(outcome, Lottery):
         return outcome.report["ex_post"]["pareto_optimal_probability"] == 1.0
-    return outcome.report["pareto_optimal"]
+    return bool(outcome.report["pareto_optimal"])
 
 
 def _affine_copy(problem, samples, agent, a, b):
