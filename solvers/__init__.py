@@ -5,8 +5,10 @@ from policyagg.errors import InvalidProblemError
 from policyagg.solvers.approval import approval
 from policyagg.solvers.bargaining import egalitarian_gains, kalai_smorodinsky, nash_bargaining
 from policyagg.solvers.baselines import generalized_gini, nash_welfare, random_dictator
+from policyagg.solvers.bayes import bayes_map, bayes_meu, bayes_robust, thompson, thompson_top_k
 from policyagg.solvers.borda import borda
 from policyagg.solvers.completion import pareto_check, pareto_complete
+from policyagg.solvers.entropy import entropy_regularized
 from policyagg.solvers.lotteries import conditional_utilitarian, max_nash_welfare_lottery, proportional
 from policyagg.solvers.norms import check_norms, conflicting_norms, norm_prices, resolve_norms, run_with_norms
 from policyagg.solvers.occupancy import return_ranges, with_ranges
@@ -66,6 +68,12 @@ __all__ = [
     "nash_bargaining",
     "kalai_smorodinsky",
     "egalitarian_gains",
+    "bayes_map",
+    "bayes_meu",
+    "bayes_robust",
+    "thompson",
+    "thompson_top_k",
+    "entropy_regularized",
     "pareto_check",
     "pareto_complete",
     "check_norms",

@@ -141,7 +141,7 @@ def lottery_report(
     u = lottery.support_normalized
     ex_post: dict[str, Any] = {
         "pareto_gap": float(p @ support_gaps),
-        "pareto_optimal_probability": float(p[support_gaps <= PARETO_TOL].sum()),
+        "pareto_optimal_probability": 1.0 - float(p[support_gaps > PARETO_TOL].sum()),  # exactly 1 when all are
         "gini": lottery.ex_post_gini,
         "min_normalized": float(p @ u.min(axis=1)),
         "worst_normalized": float(u.min()),

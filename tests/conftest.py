@@ -83,6 +83,9 @@ def assert_valid_result(problem, result, *, pareto=True):
 #: Options so that every registered rule answers on any instance (Borda's LP needs a
 #: non-empty concave region; the fallback is opt-in).
 RULE_OPTIONS = {"borda": {"fallback": "milp"}}
+#: Rules whose default output is deliberately not Pareto optimal: entropy regularisation trades
+#: the agents' returns for a broader (stochastic) policy.
+NOT_PARETO = frozenset({"entropy_regularized"})
 
 
 @pytest.fixture

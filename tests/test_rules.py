@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import RULE_OPTIONS, assert_valid_result, leaky_average, random_problems
+from conftest import NOT_PARETO, RULE_OPTIONS, assert_valid_result, leaky_average, random_problems
 from hypothesis import given, settings
 
 from policyagg import solvers
@@ -27,7 +27,9 @@ OPTIONS = RULE_OPTIONS
 def test_every_rule_is_feasible_and_pareto_optimal(name, problem):
     problem = solvers.with_ranges(Problem(problem.mdp, problem.rewards))
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
-    assert_valid_result(problem, solvers.get_rule(name)(problem, samples, **OPTIONS.get(name, {})))
+    assert_valid_result(
+        problem, solvers.get_rule(name)(problem, samples, **OPTIONS.get(name, {})), pareto=name not in NOT_PARETO
+    )
 
 
 @pytest.mark.parametrize("name", RULES)
@@ -50,7 +52,7 @@ def test_every_rule_runs_on_both_backends(name):
     samples = sample_policy_returns(problem, 300, rng=0, progress=False)
     a = solvers.get_rule(name)(problem, samples, backend="highs", **OPTIONS.get(name, {}))
     b = solvers.get_rule(name)(problem, samples, backend="pulp", **OPTIONS.get(name, {}))
-    assert pareto_optimal(a) and pareto_optimal(b)
+    assert (pareto_optimal(a) and pareto_optimal(b)) or name in NOT_PARETO
     assert b.diagnostics["backend"] == "pulp"
 
 
