@@ -182,6 +182,7 @@ def test_default_agents_and_exports():
         "AttentionAllocation",
         "AttentionModel",
         "EnvModel",
+        "GoalsOnALine",
         "from_gymnasium",
         "one_agent_per_site",
         "random_site_subsets",
