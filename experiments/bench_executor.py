@@ -16,6 +16,7 @@ The machine's load average is recorded before and after, since other processes s
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -82,7 +83,7 @@ def bench_executor(
     local = LocalExecutor(workers)
 
     start = time.perf_counter()
-    ray.init(num_cpus=workers, include_dashboard=False, logging_level="warning")
+    ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
     report["ray_start_seconds"] = time.perf_counter() - start
     try:
         remote = RayExecutor()
@@ -105,7 +106,7 @@ def bench_executor(
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
         nodes.add_node(num_cpus=per_node)
         try:
-            ray.init(address=nodes.address, logging_level="warning")
+            ray.init(address=nodes.address, logging_level=logging.WARNING)
             nodes.wait_for_nodes()
             remote = RayExecutor()
             task_overhead(remote, payload, workers * 2)

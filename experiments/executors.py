@@ -17,6 +17,7 @@ cloudpickle (a transport between processes, never a file: saved outputs stay JSO
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,7 +71,7 @@ class RayExecutor:
         self.max_retries = max_retries
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
-            options: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
+            options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if address is None:
                 options["num_cpus"] = check_workers(num_cpus)
             elif num_cpus is not None:

@@ -110,7 +110,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
         normalized = ranges.normalize(truth.returns(d))
         return {"normalized": normalized.tolist(), "min": float(normalized.min()), "gini": gini(normalized)}
 
-    methods = {
+    methods: dict[str, Any] = {
         f"ensemble + {config.rule}": rule(
             pr.ensemble_problem(ensemble, mdp, feature_map=Phi), **config.rule_options
         ).occupancy,

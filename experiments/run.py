@@ -331,13 +331,13 @@ class RuleTasks:
     samples: dict
     names: tuple[str, ...]
     folders: tuple[Path, ...]  # where each result goes (the oracle route keeps its calls there)
-    folders: tuple[Path, ...]  # where each result goes (the oracle route keeps its calls there)
 
 
 def _rule_task(tasks: RuleTasks, j: int) -> dict[str, bytes]:
     """Task ``j``: run the rule and return the files its ``save`` writes, by file name (the
     same bytes wherever it ran; the caller writes them)."""
     seed, spec = tasks.todo[j]
+    outcome: Result | Lottery
     if tasks.config.solver is not None:  # the oracle route checkpoints its calls beside the result
         problem, path = tasks.problems.get(seed), tasks.folders[j] / tasks.names[j]
         outcome = _run_oracle_rule(tasks.config, spec, problem, tasks.samples[seed], seed, path)
@@ -401,7 +401,7 @@ def _run_rules(
     return {seed: {spec.label: results[seed, spec.label] for spec in config.rules} for seed in config.seeds}
 
 
-def _run_rule(config: ExperimentConfig, spec: RuleRow, problem: Problem, samples: ReturnSamples) -> Result:
+def _run_rule(config: ExperimentConfig, spec: RuleRow, problem: Problem, samples: ReturnSamples) -> Result | Lottery:
     """One rule of the configuration on one seed: its options (with the status quo's, see
     :func:`rule_call_options`), under the configuration's norms if it has any."""
     options = rule_call_options(config, spec, problem)

@@ -378,7 +378,7 @@ class TabularMDP:
         kept = np.where(occupancy > level, occupancy, 0.0)
         mass = kept.sum(axis=1)
         visited = mass > 0
-        policy = allowed / allowed.sum(axis=1, keepdims=True)
+        policy = np.asarray(allowed / allowed.sum(axis=1, keepdims=True), dtype=float)
         policy[visited] = kept[visited] / mass[visited, None]
         if not self.average_reward:
             return policy

@@ -19,6 +19,7 @@ fast by soft policy iteration (:func:`policyagg.entropy.soft_value_iteration`), 
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from typing import Any
 
@@ -111,7 +112,7 @@ def _convex(
 ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """The exponential-cone program over ``O ∩ C`` with cvxpy + Clarabel."""
     try:
-        import cvxpy as cp  # type: ignore[import-not-found,import-untyped,unused-ignore]  # an optional extra
+        cp: Any = importlib.import_module("cvxpy")  # an optional extra (untyped for mypy)
     except ImportError:
         raise InvalidProblemError(
             "the entropy-regularised convex program needs cvxpy: `pip install 'policyagg[convex]'` "

@@ -291,7 +291,7 @@ def resolve_norms(
 
 
 # --------------------------------------------------------------------------- rules under norms
-def _rule_function(rule: str | Callable[..., Result]) -> tuple[str, Callable[..., Result]]:
+def _rule_function(rule: str | Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
     from policyagg.solvers.registry import get_rule
 
     if isinstance(rule, str):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import highspy
 import numpy as np
@@ -446,4 +446,4 @@ def rank_policy(result: RankResult, problem_or_mdp: Problem | Any) -> Result:
             f"the reward has {result.reward.size} features but the MDP has S*A = {S * A} state-actions; "
             "rank_policy needs occupancy features"
         )
-    return utilitarian(Problem(mdp, result.reward.reshape(1, S, A), names=[result.rule]))
+    return cast(Result, utilitarian(Problem(mdp, result.reward.reshape(1, S, A), names=[result.rule])))
