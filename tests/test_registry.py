@@ -27,7 +27,9 @@ def test_rules_and_specs_name_the_same_functions():
 
 def test_unknown_rule_lists_the_valid_ones():
     for lookup in (get_rule, get_spec):
-        with pytest.raises(InvalidProblemError, match=r"unknown rule 'condorcet'; choose one of: approval, (\w+, )*borda, "):
+        with pytest.raises(
+            InvalidProblemError, match=r"unknown rule 'condorcet'; choose one of: approval, (\w+, )*borda, "
+        ):
             lookup("condorcet")
 
 
