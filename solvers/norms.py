@@ -39,6 +39,7 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from policyagg.errors import InfeasibleError, InvalidProblemError, NormConflictError, SolverError
+from policyagg.lottery import Lottery
 from policyagg.norms import AmbiguousNorm, Norm, Norms, big_m, upper_rows
 from policyagg.polytope import LinearConstraints
 from policyagg.problem import Problem
@@ -302,14 +303,14 @@ def _rule_function(rule: str | Callable[..., Any]) -> tuple[str, Callable[..., A
 
 
 def run_with_norms(
-    rule: str | Callable[..., Result],
+    rule: str | Callable[..., Any],
     problem: Problem,
     samples: ReturnSamples | None = None,
     *,
     norms: Norms | Norm | Iterable[Norm],
     select: str = "utilitarian",
     **options: Any,
-) -> Result:
+) -> Result | Lottery:
     """``rule(problem, samples, constraints=<norms>, **options)`` with ``norms`` resolved by
     :func:`resolve_norms`. ``diagnostics["norms"]``: the resolution (:meth:`ResolvedNorms.as_dict`)
     and ``satisfied``, per norm whether the result's exact occupancy meets it (an ambiguous
@@ -323,7 +324,7 @@ def run_with_norms(
     extra = options.pop("constraints", None)
     constraints = resolved.constraints if extra is None else resolved.constraints & extra
     result = function(problem, samples, constraints=constraints, **options)
-    report = resolved.as_dict() | {"satisfied": norms.report(problem, result.occupancy)}
+    report = resolved.as_dict() | {"satisfied": _satisfied(norms, problem, result)}
     return dataclasses.replace(
         result,
         diagnostics=result.diagnostics | {"norms": report},
@@ -331,8 +332,33 @@ def run_with_norms(
     )
 
 
+def _satisfied(norms: Norms, problem: Problem, result: Result | Lottery) -> dict[str, Any]:
+    """:meth:`Norms.report` at the result's occupancy; for a lottery, at every policy it may draw
+    (a norm is satisfied when every support policy satisfies it; the worst violation, and an
+    interpretation holds when it holds in every support policy)."""
+    if not isinstance(result, Lottery):
+        return norms.report(problem, result.occupancy)
+    if result.support_occupancies is None:
+        raise InvalidProblemError(
+            f"{result.rule}: norms are checked on occupancies; this lottery has estimated returns only"
+        )
+    reports = [norms.report(problem, d) for d in result.support_occupancies]
+    merged: dict[str, Any] = {}
+    for name, first in reports[0].items():
+        entries = [r[name] for r in reports]
+        merged[name] = dict(first) | {"satisfied": all(e["satisfied"] for e in entries)}
+        if "violation" in first:
+            merged[name]["violation"] = max(e["violation"] for e in entries)
+        if "interpretations" in first:
+            merged[name]["interpretations"] = {
+                i: all(e["interpretations"][i] for e in entries) for i in first["interpretations"]
+            }
+            merged[name]["weight_satisfied"] = min(e["weight_satisfied"] for e in entries)
+    return merged
+
+
 # --------------------------------------------------------------------------- the price of a norm
-def rule_objective(result: Result, problem: Problem) -> tuple[str, float]:
+def rule_objective(result: Result | Lottery, problem: Problem) -> tuple[str, float]:
     """The rule's objective at ``result`` (``(what, value)``), read from the result: welfare for
     utilitarian, the smallest entitlement for egalitarian, the quantile for max_quantile, the
     number of approvers, the Borda score, Nash welfare on normalised returns, the OWA value,
