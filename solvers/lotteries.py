@@ -27,6 +27,7 @@ from scipy.optimize import linprog
 from policyagg.errors import InvalidProblemError, SolverError, SolverWarning
 from policyagg.lottery import Lottery
 from policyagg.result import Result
+from policyagg.solvers.completion import POLICY_GAP_STATUS
 from policyagg.solvers.factored import FactoredModel
 from policyagg.solvers.lp import HighsModel
 from policyagg.solvers.occupancy import Rows, make_model, occupancy_program, unit_cost, utilities
@@ -219,9 +220,14 @@ def max_nash_welfare_lottery(
     )
     if not isinstance(nash, Result):
         raise SolverError("max_nash_welfare_lottery: `nash_welfare` returned a lottery; it must return one policy")
-    call.log.statuses.append(nash.status)
+    # A Nash point that mixes closed classes (average reward) has no stationary policy, hence
+    # status "policy-gap" on the Result; a lottery over vertices delivers it, so the target is
+    # the optimizer's point and that status is not the lottery's.
+    if nash.status != POLICY_GAP_STATUS:
+        call.log.statuses.append(nash.status)
     C, c0 = utilities(problem, normalize=True)
-    target = C @ nash.occupancy.ravel() + c0
+    point = np.asarray(nash.diagnostics.get("optimizer_returns", nash.returns), dtype=float)
+    target = problem.require_ranges().normalize(point)
     columns = [np.clip(call.maximize(C[i], name="Nash lottery start"), 0.0, None) for i in range(problem.n_agents)]
     while True:
         U = np.stack([C @ d + c0 for d in columns], axis=1)  # (n, k)

@@ -306,3 +306,25 @@ def test_cli_show_prints_a_saved_lottery(tmp_path, capsys):
     assert main(["show", str(tmp_path / "lottery")]) == 0
     out = capsys.readouterr().out
     assert "lottery over 2 policies" in out and "ex post (expected over the draw)" in out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the multichain structure and the Nash rule's delivery warning
+def test_nash_lottery_delivers_a_point_no_stationary_policy_can():
+    """Average reward, two absorbing states reached from the start by actions 0 and 1; agent 0
+    is rewarded in one, agent 1 in the other. The Nash point (1/2, 1/2) mixes the two closed
+    classes: no stationary policy started at state 0 delivers it (``nash_welfare`` says
+    "policy-gap"), but the lottery over "go left" and "go right" does, ex ante."""
+    P = np.zeros((3, 2, 3))
+    P[0, 0, 1] = P[0, 1, 2] = 1.0
+    P[1, :, 1] = P[2, :, 2] = 1.0
+    rewards = np.zeros((2, 3, 2))
+    rewards[0, 1, :] = rewards[1, 2, :] = 1.0
+    mdp = TabularMDP(P, rho=[1.0, 0.0, 0.0], gamma=1.0, allow_multichain=True)
+    problem = solvers.with_ranges(Problem(mdp, rewards))
+    assert solvers.nash_welfare(problem).status == "policy-gap"
+    lottery = solvers.max_nash_welfare_lottery(problem)
+    assert lottery.status == "optimal"
+    # Nash welfare is flat at its optimum: returns are accurate to about sqrt(2 * tolerance) (nash_welfare)
+    np.testing.assert_allclose(lottery.returns, [0.5, 0.5], atol=2e-3)
+    for policy, returns in zip(lottery.support_policies, lottery.support_returns, strict=True):
+        np.testing.assert_allclose(mdp.evaluate(policy, rewards), returns, atol=1e-9)  # each one delivers
