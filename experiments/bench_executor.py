@@ -74,7 +74,7 @@ def bench_executor(
     """Local against Ray (see the module docstring); returns every timing and the ratios."""
     import ray
 
-    from policyagg.experiments.executors import RayExecutor
+    from policyagg.experiments.executors import RayExecutor, ray_init
 
     workers = check_workers(workers)
     payload = np.zeros((samples, 10))  # the size of a seed's samples of experiment (b)
@@ -83,7 +83,7 @@ def bench_executor(
     local = LocalExecutor(workers)
 
     start = time.perf_counter()
-    ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
+    ray_init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
     report["ray_start_seconds"] = time.perf_counter() - start
     try:
         remote = RayExecutor()
@@ -106,7 +106,7 @@ def bench_executor(
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False})
         nodes.add_node(num_cpus=per_node)
         try:
-            ray.init(address=nodes.address, logging_level=logging.WARNING)
+            ray_init(address=nodes.address, logging_level=logging.WARNING)
             nodes.wait_for_nodes()
             remote = RayExecutor()
             task_overhead(remote, payload, workers * 2)

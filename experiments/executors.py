@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -51,6 +54,25 @@ def _import_ray() -> Any:
     return ray
 
 
+def ray_init(**options: Any) -> Any:
+    """``ray.init(**options)``, from a neutral working directory when the current one holds a
+    ``policyagg/`` folder that is not the imported package (a checkout with a non-editable
+    install): Ray puts the driver's working directory first on its workers' ``sys.path``, where
+    that folder would shadow the installed package and its subpackages."""
+    ray = _import_ray()
+    import policyagg
+
+    local = Path.cwd() / "policyagg"
+    if not local.is_dir() or local.resolve() == Path(policyagg.__file__).parent.resolve():
+        return ray.init(**options)
+    here = Path.cwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        return ray.init(**options)
+    finally:
+        os.chdir(here)
+
+
 class RayExecutor:
     """Tasks as Ray tasks (one CPU each) on the cluster at ``address``.
 
@@ -77,7 +99,7 @@ class RayExecutor:
             elif num_cpus is not None:
                 raise InvalidProblemError("`num_cpus` applies to a private cluster only (no `address`)")
             try:
-                ray.init(address=address, **options)
+                ray_init(address=address, **options)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise InvalidProblemError(
                     f"cannot connect to a Ray cluster at {address!r} ({exc}); start one with `ray start --head` "

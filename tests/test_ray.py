@@ -20,7 +20,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'policyagg[ray]' to run these tests")
 
 from policyagg.chains import MixingWarning
-from policyagg.experiments.executors import RayExecutor, close_executor, make_executor
+from policyagg.experiments.executors import RayExecutor, close_executor, make_executor, ray_init
 from policyagg.experiments.run import run_config
 from policyagg.parallel import LocalExecutor
 
@@ -77,7 +77,7 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def local_ray():
     """A private Ray of 2 CPUs for this module's tests, shut down after them."""
-    ray.init(num_cpus=2, **RAY_INIT)
+    ray_init(num_cpus=2, **RAY_INIT)
     try:
         yield RayExecutor()
     finally:
@@ -239,7 +239,7 @@ def two_nodes():
     )
     worker = cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
     try:
-        ray.init(address=cluster.address, logging_level="warning")
+        ray_init(address=cluster.address, logging_level="warning")
         cluster.wait_for_nodes()
         yield cluster, worker
     finally:
