@@ -12,7 +12,6 @@ Saved and loaded like :class:`~policyagg.result.Result` (JSON + NPZ, no pickle).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,10 +22,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import CorruptFileError, InvalidProblemError
-from policyagg.io import StrPath, atomic_write_bytes, atomic_write_json, npz_bytes
+from policyagg.io import StrPath
 from policyagg.metrics import gini
 from policyagg.problem import Problem, ReturnRanges
-from policyagg.result import FORMAT_VERSION, Result, read_arrays, read_checked
+from policyagg.result import Result, read_arrays, read_checked, write_checked
 from policyagg.samples import ReturnSamples
 
 KIND = "lottery"
@@ -187,10 +186,7 @@ class Lottery:
         """Write ``<path>.npz`` then ``<path>.json`` (with the npz's SHA-256), both atomically."""
         path = Path(path)
         arrays = {k: getattr(self, k) for k in ARRAYS if getattr(self, k) is not None}
-        payload = npz_bytes(**arrays)
-        npz_path = atomic_write_bytes(path.with_suffix(".npz"), payload)
         meta = {
-            "format_version": FORMAT_VERSION,
             "kind": KIND,
             "rule": self.rule,
             "names": list(self.names),
@@ -200,10 +196,8 @@ class Lottery:
             "diagnostics": self.diagnostics,
             "report": self.report,
             "status": self.status,
-            "arrays": npz_path.name,
-            "arrays_sha256": hashlib.sha256(payload).hexdigest(),
         }
-        return atomic_write_json(path.with_suffix(".json"), meta)
+        return write_checked(path, arrays, meta)
 
     @classmethod
     def load(cls, path: StrPath) -> Lottery:

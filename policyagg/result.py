@@ -83,12 +83,8 @@ class Result:
         Both writes are atomic; the JSON is written last and names the exact arrays file, so a
         crash in between leaves no result that loads with mismatched arrays.
         """
-        path = Path(path)
         arrays = {k: getattr(self, k) for k in ARRAYS if getattr(self, k) is not None}
-        payload = npz_bytes(**arrays)
-        npz_path = atomic_write_bytes(path.with_suffix(".npz"), payload)
         meta = {
-            "format_version": FORMAT_VERSION,
             "rule": self.rule,
             "names": list(self.names),
             "gini": self.gini,
@@ -96,10 +92,8 @@ class Result:
             "diagnostics": self.diagnostics,
             "report": self.report,
             "status": self.status,
-            "arrays": npz_path.name,
-            "arrays_sha256": hashlib.sha256(payload).hexdigest(),
         }
-        return atomic_write_json(path.with_suffix(".json"), meta)
+        return write_checked(path, arrays, meta)
 
     @classmethod
     def load(cls, path: StrPath) -> Result:
@@ -141,6 +135,18 @@ _META_KEYS = ("rule", "names", "gini", "options", "diagnostics", "arrays", "arra
 #: The most a result's arrays may take in memory once decompressed (a result of a 10^6
 #: state-action model takes 16 MB): a small made-up NPZ cannot allocate more.
 MAX_ARRAY_BYTES = 1 << 30
+
+
+def write_checked(path: StrPath, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
+    """Write ``<path>.npz`` (``arrays``) then ``<path>.json`` (``meta`` + the format version, the
+    arrays' file name and SHA-256), both atomically: the JSON, written last, names the exact
+    arrays file, so a crash in between leaves nothing that loads with mismatched arrays."""
+    path = Path(path)
+    payload = npz_bytes(**arrays)
+    npz_path = atomic_write_bytes(path.with_suffix(".npz"), payload)
+    checked = {"format_version": FORMAT_VERSION, **meta}
+    checked |= {"arrays": npz_path.name, "arrays_sha256": hashlib.sha256(payload).hexdigest()}
+    return atomic_write_json(path.with_suffix(".json"), checked)
 
 
 def read_checked(path: StrPath, what: str, required: tuple[str, ...]) -> tuple[Path, dict[str, Any], bytes]:
