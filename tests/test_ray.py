@@ -291,7 +291,8 @@ def test_a_killed_driver_resumes_on_the_cluster(two_nodes, tmp_path):
     config_path = tmp_path / "tiny.toml"
     config = small_config(tmp_path / "ray", seeds=[0, 1, 2], measure={"name": "policy", "samples": 3000})
     config_path.write_text(_toml(config))
-    command = [sys.executable, "-m", "policyagg.experiments.cli", "run", str(config_path)]
+    # -P: not the checkout root on sys.path (its policyagg/ folder would shadow the installed package)
+    command = [sys.executable, "-P", "-m", "policyagg.experiments.cli", "run", str(config_path)]
     command += ["--executor", "ray", "--address", cluster.address]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     manifest = tmp_path / "ray" / "manifest.json"
