@@ -13,6 +13,7 @@ agent's outcome distribution (:meth:`~policyagg.lottery.Lottery.ex_post`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Mapping
@@ -98,20 +99,8 @@ def finish_lottery(
         }
         | extra
     )
-    return Lottery(
-        rule=lottery.rule,
-        probabilities=lottery.probabilities,
-        support_returns=lottery.support_returns,
-        support_normalized=lottery.support_normalized,
-        names=lottery.names,
-        support_occupancies=lottery.support_occupancies,
-        support_policies=lottery.support_policies,
-        support_ranks=lottery.support_ranks,
-        ranks=lottery.ranks,
-        options=dict(options) | {"backend": log.backend},
-        diagnostics=diagnostics,
-        report=report,
-        status=status,
+    return dataclasses.replace(
+        lottery, options=dict(options) | {"backend": log.backend}, diagnostics=diagnostics, report=report
     )
 
 
