@@ -39,6 +39,7 @@ BLAS thread) whichever worker runs it, so the numbers depend on the seed and
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 
@@ -81,6 +82,11 @@ ILU_FILL_FACTOR = 2.0
 #: Direct fallback: dense LAPACK up to this many states, a sparse LU per sample above.
 DENSE_DIRECT_MAX_STATES = 1500
 METHODS = ("auto", "dense", "krylov", "sparse")
+#: How the GMRES of the krylov and sparse methods runs: ``"numba"`` compiles its sparse
+#: product, Gram-Schmidt and Givens updates (:mod:`policyagg.sampling_kernel`, the ``fast``
+#: extra), ``"numpy"`` runs them as numpy calls; ``"auto"`` uses numba when it is installed.
+#: Both give the exact occupancies (the same residual check); they agree to rounding.
+KERNELS = ("auto", "numba", "numpy")
 
 
 def resolve_method(method: str, n_states: int) -> str:
@@ -94,6 +100,21 @@ def resolve_method(method: str, n_states: int) -> str:
     return "krylov" if n_states < SPARSE_MIN_STATES else "sparse"
 
 
+def resolve_kernel(kernel: str, method: str) -> str:
+    """The concrete kernel ``"auto"`` stands for (numpy for the dense method, which has no GMRES)."""
+    if kernel not in KERNELS:
+        raise InvalidProblemError(f"`kernel` must be one of {', '.join(KERNELS)}; got {kernel!r}")
+    if method == "dense":
+        return "numpy"
+    if kernel == "auto":
+        return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
+    if kernel == "numba" and importlib.util.find_spec("numba") is None:
+        raise InvalidProblemError(
+            "kernel='numba' needs numba; install it with `pip install 'policyagg[fast]'`, or use kernel='numpy'"
+        )
+    return kernel
+
+
 def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1) -> int:
     """Samples per batch so that a batch's work arrays fit in :data:`BATCH_BYTES`."""
     if method == "dense":  # (unchanged since the first release, so small problems keep their samples)
@@ -105,10 +126,10 @@ def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1)
 class PolicySampler:
     """Returns of random policies for one problem; reusable across calls.
 
-    ``method`` is one of :data:`METHODS` (see the module docstring).
+    ``method`` is one of :data:`METHODS` (see the module docstring), ``kernel`` one of :data:`KERNELS`.
     """
 
-    def __init__(self, problem: Problem, *, concentration: float = 1.0, method: str = "auto"):
+    def __init__(self, problem: Problem, *, concentration: float = 1.0, method: str = "auto", kernel: str = "auto"):
         if not (np.isfinite(check_real("concentration", concentration)) and concentration > 0):
             raise InvalidProblemError(f"`concentration` must be a positive number; got {concentration}")
         mdp = problem.mdp
@@ -120,6 +141,7 @@ class PolicySampler:
             )
         self.S, self.A = mdp.n_states, mdp.n_actions
         self.method = resolve_method(method, self.S)
+        self.kernel = resolve_kernel(kernel, self.method)
         self.gamma = mdp.gamma
         self.concentration = float(concentration)
         self.reward_matrix = problem.reward_matrix  # (n, S*A)
@@ -138,6 +160,14 @@ class PolicySampler:
         position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
         self.positions, slot = np.unique(position, return_inverse=True)
         self.gather = sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, self.positions.size))
+        # for the compiled kernel: P^T in CSR over target states, 64-bit indices
+        transposed = sp.csr_array(P.T)
+        transposed.sort_indices()
+        self._pt = (
+            transposed.indptr.astype(np.int64),
+            transposed.indices.astype(np.int64),
+            np.ascontiguousarray(transposed.data, dtype=float),
+        )
         self._inverse_T: NDArray[np.float64] | None = None  # method "krylov": M^{-T}
         self._ilu: spla.SuperLU | None = None  # method "sparse": incomplete LU of M
         if self.method in ("krylov", "sparse"):
@@ -233,6 +263,14 @@ class PolicySampler:
         preconditioned: NDArray[np.float64] = self._ilu.solve(v.T).T  # scipy is untyped: Any
         return preconditioned
 
+    def precondition_columns(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``M^{-1} v`` for a block laid out by columns, ``v`` (S, B)."""
+        if self._inverse_T is not None:
+            return np.ascontiguousarray(self._inverse_T.T @ v)
+        if self._ilu is None:
+            raise RuntimeError(f"PolicySampler with method {self.method!r} has no preconditioner")
+        return np.ascontiguousarray(self._ilu.solve(v))
+
     # ------------------------------------------------------------------- solvers
     def solve_dense(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
         """Occupancies (B, S) of policies (B, S, A) by one batched LAPACK solve."""
@@ -316,6 +354,51 @@ class PolicySampler:
         converged = np.sqrt(np.einsum("bs,bs->b", r, r)) <= RESIDUAL_TOL * c_norm
         return x, converged, steps
 
+    def gmres_compiled(
+        self, policies: NDArray[np.float64], x0: NDArray[np.float64], iterations: int = KRYLOV_ITERATIONS
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+        """:meth:`gmres` with its sparse product, Gram-Schmidt and Givens updates compiled
+        (:mod:`policyagg.sampling_kernel`); the same method, arguments and results, the arrays
+        laid out (S, B) inside so the samples are the innermost (SIMD) dimension."""
+        from policyagg import sampling_kernel as kernel
+
+        S, A, B = policies.shape
+        m = iterations
+        flat = policies.reshape(S * A, B)
+        average = self.gamma == 1.0
+        scale = np.ascontiguousarray(self.column_scale(policies).T)  # (S, B)
+        scratch = np.empty((S * A, B))
+        c_norm = float(np.linalg.norm(self.rhs))
+        x = np.ascontiguousarray(x0.T)
+        w = np.empty((S, B))
+        kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
+        basis = np.empty((m + 1, S, B))
+        np.subtract(self.rhs[:, None], w, out=basis[0])
+        beta = np.sqrt(np.einsum("sb,sb->b", basis[0], basis[0]))
+        basis[0] *= np.divide(1.0, beta, out=np.zeros(B), where=beta > 0)
+        hess = np.zeros((m, m + 1, B))  # by columns
+        cos, sin, g = np.zeros((m, B)), np.zeros((m, B)), np.zeros((m + 1, B))
+        g[0] = beta
+        target = 0.1 * RESIDUAL_TOL * c_norm  # on the estimate; the true residual is checked below
+        active = beta > target
+        steps = np.zeros(B, dtype=np.int64)
+        for k in range(m):
+            if not active.any():
+                break
+            u = self.precondition_columns(basis[k])
+            u *= scale
+            kernel.apply_block(*self._pt, A, flat, u, self.gamma, average, w, scratch)
+            kernel.arnoldi_step(k, basis, w, hess, cos, sin, g, active, steps, target)
+        if steps.max() > 0:
+            kernel.combine(basis, hess, g, steps, w)
+            correction = self.precondition_columns(w)
+            correction *= scale
+            x += correction
+        kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
+        residual = self.rhs[:, None] - w
+        converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) <= RESIDUAL_TOL * c_norm
+        return np.ascontiguousarray(x.T), converged, steps
+
     def solve_block(self, policies: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Exact occupancies (B, S) of a block of policies (S, A, B), and the counts
         ``[GMRES steps summed over samples, samples restarted, samples solved directly]``."""
@@ -323,11 +406,12 @@ class PolicySampler:
         if self.method == "dense":
             return self.solve_dense(np.moveaxis(policies, 2, 0)), np.zeros(3, dtype=np.int64)
         x = self._x_uniform * self.column_scale(policies)
+        solve = self.gmres_compiled if self.kernel == "numba" else self.gmres
         todo = np.arange(B)
         counts = np.zeros(3, dtype=np.int64)
         for cycle in range(KRYLOV_CYCLES):
             block = policies if cycle == 0 else np.ascontiguousarray(policies[:, :, todo])
-            x[todo], converged, steps = self.gmres(block, x[todo])
+            x[todo], converged, steps = solve(block, x[todo])
             counts[0] += steps.sum()
             todo = todo[~converged]
             if todo.size == 0:
@@ -394,6 +478,7 @@ def sample_policy_returns(
     workers: int | None = None,
     progress: bool | str | None = None,
     executor: Executor | None = None,
+    kernel: str = "auto",
 ) -> ReturnSamples:
     """Sample ``n_samples`` random policies (the ``policy`` measure) and return their returns.
 
@@ -408,6 +493,9 @@ def sample_policy_returns(
         Dirichlet parameter of every state's action distribution (1 = uniform on the simplex).
     method : {"auto", "dense", "krylov", "sparse"}
         How the occupancy systems are solved (see the module docstring); all are exact.
+    kernel : {"auto", "numba", "numpy"}
+        How the GMRES of the krylov and sparse methods runs (:data:`KERNELS`); both are
+        exact, and agree to rounding.
     batch_size : int, optional
         Samples per batch (default: :func:`default_batch_size`).
     workers : int, optional
@@ -427,7 +515,7 @@ def sample_policy_returns(
     check_count("n_samples", n_samples)
     executor = resolve_executor(executor, workers)
     rng = np.random.default_rng(rng)
-    sampler = PolicySampler(problem, concentration=concentration, method=method)
+    sampler = PolicySampler(problem, concentration=concentration, method=method, kernel=kernel)
     if batch_size is None:
         batch_size = default_batch_size(sampler.S, sampler.method, sampler.A)
     batch_size = check_count("batch_size", batch_size)
@@ -461,6 +549,7 @@ def sample_policy_returns(
         "concentration": float(concentration),
         "batch_size": batch_size,
         "method": sampler.method,
+        "kernel": sampler.kernel,
         "workers": executor.slots,
         "seconds": elapsed,
         "gamma": problem.mdp.gamma,

@@ -1,3 +1,5 @@
+import importlib.util
+
 import numpy as np
 import pytest
 from conftest import leaky_average, random_problems
@@ -9,6 +11,10 @@ from policyagg.envs.attention import AttentionModel, one_agent_per_site
 from policyagg.errors import InvalidProblemError
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, default_batch_size, resolve_method, sample_policy_returns
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+#: Both GMRES kernels; the compiled one needs the `fast` extra (installed with `test`).
+KERNELS_HERE = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(not HAS_NUMBA, reason="needs numba (fast)"))]
 
 METHODS = ["dense", "krylov", "sparse"]
 
@@ -35,12 +41,13 @@ def attention_problem(n_sites=5, gamma=1.0):
     return Problem(model.mdp(gamma=gamma), model.rewards(one_agent_per_site(n_sites, 0)))
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize("method", METHODS)
 @settings(max_examples=15, deadline=None)
 @given(problem=random_problems())
-def test_batched_returns_match_a_direct_dense_solve(method, problem):
+def test_batched_returns_match_a_direct_dense_solve(method, kernel, problem):
     """Tiny random MDPs: GMRES runs into (happy) breakdowns there, which must not matter."""
-    sampler = PolicySampler(problem, method=method)
+    sampler = PolicySampler(problem, method=method, kernel=kernel)
     policies = sampler.draw_policies(np.random.default_rng(1), 4)
     got = sampler.returns(policies)
     mdp = problem.mdp
@@ -88,13 +95,16 @@ def test_seeded_and_independent_of_workers():
     assert a.values.shape == (1000, 2) and a.measure == "policy"
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize("method", ["krylov", "sparse"])
-def test_parallel_gmres_is_bitwise_serial_and_follows_the_seeding_contract(method):
+def test_parallel_gmres_is_bitwise_serial_and_follows_the_seeding_contract(method, kernel):
     """Two worker processes give the same bits as one; batch j is the j-th spawned child's
     draw, and every sample equals an independent dense solve of that policy."""
     problem = attention_problem()
-    serial = sample_policy_returns(problem, 150, rng=3, method=method, batch_size=40, workers=1, progress=False)
-    parallel = sample_policy_returns(problem, 150, rng=3, method=method, batch_size=40, workers=2, progress=False)
+    options = {"rng": 3, "method": method, "kernel": kernel, "batch_size": 40, "progress": False}
+    serial = sample_policy_returns(problem, 150, workers=1, **options)
+    parallel = sample_policy_returns(problem, 150, workers=2, **options)
+    assert serial.info["kernel"] == kernel
     np.testing.assert_array_equal(parallel.values, serial.values)
     assert serial.info["method"] == method and serial.info["gmres_steps_per_sample"] > 0
     sampler = PolicySampler(problem)
@@ -103,11 +113,12 @@ def test_parallel_gmres_is_bitwise_serial_and_follows_the_seeding_contract(metho
     np.testing.assert_allclose(serial.values, reference_returns(problem, policies), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize("gamma", [1.0, 0.9])
 @pytest.mark.parametrize("method", METHODS)
-def test_attention_model_samples_match_policy_evaluation(method, gamma):
+def test_attention_model_samples_match_policy_evaluation(method, gamma, kernel):
     problem = attention_problem(gamma=gamma)  # 243 states: large enough for the Krylov solvers
-    sampler = PolicySampler(problem, method=method)
+    sampler = PolicySampler(problem, method=method, kernel=kernel)
     policies = sampler.draw_policies(np.random.default_rng(0), 3)
     expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])  # sparse direct solve
     np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
@@ -123,28 +134,30 @@ def test_sparse_method_on_a_larger_model():
     np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
 @pytest.mark.parametrize("method", ["krylov", "sparse"])
-def test_gmres_checks_the_true_residual_restarts_and_falls_back(method, monkeypatch):
+def test_gmres_checks_the_true_residual_restarts_and_falls_back(method, kernel, monkeypatch):
     problem = attention_problem()
-    sampler = PolicySampler(problem, method=method)
+    sampler = PolicySampler(problem, method=method, kernel=kernel)
+    name = "gmres_compiled" if kernel == "numba" else "gmres"
     policies = sampler.draw_policies(np.random.default_rng(0), 8)
     block = np.ascontiguousarray(np.moveaxis(policies, 0, 2))
     x0 = np.tile(sampler._x_uniform, (8, 1))
     exact = sampler.solve_dense(policies)
-    _, converged, steps = sampler.gmres(block, x0, iterations=3)
+    _, converged, steps = getattr(sampler, name)(block, x0, iterations=3)
     assert not converged.any() and (steps == 3).all()  # 3 steps cannot reach 1e-12
-    mu, converged, steps = sampler.gmres(block, x0)
+    mu, converged, steps = getattr(sampler, name)(block, x0)
     assert converged.all() and (steps < sampling.KRYLOV_ITERATIONS).all()
     np.testing.assert_allclose(mu, exact, rtol=0, atol=1e-12)
 
-    full_gmres = sampler.gmres
+    full_gmres = getattr(sampler, name)
     # Cycles of 12 steps: the first falls short, the restarts finish the job.
-    monkeypatch.setattr(sampler, "gmres", lambda p, x: full_gmres(p, x, iterations=12))
+    monkeypatch.setattr(sampler, name, lambda p, x: full_gmres(p, x, iterations=12))
     mu, counts = sampler.solve_block(block)
     assert counts[1] > 0 and counts[2] == 0
     np.testing.assert_allclose(mu, exact, rtol=0, atol=1e-12)
     # Cycles of 2 steps never converge: every sample is solved directly.
-    monkeypatch.setattr(sampler, "gmres", lambda p, x: full_gmres(p, x, iterations=2))
+    monkeypatch.setattr(sampler, name, lambda p, x: full_gmres(p, x, iterations=2))
     mu, counts = sampler.solve_block(block)
     assert counts[1] == 8 * (sampling.KRYLOV_CYCLES - 1) and counts[2] == 8
     np.testing.assert_allclose(mu, exact, rtol=0, atol=1e-12)
@@ -182,6 +195,7 @@ def test_method_choice_and_batch_memory():
         ({"n_samples": 10, "workers": 0}, r"`workers` must be a positive integer"),
         ({"n_samples": 10, "concentration": -1.0}, r"`concentration` must be a positive number"),
         ({"n_samples": 10, "method": "lu"}, r"`method` must be one of auto, dense, krylov, sparse"),
+        ({"n_samples": 10, "kernel": "c"}, r"`kernel` must be one of auto, numba, numpy"),
     ],
 )
 def test_invalid_sampling_options(kwargs, match):

@@ -1,0 +1,174 @@
+"""The hot loops of the ``policy`` measure's GMRES compiled with numba (the optional ``fast`` extra).
+
+:meth:`policyagg.sampling.PolicySampler.gmres` on a block of ``B`` samples spends its time in
+three places per Arnoldi step: the product ``A_pi v`` (one pass over the non-zeros of ``P``),
+the preconditioner (one dense product or incomplete-LU solve, already BLAS/SuperLU), and the
+Gram-Schmidt and Givens updates (many small numpy calls). The first and the last are here,
+with every array laid out ``(..., B)`` so that the innermost loop runs over the samples (SIMD,
+no gathers, no Python between the pieces).
+
+Each sample's numbers depend on its own data only (a sample that has converged stops changing
+while the others go on), and without fastmath every operation runs in source order, so the
+results are the same whichever worker solves a batch.
+
+Imported lazily (compiling takes seconds the first time; numba caches the machine code).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+_APPLY = "void(int64[::1], int64[::1], float64[::1], int64, float64[:, ::1], float64[:, ::1], float64, boolean, float64[:, ::1], float64[:, ::1])"
+
+
+@numba.njit(_APPLY, cache=True, nogil=True)
+def apply_block(
+    pt_ptr: NDArray[np.int64],
+    pt_index: NDArray[np.int64],
+    pt_data: NDArray[np.float64],
+    n_actions: int,
+    policies: NDArray[np.float64],
+    x: NDArray[np.float64],
+    gamma: float,
+    average: bool,
+    out: NDArray[np.float64],
+    scratch: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """``out = A_pi x`` for a block: ``(A_pi x)[t] = x[t] - gamma sum_{s,a} P(t|s,a) pi(a|s) x[s]``,
+    the last row ``sum_s x[s]`` instead when ``average``. ``P^T`` in CSR over target states
+    (column ``s A + a``); ``policies`` and ``scratch`` (S A, B); ``x`` and ``out`` (S, B)."""
+    n_states, n_block = x.shape
+    for column in range(policies.shape[0]):
+        s = column // n_actions
+        for b in range(n_block):
+            scratch[column, b] = policies[column, b] * x[s, b]
+    for t in range(n_states):
+        row = out[t]
+        for b in range(n_block):
+            row[b] = 0.0
+        for k in range(pt_ptr[t], pt_ptr[t + 1]):
+            p = pt_data[k]
+            source = scratch[pt_index[k]]
+            for b in range(n_block):
+                row[b] += p * source[b]
+        for b in range(n_block):
+            row[b] = x[t, b] - gamma * row[b]
+    if average:
+        last = out[n_states - 1]
+        for b in range(n_block):
+            last[b] = 0.0
+        for s in range(n_states):
+            for b in range(n_block):
+                last[b] += x[s, b]
+
+
+_STEP = "void(int64, float64[:, :, ::1], float64[:, ::1], float64[:, :, ::1], float64[:, ::1], float64[:, ::1], float64[:, ::1], boolean[::1], int64[::1], float64)"
+
+
+@numba.njit(_STEP, cache=True, nogil=True)
+def arnoldi_step(
+    k: int,
+    basis: NDArray[np.float64],
+    w: NDArray[np.float64],
+    hess: NDArray[np.float64],
+    cos: NDArray[np.float64],
+    sin: NDArray[np.float64],
+    g: NDArray[np.float64],
+    active: NDArray[np.bool_],
+    steps: NDArray[np.int64],
+    target: float,
+) -> None:  # pragma: no cover - compiled
+    """Step ``k`` of Arnoldi with Givens rotations, per sample: orthogonalise ``w = A T v_k``
+    (S, B) against ``basis[:k+1]`` (classical Gram-Schmidt), store it as ``basis[k+1]``, rotate
+    the new Hessenberg column ``hess[k, :k+2]`` (stored by columns, (m, m + 1, B)) into triangular form and update ``g`` (the
+    rotated ``beta e_1``). A sample whose residual estimate ``|g[k+1]|`` reaches ``target`` (or
+    breaks down) becomes inactive with ``steps[b] = k + 1``."""
+    n, n_block = w.shape
+    column = hess[k]  # (m + 1, B): column k of the Hessenberg matrix
+    for j in range(k + 1):
+        coeff = column[j]
+        vj = basis[j]
+        for b in range(n_block):
+            coeff[b] = 0.0
+        for i in range(n):
+            for b in range(n_block):
+                coeff[b] += vj[i, b] * w[i, b]
+    for j in range(k + 1):
+        coeff = column[j]
+        vj = basis[j]
+        for i in range(n):
+            for b in range(n_block):
+                w[i, b] -= coeff[b] * vj[i, b]
+    norm = column[k + 1]
+    for b in range(n_block):
+        norm[b] = 0.0
+    for i in range(n):
+        for b in range(n_block):
+            norm[b] += w[i, b] * w[i, b]
+    for b in range(n_block):
+        norm[b] = math.sqrt(norm[b])
+    scale = np.empty(n_block)
+    for b in range(n_block):
+        scale[b] = 1.0 / norm[b] if norm[b] > 0.0 else 0.0  # breakdown: a zero vector
+    following = basis[k + 1]
+    for i in range(n):
+        for b in range(n_block):
+            following[i, b] = w[i, b] * scale[b]
+    for b in range(n_block):
+        if not active[b]:
+            continue
+        for j in range(k):  # the earlier rotations
+            top = column[j, b]
+            bottom = column[j + 1, b]
+            column[j, b] = cos[j, b] * top + sin[j, b] * bottom
+            column[j + 1, b] = -sin[j, b] * top + cos[j, b] * bottom
+        radius = math.hypot(column[k, b], column[k + 1, b])
+        if radius > 0.0:
+            cos[k, b] = column[k, b] / radius
+            sin[k, b] = column[k + 1, b] / radius
+        else:
+            cos[k, b] = 1.0
+            sin[k, b] = 0.0
+        column[k, b] = radius
+        column[k + 1, b] = 0.0
+        g[k + 1, b] = -sin[k, b] * g[k, b]
+        g[k, b] = cos[k, b] * g[k, b]
+        steps[b] = k + 1
+        if abs(g[k + 1, b]) <= target or radius == 0.0:
+            active[b] = False
+
+
+@numba.njit(
+    "void(float64[:, :, ::1], float64[:, :, ::1], float64[:, ::1], int64[::1], float64[:, ::1])", cache=True, nogil=True
+)
+def combine(
+    basis: NDArray[np.float64],
+    hess: NDArray[np.float64],
+    g: NDArray[np.float64],
+    steps: NDArray[np.int64],
+    out: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """``out[:, b] = V_b y_b`` with ``y_b = R_b^{-1} g_b`` over sample ``b``'s own first
+    ``steps[b]`` columns (``R`` the rotated, upper-triangular ``hess``, stored by columns)."""
+    n, n_block = out.shape
+    m = hess.shape[0]
+    y = np.zeros((m, n_block))
+    for b in range(n_block):
+        count = steps[b]
+        for j in range(count - 1, -1, -1):
+            total = g[j, b]
+            for q in range(j + 1, count):
+                total -= hess[q, j, b] * y[q, b]
+            y[j, b] = total / hess[j, j, b] if hess[j, j, b] != 0.0 else 0.0
+    for i in range(n):
+        for b in range(n_block):
+            out[i, b] = 0.0
+    for j in range(min(m, steps.max())):  # columns past every sample's count may be unset
+        vj = basis[j]
+        for i in range(n):
+            for b in range(n_block):
+                out[i, b] += y[j, b] * vj[i, b]
