@@ -31,12 +31,13 @@ Two *variants* fix how a seed draws the escalation probabilities and the agents'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import reduce
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from policyagg.errors import InvalidProblemError, float_array
+from policyagg.kronecker import KroneckerTransitions
 from policyagg.mdp import TabularMDP
 
 #: Range of the escalation probabilities the ``classic`` variant draws from the seed.
@@ -143,24 +144,25 @@ class AttentionModel:
         cols = np.concatenate([np.arange(m), np.arange(1, m)])
         return sp.csr_array((np.concatenate([1.0 - up, up[:-1]]), (rows, cols)), shape=(m, m))
 
+    def kronecker(self) -> KroneckerTransitions:
+        """The factored dynamics: every site moves independently; action ``j < k`` attends site
+        ``j`` (its matrix is replaced), action ``k`` attends none."""
+        base = [self.site_matrix(j, attended=False) for j in range(self.n_sites)]
+        overrides: list[dict[int, Any]] = [{j: self.site_matrix(j, attended=True)} for j in range(self.n_sites)]
+        return KroneckerTransitions(base, [*overrides, {}])
+
     def transition_matrix(self) -> sp.csr_array:
         """``P`` as sparse ``(S*A, S)``: row ``s*A + a``; built from Kronecker products."""
-        S, A = self.n_states, self.n_actions
-        per_action = []
-        for a in range(A):
-            # kron(T_{k-1}, ..., T_0): site 0 is the least significant digit.
-            factors = [self.site_matrix(j, attended=(a == j)) for j in reversed(range(self.n_sites))]
-            per_action.append(reduce(lambda x, y: sp.kron(x, y, format="csr"), factors))
-        stacked = sp.vstack(per_action, format="coo")  # row a*S + s
-        a, s = np.divmod(stacked.row, S)
-        return sp.csr_array((stacked.data, (s * A + a, stacked.col)), shape=(S * A, S))
+        return self.kronecker().matrix()
 
     def mdp(self, *, gamma: float = 1.0, rho=None) -> TabularMDP:
-        """The tabular MDP; by default average reward, starting with every site in phase 0."""
+        """The tabular MDP; by default average reward, starting with every site in phase 0.
+        It carries its :meth:`kronecker` structure (the sampler's fast products)."""
         if rho is None:
             rho = np.zeros(self.n_states)
             rho[0] = 1.0
-        return TabularMDP(self.transition_matrix(), rho=rho, gamma=gamma, n_actions=self.n_actions)
+        structure = self.kronecker()
+        return TabularMDP(structure.matrix(), rho=rho, gamma=gamma, n_actions=self.n_actions, kronecker=structure)
 
     def rewards(self, site_weights) -> np.ndarray:
         """Rewards ``(n, S, A)`` for agents given by their site weights ``(n, k)``."""

@@ -22,6 +22,7 @@ import scipy.sparse.linalg as spla
 from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidMDPError, check_real, float_array
+from policyagg.kronecker import KroneckerTransitions
 from policyagg.planning import (
     Structure,
     cesaro_limit,
@@ -165,6 +166,9 @@ class TabularMDP:
         With ``gamma == 1`` an MDP whose union graph has several closed classes is
         refused (the average-reward polytope ignores ``rho``, so its points mix classes
         the system may never reach); set this to only warn.
+    kronecker : KroneckerTransitions, optional
+        The same ``P`` in factored form (:mod:`policyagg.kronecker`), which the ``policy``
+        measure's sampler uses for its fast products; checked against ``P``.
 
     Examples
     --------
@@ -180,6 +184,7 @@ class TabularMDP:
     gamma: float
     n_actions: int
     allow_multichain: bool
+    kronecker: KroneckerTransitions | None
     n_states: int = field(init=False)
 
     def __init__(
@@ -189,17 +194,27 @@ class TabularMDP:
         gamma: float = 0.99,
         n_actions: int | None = None,
         allow_multichain: bool = False,
+        kronecker: KroneckerTransitions | None = None,
     ) -> None:
         matrix = _as_transition_matrix(P, n_actions)
         S = matrix.shape[1]
         A = matrix.shape[0] // S if S else 0
         matrix, initial, discount = _validate(matrix, S, A, rho, gamma)
+        if kronecker is not None:
+            if not isinstance(kronecker, KroneckerTransitions):
+                raise InvalidMDPError(f"`kronecker` must be a KroneckerTransitions; got {type(kronecker).__name__}")
+            if not kronecker.agrees_with(matrix, tol=10 * SUM_TOL):
+                raise InvalidMDPError(
+                    f"`kronecker` ({kronecker.n_states} states, {kronecker.n_actions} actions) does not describe `P` "
+                    f"({S} states, {A} actions); pass the structure `P` was built from, or none"
+                )
         for name, value in (
             ("P", matrix),
             ("rho", initial),
             ("gamma", discount),
             ("n_actions", A),
             ("allow_multichain", allow_multichain),
+            ("kronecker", kronecker),
             ("n_states", S),
         ):
             object.__setattr__(self, name, value)

@@ -49,7 +49,7 @@ import scipy.sparse.linalg as spla
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from policyagg.errors import InvalidProblemError, check_count, check_real
+from policyagg.errors import InvalidMDPError, InvalidProblemError, check_count, check_real
 from policyagg.parallel import Executor, resolve_executor, shared_empty
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
@@ -81,7 +81,12 @@ ILU_DROP_TOL = 1e-2
 ILU_FILL_FACTOR = 2.0
 #: Direct fallback: dense LAPACK up to this many states, a sparse LU per sample above.
 DENSE_DIRECT_MAX_STATES = 1500
-METHODS = ("auto", "dense", "krylov", "sparse")
+#: The ``kronecker`` method (MDPs with :attr:`~policyagg.mdp.TabularMDP.kronecker` structure):
+#: Arnoldi steps per cycle (it has no preconditioner but the diagonal, so it takes more steps),
+#: and the fewest states at which ``"auto"`` picks it.
+KRONECKER_ITERATIONS = 60
+KRONECKER_MIN_STATES = SPARSE_MIN_STATES
+METHODS = ("auto", "dense", "krylov", "sparse", "kronecker")
 #: How the GMRES of the krylov and sparse methods runs: ``"numba"`` compiles its sparse
 #: product, Gram-Schmidt and Givens updates (:mod:`policyagg.sampling_kernel`, the ``fast``
 #: extra), ``"numpy"`` runs them as numpy calls; ``"auto"`` uses numba when it is installed.
@@ -89,14 +94,22 @@ METHODS = ("auto", "dense", "krylov", "sparse")
 KERNELS = ("auto", "numba", "numpy")
 
 
-def resolve_method(method: str, n_states: int) -> str:
-    """The concrete method ``"auto"`` stands for at ``n_states`` states."""
+def resolve_method(method: str, n_states: int, factored: bool = False) -> str:
+    """The concrete method ``"auto"`` stands for at ``n_states`` states (``factored``: the MDP
+    has a Kronecker structure)."""
     if method not in METHODS:
         raise InvalidProblemError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "kronecker" and not factored:
+        raise InvalidProblemError(
+            "method='kronecker' needs an MDP with a Kronecker structure (TabularMDP(..., kronecker=...), "
+            "e.g. the attention model's); use another method"
+        )
     if method != "auto":
         return method
     if n_states < KRYLOV_MIN_STATES:
         return "dense"
+    if factored and n_states >= KRONECKER_MIN_STATES:
+        return "kronecker"
     return "krylov" if n_states < SPARSE_MIN_STATES else "sparse"
 
 
@@ -119,7 +132,8 @@ def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1)
     """Samples per batch so that a batch's work arrays fit in :data:`BATCH_BYTES`."""
     if method == "dense":  # (unchanged since the first release, so small problems keep their samples)
         return int(np.clip(BATCH_BYTES // (8 * n_states * n_states), 1, 1024))
-    per_sample = 8 * n_states * (KRYLOV_ITERATIONS + 6 + 3 * n_actions)  # Krylov basis, policies, weighted copy
+    iterations = KRONECKER_ITERATIONS if method == "kronecker" else KRYLOV_ITERATIONS
+    per_sample = 8 * n_states * (iterations + 6 + 3 * n_actions)  # Krylov basis, policies, weighted copy
     return int(np.clip(BATCH_BYTES // per_sample, 1, MAX_BATCH))
 
 
@@ -140,7 +154,14 @@ class PolicySampler:
                 "unique one; use `gamma` < 1, keep one closed class, or use the `optimal-mixture` measure"
             )
         self.S, self.A = mdp.n_states, mdp.n_actions
-        self.method = resolve_method(method, self.S)
+        self.method = resolve_method(method, self.S, mdp.kronecker is not None)
+        self.iterations = KRONECKER_ITERATIONS if self.method == "kronecker" else KRYLOV_ITERATIONS
+        self.kronecker = mdp.kronecker if self.method == "kronecker" else None
+        if self.kronecker is not None:
+            try:
+                self.kronecker.check_transposed_sum()
+            except InvalidMDPError as error:
+                raise InvalidProblemError(f"method='kronecker' is not available here: {error}") from None
         self.kernel = resolve_kernel(kernel, self.method)
         self.gamma = mdp.gamma
         self.concentration = float(concentration)
@@ -170,17 +191,35 @@ class PolicySampler:
         )
         self._inverse_T: NDArray[np.float64] | None = None  # method "krylov": M^{-T}
         self._ilu: spla.SuperLU | None = None  # method "sparse": incomplete LU of M
-        if self.method in ("krylov", "sparse"):
+        if self.method in ("krylov", "sparse", "kronecker"):
             uniform = np.full((self.S, self.A), 1.0 / self.A)
             if self.method == "krylov":
                 self._inverse_T = np.ascontiguousarray(np.linalg.inv(self.dense_systems(uniform[None])[0]).T)
-            else:
+            elif self.method == "sparse":
                 self._ilu = self._uniform_ilu()
             self._self_loops = np.zeros((self.S, self.A))  # P(s|s, a)
             loop = coo.col == coo.row // self.A
             np.add.at(self._self_loops.reshape(-1), coo.row[loop], coo.data[loop])
-            self._uniform_escape = 1.0 - self.gamma * self._self_loops.mean(axis=1)
-            self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
+            # the start x0 = x_u * u / e_pi (u, e_pi: the uniform policy's and pi's escape rates) ...
+            self._start_escape = 1.0 - self.gamma * self._self_loops.mean(axis=1)
+            # ... and the right preconditioner diag(u / e_pi) M^{-1} (kronecker: M = I, u = 1)
+            self._uniform_escape = np.ones(self.S) if self.kronecker is not None else self._start_escape
+            if self.kronecker is None:
+                self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
+            else:
+                self._x_uniform = self._uniform_solution()
+
+    def _uniform_solution(self) -> NDArray[np.float64]:
+        """The uniform policy's exact occupancy ``M^{-1} rhs`` (the kronecker method's start),
+        by restarted GMRES from ``rhs``, or directly if that fails."""
+        block = np.full((self.S, self.A, 1), 1.0 / self.A)
+        x = self.rhs[None].copy()
+        solve = self.gmres_compiled if self.kernel == "numba" else self.gmres
+        for _ in range(4 * KRYLOV_CYCLES):
+            x, converged, _ = solve(block, x)
+            if converged.all():
+                return np.asarray(x[0])
+        return np.asarray(self.solve_direct(np.moveaxis(block, 2, 0))[0])
 
     def _uniform_ilu(self) -> spla.SuperLU:
         """Incomplete LU of the uniform policy's system ``M`` (deterministic: the same factors each time)."""
@@ -243,19 +282,37 @@ class PolicySampler:
             out[:, -1] = x.sum(axis=1)
         return out
 
-    def column_scale(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:
+    def apply_columns(self, by_action: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``A_pi x`` for a block laid out by columns, ``x`` (S, B), policies ``by_action`` (A, S, B),
+        by the Kronecker structure (the kronecker method's Arnoldi steps; the residuals that
+        decide convergence are taken with the sparse ``P``)."""
+        if self.kronecker is None:
+            raise RuntimeError("apply_columns needs the kronecker method")
+        out: NDArray[np.float64] = x - self.gamma * self.kronecker.transposed_sum(by_action, x)
+        if self.gamma == 1.0:
+            out[-1] = x.sum(axis=0)
+        return out
+
+    def column_scale(
+        self, policies: NDArray[np.float64], reference: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]:
         """``(1 - gamma P_u(s|s)) / (1 - gamma P_pi(s|s))`` (B, S): ``A_pi ~ M D_pi`` with ``D_pi``
         the inverse of this scale, since column ``s`` of ``A_pi`` depends on ``pi(.|s)`` only
-        and its diagonal entry is the escape rate from ``s``."""
+        and its diagonal entry is the escape rate from ``s``. ``reference`` replaces the uniform
+        policy's escape rates (default: the preconditioner's, all ones for the kronecker method)."""
+        numerator = self._uniform_escape if reference is None else reference
         escape: NDArray[np.float64] = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
         scale = np.ones_like(escape)
         ratio: NDArray[np.float64] = np.divide(
-            self._uniform_escape, escape, out=scale, where=(escape > 1e-8) & (self._uniform_escape > 1e-8)
+            numerator, escape, out=scale, where=(escape > 1e-8) & (numerator > 1e-8)
         )  # numpy types ufuncs with `out` as Any
         return ratio
 
     def precondition(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``M^{-1} v`` for a block ``v`` (B, S): the exact inverse or the incomplete LU."""
+        """``M^{-1} v`` for a block ``v`` (B, S): the exact inverse or the incomplete LU (the
+        kronecker method: none, ``M = I``)."""
+        if self.kronecker is not None:
+            return v
         if self._inverse_T is not None:
             return v @ self._inverse_T
         if self._ilu is None:
@@ -265,6 +322,8 @@ class PolicySampler:
 
     def precondition_columns(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
         """``M^{-1} v`` for a block laid out by columns, ``v`` (S, B)."""
+        if self.kronecker is not None:
+            return v
         if self._inverse_T is not None:
             return np.ascontiguousarray(self._inverse_T.T @ v)
         if self._ilu is None:
@@ -290,7 +349,7 @@ class PolicySampler:
         return mu
 
     def gmres(
-        self, policies: NDArray[np.float64], x0: NDArray[np.float64], iterations: int = KRYLOV_ITERATIONS
+        self, policies: NDArray[np.float64], x0: NDArray[np.float64], iterations: int | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
         """One cycle of right-preconditioned GMRES for a block: policies (S, A, B), start
         ``x0`` (B, S). Returns ``(x (B, S), converged (B,), steps (B,))``; ``converged`` is the
@@ -304,7 +363,8 @@ class PolicySampler:
         ``beta |Q^T[k+1, 0]|``.
         """
         S, A, B = policies.shape
-        m = iterations
+        m = iterations or self.iterations
+        by_action = None if self.kronecker is None else np.ascontiguousarray(np.moveaxis(policies, 1, 0))
         scale = self.column_scale(policies)
         c_norm = np.linalg.norm(self.rhs)
         target = 0.1 * RESIDUAL_TOL * c_norm  # on the estimate; the true residual is checked below
@@ -318,7 +378,8 @@ class PolicySampler:
         steps = np.where(beta <= target, 0, m)  # Arnoldi steps each sample needs
         with np.errstate(divide="ignore", invalid="ignore"):
             for k in range(m):
-                w = self.apply(policies, self.precondition(V[:, k]) * scale)
+                u = self.precondition(V[:, k]) * scale
+                w = self.apply(policies, u) if by_action is None else self.apply_columns(by_action, u.T).T
                 coeff = np.matmul(V[:, : k + 1], w[:, :, None])  # (B, k+1, 1)
                 w -= np.matmul(coeff.transpose(0, 2, 1), V[:, : k + 1])[:, 0]
                 norm = np.sqrt(np.einsum("bs,bs->b", w, w))
@@ -355,7 +416,7 @@ class PolicySampler:
         return x, converged, steps
 
     def gmres_compiled(
-        self, policies: NDArray[np.float64], x0: NDArray[np.float64], iterations: int = KRYLOV_ITERATIONS
+        self, policies: NDArray[np.float64], x0: NDArray[np.float64], iterations: int | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
         """:meth:`gmres` with its sparse product, Gram-Schmidt and Givens updates compiled
         (:mod:`policyagg.sampling_kernel`); the same method, arguments and results, the arrays
@@ -363,15 +424,19 @@ class PolicySampler:
         from policyagg import sampling_kernel as kernel
 
         S, A, B = policies.shape
-        m = iterations
-        flat = policies.reshape(S * A, B)
+        m = iterations or self.iterations
+        by_action = None if self.kronecker is None else np.ascontiguousarray(np.moveaxis(policies, 1, 0))
+        flat = np.ascontiguousarray(policies.reshape(S * A, B))
         average = self.gamma == 1.0
         scale = np.ascontiguousarray(self.column_scale(policies).T)  # (S, B)
         scratch = np.empty((S * A, B))
         c_norm = float(np.linalg.norm(self.rhs))
         x = np.ascontiguousarray(x0.T)
         w = np.empty((S, B))
-        kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
+        if by_action is None:
+            kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
+        else:  # (the final residual, which decides convergence, is taken with P itself)
+            w = self.apply_columns(by_action, x)
         basis = np.empty((m + 1, S, B))
         np.subtract(self.rhs[:, None], w, out=basis[0])
         beta = np.sqrt(np.einsum("sb,sb->b", basis[0], basis[0]))
@@ -385,15 +450,15 @@ class PolicySampler:
         for k in range(m):
             if not active.any():
                 break
-            u = self.precondition_columns(basis[k])
-            u *= scale
-            kernel.apply_block(*self._pt, A, flat, u, self.gamma, average, w, scratch)
+            u = self.precondition_columns(basis[k]) * scale  # (a new array: M^{-1} may be the identity)
+            if by_action is None:
+                kernel.apply_block(*self._pt, A, flat, u, self.gamma, average, w, scratch)
+            else:
+                w = self.apply_columns(by_action, u)
             kernel.arnoldi_step(k, basis, w, hess, cos, sin, g, active, steps, target)
         if steps.max() > 0:
             kernel.combine(basis, hess, g, steps, w)
-            correction = self.precondition_columns(w)
-            correction *= scale
-            x += correction
+            x += self.precondition_columns(w) * scale
         kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
         residual = self.rhs[:, None] - w
         converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) <= RESIDUAL_TOL * c_norm
@@ -405,7 +470,7 @@ class PolicySampler:
         B = policies.shape[2]
         if self.method == "dense":
             return self.solve_dense(np.moveaxis(policies, 2, 0)), np.zeros(3, dtype=np.int64)
-        x = self._x_uniform * self.column_scale(policies)
+        x = self._x_uniform * self.column_scale(policies, self._start_escape)
         solve = self.gmres_compiled if self.kernel == "numba" else self.gmres
         todo = np.arange(B)
         counts = np.zeros(3, dtype=np.int64)

@@ -126,8 +126,8 @@ def test_attention_model_samples_match_policy_evaluation(method, gamma, kernel):
 
 def test_sparse_method_on_a_larger_model():
     problem = attention_problem(n_sites=7)  # 2187 states: above the dense direct fallback too
-    assert resolve_method("auto", problem.mdp.n_states) == "sparse"
-    sampler = PolicySampler(problem)
+    assert resolve_method("auto", problem.mdp.n_states) == "sparse"  # (without its Kronecker structure)
+    sampler = PolicySampler(problem, method="sparse")
     assert sampler.method == "sparse" and sampler._inverse_T is None
     policies = sampler.draw_policies(np.random.default_rng(0), 3)
     expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])
@@ -203,7 +203,7 @@ def test_invalid_sampling_options(kwargs, match):
         sample_policy_returns(leaky_average(), **kwargs)
 
 
-@pytest.mark.parametrize("method", ["dense", "krylov", "sparse"])
+@pytest.mark.parametrize("method", ["dense", "krylov", "sparse", "kronecker"])
 def test_a_sampler_sent_to_another_process_gives_the_same_bits(method):
     """Executors on other machines (Ray) receive the sampler serialised; SciPy's SuperLU cannot
     be, so the sparse method's incomplete LU is rebuilt on arrival, with the same factors."""

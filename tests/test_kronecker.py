@@ -1,0 +1,185 @@
+"""Kronecker-structured transitions: the products against a brute-force P, validation, and the
+sampler's ``kronecker`` method against direct solves."""
+
+import importlib.util
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import occupancy_by_dense_solve
+
+from policyagg.envs.attention import AttentionModel, one_agent_per_site
+from policyagg.errors import InvalidMDPError, InvalidProblemError
+from policyagg.kronecker import KroneckerTransitions
+from policyagg.mdp import TabularMDP
+from policyagg.problem import Problem
+from policyagg.sampling import PolicySampler, resolve_method, sample_policy_returns
+
+KERNELS_HERE = [
+    "numpy",
+    pytest.param(
+        "numba", marks=pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs numba (fast)")
+    ),
+]
+
+
+def stochastic(rng, m, zeros=0.3):
+    """A random row-stochastic m x m matrix with some zero entries (an invertible one, whp)."""
+    matrix = rng.random((m, m)) * (rng.random((m, m)) > zeros) + np.eye(m)
+    return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+def brute_force_P(sizes, factors_of_action):
+    """P[s*A + a, t] = prod_i F_{a,i}[s_i, t_i], by enumerating every pair of states."""
+    A = len(factors_of_action)
+    states = list(itertools.product(*[range(m) for m in reversed(sizes)]))  # s_{n-1} slowest
+    S = len(states)
+    P = np.zeros((S * A, S))
+    for s, source in enumerate(states):
+        for t, target in enumerate(states):
+            for a, factors in enumerate(factors_of_action):
+                value = 1.0
+                for i in range(len(sizes)):  # component i is digit i from the right
+                    value *= factors[i][source[-1 - i], target[-1 - i]]
+                P[s * A + a, t] = value
+    return P
+
+
+@st.composite
+def structures(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    sizes = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    n_actions = draw(st.integers(1, 3))
+    base = [stochastic(rng, m) for m in sizes]
+    overrides = []
+    for _ in range(n_actions):
+        chosen = draw(st.sets(st.integers(0, len(sizes) - 1), max_size=len(sizes)))
+        overrides.append({i: stochastic(rng, sizes[i], zeros=0.6) for i in chosen})
+    return sizes, base, overrides
+
+
+@settings(max_examples=40, deadline=None)
+@given(structure=structures())
+def test_products_match_a_brute_force_P(structure):
+    sizes, base, overrides = structure
+    kron = KroneckerTransitions(base, overrides)
+    factors = [[overrides[a].get(i, base[i]) for i in range(len(sizes))] for a in range(len(overrides))]
+    P = brute_force_P(sizes, factors)
+    np.testing.assert_allclose(kron.matrix().toarray(), P, atol=1e-14)
+    S, A = kron.n_states, kron.n_actions
+    rng = np.random.default_rng(0)
+    v = rng.random((S, 2))
+    for a in range(A):
+        np.testing.assert_allclose(kron.product(a, v), P[a::A] @ v, atol=1e-13)
+    weights = rng.random((A, S, 3))
+    x = rng.random((S, 3))
+    expected = np.einsum("sat,sab,sb->tb", P.reshape(S, A, S), weights.transpose(1, 0, 2), x)
+    np.testing.assert_allclose(kron.transposed_sum(weights, x), expected, atol=1e-12)
+    assert kron.agrees_with(kron.matrix())
+
+
+def test_the_attention_model_is_its_kronecker_structure():
+    model = AttentionModel(3, 3, seed=4)
+    kron = model.kronecker()
+    assert (kron.n_states, kron.n_actions) == (27, 4)
+    factors = [[model.site_matrix(i, attended=(a == i)).toarray() for i in range(3)] for a in range(4)]
+    np.testing.assert_allclose(
+        model.transition_matrix().toarray(), brute_force_P([3, 3, 3], factors), rtol=0, atol=1e-15
+    )
+    assert model.mdp().kronecker is not None
+
+
+@pytest.mark.parametrize(
+    ("base", "overrides", "match"),
+    [
+        ([np.ones((2, 3)) / 3], [{}], "square"),
+        ([np.array([[0.5, 0.6], [0.5, 0.5]])], [{}], "sum to 1"),
+        ([np.array([[1.5, -0.5], [0.5, 0.5]])], [{}], "non-negative"),
+        ([np.eye(2)], [{1: np.eye(2)}], "components are 0..0"),
+        ([np.eye(2)], [{0: np.eye(3)}], r"shape \(3, 3\), not \(2, 2\)"),
+        ([np.eye(2)], [], "one entry"),
+    ],
+)
+def test_invalid_structures_are_refused(base, overrides, match):
+    with pytest.raises(InvalidMDPError, match=match):
+        KroneckerTransitions(base, overrides)
+
+
+def test_a_singular_overridden_base_has_no_summed_product_but_a_matrix():
+    singular = np.array([[0.5, 0.5], [0.5, 0.5]])
+    kron = KroneckerTransitions([singular, np.eye(2)], [{0: np.eye(2)}, {}])
+    assert kron.matrix().shape == (8, 4)
+    with pytest.raises(InvalidMDPError, match="condition number"):
+        kron.check_transposed_sum()
+    mdp = TabularMDP(kron.matrix(), gamma=0.9, n_actions=2, kronecker=kron)
+    problem = Problem(mdp, np.ones((1, 4, 2)))
+    with pytest.raises(InvalidProblemError, match="method='kronecker' is not available"):
+        PolicySampler(problem, method="kronecker")
+
+
+def test_an_mdp_refuses_a_structure_that_is_not_its_P():
+    other = AttentionModel(3, 3, seed=1).kronecker()
+    P = AttentionModel(3, 3, seed=0).transition_matrix()
+    with pytest.raises(InvalidMDPError, match="does not describe `P`"):
+        TabularMDP(P, gamma=0.9, n_actions=4, kronecker=other)
+    with pytest.raises(InvalidMDPError, match="must be a KroneckerTransitions"):
+        TabularMDP(P, gamma=0.9, n_actions=4, kronecker=P)
+
+
+def attention_problem(n_sites, gamma=1.0):
+    model = AttentionModel(n_sites, 3, seed=0)
+    return Problem(model.mdp(gamma=gamma), model.rewards(one_agent_per_site(n_sites, 0)))
+
+
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
+@pytest.mark.parametrize("gamma", [1.0, 0.9, 0.999])
+def test_the_kronecker_method_gives_the_exact_returns(gamma, kernel):
+    problem = attention_problem(4, gamma)  # 81 states
+    sampler = PolicySampler(problem, method="kronecker", kernel=kernel)
+    policies = sampler.draw_policies(np.random.default_rng(2), 12)
+    mdp = problem.mdp
+    R = problem.rewards.reshape(problem.n_agents, -1)
+    expected = [R @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, mdp.gamma, p).ravel() for p in policies]
+    np.testing.assert_allclose(sampler.returns(policies), expected, rtol=1e-9, atol=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(structure=structures(), gamma=st.sampled_from([0.5, 0.95]), kernel=st.sampled_from(["numpy", "numba"]))
+def test_the_kronecker_method_on_random_factored_mdps(structure, gamma, kernel):
+    if kernel == "numba" and importlib.util.find_spec("numba") is None:
+        kernel = "numpy"
+    sizes, base, overrides = structure
+    kron = KroneckerTransitions(base, overrides)
+    mdp = TabularMDP(kron.matrix(), gamma=gamma, n_actions=kron.n_actions, kronecker=kron)
+    rewards = np.random.default_rng(1).random((2, mdp.n_states, mdp.n_actions))
+    sampler = PolicySampler(Problem(mdp, rewards), method="kronecker", kernel=kernel)
+    policies = sampler.draw_policies(np.random.default_rng(3), 5)
+    expected = [
+        rewards.reshape(2, -1) @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, gamma, p).ravel() for p in policies
+    ]
+    np.testing.assert_allclose(sampler.returns(policies), expected, rtol=0, atol=1e-10)
+
+
+def test_auto_picks_the_kronecker_method_on_large_factored_models():
+    assert resolve_method("auto", 2187, factored=True) == "kronecker"
+    assert resolve_method("auto", 2187, factored=False) == "sparse"
+    assert resolve_method("auto", 243, factored=True) == "krylov"
+    with pytest.raises(InvalidProblemError, match="needs an MDP with a Kronecker structure"):
+        resolve_method("kronecker", 243, factored=False)
+
+
+def test_seven_sites_by_the_kronecker_method_match_policy_evaluation_and_do_not_depend_on_workers():
+    problem = attention_problem(7)  # 2187 states
+    options = {"rng": 5, "batch_size": 4, "progress": False}
+    serial = sample_policy_returns(problem, 8, workers=1, **options)
+    parallel = sample_policy_returns(problem, 8, workers=2, **options)
+    assert serial.info["method"] == "kronecker" and serial.info["direct_solves"] == 0
+    np.testing.assert_array_equal(parallel.values, serial.values)
+    sampler = PolicySampler(problem)
+    children = np.random.default_rng(5).spawn(2)
+    policies = np.concatenate([sampler.draw_policies(child, 4) for child in children])
+    expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])  # sparse direct solves
+    np.testing.assert_allclose(serial.values, expected, rtol=1e-9, atol=1e-9)
