@@ -42,6 +42,7 @@ from __future__ import annotations
 import importlib.util
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -85,6 +86,10 @@ DENSE_DIRECT_MAX_STATES = 1500
 #: Arnoldi steps per cycle (it has no preconditioner but the diagonal, so it takes more steps),
 #: and the fewest states at which ``"auto"`` picks it.
 KRONECKER_ITERATIONS = 60
+#: Bytes a kronecker batch's work arrays may take: more than :data:`BATCH_BYTES`, since its blocks
+#: need enough samples for the products to run at speed and it keeps no preconditioner
+#: (nor the dense method's pattern): its peak memory stays below the sparse method's.
+KRONECKER_BATCH_BYTES = 4 * BATCH_BYTES
 KRONECKER_MIN_STATES = SPARSE_MIN_STATES
 METHODS = ("auto", "dense", "krylov", "sparse", "kronecker")
 #: How the GMRES of the krylov and sparse methods runs: ``"numba"`` compiles its sparse
@@ -134,7 +139,8 @@ def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1)
         return int(np.clip(BATCH_BYTES // (8 * n_states * n_states), 1, 1024))
     iterations = KRONECKER_ITERATIONS if method == "kronecker" else KRYLOV_ITERATIONS
     per_sample = 8 * n_states * (iterations + 6 + 3 * n_actions)  # Krylov basis, policies, weighted copy
-    return int(np.clip(BATCH_BYTES // per_sample, 1, MAX_BATCH))
+    budget = KRONECKER_BATCH_BYTES if method == "kronecker" else BATCH_BYTES
+    return int(np.clip(budget // per_sample, 1, MAX_BATCH))
 
 
 class PolicySampler:
@@ -175,20 +181,7 @@ class PolicySampler:
         # P^T in CSC form (the same arrays as P in CSR): its product with an (S*A, B) block
         # scatters into the small (S, B) result instead of gathering rows of the large block.
         self.P_T = sp.csc_array((P.data, P.indices, P.indptr), shape=(self.S, self.S * self.A))
-        # For dense_systems: P_pi^T[s', s] = sum_a pi(a|s) P(s'|s, a) has a fixed sparsity
-        # pattern, so a batch of policies (B, S*A) maps to its non-zeros by one product.
         coo = P.tocoo()
-        position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
-        self.positions, slot = np.unique(position, return_inverse=True)
-        self.gather = sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, self.positions.size))
-        # for the compiled kernel: P^T in CSR over target states, 64-bit indices
-        transposed = sp.csr_array(P.T)
-        transposed.sort_indices()
-        self._pt = (
-            transposed.indptr.astype(np.int64),
-            transposed.indices.astype(np.int64),
-            np.ascontiguousarray(transposed.data, dtype=float),
-        )
         self._inverse_T: NDArray[np.float64] | None = None  # method "krylov": M^{-T}
         self._ilu: spla.SuperLU | None = None  # method "sparse": incomplete LU of M
         if self.method in ("krylov", "sparse", "kronecker"):
@@ -208,6 +201,28 @@ class PolicySampler:
                 self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
             else:
                 self._x_uniform = self._uniform_solution()
+
+    @cached_property
+    def _dense_pattern(self) -> tuple[NDArray[np.int64], sp.csr_array]:
+        """For :meth:`dense_systems`: ``P_pi^T[s', s] = sum_a pi(a|s) P(s'|s, a)`` has a fixed
+        sparsity pattern, so a batch of policies (B, S*A) maps to its non-zeros (flat positions)
+        by one product with the second matrix."""
+        coo = sp.csr_array(self.P_T.T).tocoo()  # P
+        position = coo.col * self.S + coo.row // self.A  # flat index of (s', s)
+        positions, slot = np.unique(position, return_inverse=True)
+        return positions, sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, positions.size))
+
+    @cached_property
+    def _pt(self) -> tuple[NDArray[np.integer], NDArray[np.integer], NDArray[np.float64]]:
+        """For the compiled kernel: ``P^T`` in CSR over target states (32-bit indices where they fit)."""
+        transposed = sp.csr_array(self.P_T)
+        transposed.sort_indices()
+        index = np.int32 if transposed.nnz < 2**31 else np.int64
+        return (
+            transposed.indptr.astype(index),
+            transposed.indices.astype(index),
+            np.ascontiguousarray(transposed.data, dtype=float),
+        )
 
     def _uniform_solution(self) -> NDArray[np.float64]:
         """The uniform policy's exact occupancy ``M^{-1} rhs`` (the kronecker method's start),
@@ -255,7 +270,8 @@ class PolicySampler:
         """The matrices ``A_pi`` (B, S, S) with ``A_pi mu = rhs`` (see the module docstring)."""
         B, S = policies.shape[0], self.S
         flat = np.zeros((B, S * S))
-        flat[:, self.positions] = policies.reshape(B, -1) @ self.gather  # P_pi^T
+        positions, gather = self._dense_pattern
+        flat[:, positions] = policies.reshape(B, -1) @ gather  # P_pi^T
         systems = flat.reshape(B, S, S)
         systems *= -self.gamma
         systems[:, np.arange(S), np.arange(S)] += 1.0

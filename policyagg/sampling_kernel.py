@@ -22,13 +22,17 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-_APPLY = "void(int64[::1], int64[::1], float64[::1], int64, float64[:, ::1], float64[:, ::1], float64, boolean, float64[:, ::1], float64[:, ::1])"
+_APPLY = [
+    f"void({index}[::1], {index}[::1], float64[::1], int64, float64[:, ::1], float64[:, ::1], float64, boolean, "
+    "float64[:, ::1], float64[:, ::1])"
+    for index in ("int32", "int64")
+]
 
 
 @numba.njit(_APPLY, cache=True, nogil=True)
 def apply_block(
-    pt_ptr: NDArray[np.int64],
-    pt_index: NDArray[np.int64],
+    pt_ptr: NDArray[np.integer],
+    pt_index: NDArray[np.integer],
     pt_data: NDArray[np.float64],
     n_actions: int,
     policies: NDArray[np.float64],

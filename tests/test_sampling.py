@@ -183,6 +183,9 @@ def test_method_choice_and_batch_memory():
             batch = default_batch_size(S, method, A)
             assert 1 <= batch <= sampling.MAX_BATCH
             assert batch == 1 or batch * 8 * S * (sampling.KRYLOV_ITERATIONS + 6 + 3 * A) <= sampling.BATCH_BYTES
+        batch = default_batch_size(S, "kronecker", A)
+        per_sample = 8 * S * (sampling.KRONECKER_ITERATIONS + 6 + 3 * A)
+        assert 1 <= batch <= sampling.MAX_BATCH and (batch == 1 or batch * per_sample <= sampling.KRONECKER_BATCH_BYTES)
 
 
 @pytest.mark.parametrize(
