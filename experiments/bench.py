@@ -213,7 +213,7 @@ def bench_sampler(
     the machine's flop limit reached, measured in the same run.
 
     Every rate is the median, min and max over ``repeats``; ``ratio_vs_baseline`` is median
-    over median. The limit is :func:`matmul_peak` with 1 BLAS thread (for the 1-worker rows)
+    over median; the baseline runs with one BLAS thread. The limit is :func:`matmul_peak` with 1 BLAS thread (for the 1-worker rows)
     and with ``workers`` threads (for the ``workers`` rows). Work per sample is counted by
     :func:`gmres_work` (both models, with the run's GMRES steps per sample) or, for
     ``"dense"``, :func:`dense_work` (full model only); then
@@ -233,12 +233,15 @@ def bench_sampler(
     counts = sorted({1, workers})
     peaks = {threads: matmul_peak(threads, size=peak_size, repeats=peak_repeats, seed=seed) for threads in counts}
     baseline_rates, baseline_loads = [], []
-    for _ in range(repeats):
-        load = _load()
-        start = time.perf_counter()
-        baseline = per_sample_returns(problem, policies)
-        baseline_rates.append(baseline_samples / (time.perf_counter() - start))
-        baseline_loads.append([load, _load()])
+    # One BLAS thread, as the 1-worker rows: with more, OpenBLAS's threads on these small
+    # solves wait for each other, 15-35x slower on a loaded 2-core machine (measured).
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(repeats):
+            load = _load()
+            start = time.perf_counter()
+            baseline = per_sample_returns(problem, policies)
+            baseline_rates.append(baseline_samples / (time.perf_counter() - start))
+            baseline_loads.append([load, _load()])
     baseline_per_s = _spread(baseline_rates)
 
     rows = []
@@ -347,7 +350,11 @@ def format_sampler(report: dict) -> str:
     first = next(iter(peaks.values()))
     loads = [
         value
-        for pairs in [report["baseline_load_average"], *(row["load_average"] for row in report["rows"])]
+        for pairs in [
+            *(peak["load_average"] for peak in report["peaks"].values()),
+            report["baseline_load_average"],
+            *(row["load_average"] for row in report["rows"]),
+        ]
         for pair in pairs
         for value in pair
     ]
