@@ -141,11 +141,14 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
       ``m (2 nnz(P) + c_pre) + 2 S m (m + 1)``.
 
     ``steps`` is the mean over samples (``info["gmres_steps_per_sample"]``), so the
-    Gram-Schmidt term, convex in ``m``, is at most the mean of the per-sample counts. Left
-    out: the ``O(S A)`` element-wise work per step (weighting ``x`` by ``pi``, the column
-    scale, normalising, the Givens rotations), the residuals and the solution update once per
-    cycle, restarts (``k`` would start again at 0), direct re-solves, and the steps a sample
-    sits through while the slowest sample of its block converges.
+    Gram-Schmidt term, convex in ``m``, is at most the mean of the per-sample counts; steps
+    of a restarted cycle are counted as if the first cycle went on (after a restart ``k``
+    starts again at 0: an overcount). Left out: the ``O(S A)`` element-wise work per step
+    (weighting ``x`` by ``pi``, the column scale, normalising), the previous rotations applied
+    to each new Hessenberg column (``2 (k + 1)^2`` at step ``k``: small next to
+    ``2 nnz(P)`` unless ``S`` is tiny), the residuals, triangular solve and solution update
+    once per cycle, direct re-solves, and the steps a sample sits through while the slowest
+    sample of its block converges.
     ``nnz(P_pi)`` is structural: the pairs ``(s, s')`` with ``P(s'|s, a) > 0`` for some ``a``
     (a Dirichlet policy gives every action positive probability)."""
     steps = float(check_real("steps", steps))
