@@ -134,7 +134,8 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
 
     * ``minimal`` (issue 22): one product with ``P_pi`` per step, 2 flops per non-zero:
       ``2 nnz(P_pi) m`` with ``m = steps``;
-    * ``full``: what :meth:`PolicySampler.gmres` does per step ``k = 0..m-1``: the sparse
+    * ``full``: what :meth:`PolicySampler.gmres` (and the compiled
+      :meth:`PolicySampler.gmres_compiled`) does per step ``k = 0..m-1``: the sparse
       product with ``P`` in :meth:`PolicySampler.apply` (``2 nnz(P)``), the preconditioner
       (dense inverse ``2 S^2``, incomplete LU ``2 nnz(L + U)``) and classical Gram-Schmidt
       against ``k + 1`` basis vectors (``4 (k + 1) S``):
@@ -279,6 +280,7 @@ def bench_sampler(
             rows.append(
                 {
                     "method": method,
+                    "kernel": samples.info.get("kernel"),
                     "workers": n_workers,
                     "per_s": per_s,
                     "ratio_vs_baseline": per_s["median"] / baseline_per_s["median"],
@@ -322,6 +324,12 @@ def _gflops(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _label(row: dict) -> str:
+    """``batched krylov (numba)``: the method and, for GMRES, the kernel that ran it."""
+    kernel = row.get("kernel")
+    return f"batched {row['method']}" + (f" ({kernel})" if kernel and row["method"] != "dense" else "")
+
+
 def format_sampler(report: dict) -> str:
     """:func:`bench_sampler`'s report as text: a header with the model and the machine, one
     table (median (min-max) policies/s, ratio, GFLOP/s and share of the peak by the minimal /
@@ -344,7 +352,7 @@ def format_sampler(report: dict) -> str:
         g, share = row["gflop_s"], row["share_of_peak"]
         steps = "-" if row["method"] == "dense" else f"{row['gmres_steps_per_sample']:.1f}"
         lines.append(
-            f"  {'batched ' + row['method']:<28} {row['workers']:>7} {rate(row['per_s']):>28} "
+            f"  {_label(row):<28} {row['workers']:>7} {rate(row['per_s']):>28} "
             f"{row['ratio_vs_baseline']:>6.1f} {_gflops(g['minimal']) + '/' + _gflops(g['full']):>16} "
             f"{_percent(share['minimal']) + '/' + _percent(share['full']):>19} {steps:>5} "
             f"{row['max_abs_difference']:>10.1e} {row['bitwise_equal_to_1_worker']!s:>10}"

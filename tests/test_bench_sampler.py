@@ -113,7 +113,7 @@ def test_bench_sampler_reports_shares_of_the_peak(capsys):
         (method, workers) for method in ("dense", "krylov", "sparse") for workers in (1, 2)
     }
     for row in report["rows"]:
-        assert row["peak_threads"] == row["workers"]
+        assert row["peak_threads"] == row["workers"] and "kernel" in row
         assert row["per_s"]["min"] <= row["per_s"]["median"] <= row["per_s"]["max"]
         assert len(row["load_average"]) == 1 and len(row["load_average"][0]) == 2
         assert 0 < row["share_of_peak"]["full"] <= 1
