@@ -274,7 +274,7 @@ def _rss(report) -> str:
 
 
 def _bench_sampler(args) -> None:
-    from policyagg.experiments.bench import bench_sampler
+    from policyagg.experiments.bench import bench_sampler, format_sampler
 
     report = bench_sampler(
         n_sites=args.sites,
@@ -286,22 +286,7 @@ def _bench_sampler(args) -> None:
         methods=tuple(args.methods),
         progress=None,
     )
-    print(
-        f"{report['model']}, {report['samples']} samples, best (median) of {args.repeats}, "
-        f"load average {report['load_average'][0]:.1f}"
-    )
-    print(f"  {'method':<28} {'workers':>7} {'policies/s':>16} {'ratio':>6} {'max |diff|':>10} {'= 1 worker':>10}")
-    base = report["baseline_per_s"]
-    print(
-        f"  {'per-sample solve (baseline)':<28} {1:>7} {base:>9.0f} ({report['baseline_per_s_median']:>5.0f}) {1.0:>6.1f}"
-    )
-    for row in report["rows"]:
-        rate = row["per_s"]
-        print(
-            f"  {'batched ' + row['method']:<28} {row['workers']:>7} {rate['best']:>9.0f} ({rate['median']:>5.0f}) "
-            f"{row['ratio_vs_baseline']:>6.1f} {row['max_abs_difference']:>10.1e} {row['bitwise_equal_to_1_worker']!s:>10}"
-        )
-    print(_rss(report))
+    print(format_sampler(report))
 
 
 def _bench_growth(args) -> None:
@@ -703,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         "benchmarks with a same-run baseline",
         "Benchmarks; each reports a ratio against a baseline measured in the same run, and peak memory.\n"
-        "  sampler  policies/s of the batched sampler vs one dense solve per policy, 1 and N workers\n"
+        "  sampler  policies/s of the batched sampler vs one dense solve per policy, 1 and N workers, share of the matmul peak\n"
         "  growth   sampler cost per sample on 3..--sites sites, against the non-zeros of P\n"
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
@@ -773,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=3,
         metavar="N",
-        help="sampler, executor: repetitions, best and median reported (default: 3)",
+        help="sampler, executor: repetitions, the median reported (sampler: with min and max) (default: 3)",
     )
     p.add_argument(
         "--methods",
