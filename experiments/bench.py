@@ -129,8 +129,8 @@ def matmul_peak(threads: int, *, size: int = PEAK_SIZE, repeats: int = PEAK_REPE
 
 
 def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
-    """Flops per sample of ``steps`` GMRES steps of ``sampler`` (method ``"krylov"`` or
-    ``"sparse"``), by two models:
+    """Flops per sample of ``steps`` GMRES steps of ``sampler`` (method ``"krylov"``,
+    ``"sparse"`` or ``"kronecker"``), by two models:
 
     * ``minimal`` (issue 22): one product with ``P_pi`` per step, 2 flops per non-zero:
       ``2 nnz(P_pi) m`` with ``m = steps``;
@@ -139,7 +139,9 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
       product with ``P`` in :meth:`PolicySampler.apply` (``2 nnz(P)``), the preconditioner
       (dense inverse ``2 S^2``, incomplete LU ``2 nnz(L + U)``) and classical Gram-Schmidt
       against ``k + 1`` basis vectors (``4 (k + 1) S``):
-      ``m (2 nnz(P) + c_pre) + 2 S m (m + 1)``.
+      ``m (2 nnz(P) + c_pre) + 2 S m (m + 1)``; the kronecker method has no preconditioner and
+      its product costs ``2 S (A + sum_i m_i + sum_a sum_{i in O_a} m_i)`` (the weightings and
+      one dense ``m_i x m_i`` product per base and per overridden component).
 
     ``steps`` is the mean over samples (``info["gmres_steps_per_sample"]``), so the
     Gram-Schmidt term, convex in ``m``, is at most the mean of the per-sample counts; steps
@@ -156,7 +158,14 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
     if not (np.isfinite(steps) and steps >= 0):
         raise InvalidProblemError(f"`steps` must be a non-negative number; got {steps}")
     S = sampler.S
-    if sampler.method == "krylov":
+    product = 2.0 * sampler.P_T.nnz * steps
+    if sampler.method == "kronecker" and sampler.kronecker is not None:
+        # its product: A weightings, a dense m_i x m_i product per base and per overridden component
+        kron = sampler.kronecker
+        components = sum(kron.sizes) + sum(matrix.shape[0] for replaced in kron.overrides for _, matrix in replaced)
+        product = 2.0 * S * (kron.n_actions + components) * steps
+        preconditioner = 0.0
+    elif sampler.method == "krylov":
         preconditioner = 2.0 * S * S
     elif sampler.method == "sparse":
         ilu = sampler._ilu
@@ -165,14 +174,13 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
         preconditioner = 2.0 * (ilu.L.nnz + ilu.U.nnz)
     else:
         raise InvalidProblemError(
-            f"`gmres_work` needs a GMRES sampler (method 'krylov' or 'sparse'); got {sampler.method!r} "
+            f"`gmres_work` needs a GMRES sampler (method 'krylov', 'sparse' or 'kronecker'); got {sampler.method!r} "
             "(for 'dense' see `dense_work`)"
         )
-    product = 2.0 * sampler.P_T.nnz * steps
     preconditioning = preconditioner * steps
     gram_schmidt = 2.0 * S * steps * (steps + 1.0)
     return {
-        "minimal": 2.0 * sampler.positions.size * steps,
+        "minimal": 2.0 * sampler._dense_pattern[0].size * steps,
         "full": product + preconditioning + gram_schmidt,
         "product": product,
         "preconditioner": preconditioning,

@@ -133,3 +133,17 @@ def test_bench_sampler_reports_shares_of_the_peak(capsys):
 def test_bench_sampler_refuses_zero_repeats():
     with pytest.raises(InvalidProblemError, match="`repeats`"):
         bench_sampler(n_sites=3, n_samples=10, repeats=0)
+
+
+def test_gmres_work_kronecker_by_hand():
+    """Components of sizes 2 and 3 (S = 6), two actions, action 0 overriding component 0: per step
+    2 A S weighting flops, and 2 m S per dense component product (base 2 and 3, override 2):
+    2 * 6 * (2 + 2 + 3 + 2) = 108; Gram-Schmidt 2 S m (m + 1); no preconditioner."""
+    from policyagg.kronecker import KroneckerTransitions
+
+    kron = KroneckerTransitions([np.array([[0.75, 0.25], [0.25, 0.75]]), np.eye(3)], [{0: np.eye(2)}, {}])
+    mdp = TabularMDP(kron.matrix(), gamma=0.9, n_actions=2, kronecker=kron)
+    sampler = PolicySampler(Problem(mdp, np.ones((1, 6, 2))), method="kronecker")
+    work = gmres_work(sampler, 2.0)
+    assert work["product"] == 2 * 108 and work["preconditioner"] == 0.0
+    assert work["gram_schmidt"] == 2 * 6 * 2 * 3 and work["full"] == 216 + 72
