@@ -213,6 +213,7 @@ def bench_sampler(
     workers=None,
     repeats=1,
     methods=("dense", "krylov"),
+    kernels=("auto",),
     seed=0,
     peak_size=PEAK_SIZE,
     peak_repeats=PEAK_REPEATS,
@@ -224,7 +225,8 @@ def bench_sampler(
     same policies; whether the parallel numbers are bitwise the serial ones; and the share of
     the machine's flop limit reached, measured in the same run.
 
-    Every rate is the median, min and max over ``repeats``; ``ratio_vs_baseline`` is median
+    Each GMRES method runs with each of ``kernels`` (e.g. ``("numba", "numpy")``: the compiled
+    kernel against the numpy one in the same run). Every rate is the median, min and max over ``repeats``; ``ratio_vs_baseline`` is median
     over median; the baseline runs with one BLAS thread. The limit is :func:`matmul_peak` with 1 BLAS thread (for the 1-worker rows)
     and with ``workers`` threads (for the ``workers`` rows). Work per sample is counted by
     :func:`gmres_work` (both models, with the run's GMRES steps per sample) or, for
@@ -257,25 +259,26 @@ def bench_sampler(
     baseline_per_s = _spread(baseline_rates)
 
     rows = []
+    n_runs = sum(1 if method == "dense" else len(kernels) for method in methods)
     bar = tqdm(
-        total=len(methods) * len(counts) * repeats,
+        total=n_runs * len(counts) * repeats,
         desc=f"bench sampler ({n_sites} sites, {n_samples} samples)",
         unit="run",
         disable=progress is False,
     )
-    for method in methods:
-        sampler = PolicySampler(problem, method=method)
+    runs = [(method, kernel) for method in methods for kernel in (kernels if method != "dense" else ("numpy",))]
+    for method, kernel in runs:
+        sampler = PolicySampler(problem, method=method, kernel=kernel)
         difference = float(np.abs(sampler.returns(policies) - baseline).max())
         serial = None
+        options = {"rng": seed, "method": method, "kernel": kernel, "progress": False}
         for n_workers in counts:
-            sample_policy_returns(problem, 200, rng=seed, method=method, workers=n_workers, progress=False)  # warm-up
+            sample_policy_returns(problem, 200, workers=n_workers, **options)  # warm-up
             rates, loads = [], []
             for _ in range(repeats):
-                bar.set_postfix_str(f"{method}, {n_workers} worker(s)")
+                bar.set_postfix_str(f"{method} ({kernel}), {n_workers} worker(s)")
                 load = _load()
-                samples = sample_policy_returns(
-                    problem, n_samples, rng=seed, method=method, workers=n_workers, progress=False
-                )
+                samples = sample_policy_returns(problem, n_samples, workers=n_workers, **options)
                 loads.append([load, _load()])
                 rates.append(n_samples / samples.info["seconds"])
                 bar.update()
@@ -316,12 +319,17 @@ def bench_sampler(
         "peaks": peaks,
         "baseline_per_s": baseline_per_s,
         "baseline_load_average": baseline_loads,
-        "per_s": {row["method"]: row["per_s"]["median"] for row in rows if row["workers"] == workers},
-        "max_abs_difference": {row["method"]: row["max_abs_difference"] for row in rows},
+        "per_s": {_run_key(row, kernels): row["per_s"]["median"] for row in rows if row["workers"] == workers},
+        "max_abs_difference": {_run_key(row, kernels): row["max_abs_difference"] for row in rows},
         "rows": rows,
         "load_average": list(os.getloadavg()),
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def _run_key(row: dict, kernels: tuple[str, ...]) -> str:
+    """``"krylov"``, or ``"krylov/numpy"`` when several kernels ran."""
+    return row["method"] if len(kernels) == 1 or row["method"] == "dense" else f"{row['method']}/{row['kernel']}"
 
 
 def _percent(share: float | None) -> str:

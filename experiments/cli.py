@@ -284,6 +284,7 @@ def _bench_sampler(args) -> None:
         workers=args.workers,
         repeats=args.repeats,
         methods=tuple(args.methods),
+        kernels=tuple(args.kernels),
         progress=None,
     )
     print(format_sampler(report))
@@ -763,9 +764,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=["dense", "krylov", "sparse"],
-        default=["dense", "krylov", "sparse"],
-        help="sampler: occupancy solvers to time (default: all three)",
+        choices=["dense", "krylov", "sparse", "kronecker"],
+        default=["dense", "krylov", "sparse", "kronecker"],
+        help="sampler: occupancy solvers to time (default: all four)",
+    )
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=["auto", "numba", "numpy"],
+        default=["auto"],
+        help="sampler: GMRES kernels to time each GMRES method with, e.g. `numba numpy` (default: auto)",
     )
     p.add_argument(
         "--workers",
