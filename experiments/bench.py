@@ -408,14 +408,16 @@ def bench_sampler_growth(
     sites=(3, 4, 5, 6, 7, 8),
     n_phases=3,
     n_samples=None,
-    method="sparse",
+    methods=("sparse", "kronecker"),
     workers=1,
     seed=0,
     progress: bool | None = False,
 ) -> dict:
-    """Cost per sampled policy on attention models of growing size: wall and CPU seconds per
-    sample, and the CPU cost per sample divided by ``nnz(P)``, normalised to the smallest size
-    (flat = the cost grows with the non-zeros of ``P``), with the GMRES steps per sample.
+    """Cost per sampled policy on attention models of growing size, for each of ``methods``
+    on the same samples: wall and CPU seconds per sample, the CPU cost per sample divided by
+    ``nnz(P)`` normalised to the smallest size with the first method (flat = the cost grows
+    with the non-zeros of ``P``), the CPU cost relative to the first method at that size, the
+    GMRES steps per sample, and the largest difference from the first method's returns.
     ``n_samples``: one count for every size (default :data:`GROWTH_SAMPLES`). ``progress``:
     ``None`` or ``True`` shows a bar over the sizes."""
     from policyagg.sampling import resolve_method
@@ -427,31 +429,38 @@ def bench_sampler_growth(
         problem = Problem(model.mdp(), model.rewards(one_agent_per_site(k, seed)))
         build = time.perf_counter() - start
         N = GROWTH_SAMPLES.get(k, 200) if n_samples is None else n_samples
-        cpu = cpu_seconds()
-        samples = sample_policy_returns(problem, N, rng=seed, method=method, workers=workers, progress=False)
-        cpu = cpu_seconds() - cpu
         mdp = problem.mdp
-        rows.append(
-            {
-                "sites": k,
-                "S": mdp.n_states,
-                "SA": mdp.n_states * mdp.n_actions,
-                "nnz_P": int(mdp.P.nnz),
-                "method": samples.info["method"],
-                "auto_method": resolve_method("auto", mdp.n_states),
-                "samples": N,
-                "batch_size": samples.info["batch_size"],
-                "build_s": build,
-                "s_per_sample": samples.info["seconds"] / N,
-                "cpu_s_per_sample": cpu / N,
-                "gmres_steps_per_sample": samples.info["gmres_steps_per_sample"],
-                "restarted": samples.info["restarted"],
-                "direct_solves": samples.info["direct_solves"],
-            }
-        )
-    first = rows[0]["cpu_s_per_sample"] / rows[0]["nnz_P"]
+        first = None
+        for method in methods:
+            sample_policy_returns(problem, 2, rng=seed, method=method, workers=1, progress=False)  # compile, warm up
+            cpu = cpu_seconds()
+            samples = sample_policy_returns(problem, N, rng=seed, method=method, workers=workers, progress=False)
+            cpu = cpu_seconds() - cpu
+            first = (samples.values, cpu) if first is None else first
+            rows.append(
+                {
+                    "sites": k,
+                    "S": mdp.n_states,
+                    "SA": mdp.n_states * mdp.n_actions,
+                    "nnz_P": int(mdp.P.nnz),
+                    "method": samples.info["method"],
+                    "kernel": samples.info["kernel"],
+                    "auto_method": resolve_method("auto", mdp.n_states, mdp.kronecker is not None),
+                    "samples": N,
+                    "batch_size": samples.info["batch_size"],
+                    "build_s": build,
+                    "s_per_sample": samples.info["seconds"] / N,
+                    "cpu_s_per_sample": cpu / N,
+                    "cpu_vs_first_method": cpu / first[1],
+                    "max_abs_difference": float(np.abs(samples.values - first[0]).max()),
+                    "gmres_steps_per_sample": samples.info["gmres_steps_per_sample"],
+                    "restarted": samples.info["restarted"],
+                    "direct_solves": samples.info["direct_solves"],
+                }
+            )
+    smallest = rows[0]["cpu_s_per_sample"] / rows[0]["nnz_P"]
     for row in rows:
-        row["cpu_per_nnz_vs_smallest"] = row["cpu_s_per_sample"] / row["nnz_P"] / first
+        row["cpu_per_nnz_vs_smallest"] = row["cpu_s_per_sample"] / row["nnz_P"] / smallest
     return {"rows": rows, "workers": workers, "load_average": list(os.getloadavg()), "peak_rss_mb": peak_rss_mb()}
 
 
