@@ -21,14 +21,19 @@ which needs the base matrix of every overridden component to be invertible
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, reduce
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidMDPError
+
+#: ``kernel(x (outer, m, inner), matrix (m, m), out (outer, m, inner))``: writes the component product into ``out``.
+ComponentKernel: TypeAlias = Callable[[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], None]
 
 #: Row sums of every factor must be 1 within this absolute tolerance.
 ROW_SUM_TOL = 1e-9
@@ -123,11 +128,19 @@ class KroneckerTransitions:
         sizes = self.sizes
         return tuple((int(np.prod(sizes[i + 1 :])), m, int(np.prod(sizes[:i]))) for i, m in enumerate(sizes))
 
-    def _component(self, x: NDArray[np.float64], i: int, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``matrix`` applied to component ``i`` of a block ``x`` (S, B): ``y[.., p, ..] = sum_q matrix[p, q] x[.., q, ..]``."""
+    def _component(
+        self, x: NDArray[np.float64], i: int, matrix: NDArray[np.float64], kernel: ComponentKernel | None = None
+    ) -> NDArray[np.float64]:
+        """``matrix`` applied to component ``i`` of a block ``x`` (S, B): ``y[.., p, ..] = sum_q matrix[p, q] x[.., q, ..]``,
+        by numpy's matmul or by ``kernel(x3, matrix, out3)`` on C-contiguous (outer, m, inner) views."""
         outer, m, inner = self._strides[i]
-        product: NDArray[np.float64] = np.matmul(matrix, x.reshape(outer, m, inner * x.shape[1])).reshape(x.shape)
-        return product
+        if kernel is None:
+            product: NDArray[np.float64] = np.matmul(matrix, x.reshape(outer, m, inner * x.shape[1])).reshape(x.shape)
+            return product
+        out = np.empty(x.shape)
+        shape = (outer, m, inner * x.shape[1])
+        kernel(np.ascontiguousarray(x).reshape(shape), matrix, out.reshape(shape))
+        return out
 
     def product(self, action: int, v: NDArray[np.float64]) -> NDArray[np.float64]:
         """``P_a v`` for a block ``v`` (S, B) (the forward product, used to check ``P``)."""
@@ -141,7 +154,7 @@ class KroneckerTransitions:
     ) -> tuple[tuple[NDArray[np.float64], ...], tuple[tuple[tuple[int, NDArray[np.float64]], ...], ...]]:
         """``(F_i^T per component, per action ((i, G_{a,i}), ...))``, or an :class:`InvalidMDPError`
         when an overridden base matrix is singular or ill-conditioned."""
-        transposed = tuple(np.ascontiguousarray(f.T) for f in self.base)
+        transposed = tuple(np.array(f.T, order="C") for f in self.base)  # (writable: a compiled kernel takes them)
         corrections = []
         for a, replaced in enumerate(self.overrides):
             entries = []
@@ -161,10 +174,13 @@ class KroneckerTransitions:
         """An :class:`InvalidMDPError` if :meth:`transposed_sum` is unavailable (see :data:`MAX_CONDITION`)."""
         self._sum_operators  # noqa: B018 - computed for its check
 
-    def transposed_sum(self, weights: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.float64]:
+    def transposed_sum(
+        self, weights: NDArray[np.float64], x: NDArray[np.float64], kernel: ComponentKernel | None = None
+    ) -> NDArray[np.float64]:
         """``sum_a P_a^T (w_a * x)`` for a block: ``weights`` (A, S, B) (e.g. policies, action first),
         ``x`` (S, B); i.e. ``y[t] = sum_{s,a} P(t|s,a) w[s,a] x[s]``, by one pass of the base
-        matrices (see the module docstring)."""
+        matrices (see the module docstring). ``kernel``: a compiled component product
+        (:func:`policyagg.sampling_kernel.component_product`); numpy's matmul without one."""
         transposed, corrections = self._sum_operators
         total = np.zeros(x.shape)
         z = np.empty(x.shape)
@@ -173,12 +189,12 @@ class KroneckerTransitions:
             if replaced:
                 product = z
                 for i, matrix in replaced:
-                    product = self._component(product, i, matrix)
+                    product = self._component(product, i, matrix, kernel)
                 total += product
             else:
                 total += z
         for i, matrix in enumerate(transposed):
-            total = self._component(total, i, matrix)
+            total = self._component(total, i, matrix, kernel)
         return total
 
     def agrees_with(self, P: sp.sparray, *, seed: int = 0, tol: float = 1e-8) -> bool:

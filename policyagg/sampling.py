@@ -213,16 +213,11 @@ class PolicySampler:
         return positions, sp.csr_array((coo.data, (coo.row, slot)), shape=(self.S * self.A, positions.size))
 
     @cached_property
-    def _pt(self) -> tuple[NDArray[np.integer], NDArray[np.integer], NDArray[np.float64]]:
-        """For the compiled kernel: ``P^T`` in CSR over target states (32-bit indices where they fit)."""
-        transposed = sp.csr_array(self.P_T)
-        transposed.sort_indices()
-        index = np.int32 if transposed.nnz < 2**31 else np.int64
-        return (
-            transposed.indptr.astype(index),
-            transposed.indices.astype(index),
-            np.ascontiguousarray(transposed.data, dtype=float),
-        )
+    def _p_csr(self) -> tuple[NDArray[np.integer], NDArray[np.integer], NDArray[np.float64]]:
+        """For the compiled kernel: ``P`` in CSR (row ``s A + a``; its own arrays, 32-bit indices where they fit)."""
+        P = sp.csr_array(self.P_T.T)  # (the arrays of the MDP's P)
+        index = np.int32 if P.nnz < 2**31 else np.int64
+        return P.indptr.astype(index, copy=False), P.indices.astype(index, copy=False), P.data.astype(float, copy=False)
 
     def _uniform_solution(self) -> NDArray[np.float64]:
         """The uniform policy's exact occupancy ``M^{-1} rhs`` (the kronecker method's start),
@@ -304,7 +299,13 @@ class PolicySampler:
         decide convergence are taken with the sparse ``P``)."""
         if self.kronecker is None:
             raise RuntimeError("apply_columns needs the kronecker method")
-        out: NDArray[np.float64] = x - self.gamma * self.kronecker.transposed_sum(by_action, x)
+        if self.kernel == "numba":
+            from policyagg.sampling_kernel import component_product
+
+            product = self.kronecker.transposed_sum(by_action, x, component_product)
+        else:
+            product = self.kronecker.transposed_sum(by_action, x)
+        out: NDArray[np.float64] = x - self.gamma * product
         if self.gamma == 1.0:
             out[-1] = x.sum(axis=0)
         return out
@@ -445,12 +446,11 @@ class PolicySampler:
         flat = np.ascontiguousarray(policies.reshape(S * A, B))
         average = self.gamma == 1.0
         scale = np.ascontiguousarray(self.column_scale(policies).T)  # (S, B)
-        scratch = np.empty((S * A, B))
         c_norm = float(np.linalg.norm(self.rhs))
         x = np.ascontiguousarray(x0.T)
         w = np.empty((S, B))
         if by_action is None:
-            kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
+            kernel.apply_block(*self._p_csr, A, flat, x, self.gamma, average, w)
         else:  # (the final residual, which decides convergence, is taken with P itself)
             w = self.apply_columns(by_action, x)
         basis = np.empty((m + 1, S, B))
@@ -468,14 +468,14 @@ class PolicySampler:
                 break
             u = self.precondition_columns(basis[k]) * scale  # (a new array: M^{-1} may be the identity)
             if by_action is None:
-                kernel.apply_block(*self._pt, A, flat, u, self.gamma, average, w, scratch)
+                kernel.apply_block(*self._p_csr, A, flat, u, self.gamma, average, w)
             else:
                 w = self.apply_columns(by_action, u)
             kernel.arnoldi_step(k, basis, w, hess, cos, sin, g, active, steps, target)
         if steps.max() > 0:
             kernel.combine(basis, hess, g, steps, w)
             x += self.precondition_columns(w) * scale
-        kernel.apply_block(*self._pt, A, flat, x, self.gamma, average, w, scratch)
+        kernel.apply_block(*self._p_csr, A, flat, x, self.gamma, average, w)
         residual = self.rhs[:, None] - w
         converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) <= RESIDUAL_TOL * c_norm
         return np.ascontiguousarray(x.T), converged, steps

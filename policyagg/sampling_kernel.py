@@ -24,43 +24,46 @@ from numpy.typing import NDArray
 
 _APPLY = [
     f"void({index}[::1], {index}[::1], float64[::1], int64, float64[:, ::1], float64[:, ::1], float64, boolean, "
-    "float64[:, ::1], float64[:, ::1])"
+    "float64[:, ::1])"
     for index in ("int32", "int64")
 ]
 
 
 @numba.njit(_APPLY, cache=True, nogil=True)
 def apply_block(
-    pt_ptr: NDArray[np.integer],
-    pt_index: NDArray[np.integer],
-    pt_data: NDArray[np.float64],
+    p_ptr: NDArray[np.integer],
+    p_index: NDArray[np.integer],
+    p_data: NDArray[np.float64],
     n_actions: int,
     policies: NDArray[np.float64],
     x: NDArray[np.float64],
     gamma: float,
     average: bool,
     out: NDArray[np.float64],
-    scratch: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
     """``out = A_pi x`` for a block: ``(A_pi x)[t] = x[t] - gamma sum_{s,a} P(t|s,a) pi(a|s) x[s]``,
-    the last row ``sum_s x[s]`` instead when ``average``. ``P^T`` in CSR over target states
-    (column ``s A + a``); ``policies`` and ``scratch`` (S A, B); ``x`` and ``out`` (S, B)."""
+    the last row ``sum_s x[s]`` instead when ``average``. ``P`` in CSR (row ``s A + a``);
+    ``policies`` (S A, B); ``x``, ``out`` (S, B). Each row of ``P`` is scattered into ``out``:
+    ``P`` is read in order and only ``out`` (S x B) is accessed at random (a gather over the
+    rows of ``P^T`` would read an (S A) x B block at random: measured 1.7-2.4x slower)."""
     n_states, n_block = x.shape
-    for column in range(policies.shape[0]):
-        s = column // n_actions
-        for b in range(n_block):
-            scratch[column, b] = policies[column, b] * x[s, b]
     for t in range(n_states):
-        row = out[t]
         for b in range(n_block):
-            row[b] = 0.0
-        for k in range(pt_ptr[t], pt_ptr[t + 1]):
-            p = pt_data[k]
-            source = scratch[pt_index[k]]
+            out[t, b] = 0.0
+    weight = np.empty(n_block)
+    for s in range(n_states):
+        for a in range(n_actions):
+            row = s * n_actions + a
             for b in range(n_block):
-                row[b] += p * source[b]
+                weight[b] = policies[row, b] * x[s, b]
+            for k in range(p_ptr[row], p_ptr[row + 1]):
+                p = p_data[k]
+                target = out[p_index[k]]
+                for b in range(n_block):
+                    target[b] += p * weight[b]
+    for t in range(n_states):
         for b in range(n_block):
-            row[b] = x[t, b] - gamma * row[b]
+            out[t, b] = x[t, b] - gamma * out[t, b]
     if average:
         last = out[n_states - 1]
         for b in range(n_block):
@@ -176,3 +179,37 @@ def combine(
         for i in range(n):
             for b in range(n_block):
                 out[i, b] += y[j, b] * vj[i, b]
+
+
+@numba.njit("void(float64[:, :, ::1], float64[:, ::1], float64[:, :, ::1])", cache=True, nogil=True)
+def component_product(
+    x: NDArray[np.float64], matrix: NDArray[np.float64], out: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """``out[o, p, r] = sum_q matrix[p, q] x[o, q, r]``: a small ``m x m`` matrix applied to
+    the middle axis of ``x`` (outer, m, inner) (one component of a Kronecker-structured
+    product, :meth:`policyagg.kronecker.KroneckerTransitions.transposed_sum`). Each output row
+    is written in one pass for ``m <= 3`` (numpy's matmul makes ``m`` passes over short rows)."""
+    outer, m, inner = x.shape
+    for o in range(outer):
+        for p in range(m):
+            row = out[o, p]
+            if m == 2:
+                a, b = x[o, 0], x[o, 1]
+                ca, cb = matrix[p, 0], matrix[p, 1]
+                for r in range(inner):
+                    row[r] = ca * a[r] + cb * b[r]
+            elif m == 3:
+                a, b, c = x[o, 0], x[o, 1], x[o, 2]
+                ca, cb, cc = matrix[p, 0], matrix[p, 1], matrix[p, 2]
+                for r in range(inner):
+                    row[r] = ca * a[r] + cb * b[r] + cc * c[r]
+            else:
+                first = matrix[p, 0]
+                source = x[o, 0]
+                for r in range(inner):
+                    row[r] = first * source[r]
+                for q in range(1, m):
+                    coefficient = matrix[p, q]
+                    source = x[o, q]
+                    for r in range(inner):
+                        row[r] += coefficient * source[r]
