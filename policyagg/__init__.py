@@ -40,6 +40,7 @@ _EXPORTS = {
     "ApprovalGapWarning": "policyagg.errors",
     "StructureWarning": "policyagg.mdp",
     "TabularMDP": "policyagg.mdp",
+    "KroneckerTransitions": "policyagg.kronecker",
     "gini": "policyagg.metrics",
     "LinearConstraints": "policyagg.polytope",
     "OccupancyPolytope": "policyagg.polytope",
@@ -88,6 +89,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         SolverWarning,
         UnboundedError,
     )
+    from policyagg.kronecker import KroneckerTransitions
     from policyagg.mdp import StructureWarning, TabularMDP
     from policyagg.measures import MEASURES, sample_returns
     from policyagg.metrics import gini
