@@ -31,6 +31,8 @@ from policyagg.envs.tabular.probe import (
     ProbeFailed,
     ProbeSession,
     _same,
+    check_held_generators,
+    created_generator,
     probe,
     probe_states,
 )
@@ -292,19 +294,46 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
 
 
 class _StoreRunner:
-    """Probe runs on the working copy of ``store`` set to ``state``; outcomes carry the next state's key."""
+    """Probe runs on the working copy of ``store`` set to ``state``; outcomes carry the next state's key.
 
-    def __init__(self, store: StateStore, state: State) -> None:
-        self.store, self.state = store, state
+    One runner serves the whole search (:meth:`at` points it at the next state)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.state = store.root
         self.fingerprints = store.fingerprints
         self.watched = {id(g) for g in store.generators}
         self.states: dict[Any, State] = {}
 
+    def at(self, state: State) -> _StoreRunner:
+        self.state, self.states = state, {}
+        return self
+
     def start(self) -> tuple[Any, list[Any]]:
         return self.store.restore(self.state)
 
-    def finish(self, env: Any, outcome: Any) -> Any:
-        self.store.check()
+    def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
+        """As :func:`~.probe.check_generators`; a generator created at the top level of a layer must be
+        in an attribute the run reassigned, so only those are looked at."""
+        if generators:
+            check_held_generators(env, generators, self.fingerprints)
+        for layer, names in zip(self.store.layers, self.store.scan()):
+            d = layer.__dict__
+            for name in names:
+                value = d.get(name)
+                if isinstance(value, RNG_TYPES) and id(value) not in self.watched:
+                    raise created_generator(layer, name, value)
+
+    def finish(self, env: Any, outcome: Any, repeat: bool = False) -> Any:
+        """The outcome with the next state's key, after proving the shared objects unchanged.
+
+        The proof is skipped for a ``repeat`` (the hidden-randomness check's second run): it
+        repeats a run that passed it, from the same state with the same draws, so it changes a
+        shared object only if the step is not a function of what is watched, which that check
+        exists to find; a change it leaves is seen after the next run (unless that run undoes it).
+        """
+        if not repeat:
+            self.store.check()
         if outcome is None:
             return None
         after = self.store.capture()
@@ -314,13 +343,16 @@ class _StoreRunner:
 
 
 def _probe_state(
-    ctx: RouteContext, store: StateStore, state: State, call: Any, session: ProbeSession, where: str
+    ctx: RouteContext, runner: _StoreRunner, state: State, call: Any, session: ProbeSession, where: Any
 ) -> tuple[dict[Any, float], dict[Any, State]]:
-    runner = _StoreRunner(store, state)
+    """Exact distribution of ``call`` from ``state``; ``where`` (a string, or a function giving it) names the step."""
+    runner.at(state)
     try:
         dist = probe_states(runner, call, session)
     except ProbeFailed as exc:
-        raise RouteUnavailable(f"{where}: {exc}", warn=isinstance(exc, HiddenRandomness)) from None
+        raise RouteUnavailable(
+            f"{where if isinstance(where, str) else where()}: {exc}", warn=isinstance(exc, HiddenRandomness)
+        ) from None
     return dist, runner.states
 
 
@@ -390,8 +422,9 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
     session = ProbeSession(store.snapshot.classes)
     search = _Search(ctx, len(actions))
     bar = tqdm(total=None, unit=" states", desc=f"enumerating {ctx.label}", disable=None, leave=False)
+    runner = _StoreRunner(store)
     try:
-        start, start_states = _probe_state(ctx, store, store.root, reset_outcome, session, "`reset`")
+        start, start_states = _probe_state(ctx, runner, store.root, reset_outcome, session, "`reset`")
         for full in start:
             search.add(full[0], start_states[full])
         steps = [functools.partial(_step, action=action) for action in actions]
@@ -403,8 +436,8 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
             s = search.index[key]
             observed = []
             for a, step in enumerate(steps):
-                where = f"state {key!r}, action {actions[a]!r}"
-                dist, after = _probe_state(ctx, store, state, step, session, where)
+                where = functools.partial(_where, key, actions[a])
+                dist, after = _probe_state(ctx, runner, state, step, session, where)
                 observed.append(_observed(dist))
                 for full in dist:
                     (nkey, _, terminated), _ = full
@@ -414,7 +447,7 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
                     for (nkey, reward, terminated), p in observed[a].items():
                         search.record(s, a, -1 if terminated else search.index[nkey], p, reward)
             if search.rep[s] != i:
-                _check_same(ctx, store, search, i, observed, rep_cache, steps, actions, session)
+                _check_same(ctx, runner, search, i, observed, rep_cache, steps, actions, session)
             done += 1
             if done % BATCH == 0:
                 _checkpoint(ctx, search, session, bar, done)
@@ -451,9 +484,13 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
     )
 
 
+def _where(key: ObservationKey, action: Any) -> str:
+    return f"state {key!r}, action {action!r}"
+
+
 def _check_same(
     ctx: RouteContext,
-    store: StateStore,
+    runner: _StoreRunner,
     search: _Search,
     i: int,
     observed: list[dict[Any, float]],
@@ -470,13 +507,13 @@ def _check_same(
         if len(cache) > 4096:
             cache.clear()
         cache[r] = [
-            _observed(_probe_state(ctx, store, search.states[r], step, session, f"state {key!r}")[0]) for step in steps
+            _observed(_probe_state(ctx, runner, search.states[r], step, session, f"state {key!r}")[0]) for step in steps
         ]
     for a, (mine, theirs) in enumerate(zip(observed, cache[r])):
         if not _same(mine, theirs):
             raise RouteUnavailable(
                 f"observation {key!r} does not identify the environment's state: two internal states with it "
-                f"(made of {store.describe(search.states[i])}) step differently under action {actions[a]!r}, so no "
+                f"(made of {runner.store.describe(search.states[i])}) step differently under action {actions[a]!r}, so no "
                 "model over observations is exact",
                 warn=True,
             )
@@ -534,6 +571,8 @@ class StateEstimate:
 
 
 def _flatten(key: Any) -> tuple[Any, ...]:
+    if type(key) is tuple and all(type(v) is int for v in key):
+        return key
     if isinstance(key, tuple):
         return tuple(v for part in key for v in _flatten(part))
     return (key,)
