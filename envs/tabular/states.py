@@ -72,7 +72,7 @@ def is_immutable(value: Any) -> bool:
     if kind is tuple or kind is frozenset:
         if all(map(_ATOM_SET.__contains__, map(type, value))):  # flat: one C-level pass
             return True
-        return all(type(v) in _ATOM_SET or is_immutable(v) for v in value)
+        return all(map(is_immutable, value))
     return isinstance(value, _ATOMS) or (isinstance(value, np.generic) and not isinstance(value, np.object_))
 
 
