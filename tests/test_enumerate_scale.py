@@ -262,3 +262,27 @@ def test_four_room_converts_completely():
     )
     assert model.route == "enumerate" and model.info["exact"] is True
     assert model.n_agents == 3
+
+
+def test_full_collections_are_rare_during_a_search_and_the_thresholds_come_back():
+    import gc
+
+    from policyagg.envs.tabular import routes
+
+    before = gc.get_threshold()
+    seen = []
+    real = routes._enumerate
+
+    def spy(*args, **kwargs):
+        seen.append(gc.get_threshold())
+        return real(*args, **kwargs)
+
+    try:
+        routes._enumerate = spy
+        from_gymnasium(_Line(), gamma=0.9, route="enumerate")
+        with pytest.raises(InvalidProblemError):  # an error inside the search puts them back too
+            from_gymnasium(_HiddenBit(), gamma=0.9, route="enumerate")
+    finally:
+        routes._enumerate = real
+    assert seen == [(before[0], before[1], max(before[2], routes.FULL_COLLECTION_THRESHOLD))] * 2
+    assert gc.get_threshold() == before

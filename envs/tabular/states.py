@@ -407,6 +407,9 @@ class StateStore:
             raise Unfreezable(f"{type(value).__name__} (too deeply nested)") from None
 
     def _copy(self, value: Any) -> Any:
+        """A deep copy whose references to shared objects, the layers and the generators stay references."""
+        if type(value) is np.ndarray and not value.dtype.hasobject and id(value) not in self.memo:
+            return value.copy(order="K")  # what deepcopy does for such an array, without its machinery
         return copy.deepcopy(value, ChainMap({}, self.memo))  # type: ignore[arg-type]
 
     def describe(self, state: State) -> str:
