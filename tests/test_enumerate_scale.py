@@ -234,6 +234,42 @@ def test_shared_object_changed_in_place_starts_over_owning_everything():
             assert P[s[pos], a, s[pos]] == pytest.approx(0.25, abs=1e-12)
 
 
+class _EveryOtherCall(gymnasium.Env):
+    """Appends to a list made in ``__init__`` on every second call of ``step`` (a class-level count
+    that no state holds), so of two identical runs only the repeat changes the shared list."""
+
+    observation_space = spaces.Discrete(3)
+    action_space = spaces.Discrete(2)
+    calls = 0
+
+    def __init__(self):
+        self.log = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = 0
+        return 0, {}
+
+    def step(self, action):
+        type(self).calls += 1
+        if type(self).calls % 2 == 0:
+            self.log.append(int(action))
+        self.pos = (self.pos + 1) % 3
+        return self.pos, 0.0, False, False, {}
+
+
+def test_a_shared_change_made_only_by_the_repeat_run_is_not_called_exact():
+    # the repeat skips the shared-object proof; the next run's proof sees the list changed, the
+    # search starts over owning every attribute, and then the two identical runs differ
+    _EveryOtherCall.calls = 0
+    with pytest.raises(InvalidProblemError, match="two identical restored runs differ"):
+        from_gymnasium(_EveryOtherCall(), gamma=0.9, route="enumerate")
+    _EveryOtherCall.calls = 0
+    with pytest.warns(ModelWarning, match="two identical restored runs differ"):
+        model = from_gymnasium(_EveryOtherCall(), gamma=0.9, rng=0, n_samples=10)
+    assert model.info["exact"] is False
+
+
 def test_default_limit_is_refused_early_with_the_estimate():
     pytest.importorskip("mo_gymnasium")
     start = time.process_time()

@@ -5,12 +5,16 @@ A :class:`StateStore` keeps ONE working copy ``W`` of an environment's modelled 
 from ``W``'s base: the attributes of the layers' ``__dict__`` that a step reassigned, with
 immutable values kept as they are and mutable ones as owned deep copies. Restoring a state
 sets those attributes (and puts back the base value of every attribute the last run
-changed); nothing else is copied. Every other object (maps, tables such as Taxi's ``P``,
-spaces) is *shared*, and :meth:`StateStore.check` proves after every run that it is
-unchanged: containers of plain values with ``==``, arrays byte for byte, other objects
-attribute by attribute (same objects). A run that changes a shared object in place raises
-:class:`SharedMutated`; enumeration then starts over with ``share=False``, where every
-attribute is owned (a deep copy per state and per restore, as a full snapshot).
+changed); nothing else is copied. :meth:`StateStore.scan` finds what a run changed in one
+C-level pass (the attributes whose object is not the one restored), and restoring and
+capturing look only at those and at the state's own. Every other object (maps, tables such
+as Taxi's ``P``, spaces) is *shared*, and :meth:`StateStore.check` proves after every run
+(but the hidden-randomness check's repeat, see :mod:`.routes`) that it is unchanged:
+containers of plain values with ``==``, arrays byte for byte, other objects attribute by
+attribute (same objects), first as flat C-level passes (:meth:`_SharedWatch.unchanged`).
+A run that changes a shared object in place raises :class:`SharedMutated`; enumeration then
+starts over with ``share=False``, where every attribute is owned (a deep copy per state and
+per restore, as a full snapshot).
 
 :attr:`State.key` is a hashable digest of the state's values (arrays by their bytes), so
 two runs that end in the same internal state give the same key: the enumeration is over
