@@ -15,7 +15,7 @@ import functools
 import gc
 import math
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -452,7 +452,7 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
         for full in start:
             search.add(full[0], start_states[full])
         steps = [functools.partial(_step, action=action) for action in actions]
-        rep_cache: dict[int, list[dict[Any, float]]] = {}
+        rep_cache: OrderedDict[int, list[dict[Any, float]]] = OrderedDict()
         done = 0
         while search.queue:
             i = search.queue.popleft()
@@ -518,11 +518,11 @@ def _where(key: ObservationKey, action: Any) -> str:
 REP_CACHE = 4096
 
 
-def _remember(cache: dict[int, list[dict[Any, float]]], r: int, observed: list[dict[Any, float]]) -> None:
+def _remember(cache: OrderedDict[int, list[dict[Any, float]]], r: int, observed: list[dict[Any, float]]) -> None:
     """Keep ``observed`` for state ``r``, forgetting the oldest entry beyond :data:`REP_CACHE`."""
     cache[r] = observed
     if len(cache) > REP_CACHE:
-        del cache[next(iter(cache))]
+        cache.popitem(last=False)  # O(1), where a dict's first key is found past every deleted slot
 
 
 def _check_same(
@@ -531,7 +531,7 @@ def _check_same(
     search: _Search,
     i: int,
     observed: list[dict[Any, float]],
-    cache: dict[int, list[dict[Any, float]]],
+    cache: OrderedDict[int, list[dict[Any, float]]],
     steps: Sequence[Any],
     actions: Sequence[Any],
     session: ProbeSession,
