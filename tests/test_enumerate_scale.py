@@ -322,3 +322,43 @@ def test_full_collections_are_rare_during_a_search_and_the_thresholds_come_back(
         routes._enumerate = real
     assert seen == [(before[0], before[1], max(before[2], routes.FULL_COLLECTION_THRESHOLD))] * 2
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize(
+    ("obs", "expected"),
+    [
+        (np.array([3, -1], dtype=np.int32), (3, -1)),
+        (np.array([[1, 2]], dtype=np.int8), (1, 2)),
+        (np.array(7, dtype=np.int64), 7),
+        (np.array([True, False]), (1, 0)),
+        (np.array([2, 255], dtype=np.uint8), (2, 255)),
+        (np.array([4.0, 5.0]), (4, 5)),
+    ],
+)
+def test_observation_keys_are_plain_ints(obs, expected):
+    from policyagg.envs.tabular.spaces import observation_key
+
+    key = observation_key(obs)
+    assert key == expected
+    assert all(type(v) is int for v in (key if isinstance(key, tuple) else (key,)))
+
+
+@pytest.mark.parametrize(
+    ("reward", "expected"),
+    [
+        (np.array([0.1, 1.0], dtype=np.float32), (0.10000000149011612, 1.0)),  # float32 0.1 as a double
+        (np.array([0.25], dtype=np.float16), (0.25,)),
+        (np.array([1.1], dtype=np.longdouble), (1.1,)),
+        (np.float32(0.5), (0.5,)),
+        (3, (3.0,)),
+        (True, (1.0,)),
+        (-2.5, (-2.5,)),
+        (np.array([1, 2], dtype=np.int64), (1.0, 2.0)),
+    ],
+)
+def test_step_rewards_are_plain_floats(reward, expected):
+    from policyagg.envs.tabular.spaces import step_outcome
+
+    _, rewards, terminated = step_outcome((0, reward, 0, False, {}))
+    assert rewards == expected and all(type(r) is float for r in rewards)
+    assert terminated is False

@@ -55,7 +55,7 @@ def step_outcome(step_result: tuple[Any, Any, Any, Any, Any]) -> StepOutcome:
     obs, reward, terminated, _truncated, _info = step_result
     if type(reward) is float or type(reward) is int:
         return observation_key(obs), (float(reward),), bool(terminated)
-    if type(reward) is np.ndarray and reward.dtype.kind == "f":  # its floats widen to doubles exactly
+    if type(reward) is np.ndarray and reward.dtype.kind == "f" and reward.dtype.itemsize <= 8:  # exact as doubles
         return observation_key(obs), tuple(reward.ravel().tolist()), bool(terminated)
     return observation_key(obs), tuple(np.asarray(reward, dtype=float).ravel().tolist()), bool(terminated)
 

@@ -11,7 +11,7 @@ capturing look only at those and at the state's own. Every other object (maps, t
 as Taxi's ``P``, spaces) is *shared*, and :meth:`StateStore.check` proves after every run
 (but the hidden-randomness check's repeat, see :mod:`.routes`) that it is unchanged:
 containers of plain values with ``==``, arrays byte for byte, other objects attribute by
-attribute (same objects), first as flat C-level passes (:meth:`_SharedWatch.unchanged`).
+attribute (same objects), first as flat C-level passes.
 A run that changes a shared object in place raises :class:`SharedMutated`; enumeration then
 starts over with ``share=False``, where every attribute is owned (a deep copy per state and
 per restore, as a full snapshot).
