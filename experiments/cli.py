@@ -198,7 +198,15 @@ def _bench(args) -> None:
         "agents": _bench_agents,
         "executor": _bench_executor,
         "oracle": _bench_oracle,
+        "convert": _bench_convert,
     }[args.target](args)
+
+
+def _bench_convert(args) -> None:
+    from policyagg.experiments.bench_convert import bench_convert, format_convert
+
+    print(format_convert([]))
+    bench_convert(full=args.full, seed=args.seed, progress=print)
 
 
 def _bench_executor(args) -> None:
@@ -700,7 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
         "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian\n"
         "  executor local vs Ray: overhead per task, `reproduce` end to end, a simulated two-node cluster\n"
-        "  oracle   egalitarian and max-quantile by the oracle route vs the LP route, 5..--sites sites",
+        "  oracle   egalitarian and max-quantile by the oracle route vs the LP route, 5..--sites sites\n"
+        "  convert  Gymnasium environments to tabular models: states/s, peak RSS and route vs a plain step loop",
         "  policyagg bench sampler --samples 20000 --repeats 3\n"
         "  policyagg bench scale --samples 2000\n"
         "  policyagg bench growth --sites 6\n"
@@ -709,11 +718,12 @@ def build_parser() -> argparse.ArgumentParser:
         "      # samples saved by `policyagg compare --experiment b --sites 8` (the same instance)\n"
         "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
         "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'\n"
-        "  policyagg bench oracle --sites 7 --q-learning",
+        "  policyagg bench oracle --sites 7 --q-learning\n"
+        "  policyagg bench convert --full   # with four-room (about 594k states, minutes)",
     )
     p.add_argument(
         "target",
-        choices=["sampler", "growth", "rules", "scale", "volume", "agents", "executor", "oracle"],
+        choices=["sampler", "growth", "rules", "scale", "volume", "agents", "executor", "oracle", "convert"],
         help="the benchmark to run",
     )
     p.add_argument(
@@ -818,6 +828,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=positive_int, default=None, metavar="N", help="executor: seeds of `reproduce` (default: 5)"
     )
     p.add_argument("--no-cluster", action="store_true", help="executor: skip the simulated two-node cluster")
+    p.add_argument(
+        "--full", action="store_true", help="convert: also four-room-v0 (about 594k states; minutes, up to 2 GB)"
+    )
     p.add_argument(
         "--out",
         default=None,

@@ -279,6 +279,31 @@ class _OutsideRun(Exception):
     pass
 
 
+def check_generators(env: Any, generators: Sequence[Any], fingerprints: Sequence[Any], watched: set[int]) -> None:
+    """:class:`HiddenRandomness` if the run drew from a generator of the copy (``generators``, whose
+    states were ``fingerprints``) or created one at the top level of a layer (one not in ``watched``)."""
+    check_held_generators(env, generators, fingerprints)
+    for layer in layers_of(env):
+        for name, value in vars(layer).items():
+            if isinstance(value, RNG_TYPES) and name != "_np_random" and id(value) not in watched:
+                raise created_generator(layer, name, value)
+
+
+def check_held_generators(env: Any, generators: Sequence[Any], fingerprints: Sequence[Any]) -> None:
+    """:class:`HiddenRandomness` if the run drew from one of ``generators`` (whose states were ``fingerprints``)."""
+    for gen, before in zip(generators, fingerprints):
+        if not same_state(fingerprint(gen), before):
+            where = find_generator(env, gen) or "an object inside the environment"
+            why = "whose draws cannot be watched" if before is None else "drawn from during the run"
+            raise HiddenRandomness(f"`{where}` ({generator_type(gen)}), {why}")
+
+
+def created_generator(layer: Any, name: str, value: Any) -> HiddenRandomness:
+    return HiddenRandomness(
+        f"`{type(layer).__name__}.{name}` ({generator_type(value)}), a generator created during the run"
+    )
+
+
 class _SnapshotRunner:
     """Runs on full restored copies of a snapshot; keeps one environment per outcome."""
 
@@ -291,7 +316,10 @@ class _SnapshotRunner:
     def start(self) -> tuple[Any, list[Any]]:
         return self.snapshot.restore_with_generators()
 
-    def finish(self, env: Any, outcome: Any) -> Any:
+    def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
+        check_generators(env, generators, self.fingerprints, self.watched)
+
+    def finish(self, env: Any, outcome: Any, repeat: bool = False) -> Any:
         if outcome is not None and outcome not in self.envs:
             env.np_random = np.random.default_rng(int(self.rng.integers(2**62)))
             self.envs[outcome] = env
@@ -311,8 +339,11 @@ class _Prober(Generic[Outcome]):
             return {cast(Outcome, outcome): 1.0}
         return self.distribution([])
 
-    def run(self, prefix: Sequence[float], filler: float | None = None) -> tuple[Outcome | None, int]:
-        """``(outcome or None if more draws are needed, number of draws used)``."""
+    def run(
+        self, prefix: Sequence[float], filler: float | None = None, *, repeat: bool = False
+    ) -> tuple[Outcome | None, int]:
+        """``(outcome or None if more draws are needed, number of draws used)``; ``repeat``: the run
+        repeats the one before it on the same inputs (the runner may skip checks that run passed)."""
         self.runs += 1
         if self.runs > self.budget:
             self.session.check()
@@ -332,29 +363,15 @@ class _Prober(Generic[Outcome]):
             raise ProbeFailed(f"the step draws with {exc}, which cannot be enumerated exactly") from None
         finally:
             self.session.script = None
-        self.check_generators(env, generators)
-        return self.runner.finish(env, outcome), scripted.used
-
-    def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
-        """:class:`HiddenRandomness` if the run drew from a generator of the copy or created one."""
-        for gen, before in zip(generators, self.runner.fingerprints):
-            if not same_state(fingerprint(gen), before):
-                where = find_generator(env, gen) or "an object inside the environment"
-                why = "whose draws cannot be watched" if before is None else "drawn from during the run"
-                raise HiddenRandomness(f"`{where}` ({generator_type(gen)}), {why}")
-        for layer in layers_of(env):
-            for name, value in vars(layer).items():
-                if isinstance(value, RNG_TYPES) and name != "_np_random" and id(value) not in self.runner.watched:
-                    raise HiddenRandomness(
-                        f"`{type(layer).__name__}.{name}` ({generator_type(value)}), a generator created during the run"
-                    )
+        self.runner.check_generators(env, generators)
+        return self.runner.finish(env, outcome, repeat), scripted.used
 
     def hidden_check(self) -> tuple[Outcome | None, int]:
         """Two complete runs (every draw 1/2) must agree, and neither may draw from another generator.
 
         With a filler every draw is answered, so the outcome is never None here.
         """
-        results = [self.run([], filler=0.5) for _ in range(2)]
+        results = [self.run([], filler=0.5), self.run([], filler=0.5, repeat=True)]
         if results[0] != results[1]:
             self.session.check()
             raise HiddenRandomness(

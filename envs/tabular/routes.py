@@ -12,10 +12,12 @@ observations and actions mapped through the value-map wrappers (:class:`ValueMap
 from __future__ import annotations
 
 import functools
+import gc
 import math
 from array import array
-from collections import deque
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,8 @@ from policyagg.envs.tabular.probe import (
     ProbeFailed,
     ProbeSession,
     _same,
+    check_held_generators,
+    created_generator,
     probe,
     probe_states,
 )
@@ -282,29 +286,78 @@ def route_enumerate(ctx: RouteContext) -> EnvModel:
         )
     try:
         try:
-            return _enumerate(ctx, actions, StateStore(snapshot, share=True))
+            with rare_full_collections():
+                return _enumerate(ctx, actions, StateStore(snapshot, share=True))
         except SharedMutated as exc:
-            model = _enumerate(ctx, actions, StateStore(snapshot, share=False))
+            with rare_full_collections():
+                model = _enumerate(ctx, actions, StateStore(snapshot, share=False))
             model.info["shared"] = f"no: a step {exc} (every attribute copied per state)"
             return model
     except Unfreezable as exc:
         raise RouteUnavailable(f"a state holds a {exc} that cannot be compared with other states") from None
 
 
-class _StoreRunner:
-    """Probe runs on the working copy of ``store`` set to ``state``; outcomes carry the next state's key."""
+#: The cyclic garbage collector's third threshold during a search (its default is 10).
+FULL_COLLECTION_THRESHOLD = 1000
 
-    def __init__(self, store: StateStore, state: State) -> None:
-        self.store, self.state = store, state
+
+@contextmanager
+def rare_full_collections(threshold: int = FULL_COLLECTION_THRESHOLD) -> Iterator[None]:
+    """Full garbage collections made rare while the search runs (the thresholds are put back after).
+
+    A full collection visits every tracked object, and a search keeps hundreds of thousands of
+    states alive: with the default thresholds they took about 13% of the CPU time of the first
+    150,000 four-room states. Young collections, which free the short-lived cycles, are unchanged.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(old[0], old[1], max(old[2], threshold))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
+class _StoreRunner:
+    """Probe runs on the working copy of ``store`` set to ``state``; outcomes carry the next state's key.
+
+    One runner serves the whole search (:meth:`at` points it at the next state)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.state = store.root
         self.fingerprints = store.fingerprints
         self.watched = {id(g) for g in store.generators}
         self.states: dict[Any, State] = {}
 
+    def at(self, state: State) -> _StoreRunner:
+        self.state, self.states = state, {}
+        return self
+
     def start(self) -> tuple[Any, list[Any]]:
         return self.store.restore(self.state)
 
-    def finish(self, env: Any, outcome: Any) -> Any:
-        self.store.check()
+    def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
+        """As :func:`~.probe.check_generators`; a generator created at the top level of a layer must be
+        in an attribute the run reassigned, so only those are looked at."""
+        if generators:
+            check_held_generators(env, generators, self.fingerprints)
+        for layer, names in zip(self.store.layers, self.store.scan()):
+            d = layer.__dict__
+            for name in names:
+                value = d.get(name)
+                if isinstance(value, RNG_TYPES) and id(value) not in self.watched:
+                    raise created_generator(layer, name, value)
+
+    def finish(self, env: Any, outcome: Any, repeat: bool = False) -> Any:
+        """The outcome with the next state's key, after proving the shared objects unchanged.
+
+        The proof is skipped for a ``repeat`` (the hidden-randomness check's second run): it
+        repeats a run that passed it, from the same state with the same draws, so it changes a
+        shared object only if the step is not a function of what is watched, which that check
+        exists to find; a change it leaves is seen after the next run (unless that run undoes it).
+        """
+        if not repeat:
+            self.store.check()
         if outcome is None:
             return None
         after = self.store.capture()
@@ -314,13 +367,16 @@ class _StoreRunner:
 
 
 def _probe_state(
-    ctx: RouteContext, store: StateStore, state: State, call: Any, session: ProbeSession, where: str
+    ctx: RouteContext, runner: _StoreRunner, state: State, call: Any, session: ProbeSession, where: Any
 ) -> tuple[dict[Any, float], dict[Any, State]]:
-    runner = _StoreRunner(store, state)
+    """Exact distribution of ``call`` from ``state``; ``where`` (a string, or a function giving it) names the step."""
+    runner.at(state)
     try:
         dist = probe_states(runner, call, session)
     except ProbeFailed as exc:
-        raise RouteUnavailable(f"{where}: {exc}", warn=isinstance(exc, HiddenRandomness)) from None
+        raise RouteUnavailable(
+            f"{where if isinstance(where, str) else where()}: {exc}", warn=isinstance(exc, HiddenRandomness)
+        ) from None
     return dist, runner.states
 
 
@@ -390,12 +446,13 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
     session = ProbeSession(store.snapshot.classes)
     search = _Search(ctx, len(actions))
     bar = tqdm(total=None, unit=" states", desc=f"enumerating {ctx.label}", disable=None, leave=False)
+    runner = _StoreRunner(store)
     try:
-        start, start_states = _probe_state(ctx, store, store.root, reset_outcome, session, "`reset`")
+        start, start_states = _probe_state(ctx, runner, store.root, reset_outcome, session, "`reset`")
         for full in start:
             search.add(full[0], start_states[full])
         steps = [functools.partial(_step, action=action) for action in actions]
-        rep_cache: dict[int, list[dict[Any, float]]] = {}
+        rep_cache: OrderedDict[int, list[dict[Any, float]]] = OrderedDict()
         done = 0
         while search.queue:
             i = search.queue.popleft()
@@ -403,8 +460,8 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
             s = search.index[key]
             observed = []
             for a, step in enumerate(steps):
-                where = f"state {key!r}, action {actions[a]!r}"
-                dist, after = _probe_state(ctx, store, state, step, session, where)
+                where = functools.partial(_where, key, actions[a])
+                dist, after = _probe_state(ctx, runner, state, step, session, where)
                 observed.append(_observed(dist))
                 for full in dist:
                     (nkey, _, terminated), _ = full
@@ -414,7 +471,9 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
                     for (nkey, reward, terminated), p in observed[a].items():
                         search.record(s, a, -1 if terminated else search.index[nkey], p, reward)
             if search.rep[s] != i:
-                _check_same(ctx, store, search, i, observed, rep_cache, steps, actions, session)
+                _check_same(ctx, runner, search, i, observed, rep_cache, steps, actions, session)
+            else:  # what the observation's first internal state does, for the others behind it
+                _remember(rep_cache, i, observed)
             done += 1
             if done % BATCH == 0:
                 _checkpoint(ctx, search, session, bar, done)
@@ -451,13 +510,28 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
     )
 
 
+def _where(key: ObservationKey, action: Any) -> str:
+    return f"state {key!r}, action {action!r}"
+
+
+#: The observed distributions of this many recently expanded first internal states are kept for :func:`_check_same`.
+REP_CACHE = 4096
+
+
+def _remember(cache: OrderedDict[int, list[dict[Any, float]]], r: int, observed: list[dict[Any, float]]) -> None:
+    """Keep ``observed`` for state ``r``, forgetting the oldest entry beyond :data:`REP_CACHE`."""
+    cache[r] = observed
+    if len(cache) > REP_CACHE:
+        cache.popitem(last=False)  # O(1), where a dict's first key is found past every deleted slot
+
+
 def _check_same(
     ctx: RouteContext,
-    store: StateStore,
+    runner: _StoreRunner,
     search: _Search,
     i: int,
     observed: list[dict[Any, float]],
-    cache: dict[int, list[dict[Any, float]]],
+    cache: OrderedDict[int, list[dict[Any, float]]],
     steps: Sequence[Any],
     actions: Sequence[Any],
     session: ProbeSession,
@@ -466,17 +540,20 @@ def _check_same(
     like its first one (same distribution of observation, reward and termination under every action)."""
     key = search.obs_of[i]
     r = search.rep[search.index[key]]
-    if r not in cache:
-        if len(cache) > 4096:
-            cache.clear()
-        cache[r] = [
-            _observed(_probe_state(ctx, store, search.states[r], step, session, f"state {key!r}")[0]) for step in steps
-        ]
+    if r not in cache:  # forgotten since it was expanded: probed again
+        _remember(
+            cache,
+            r,
+            [
+                _observed(_probe_state(ctx, runner, search.states[r], step, session, f"state {key!r}")[0])
+                for step in steps
+            ],
+        )
     for a, (mine, theirs) in enumerate(zip(observed, cache[r])):
         if not _same(mine, theirs):
             raise RouteUnavailable(
                 f"observation {key!r} does not identify the environment's state: two internal states with it "
-                f"(made of {store.describe(search.states[i])}) step differently under action {actions[a]!r}, so no "
+                f"(made of {runner.store.describe(search.states[i])}) step differently under action {actions[a]!r}, so no "
                 "model over observations is exact",
                 warn=True,
             )
@@ -534,6 +611,8 @@ class StateEstimate:
 
 
 def _flatten(key: Any) -> tuple[Any, ...]:
+    if type(key) is tuple and all(type(v) is int for v in key):
+        return key
     if isinstance(key, tuple):
         return tuple(v for part in key for v in _flatten(part))
     return (key,)

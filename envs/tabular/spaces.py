@@ -29,6 +29,8 @@ StepOutcome: TypeAlias = tuple[ObservationKey, tuple[float, ...], bool]
 
 def observation_key(obs: Any) -> ObservationKey:
     """Hashable form of an observation: an int, a tuple of ints, or (``Tuple``/``Dict``) a tuple of keys."""
+    if type(obs) is np.ndarray and obs.dtype.kind == "i":  # the usual array: its values are ints already
+        return int(obs) if obs.ndim == 0 else tuple(obs.ravel().tolist())
     if isinstance(obs, (int, np.integer)) and not isinstance(obs, bool):
         return int(obs)
     if isinstance(obs, tuple):
@@ -51,8 +53,11 @@ def observation_key(obs: Any) -> ObservationKey:
 def step_outcome(step_result: tuple[Any, Any, Any, Any, Any]) -> StepOutcome:
     """``(observation key, reward tuple, terminated)`` of a ``step`` return."""
     obs, reward, terminated, _truncated, _info = step_result
-    reward = np.asarray(reward, dtype=float).ravel()
-    return observation_key(obs), tuple(reward.tolist()), bool(terminated)
+    if type(reward) is float or type(reward) is int:
+        return observation_key(obs), (float(reward),), bool(terminated)
+    if type(reward) is np.ndarray and reward.dtype.kind == "f" and reward.dtype.itemsize <= 8:  # exact as doubles
+        return observation_key(obs), tuple(reward.ravel().tolist()), bool(terminated)
+    return observation_key(obs), tuple(np.asarray(reward, dtype=float).ravel().tolist()), bool(terminated)
 
 
 def reset_outcome(env: Any) -> ObservationKey:
