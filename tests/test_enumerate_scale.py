@@ -259,8 +259,8 @@ class _EveryOtherCall(gymnasium.Env):
 
 
 def test_a_shared_change_made_only_by_the_repeat_run_is_not_called_exact():
-    # the repeat skips the shared-object proof; the next run's proof sees the list changed, the
-    # search starts over owning every attribute, and then the two identical runs differ
+    # the repeat's shared-object proof sees the list changed, the search starts over owning
+    # every attribute, and then the two identical runs differ
     _EveryOtherCall.calls = 0
     with pytest.raises(InvalidProblemError, match="two identical restored runs differ"):
         from_gymnasium(_EveryOtherCall(), gamma=0.9, route="enumerate")

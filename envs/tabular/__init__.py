@@ -18,9 +18,7 @@ One function, four routes, tried in this order with ``route="auto"`` (the route 
     original). States are found by breadth-first search from ``reset`` over the
     environment's *internal* states (:mod:`.states`): one working copy is reused, a state
     is what a step reassigned (immutable values shared, mutable ones owned), and every
-    other object is shared and proved unchanged after each run (except the second of the
-    two identical runs that look for hidden randomness: it repeats a proved run, and a
-    change it leaves is seen after the next run unless that run undoes it); a step that
+    other object is shared and proved unchanged after each run; a step that
     changes a shared object in place makes the search start over with every attribute
     copied (``info["shared"]``). The model is over observations, so it is exact only when every
     internal state behind an observation steps like the first one (same distribution of

@@ -319,7 +319,7 @@ class _SnapshotRunner:
     def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
         check_generators(env, generators, self.fingerprints, self.watched)
 
-    def finish(self, env: Any, outcome: Any, repeat: bool = False) -> Any:
+    def finish(self, env: Any, outcome: Any) -> Any:
         if outcome is not None and outcome not in self.envs:
             env.np_random = np.random.default_rng(int(self.rng.integers(2**62)))
             self.envs[outcome] = env
@@ -339,11 +339,8 @@ class _Prober(Generic[Outcome]):
             return {cast(Outcome, outcome): 1.0}
         return self.distribution([])
 
-    def run(
-        self, prefix: Sequence[float], filler: float | None = None, *, repeat: bool = False
-    ) -> tuple[Outcome | None, int]:
-        """``(outcome or None if more draws are needed, number of draws used)``; ``repeat``: the run
-        repeats the one before it on the same inputs (the runner may skip checks that run passed)."""
+    def run(self, prefix: Sequence[float], filler: float | None = None) -> tuple[Outcome | None, int]:
+        """``(outcome or None if more draws are needed, number of draws used)``."""
         self.runs += 1
         if self.runs > self.budget:
             self.session.check()
@@ -364,14 +361,14 @@ class _Prober(Generic[Outcome]):
         finally:
             self.session.script = None
         self.runner.check_generators(env, generators)
-        return self.runner.finish(env, outcome, repeat), scripted.used
+        return self.runner.finish(env, outcome), scripted.used
 
     def hidden_check(self) -> tuple[Outcome | None, int]:
         """Two complete runs (every draw 1/2) must agree, and neither may draw from another generator.
 
         With a filler every draw is answered, so the outcome is never None here.
         """
-        results = [self.run([], filler=0.5), self.run([], filler=0.5, repeat=True)]
+        results = [self.run([], filler=0.5), self.run([], filler=0.5)]
         if results[0] != results[1]:
             self.session.check()
             raise HiddenRandomness(

@@ -9,7 +9,7 @@ changed); nothing else is copied. :meth:`StateStore.scan` finds what a run chang
 C-level pass (the attributes whose object is not the one restored), and restoring and
 capturing look only at those and at the state's own. Every other object (maps, tables such
 as Taxi's ``P``, spaces) is *shared*, and :meth:`StateStore.check` proves after every run
-(but the hidden-randomness check's repeat, see :mod:`.routes`) that it is unchanged:
+that it is unchanged:
 containers of plain values with ``==``, arrays byte for byte, other objects attribute by
 attribute (same objects), first as flat C-level passes.
 A run that changes a shared object in place raises :class:`SharedMutated`; enumeration then
