@@ -177,9 +177,35 @@ def test_seven_sites_by_the_kronecker_method_match_policy_evaluation_and_do_not_
     serial = sample_policy_returns(problem, 8, workers=1, **options)
     parallel = sample_policy_returns(problem, 8, workers=2, **options)
     assert serial.info["method"] == "kronecker" and serial.info["direct_solves"] == 0
+    assert PolicySampler(problem)._structure_residuals  # P is the structure to rounding: no product with P
     np.testing.assert_array_equal(parallel.values, serial.values)
     sampler = PolicySampler(problem)
     children = np.random.default_rng(5).spawn(2)
     policies = np.concatenate([sampler.draw_policies(child, 4) for child in children])
     expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies])  # sparse direct solves
     np.testing.assert_allclose(serial.values, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
+def test_a_structure_slightly_off_p_still_gives_the_returns_of_p(kernel):
+    """A structure within the MDP's check (1e-7) but 5e-8 off one row of P: the samples are
+    the exact returns of P (the residuals that decide convergence use P, or the structure plus a
+    bound on the difference), not those of the structure."""
+    model = AttentionModel(4, 3, seed=0)
+    kron = model.kronecker()
+    P = kron.matrix().tolil()
+    row = 7 * kron.n_actions + 2
+    columns = P.rows[row]
+    P[row, columns[0]] += 5e-8
+    P[row, columns[1]] -= 5e-8
+    mdp = TabularMDP(P.tocsr(), rho=model.mdp().rho, gamma=1.0, n_actions=kron.n_actions, kronecker=kron)
+    problem = Problem(mdp, model.rewards(one_agent_per_site(4, 0)))
+    sampler = PolicySampler(problem, method="kronecker", kernel=kernel)
+    assert sampler._structure_gap == pytest.approx(1e-7, rel=1e-6) and not sampler._structure_residuals
+    policies = sampler.draw_policies(np.random.default_rng(0), 6)
+    R = problem.rewards.reshape(problem.n_agents, -1)
+    of_p = np.array([R @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, 1.0, p).ravel() for p in policies])
+    kron_dense = kron.matrix().toarray().reshape(mdp.n_states, mdp.n_actions, mdp.n_states)
+    of_structure = np.array([R @ occupancy_by_dense_solve(kron_dense, mdp.rho, 1.0, p).ravel() for p in policies])
+    assert np.abs(of_p - of_structure).max() > 1e-9  # the two models are told apart at the tolerance below
+    np.testing.assert_allclose(sampler.returns(policies), of_p, rtol=0, atol=2e-10)
