@@ -15,9 +15,13 @@ convex combination of its vertices, the occupancies ``d_j`` of deterministic pol
 certificate -- a potential ``h`` with ``g = max_{s,a} c(s,a) + (P h)(s,a) - h(s)`` -- bounds the
 maximum over ``O`` for *any* ``h``, so ``master objective + max(0, g - y_0)`` is an upper
 bound on the full LP (Lagrangian bound): column generation stops when the bound and the
-master objective agree to :data:`GAP_TOL`, and the final gap is reported. A solve stopped
-before that (time limit, round limit, or no new column while the gap is open) returns the
-master's feasible point with status ``"gap"`` and a :class:`~policyagg.errors.GapWarning`.
+master objective agree to :data:`GAP_TOL`, and the final gap is reported. When pricing finds
+no new column while the gap is open, the potential's accuracy may be what keeps it open: small
+models then price exactly by an LP over ``O``, large ones once more by policy iteration with
+refined evaluations (:func:`policyagg.planning.refine_solution`; the bound holds for any
+potential, a more accurate one is only tighter). A solve stopped before the gap closes (time
+limit, round limit, or still no new column) returns the master's feasible point with status
+``"gap"`` and a :class:`~policyagg.errors.GapWarning`.
 
 Generated columns live in a :class:`ColumnPool` that the caller creates and passes to every
 model of the same MDP that should reuse them (a model given none makes its own).
