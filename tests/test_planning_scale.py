@@ -172,3 +172,21 @@ def test_a_stale_warm_start_is_rescaled_instead_of_falling_back_to_the_incomplet
     )
     assert not built
     np.testing.assert_allclose(found.potential, x, atol=1e-10)
+
+
+def test_refined_policy_iteration_resolves_improvements_below_1e_12_of_max_c():
+    """State 0 is absorbing (action 1 earns 1e-7 more); state 1 is transient with rewards -1e6.
+    Unrefined, an improvement must exceed 1e-12 * max |c| = 1e-6; refined, a few roundings of
+    max |c| + max |h| (about 1e-8 here)."""
+    from policyagg.mdp import StructureWarning, TabularMDP
+
+    P = np.zeros((2, 2, 2))
+    P[:, :, 0] = 1.0
+    with pytest.warns(StructureWarning, match="not communicating"):  # state 1 is transient: intended
+        mdp = TabularMDP(P, gamma=1.0)
+    c = np.array([0.0, 1e-7, -1e6, -1e6])  # row s*A + a
+    coarse = planning.PolicyIteration(mdp).run(c)
+    assert coarse.policy[0] == 0 and coarse.bound - coarse.gain == pytest.approx(1e-7, rel=1e-6)
+    fine = planning.PolicyIteration(mdp).run(c, refine=True)
+    assert fine.policy[0] == 1
+    assert fine.gain == pytest.approx(1e-7, abs=1e-12) and fine.bound == pytest.approx(1e-7, abs=1e-12)
