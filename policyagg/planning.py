@@ -605,7 +605,8 @@ class PolicyIteration:
         and hence a bound, as accurate as float64 allows (used when a coarser bound left a gap open).
 
         Stops when no action improves by more than ``1e-12 * max(1, |c|)`` (refined:
-        :data:`REFINE_NOISE` ``* (max(1, |c|) + |h|)``) or the certified bound meets the policy's value, or after ``max_iter`` steps (the bound stays valid).
+        :data:`REFINE_NOISE` ``* (max(1, |c|) + |h|)``) or the certified bound meets the
+        policy's value, or after ``max_iter`` steps (the bound stays valid).
         :class:`PolicyEvaluationError` when a policy cannot be evaluated. Above
         ``direct_max_states`` states it runs with one BLAS thread (see :func:`one_blas_thread`).
         """
