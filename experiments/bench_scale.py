@@ -37,6 +37,22 @@ SCALE_CASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+def scale_cases(names: tuple[str, ...] | None) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """The :data:`SCALE_CASES` named by label (``max-quantile``) or rule (``max_quantile``), in
+    :data:`SCALE_CASES` order and always with the utilitarian baseline first; every case for ``None``.
+    An unknown name -> :class:`~policyagg.errors.InvalidProblemError` listing the known ones."""
+    if names is None:
+        return SCALE_CASES
+    known = {key: case for case in SCALE_CASES for key in (case[0], case[1])}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidProblemError(
+            f"bench scale: unknown rule(s) {unknown}; choose from {[case[0] for case in SCALE_CASES]}"
+        )
+    chosen = {known[name][0] for name in names} | {SCALE_CASES[0][0]}
+    return tuple(case for case in SCALE_CASES if case[0] in chosen)
+
+
 def load_average() -> float:
     """The machine's 1-minute load average (other jobs share the cores: read timings with it)."""
     return float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else float("nan")

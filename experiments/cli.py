@@ -324,11 +324,12 @@ def _bench_growth(args) -> None:
 
 
 def _bench_scale(args) -> None:
-    from policyagg.experiments.bench_scale import bench_scale, format_scale
+    from policyagg.experiments.bench_scale import bench_scale, format_scale, scale_cases
 
     print(
         format_scale(
             bench_scale(
+                rules=scale_cases(args.rules),
                 n_sites=args.sites,
                 n_phases=args.phases,
                 n_agents=_one_agent_count(args),
@@ -803,7 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME[,NAME...]",
         help="agents: the registered rules to time, separated by commas (default: every one; utilitarian, "
-        "the baseline, is always run)",
+        "the baseline, is always run); scale: the rules to time by label or name, e.g. "
+        "max-quantile,egalitarian (default: every LP rule; the utilitarian baseline is always run)",
     )
     p.add_argument(
         "--time-limit",

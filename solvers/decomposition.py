@@ -15,9 +15,13 @@ convex combination of its vertices, the occupancies ``d_j`` of deterministic pol
 certificate -- a potential ``h`` with ``g = max_{s,a} c(s,a) + (P h)(s,a) - h(s)`` -- bounds the
 maximum over ``O`` for *any* ``h``, so ``master objective + max(0, g - y_0)`` is an upper
 bound on the full LP (Lagrangian bound): column generation stops when the bound and the
-master objective agree to :data:`GAP_TOL`, and the final gap is reported. A solve stopped
-before that (time limit, round limit, or no new column while the gap is open) returns the
-master's feasible point with status ``"gap"`` and a :class:`~policyagg.errors.GapWarning`.
+master objective agree to :data:`GAP_TOL`, and the final gap is reported. When pricing finds
+no new column while the gap is open, the potential's accuracy may be what keeps it open: small
+models then price exactly by an LP over ``O``, large ones once more by policy iteration with
+refined evaluations (:func:`policyagg.planning.refine_solution`; the bound holds for any
+potential, a more accurate one is only tighter). A solve stopped before the gap closes (time
+limit, round limit, or still no new column) returns the master's feasible point with status
+``"gap"`` and a :class:`~policyagg.errors.GapWarning`.
 
 Generated columns live in a :class:`ColumnPool` that the caller creates and passes to every
 model of the same MDP that should reuse them (a model given none makes its own).
@@ -138,11 +142,12 @@ class Pricer:
         return mu, float(c[idx] @ mu)
 
     # ------------------------------------------------------------------ pricing
-    def price(self, c: np.ndarray, start: np.ndarray | None = None) -> Pricing:
-        """Price ``c`` (length ``S*A``) by policy iteration from ``start`` (default: the last policy)."""
+    def price(self, c: np.ndarray, start: np.ndarray | None = None, *, refine: bool = False) -> Pricing:
+        """Price ``c`` (length ``S*A``) by policy iteration from ``start`` (default: the last policy);
+        ``refine``: with refined iterative evaluations (a tighter bound, at the cost of more solves)."""
         c = np.asarray(c, dtype=float)
         try:
-            found = self.iteration.run(c, start)
+            found = self.iteration.run(c, start, refine=refine)
             mu_col, value = self._column(found.policy, found.mu, c)
         except PolicyEvaluationError:
             return self.price_lp(c)
@@ -267,6 +272,7 @@ class DecomposedModel(ModelBase):
             "columns_added": 0,
             "gap": None,
             "rounds": 0,
+            "refined_pricings": 0,
         }
         self._h = quiet_highs()
         self._h.setOptionValue("time_limit", float(time_limit) if time_limit else np.inf)
@@ -480,15 +486,12 @@ class DecomposedModel(ModelBase):
             c = self.sigma * self._cur["cost"][: self.n_d] if self.phase == 2 else np.zeros(self.n_d)
             if self.m_s:
                 c = c - self.A_d.T @ y[: self.m_s]
-            t0 = time.perf_counter()
-            start = self._warm_policy(c)
-            policy, mu, value, price_bound, duals = self.pool.pricer.price(c, start)
-            self.stats["pricing_time"] += time.perf_counter() - t0
-            self.stats["pricings"] += 1
-            self._duals_flow = duals
-            gap = price_bound - y[-1]
-            if self.columns:
-                bound = min(bound, obj + max(gap, 0.0))
+            start, refine = self._warm_policy(c), False
+            while True:
+                policy, mu, value, price_bound, duals = self._price(c, start, refine)
+                if not self.columns:
+                    break
+                bound = min(bound, obj + max(price_bound - y[-1], 0.0))
                 self.stats["gap"] = bound - obj
                 if self.phase == 1:
                     if obj >= -FEAS_TOL:
@@ -497,21 +500,29 @@ class DecomposedModel(ModelBase):
                         return "infeasible"
                 elif self._gap_closed(obj):
                     return "optimal"
-                if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:
-                    # pricing found no improving column although the bound is open (numerical
-                    # noise in the potential): price exactly where an LP over O is cheap,
-                    # otherwise stop and report the open gap
-                    if self.n_d > EXACT_PRICING_MAX_COLUMNS:
+                no_gain = value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3
+                # re-generating a column of the master: no progress possible
+                repeated = policy is not None and policy.astype(np.int16).tobytes() in self._seen
+                if not (no_gain or repeated):
+                    break
+                if self.n_d > EXACT_PRICING_MAX_COLUMNS:
+                    # the bound is open but pricing found nothing new: the potential's accuracy may be
+                    # what keeps it open, so price once more from this policy with refined evaluations
+                    # (a valid bound for any potential; a more accurate one is tighter); then stop
+                    if refine:
                         return self._stalled(obj)
-                    policy, mu, value, price_bound, duals = self.pool.pricer.price_lp(c)
-                    self._duals_flow = duals
-                    if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:
-                        self.stats["gap"] = max(0.0, price_bound - y[-1])
-                        return "optimal" if self.phase == 2 and self._gap_closed(obj) else self._stalled(obj)
-            if policy is not None and self.columns:
-                key = policy.astype(np.int16).tobytes()
-                if key in self._seen:  # no progress possible: the master already has this column
+                    start, refine = policy, True
+                    self.stats["refined_pricings"] += 1
+                    continue
+                if not no_gain:
                     return self._stalled(obj)
+                # numerical noise in the potential: price exactly by an LP over O (cheap here)
+                policy, mu, value, price_bound, duals = self.pool.pricer.price_lp(c)
+                self._duals_flow = duals
+                if value - y[-1] <= GAP_TOL * max(1.0, abs(obj)) * 1e-3:
+                    self.stats["gap"] = max(0.0, price_bound - y[-1])
+                    return "optimal" if self.phase == 2 and self._gap_closed(obj) else self._stalled(obj)
+                break
             reason = self._limit_reached(started)
             if reason is not None:  # checked before adding a column: the master's solution is still current
                 return self._stop(reason, feasible=bool(self.columns))
@@ -525,6 +536,15 @@ class DecomposedModel(ModelBase):
                 )
             self._add_columns([column], [policy])
             self.stats["columns_added"] += 1
+
+    def _price(self, c: np.ndarray, start: np.ndarray | None, refine: bool) -> Pricing:
+        """One timed pricing call (see :meth:`Pricer.price`); keeps its flow-row duals."""
+        t0 = time.perf_counter()
+        found = self.pool.pricer.price(c, start, refine=refine)
+        self.stats["pricing_time"] += time.perf_counter() - t0
+        self.stats["pricings"] += 1
+        self._duals_flow = found[4]
+        return found
 
     def _warm_policy(self, c: np.ndarray) -> np.ndarray | None:
         """Start policy iteration from the generated column with the best reduced value."""
@@ -594,7 +614,8 @@ class DecomposedModel(ModelBase):
             else None
         )
         details = {
-            k: self.stats[k] - before[k] for k in ("pricings", "pricing_time", "master_time", "columns_added", "rounds")
+            k: self.stats[k] - before[k]
+            for k in ("pricings", "refined_pricings", "pricing_time", "master_time", "columns_added", "rounds")
         }
         details |= {
             "gap": self.stats["gap"],

@@ -323,3 +323,28 @@ def test_reproduce_variants_pick_the_shipped_configs(monkeypatch, tmp_path):
     seen.clear()
     assert main(["reproduce", "--variant", "classic", "--out", str(tmp_path)]) == 0
     assert [c.output for c in seen] == [tmp_path / "attention-a", tmp_path / "attention-b"]
+
+
+def test_bench_scale_rules_select_cases_and_keep_the_baseline(monkeypatch, capsys):
+    from policyagg.experiments import bench_scale
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench_scale, "bench_scale", fake)
+    with pytest.raises(SystemExit):
+        main(["bench", "scale", "--rules", "max-quantile,egalitarian"])
+    # in the table's order, the utilitarian baseline first although not asked for
+    assert [case[0] for case in seen["rules"]] == ["utilitarian", "egalitarian", "max-quantile"]
+    with pytest.raises(SystemExit):
+        main(["bench", "scale", "--rules", "max_quantile"])  # a rule's registered name works too
+    assert [case[1] for case in seen["rules"]] == ["utilitarian", "max_quantile"]
+    seen.clear()
+    with pytest.raises(SystemExit):
+        main(["bench", "scale"])
+    assert len(seen["rules"]) == 9  # every LP rule by default
+    assert main(["bench", "scale", "--rules", "maxquantile"]) != 0
+    assert "unknown rule(s) ['maxquantile']" in capsys.readouterr().err

@@ -295,3 +295,67 @@ def test_decomposed_model_is_an_lp_model_and_its_current_lp_is_the_full_program(
     model.set_option("dual_feasibility_tolerance", 1e-10)
     with pytest.raises(InvalidProblemError, match="HiGHS rejected"):
         model.set_option("no_such_option", 1)
+
+
+def _floor_program(problem):
+    c = problem.reward_matrix[0]
+    level = problem.ranges.lower[1] + 0.7 * problem.ranges.width[1]
+    floor = solvers.completion.threshold_rows(problem, [1], [level], "floor")  # the optimum mixes policies
+    optimum, _ = lp_max(c, *_dense(problem), A_ub=-problem.reward_matrix[1:], b_ub=[-level])  # independent linprog
+    return occ.occupancy_program(problem, c, name="floor", rows=[floor]), optimum
+
+
+def _loose_unless_refined(monkeypatch, excess):
+    """Pricing whose bound is ``excess`` too high (an inaccurate potential) unless refined; the
+    refined calls are counted."""
+    price, refined = dec.Pricer.price, []
+
+    def loose(self, c, start=None, *, refine=False):
+        policy, mu, value, bound, duals = price(self, c, start, refine=refine)
+        refined.append(refine)
+        return policy, mu, value, bound + (0.0 if refine else excess), duals
+
+    monkeypatch.setattr(dec.Pricer, "price", loose)
+    return refined
+
+
+def test_a_large_model_reprices_refined_before_calling_the_gap_open(monkeypatch):
+    problem = solvers.with_ranges(_larger_problem())
+    program, optimum = _floor_program(problem)
+    monkeypatch.setattr(dec, "EXACT_PRICING_MAX_COLUMNS", 0)  # "large": no exact LP pricing
+    refined = _loose_unless_refined(monkeypatch, 1e-6)  # a bound 100x the tolerance too high
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GapWarning)
+        solution = dec.DecomposedModel(program).solve()
+    assert solution.status == "optimal" and solution.objective == pytest.approx(optimum, abs=1e-8)
+    assert solution.details["refined_pricings"] == 1 == sum(refined)  # once, at the stall
+    assert solution.details["gap"] <= dec.GAP_TOL * max(1.0, abs(solution.objective))
+
+
+def test_a_refined_pricing_that_cannot_close_the_gap_leaves_status_gap(monkeypatch):
+    problem = solvers.with_ranges(_larger_problem())
+    program, optimum = _floor_program(problem)
+    monkeypatch.setattr(dec, "EXACT_PRICING_MAX_COLUMNS", 0)
+    price = dec.Pricer.price
+
+    def loose(self, c, start=None, *, refine=False):  # even refined, the bound stays 1e-6 too high
+        policy, mu, value, bound, duals = price(self, c, start, refine=refine)
+        return policy, mu, value, bound + 1e-6, duals
+
+    monkeypatch.setattr(dec.Pricer, "price", loose)
+    with pytest.warns(GapWarning, match="stall"):
+        solution = dec.DecomposedModel(program).solve()
+    assert solution.status == "gap" and solution.details["refined_pricings"] == 1
+    assert solution.objective == pytest.approx(optimum, abs=1e-8)  # the master did reach the optimum ...
+    assert 1e-6 - 1e-9 <= solution.details["gap"] <= 1e-6 + 1e-9  # ... but only the loose bound was proven
+
+
+def test_a_small_model_still_prices_exactly_by_lp_at_a_stall(monkeypatch):
+    problem = solvers.with_ranges(_larger_problem())
+    program, optimum = _floor_program(problem)
+    refined = _loose_unless_refined(monkeypatch, 1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GapWarning)
+        solution = dec.DecomposedModel(program).solve()  # 160 columns: the LP over O is cheap
+    assert solution.status == "optimal" and solution.objective == pytest.approx(optimum, abs=1e-8)
+    assert solution.details["refined_pricings"] == 0 and not any(refined)
