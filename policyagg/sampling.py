@@ -593,13 +593,14 @@ def sample_policy_returns(
         the seed and ``batch_size`` only, never on ``workers``.
     concentration : float
         Dirichlet parameter of every state's action distribution (1 = uniform on the simplex).
-    method : {"auto", "dense", "krylov", "sparse"}
+    method : {"auto", "dense", "krylov", "sparse", "kronecker"}
         How the occupancy systems are solved (see the module docstring); all are exact.
     kernel : {"auto", "numba", "numpy"}
-        How the GMRES of the krylov and sparse methods runs (:data:`KERNELS`); both are
-        exact, and agree to rounding.
+        How the GMRES of the GMRES methods runs (:data:`KERNELS`); both are exact, and agree
+        to rounding.
     batch_size : int, optional
-        Samples per batch (default: :func:`default_batch_size`).
+        Samples per batch (default: :func:`default_batch_size`, which depends on the method:
+        pass it to draw the same policies whichever method solves them).
     workers : int, optional
         Worker processes (forked; threads where ``fork`` is missing) solving batches in
         parallel (default: usable CPUs, at most 4).
