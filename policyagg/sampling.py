@@ -20,7 +20,13 @@ work arrays fit in :data:`BATCH_BYTES`, so memory is bounded whatever ``N`` is. 
   GEMM;
 * ``"sparse"``: the same GMRES with an incomplete LU factorisation of the sparse ``M``
   (``scipy.sparse.linalg.spilu``) as the preconditioner, so an iteration costs
-  ``O(nnz(P) + nnz(L + U))`` per sample and nothing ``S x S`` is ever formed.
+  ``O(nnz(P) + nnz(L + U))`` per sample and nothing ``S x S`` is ever formed;
+* ``"kronecker"`` (MDPs with a :class:`~policyagg.kronecker.KroneckerTransitions` structure): the
+  same GMRES with the diagonal correction only (``M = I``) and every product by the structure's
+  component matrices, ``O(S sum_i m_i)`` per sample instead of ``O(nnz(P))``.
+
+The sparse product, Gram-Schmidt and the Givens updates run compiled with numba when it is
+installed (:mod:`policyagg.sampling_kernel`, ``kernel="auto"``), else as numpy calls.
 
 GMRES runs ``KRYLOV_ITERATIONS`` Arnoldi steps per cycle (classical Gram-Schmidt; the
 residual estimate by Givens rotations kept as one orthogonal matrix per sample). Every
@@ -28,8 +34,9 @@ sample's *true* residual ``||c - A_pi mu|| / ||c||`` is then checked against
 :data:`RESIDUAL_TOL`; samples above it get up to ``KRYLOV_CYCLES - 1`` restarted cycles and
 are finally solved directly (dense LAPACK up to :data:`DENSE_DIRECT_MAX_STATES` states, a
 sparse LU of their own system above), so every method returns the exact occupancies up to
-rounding. ``"auto"`` picks dense below :data:`KRYLOV_MIN_STATES` states, krylov below
-:data:`SPARSE_MIN_STATES`, sparse from there on.
+rounding. ``"auto"`` picks dense below :data:`KRYLOV_MIN_STATES` states, then kronecker from
+:data:`KRONECKER_MIN_STATES` on where the MDP has the structure, else krylov below
+:data:`SPARSE_MIN_STATES` and sparse from there on.
 
 Batches run on forked worker processes (:func:`policyagg.parallel.run_tasks`); batch ``j``
 draws from the ``j``-th child of ``rng.spawn`` and is solved by the same operations (one
@@ -311,8 +318,9 @@ class PolicySampler:
 
     def apply_columns(self, by_action: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.float64]:
         """``A_pi x`` for a block laid out by columns, ``x`` (S, B), policies ``by_action`` (A, S, B),
-        by the Kronecker structure (the kronecker method's Arnoldi steps; the residuals that
-        decide convergence are taken with the sparse ``P``)."""
+        by the Kronecker structure (the kronecker method's Arnoldi steps; the final residuals, which
+        decide convergence, are taken with the sparse ``P``, or with the structure plus a bound on
+        its difference from ``P``: :data:`STRUCTURE_GAP_SHARE`)."""
         if self.kronecker is None:
             raise RuntimeError("apply_columns needs the kronecker method")
         if self.kernel == "numba":
@@ -467,7 +475,7 @@ class PolicySampler:
         w = np.empty((S, B))
         if by_action is None:
             kernel.apply_block(*self._p_csr, A, flat, x, self.gamma, average, w)
-        else:  # (the final residual, which decides convergence, is taken with P itself)
+        else:
             w = self.apply_columns(by_action, x)
         basis = np.empty((m + 1, S, B))
         np.subtract(self.rhs[:, None], w, out=basis[0])
