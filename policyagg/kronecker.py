@@ -185,14 +185,10 @@ class KroneckerTransitions:
         total = np.zeros(x.shape)
         z = np.empty(x.shape)
         for a, replaced in enumerate(corrections):
-            np.multiply(weights[a], x, out=z)
-            if replaced:
-                product = z
-                for i, matrix in replaced:
-                    product = self._component(product, i, matrix, kernel)
-                total += product
-            else:
-                total += z
+            product = np.multiply(weights[a], x, out=z)
+            for i, matrix in replaced:
+                product = self._component(product, i, matrix, kernel)
+            total += product
         for i, matrix in enumerate(transposed):
             total = self._component(total, i, matrix, kernel)
         return total

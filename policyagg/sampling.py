@@ -247,9 +247,8 @@ class PolicySampler:
         by restarted GMRES from ``rhs``, or directly if that fails."""
         block = np.full((self.S, self.A, 1), 1.0 / self.A)
         x = self.rhs[None].copy()
-        solve = self.gmres_compiled if self.kernel == "numba" else self.gmres
         for _ in range(4 * KRYLOV_CYCLES):
-            x, converged, _ = solve(block, x)
+            x, converged, _ = self.gmres_cycle(block, x)
             if converged.all():
                 return np.asarray(x[0])
         return np.asarray(self.solve_direct(np.moveaxis(block, 2, 0))[0])
@@ -509,6 +508,12 @@ class PolicySampler:
         converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) + bound <= RESIDUAL_TOL * c_norm
         return np.ascontiguousarray(x.T), converged, steps
 
+    def gmres_cycle(
+        self, policies: NDArray[np.float64], x0: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+        """One GMRES cycle by this sampler's kernel: :meth:`gmres_compiled` or :meth:`gmres`."""
+        return (self.gmres_compiled if self.kernel == "numba" else self.gmres)(policies, x0)
+
     def solve_block(self, policies: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Exact occupancies (B, S) of a block of policies (S, A, B), and the counts
         ``[GMRES steps summed over samples, samples restarted, samples solved directly]``."""
@@ -516,12 +521,11 @@ class PolicySampler:
         if self.method == "dense":
             return self.solve_dense(np.moveaxis(policies, 2, 0)), np.zeros(3, dtype=np.int64)
         x = self._x_uniform * self.column_scale(policies, self._start_escape)
-        solve = self.gmres_compiled if self.kernel == "numba" else self.gmres
         todo = np.arange(B)
         counts = np.zeros(3, dtype=np.int64)
         for cycle in range(KRYLOV_CYCLES):
             block = policies if cycle == 0 else np.ascontiguousarray(policies[:, :, todo])
-            x[todo], converged, steps = solve(block, x[todo])
+            x[todo], converged, steps = self.gmres_cycle(block, x[todo])
             counts[0] += steps.sum()
             todo = todo[~converged]
             if todo.size == 0:
