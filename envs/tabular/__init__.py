@@ -53,9 +53,12 @@ One function, four routes, tried in this order with ``route="auto"`` (the route 
     at once (the estimate can be too high when components are correlated: the message
     says so and gives it).
 ``"sampled"``
-    ``n_samples`` sampled transitions per ``(state, action)``: from restored snapshots when
-    possible (every generator of the copy reseeded per sample, the process-wide ones seeded
-    once from ``rng``), otherwise by exploring the live environment (least-tried action
+    ``n_samples`` sampled transitions per ``(state, action)``: from restored states when
+    possible (one working copy as in ``"enumerate"``, set to each observation's first internal
+    state by restoring what changed; shared objects proved unchanged after every sample, else
+    every attribute is copied per sample, ``info["shared"]``; the environment's generators
+    and the process-wide ones seeded once from ``rng`` and drawn from as one stream each),
+    otherwise by exploring the live environment (least-tried action
     first, resetting at the end of each episode; a :class:`ModelWarning` when some pair got
     fewer than ``n_samples``). ``info`` reports ``min_count`` (the fewest
     samples of any pair), ``max_std_error`` (largest standard error of an estimated

@@ -2,7 +2,6 @@
 
 :func:`make_env` turns an id into an environment; :class:`RouteContext` holds it with the
 options of :func:`from_gymnasium` and builds the final :class:`EnvModel` (:meth:`RouteContext.finish`);
-:func:`discover` registers a newly reached observation during a breadth-first search;
 :func:`sample_resets` estimates the start distribution from seeded resets;
 a route that cannot apply raises :class:`RouteUnavailable`.
 """
@@ -13,7 +12,7 @@ import importlib
 import inspect
 import math
 import warnings
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ from policyagg.envs.tabular.chain import check_wrappers
 from policyagg.envs.tabular.model import EnvModel, ModelWarning, assemble
 from policyagg.envs.tabular.snapshot import GlobalGenerators, Snapshot, SnapshotError, seed_all, verify_snapshot
 from policyagg.envs.tabular.spaces import ObservationKey, action_list, check_observation_space, observation_key
+from policyagg.envs.tabular.states import StateStore
 from policyagg.errors import InvalidProblemError, check_count
 
 ON_TERMINATION = ("absorb", "reset")
@@ -152,6 +152,7 @@ class RouteContext:
         self._snapshot: Snapshot | None = None
         self.snapshot_reason: str | None = None  # why the environment cannot be snapshotted, once known
         self.snapshot_mismatch = False  # ... because a copy stepped differently (randomness the copy lacks)
+        self.reset_unprobeable: str | None = None  # why `reset` has no exact distribution, once a route found out
 
     # ------------------------------------------------------------- spaces (lazily checked)
     def check_spaces(self) -> list[Any]:
@@ -199,31 +200,14 @@ class RouteContext:
         return EnvModel(mdp, rewards, states, route, info, tuple(actions))
 
 
-def discover(
-    ctx: RouteContext,
-    key: ObservationKey,
-    env: Any,
-    index: dict[ObservationKey, int],
-    snaps: dict[ObservationKey, Snapshot],
-    queue: deque[ObservationKey],
-) -> int:
-    """Index of observation ``key``, registering it (with a snapshot of ``env``) if new."""
-    if key not in index:
-        if len(index) >= ctx.max_states:
-            raise InvalidProblemError(
-                f"{ctx.label} has more than `max_states`={ctx.max_states} reachable states; raise `max_states` "
-                "or use a smaller environment"
-            )
-        index[key] = len(index)
-        snaps[key] = Snapshot.take(env)
-        queue.append(key)
-    return index[key]
+def sample_resets(
+    ctx: RouteContext, store: StateStore | None = None
+) -> tuple[Counter[ObservationKey], dict[ObservationKey, Any], str]:
+    """Observation counts of ``ctx.reset_samples`` seeded resets, one reset environment per observation
+    (with ``store``: one :class:`State` of its working copy), and how.
 
-
-def sample_resets(ctx: RouteContext) -> tuple[Counter[ObservationKey], dict[ObservationKey, Any], str]:
-    """Observation counts of ``ctx.reset_samples`` seeded resets, one reset environment per observation, and how.
-
-    Resets copies when the environment can be restored, else the environment itself. The
+    Resets the working copy of ``store``, else restored copies when the environment can be
+    restored, else the environment itself. The
     process-wide generators are seeded once too (restored afterwards), so the counts depend
     on ``ctx.rng`` only. A :class:`ModelWarning` says when a start state was first
     seen in the last :data:`LATE_SHARE` of the samples (more are likely unseen), with the
@@ -239,16 +223,21 @@ def sample_resets(ctx: RouteContext) -> tuple[Counter[ObservationKey], dict[Obse
     globals_.seed(int(ctx.rng.integers(2**62)))
     try:
         for i, seed in enumerate(ctx.rng.integers(2**62, size=ctx.reset_samples)):
-            if snapshot is None:
-                env = ctx.env
-            else:
+            if store is not None:
+                env, generators = store.restore(store.root)
+            elif snapshot is not None:
                 env, generators = snapshot.restore_with_generators()
+            else:
+                env, generators = ctx.env, []
+            if env is not ctx.env:
                 seed_all(env, int(seed), generators)
             obs, _ = env.reset(seed=int(seed))
             key = observation_key(obs)
+            if store is not None:
+                store.check()
             if key not in counts:
                 last_new = i
-                envs[key] = env
+                envs[key] = env if store is None else store.capture()
             counts[key] += 1
     finally:
         globals_.restore(saved)

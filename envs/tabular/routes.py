@@ -32,9 +32,8 @@ from policyagg.envs.tabular.probe import (
     HiddenRandomness,
     ProbeFailed,
     ProbeSession,
+    StoreRunner,
     _same,
-    check_held_generators,
-    created_generator,
     probe,
     probe_states,
 )
@@ -317,53 +316,8 @@ def rare_full_collections(threshold: int = FULL_COLLECTION_THRESHOLD) -> Iterato
         gc.set_threshold(*old)
 
 
-class _StoreRunner:
-    """Probe runs on the working copy of ``store`` set to ``state``; outcomes carry the next state's key.
-
-    One runner serves the whole search (:meth:`at` points it at the next state)."""
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-        self.state = store.root
-        self.fingerprints = store.fingerprints
-        self.watched = {id(g) for g in store.generators}
-        self.states: dict[Any, State] = {}
-
-    def at(self, state: State) -> _StoreRunner:
-        self.state, self.states = state, {}
-        return self
-
-    def start(self) -> tuple[Any, list[Any]]:
-        return self.store.restore(self.state)
-
-    def check_generators(self, env: Any, generators: Sequence[Any]) -> None:
-        """As :func:`~.probe.check_generators`; a generator created at the top level of a layer must be
-        in an attribute the run reassigned, so only those are looked at."""
-        if generators:
-            check_held_generators(env, generators, self.fingerprints)
-        for layer, names in zip(self.store.layers, self.store.scan()):
-            d = layer.__dict__
-            for name in names:
-                value = d.get(name)
-                if isinstance(value, RNG_TYPES) and id(value) not in self.watched:
-                    raise created_generator(layer, name, value)
-
-    def finish(self, env: Any, outcome: Any) -> Any:
-        """The outcome with the next state's key, after proving the shared objects unchanged
-        (after every run, the hidden-randomness check's repeat included: skipping it there would
-        save about 12% of an enumeration, but a change only the repeat makes could then be undone
-        by the next run unseen)."""
-        self.store.check()
-        if outcome is None:
-            return None
-        after = self.store.capture()
-        full = (outcome, after.key)
-        self.states.setdefault(full, after)
-        return full
-
-
 def _probe_state(
-    ctx: RouteContext, runner: _StoreRunner, state: State, call: Any, session: ProbeSession, where: Any
+    ctx: RouteContext, runner: StoreRunner, state: State, call: Any, session: ProbeSession, where: Any
 ) -> tuple[dict[Any, float], dict[Any, State]]:
     """Exact distribution of ``call`` from ``state``; ``where`` (a string, or a function giving it) names the step."""
     runner.at(state)
@@ -442,9 +396,13 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
     session = ProbeSession(store.snapshot.classes)
     search = _Search(ctx, len(actions))
     bar = tqdm(total=None, unit=" states", desc=f"enumerating {ctx.label}", disable=None, leave=False)
-    runner = _StoreRunner(store)
+    runner = StoreRunner(store)
     try:
-        start, start_states = _probe_state(ctx, runner, store.root, reset_outcome, session, "`reset`")
+        try:
+            start, start_states = _probe_state(ctx, runner, store.root, reset_outcome, session, "`reset`")
+        except RouteUnavailable as exc:
+            ctx.reset_unprobeable = str(exc)
+            raise
         for full in start:
             search.add(full[0], start_states[full])
         steps = [functools.partial(_step, action=action) for action in actions]
@@ -523,7 +481,7 @@ def _remember(cache: OrderedDict[int, list[dict[Any, float]]], r: int, observed:
 
 def _check_same(
     ctx: RouteContext,
-    runner: _StoreRunner,
+    runner: StoreRunner,
     search: _Search,
     i: int,
     observed: list[dict[Any, float]],

@@ -1,10 +1,14 @@
 """The ``"sampled"`` route: ``n_samples`` sampled transitions per ``(state, action)``.
 
-Transitions come from seeded steps of restored snapshots when the environment can be
-restored, otherwise from exploring the live environment (least-tried action first). Each
-sampled step reseeds every generator of the restored copy, and the process-wide ones (the
-``random`` module, the global ``numpy.random``) are seeded once from ``rng`` and restored
-afterwards, so randomness drawn from them is sampled too and the model depends on ``rng`` only. The
+Transitions come from steps of one working copy of the environment (a
+:class:`~.states.StateStore`, as in ``"enumerate"``) set to each observation's first internal
+state when the environment can be restored, otherwise from exploring the live environment
+(least-tried action first). Restoring sets only what a step changed; objects shared between
+states are proved unchanged after every sample (a step that changes one in place makes the
+route start over owning, and copying, every attribute). The environment's ``np_random``, the
+generators it holds and the process-wide ones (the ``random`` module, the global
+``numpy.random``) are seeded once from ``rng`` and drawn from as one stream each (the
+process-wide ones restored afterwards), so the model depends on ``rng`` only. The
 estimates are ``P(s' | s, a) = count / n`` and ``r(s, a)`` = mean reward, with standard
 errors ``sqrt(p (1 - p) / n)`` and ``sqrt(var / n)`` reported in ``info``.
 """
@@ -17,12 +21,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from policyagg.envs.tabular.context import RouteContext, discover, sample_resets
+from policyagg.envs.tabular.context import RouteContext, sample_resets
 from policyagg.envs.tabular.model import EnvModel, ModelWarning
-from policyagg.envs.tabular.probe import ProbeFailed, probe
+from policyagg.envs.tabular.probe import ProbeFailed, ProbeSession, StoreRunner, probe_states
 from policyagg.envs.tabular.snapshot import GlobalGenerators, Snapshot, seed_all
 from policyagg.envs.tabular.spaces import ObservationKey, StepOutcome, observation_key, reset_outcome, step_outcome
+from policyagg.envs.tabular.states import SharedMutated, State, StateStore
 from policyagg.errors import InvalidProblemError
 
 
@@ -53,8 +59,9 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
     """The estimated model; :class:`InvalidProblemError` if a reached ``(state, action)`` was never sampled."""
     actions = ctx.check_spaces()
     snapshot = ctx.snapshot()
+    shared: dict[str, str] = {}
     if snapshot is not None:
-        tally, index, start, rho_how = _sample_with_snapshots(ctx, snapshot, actions)
+        (tally, index, start, rho_how), shared["shared"] = _sample_with_store(ctx, snapshot, actions)
         how = "restored snapshots"
     else:
         tally, index, start, rho_how = _sample_by_exploring(ctx, actions)
@@ -103,6 +110,7 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
         "max_std_error": float(max(errors)),
         "max_reward_std_error": float(np.sqrt(var / n).max()),
         "counts": n.reshape(S, A).astype(np.int64),
+        **shared,
         **ctx.reset_report,
     }
     return ctx.finish(
@@ -110,39 +118,92 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
     )
 
 
-def _sample_with_snapshots(ctx: RouteContext, snapshot: Snapshot, actions: Sequence[Any]) -> _Samples:
-    """BFS over observations; ``n_samples`` seeded steps of a restored copy per ``(state, action)``."""
-    start: dict[Any, Any]  # observation -> probability (probed) or count (sampled)
+def _sample_with_store(ctx: RouteContext, snapshot: Snapshot, actions: Sequence[Any]) -> tuple[_Samples, str]:
+    """Sampled on one working copy (:class:`StateStore`), sharing what steps never reassign; when a
+    step changes a shared object in place, sampling starts over owning every attribute. Also says
+    whether objects were shared (``info["shared"]``)."""
     try:
-        start, start_envs = probe(snapshot, reset_outcome, ctx.rng)
-        rho_how = "reset, probed exactly"
-    except ProbeFailed:
-        start, start_envs, rho_how = sample_resets(ctx)
+        return _sample_states(ctx, StateStore(snapshot, share=True, keyed=False), actions), "yes"
+    except SharedMutated as exc:
+        samples = _sample_states(ctx, StateStore(snapshot, share=False, keyed=False), actions)
+        return samples, f"no: a step {exc} (every attribute copied per sample)"
+
+
+def _sample_states(ctx: RouteContext, store: StateStore, actions: Sequence[Any]) -> _Samples:
+    """BFS over observations, each represented by the first internal state seen with it;
+    ``n_samples`` steps of the working copy set to that state per ``(state, action)``.
+
+    The environment's ``np_random``, the generators it holds and the process-wide ones are
+    seeded once from ``ctx.rng`` and then drawn from as one stream each: restoring a state
+    leaves them alone, so successive samples get fresh draws.
+    """
+    start, start_states, rho_how = _start_states(ctx, store)
     index: dict[ObservationKey, int] = {}
-    snaps: dict[ObservationKey, Snapshot] = {}
-    queue: deque[ObservationKey] = deque()
+    reps: list[State] = []
+    queue: deque[int] = deque()
+
+    def register(key: ObservationKey, state: State) -> None:
+        if len(index) >= ctx.max_states:
+            raise InvalidProblemError(
+                f"{ctx.label} has more than `max_states`={ctx.max_states} reachable states; raise `max_states` "
+                "or use a smaller environment"
+            )
+        index[key] = len(index)
+        reps.append(state)
+        queue.append(index[key])
+
     for key in start:
-        discover(ctx, key, start_envs[key], index, snaps, queue)
+        register(key, start_states[key])
     A = len(actions)
     tally = _Tally()
-    globals_ = GlobalGenerators(snapshot.classes)
+    globals_ = GlobalGenerators(store.snapshot.classes)
     saved = globals_.save()
-    globals_.seed(int(ctx.rng.integers(2**62)))  # one stream through all samples: reproducible, never repeated
+    seed = int(ctx.rng.integers(2**62))
+    globals_.seed(seed)
+    env, generators = store.restore(store.root)
+    seed_all(env, seed, generators)
+    bar = tqdm(total=None, unit=" states", desc=f"sampling {ctx.label}", disable=None, leave=False)
     try:
         while queue:
-            key = queue.popleft()
-            s = index[key]
+            s = queue.popleft()
+            state = reps[s]
             for a, action in enumerate(actions):
-                for seed in ctx.rng.integers(2**62, size=ctx.n_samples):
-                    env, generators = snaps[key].restore_with_generators()
-                    seed_all(env, int(seed), generators)
+                row = s * A + a
+                for _ in range(ctx.n_samples):
+                    env, _ = store.restore(state)
                     outcome = step_outcome(env.step(action))
-                    tally.add(s * A + a, outcome)
-                    if not outcome[2]:
-                        discover(ctx, outcome[0], env, index, snaps, queue)
+                    store.check()
+                    tally.add(row, outcome)
+                    if not outcome[2] and outcome[0] not in index:
+                        register(outcome[0], store.capture())
+            bar.total, bar.n = len(index), s + 1
+            bar.refresh()
     finally:
         globals_.restore(saved)
+        bar.close()
     return tally, index, start, rho_how
+
+
+def _start_states(ctx: RouteContext, store: StateStore) -> tuple[dict[Any, Any], dict[Any, State], str]:
+    """``(observation -> probability or count, observation -> State, how)`` of ``reset``: probed exactly
+    on the working copy when possible (not tried again when an earlier route found it impossible),
+    else sampled from ``ctx.reset_samples`` seeded resets."""
+    if ctx.reset_unprobeable is None:
+        session = ProbeSession(store.snapshot.classes)
+        runner = StoreRunner(store)
+        try:
+            dist: dict[Any, float] = probe_states(runner, reset_outcome, session)  # (observation, None) -> p
+            session.check()
+            start: dict[Any, Any] = {}
+            for full, p in dist.items():
+                start[full[0]] = start.get(full[0], 0.0) + p
+            return start, {full[0]: runner.states[full] for full in dist}, "reset, probed exactly"
+        except ProbeFailed as exc:
+            ctx.reset_unprobeable = str(exc)
+        finally:
+            session.close()
+    counts, states, how = sample_resets(ctx, store)
+    return dict(counts), states, how
 
 
 def _sample_by_exploring(ctx: RouteContext, actions: Sequence[Any]) -> _Samples:

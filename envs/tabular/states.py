@@ -243,10 +243,12 @@ class StateStore:
 
     ``share=True``: attributes a step never reassigns are shared and checked after each run;
     ``share=False``: every attribute is owned (copied per state and per restore).
+    ``keyed=False``: states get no :attr:`State.key` (``None``), for callers that never compare
+    states (so values that cannot be frozen into a key are fine).
     """
 
-    def __init__(self, snapshot: Snapshot, *, share: bool = True) -> None:
-        self.snapshot, self.share = snapshot, share
+    def __init__(self, snapshot: Snapshot, *, share: bool = True, keyed: bool = True) -> None:
+        self.snapshot, self.share, self.keyed = snapshot, share, keyed
         env, generators = snapshot.restore_with_generators()
         self.env, self.generators = env, generators
         self.fingerprints = [fingerprint(g) for g in generators]
@@ -388,6 +390,8 @@ class StateStore:
         by name. ``plain[i]``: layer ``i`` holds neither owned values nor deletions (computed if not given)."""
         if plain is None:
             plain = tuple(not any(map(_is_special, p.values())) for p in payload)
+        if not self.keyed:
+            return State(None, payload, plain)
         if len(payload) == 1 and plain[0]:  # the usual case, without the loops
             return State((tuple(sorted(payload[0].items())),), payload, plain)
         freeze_ = self._freeze
