@@ -78,7 +78,9 @@ EXACT = {
     ("FrozenLake-v1", (("is_slippery", False),), "enumerate"): ("enumerate", 12, ("335830dca0924d43389d", "0e0cacd9a979fc0e74e0", "1737432e85afd0cdc0fa", "0717783f42c15c859d51", "c92580fa06fd712f4a92", "51e8c37857cf7a2c18eb")),
     ("Taxi-v4", (), "auto"): ("model", 501, ("4d82028d483f9be5a60a", "42d97a90c32cc6d51d9b", "d6a792db2b8ca7ebfb0b", "2b5ba1a23b70c9690615", "e8708b9451266f42551a", "b2962caefab3662ea3ef")),
     ("CliffWalking-v1", (), "enumerate"): ("enumerate", 38, ("b3541d56e2d9d90aaa94", "db94adcc475416962389", "cb3b4b0931ee5b80cbeb", "9c0fb7d6e38cf1a94820", "4a00d625132df39a9eb1", "2c7acc70834863936e3f")),
-    ("fruit-tree-v0", (("depth", 5),), "auto"): ("sampled", 32, ("7bb4b16bbdc1c6ef4069", "4993b443343f3c93e3cc", "e31bedb0d9a84d336f46", "16aa3d30c48f1899b836", "8034367eec76495180b0", "f28f0ecd38155f71e643")),
+    # fruit-tree was "sampled" before its pygame font was shared as a rendering resource; enumerated
+    # now (the rounded digests of FROZEN are unchanged: the tree is deterministic), state order differs
+    ("fruit-tree-v0", (("depth", 5),), "auto"): ("enumerate", 32, ("7bb4b16bbdc1c6ef4069", "8594a82765f2b1e62265", "e31bedb0d9a84d336f46", "1c487c6576b39e127b58", "8034367eec76495180b0", "c416bf0ebb9241086136")),
     ("four-room-v0", (("shapes", 4),), "enumerate"): ("enumerate", 2385, ("74edbc46830c28944af1", "31204c6f01ebaea3bcba", "1924d552a273a5ed0f06", "df658a7b64755eefd25f", "739b3693c84bc30473e3", "5cd6793faa8369562c17")),
 }  # fmt: skip
 
@@ -362,3 +364,25 @@ def test_step_rewards_are_plain_floats(reward, expected):
     _, rewards, terminated = step_outcome((0, reward, 0, False, {}))
     assert rewards == expected and all(type(r) is float for r in rewards)
     assert terminated is False
+
+
+def test_fruit_tree_is_enumerated_exactly_with_its_font_shared():
+    """Fruit-tree holds a pygame font, which cannot be copied: it is shared as a rendering resource,
+    and the deterministic tree is enumerated exactly. Checked against the tree itself: every node
+    below the leaves is a state, and each agent's best discounted return is its best fruit,
+    discounted for the ``depth - 1`` steps before the leaf's reward."""
+    pytest.importorskip("mo_gymnasium")
+    from mo_gymnasium.envs.fruit_tree.fruit_tree import FRUITS
+
+    depth, gamma = 5, 0.9
+    model = from_gymnasium(make_env("fruit-tree-v0", depth=depth), gamma=gamma)
+    assert model.route == "enumerate" and model.info["exact"] is True
+    assert model.info["rendering"] == ["FruitTreeEnv.font (pygame.font.Font)"]
+    assert model.mdp.n_states == 2**depth - 1 + 1  # inner nodes and the absorbing state
+    P, R = model.mdp.P_dense, model.rewards  # (S, A, S), (n, S, A)
+    V = np.zeros((R.shape[0], model.mdp.n_states))
+    for _ in range(depth + 2):  # value iteration is exact after depth steps on a tree
+        V = (R + gamma * np.einsum("sat,nt->nsa", P, V)).max(axis=2)
+    best = V @ model.mdp.rho
+    fruits = np.array(FRUITS[str(depth)], dtype=np.float32).astype(float)  # the env's rewards are float32
+    np.testing.assert_allclose(best, fruits.max(axis=0) * gamma ** (depth - 1), rtol=1e-12)

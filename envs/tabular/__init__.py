@@ -20,7 +20,10 @@ One function, four routes, tried in this order with ``route="auto"`` (the route 
     is what a step reassigned (immutable values shared, mutable ones owned), and every
     other object is shared and proved unchanged after each run; a step that
     changes a shared object in place makes the search start over with every attribute
-    copied (``info["shared"]``). The model is over observations, so it is exact only when every
+    copied (``info["shared"]``). Rendering resources held in a layer's attribute (pygame's
+    fonts, windows, clocks: :data:`~.snapshot.RENDERING_PACKAGES`) are shared and never copied;
+    they are taken as constants that do not change what ``step`` returns (``info["rendering"]``
+    names them). The model is over observations, so it is exact only when every
     internal state behind an observation steps like the first one (same distribution of
     observation, reward and termination under every action); otherwise the route is
     unavailable with a :class:`ModelWarning` ("does not identify the environment's state").

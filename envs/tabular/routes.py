@@ -40,6 +40,7 @@ from policyagg.envs.tabular.probe import (
 from policyagg.envs.tabular.snapshot import (
     RNG_TYPES,
     GlobalGenerators,
+    Snapshot,
     find_generator,
     fingerprint,
     generator_type,
@@ -450,6 +451,7 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
         "probe_grid": PROBE_GRID,
         "internal_states": len(search.states),
         "shared": "yes" if store.share else "no: the environment holds objects whose changes cannot be checked",
+        **rendering_info(store.snapshot),
     }
     return ctx.finish(
         np.frombuffer(search.rows, dtype=np.int64),
@@ -462,6 +464,11 @@ def _enumerate(ctx: RouteContext, actions: Sequence[Any], store: StateStore) -> 
         "enumerate",
         info,
     )
+
+
+def rendering_info(snapshot: Snapshot) -> dict[str, list[str]]:
+    """``{"rendering": [...]}`` naming the rendering resources taken as constants, or ``{}`` when there are none."""
+    return {"rendering": list(snapshot.rendering)} if snapshot.rendering else {}
 
 
 def _where(key: ObservationKey, action: Any) -> str:

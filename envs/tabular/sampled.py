@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from policyagg.envs.tabular.context import RouteContext, sample_resets
 from policyagg.envs.tabular.model import EnvModel, ModelWarning
 from policyagg.envs.tabular.probe import ProbeFailed, ProbeSession, StoreRunner, probe_states
+from policyagg.envs.tabular.routes import rendering_info
 from policyagg.envs.tabular.snapshot import GlobalGenerators, Snapshot, seed_all
 from policyagg.envs.tabular.spaces import ObservationKey, StepOutcome, observation_key, reset_outcome, step_outcome
 from policyagg.envs.tabular.states import SharedMutated, State, StateStore
@@ -59,9 +60,10 @@ def route_sampled(ctx: RouteContext) -> EnvModel:
     """The estimated model; :class:`InvalidProblemError` if a reached ``(state, action)`` was never sampled."""
     actions = ctx.check_spaces()
     snapshot = ctx.snapshot()
-    shared: dict[str, str] = {}
+    shared: dict[str, Any] = {}
     if snapshot is not None:
         (tally, index, start, rho_how), shared["shared"] = _sample_with_store(ctx, snapshot, actions)
+        shared.update(rendering_info(snapshot))
         how = "restored snapshots"
     else:
         tally, index, start, rho_how = _sample_by_exploring(ctx, actions)

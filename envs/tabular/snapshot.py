@@ -27,6 +27,16 @@ from policyagg.envs.tabular.spaces import step_outcome
 
 #: The generator types found on environments and watched during probes.
 RNG_TYPES = (np.random.Generator, np.random.RandomState, _pyrandom.Random)
+#: Top-level packages whose objects are rendering resources (fonts, windows, clocks, images). A
+#: snapshot shares one held directly in a layer's attribute instead of copying it (they often
+#: cannot be copied), and the routes take them as constants: they are assumed not to change what
+#: ``step`` returns (``Snapshot.rendering`` lists them).
+RENDERING_PACKAGES = frozenset({"pygame"})
+
+
+def is_rendering_resource(value: Any) -> bool:
+    """Whether ``value`` is an object of one of :data:`RENDERING_PACKAGES`."""
+    return type(value).__module__.partition(".")[0] in RENDERING_PACKAGES
 
 
 class SnapshotError(Exception):
@@ -124,12 +134,20 @@ class Snapshot:
     """
 
     def __init__(
-        self, classes: list[type], payload: list[dict[str, Any]], templates: list[Any], generators: list[Any]
+        self,
+        classes: list[type],
+        payload: list[dict[str, Any]],
+        templates: list[Any],
+        generators: list[Any],
+        rendering: dict[str, Any] | None = None,
     ) -> None:
         self.classes, self.payload, self.templates = classes, payload, templates
         #: The generators held anywhere in the copied state (objects of ``payload``).
         self.generators = generators
         self.fingerprints = [fingerprint(g) for g in generators]
+        #: The rendering resources shared, not copied: ``"Layer.attribute (type)"`` -> the object.
+        self.rendering = rendering or {}
+        self._shared = {id(v): v for v in self.rendering.values()}
 
     @classmethod
     def take(cls, env: Any) -> Snapshot:
@@ -149,12 +167,18 @@ class Snapshot:
                 memo[id(wrapper)] = below
             else:
                 below = memo[id(wrapper)] = template_of[id(wrapper)]
+        rendering = {}
+        for layer in layers:
+            for name, value in vars(layer).items():
+                if is_rendering_resource(value):
+                    memo[id(value)] = value
+                    rendering[f"{type(layer).__name__}.{name} ({generator_type(value)})"] = value
         try:
             payload = [copy.deepcopy(vars(layer), memo) for layer in layers]
         except Exception as exc:
             raise SnapshotError(f"its state cannot be copied ({type(exc).__name__}: {exc})") from exc
         found = {id(v): v for v in memo.values() if isinstance(v, RNG_TYPES)}
-        return cls([type(layer) for layer in layers], payload, templates, list(found.values()))
+        return cls([type(layer) for layer in layers], payload, templates, list(found.values()), rendering)
 
     def restore(self) -> Any:
         """An independent copy of the environment (its outermost modelled layer)."""
@@ -164,6 +188,7 @@ class Snapshot:
         """A restored copy and its generators (the copies of :attr:`generators`, in that order)."""
         shells: list[Any] = [object.__new__(c) for c in self.classes]
         memo: dict[int, Any] = {id(t): s for t, s in zip(self.templates, shells)}
+        memo.update(self._shared)
         for shell, state in zip(shells, self.payload):
             shell.__dict__.update(copy.deepcopy(state, memo))
         return shells[0], [memo[id(g)] for g in self.generators]

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from policyagg.envs.tabular.snapshot import RNG_TYPES, Snapshot, fingerprint, generator_state
+from policyagg.envs.tabular.snapshot import RNG_TYPES, Snapshot, fingerprint, generator_state, is_rendering_resource
 
 #: Attributes that no state records (the prober sets the generator before every run).
 _UNTRACKED = frozenset({"_np_random"})
@@ -69,7 +69,8 @@ _ATOM_SET = frozenset({type(None), bool, int, float, complex, str, bytes, np.int
 
 
 def is_immutable(value: Any) -> bool:
-    """Whether ``value`` can never change: atoms, numpy scalars, and tuples/frozensets of such values."""
+    """Whether ``value`` can never change: atoms, numpy scalars, and tuples/frozensets of such values;
+    rendering resources count as constants (:func:`~.snapshot.is_rendering_resource`)."""
     kind = type(value)
     if kind in _ATOM_SET:
         return True
@@ -77,7 +78,11 @@ def is_immutable(value: Any) -> bool:
         if all(map(_ATOM_SET.__contains__, map(type, value))):  # flat: one C-level pass
             return True
         return all(map(is_immutable, value))
-    return isinstance(value, _ATOMS) or (isinstance(value, np.generic) and not isinstance(value, np.object_))
+    return (
+        isinstance(value, _ATOMS)
+        or (isinstance(value, np.generic) and not isinstance(value, np.object_))
+        or is_rendering_resource(value)
+    )
 
 
 class _Owned:
