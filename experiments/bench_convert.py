@@ -25,15 +25,17 @@ import numpy as np
 
 from policyagg.experiments.bench import cpu_seconds, peak_rss_mb
 
-#: ``(environment id, route)`` converted by default; four-room (about 594k states) only with ``full``.
-CASES: tuple[tuple[str, str], ...] = (
+#: ``(environment id, route)`` or ``(environment id, route, make keywords)`` converted by default;
+#: four-room (about 594k states) and Taxi with a fickle passenger (sampled, about a minute) only with ``full``.
+Case = tuple[str, str] | tuple[str, str, dict[str, Any]]
+CASES: tuple[Case, ...] = (
     ("deep-sea-treasure-v0", "auto"),
     ("resource-gathering-v0", "auto"),
     ("FrozenLake-v1", "auto"),
     ("FrozenLake-v1", "enumerate"),
     ("Taxi-v4", "auto"),
 )
-FULL_CASES: tuple[tuple[str, str], ...] = (("four-room-v0", "auto"),)
+FULL_CASES: tuple[Case, ...] = (("four-room-v0", "auto"), ("Taxi-v4", "auto", {"fickle_passenger": True}))
 #: Discount of every converted model, and the state limit (four-room needs more than the default).
 GAMMA = 0.99
 MAX_STATES = 1_000_000
@@ -58,11 +60,11 @@ COLUMNS = (
 )
 
 
-def floor_seconds(env_id: str, steps: int, seed: int = 0) -> float:
-    """Seconds of a plain loop of ``steps`` random-action steps on ``make_env(env_id)`` (resets when an episode ends)."""
+def floor_seconds(env_id: str, steps: int, seed: int = 0, options: dict[str, Any] | None = None) -> float:
+    """Seconds of a plain loop of ``steps`` random-action steps on ``make_env(env_id, **options)`` (resets when an episode ends)."""
     from policyagg.envs.tabular import make_env
 
-    env = make_env(env_id)
+    env = make_env(env_id, **(options or {}))
     env.reset(seed=seed)
     env.action_space.seed(seed)
     actions = [env.action_space.sample() for _ in range(steps)]
@@ -74,12 +76,17 @@ def floor_seconds(env_id: str, steps: int, seed: int = 0) -> float:
     return time.perf_counter() - started
 
 
-def convert_case(env_id: str, route: str, seed: int = 0) -> dict[str, Any]:
+def case_label(env_id: str, options: dict[str, Any] | None = None) -> str:
+    """``env_id``, followed by its make keywords if any (``Taxi-v4 fickle_passenger=True``)."""
+    return " ".join([env_id, *(f"{k}={v!r}" for k, v in (options or {}).items())])
+
+
+def convert_case(env_id: str, route: str, seed: int = 0, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """One conversion, timed, with its floor (run in the calling process; see :func:`bench_convert`)."""
     from policyagg.envs.tabular import from_gymnasium, make_env
 
     start_rss = peak_rss_mb()
-    env = make_env(env_id)
+    env = make_env(env_id, **(options or {}))
     wall, cpu = time.perf_counter(), cpu_seconds()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the model's info says how exact it is
@@ -87,9 +94,9 @@ def convert_case(env_id: str, route: str, seed: int = 0) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     peak = peak_rss_mb()
     S, A = model.mdp.n_states, model.mdp.n_actions
-    floor = floor_seconds(env_id, S * A, seed)
+    floor = floor_seconds(env_id, S * A, seed, options)
     return {
-        "env": env_id,
+        "env": case_label(env_id, options),
         "route": model.route,
         "states": S,
         "actions": A,
@@ -109,7 +116,7 @@ def convert_case(env_id: str, route: str, seed: int = 0) -> dict[str, Any]:
 def bench_convert(
     *,
     full: bool = False,
-    cases: Sequence[tuple[str, str]] | None = None,
+    cases: Sequence[Case] | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -118,13 +125,14 @@ def bench_convert(
 
     todo = list(cases if cases is not None else CASES + (FULL_CASES if full else ()))
     rows = []
-    for env_id, route in todo:
+    for env_id, route, *more in todo:
+        options = more[0] if more else None
         row = in_fresh_process(
-            lambda: convert_case(env_id, route, seed),  # noqa: B023 (run at once)
+            lambda: convert_case(env_id, route, seed, options),  # noqa: B023 (run at once)
             kill_after_seconds=KILL_AFTER_SECONDS,
         )
         if "env" not in row:  # the process failed or was killed: what it said, in the same columns
-            row = {"env": env_id, "route": route, "load": float(os.getloadavg()[0]), **row}
+            row = {"env": case_label(env_id, options), "route": route, "load": float(os.getloadavg()[0]), **row}
         rows.append(row)
         if progress is not None:
             progress(format_row(row))

@@ -720,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
         "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'\n"
         "  policyagg bench oracle --sites 7 --q-learning\n"
-        "  policyagg bench convert --full   # with four-room (about 594k states, minutes)",
+        "  policyagg bench convert --full   # with four-room (about 594k states) and fickle Taxi: minutes",
     )
     p.add_argument(
         "target",
@@ -831,7 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cluster", action="store_true", help="executor: skip the simulated two-node cluster")
     p.add_argument(
-        "--full", action="store_true", help="convert: also four-room-v0 (about 594k states; minutes, up to 2 GB)"
+        "--full",
+        action="store_true",
+        help="convert: also four-room-v0 (about 594k states; minutes, up to 2 GB) and Taxi-v4 with a fickle passenger",
     )
     p.add_argument(
         "--out",

@@ -57,3 +57,13 @@ def test_floor_takes_the_steps_it_is_given(steps):
     from policyagg.experiments.bench_convert import floor_seconds
 
     assert floor_seconds("FrozenLake-v1", steps) > 0
+
+
+def test_bench_convert_case_with_make_keywords():
+    from policyagg.experiments.bench_convert import FULL_CASES, bench_convert
+
+    (row,) = bench_convert(cases=[("FrozenLake-v1", "enumerate", {"is_slippery": False})])["rows"]
+    assert row["env"] == "FrozenLake-v1 is_slippery=False" and row["status"] == "ok"
+    # deterministic moves: the 12 cells reachable before a hole or the goal, plus the absorbing state
+    assert row["route"] == "enumerate" and row["states"] == 12 and row["exact"] is True
+    assert ("Taxi-v4", "auto", {"fickle_passenger": True}) in FULL_CASES
