@@ -206,7 +206,18 @@ def _bench_convert(args) -> None:
     from policyagg.experiments.bench_convert import bench_convert, format_convert
 
     print(format_convert([]))
-    bench_convert(full=args.full, seed=args.seed, progress=print)
+    report = bench_convert(full=args.full, seed=args.seed, progress=print)
+    if args.out:
+        _write_bench(Path(args.out), "bench-convert", report)
+
+
+def _write_bench(out: Path, name: str, report: dict) -> None:
+    """``NAME.md`` (the report's markdown table) and ``NAME.json`` (its rows) in ``out``, each written atomically."""
+    from policyagg.io import atomic_write_bytes, atomic_write_json
+
+    atomic_write_bytes(out / f"{name}.md", (report["markdown"] + "\n").encode())
+    atomic_write_json(out / f"{name}.json", report["rows"])
+    print(f"written to {out / (name + '.md')} and {name}.json")
 
 
 def _bench_executor(args) -> None:
@@ -236,13 +247,7 @@ def _bench_oracle(args) -> None:
         progress=print,
     )
     if args.out:
-        import json
-
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench-oracle.md").write_text(report["markdown"] + "\n", encoding="utf-8")
-        (out / "bench-oracle.json").write_text(json.dumps(report["rows"], indent=1), encoding="utf-8")
-        print(f"written to {out / 'bench-oracle.md'} and bench-oracle.json")
+        _write_bench(Path(args.out), "bench-oracle", report)
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -824,7 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: half the memory available at the start)",
     )
     p.add_argument(
-        "--seed", type=seed_int, default=0, help="agents: seed of the model, the agents and the samples (default: 0)"
+        "--seed",
+        type=seed_int,
+        default=0,
+        help="agents, oracle: seed of the model, the agents and the samples; convert: seed of the sampled "
+        "routes (default: 0)",
     )
     p.add_argument(
         "--seeds", type=positive_int, default=None, metavar="N", help="executor: seeds of `reproduce` (default: 5)"
@@ -839,7 +848,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="DIR",
-        help="agents: write bench-agents.csv and bench-agents.md here, rewritten after every rule (default: print only)",
+        help="agents: write bench-agents.csv and bench-agents.md here, rewritten after every rule; oracle, convert: "
+        "write bench-NAME.md and bench-NAME.json here (default: print only)",
     )
     p.set_defaults(run=_bench)
 

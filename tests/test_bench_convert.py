@@ -67,3 +67,16 @@ def test_bench_convert_case_with_make_keywords():
     # deterministic moves: the 12 cells reachable before a hole or the goal, plus the absorbing state
     assert row["route"] == "enumerate" and row["states"] == 12 and row["exact"] is True
     assert ("Taxi-v4", "auto", {"fickle_passenger": True}) in FULL_CASES
+
+
+def test_cli_bench_convert_out_writes_the_table_and_rows(monkeypatch, tmp_path):
+    import json
+
+    from policyagg.experiments import bench_convert
+
+    rows = [{"env": "FrozenLake-v1", "route": "model", "states": 17}]
+    monkeypatch.setattr(bench_convert, "bench_convert", lambda **kwargs: {"rows": rows, "markdown": "| table |"})
+    assert main(["bench", "convert", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "bench-convert.md").read_text() == "| table |\n"
+    assert json.loads((tmp_path / "b" / "bench-convert.json").read_text()) == rows
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bench-convert.json", "bench-convert.md"]
