@@ -122,7 +122,8 @@ METHODS = ("auto", "dense", "krylov", "sparse", "kronecker", "triangular")
 #: How the GMRES of the krylov and sparse methods runs: ``"numba"`` compiles its sparse
 #: product, Gram-Schmidt and Givens updates (:mod:`policyagg.sampling_kernel`, the ``fast``
 #: extra), ``"numpy"`` runs them as numpy calls; ``"auto"`` uses numba when it is installed.
-#: Both give the exact occupancies (the same residual check); they agree to rounding.
+#: The triangular method: ``"numba"`` eliminates each component's band compiled, ``"numpy"`` solves
+#: it densely by LAPACK. Both give the exact occupancies (the same residual check); they agree to rounding.
 KERNELS = ("auto", "numba", "numpy")
 
 
