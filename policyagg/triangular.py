@@ -150,12 +150,12 @@ class TriangularStructure:
 
     @classmethod
     def from_transitions(cls, P: sp.sparray, n_actions: int) -> TriangularStructure:
-        """The structure of ``P`` (``(S * A, S)``, row ``s * A + a``); entries of probability 0 are no edges."""
-        P = sp.csr_array(P)
+        """The structure of ``P`` (``(S * A, S)``, row ``s * A + a``); stored zeros are dropped (no edges)."""
+        P = sp.csr_array(P, copy=True)
+        P.eliminate_zeros()  # a stored zero may point anywhere, even back to an earlier component
         S = P.shape[1]
         coo = P.tocoo()
-        positive = coo.data > 0
-        source, target = coo.row[positive] // n_actions, coo.col[positive]
+        source, target = coo.row // n_actions, coo.col
         graph = sp.csr_array((np.ones(source.size), (source, target)), shape=(S, S))
         n_components, labels = csgraph.connected_components(graph, directed=True, connection="strong")
         labels = labels.astype(np.int64)

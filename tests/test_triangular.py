@@ -84,6 +84,30 @@ def test_structure_orders_components_topologically_with_true_bandwidths():
     assert t.work == int(sum((t.starts[c + 1] - t.starts[c]) * (t.lower[c] + 1) * (t.upper[c] + 1) for c in range(n)))
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
+def test_stored_zeros_pointing_back_are_no_transitions(kernel):
+    """A stored zero from the last component to the first must neither order the components nor
+    be written into a band (it would fall outside it)."""
+    P = layered_P(levels=3, width=10, n_actions=2, seed=4)
+    S, A = P.shape[:2]
+    matrix = sp.csr_array(P.reshape(S * A, S))
+    first = np.flatnonzero(P.sum(axis=(1, 2)) > 0)[0]
+    coo = matrix.tocoo()
+    rows, cols = np.r_[coo.row, np.arange(S * A)], np.r_[coo.col, np.full(S * A, first)]
+    data = np.r_[coo.data, np.zeros(S * A)]
+    with_zeros = sp.csr_array((data, (rows, cols)), shape=(S * A, S))
+    with_zeros.sum_duplicates()
+    assert with_zeros.nnz > matrix.nnz  # the zeros are stored
+    t = TriangularStructure.from_transitions(with_zeros, A)
+    reference = TriangularStructure.from_transitions(matrix, A)
+    assert t.n_components == reference.n_components and t.work == reference.work
+    policies = np.random.default_rng(0).dirichlet(np.ones(A), size=(2, S))
+    rhs = np.random.default_rng(1).random(S)
+    x, _ = triangular.solve(t, policies, rhs, 0.9, kernel=kernel)
+    for k, policy in enumerate(policies):
+        np.testing.assert_allclose(x[k], dense_solutions(P, policy, 0.9, rhs, rhs)[0], rtol=1e-11, atol=1e-13)
+
+
 def test_topological_order_of_a_random_dag_and_a_cycle():
     rng = np.random.default_rng(0)
     n = 200
