@@ -1,13 +1,18 @@
-"""Scale benchmark (issue 6): LP-based rules on the large attention instance.
+"""Scale benchmark (issue 6): LP-based rules on the large attention instance, or on a converted
+Gymnasium environment (``env=``, e.g. MO-Gymnasium's four-room: issue 15).
 
 Every figure is wall time measured in this run; each rule is also given as a multiple of one
-utilitarian solve measured in the same run (the baseline). No timing is asserted anywhere.
+utilitarian solve measured in the same run (the baseline). Each phase (model build or conversion,
+return ranges, samples) also has its CPU seconds (this process and its finished workers), peak RSS
+and the load average. No timing is asserted anywhere.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -61,6 +66,20 @@ def load_average() -> float:
 MIXTURE_SOURCE = "a mixture of the agents' extreme occupancies (timing only: not one of the package's measures)"
 
 
+def gymnasium_problem(env_id: str, *, env_options: Mapping[str, Any] | None = None, seed: int = 0):
+    """``(problem, model)`` of a Gymnasium environment converted as ``policyagg bench convert`` does
+    (:func:`policyagg.envs.tabular.from_gymnasium` at its ``GAMMA`` and ``MAX_STATES``; one agent
+    per reward component). ``env_options`` go to :func:`~policyagg.envs.tabular.make_env`."""
+    from policyagg.envs.tabular import from_gymnasium, make_env
+    from policyagg.experiments.bench_convert import GAMMA, MAX_STATES
+
+    env = make_env(env_id, **dict(env_options or {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the model's info says how exact it is (reported)
+        model = from_gymnasium(env, gamma=GAMMA, max_states=MAX_STATES, rng=seed)
+    return model.problem(), model
+
+
 def mixture_samples(problem, n_samples: int, seed: int = 0) -> ReturnSamples:
     """Returns of random convex combinations (Dirichlet(1) weights) of the agents' best and
     worst occupancies: points of ``O`` (``J`` of a mixture is the mixture of the ``J``'s),
@@ -85,8 +104,13 @@ def bench_scale(
     share_columns: bool = False,
     workers: int | None = None,
     progress: bool | None = False,
+    env: str | None = None,
+    env_options: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Model build, return ranges and each LP-based rule on the attention instance (experiment b).
+    """Model build, return ranges and each LP-based rule on the attention instance (experiment b),
+    or, with ``env`` (a Gymnasium id, ``env_options`` for its ``make_env``), on that environment
+    converted by :func:`gymnasium_problem` (the phase "conversion"; ``n_sites``, ``n_phases``,
+    ``n_agents`` do not apply).
 
     Per rule: wall seconds, LP solves, Python model-building seconds, HiGHS's own seconds
     (for column generation: the master LPs), CPU seconds of this process, pricing seconds (policy iteration, scipy),
@@ -109,22 +133,33 @@ def bench_scale(
     from policyagg.experiments.compare import attention_problem
 
     phases: dict[str, dict[str, float]] = {}
+    cpu_start = 0.0
 
     def phase(name: str, started: float) -> float:
         seconds = time.perf_counter() - started
-        phases[name] = {"seconds": seconds, "load": load_average(), "peak_rss_mb": peak_rss_mb()}
+        phases[name] = {
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds() - cpu_start,
+            "load": load_average(),
+            "peak_rss_mb": peak_rss_mb(),
+        }
         return seconds
 
-    start = time.perf_counter()
-    problem = attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed)
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    if env is None:
+        problem = attention_problem("b", n_sites=n_sites, n_phases=n_phases, n_agents=n_agents, seed=seed)
+        described = f"attention {n_sites} sites x {n_phases} phases"
+    else:
+        problem, model = gymnasium_problem(env, env_options=env_options, seed=seed)
+        described = f"{env} (route {model.route}, gamma {problem.mdp.gamma:g})"
     _ = problem.polytope
-    build_seconds = phase("model build", start)
+    build_seconds = phase("model build" if env is None else "conversion", start)
     pool = ColumnPool(problem.mdp)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     with decomposition(pool=pool):
         problem = solvers.with_ranges(problem, backend=backend)
     ranges_seconds = phase("return ranges", start)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     if samples_path is not None:
         samples = ReturnSamples.load(samples_path)
         if samples.n_agents != problem.n_agents:
@@ -139,7 +174,11 @@ def bench_scale(
     else:
         label = False if progress is False else f"bench scale seed {seed}: policy samples"
         samples = sample_policy_returns(problem, n_samples, rng=seed, workers=workers, progress=label)
-        source = f"the `policy` measure (seed {seed}), real samples drawn in this run"
+        info = samples.info
+        source = (
+            f"the `policy` measure (seed {seed}), real samples drawn in this run "
+            f"(method {info['method']}, {info['workers']} worker(s))"
+        )
     sampling_seconds = phase("samples", start)
     decomposed = decomposes(occupancy_program(problem, np.zeros(problem.mdp.n_state_actions), name="probe"), backend)
 
@@ -147,7 +186,7 @@ def bench_scale(
     baseline = None
     timings = {}
     for label, name, options in tqdm(
-        rules, desc=f"bench scale ({n_sites} sites): rules", unit="rule", disable=progress is False
+        rules, desc=f"bench scale ({env or f'{n_sites} sites'}): rules", unit="rule", disable=progress is False
     ):
         if not share_columns:
             pool.restore(after_ranges)
@@ -176,7 +215,7 @@ def bench_scale(
         }
     mdp = problem.mdp
     return {
-        "model": f"attention {n_sites} sites x {n_phases} phases (S={mdp.n_states}, A={mdp.n_actions}, "
+        "model": f"{described} (S={mdp.n_states}, A={mdp.n_actions}, "
         f"{mdp.n_state_actions} occupancy columns, P nnz={mdp.P.nnz}), {problem.n_agents} agents",
         "samples": f"{samples.n_samples} samples from {source}",
         "sampling_seconds": sampling_seconds,
@@ -198,7 +237,8 @@ def format_scale(report: dict) -> str:
     lines = [
         f"{report['model']}; {report['samples']}; column generation: {report['column_generation']}",
         "; ".join(
-            f"{name} {p['seconds']:.1f} s (load {p['load']:.1f}, peak RSS {p['peak_rss_mb']:.0f} MB)"
+            f"{name} {p['seconds']:.1f} s ({p['cpu_seconds']:.1f} CPU s, load {p['load']:.1f}, "
+            f"peak RSS {p['peak_rss_mb']:.0f} MB)"
             for name, p in phases.items()
         ),
         "",

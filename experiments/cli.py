@@ -342,6 +342,7 @@ def _bench_scale(args) -> None:
                 samples_path=args.samples_file,
                 workers=args.workers,
                 progress=None,
+                env=args.env,
             )
         )
     )
@@ -711,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  growth   sampler cost per sample on 3..--sites sites, sparse vs kronecker, against nnz(P)\n"
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
+        "           (--env ID: on a converted Gymnasium environment instead, e.g. four-room-v0)\n"
         "  volume   effective samples/s of the volume measure vs plain hit-and-run\n"
         "  agents   every rule on experiment b with 5..1000 agents: time, status, memory vs utilitarian\n"
         "  executor local vs Ray: overhead per task, `reproduce` end to end, a simulated two-node cluster\n"
@@ -725,7 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  policyagg bench agents --agents 5,10,30 --rules utilitarian,egalitarian --out results/bench\n"
         "  policyagg bench executor --seeds 1 --samples 2000 --repeats 1   # needs Ray: pip install 'policyagg[ray]'\n"
         "  policyagg bench oracle --sites 7 --q-learning\n"
-        "  policyagg bench convert --full   # with four-room (about 594k states) and fickle Taxi: minutes",
+        "  policyagg bench convert --full   # with four-room (about 594k states) and fickle Taxi: minutes\n"
+        "  policyagg bench scale --env four-room-v0 --rules utilitarian,egalitarian,max-quantile --workers 2",
     )
     p.add_argument(
         "target",
@@ -843,6 +846,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--full",
         action="store_true",
         help="convert: also four-room-v0 (about 594k states; minutes, up to 2 GB) and Taxi-v4 with a fickle passenger",
+    )
+    p.add_argument(
+        "--env",
+        default=None,
+        metavar="ID",
+        help="scale: a Gymnasium environment id to convert (gamma 0.99, as `bench convert`) and run the rules on "
+        "instead of the attention model, e.g. four-room-v0 (about 594k states: conversion 2-3 minutes, 1.4 GB)",
     )
     p.add_argument(
         "--out",

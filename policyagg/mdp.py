@@ -32,6 +32,8 @@ from policyagg.planning import (
     steering_actions,
     union_adjacency,
 )
+from policyagg.triangular import TriangularStructure, pays
+from policyagg.triangular import solve as triangular_solve
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
 #: then renormalised exactly.
@@ -47,6 +49,13 @@ DELIVERY_TOL = 1e-5
 #: Average reward: a closed class of the derived policy's chain whose ``d``-mass is at most this
 #: is solver noise (a loop of off-route states that would trap the chain), never a target.
 TRAP_MASS = 1e-6
+#: From this many states on, a discounted MDP whose strongly connected components are small enough
+#: (:func:`policyagg.triangular.pays`) solves its policies' flow and value systems by block
+#: substitution (:attr:`TabularMDP.triangular`) instead of a sparse LU or an iterative solver.
+TRIANGULAR_MIN_STATES = 1000
+#: Such a solve counts when its true residual is at most this relative to the right-hand side
+#: (else the sparse LU solves again).
+TRIANGULAR_RTOL = 1e-12
 
 #: What ``P`` may be given as: a dense ``(S, A, S)`` array or a sparse ``(S*A, S)`` matrix.
 TransitionLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
@@ -248,6 +257,23 @@ class TabularMDP:
         return union_adjacency(self.P, self.n_actions)
 
     @cached_property
+    def triangular_structure(self) -> TriangularStructure | None:
+        """The states ordered by strongly connected components (:mod:`policyagg.triangular`),
+        under which every policy's discounted flow system is block triangular; ``None`` for
+        ``gamma == 1``."""
+        return None if self.average_reward else TriangularStructure.from_transitions(self.P, self.n_actions)
+
+    @cached_property
+    def triangular(self) -> TriangularStructure | None:
+        """:attr:`triangular_structure` where policies are evaluated with it: ``gamma < 1``, at least
+        :data:`TRIANGULAR_MIN_STATES` states and small components (:func:`policyagg.triangular.pays`);
+        else ``None``."""
+        if self.average_reward or self.n_states < TRIANGULAR_MIN_STATES:
+            return None
+        structure = self.triangular_structure
+        return structure if structure is not None and pays(structure, self.P.nnz) else None
+
+    @cached_property
     def structure(self) -> Structure:
         """Unreachable states, closed classes and whether the MDP is communicating
         (:func:`policyagg.planning.graph_structure` on :attr:`union_graph`)."""
@@ -305,15 +331,26 @@ class TabularMDP:
         Average reward: the Cesaro limit ``lim_T (1/T) sum_t rho^T P_pi^t``, computed exactly
         from the closed classes of ``P_pi`` and the absorption probabilities into them.
         """
-        P_pi = self.transition_under(self.check_policy(policy))
-        S = self.n_states
+        pi = self.check_policy(policy)
         if not self.average_reward:
-            system = sp.csc_array(sp.eye_array(S) - self.gamma * P_pi.T)
-            mu: NDArray[np.float64] = spla.spsolve(system, (1.0 - self.gamma) * self.rho)  # scipy is untyped: Any
+            mu = self._triangular_occupancy(pi)
+            if mu is None:
+                system = sp.csc_array(sp.eye_array(self.n_states) - self.gamma * self.transition_under(pi).T)
+                mu = spla.spsolve(system, (1.0 - self.gamma) * self.rho)  # scipy is untyped: Any
             positive = np.clip(mu, 0.0, None)
             total: float = positive.sum()  # numpy types reductions as Any
             return positive / total
+        P_pi = self.transition_under(pi)
         return cesaro_limit(P_pi, self.rho)
+
+    def _triangular_occupancy(self, policy: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """``mu_pi`` by block forward substitution where :attr:`triangular` applies and the true
+        residual meets :data:`TRIANGULAR_RTOL`; else ``None``."""
+        if self.triangular is None:
+            return None
+        rhs = (1.0 - self.gamma) * self.rho
+        mu, residual = triangular_solve(self.triangular, policy[None], rhs, self.gamma)
+        return mu[0] if residual[0] <= TRIANGULAR_RTOL * np.linalg.norm(rhs) else None
 
     def occupancy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Normalised state-action occupancy ``d(s, a) = mu_pi(s) pi(a|s)``, shape (S, A)."""

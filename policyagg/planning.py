@@ -11,8 +11,8 @@ Policy iteration maximises a linear objective over the occupancy polytope,
 residual ``g = max_{s,a} c(s, a) + gamma (P h)(s, a) - h(s)`` bounds that maximum from above
 (average reward: ``g``; discounted: ``(1 - gamma) rho @ h + g``).
 
-Only :mod:`policyagg.errors` is imported at run time, so :mod:`policyagg.mdp` can use this
-module.
+Only :mod:`policyagg.errors` and :mod:`policyagg.triangular` are imported at run time, so
+:mod:`policyagg.mdp` can use this module.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from scipy.sparse import csgraph
 from threadpoolctl import threadpool_limits
 
 from policyagg.errors import PolicyEvaluationError
+from policyagg.triangular import solve as triangular_solve
 
 if TYPE_CHECKING:
     from policyagg.mdp import TabularMDP
@@ -70,6 +71,10 @@ STATIONARY_DIRECT_MAX_STATES = 2000
 #: How many times an average-reward policy with several closed classes is steered toward its
 #: best class before :class:`PolicyEvaluationError` (the last attempt steers every other state).
 UNICHAIN_ATTEMPTS = 6
+#: A policy evaluated by block substitution (:attr:`policyagg.mdp.TabularMDP.triangular`) counts
+#: when each system's true residual is at most this relative to its right-hand side; otherwise it
+#: is evaluated again as without the structure.
+TRIANGULAR_RTOL = 1e-12
 
 
 # ------------------------------------------------------------------------------ graph facts
@@ -550,8 +555,14 @@ class PolicyIteration:
         self, policy: np.ndarray, c_pi: np.ndarray, need_mu: bool = True, refine: bool = False
     ) -> PolicyEvaluation:
         """:func:`evaluate_policy` of a deterministic policy (LU up to ``direct_max_states``;
-        ``refine``: refine the iterative value solution, see :func:`refine_solution`)."""
+        ``refine``: refine the iterative value solution, see :func:`refine_solution`); by block
+        substitution where the MDP has a :attr:`~policyagg.mdp.TabularMDP.triangular` structure
+        (above ``direct_max_states`` states: exact, no warm start, nothing to refine)."""
         direct = self.direct_max_states >= self.S
+        if not direct and self.mdp.triangular is not None:
+            exact = self._evaluate_triangular(policy, c_pi, need_mu)
+            if exact is not None:
+                return exact
         result = evaluate_policy(
             self.transitions(policy),
             c_pi,
@@ -569,6 +580,24 @@ class PolicyIteration:
             if result.solution_mu is not None:
                 self._start_mu = result.solution_mu
         return result
+
+    def _evaluate_triangular(self, policy: np.ndarray, c_pi: np.ndarray, need_mu: bool) -> PolicyEvaluation | None:
+        """Values ``(I - gamma P_pi) v = c_pi`` and (``need_mu``) ``(I - gamma P_pi^T) mu = (1 - gamma) rho``
+        by block substitution over the MDP's components; ``None`` when a true residual exceeds
+        :data:`TRIANGULAR_RTOL`."""
+        structure = self.mdp.triangular
+        assert structure is not None  # (checked by the caller)
+        one_hot = np.zeros((1, self.S, self.A))
+        one_hot[0, np.arange(self.S), policy] = 1.0
+        systems = [(c_pi, True)] + ([((1.0 - self.gamma) * self.rho, False)] if need_mu else [])
+        solutions = []
+        for rhs, transpose in systems:
+            x, residual = triangular_solve(structure, one_hot, rhs, self.gamma, transpose=transpose)
+            if not residual[0] <= TRIANGULAR_RTOL * np.linalg.norm(rhs):
+                return None
+            solutions.append(x[0])
+        v = solutions[0]
+        return PolicyEvaluation(None, v, solutions[1] if need_mu else np.zeros(self.S), v, None)
 
     def make_unichain(self, policy: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Average reward: a policy with several closed classes has no bordered evaluation

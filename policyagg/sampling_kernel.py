@@ -213,3 +213,177 @@ def component_product(
                     source = x[o, q]
                     for r in range(inner):
                         row[r] += coefficient * source[r]
+
+
+# ------------------------------------------------------------------ block-triangular solve
+@numba.njit(cache=True, nogil=True)
+def _assemble_band(
+    ptr: NDArray[np.int64],
+    index: NDArray[np.int64],
+    data: NDArray[np.float64],
+    policy: NDArray[np.float64],
+    gamma: float,
+    start: int,
+    stop: int,
+    lower: int,
+    width: int,
+    transpose: bool,
+    band: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """The band of ``I - gamma P_pi^T`` (``transpose``: of ``I - gamma P_pi``; ``policy`` by
+    position) on positions ``start:stop``: entry ``(i, j)`` (local) at ``band[i * width + j - i + lower]``; transitions
+    that leave the component are skipped."""
+    n_actions = policy.shape[1]
+    for k in range((stop - start) * width):
+        band[k] = 0.0
+    for i in range(stop - start):
+        band[i * width + lower] = 1.0
+    for j in range(start, stop):
+        for a in range(n_actions):
+            weight = gamma * policy[j, a]
+            row = j * n_actions + a
+            for k in range(ptr[row], ptr[row + 1]):
+                t = index[k]
+                if t < stop:
+                    if transpose:
+                        band[(j - start) * width + t - j + lower] -= weight * data[k]
+                    else:
+                        band[(t - start) * width + j - t + lower] -= weight * data[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _band_solve(
+    band: NDArray[np.float64], n: int, lower: int, upper: int, x: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """Solve the banded system in ``band`` (layout of :func:`_assemble_band`) in place of ``x``
+    (``n`` entries): LU without pivoting (stable for diagonally dominant matrices), then the two
+    triangular solves."""
+    width = lower + upper + 1
+    for k in range(n):
+        pivot = band[k * width + lower]
+        for i in range(k + 1, min(n, k + lower + 1)):
+            factor = band[i * width + k - i + lower] / pivot
+            band[i * width + k - i + lower] = factor
+            if factor != 0.0:
+                for j in range(k + 1, min(n, k + upper + 1)):
+                    band[i * width + j - i + lower] -= factor * band[k * width + j - k + lower]
+    for i in range(n):
+        total = x[i]
+        for k in range(max(0, i - lower), i):
+            total -= band[i * width + k - i + lower] * x[k]
+        x[i] = total
+    for i in range(n - 1, -1, -1):
+        total = x[i]
+        for j in range(i + 1, min(n, i + upper + 1)):
+            total -= band[i * width + j - i + lower] * x[j]
+        x[i] = total / band[i * width + lower]
+
+
+@numba.njit(cache=True, nogil=True)
+def _couple(
+    ptr: NDArray[np.int64],
+    index: NDArray[np.int64],
+    data: NDArray[np.float64],
+    policy: NDArray[np.float64],
+    gamma: float,
+    start: int,
+    stop: int,
+    transpose: bool,
+    x: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """The coupling of positions ``start:stop`` with later components (``t >= stop``) through
+    ``gamma pi(a|s) P(t|s, a)``: push ``x[s]`` (solved) into ``x[t]`` (forward), or, with
+    ``transpose``, pull the solved ``x[t]`` into ``x[s]`` before the component is solved."""
+    n_actions = policy.shape[1]
+    for j in range(start, stop):
+        for a in range(n_actions):
+            weight = gamma * policy[j, a]
+            row = j * n_actions + a
+            for k in range(ptr[row], ptr[row + 1]):
+                t = index[k]
+                if t >= stop:
+                    if transpose:
+                        x[j] += weight * data[k] * x[t]
+                    else:
+                        x[t] += weight * data[k] * x[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual_norm(
+    ptr: NDArray[np.int64],
+    index: NDArray[np.int64],
+    data: NDArray[np.float64],
+    policy: NDArray[np.float64],
+    gamma: float,
+    transpose: bool,
+    rhs: NDArray[np.float64],
+    x: NDArray[np.float64],
+    work: NDArray[np.float64],
+) -> float:  # pragma: no cover - compiled
+    """``||rhs - (I - gamma P_pi^T) x||_2`` (``transpose``: ``I - gamma P_pi``) from the
+    transitions themselves, not the factors."""
+    n_actions = policy.shape[1]
+    n = x.size
+    for t in range(n):
+        work[t] = rhs[t] - x[t]
+    for j in range(n):
+        for a in range(n_actions):
+            weight = gamma * policy[j, a]
+            row = j * n_actions + a
+            for k in range(ptr[row], ptr[row + 1]):
+                if transpose:
+                    work[j] += weight * data[k] * x[index[k]]
+                else:
+                    work[index[k]] += weight * data[k] * x[j]
+    total = 0.0
+    for t in range(n):
+        total += work[t] * work[t]
+    return math.sqrt(total)
+
+
+@numba.njit(cache=True, nogil=True)
+def triangular_solve(
+    ptr: NDArray[np.int64],
+    index: NDArray[np.int64],
+    data: NDArray[np.float64],
+    order: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    lower: NDArray[np.int64],
+    upper: NDArray[np.int64],
+    gamma: float,
+    transpose: bool,
+    rhs: NDArray[np.float64],
+    policies: NDArray[np.float64],
+    out: NDArray[np.float64],
+    residuals: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """For each policy ``policies[b]`` (S, A): ``out[b]`` (by position) solving
+    ``(I - gamma P_pi^T) x = rhs`` by block forward substitution over the components of a
+    :class:`~policyagg.triangular.TriangularStructure` (its arrays; ``rhs`` by position), or with
+    ``transpose`` ``(I - gamma P_pi) x = rhs`` by backward substitution (the bandwidths swap);
+    ``residuals[b]`` is its true residual norm."""
+    n_states = order.size
+    n_components = starts.size - 1
+    size = 0
+    for c in range(n_components):
+        size = max(size, (starts[c + 1] - starts[c]) * (lower[c] + upper[c] + 1))
+    band = np.empty(size)
+    work = np.empty(n_states)
+    policy = np.empty((n_states, policies.shape[2]))  # by position: the passes below read it in order
+    for b in range(policies.shape[0]):
+        for i in range(n_states):
+            policy[i] = policies[b, order[i]]
+        x = out[b]
+        for i in range(n_states):
+            x[i] = rhs[i]
+        for step in range(n_components):
+            c = n_components - 1 - step if transpose else step
+            start, stop = starts[c], starts[c + 1]
+            below, above = (upper[c], lower[c]) if transpose else (lower[c], upper[c])
+            if transpose:
+                _couple(ptr, index, data, policy, gamma, start, stop, True, x)
+            _assemble_band(ptr, index, data, policy, gamma, start, stop, below, below + above + 1, transpose, band)
+            _band_solve(band, stop - start, below, above, x[start:stop])
+            if not transpose:
+                _couple(ptr, index, data, policy, gamma, start, stop, False, x)
+        residuals[b] = _residual_norm(ptr, index, data, policy, gamma, transpose, rhs, x, work)

@@ -325,6 +325,47 @@ def test_reproduce_variants_pick_the_shipped_configs(monkeypatch, tmp_path):
     assert [c.output for c in seen] == [tmp_path / "attention-a", tmp_path / "attention-b"]
 
 
+def test_bench_scale_env_option_reaches_the_bench(monkeypatch):
+    from policyagg.experiments import bench_scale
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench_scale, "bench_scale", fake)
+    with pytest.raises(SystemExit):
+        main(["bench", "scale", "--env", "four-room-v0", "--rules", "max-quantile", "--workers", "2"])
+    assert seen["env"] == "four-room-v0" and seen["workers"] == 2
+    assert [case[0] for case in seen["rules"]] == ["utilitarian", "max-quantile"]
+    seen.clear()
+    with pytest.raises(SystemExit):
+        main(["bench", "scale"])
+    assert seen["env"] is None
+
+
+def test_bench_scale_on_a_converted_gymnasium_environment():
+    """A four-room maze with two shapes (a few hundred states): the phases are the conversion's,
+    the samples are the `policy` measure's by the triangular method, and the rules solve."""
+    pytest.importorskip("mo_gymnasium")
+    from test_enumerate_scale import _four_room_maze
+
+    from policyagg.experiments.bench_scale import SCALE_CASES, bench_scale, format_scale
+
+    rules = tuple(case for case in SCALE_CASES if case[1] in ("utilitarian", "egalitarian", "max_quantile"))
+    report = bench_scale(
+        env="four-room-v0", env_options={"maze": _four_room_maze(2)}, n_samples=60, rules=rules, workers=1
+    )
+    assert report["model"].startswith("four-room-v0 (route enumerate, gamma 0.99)")
+    assert list(report["phases"]) == ["conversion", "return ranges", "samples"]
+    assert all(p["seconds"] >= 0 and p["cpu_seconds"] >= 0 and p["peak_rss_mb"] > 0 for p in report["phases"].values())
+    assert "method triangular" in report["samples"] and "60 samples" in report["samples"]
+    assert list(report["rules"]) == ["utilitarian", "egalitarian", "max-quantile"]
+    assert all(t["status"] == "optimal" and t["violation"] < 1e-9 for t in report["rules"].values())
+    assert "| max-quantile |" in format_scale(report) and "CPU s" in format_scale(report)
+
+
 def test_bench_scale_rules_select_cases_and_keep_the_baseline(monkeypatch, capsys):
     from policyagg.experiments import bench_scale
 
