@@ -32,7 +32,7 @@ from policyagg.planning import (
     steering_actions,
     union_adjacency,
 )
-from policyagg.triangular import TriangularStructure, pays
+from policyagg.triangular import RESIDUAL_RTOL, TriangularStructure, pays
 from policyagg.triangular import solve as triangular_solve
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
@@ -53,9 +53,6 @@ TRAP_MASS = 1e-6
 #: (:func:`policyagg.triangular.pays`) solves its policies' flow and value systems by block
 #: substitution (:attr:`TabularMDP.triangular`) instead of a sparse LU or an iterative solver.
 TRIANGULAR_MIN_STATES = 1000
-#: Such a solve counts when its true residual is at most this relative to the right-hand side
-#: (else the sparse LU solves again).
-TRIANGULAR_RTOL = 1e-12
 
 #: What ``P`` may be given as: a dense ``(S, A, S)`` array or a sparse ``(S*A, S)`` matrix.
 TransitionLike: TypeAlias = ArrayLike | sp.sparray | sp.spmatrix
@@ -345,12 +342,12 @@ class TabularMDP:
 
     def _triangular_occupancy(self, policy: NDArray[np.float64]) -> NDArray[np.float64] | None:
         """``mu_pi`` by block forward substitution where :attr:`triangular` applies and the true
-        residual meets :data:`TRIANGULAR_RTOL`; else ``None``."""
+        residual meets :data:`policyagg.triangular.RESIDUAL_RTOL`; else ``None``."""
         if self.triangular is None:
             return None
         rhs = (1.0 - self.gamma) * self.rho
         mu, residual = triangular_solve(self.triangular, policy[None], rhs, self.gamma)
-        return mu[0] if residual[0] <= TRIANGULAR_RTOL * np.linalg.norm(rhs) else None
+        return mu[0] if residual[0] <= RESIDUAL_RTOL * np.linalg.norm(rhs) else None
 
     def occupancy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Normalised state-action occupancy ``d(s, a) = mu_pi(s) pi(a|s)``, shape (S, A)."""

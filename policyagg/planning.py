@@ -29,6 +29,7 @@ from scipy.sparse import csgraph
 from threadpoolctl import threadpool_limits
 
 from policyagg.errors import PolicyEvaluationError
+from policyagg.triangular import RESIDUAL_RTOL
 from policyagg.triangular import solve as triangular_solve
 
 if TYPE_CHECKING:
@@ -71,10 +72,6 @@ STATIONARY_DIRECT_MAX_STATES = 2000
 #: How many times an average-reward policy with several closed classes is steered toward its
 #: best class before :class:`PolicyEvaluationError` (the last attempt steers every other state).
 UNICHAIN_ATTEMPTS = 6
-#: A policy evaluated by block substitution (:attr:`policyagg.mdp.TabularMDP.triangular`) counts
-#: when each system's true residual is at most this relative to its right-hand side; otherwise it
-#: is evaluated again as without the structure.
-TRIANGULAR_RTOL = 1e-12
 
 
 # ------------------------------------------------------------------------------ graph facts
@@ -584,7 +581,7 @@ class PolicyIteration:
     def _evaluate_triangular(self, policy: np.ndarray, c_pi: np.ndarray, need_mu: bool) -> PolicyEvaluation | None:
         """Values ``(I - gamma P_pi) v = c_pi`` and (``need_mu``) ``(I - gamma P_pi^T) mu = (1 - gamma) rho``
         by block substitution over the MDP's components; ``None`` when a true residual exceeds
-        :data:`TRIANGULAR_RTOL`."""
+        :data:`policyagg.triangular.RESIDUAL_RTOL`."""
         structure = self.mdp.triangular
         assert structure is not None  # (checked by the caller)
         one_hot = np.zeros((1, self.S, self.A))
@@ -593,7 +590,7 @@ class PolicyIteration:
         solutions = []
         for rhs, transpose in systems:
             x, residual = triangular_solve(structure, one_hot, rhs, self.gamma, transpose=transpose)
-            if not residual[0] <= TRIANGULAR_RTOL * np.linalg.norm(rhs):
+            if not residual[0] <= RESIDUAL_RTOL * np.linalg.norm(rhs):
                 return None
             solutions.append(x[0])
         v = solutions[0]

@@ -43,6 +43,10 @@ from policyagg.errors import InvalidMDPError
 
 #: :func:`solve_numpy` solves a component of more states than this by sparse LU instead of dense LAPACK.
 DENSE_COMPONENT_MAX_STATES = 1500
+#: A policy's occupancy or values from :func:`solve` count (in :mod:`policyagg.mdp` and
+#: :mod:`policyagg.planning`) when the true residual is at most this relative to the right-hand
+#: side; otherwise they are solved again as without the structure.
+RESIDUAL_RTOL = 1e-12
 #: :func:`pays`: the eliminations may cost what this many steps of an iterative solve do
 #: (each a product with ``P`` and a Gram-Schmidt step over as many earlier vectors).
 ITERATIVE_STEPS = 40
