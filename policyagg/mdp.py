@@ -32,7 +32,7 @@ from policyagg.planning import (
     steering_actions,
     union_adjacency,
 )
-from policyagg.triangular import RESIDUAL_RTOL, TriangularStructure, pays
+from policyagg.triangular import TriangularStructure, accepted, pays
 from policyagg.triangular import solve as triangular_solve
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
@@ -342,12 +342,12 @@ class TabularMDP:
 
     def _triangular_occupancy(self, policy: NDArray[np.float64]) -> NDArray[np.float64] | None:
         """``mu_pi`` by block forward substitution where :attr:`triangular` applies and the true
-        residual meets :data:`policyagg.triangular.RESIDUAL_RTOL`; else ``None``."""
+        residual is accepted (:func:`policyagg.triangular.accepted`); else ``None``."""
         if self.triangular is None:
             return None
         rhs = (1.0 - self.gamma) * self.rho
         mu, residual = triangular_solve(self.triangular, policy[None], rhs, self.gamma)
-        return mu[0] if residual[0] <= RESIDUAL_RTOL * np.linalg.norm(rhs) else None
+        return mu[0] if accepted(residual[0], rhs, mu[0]) else None
 
     def occupancy(self, policy: ArrayLike) -> NDArray[np.float64]:
         """Normalised state-action occupancy ``d(s, a) = mu_pi(s) pi(a|s)``, shape (S, A)."""

@@ -29,7 +29,7 @@ from scipy.sparse import csgraph
 from threadpoolctl import threadpool_limits
 
 from policyagg.errors import PolicyEvaluationError
-from policyagg.triangular import RESIDUAL_RTOL
+from policyagg.triangular import accepted
 from policyagg.triangular import solve as triangular_solve
 
 if TYPE_CHECKING:
@@ -580,8 +580,8 @@ class PolicyIteration:
 
     def _evaluate_triangular(self, policy: np.ndarray, c_pi: np.ndarray, need_mu: bool) -> PolicyEvaluation | None:
         """Values ``(I - gamma P_pi) v = c_pi`` and (``need_mu``) ``(I - gamma P_pi^T) mu = (1 - gamma) rho``
-        by block substitution over the MDP's components; ``None`` when a true residual exceeds
-        :data:`policyagg.triangular.RESIDUAL_RTOL`."""
+        by block substitution over the MDP's components; ``None`` when a solution is not
+        :func:`~policyagg.triangular.accepted` (its true residual too large)."""
         structure = self.mdp.triangular
         assert structure is not None  # (checked by the caller)
         one_hot = np.zeros((1, self.S, self.A))
@@ -590,7 +590,7 @@ class PolicyIteration:
         solutions = []
         for rhs, transpose in systems:
             x, residual = triangular_solve(structure, one_hot, rhs, self.gamma, transpose=transpose)
-            if not residual[0] <= RESIDUAL_RTOL * np.linalg.norm(rhs):
+            if not accepted(residual[0], rhs, x[0]):
                 return None
             solutions.append(x[0])
         v = solutions[0]

@@ -44,8 +44,8 @@ from policyagg.errors import InvalidMDPError
 #: :func:`solve_numpy` solves a component of more states than this by sparse LU instead of dense LAPACK.
 DENSE_COMPONENT_MAX_STATES = 1500
 #: A policy's occupancy or values from :func:`solve` count (in :mod:`policyagg.mdp` and
-#: :mod:`policyagg.planning`) when the true residual is at most this relative to the right-hand
-#: side; otherwise they are solved again as without the structure.
+#: :mod:`policyagg.planning`) when their normwise backward error is at most this
+#: (:func:`accepted`); otherwise they are solved again as without the structure.
 RESIDUAL_RTOL = 1e-12
 #: :func:`pays`: the eliminations may cost what this many steps of an iterative solve do
 #: (each a product with ``P`` and a Gram-Schmidt step over as many earlier vectors).
@@ -208,6 +208,15 @@ def pays(structure: TriangularStructure, nnz: int) -> bool:
     with ``P``, Gram-Schmidt): then the exact block solve is used where an iterative one would be."""
     m = ITERATIVE_STEPS
     return structure.work <= m * (2 * nnz + m * structure.n_states)
+
+
+def accepted(residual: float, rhs: NDArray[np.float64], x: NDArray[np.float64]) -> bool:
+    """Whether a solution ``x`` of ``(I - gamma M) x = rhs`` with true residual norm ``residual``
+    counts: ``residual <= RESIDUAL_RTOL (||rhs|| + 2 ||x||)``, a normwise backward error bound
+    (``2`` stands for ``||I - gamma M||``, which can be larger: the test is then only stricter).
+    Relative to ``||rhs||`` alone it would refuse exact-to-rounding solutions once ``||x||``
+    grows like ``||rhs|| / (1 - gamma)`` for discounts near 1."""
+    return bool(residual <= RESIDUAL_RTOL * (np.linalg.norm(rhs) + 2.0 * np.linalg.norm(x)))
 
 
 def solve(

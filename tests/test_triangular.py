@@ -148,6 +148,49 @@ def test_solves_match_dense_solves(kernel, transpose):
     assert (residuals < 1e-13 * np.linalg.norm(rhs)).all()
 
 
+@pytest.mark.parametrize("kernel", KERNELS_HERE)
+@pytest.mark.parametrize("gamma, scale", [(0.9999, 1.0), (0.99, 1e-12), (0.99, 1e12)])
+def test_solves_match_dense_solves_near_one_and_at_extreme_scales(kernel, gamma, scale):
+    """A discount near 1 (the blocks are barely diagonally dominant) and right-hand sides from
+    1e-12 to 1e12: the same relative accuracy against the dense solve."""
+    P = layered_P(levels=4, width=20, n_actions=3, seed=11)
+    S, A = P.shape[:2]
+    t = TriangularStructure.from_transitions(sp.csr_array(P.reshape(S * A, S)), A)
+    rng = np.random.default_rng(12)
+    policies = rng.dirichlet(np.ones(A), size=(2, S))
+    rhs = scale * rng.random(S)
+    for transpose in (False, True):
+        x, residuals = triangular.solve(t, policies, rhs, gamma, transpose=transpose, kernel=kernel)
+        for k, policy in enumerate(policies):
+            mu, v = dense_solutions(P, policy, gamma, rhs, rhs)
+            want = v if transpose else mu
+            np.testing.assert_allclose(x[k], want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+            assert triangular.accepted(residuals[k], rhs, x[k])
+            P_pi = np.einsum("sa,sat->st", policy, P)
+            system = np.eye(S) - gamma * (P_pi if transpose else P_pi.T)
+            off = x[k] * (1 + 1e-6 * rng.standard_normal(S))  # a solution wrong in its 7th digit
+            assert not triangular.accepted(np.linalg.norm(rhs - system @ off), rhs, off)
+
+
+def test_occupancy_near_one_discount_is_accepted_from_the_blocks(monkeypatch):
+    """At gamma = 0.9999 the block solve's residual is about 1e-11 of the right-hand side (the
+    occupancy grows like 1 / (1 - gamma) before normalising); the backward-error test accepts it,
+    so no sparse LU is needed."""
+    import policyagg.mdp as mdp_module
+
+    monkeypatch.setattr(mdp_module, "TRIANGULAR_MIN_STATES", 10)
+    problem = layered_problem(gamma=0.9999, seed=13)
+    mdp = problem.mdp
+    assert mdp.triangular is not None
+    policy = np.random.default_rng(14).dirichlet(np.ones(mdp.n_actions), size=mdp.n_states)
+    lu_called = []
+    monkeypatch.setattr(mdp_module.spla, "spsolve", lambda *a, **k: lu_called.append(1))
+    mu = mdp.state_occupancy(policy)
+    assert not lu_called
+    want, _ = dense_solutions(mdp.P_dense, policy, mdp.gamma, (1 - mdp.gamma) * mdp.rho, np.zeros(mdp.n_states))
+    np.testing.assert_allclose(mu, want / want.sum(), rtol=1e-9, atol=1e-14)
+
+
 def test_large_components_are_solved_by_sparse_lu(monkeypatch):
     monkeypatch.setattr(triangular, "DENSE_COMPONENT_MAX_STATES", 5)
     P = layered_P(levels=3, width=15, seed=7)
