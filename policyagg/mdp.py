@@ -32,7 +32,7 @@ from policyagg.planning import (
     steering_actions,
     union_adjacency,
 )
-from policyagg.triangular import TriangularStructure, accepted, pays
+from policyagg.triangular import TriangularStructure, accepted
 from policyagg.triangular import solve as triangular_solve
 
 #: Rows of ``P`` and ``rho`` must sum to 1 within this absolute tolerance; they are
@@ -258,17 +258,18 @@ class TabularMDP:
         """The states ordered by strongly connected components (:mod:`policyagg.triangular`),
         under which every policy's discounted flow system is block triangular; ``None`` for
         ``gamma == 1``."""
-        return None if self.average_reward else TriangularStructure.from_transitions(self.P, self.n_actions)
+        if self.average_reward:
+            return None
+        return self.triangular or TriangularStructure.from_transitions(self.P, self.n_actions)
 
     @cached_property
     def triangular(self) -> TriangularStructure | None:
         """:attr:`triangular_structure` where policies are evaluated with it: ``gamma < 1``, at least
         :data:`TRIANGULAR_MIN_STATES` states and small components (:func:`policyagg.triangular.pays`);
-        else ``None``."""
+        else ``None`` (decided before the structure's copy of ``P`` is made)."""
         if self.average_reward or self.n_states < TRIANGULAR_MIN_STATES:
             return None
-        structure = self.triangular_structure
-        return structure if structure is not None and pays(structure, self.P.nnz) else None
+        return TriangularStructure.if_it_pays(self.P, self.n_actions)
 
     @cached_property
     def structure(self) -> Structure:

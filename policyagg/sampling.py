@@ -254,12 +254,15 @@ class PolicySampler:
                 "method='triangular' needs `gamma` < 1 (with average reward the flow system is not block "
                 "triangular); use another method"
             )
-        if method != "triangular" and not (method == "auto" and mdp.gamma < 1.0 and self.S >= KRYLOV_MIN_STATES):
+        if method == "triangular":
+            return mdp.triangular_structure
+        if not (method == "auto" and mdp.gamma < 1.0 and self.S >= KRYLOV_MIN_STATES):
             return None
-        structure = mdp.triangular_structure
-        if structure is None or method == "triangular":
-            return structure
-        return structure if triangular.pays(structure, mdp.P.nnz) else None
+        from policyagg.mdp import TRIANGULAR_MIN_STATES
+
+        if self.S >= TRIANGULAR_MIN_STATES:  # the MDP's own decision, kept with it
+            return mdp.triangular
+        return TriangularStructure.if_it_pays(mdp.P, mdp.n_actions)
 
     @cached_property
     def _dense_pattern(self) -> tuple[NDArray[np.int64], sp.csr_array]:

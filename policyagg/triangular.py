@@ -138,7 +138,7 @@ class TriangularStructure:
     @property
     def work(self) -> int:
         """Multiply-adds of the banded eliminations for one policy: ``sum n (p + 1) (q + 1)``."""
-        return int((self.sizes * (self.lower + 1) * (self.upper + 1)).sum())
+        return _work(self.starts, self.lower, self.upper)
 
     @property
     def band_size(self) -> int:
@@ -155,38 +155,29 @@ class TriangularStructure:
     @classmethod
     def from_transitions(cls, P: sp.sparray, n_actions: int) -> TriangularStructure:
         """The structure of ``P`` (``(S * A, S)``, row ``s * A + a``); stored zeros are dropped (no edges)."""
-        P = sp.csr_array(P, copy=True)
-        P.eliminate_zeros()  # a stored zero may point anywhere, even back to an earlier component
-        S = P.shape[1]
-        coo = P.tocoo()
-        source, target = coo.row // n_actions, coo.col
-        graph = sp.csr_array((np.ones(source.size), (source, target)), shape=(S, S))
-        n_components, labels = csgraph.connected_components(graph, directed=True, connection="strong")
-        labels = labels.astype(np.int64)
-        rank = component_order(n_components, labels, source, target)
-        inside = labels[source] == labels[target]
-        symmetric = sp.csr_array(
-            (
-                np.ones(2 * int(inside.sum())),
-                (np.r_[source[inside], target[inside]], np.r_[target[inside], source[inside]]),
-            ),
-            shape=(S, S),
-        )
-        bandwise = np.empty(S, np.int64)
-        bandwise[csgraph.reverse_cuthill_mckee(symmetric, symmetric_mode=True)] = np.arange(S)
-        order = np.lexsort((bandwise, rank[labels])).astype(np.int64)
-        position = np.empty(S, np.int64)
-        position[order] = np.arange(S)
-        component = rank[labels[order]]  # of each position, non-decreasing
-        starts = np.searchsorted(component, np.arange(n_components + 1)).astype(np.int64)
-        offset = position[target] - position[source]  # position of the next state minus the state's
-        same = component[position[source]] == component[position[target]]
-        if (offset[~same] < 0).any():
-            raise InvalidMDPError("internal: a transition leads back to an earlier component")
-        lower = np.zeros(n_components, np.int64)
-        upper = np.zeros(n_components, np.int64)
-        np.maximum.at(lower, component[position[source[same]]], offset[same])  # row (next) below column (state)
-        np.maximum.at(upper, component[position[source[same]]], -offset[same])
+        return cls._build(*_ordering(P, n_actions), n_actions)
+
+    @classmethod
+    def if_it_pays(cls, P: sp.sparray, n_actions: int) -> TriangularStructure | None:
+        """:meth:`from_transitions` where :func:`pays`, else ``None``; decided from the components and
+        their bandwidths, before ``P`` is permuted (a large MDP of one component costs no copy of ``P``)."""
+        ordering = _ordering(P, n_actions)
+        P, _, _, starts, lower, upper = ordering
+        if _work(starts, lower, upper) > work_limit(P.nnz, P.shape[1]):
+            return None
+        return cls._build(*ordering, n_actions)
+
+    @classmethod
+    def _build(
+        cls,
+        P: sp.csr_array,
+        order: IntArray,
+        position: IntArray,
+        starts: IntArray,
+        lower: IntArray,
+        upper: IntArray,
+        n_actions: int,
+    ) -> TriangularStructure:
         rows = (order[:, None] * n_actions + np.arange(n_actions)).ravel()
         permuted = P[rows]
         return cls(
@@ -202,12 +193,59 @@ class TriangularStructure:
         )
 
 
+def _ordering(P: sp.sparray, n_actions: int) -> tuple[sp.csr_array, IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """``(P without stored zeros, order, position, starts, lower, upper)`` of :class:`TriangularStructure`."""
+    P = sp.csr_array(P, copy=True)
+    P.eliminate_zeros()  # a stored zero may point anywhere, even back to an earlier component
+    S = P.shape[1]
+    coo = P.tocoo()
+    source, target = coo.row // n_actions, coo.col
+    graph = sp.csr_array((np.ones(source.size), (source, target)), shape=(S, S))
+    n_components, labels = csgraph.connected_components(graph, directed=True, connection="strong")
+    labels = labels.astype(np.int64)
+    rank = component_order(n_components, labels, source, target)
+    inside = labels[source] == labels[target]
+    symmetric = sp.csr_array(
+        (
+            np.ones(2 * int(inside.sum())),
+            (np.r_[source[inside], target[inside]], np.r_[target[inside], source[inside]]),
+        ),
+        shape=(S, S),
+    )
+    bandwise = np.empty(S, np.int64)
+    bandwise[csgraph.reverse_cuthill_mckee(symmetric, symmetric_mode=True)] = np.arange(S)
+    order = np.lexsort((bandwise, rank[labels])).astype(np.int64)
+    position = np.empty(S, np.int64)
+    position[order] = np.arange(S)
+    component = rank[labels[order]]  # of each position, non-decreasing
+    starts = np.searchsorted(component, np.arange(n_components + 1)).astype(np.int64)
+    offset = position[target] - position[source]  # position of the next state minus the state's
+    same = component[position[source]] == component[position[target]]
+    if (offset[~same] < 0).any():
+        raise InvalidMDPError("internal: a transition leads back to an earlier component")
+    lower = np.zeros(n_components, np.int64)
+    upper = np.zeros(n_components, np.int64)
+    np.maximum.at(lower, component[position[source[same]]], offset[same])  # row (next) below column (state)
+    np.maximum.at(upper, component[position[source[same]]], -offset[same])
+    return P, order, position, starts, lower, upper
+
+
+def _work(starts: IntArray, lower: IntArray, upper: IntArray) -> int:
+    """``sum n (p + 1) (q + 1)`` over the components (:attr:`TriangularStructure.work`)."""
+    return int((np.diff(starts) * (lower + 1) * (upper + 1)).sum())
+
+
+def work_limit(nnz: int, n_states: int) -> int:
+    """What :data:`ITERATIVE_STEPS` ``= m`` steps of an iterative solve cost, ``m (2 nnz(P) + m S)``
+    (products with ``P``, Gram-Schmidt)."""
+    m = ITERATIVE_STEPS
+    return m * (2 * nnz + m * n_states)
+
+
 def pays(structure: TriangularStructure, nnz: int) -> bool:
     """Whether the eliminations (``structure.work`` multiply-adds per policy) cost at most
-    :data:`ITERATIVE_STEPS` ``= m`` steps of an iterative solve, ``m (2 nnz(P) + m S)`` (products
-    with ``P``, Gram-Schmidt): then the exact block solve is used where an iterative one would be."""
-    m = ITERATIVE_STEPS
-    return structure.work <= m * (2 * nnz + m * structure.n_states)
+    :func:`work_limit`: then the exact block solve is used where an iterative one would be."""
+    return structure.work <= work_limit(nnz, structure.n_states)
 
 
 def accepted(residual: float, rhs: NDArray[np.float64], x: NDArray[np.float64]) -> bool:

@@ -346,3 +346,35 @@ def test_rules_on_a_small_four_room_match_the_direct_lp(monkeypatch):
     assert abs(u_gen.normalized.sum() - u_dir.normalized.sum()) < 1e-7  # the welfare (optima may tie)
     np.testing.assert_allclose(np.sort(e_gen.normalized), np.sort(e_dir.normalized), atol=1e-7)  # leximin levels
     assert q_gen.diagnostics["q_star"] == q_dir.diagnostics["q_star"] and q_gen.min_rank >= q_gen.diagnostics["q_star"]
+
+
+@pytest.mark.parametrize("levels, width", [(5, 30), (1, 150), (2, 100)])
+def test_if_it_pays_decides_as_pays_does(levels, width):
+    """``if_it_pays`` decides from the ordering alone, before the copy of ``P``: the same answer as
+    :func:`pays` on the full structure, for many small components and for one large one."""
+    P = layered_P(levels=levels, width=width, n_actions=3, seed=levels)
+    S, A = P.shape[:2]
+    csr = sp.csr_array(P.reshape(S * A, S))
+    full = TriangularStructure.from_transitions(csr, A)
+    lazy = TriangularStructure.if_it_pays(csr, A)
+    assert (lazy is not None) == triangular.pays(full, csr.nnz)
+    if lazy is not None:
+        np.testing.assert_array_equal(lazy.order, full.order)
+        np.testing.assert_array_equal(lazy.data, full.data)
+
+
+def test_one_large_component_keeps_no_structure(monkeypatch):
+    """A discounted MDP of one strongly connected component: the sampler picks an iterative method
+    and neither it nor the MDP keeps a block structure (a copy of ``P``) around."""
+    import policyagg.mdp as mdp_module
+
+    monkeypatch.setattr(mdp_module, "TRIANGULAR_MIN_STATES", 100)
+    rng = np.random.default_rng(3)
+    S, A = 200, 3
+    P = rng.random((S, A, S)) * (rng.random((S, A, S)) < 0.05)
+    P[np.arange(S), :, (np.arange(S) + 1) % S] += 1.0  # a cycle through every state: one component
+    P /= P.sum(axis=2, keepdims=True)
+    mdp = TabularMDP(P, gamma=0.95)
+    sampler = PolicySampler(Problem(mdp, np.ones((1, S, A))))
+    assert sampler.method != "triangular" and sampler.blocks is None
+    assert mdp.triangular is None and "triangular_structure" not in vars(mdp)
