@@ -81,16 +81,24 @@ def case_label(env_id: str, options: dict[str, Any] | None = None) -> str:
     return " ".join([env_id, *(f"{k}={v!r}" for k, v in (options or {}).items())])
 
 
+def convert(env: Any, route: str = "auto", seed: int = 0) -> Any:
+    """The benchmarks' conversion of ``env``: :func:`~policyagg.envs.tabular.from_gymnasium` at
+    :data:`GAMMA` and :data:`MAX_STATES`, its warnings silenced (the model's info says how exact it is)."""
+    from policyagg.envs.tabular import from_gymnasium
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return from_gymnasium(env, gamma=GAMMA, route=route, max_states=MAX_STATES, rng=seed)
+
+
 def convert_case(env_id: str, route: str, seed: int = 0, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """One conversion, timed, with its floor (run in the calling process; see :func:`bench_convert`)."""
-    from policyagg.envs.tabular import from_gymnasium, make_env
+    from policyagg.envs.tabular import make_env
 
     start_rss = peak_rss_mb()
     env = make_env(env_id, **(options or {}))
     wall, cpu = time.perf_counter(), cpu_seconds()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the model's info says how exact it is
-        model = from_gymnasium(env, gamma=GAMMA, route=route, max_states=MAX_STATES, rng=seed)
+    model = convert(env, route, seed)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     peak = peak_rss_mb()
     S, A = model.mdp.n_states, model.mdp.n_actions

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,15 +67,11 @@ MIXTURE_SOURCE = "a mixture of the agents' extreme occupancies (timing only: not
 
 def gymnasium_problem(env_id: str, *, env_options: Mapping[str, Any] | None = None, seed: int = 0):
     """``(problem, model)`` of a Gymnasium environment converted as ``policyagg bench convert`` does
-    (:func:`policyagg.envs.tabular.from_gymnasium` at its ``GAMMA`` and ``MAX_STATES``; one agent
-    per reward component). ``env_options`` go to :func:`~policyagg.envs.tabular.make_env`."""
-    from policyagg.envs.tabular import from_gymnasium, make_env
-    from policyagg.experiments.bench_convert import GAMMA, MAX_STATES
+    (:func:`policyagg.experiments.bench_convert.convert`; one agent per reward component). ``env_options`` go to :func:`~policyagg.envs.tabular.make_env`."""
+    from policyagg.envs.tabular import make_env
+    from policyagg.experiments.bench_convert import convert
 
-    env = make_env(env_id, **dict(env_options or {}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the model's info says how exact it is (reported)
-        model = from_gymnasium(env, gamma=GAMMA, max_states=MAX_STATES, rng=seed)
+    model = convert(make_env(env_id, **dict(env_options or {})), seed=seed)
     return model.problem(), model
 
 

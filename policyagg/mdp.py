@@ -260,7 +260,8 @@ class TabularMDP:
         ``gamma == 1``."""
         if self.average_reward:
             return None
-        return self.triangular or TriangularStructure.from_transitions(self.P, self.n_actions)
+        paying = self.triangular  # already built where it pays
+        return paying if paying is not None else TriangularStructure.from_transitions(self.P, self.n_actions)
 
     @cached_property
     def triangular(self) -> TriangularStructure | None:
