@@ -178,8 +178,8 @@ def _sample_states(ctx: RouteContext, store: StateStore, actions: Sequence[Any])
                     tally.add(row, outcome)
                     if not outcome[2] and outcome[0] not in index:
                         register(outcome[0], store.capture())
-            bar.total, bar.n = len(index), s + 1
-            bar.refresh()
+            bar.total = len(index)
+            bar.update(1)  # redrawn at most every `mininterval` (a forced refresh per state costs on big models)
     finally:
         globals_.restore(saved)
         bar.close()
