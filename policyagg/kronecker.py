@@ -34,6 +34,10 @@ from policyagg.errors import InvalidMDPError
 
 #: ``kernel(x (outer, m, inner), matrix (m, m), out (outer, m, inner))``: writes the component product into ``out``.
 ComponentKernel: TypeAlias = Callable[[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], None]
+#: ``kernel(w, x, matrix, total)`` on (outer, m, inner) views: adds ``sum_q matrix[p, q] w[.., q, ..] x[.., q, ..]`` to ``total``.
+WeightedKernel: TypeAlias = Callable[
+    [NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], None
+]
 
 #: Row sums of every factor must be 1 within this absolute tolerance.
 ROW_SUM_TOL = 1e-9
@@ -129,18 +133,28 @@ class KroneckerTransitions:
         return tuple((int(np.prod(sizes[i + 1 :])), m, int(np.prod(sizes[:i]))) for i, m in enumerate(sizes))
 
     def _component(
-        self, x: NDArray[np.float64], i: int, matrix: NDArray[np.float64], kernel: ComponentKernel | None = None
+        self,
+        x: NDArray[np.float64],
+        i: int,
+        matrix: NDArray[np.float64],
+        kernel: ComponentKernel | None = None,
+        out: NDArray[np.float64] | None = None,
     ) -> NDArray[np.float64]:
         """``matrix`` applied to component ``i`` of a block ``x`` (S, B): ``y[.., p, ..] = sum_q matrix[p, q] x[.., q, ..]``,
-        by numpy's matmul or by ``kernel(x3, matrix, out3)`` on C-contiguous (outer, m, inner) views."""
+        by numpy's matmul or by ``kernel(x3, matrix, out3)`` on C-contiguous (outer, m, inner) views (into ``out``
+        when given: a C-contiguous array of ``x``'s shape, not ``x``)."""
         outer, m, inner = self._strides[i]
         if kernel is None:
             product: NDArray[np.float64] = np.matmul(matrix, x.reshape(outer, m, inner * x.shape[1])).reshape(x.shape)
             return product
-        out = np.empty(x.shape)
-        shape = (outer, m, inner * x.shape[1])
-        kernel(np.ascontiguousarray(x).reshape(shape), matrix, out.reshape(shape))
+        out = np.empty(x.shape) if out is None else out
+        kernel(self._view(np.ascontiguousarray(x), i), matrix, self._view(out, i))
         return out
+
+    def _view(self, x: NDArray[np.float64], i: int) -> NDArray[np.float64]:
+        """A C-contiguous block ``x`` (S, B) viewed (outer, m_i, inner * B) for component ``i``."""
+        outer, m, inner = self._strides[i]
+        return x.reshape(outer, m, inner * x.shape[1])
 
     def product(self, action: int, v: NDArray[np.float64]) -> NDArray[np.float64]:
         """``P_a v`` for a block ``v`` (S, B) (the forward product, used to check ``P``)."""
@@ -175,22 +189,37 @@ class KroneckerTransitions:
         self._sum_operators  # noqa: B018 - computed for its check
 
     def transposed_sum(
-        self, weights: NDArray[np.float64], x: NDArray[np.float64], kernel: ComponentKernel | None = None
+        self,
+        weights: NDArray[np.float64],
+        x: NDArray[np.float64],
+        kernel: ComponentKernel | None = None,
+        weighted: WeightedKernel | None = None,
     ) -> NDArray[np.float64]:
         """``sum_a P_a^T (w_a * x)`` for a block: ``weights`` (A, S, B) (e.g. policies, action first),
         ``x`` (S, B); i.e. ``y[t] = sum_{s,a} P(t|s,a) w[s,a] x[s]``, by one pass of the base
         matrices (see the module docstring). ``kernel``: a compiled component product
-        (:func:`policyagg.sampling_kernel.component_product`); numpy's matmul without one."""
+        (:func:`policyagg.sampling_kernel.component_product`); numpy's matmul without one.
+        ``weighted`` (with ``kernel``; :func:`policyagg.sampling_kernel.weighted_component_add`): an
+        action that overrides one component adds its weighted, corrected block to the sum in one pass."""
         transposed, corrections = self._sum_operators
         total = np.zeros(x.shape)
-        z = np.empty(x.shape)
+        spare = np.empty(x.shape)
+        if weighted is not None:
+            x = np.ascontiguousarray(x)
         for a, replaced in enumerate(corrections):
-            product = np.multiply(weights[a], x, out=z)
+            if weighted is not None and kernel is not None and len(replaced) == 1:
+                i, matrix = replaced[0]
+                weighted(
+                    self._view(np.ascontiguousarray(weights[a]), i), self._view(x, i), matrix, self._view(total, i)
+                )
+                continue
+            product = np.multiply(weights[a], x, out=spare)
             for i, matrix in replaced:
                 product = self._component(product, i, matrix, kernel)
             total += product
-        for i, matrix in enumerate(transposed):
-            total = self._component(total, i, matrix, kernel)
+        for i, matrix in enumerate(transposed):  # ping-pong between two buffers with a kernel
+            result = self._component(total, i, matrix, kernel, spare if kernel is not None else None)
+            total, spare = result, total
         return total
 
     def agrees_with(self, P: sp.sparray, *, seed: int = 0, tol: float = 1e-8) -> bool:

@@ -387,3 +387,117 @@ def triangular_solve(
             if not transpose:
                 _couple(ptr, index, data, policy, gamma, start, stop, False, x)
         residuals[b] = _residual_norm(ptr, index, data, policy, gamma, transpose, rhs, x, work)
+
+
+# ------------------------------------------------------------------ Kronecker sum and BiCGSTAB
+@numba.njit(cache=True, nogil=True)
+def weighted_component_add(
+    w: NDArray[np.float64], x: NDArray[np.float64], matrix: NDArray[np.float64], total: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """``total[o, p, r] += sum_q matrix[p, q] w[o, q, r] x[o, q, r]`` on (outer, m, inner) views: one
+    action's weighted block with its one overridden component applied, added to the sum in one pass
+    (:meth:`policyagg.kronecker.KroneckerTransitions.transposed_sum`)."""
+    outer, m, inner = x.shape
+    if m == 3:  # (one pass per block row: the attention model's sites)
+        m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+        m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+        m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+        for o in range(outer):
+            w0, w1, w2, x0, x1, x2 = w[o, 0], w[o, 1], w[o, 2], x[o, 0], x[o, 1], x[o, 2]
+            t0, t1, t2 = total[o, 0], total[o, 1], total[o, 2]
+            for r in range(inner):
+                a, b, c = w0[r] * x0[r], w1[r] * x1[r], w2[r] * x2[r]
+                t0[r] += m00 * a + m01 * b + m02 * c
+                t1[r] += m10 * a + m11 * b + m12 * c
+                t2[r] += m20 * a + m21 * b + m22 * c
+        return
+    z = np.empty((m, inner))
+    for o in range(outer):
+        for q in range(m):
+            wq, xq, zq = w[o, q], x[o, q], z[q]
+            for r in range(inner):
+                zq[r] = wq[r] * xq[r]
+        for p in range(m):
+            row = total[o, p]
+            for q in range(m):
+                coefficient = matrix[p, q]
+                zq = z[q]
+                for r in range(inner):
+                    row[r] += coefficient * zq[r]
+
+
+@numba.njit(cache=True, nogil=True)
+def column_dots(a: NDArray[np.float64], b: NDArray[np.float64], out: NDArray[np.float64]) -> None:  # pragma: no cover
+    """``out[j] = sum_i a[i, j] b[i, j]`` for (S, B) blocks (in order of ``i``, per sample)."""
+    n, n_block = a.shape
+    for j in range(n_block):
+        out[j] = 0.0
+    for i in range(n):
+        for j in range(n_block):
+            out[j] += a[i, j] * b[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def bicgstab_direction(
+    r: NDArray[np.float64],
+    p: NDArray[np.float64],
+    v: NDArray[np.float64],
+    beta: NDArray[np.float64],
+    omega: NDArray[np.float64],
+    scale: NDArray[np.float64],
+    p_hat: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """``p = r + beta (p - omega v)`` and ``p_hat = scale p`` per sample (columns)."""
+    n, n_block = r.shape
+    for i in range(n):
+        for j in range(n_block):
+            value = r[i, j] + beta[j] * (p[i, j] - omega[j] * v[i, j])
+            p[i, j] = value
+            p_hat[i, j] = scale[i, j] * value
+
+
+@numba.njit(cache=True, nogil=True)
+def bicgstab_half(
+    r: NDArray[np.float64],
+    v: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    scale: NDArray[np.float64],
+    s: NDArray[np.float64],
+    s_hat: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """``s = r - alpha v`` and ``s_hat = scale s`` per sample."""
+    n, n_block = r.shape
+    for i in range(n):
+        for j in range(n_block):
+            value = r[i, j] - alpha[j] * v[i, j]
+            s[i, j] = value
+            s_hat[i, j] = scale[i, j] * value
+
+
+@numba.njit(cache=True, nogil=True)
+def bicgstab_update(
+    x: NDArray[np.float64],
+    p_hat: NDArray[np.float64],
+    s_hat: NDArray[np.float64],
+    s: NDArray[np.float64],
+    t: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    omega: NDArray[np.float64],
+    r: NDArray[np.float64],
+    r_hat: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    norm2: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """``x += alpha p_hat + omega s_hat``, ``r = s - omega t``, ``rho = <r_hat, r>``, ``norm2 = <r, r>``
+    per sample; a sample with ``alpha = omega = 0`` keeps its ``x`` and ``r`` (``r = s = r``)."""
+    n, n_block = x.shape
+    for j in range(n_block):
+        rho[j] = 0.0
+        norm2[j] = 0.0
+    for i in range(n):
+        for j in range(n_block):
+            x[i, j] += alpha[j] * p_hat[i, j] + omega[j] * s_hat[i, j]
+            value = s[i, j] - omega[j] * t[i, j]
+            r[i, j] = value
+            rho[j] += r_hat[i, j] * value
+            norm2[j] += value * value

@@ -17,6 +17,8 @@ from policyagg.mdp import TabularMDP
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, resolve_method, sample_policy_returns
 
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="needs numba (fast)")
 KERNELS_HERE = [
     "numpy",
     pytest.param(
@@ -78,6 +80,11 @@ def test_products_match_a_brute_force_P(structure):
     x = rng.random((S, 3))
     expected = np.einsum("sat,sab,sb->tb", P.reshape(S, A, S), weights.transpose(1, 0, 2), x)
     np.testing.assert_allclose(kron.transposed_sum(weights, x), expected, atol=1e-12)
+    if HAVE_NUMBA:  # the compiled component products, and the fused weighted pass of one-override actions
+        from policyagg.sampling_kernel import component_product, weighted_component_add
+
+        compiled = kron.transposed_sum(weights, x, component_product, weighted_component_add)
+        np.testing.assert_allclose(compiled, expected, atol=1e-12)
     assert kron.agrees_with(kron.matrix())
 
 
@@ -134,11 +141,19 @@ def attention_problem(n_sites, gamma=1.0):
     return Problem(model.mdp(gamma=gamma), model.rewards(one_agent_per_site(n_sites, 0)))
 
 
-@pytest.mark.parametrize("kernel", KERNELS_HERE)
+@pytest.mark.parametrize(
+    ("kernel", "solver"),
+    [
+        ("numpy", "gmres"),
+        pytest.param("numba", "gmres", marks=needs_numba),
+        pytest.param("numba", "bicgstab", marks=needs_numba),
+    ],
+)
 @pytest.mark.parametrize("gamma", [1.0, 0.9, 0.999])
-def test_the_kronecker_method_gives_the_exact_returns(gamma, kernel):
+def test_the_kronecker_method_gives_the_exact_returns(gamma, kernel, solver):
     problem = attention_problem(4, gamma)  # 81 states
-    sampler = PolicySampler(problem, method="kronecker", kernel=kernel)
+    sampler = PolicySampler(problem, method="kronecker", kernel=kernel, solver=solver)
+    assert sampler.solver == solver
     policies = sampler.draw_policies(np.random.default_rng(2), 12)
     mdp = problem.mdp
     R = problem.rewards.reshape(problem.n_agents, -1)
@@ -209,3 +224,67 @@ def test_a_structure_slightly_off_p_still_gives_the_returns_of_p(kernel):
     of_structure = np.array([R @ occupancy_by_dense_solve(kron_dense, mdp.rho, 1.0, p).ravel() for p in policies])
     assert np.abs(of_p - of_structure).max() > 1e-9  # the two models are told apart at the tolerance below
     np.testing.assert_allclose(sampler.returns(policies), of_p, rtol=0, atol=2e-10)
+
+
+@needs_numba
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_the_weighted_component_kernel_against_einsum(m):
+    from policyagg.sampling_kernel import weighted_component_add
+
+    rng = np.random.default_rng(m)
+    w, x, total = rng.random((3, 5, m, 7))
+    matrix = rng.random((m, m))
+    expected = total + np.einsum("pq,oqr->opr", matrix, w * x)
+    weighted_component_add(w, x, matrix, total)
+    np.testing.assert_allclose(total, expected, rtol=1e-14, atol=0)
+
+
+@needs_numba
+def test_bicgstab_blocks_give_the_samples_solved_alone():
+    """A batch is solved in blocks of BICGSTAB_BLOCK: the same occupancies, to rounding, as each
+    sample solved alone (numpy's reductions over a block of one sum in another order)."""
+    from policyagg.sampling import BICGSTAB_BLOCK
+
+    problem = attention_problem(6)  # 729 states: kronecker under auto
+    sampler = PolicySampler(problem)
+    assert (sampler.method, sampler.solver) == ("kronecker", "bicgstab")
+    policies = sampler.draw_policies(np.random.default_rng(4), 2 * BICGSTAB_BLOCK + 3)
+    together, counts = sampler.solve_batch(policies)
+    alone = np.concatenate([sampler.solve_batch(p[None])[0] for p in policies])
+    np.testing.assert_allclose(together, alone, rtol=1e-9, atol=1e-15)
+    assert counts[0] > 0 and counts[2] == 0
+    expected = np.array([problem.mdp.evaluate(p, problem.rewards) for p in policies[:4]])
+    np.testing.assert_allclose(sampler.returns(policies[:4]), expected, rtol=1e-9, atol=1e-9)
+
+
+@needs_numba
+def test_bicgstab_that_stops_short_is_finished_by_gmres(monkeypatch):
+    """Samples BiCGSTAB leaves above the tolerance (here: after 2 iterations) are restarted by GMRES
+    and come out exact; the restarts are counted."""
+    problem = attention_problem(4)
+    sampler = PolicySampler(problem, method="kronecker", solver="bicgstab")
+    short = sampler.bicgstab_compiled
+    monkeypatch.setattr(sampler, "bicgstab_compiled", lambda policies, x0: short(policies, x0, iterations=2))
+    policies = sampler.draw_policies(np.random.default_rng(6), 5)
+    values, counts = sampler.block_returns(policies)
+    assert counts[1] == 5 and counts[0] >= 5 * 4  # every sample restarted, after 2 iterations (4 products) each
+    R = problem.rewards.reshape(problem.n_agents, -1)
+    mdp = problem.mdp
+    expected = [R @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, 1.0, p).ravel() for p in policies]
+    np.testing.assert_allclose(values, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_bicgstab_is_refused_where_it_is_not_available():
+    from policyagg.sampling import resolve_solver
+
+    assert resolve_solver("auto", "kronecker", "numba") == "bicgstab"
+    assert resolve_solver("auto", "kronecker", "numpy") == "gmres"
+    assert resolve_solver("auto", "krylov", "numba") == "gmres"
+    with pytest.raises(InvalidProblemError, match="needs method='kronecker'"):
+        resolve_solver("bicgstab", "krylov", "numba")
+    with pytest.raises(InvalidProblemError, match="numba kernel"):
+        resolve_solver("bicgstab", "kronecker", "numpy")
+    with pytest.raises(InvalidProblemError, match="`solver` must be one of"):
+        resolve_solver("cg", "kronecker", "numba")
+    with pytest.raises(InvalidProblemError, match="needs method='kronecker'"):
+        sample_policy_returns(attention_problem(3), 2, solver="bicgstab", progress=False)
