@@ -128,6 +128,11 @@ def matmul_peak(threads: int, *, size: int = PEAK_SIZE, repeats: int = PEAK_REPE
     return {"threads": threads, "size": size, "gflop_s": _spread(rates), "load_average": loads}
 
 
+#: BiCGSTAB's work besides its two products per iteration, in flops per state: five inner products
+#: (10), the direction (4), the scaled copies (2), the half step (2), the solution (4) and the residual (2).
+BICGSTAB_FLOPS_PER_PRODUCT = 12.0
+
+
 def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
     """Flops per sample of ``steps`` GMRES steps of ``sampler`` (method ``"krylov"``,
     ``"sparse"`` or ``"kronecker"``), by two models:
@@ -142,6 +147,10 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
       ``m (2 nnz(P) + c_pre) + 2 S m (m + 1)``; the kronecker method has no preconditioner and
       its product costs ``2 S (A + sum_i m_i + sum_a sum_{i in O_a} m_i)`` (the weightings and
       one dense ``m_i x m_i`` product per base and per overridden component).
+
+    With the BiCGSTAB solver ``steps`` counts its products with ``A_pi`` and the Gram-Schmidt term is
+    its vector work instead, :data:`BICGSTAB_FLOPS_PER_PRODUCT` ``S`` per product (restarted GMRES
+    cycles are then counted as BiCGSTAB).
 
     ``steps`` is the mean over samples (``info["gmres_steps_per_sample"]``), so the
     Gram-Schmidt term, convex in ``m``, is at most the mean of the per-sample counts; steps
@@ -179,6 +188,8 @@ def gmres_work(sampler: PolicySampler, steps: float) -> dict[str, float]:
         )
     preconditioning = preconditioner * steps
     gram_schmidt = 2.0 * S * steps * (steps + 1.0)
+    if sampler.solver == "bicgstab":  # no basis: per product, half an iteration's passes over the block
+        gram_schmidt = BICGSTAB_FLOPS_PER_PRODUCT * S * steps
     return {
         "minimal": 2.0 * sampler._dense_pattern[0].size * steps,
         "full": product + preconditioning + gram_schmidt,
@@ -409,6 +420,7 @@ def bench_sampler_growth(
     n_phases=3,
     n_samples=None,
     methods=("sparse", "kronecker"),
+    solvers=("gmres", "auto"),
     workers=1,
     seed=0,
     progress: bool | None = False,
@@ -419,9 +431,12 @@ def bench_sampler_growth(
     with the non-zeros of ``P``), the CPU cost relative to the first method at that size, the
     GMRES steps per sample, and the largest difference from the first method's returns on the
     same 8 policies (the samples differ: a method's default batch size sets which policies it draws).
+    Each method runs with each of ``solvers`` it takes (:func:`policyagg.sampling.resolve_solver`; one row
+    per distinct solver: the kronecker method with the numba kernel runs GMRES and BiCGSTAB on the
+    same samples).
     ``n_samples``: one count for every size (default :data:`GROWTH_SAMPLES`). ``progress``:
     ``None`` or ``True`` shows a bar over the sizes."""
-    from policyagg.sampling import resolve_method
+    from policyagg.sampling import resolve_kernel, resolve_method, resolve_solver
 
     rows = []
     for k in tqdm(sites, desc="bench growth: sites", unit="size", disable=progress is False):
@@ -433,13 +448,28 @@ def bench_sampler_growth(
         mdp = problem.mdp
         first = None
         check = PolicySampler(problem).draw_policies(np.random.default_rng(seed), 8)  # the same 8 for every method
+        cases = []
         for method in methods:
-            sample_policy_returns(problem, 2, rng=seed, method=method, workers=1, progress=False)  # compile, warm up
+            for solver in solvers:
+                try:
+                    case = (
+                        method,
+                        resolve_solver(
+                            solver, resolve_method(method, mdp.n_states, True), resolve_kernel("auto", method)
+                        ),
+                    )
+                except InvalidProblemError:
+                    continue
+                if case not in cases:
+                    cases.append(case)
+        for method, solver in cases:
+            options = {"method": method, "solver": solver, "progress": False}
+            sample_policy_returns(problem, 2, rng=seed, workers=1, **options)  # compile, warm up
             cpu = cpu_seconds()
-            samples = sample_policy_returns(problem, N, rng=seed, method=method, workers=workers, progress=False)
+            samples = sample_policy_returns(problem, N, rng=seed, workers=workers, **options)
             cpu = cpu_seconds() - cpu
             # (each method's default batch size sets which policies it draws: compare on the same ones)
-            values = PolicySampler(problem, method=method).returns(check)
+            values = PolicySampler(problem, method=method, solver=solver).returns(check)
             first = (values, cpu) if first is None else first
             rows.append(
                 {
@@ -449,6 +479,7 @@ def bench_sampler_growth(
                     "nnz_P": int(mdp.P.nnz),
                     "method": samples.info["method"],
                     "kernel": samples.info["kernel"],
+                    "solver": samples.info["solver"],
                     "auto_method": resolve_method("auto", mdp.n_states, mdp.kronecker is not None),
                     "samples": N,
                     "batch_size": samples.info["batch_size"],

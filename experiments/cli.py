@@ -314,13 +314,13 @@ def _bench_growth(args) -> None:
         progress=None,
     )
     print(
-        f"{'sites':>5} {'S':>6} {'S*A':>7} {'nnz(P)':>9} {'method':>16} {'samples':>7} {'CPU ms/sample':>13} "
+        f"{'sites':>5} {'S':>6} {'S*A':>7} {'nnz(P)':>9} {'method':>26} {'samples':>7} {'CPU ms/sample':>13} "
         f"{'x first':>7} {'CPU/nnz (rel.)':>14} {'GMRES steps':>11} {'max |diff|':>10}"
     )
     for row in report["rows"]:
-        method = f"{row['method']} ({row['kernel']})"
+        method = f"{row['method']} ({row['kernel']}{', ' + row['solver'] if row['solver'] != 'gmres' else ''})"
         print(
-            f"{row['sites']:>5} {row['S']:>6} {row['SA']:>7} {row['nnz_P']:>9} {method:>16} {row['samples']:>7} "
+            f"{row['sites']:>5} {row['S']:>6} {row['SA']:>7} {row['nnz_P']:>9} {method:>26} {row['samples']:>7} "
             f"{1e3 * row['cpu_s_per_sample']:>13.3f} {row['cpu_vs_first_method']:>7.2f} "
             f"{row['cpu_per_nnz_vs_smallest']:>14.2f} {row['gmres_steps_per_sample']:>11.1f} {row['max_abs_difference']:>10.1e}"
         )
@@ -709,7 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmarks with a same-run baseline",
         "Benchmarks; each reports a ratio against a baseline measured in the same run, and peak memory.\n"
         "  sampler  policies/s of the batched sampler vs one dense solve per policy, 1 and N workers, share of the matmul peak\n"
-        "  growth   sampler cost per sample on 3..--sites sites, sparse vs kronecker, against nnz(P)\n"
+        "  growth   sampler cost per sample on 3..--sites sites, sparse vs kronecker (GMRES, BiCGSTAB), against nnz(P)\n"
         "  rules    seconds per rule vs one utilitarian LP (experiment b, 5 sites)\n"
         "  scale    every LP rule on the 8-site model (6561 states; --sites 9: 19683) with real `policy` samples\n"
         "           (--env ID: on a converted Gymnasium environment instead, e.g. four-room-v0)\n"

@@ -21,7 +21,6 @@ which needs the base matrix of every overridden component to be invertible
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, reduce
 from typing import TypeAlias
@@ -32,11 +31,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from policyagg.errors import InvalidMDPError
 
-#: ``kernel(x (outer, m, inner), matrix (m, m), out (outer, m, inner))``: writes the component product into ``out``.
-ComponentKernel: TypeAlias = Callable[[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], None]
-#: ``kernel(w, x, matrix, total)`` on (outer, m, inner) views: adds ``sum_q matrix[p, q] w[.., q, ..] x[.., q, ..]`` to ``total``.
-WeightedKernel: TypeAlias = Callable[
-    [NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]], None
+#: :attr:`KroneckerTransitions.packed`: (outer, sizes, inner, base_t, corr_ptr, corr_component, corr_matrix).
+PackedStructure: TypeAlias = tuple[
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.float64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+    NDArray[np.float64],
 ]
 
 #: Row sums of every factor must be 1 within this absolute tolerance.
@@ -132,29 +135,11 @@ class KroneckerTransitions:
         sizes = self.sizes
         return tuple((int(np.prod(sizes[i + 1 :])), m, int(np.prod(sizes[:i]))) for i, m in enumerate(sizes))
 
-    def _component(
-        self,
-        x: NDArray[np.float64],
-        i: int,
-        matrix: NDArray[np.float64],
-        kernel: ComponentKernel | None = None,
-        out: NDArray[np.float64] | None = None,
-    ) -> NDArray[np.float64]:
-        """``matrix`` applied to component ``i`` of a block ``x`` (S, B): ``y[.., p, ..] = sum_q matrix[p, q] x[.., q, ..]``,
-        by numpy's matmul or by ``kernel(x3, matrix, out3)`` on C-contiguous (outer, m, inner) views (into ``out``
-        when given: a C-contiguous array of ``x``'s shape, not ``x``)."""
+    def _component(self, x: NDArray[np.float64], i: int, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``matrix`` applied to component ``i`` of a block ``x`` (S, B): ``y[.., p, ..] = sum_q matrix[p, q] x[.., q, ..]``."""
         outer, m, inner = self._strides[i]
-        if kernel is None:
-            product: NDArray[np.float64] = np.matmul(matrix, x.reshape(outer, m, inner * x.shape[1])).reshape(x.shape)
-            return product
-        out = np.empty(x.shape) if out is None else out
-        kernel(self._view(np.ascontiguousarray(x), i), matrix, self._view(out, i))
-        return out
-
-    def _view(self, x: NDArray[np.float64], i: int) -> NDArray[np.float64]:
-        """A C-contiguous block ``x`` (S, B) viewed (outer, m_i, inner * B) for component ``i``."""
-        outer, m, inner = self._strides[i]
-        return x.reshape(outer, m, inner * x.shape[1])
+        product: NDArray[np.float64] = np.matmul(matrix, x.reshape(outer, m, inner * x.shape[1])).reshape(x.shape)
+        return product
 
     def product(self, action: int, v: NDArray[np.float64]) -> NDArray[np.float64]:
         """``P_a v`` for a block ``v`` (S, B) (the forward product, used to check ``P``)."""
@@ -184,42 +169,53 @@ class KroneckerTransitions:
             corrections.append(tuple(entries))
         return transposed, tuple(corrections)
 
+    @cached_property
+    def packed(self) -> PackedStructure:
+        """:meth:`transposed_sum`'s operators as flat arrays for a compiled kernel
+        (:func:`policyagg.sampling_kernel.kronecker_apply`): ``(outer, sizes, inner, base_t, corr_ptr,
+        corr_component, corr_matrix)``; per component ``i`` its strides in states (:attr:`_strides`)
+        and ``F_i^T`` padded to the largest ``m``; per action ``a`` its corrections ``G_{a,i}``
+        at ``corr_ptr[a]:corr_ptr[a + 1]``, in the order :meth:`transposed_sum` applies them."""
+        transposed, corrections = self._sum_operators
+        width = max(self.sizes)
+        strides = np.array(self._strides, dtype=np.int64).reshape(-1, 3)
+        base_t = np.zeros((len(transposed), width, width))
+        for i, matrix in enumerate(transposed):
+            base_t[i, : matrix.shape[0], : matrix.shape[0]] = matrix
+        flat = [entry for replaced in corrections for entry in replaced]
+        corr_ptr = np.cumsum([0] + [len(replaced) for replaced in corrections]).astype(np.int64)
+        corr_component = np.array([i for i, _ in flat], dtype=np.int64)
+        corr_matrix = np.zeros((max(len(flat), 1), width, width))
+        for c, (_, matrix) in enumerate(flat):
+            corr_matrix[c, : matrix.shape[0], : matrix.shape[0]] = matrix
+        return (
+            np.ascontiguousarray(strides[:, 0]),
+            np.ascontiguousarray(strides[:, 1]),
+            np.ascontiguousarray(strides[:, 2]),
+            base_t,
+            corr_ptr,
+            corr_component,
+            corr_matrix,
+        )
+
     def check_transposed_sum(self) -> None:
         """An :class:`InvalidMDPError` if :meth:`transposed_sum` is unavailable (see :data:`MAX_CONDITION`)."""
         self._sum_operators  # noqa: B018 - computed for its check
 
-    def transposed_sum(
-        self,
-        weights: NDArray[np.float64],
-        x: NDArray[np.float64],
-        kernel: ComponentKernel | None = None,
-        weighted: WeightedKernel | None = None,
-    ) -> NDArray[np.float64]:
+    def transposed_sum(self, weights: NDArray[np.float64], x: NDArray[np.float64]) -> NDArray[np.float64]:
         """``sum_a P_a^T (w_a * x)`` for a block: ``weights`` (A, S, B) (e.g. policies, action first),
         ``x`` (S, B); i.e. ``y[t] = sum_{s,a} P(t|s,a) w[s,a] x[s]``, by one pass of the base
-        matrices (see the module docstring). ``kernel``: a compiled component product
-        (:func:`policyagg.sampling_kernel.component_product`); numpy's matmul without one.
-        ``weighted`` (with ``kernel``; :func:`policyagg.sampling_kernel.weighted_component_add`): an
-        action that overrides one component adds its weighted, corrected block to the sum in one pass."""
+        matrices (see the module docstring), with numpy. The compiled twin is
+        :func:`policyagg.sampling_kernel.kronecker_apply` on :attr:`packed`."""
         transposed, corrections = self._sum_operators
         total = np.zeros(x.shape)
-        spare = np.empty(x.shape)
-        if weighted is not None:
-            x = np.ascontiguousarray(x)
         for a, replaced in enumerate(corrections):
-            if weighted is not None and kernel is not None and len(replaced) == 1:
-                i, matrix = replaced[0]
-                weighted(
-                    self._view(np.ascontiguousarray(weights[a]), i), self._view(x, i), matrix, self._view(total, i)
-                )
-                continue
-            product = np.multiply(weights[a], x, out=spare)
+            product = weights[a] * x
             for i, matrix in replaced:
-                product = self._component(product, i, matrix, kernel)
+                product = self._component(product, i, matrix)
             total += product
-        for i, matrix in enumerate(transposed):  # ping-pong between two buffers with a kernel
-            result = self._component(total, i, matrix, kernel, spare if kernel is not None else None)
-            total, spare = result, total
+        for i, matrix in enumerate(transposed):
+            total = self._component(total, i, matrix)
         return total
 
     def agrees_with(self, P: sp.sparray, *, seed: int = 0, tol: float = 1e-8) -> bool:

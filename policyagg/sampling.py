@@ -23,7 +23,10 @@ work arrays fit in :data:`BATCH_BYTES`, so memory is bounded whatever ``N`` is. 
   ``O(nnz(P) + nnz(L + U))`` per sample and nothing ``S x S`` is ever formed;
 * ``"kronecker"`` (MDPs with a :class:`~policyagg.kronecker.KroneckerTransitions` structure): the
   same GMRES with the diagonal correction only (``M = I``) and every product by the structure's
-  component matrices, ``O(S sum_i m_i)`` per sample instead of ``O(nnz(P))``.
+  component matrices, ``O(S sum_i m_i)`` per sample instead of ``O(nnz(P))``. With the numba
+  kernel its first cycle is BiCGSTAB (:data:`SOLVERS`, :meth:`PolicySampler.bicgstab_compiled`):
+  two products per iteration and no Krylov basis, whose Gram-Schmidt is most of GMRES's cost once
+  the basis outgrows the cache.
 * ``"triangular"`` (``gamma < 1``): no iterations. Ordered by the strongly connected components of
   the MDP's graph, every policy's system is block lower triangular
   (:mod:`policyagg.triangular`) and is solved exactly by block forward substitution, each
@@ -398,11 +401,16 @@ class PolicySampler:
         if self.kronecker is None:
             raise RuntimeError("apply_columns needs the kronecker method")
         if self.kernel == "numba":
-            from policyagg.sampling_kernel import component_product, weighted_component_add
+            from policyagg.sampling_kernel import kronecker_apply
 
-            product = self.kronecker.transposed_sum(by_action, x, component_product, weighted_component_add)
-        else:
-            product = self.kronecker.transposed_sum(by_action, x)
+            S, B = x.shape
+            compiled = np.empty((S, B))
+            kronecker_apply(
+                np.ascontiguousarray(by_action), np.ascontiguousarray(x), self.gamma, self.gamma == 1.0,
+                *self.kronecker.packed, compiled, np.empty((3, S * B)), compiled, False,
+            )  # fmt: skip
+            return compiled
+        product = self.kronecker.transposed_sum(by_action, x)
         out: NDArray[np.float64] = x - self.gamma * product
         if self.gamma == 1.0:
             out[-1] = x.sum(axis=0)
@@ -590,58 +598,33 @@ class PolicySampler:
         block: policies (S, A, B), start ``x0`` (B, S); the results of :meth:`gmres_compiled`, with
         ``steps`` the products with ``A_pi`` each sample took (two per iteration). It keeps no Krylov
         basis, so a step costs two products and a few passes over the block instead of Gram-Schmidt
-        against every earlier vector: on the kronecker method's large models the basis no longer fits
-        in cache and Gram-Schmidt was half the time. A sample stops when its recursive residual reaches
-        the target or the iteration breaks down; ``converged`` is its TRUE residual, as for GMRES."""
+        against every earlier vector, and it runs whole in one compiled call
+        (:func:`policyagg.sampling_kernel.kronecker_bicgstab`). A sample stops when its recursive
+        residual reaches the target or the iteration breaks down; ``converged`` is its TRUE residual,
+        as for GMRES."""
         from policyagg import sampling_kernel as kernel
 
+        if self.kronecker is None:
+            raise RuntimeError("bicgstab_compiled needs the kronecker method")
         S, A, B = policies.shape
-        m = iterations or self.iterations
         by_action = np.ascontiguousarray(np.moveaxis(policies, 1, 0))
         scale = np.ascontiguousarray(self.column_scale(policies).T)  # (S, B)
         c_norm = float(np.linalg.norm(self.rhs))
-        target = 0.1 * RESIDUAL_TOL * c_norm
         x = np.array(x0.T, order="C")  # (a copy: x0 is the caller's)
-        r = np.ascontiguousarray(self.rhs[:, None] - self.apply_columns(by_action, x))
-        r_hat = r.copy()
-        p, v = np.zeros((S, B)), np.zeros((S, B))
-        p_hat, s, s_hat = np.empty((S, B)), np.empty((S, B)), np.empty((S, B))
-        rho, norm2, dots = np.empty(B), np.empty(B), np.empty(B)
-        kernel.column_dots(r_hat, r, rho)
-        kernel.column_dots(r, r, norm2)
-        alpha, omega, beta, rho_old = np.ones(B), np.ones(B), np.zeros(B), np.ones(B)
-        active = np.sqrt(norm2) > target
         steps = np.zeros(B, dtype=np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for k in range(m):
-                if not active.any():
-                    break
-                if k > 0:  # (beta = 0 at the start: p = r)
-                    beta = np.where(active, rho / rho_old * (alpha / omega), 0.0)
-                kernel.bicgstab_direction(r, p, v, beta, np.where(active, omega, 0.0), scale, p_hat)
-                v = np.ascontiguousarray(self.apply_columns(by_action, p_hat))
-                kernel.column_dots(r_hat, v, dots)
-                alpha = np.where(active, rho / dots, 0.0)
-                kernel.bicgstab_half(r, v, alpha, scale, s, s_hat)
-                t = np.ascontiguousarray(self.apply_columns(by_action, s_hat))
-                kernel.column_dots(t, s, dots)
-                omega = dots.copy()
-                kernel.column_dots(t, t, dots)
-                omega = np.where(active, omega / dots, 0.0)
-                breakdown = active & ~(np.isfinite(alpha) & np.isfinite(omega) & (omega != 0.0))
-                alpha[breakdown], omega[breakdown] = 0.0, 0.0  # stop there: the true residual decides
-                rho_old = rho.copy()
-                kernel.bicgstab_update(x, p_hat, s_hat, s, t, alpha, omega, r, r_hat, rho, norm2)
-                steps[active] += 2
-                active &= ~breakdown & (np.sqrt(norm2) > target)
+        average = self.gamma == 1.0
+        structure = self.kronecker.packed
+        kernel.kronecker_bicgstab(
+            by_action, scale, self.rhs, self.gamma, average, *structure,
+            iterations or self.iterations, 0.1 * RESIDUAL_TOL * c_norm, x, steps,
+        )  # fmt: skip
+        w = np.empty((S, B))
         if self._structure_residuals:
-            w = self.apply_columns(by_action, x)
-            bound = self.gamma * self._structure_gap * np.abs(x).sum(axis=0)
+            kernel.kronecker_apply(by_action, x, self.gamma, average, *structure, w, np.empty((3, S * B)), w, False)
+            bound = self.gamma * self._structure_gap * np.abs(x).sum(axis=0)  # to the residual with P
         else:
-            w = np.empty((S, B))
-            kernel.apply_block(
-                *self._p_csr, A, np.ascontiguousarray(policies.reshape(S * A, B)), x, self.gamma, self.gamma == 1.0, w
-            )
+            flat = np.ascontiguousarray(policies.reshape(S * A, B))
+            kernel.apply_block(*self._p_csr, A, flat, x, self.gamma, average, w)
             bound = np.zeros(B)
         residual = self.rhs[:, None] - w
         converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) + bound <= RESIDUAL_TOL * c_norm

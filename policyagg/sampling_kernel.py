@@ -181,41 +181,6 @@ def combine(
                 out[i, b] += y[j, b] * vj[i, b]
 
 
-@numba.njit("void(float64[:, :, ::1], float64[:, ::1], float64[:, :, ::1])", cache=True, nogil=True)
-def component_product(
-    x: NDArray[np.float64], matrix: NDArray[np.float64], out: NDArray[np.float64]
-) -> None:  # pragma: no cover - compiled
-    """``out[o, p, r] = sum_q matrix[p, q] x[o, q, r]``: a small ``m x m`` matrix applied to
-    the middle axis of ``x`` (outer, m, inner) (one component of a Kronecker-structured
-    product, :meth:`policyagg.kronecker.KroneckerTransitions.transposed_sum`). Each output row
-    is written in one pass for ``m <= 3`` (numpy's matmul makes ``m`` passes over short rows)."""
-    outer, m, inner = x.shape
-    for o in range(outer):
-        for p in range(m):
-            row = out[o, p]
-            if m == 2:
-                a, b = x[o, 0], x[o, 1]
-                ca, cb = matrix[p, 0], matrix[p, 1]
-                for r in range(inner):
-                    row[r] = ca * a[r] + cb * b[r]
-            elif m == 3:
-                a, b, c = x[o, 0], x[o, 1], x[o, 2]
-                ca, cb, cc = matrix[p, 0], matrix[p, 1], matrix[p, 2]
-                for r in range(inner):
-                    row[r] = ca * a[r] + cb * b[r] + cc * c[r]
-            else:
-                first = matrix[p, 0]
-                source = x[o, 0]
-                for r in range(inner):
-                    row[r] = first * source[r]
-                for q in range(1, m):
-                    coefficient = matrix[p, q]
-                    source = x[o, q]
-                    for r in range(inner):
-                        row[r] += coefficient * source[r]
-
-
-# ------------------------------------------------------------------ block-triangular solve
 @numba.njit(cache=True, nogil=True)
 def _assemble_band(
     ptr: NDArray[np.int64],
@@ -391,42 +356,6 @@ def triangular_solve(
 
 # ------------------------------------------------------------------ Kronecker sum and BiCGSTAB
 @numba.njit(cache=True, nogil=True)
-def weighted_component_add(
-    w: NDArray[np.float64], x: NDArray[np.float64], matrix: NDArray[np.float64], total: NDArray[np.float64]
-) -> None:  # pragma: no cover - compiled
-    """``total[o, p, r] += sum_q matrix[p, q] w[o, q, r] x[o, q, r]`` on (outer, m, inner) views: one
-    action's weighted block with its one overridden component applied, added to the sum in one pass
-    (:meth:`policyagg.kronecker.KroneckerTransitions.transposed_sum`)."""
-    outer, m, inner = x.shape
-    if m == 3:  # (one pass per block row: the attention model's sites)
-        m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
-        m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
-        m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
-        for o in range(outer):
-            w0, w1, w2, x0, x1, x2 = w[o, 0], w[o, 1], w[o, 2], x[o, 0], x[o, 1], x[o, 2]
-            t0, t1, t2 = total[o, 0], total[o, 1], total[o, 2]
-            for r in range(inner):
-                a, b, c = w0[r] * x0[r], w1[r] * x1[r], w2[r] * x2[r]
-                t0[r] += m00 * a + m01 * b + m02 * c
-                t1[r] += m10 * a + m11 * b + m12 * c
-                t2[r] += m20 * a + m21 * b + m22 * c
-        return
-    z = np.empty((m, inner))
-    for o in range(outer):
-        for q in range(m):
-            wq, xq, zq = w[o, q], x[o, q], z[q]
-            for r in range(inner):
-                zq[r] = wq[r] * xq[r]
-        for p in range(m):
-            row = total[o, p]
-            for q in range(m):
-                coefficient = matrix[p, q]
-                zq = z[q]
-                for r in range(inner):
-                    row[r] += coefficient * zq[r]
-
-
-@numba.njit(cache=True, nogil=True)
 def column_dots(a: NDArray[np.float64], b: NDArray[np.float64], out: NDArray[np.float64]) -> None:  # pragma: no cover
     """``out[j] = sum_i a[i, j] b[i, j]`` for (S, B) blocks (in order of ``i``, per sample)."""
     n, n_block = a.shape
@@ -438,47 +367,51 @@ def column_dots(a: NDArray[np.float64], b: NDArray[np.float64], out: NDArray[np.
 
 
 @numba.njit(cache=True, nogil=True)
-def bicgstab_direction(
+def _bicgstab_direction(
     r: NDArray[np.float64],
     p: NDArray[np.float64],
     v: NDArray[np.float64],
     beta: NDArray[np.float64],
     omega: NDArray[np.float64],
-    scale: NDArray[np.float64],
-    p_hat: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """``p = r + beta (p - omega v)`` and ``p_hat = scale p`` per sample (columns)."""
+    """``p = r + beta (p - omega v)`` per sample (column)."""
     n, n_block = r.shape
     for i in range(n):
         for j in range(n_block):
-            value = r[i, j] + beta[j] * (p[i, j] - omega[j] * v[i, j])
-            p[i, j] = value
-            p_hat[i, j] = scale[i, j] * value
+            p[i, j] = r[i, j] + beta[j] * (p[i, j] - omega[j] * v[i, j])
 
 
 @numba.njit(cache=True, nogil=True)
-def bicgstab_half(
-    r: NDArray[np.float64],
-    v: NDArray[np.float64],
-    alpha: NDArray[np.float64],
-    scale: NDArray[np.float64],
-    s: NDArray[np.float64],
-    s_hat: NDArray[np.float64],
+def _bicgstab_half(
+    r: NDArray[np.float64], v: NDArray[np.float64], alpha: NDArray[np.float64], s: NDArray[np.float64]
 ) -> None:  # pragma: no cover - compiled
-    """``s = r - alpha v`` and ``s_hat = scale s`` per sample."""
+    """``s = r - alpha v`` per sample."""
     n, n_block = r.shape
     for i in range(n):
         for j in range(n_block):
-            value = r[i, j] - alpha[j] * v[i, j]
-            s[i, j] = value
-            s_hat[i, j] = scale[i, j] * value
+            s[i, j] = r[i, j] - alpha[j] * v[i, j]
 
 
 @numba.njit(cache=True, nogil=True)
-def bicgstab_update(
-    x: NDArray[np.float64],
-    p_hat: NDArray[np.float64],
-    s_hat: NDArray[np.float64],
+def _omega_dots(
+    t: NDArray[np.float64], s: NDArray[np.float64], ts: NDArray[np.float64], tt: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """``ts = <t, s>`` and ``tt = <t, t>`` per sample, in one pass."""
+    n, n_block = t.shape
+    for j in range(n_block):
+        ts[j] = 0.0
+        tt[j] = 0.0
+    for i in range(n):
+        for j in range(n_block):
+            ts[j] += t[i, j] * s[i, j]
+            tt[j] += t[i, j] * t[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _bicgstab_update(
+    moving: NDArray[np.bool_],
+    y: NDArray[np.float64],
+    p: NDArray[np.float64],
     s: NDArray[np.float64],
     t: NDArray[np.float64],
     alpha: NDArray[np.float64],
@@ -488,16 +421,276 @@ def bicgstab_update(
     rho: NDArray[np.float64],
     norm2: NDArray[np.float64],
 ) -> None:  # pragma: no cover - compiled
-    """``x += alpha p_hat + omega s_hat``, ``r = s - omega t``, ``rho = <r_hat, r>``, ``norm2 = <r, r>``
-    per sample; a sample with ``alpha = omega = 0`` keeps its ``x`` and ``r`` (``r = s = r``)."""
-    n, n_block = x.shape
+    """``y += alpha p + omega s``, ``r = s - omega t``, ``rho = <r_hat, r>``, ``norm2 = <r, r>`` for the
+    ``moving`` samples (the others keep ``y``, ``r``, ``rho`` and ``norm2``: their ``p``, ``s`` and ``t``
+    may hold anything, even NaN)."""
+    n, n_block = y.shape
     for j in range(n_block):
-        rho[j] = 0.0
-        norm2[j] = 0.0
+        if moving[j]:
+            rho[j] = 0.0
+            norm2[j] = 0.0
     for i in range(n):
         for j in range(n_block):
-            x[i, j] += alpha[j] * p_hat[i, j] + omega[j] * s_hat[i, j]
-            value = s[i, j] - omega[j] * t[i, j]
-            r[i, j] = value
-            rho[j] += r_hat[i, j] * value
-            norm2[j] += value * value
+            if moving[j]:
+                y[i, j] += alpha[j] * p[i, j] + omega[j] * s[i, j]
+                value = s[i, j] - omega[j] * t[i, j]
+                r[i, j] = value
+                rho[j] += r_hat[i, j] * value
+                norm2[j] += value * value
+
+
+@numba.njit(cache=True, nogil=True)
+def _component_flat(
+    src: NDArray[np.float64], dst: NDArray[np.float64], outer: int, m: int, inner: int, matrix: NDArray[np.float64]
+) -> None:  # pragma: no cover - compiled
+    """``dst[o, p, r] = sum_q matrix[p, q] src[o, q, r]`` on flat arrays viewed (outer, m, inner)."""
+    for o in range(outer):
+        base = o * m * inner
+        if m == 3:
+            m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+            m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+            m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+            for r in range(inner):
+                a, b, c = src[base + r], src[base + inner + r], src[base + 2 * inner + r]
+                dst[base + r] = m00 * a + m01 * b + m02 * c
+                dst[base + inner + r] = m10 * a + m11 * b + m12 * c
+                dst[base + 2 * inner + r] = m20 * a + m21 * b + m22 * c
+        else:
+            for p in range(m):
+                row = base + p * inner
+                for r in range(inner):
+                    dst[row + r] = 0.0
+                for q in range(m):
+                    coefficient = matrix[p, q]
+                    column = base + q * inner
+                    for r in range(inner):
+                        dst[row + r] += coefficient * src[column + r]
+
+
+@numba.njit(cache=True, nogil=True)
+def _weighted_component_flat(
+    w: NDArray[np.float64],
+    x: NDArray[np.float64],
+    total: NDArray[np.float64],
+    outer: int,
+    m: int,
+    inner: int,
+    matrix: NDArray[np.float64],
+) -> None:  # pragma: no cover - compiled
+    """``total[o, p, r] += sum_q matrix[p, q] w[o, q, r] x[o, q, r]`` on flat arrays viewed (outer, m, inner)."""
+    for o in range(outer):
+        base = o * m * inner
+        if m == 3:
+            m00, m01, m02 = matrix[0, 0], matrix[0, 1], matrix[0, 2]
+            m10, m11, m12 = matrix[1, 0], matrix[1, 1], matrix[1, 2]
+            m20, m21, m22 = matrix[2, 0], matrix[2, 1], matrix[2, 2]
+            for r in range(inner):
+                i0, i1, i2 = base + r, base + inner + r, base + 2 * inner + r
+                a, b, c = w[i0] * x[i0], w[i1] * x[i1], w[i2] * x[i2]
+                total[i0] += m00 * a + m01 * b + m02 * c
+                total[i1] += m10 * a + m11 * b + m12 * c
+                total[i2] += m20 * a + m21 * b + m22 * c
+        else:
+            for p in range(m):
+                row = base + p * inner
+                for q in range(m):
+                    coefficient = matrix[p, q]
+                    column = base + q * inner
+                    for r in range(inner):
+                        total[row + r] += coefficient * w[column + r] * x[column + r]
+
+
+@numba.njit(cache=True, nogil=True)
+def kronecker_apply(
+    weights: NDArray[np.float64],
+    x: NDArray[np.float64],
+    gamma: float,
+    average: bool,
+    outer: NDArray[np.int64],
+    sizes: NDArray[np.int64],
+    inner: NDArray[np.int64],
+    base_t: NDArray[np.float64],
+    corr_ptr: NDArray[np.int64],
+    corr_component: NDArray[np.int64],
+    corr_matrix: NDArray[np.float64],
+    out: NDArray[np.float64],
+    work: NDArray[np.float64],
+    scale: NDArray[np.float64],
+    scaled: bool,
+) -> None:  # pragma: no cover - compiled
+    """``out = A_pi x`` for a block by a Kronecker structure (the arrays of
+    :meth:`policyagg.kronecker.KroneckerTransitions.packed`): ``A_pi x = x - gamma sum_a P_a^T (w_a x)``
+    (the last row ``sum_s x[s]`` when ``average``), with ``sum_a P_a^T z_a = K sum_a (prod G_{a,i}) z_a``.
+    ``weights`` (A, S, B), ``x`` and ``out`` (S, B); ``work`` (3, S * B) scratch. With ``scaled``,
+    ``out = A_pi (scale x)`` for ``weights`` already multiplied by ``scale`` (S, B): BiCGSTAB's
+    preconditioned products without a scaled copy of ``x``."""
+    n_actions = weights.shape[0]
+    n_states, n_block = x.shape
+    size = n_states * n_block
+    xf = x.reshape(size)
+    total, spare, chain = work[0], work[1], work[2]
+    top = sizes.size - 1
+    for k in range(size):
+        total[k] = 0.0
+    # Actions that correct the slowest component (or several components) act on whole fibres of the
+    # state space: one pass each over the block.
+    for a in range(n_actions):
+        wf = weights[a].reshape(size)
+        count = corr_ptr[a + 1] - corr_ptr[a]
+        if count == 1 and corr_component[corr_ptr[a]] == top:
+            c = corr_ptr[a]
+            m = sizes[top]
+            _weighted_component_flat(wf, xf, total, outer[top], m, inner[top] * n_block, corr_matrix[c, :m, :m])
+        elif count > 1:
+            for k in range(size):
+                chain[k] = wf[k] * xf[k]
+            for c in range(corr_ptr[a], corr_ptr[a + 1]):
+                i = corr_component[c]
+                m = sizes[i]
+                _component_flat(chain, spare, outer[i], m, inner[i] * n_block, corr_matrix[c, :m, :m])
+                for k in range(size):
+                    chain[k] = spare[k]
+            for k in range(size):
+                total[k] += chain[k]
+    # The rest, and the base matrices of the faster components, one slice of the slowest component at a
+    # time: a slice of the sum stays in cache while every action and component passes over it.
+    m_top = sizes[top]
+    width = size // m_top
+    for d in range(m_top):
+        lo, hi = d * width, (d + 1) * width
+        part, xs = total[lo:hi], xf[lo:hi]
+        for a in range(n_actions):
+            count = corr_ptr[a + 1] - corr_ptr[a]
+            ws = weights[a].reshape(size)[lo:hi]
+            if count == 0:
+                for k in range(width):
+                    part[k] += ws[k] * xs[k]
+            elif count == 1 and corr_component[corr_ptr[a]] != top:
+                c = corr_ptr[a]
+                i = corr_component[c]
+                m = sizes[i]
+                _weighted_component_flat(ws, xs, part, outer[i] // m_top, m, inner[i] * n_block, corr_matrix[c, :m, :m])
+        source, target = part, spare[lo:hi]
+        for i in range(top):
+            m = sizes[i]
+            _component_flat(source, target, outer[i] // m_top, m, inner[i] * n_block, base_t[i, :m, :m])
+            source, target = target, source
+    source, target = (total, spare) if top % 2 == 0 else (spare, total)
+    _component_flat(source, target, outer[top], m_top, inner[top] * n_block, base_t[top, :m_top, :m_top])
+    of = out.reshape(size)
+    sf = scale.reshape(size)
+    for k in range(size):
+        of[k] = (sf[k] * xf[k] if scaled else xf[k]) - gamma * target[k]
+    if average:
+        last = out[n_states - 1]
+        for b in range(n_block):
+            last[b] = 0.0
+        for s in range(n_states):
+            for b in range(n_block):
+                last[b] += scale[s, b] * x[s, b] if scaled else x[s, b]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # (a division by zero is a breakdown: inf or NaN, caught)
+def kronecker_bicgstab(
+    weights: NDArray[np.float64],
+    scale: NDArray[np.float64],
+    rhs: NDArray[np.float64],
+    gamma: float,
+    average: bool,
+    outer: NDArray[np.int64],
+    sizes: NDArray[np.int64],
+    inner: NDArray[np.int64],
+    base_t: NDArray[np.float64],
+    corr_ptr: NDArray[np.int64],
+    corr_component: NDArray[np.int64],
+    corr_matrix: NDArray[np.float64],
+    iterations: int,
+    target: float,
+    x: NDArray[np.float64],
+    steps: NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled
+    """BiCGSTAB for ``A_pi x = rhs`` per sample (column) of a block, right-preconditioned by ``diag(scale)``:
+    ``x = x0 + scale y`` with ``y`` solving ``A_pi diag(scale) y = rhs - A_pi x0``; ``x`` (S, B) holds
+    ``x0`` and is updated in place; products by :func:`kronecker_apply`. A sample stops when its
+    recursive residual norm reaches ``target``, or the iteration breaks down; ``steps[b]`` counts its
+    products (two per iteration). Every operation on a sample reads only that sample's column, in a
+    fixed order, so its numbers do not depend on the other samples of the block."""
+    n_actions = weights.shape[0]
+    n_states, n_block = x.shape
+    structure = (outer, sizes, inner, base_t, corr_ptr, corr_component, corr_matrix)
+    work = np.empty((3, n_states * n_block))
+    r = np.empty((n_states, n_block))
+    kronecker_apply(weights, x, gamma, average, *structure, r, work, scale, False)
+    for s in range(n_states):
+        for b in range(n_block):
+            r[s, b] = rhs[s] - r[s, b]
+    scaled_weights = np.empty_like(weights)
+    for a in range(n_actions):
+        for s in range(n_states):
+            for b in range(n_block):
+                scaled_weights[a, s, b] = weights[a, s, b] * scale[s, b]
+    r_hat = r.copy()
+    y = np.zeros((n_states, n_block))
+    p = np.zeros((n_states, n_block))
+    v = np.zeros((n_states, n_block))
+    t = np.empty((n_states, n_block))
+    s_vec = np.empty((n_states, n_block))
+    rho = np.zeros(n_block)
+    norm2 = np.zeros(n_block)
+    column_dots(r_hat, r, rho)
+    column_dots(r, r, norm2)
+    rho_old = np.ones(n_block)
+    alpha = np.ones(n_block)
+    omega = np.ones(n_block)
+    beta = np.zeros(n_block)
+    dots = np.zeros(n_block)
+    squares = np.zeros(n_block)
+    active = np.empty(n_block, dtype=np.bool_)
+    broken = np.zeros(n_block, dtype=np.bool_)
+    moving = np.zeros(n_block, dtype=np.bool_)
+    for b in range(n_block):
+        steps[b] = 0
+        active[b] = math.sqrt(norm2[b]) > target
+    for k in range(iterations):
+        any_active = False
+        for b in range(n_block):
+            any_active = any_active or active[b]
+        if not any_active:
+            break
+        for b in range(n_block):
+            if not active[b]:
+                beta[b] = 0.0
+                omega[b] = 0.0
+            elif k > 0:  # (beta = 0 at the start: p = r)
+                beta[b] = rho[b] / rho_old[b] * (alpha[b] / omega[b])
+        _bicgstab_direction(r, p, v, beta, omega)
+        kronecker_apply(scaled_weights, p, gamma, average, *structure, v, work, scale, True)
+        column_dots(r_hat, v, dots)
+        for b in range(n_block):
+            alpha[b] = rho[b] / dots[b] if active[b] else 0.0
+        _bicgstab_half(r, v, alpha, s_vec)
+        kronecker_apply(scaled_weights, s_vec, gamma, average, *structure, t, work, scale, True)
+        _omega_dots(t, s_vec, dots, squares)
+        for b in range(n_block):
+            broken[b] = False
+            moving[b] = False
+            if not active[b]:
+                omega[b] = 0.0
+                continue
+            omega[b] = dots[b] / squares[b]
+            if not (math.isfinite(alpha[b]) and math.isfinite(omega[b]) and omega[b] != 0.0):
+                broken[b] = True  # stop there, as it is: the true residual decides
+                alpha[b] = 0.0
+                omega[b] = 0.0
+            else:
+                moving[b] = True
+            rho_old[b] = rho[b]
+        _bicgstab_update(moving, y, p, s_vec, t, alpha, omega, r, r_hat, rho, norm2)
+        for b in range(n_block):
+            if active[b]:
+                steps[b] += 2
+                if broken[b] or not math.sqrt(norm2[b]) > target:
+                    active[b] = False
+    for s in range(n_states):
+        for b in range(n_block):
+            x[s, b] += scale[s, b] * y[s, b]

@@ -1,5 +1,7 @@
 """`policyagg bench sampler`: the flop models counted by hand, the peak, the report's keys and shares."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -143,7 +145,13 @@ def test_gmres_work_kronecker_by_hand():
 
     kron = KroneckerTransitions([np.array([[0.75, 0.25], [0.25, 0.75]]), np.eye(3)], [{0: np.eye(2)}, {}])
     mdp = TabularMDP(kron.matrix(), gamma=0.9, n_actions=2, kronecker=kron)
-    sampler = PolicySampler(Problem(mdp, np.ones((1, 6, 2))), method="kronecker")
+    sampler = PolicySampler(Problem(mdp, np.ones((1, 6, 2))), method="kronecker", solver="gmres")
     work = gmres_work(sampler, 2.0)
     assert work["product"] == 2 * 108 and work["preconditioner"] == 0.0
     assert work["gram_schmidt"] == 2 * 6 * 2 * 3 and work["full"] == 216 + 72
+    if importlib.util.find_spec("numba") is not None:  # BiCGSTAB: no basis, 12 S flops of vector work per product
+        bicgstab = gmres_work(
+            PolicySampler(Problem(mdp, np.ones((1, 6, 2))), method="kronecker", solver="bicgstab"), 2.0
+        )
+        assert bicgstab["product"] == 2 * 108 and bicgstab["gram_schmidt"] == 12 * 6 * 2
+        assert bicgstab["full"] == 216 + 144

@@ -80,11 +80,8 @@ def test_products_match_a_brute_force_P(structure):
     x = rng.random((S, 3))
     expected = np.einsum("sat,sab,sb->tb", P.reshape(S, A, S), weights.transpose(1, 0, 2), x)
     np.testing.assert_allclose(kron.transposed_sum(weights, x), expected, atol=1e-12)
-    if HAVE_NUMBA:  # the compiled component products, and the fused weighted pass of one-override actions
-        from policyagg.sampling_kernel import component_product, weighted_component_add
-
-        compiled = kron.transposed_sum(weights, x, component_product, weighted_component_add)
-        np.testing.assert_allclose(compiled, expected, atol=1e-12)
+    if HAVE_NUMBA:  # the compiled A_pi x = x - gamma sum_a P_a^T (w_a x), by slices of the slowest component
+        compiled_apply_matches(kron, P, weights, x)
     assert kron.agrees_with(kron.matrix())
 
 
@@ -226,17 +223,44 @@ def test_a_structure_slightly_off_p_still_gives_the_returns_of_p(kernel):
     np.testing.assert_allclose(sampler.returns(policies), of_p, rtol=0, atol=2e-10)
 
 
-@needs_numba
-@pytest.mark.parametrize("m", [1, 2, 3, 4])
-def test_the_weighted_component_kernel_against_einsum(m):
-    from policyagg.sampling_kernel import weighted_component_add
+def compiled_apply_matches(kron, P, weights, x):
+    """:func:`kronecker_apply` against the dense ``P`` (S*A, S), for gamma 0.7 and for average reward."""
+    from policyagg.sampling_kernel import kronecker_apply
 
-    rng = np.random.default_rng(m)
-    w, x, total = rng.random((3, 5, m, 7))
-    matrix = rng.random((m, m))
-    expected = total + np.einsum("pq,oqr->opr", matrix, w * x)
-    weighted_component_add(w, x, matrix, total)
-    np.testing.assert_allclose(total, expected, rtol=1e-14, atol=0)
+    S, A = kron.n_states, kron.n_actions
+    summed = np.einsum("sat,sab,sb->tb", P.reshape(S, A, S), weights.transpose(1, 0, 2), x)
+    for gamma, average in ((0.7, False), (1.0, True)):
+        expected = x - gamma * summed
+        if average:
+            expected[-1] = x.sum(axis=0)
+        out = np.empty(x.shape)
+        kronecker_apply(np.ascontiguousarray(weights), np.ascontiguousarray(x), gamma, average, *kron.packed, out,
+                        np.empty((3, x.size)), out, False)  # fmt: skip
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+        # scaled: A_pi (scale x) from weights multiplied by the scale
+        scale = np.linspace(0.5, 2.0, x.size).reshape(x.shape)
+        expected = scale * x - gamma * np.einsum(
+            "sat,sab,sb->tb", P.reshape(S, A, S), weights.transpose(1, 0, 2), scale * x
+        )
+        if average:
+            expected[-1] = (scale * x).sum(axis=0)
+        kronecker_apply(np.ascontiguousarray(weights * scale), np.ascontiguousarray(x), gamma, average, *kron.packed,
+                        out, np.empty((3, x.size)), scale, True)  # fmt: skip
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+
+
+@needs_numba
+def test_the_compiled_product_with_larger_components_and_several_overrides():
+    """Components of 4, 2 and 3 values (the general loops, not the 3-value one), an action that overrides
+    two components, one that overrides the slowest, one that overrides none."""
+    rng = np.random.default_rng(7)
+    sizes = [4, 2, 3]
+    base = [stochastic(rng, m) for m in sizes]
+    overrides = [{0: stochastic(rng, 4), 2: stochastic(rng, 3)}, {2: stochastic(rng, 3)}, {}, {1: stochastic(rng, 2)}]
+    kron = KroneckerTransitions(base, overrides)
+    factors = [[overrides[a].get(i, base[i]) for i in range(3)] for a in range(4)]
+    P = brute_force_P(sizes, factors)
+    compiled_apply_matches(kron, P, rng.random((4, 24, 5)), rng.random((24, 5)))
 
 
 @needs_numba
