@@ -480,7 +480,12 @@ def bench_sampler_growth(
                     "method": samples.info["method"],
                     "kernel": samples.info["kernel"],
                     "solver": samples.info["solver"],
-                    "auto_method": resolve_method("auto", mdp.n_states, mdp.kronecker is not None),
+                    "auto_method": resolve_method(
+                        "auto",
+                        mdp.n_states,
+                        mdp.kronecker is not None,
+                        compiled=resolve_kernel("auto", "krylov") == "numba",
+                    ),
                     "samples": N,
                     "batch_size": samples.info["batch_size"],
                     "build_s": build,

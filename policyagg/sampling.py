@@ -120,7 +120,10 @@ KRONECKER_BATCH_BYTES = 4 * BATCH_BYTES
 #: once, exactly), is at most this share of the residual tolerance ``RESIDUAL_TOL ||rhs||``: the
 #: residual with ``P`` is within ``gamma * gap * ||x||_1`` of it, which is added to it.
 STRUCTURE_GAP_SHARE = 1e-2
-KRONECKER_MIN_STATES = 500  # (measured: 243 states, 1.2x slower than krylov; 729 states, 1.4x faster)
+#: (GMRES, numpy or numba: at 243 states 1.2x slower than krylov, at 729 states 1.4x faster.) With the
+#: numba kernel, ``"auto"`` picks it from :data:`KRYLOV_MIN_STATES` on: its BiCGSTAB measured 1.13x
+#: (1 worker) and 1.26x (2 workers) krylov's policies per second at 243 states, 1.6x at 8 sites.
+KRONECKER_MIN_STATES = 500
 METHODS = ("auto", "dense", "krylov", "sparse", "kronecker", "triangular")
 #: The Krylov solver of the GMRES methods' first cycle: ``"gmres"``, or ``"bicgstab"`` (the kronecker
 #: method with the numba kernel only: it has no preconditioner but the diagonal, so GMRES's
@@ -128,10 +131,12 @@ METHODS = ("auto", "dense", "krylov", "sparse", "kronecker", "triangular")
 #: 8.4 ms per sample with GMRES, 5.4 ms with BiCGSTAB); ``"auto"`` picks BiCGSTAB where it can.
 #: Restarted cycles always run GMRES, then a direct solve, as before.
 SOLVERS = ("auto", "gmres", "bicgstab")
-#: Samples per BiCGSTAB block: a batch is solved in blocks of this many, whose work arrays stay in
-#: cache (measured at 8 sites: 8-16 samples 5.1-5.5 ms each, 32 samples 6.6 ms). The split is fixed
-#: by the batch, so results still depend on the seed and the batch size only.
-BICGSTAB_BLOCK = 8
+#: BiCGSTAB solves a batch in blocks of about this many states x samples (at least 8 samples, at most
+#: :data:`MAX_BATCH`), whose work arrays stay in cache; CPU per sample by block size, best in bold:
+#: 243 states: 64 119 us, **128 109**; 729: 16 519, **32 391**, 64 392, 128 464; 2,187: 8 1,982,
+#: **16 1,709**, 32 1,884; 6,561: 4 5,315, **8 4,570-4,880**, 16 5,722. The split is fixed by the
+#: batch, so results still depend on the seed and the batch size only.
+BICGSTAB_BLOCK_ENTRIES = 2**15
 #: How the GMRES of the krylov and sparse methods runs: ``"numba"`` compiles its sparse
 #: product, Gram-Schmidt and Givens updates (:mod:`policyagg.sampling_kernel`, the ``fast``
 #: extra), ``"numpy"`` runs them as numpy calls; ``"auto"`` uses numba when it is installed.
@@ -140,9 +145,13 @@ BICGSTAB_BLOCK = 8
 KERNELS = ("auto", "numba", "numpy")
 
 
-def resolve_method(method: str, n_states: int, factored: bool = False, triangular: bool = False) -> str:
+def resolve_method(
+    method: str, n_states: int, factored: bool = False, triangular: bool = False, compiled: bool = False
+) -> str:
     """The concrete method ``"auto"`` stands for at ``n_states`` states (``factored``: the MDP
-    has a Kronecker structure; ``triangular``: the triangular method pays, :func:`policyagg.triangular.pays`)."""
+    has a Kronecker structure; ``triangular``: the triangular method pays, :func:`policyagg.triangular.pays`;
+    ``compiled``: the numba kernel will run, so the kronecker method's BiCGSTAB is compiled and pays
+    from :data:`KRYLOV_MIN_STATES` states, not only from :data:`KRONECKER_MIN_STATES`)."""
     if method not in METHODS:
         raise InvalidProblemError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
     if method == "kronecker" and not factored:
@@ -156,7 +165,7 @@ def resolve_method(method: str, n_states: int, factored: bool = False, triangula
         return "dense"
     if triangular:
         return "triangular"
-    if factored and n_states >= KRONECKER_MIN_STATES:
+    if factored and (compiled or n_states >= KRONECKER_MIN_STATES):
         return "kronecker"
     return "krylov" if n_states < SPARSE_MIN_STATES else "sparse"
 
@@ -239,7 +248,8 @@ class PolicySampler:
             )
         self.S, self.A = mdp.n_states, mdp.n_actions
         self.blocks = self._triangular_structure(mdp, method)
-        self.method = resolve_method(method, self.S, mdp.kronecker is not None, self.blocks is not None)
+        compiled = kernel != "numpy" and solver != "gmres" and importlib.util.find_spec("numba") is not None
+        self.method = resolve_method(method, self.S, mdp.kronecker is not None, self.blocks is not None, compiled)
         self.iterations = KRONECKER_ITERATIONS if self.method == "kronecker" else KRYLOV_ITERATIONS
         self.kronecker = mdp.kronecker if self.method == "kronecker" else None
         if self.kronecker is not None:
@@ -683,10 +693,9 @@ class PolicySampler:
         method takes them so, without a transposed copy)."""
         if self.method == "triangular":
             return self.solve_triangular(policies)
-        if self.solver == "bicgstab" and len(policies) > BICGSTAB_BLOCK:
-            parts = [
-                self.solve_batch(policies[i : i + BICGSTAB_BLOCK]) for i in range(0, len(policies), BICGSTAB_BLOCK)
-            ]
+        block = int(np.clip(BICGSTAB_BLOCK_ENTRIES // self.S, 8, MAX_BATCH))
+        if self.solver == "bicgstab" and len(policies) > block:
+            parts = [self.solve_batch(policies[i : i + block]) for i in range(0, len(policies), block)]
             return np.concatenate([mu for mu, _ in parts]), np.sum([counts for _, counts in parts], axis=0)
         return self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))
 

@@ -425,10 +425,21 @@ def _bicgstab_update(
     ``moving`` samples (the others keep ``y``, ``r``, ``rho`` and ``norm2``: their ``p``, ``s`` and ``t``
     may hold anything, even NaN)."""
     n, n_block = y.shape
+    every = True
     for j in range(n_block):
+        every = every and moving[j]
         if moving[j]:
             rho[j] = 0.0
             norm2[j] = 0.0
+    if every:  # (no branch in the loop: it vectorises)
+        for i in range(n):
+            for j in range(n_block):
+                y[i, j] += alpha[j] * p[i, j] + omega[j] * s[i, j]
+                value = s[i, j] - omega[j] * t[i, j]
+                r[i, j] = value
+                rho[j] += r_hat[i, j] * value
+                norm2[j] += value * value
+        return
     for i in range(n):
         for j in range(n_block):
             if moving[j]:

@@ -179,6 +179,8 @@ def test_auto_picks_the_kronecker_method_on_large_factored_models():
     assert resolve_method("auto", 2187, factored=True) == "kronecker"
     assert resolve_method("auto", 2187, factored=False) == "sparse"
     assert resolve_method("auto", 243, factored=True) == "krylov"
+    assert resolve_method("auto", 243, factored=True, compiled=True) == "kronecker"  # (its BiCGSTAB)
+    assert resolve_method("auto", 100, factored=True, compiled=True) == "dense"
     with pytest.raises(InvalidProblemError, match="needs an MDP with a Kronecker structure"):
         resolve_method("kronecker", 243, factored=False)
 
@@ -265,14 +267,17 @@ def test_the_compiled_product_with_larger_components_and_several_overrides():
 
 @needs_numba
 def test_bicgstab_blocks_give_the_samples_solved_alone():
-    """A batch is solved in blocks of BICGSTAB_BLOCK: the same occupancies, to rounding, as each
-    sample solved alone (numpy's reductions over a block of one sum in another order)."""
-    from policyagg.sampling import BICGSTAB_BLOCK
+    """A batch is solved in blocks (of 44 samples at 729 states, BICGSTAB_BLOCK_ENTRIES): the same
+    occupancies, to rounding, as each sample solved alone (numpy's reductions over a block of one
+    sum in another order)."""
+    from policyagg.sampling import BICGSTAB_BLOCK_ENTRIES
+
+    block = BICGSTAB_BLOCK_ENTRIES // 729
 
     problem = attention_problem(6)  # 729 states: kronecker under auto
     sampler = PolicySampler(problem)
     assert (sampler.method, sampler.solver) == ("kronecker", "bicgstab")
-    policies = sampler.draw_policies(np.random.default_rng(4), 2 * BICGSTAB_BLOCK + 3)
+    policies = sampler.draw_policies(np.random.default_rng(4), 2 * block + 3)
     together, counts = sampler.solve_batch(policies)
     alone = np.concatenate([sampler.solve_batch(p[None])[0] for p in policies])
     np.testing.assert_allclose(together, alone, rtol=1e-9, atol=1e-15)
