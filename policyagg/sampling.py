@@ -331,9 +331,13 @@ class PolicySampler:
         return P.indptr.astype(index, copy=False), P.indices.astype(index, copy=False), P.data.astype(float, copy=False)
 
     def _uniform_solution(self) -> NDArray[np.float64]:
-        """The uniform policy's exact occupancy ``M^{-1} rhs`` (the kronecker method's start),
-        by restarted GMRES from ``rhs``, or directly if that fails."""
+        """The uniform policy's exact occupancy ``M^{-1} rhs`` (the kronecker method's start): by a
+        dense solve up to :data:`DENSE_DIRECT_MAX_STATES` states (which keeps numba, and its hundred
+        megabytes, out of the process that makes the sampler: reproduce --full peaked 510 MB with it,
+        not 404), else by restarted GMRES from ``rhs``, or directly if that fails."""
         block = np.full((self.S, self.A, 1), 1.0 / self.A)
+        if self.S <= DENSE_DIRECT_MAX_STATES:
+            return np.asarray(self.solve_dense(np.moveaxis(block, 2, 0))[0])
         x = self.rhs[None].copy()
         for _ in range(4 * KRYLOV_CYCLES):
             x, converged, _ = self.gmres_cycle(block, x)
