@@ -27,7 +27,7 @@ from policyagg.errors import InvalidProblemError, check_count, check_real
 from policyagg.parallel import Executor
 from policyagg.problem import Problem
 from policyagg.samples import ReturnSamples
-from policyagg.sampling import METHODS, sample_policy_returns
+from policyagg.sampling import METHODS, SOLVERS, sample_policy_returns
 
 MEASURES = ("policy", "volume", "optimal-mixture")
 
@@ -131,6 +131,7 @@ def _volume_kernels() -> tuple[str, ...]:
 _OPTION_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "concentration": _positive_real,
     "method": _choice(METHODS),
+    "solver": _choice(SOLVERS),
     "batch_size": _count_or_none(1),
     "chains": _count_or_none(1),
     "burn_in": _count_or_none(0),

@@ -64,6 +64,9 @@ def test_policy_dispatch_passes_options():
     problem = three_armed()
     a = sample_returns(problem, 30, measure="policy", rng=0, concentration=3.0, method="dense")
     assert a.measure == "policy" and a.info["concentration"] == 3.0
+    b = sample_returns(problem, 30, measure="policy", rng=0, concentration=3.0, method="dense", solver="gmres")
+    assert b.info["solver"] == "gmres"
+    np.testing.assert_array_equal(a.values, b.values)
 
 
 def test_bad_measure_and_options():
@@ -77,6 +80,8 @@ def test_bad_measure_and_options():
     with pytest.raises(InvalidProblemError, match="n_samples"):
         sample_returns(problem, 0, measure="optimal-mixture")
     assert "concentration" in measure_options("policy")
+    with pytest.raises(InvalidProblemError, match="`solver` must be one of 'auto', 'gmres', 'bicgstab'"):
+        sample_returns(problem, 10, measure="policy", solver="cg")
     assert set(MEASURES) == {"policy", "volume", "optimal-mixture"}
 
 
