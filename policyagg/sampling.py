@@ -170,14 +170,6 @@ def resolve_method(
     return "krylov" if n_states < SPARSE_MIN_STATES else "sparse"
 
 
-def row_gap(P: sp.sparray, Q: sp.sparray) -> float:
-    """``max_row sum_t |P - Q|``: how far two transition matrices of the same shape differ."""
-    difference = sp.csr_array(P - Q)
-    if difference.nnz == 0:
-        return 0.0
-    return float(np.abs(difference).sum(axis=1).max())
-
-
 def resolve_kernel(kernel: str, method: str) -> str:
     """The concrete kernel ``"auto"`` stands for (numpy for the dense method, which has no GMRES)."""
     if kernel not in KERNELS:
@@ -290,7 +282,7 @@ class PolicySampler:
             if self.kronecker is None:
                 self._x_uniform = self.precondition(self.rhs[None])[0]  # ~ the uniform policy's solution
             else:
-                self._structure_gap = row_gap(P, self.kronecker.matrix())
+                self._structure_gap = mdp.kronecker_gap
                 tolerance = RESIDUAL_TOL * float(np.linalg.norm(self.rhs))
                 self._structure_residuals = self.gamma * self._structure_gap <= STRUCTURE_GAP_SHARE * tolerance
                 self._x_uniform = self._uniform_solution()

@@ -216,6 +216,9 @@ def test_a_structure_slightly_off_p_still_gives_the_returns_of_p(kernel):
     problem = Problem(mdp, model.rewards(one_agent_per_site(4, 0)))
     sampler = PolicySampler(problem, method="kronecker", kernel=kernel)
     assert sampler._structure_gap == pytest.approx(1e-7, rel=1e-6) and not sampler._structure_residuals
+    assert mdp.kronecker_gap == sampler._structure_gap  # (measured once, kept on the MDP)
+    with pytest.raises(InvalidMDPError, match="no Kronecker structure"):
+        _ = TabularMDP(P.tocsr(), gamma=1.0, n_actions=kron.n_actions).kronecker_gap
     policies = sampler.draw_policies(np.random.default_rng(0), 6)
     R = problem.rewards.reshape(problem.n_agents, -1)
     of_p = np.array([R @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, 1.0, p).ravel() for p in policies])
