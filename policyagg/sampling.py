@@ -121,8 +121,8 @@ KRONECKER_BATCH_BYTES = 4 * BATCH_BYTES
 #: residual with ``P`` is within ``gamma * gap * ||x||_1`` of it, which is added to it.
 STRUCTURE_GAP_SHARE = 1e-2
 #: (GMRES, numpy or numba: at 243 states 1.2x slower than krylov, at 729 states 1.4x faster.) With the
-#: numba kernel, ``"auto"`` picks it from :data:`KRYLOV_MIN_STATES` on: its BiCGSTAB measured 1.13x
-#: (1 worker) and 1.26x (2 workers) krylov's policies per second at 243 states, 1.6x at 8 sites.
+#: numba kernel, ``"auto"`` picks it from :data:`KRYLOV_MIN_STATES` on: its BiCGSTAB measured 1.9x
+#: krylov's policies per second at 243 states (1 and 2 workers), and 1.9x Kronecker GMRES at 8 sites.
 KRONECKER_MIN_STATES = 500
 METHODS = ("auto", "dense", "krylov", "sparse", "kronecker", "triangular")
 #: The Krylov solver of the GMRES methods' first cycle: ``"gmres"``, or ``"bicgstab"`` (the kronecker
