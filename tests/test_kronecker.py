@@ -146,7 +146,7 @@ def attention_problem(n_sites, gamma=1.0):
         pytest.param("numba", "bicgstab", marks=needs_numba),
     ],
 )
-@pytest.mark.parametrize("gamma", [1.0, 0.9, 0.999])
+@pytest.mark.parametrize("gamma", [1.0, 0.9, 0.999, 0.9999])
 def test_the_kronecker_method_gives_the_exact_returns(gamma, kernel, solver):
     problem = attention_problem(4, gamma)  # 81 states
     sampler = PolicySampler(problem, method="kronecker", kernel=kernel, solver=solver)
@@ -320,3 +320,21 @@ def test_bicgstab_is_refused_where_it_is_not_available():
         resolve_solver("cg", "kronecker", "numba")
     with pytest.raises(InvalidProblemError, match="needs method='kronecker'"):
         sample_policy_returns(attention_problem(3), 2, solver="bicgstab", progress=False)
+
+
+@pytest.mark.parametrize("solver", ["gmres", pytest.param("bicgstab", marks=needs_numba)])
+def test_the_kronecker_method_on_a_periodic_chain(solver):
+    """Components that cycle (a 3-cycle and a swap: one closed class of period 6 under the base
+    matrices) with a second action that holds component 0 still: the average-reward systems have
+    eigenvalues on the unit circle, and every sample still comes out exact (by restarts or direct
+    solves where the Krylov solver stalls)."""
+    cycle, swap = np.roll(np.eye(3), 1, axis=1), np.roll(np.eye(2), 1, axis=1)
+    kron = KroneckerTransitions([cycle, swap], [{}, {0: np.eye(3)}])
+    mdp = TabularMDP(kron.matrix(), gamma=1.0, n_actions=2, kronecker=kron)
+    rewards = np.random.default_rng(2).random((3, 6, 2))
+    sampler = PolicySampler(Problem(mdp, rewards), method="kronecker", solver=solver)
+    policies = sampler.draw_policies(np.random.default_rng(8), 7)
+    expected = [
+        rewards.reshape(3, -1) @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, 1.0, p).ravel() for p in policies
+    ]
+    np.testing.assert_allclose(sampler.returns(policies), expected, rtol=0, atol=1e-10)
