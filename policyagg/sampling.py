@@ -241,7 +241,12 @@ class PolicySampler:
         self.S, self.A = mdp.n_states, mdp.n_actions
         self.blocks = self._triangular_structure(mdp, method)
         compiled = kernel != "numpy" and solver != "gmres" and importlib.util.find_spec("numba") is not None
-        self.method = resolve_method(method, self.S, mdp.kronecker is not None, self.blocks is not None, compiled)
+        factored, triangular = mdp.kronecker is not None, self.blocks is not None
+        self.method = resolve_method(method, self.S, factored, triangular, compiled)
+        #: The method whose default batch size sets the draws: the one ``"auto"`` picks without numba, so
+        #: a seed draws the same policies whether or not numba is installed (it only moves ``"auto"``
+        #: to the kronecker method below :data:`KRONECKER_MIN_STATES`).
+        self.draw_method = resolve_method(method, self.S, factored, triangular) if method == "auto" else self.method
         self.iterations = KRONECKER_ITERATIONS if self.method == "kronecker" else KRYLOV_ITERATIONS
         self.kronecker = mdp.kronecker if self.method == "kronecker" else None
         if self.kronecker is not None:
@@ -807,7 +812,7 @@ def sample_policy_returns(
     rng = np.random.default_rng(rng)
     sampler = PolicySampler(problem, concentration=concentration, method=method, kernel=kernel, solver=solver)
     if batch_size is None:
-        batch_size = default_batch_size(sampler.S, sampler.method, sampler.A)
+        batch_size = default_batch_size(sampler.S, sampler.draw_method, sampler.A)
     batch_size = check_count("batch_size", batch_size)
     n_batches = -(-n_samples // batch_size)
     children = rng.spawn(n_batches)

@@ -338,3 +338,27 @@ def test_the_kronecker_method_on_a_periodic_chain(solver):
         rewards.reshape(3, -1) @ occupancy_by_dense_solve(mdp.P_dense, mdp.rho, 1.0, p).ravel() for p in policies
     ]
     np.testing.assert_allclose(sampler.returns(policies), expected, rtol=0, atol=1e-10)
+
+
+@needs_numba
+def test_a_seed_draws_the_same_policies_with_and_without_numba():
+    """Below KRONECKER_MIN_STATES numba moves "auto" from krylov to the kronecker method, whose own
+    default batch would be larger here (10 actions): the draws keep krylov's batch, so the two
+    installs give the same samples up to the solvers' rounding."""
+    rng = np.random.default_rng(11)
+    sizes = [8, 8, 7]  # 448 states
+    base = [stochastic(rng, m, zeros=0.0) for m in sizes]
+    overrides = [{a % 3: stochastic(rng, sizes[a % 3], zeros=0.0)} for a in range(10)]
+    kron = KroneckerTransitions(base, overrides)
+    mdp = TabularMDP(kron.matrix(), gamma=1.0, n_actions=10, kronecker=kron)
+    problem = Problem(mdp, rng.random((2, 448, 10)))
+    options = {"rng": 3, "workers": 1, "progress": False}
+    compiled = sample_policy_returns(problem, 300, **options)
+    plain = sample_policy_returns(problem, 300, kernel="numpy", **options)
+    assert (compiled.info["method"], compiled.info["solver"], plain.info["method"]) == (
+        "kronecker",
+        "bicgstab",
+        "krylov",
+    )
+    assert compiled.info["batch_size"] == plain.info["batch_size"] < 128
+    np.testing.assert_allclose(compiled.values, plain.values, rtol=1e-9, atol=1e-12)
