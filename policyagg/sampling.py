@@ -619,15 +619,26 @@ class PolicySampler:
         (:func:`policyagg.sampling_kernel.kronecker_bicgstab`). A sample stops when its recursive
         residual reaches the target or the iteration breaks down; ``converged`` is its TRUE residual,
         as for GMRES."""
+        by_action = np.ascontiguousarray(np.moveaxis(policies, 1, 0))
+        scale = np.ascontiguousarray(self.column_scale(policies).T)  # (S, B)
+        x, converged, steps = self._bicgstab_columns(by_action, scale, np.array(x0.T, order="C"), iterations)
+        return np.ascontiguousarray(x.T), converged, steps
+
+    def _bicgstab_columns(
+        self,
+        by_action: NDArray[np.float64],
+        scale: NDArray[np.float64],
+        x: NDArray[np.float64],
+        iterations: int | None = None,
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+        """:meth:`bicgstab_compiled` on column layouts: policies ``by_action`` (A, S, B), the diagonal
+        ``scale`` (S, B) and the start ``x`` (S, B), which is overwritten by the solution and returned."""
         from policyagg import sampling_kernel as kernel
 
         if self.kronecker is None:
-            raise RuntimeError("bicgstab_compiled needs the kronecker method")
-        S, A, B = policies.shape
-        by_action = np.ascontiguousarray(np.moveaxis(policies, 1, 0))
-        scale = np.ascontiguousarray(self.column_scale(policies).T)  # (S, B)
+            raise RuntimeError("BiCGSTAB needs the kronecker method")
+        A, S, B = by_action.shape
         c_norm = float(np.linalg.norm(self.rhs))
-        x = np.array(x0.T, order="C")  # (a copy: x0 is the caller's)
         steps = np.zeros(B, dtype=np.int64)
         average = self.gamma == 1.0
         structure = self.kronecker.packed
@@ -640,12 +651,33 @@ class PolicySampler:
             kernel.kronecker_apply(by_action, x, self.gamma, average, *structure, w, np.empty((3, S * B)), w, False)
             bound = self.gamma * self._structure_gap * np.abs(x).sum(axis=0)  # to the residual with P
         else:
-            flat = np.ascontiguousarray(policies.reshape(S * A, B))
+            flat = np.ascontiguousarray(by_action.transpose(1, 0, 2).reshape(S * A, B))
             kernel.apply_block(*self._p_csr, A, flat, x, self.gamma, average, w)
             bound = np.zeros(B)
         residual = self.rhs[:, None] - w
         converged = np.sqrt(np.einsum("sb,sb->b", residual, residual)) + bound <= RESIDUAL_TOL * c_norm
-        return np.ascontiguousarray(x.T), converged, steps
+        return x, converged, steps
+
+    def _solve_bicgstab(self, policies: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """:meth:`solve_block` for the BiCGSTAB solver, from policies (B, S, A) as drawn with one transposed
+        copy (A, S, B) and the column scales computed on it; samples BiCGSTAB leaves above the tolerance
+        continue with :meth:`solve_block`'s later GMRES cycles and direct solves, from where it stopped."""
+        by_action = np.ascontiguousarray(policies.transpose(2, 1, 0))  # (A, S, B)
+        escape = 1.0 - self.gamma * np.einsum("asb,sa->sb", by_action, self._self_loops)
+        usable = escape > 1e-8
+        scale = np.divide(self._uniform_escape[:, None], escape, out=np.ones_like(escape), where=usable)
+        start = np.divide(self._start_escape[:, None], escape, out=np.ones_like(escape), where=usable)
+        start *= self._x_uniform[:, None]
+        x, converged, steps = self._bicgstab_columns(by_action, scale, start)
+        mu = np.ascontiguousarray(x.T)
+        counts = np.array([steps.sum(), 0, 0], dtype=np.int64)
+        failed = np.flatnonzero(~converged)
+        if failed.size:
+            block = np.ascontiguousarray(np.moveaxis(policies[failed], 0, 2))
+            mu[failed], more = self.solve_block(block, start=mu[failed], first_cycle=1)
+            counts += more
+            counts[1] += failed.size if KRYLOV_CYCLES > 1 else 0
+        return mu, counts
 
     def gmres_cycle(
         self, policies: NDArray[np.float64], x0: NDArray[np.float64], first: bool = False
@@ -671,18 +703,22 @@ class PolicySampler:
             mu[failed] = self.solve_direct(policies[failed])
         return mu, np.array([0, 0, failed.size], dtype=np.int64)
 
-    def solve_block(self, policies: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    def solve_block(
+        self, policies: NDArray[np.float64], start: NDArray[np.float64] | None = None, first_cycle: int = 0
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """Exact occupancies (B, S) of a block of policies (S, A, B), and the counts
-        ``[GMRES steps summed over samples, samples restarted, samples solved directly]``."""
+        ``[GMRES steps summed over samples, samples restarted, samples solved directly]``; ``start``
+        (B, S) and ``first_cycle`` continue samples an earlier cycle left (default: from the scaled
+        uniform solution, cycle 0)."""
         B = policies.shape[2]
         if self.method == "triangular":
             return self.solve_triangular(np.moveaxis(policies, 2, 0))
         if self.method == "dense":
             return self.solve_dense(np.moveaxis(policies, 2, 0)), np.zeros(3, dtype=np.int64)
-        x = self._x_uniform * self.column_scale(policies, self._start_escape)
+        x = self._x_uniform * self.column_scale(policies, self._start_escape) if start is None else start.copy()
         todo = np.arange(B)
         counts = np.zeros(3, dtype=np.int64)
-        for cycle in range(KRYLOV_CYCLES):
+        for cycle in range(first_cycle, KRYLOV_CYCLES):
             block = policies if cycle == 0 else np.ascontiguousarray(policies[:, :, todo])
             x[todo], converged, steps = self.gmres_cycle(block, x[todo], first=cycle == 0)
             counts[0] += steps.sum()
@@ -700,9 +736,9 @@ class PolicySampler:
         method takes them so, without a transposed copy)."""
         if self.method == "triangular":
             return self.solve_triangular(policies)
-        block = int(np.clip(BICGSTAB_BLOCK_ENTRIES // self.S, 8, MAX_BATCH))
-        if self.solver == "bicgstab" and len(policies) > block:
-            parts = [self.solve_batch(policies[i : i + block]) for i in range(0, len(policies), block)]
+        if self.solver == "bicgstab":
+            block = int(np.clip(BICGSTAB_BLOCK_ENTRIES // self.S, 8, MAX_BATCH))
+            parts = [self._solve_bicgstab(policies[i : i + block]) for i in range(0, len(policies), block)]
             return np.concatenate([mu for mu, _ in parts]), np.sum([counts for _, counts in parts], axis=0)
         return self.solve_block(np.ascontiguousarray(np.moveaxis(policies, 0, 2)))
 

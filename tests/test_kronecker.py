@@ -295,8 +295,8 @@ def test_bicgstab_that_stops_short_is_finished_by_gmres(monkeypatch):
     and come out exact; the restarts are counted."""
     problem = attention_problem(4)
     sampler = PolicySampler(problem, method="kronecker", solver="bicgstab")
-    short = sampler.bicgstab_compiled
-    monkeypatch.setattr(sampler, "bicgstab_compiled", lambda policies, x0: short(policies, x0, iterations=2))
+    short = sampler._bicgstab_columns
+    monkeypatch.setattr(sampler, "_bicgstab_columns", lambda by_action, scale, x: short(by_action, scale, x, 2))
     policies = sampler.draw_policies(np.random.default_rng(6), 5)
     values, counts = sampler.block_returns(policies)
     assert counts[1] == 5 and counts[0] >= 5 * 4  # every sample restarted, after 2 iterations (4 products) each
