@@ -127,12 +127,13 @@ KRONECKER_MIN_STATES = 500
 METHODS = ("auto", "dense", "krylov", "sparse", "kronecker", "triangular")
 #: The Krylov solver of the GMRES methods' first cycle: ``"gmres"``, or ``"bicgstab"`` (the kronecker
 #: method with the numba kernel only: it has no preconditioner but the diagonal, so GMRES's
-#: Gram-Schmidt against a basis that outgrows the cache is most of its cost; measured at 8 sites,
-#: 8.4 ms per sample with GMRES, 5.4 ms with BiCGSTAB); ``"auto"`` picks BiCGSTAB where it can.
+#: Gram-Schmidt against a basis that outgrows the cache is most of its cost; ``bench growth`` at 8
+#: sites: 9.8 ms per sample with GMRES, 5.2 ms with BiCGSTAB); ``"auto"`` picks BiCGSTAB where it can.
 #: Restarted cycles always run GMRES, then a direct solve, as before.
 SOLVERS = ("auto", "gmres", "bicgstab")
 #: BiCGSTAB solves a batch in blocks of about this many states x samples (at least 8 samples, at most
-#: :data:`MAX_BATCH`), whose work arrays stay in cache; CPU per sample by block size, best in bold:
+#: :data:`MAX_BATCH`), whose work arrays stay in cache; CPU per sample by block size (measured before
+#: the product's loops vectorised), best in bold:
 #: 243 states: 64 119 us, **128 109**; 729: 16 519, **32 391**, 64 392, 128 464; 2,187: 8 1,982,
 #: **16 1,709**, 32 1,884; 6,561: 4 5,315, **8 4,570-4,880**, 16 5,722. The split is fixed by the
 #: batch, so results still depend on the seed and the batch size only.
@@ -193,13 +194,23 @@ def resolve_solver(solver: str, method: str, kernel: str) -> str:
     available = method == "kronecker" and kernel == "numba"
     if solver == "bicgstab" and not available:
         raise InvalidProblemError(
-            "solver='bicgstab' needs method='kronecker' (an MDP with a Kronecker structure, from "
-            f"{KRONECKER_MIN_STATES} states under 'auto') and the numba kernel (`pip install 'policyagg[fast]'`); "
+            "solver='bicgstab' needs method='kronecker' (an MDP with a Kronecker structure) and the numba "
+            "kernel (`pip install 'policyagg[fast]'`); "
             f"got method={method!r}, kernel={kernel!r}: use solver='gmres' or 'auto'"
         )
     if solver == "auto":
         return "bicgstab" if available else "gmres"
     return solver
+
+
+def escape_ratio(numerator: NDArray[np.float64], escape: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``numerator / escape`` (broadcast) where both exceed 1e-8, else 1: :meth:`PolicySampler.column_scale`
+    from escape rates already computed."""
+    ratio: NDArray[np.float64] = np.divide(
+        numerator, escape, out=np.ones(np.broadcast_shapes(np.shape(numerator), escape.shape)),
+        where=(escape > 1e-8) & (numerator > 1e-8),
+    )  # fmt: skip  # (numpy types ufuncs with `out` as Any)
+    return ratio
 
 
 def default_batch_size(n_states: int, method: str = "dense", n_actions: int = 1) -> int:
@@ -442,11 +453,7 @@ class PolicySampler:
         policy's escape rates (default: the preconditioner's, all ones for the kronecker method)."""
         numerator = self._uniform_escape if reference is None else reference
         escape: NDArray[np.float64] = 1.0 - self.gamma * np.einsum("sab,sa->bs", policies, self._self_loops)
-        scale = np.ones_like(escape)
-        ratio: NDArray[np.float64] = np.divide(
-            numerator, escape, out=scale, where=(escape > 1e-8) & (numerator > 1e-8)
-        )  # numpy types ufuncs with `out` as Any
-        return ratio
+        return escape_ratio(numerator, escape)
 
     def precondition(self, v: NDArray[np.float64]) -> NDArray[np.float64]:
         """``M^{-1} v`` for a block ``v`` (B, S): the exact inverse or the incomplete LU (the
@@ -663,11 +670,9 @@ class PolicySampler:
         copy (A, S, B) and the column scales computed on it; samples BiCGSTAB leaves above the tolerance
         continue with :meth:`solve_block`'s later GMRES cycles and direct solves, from where it stopped."""
         by_action = np.ascontiguousarray(policies.transpose(2, 1, 0))  # (A, S, B)
-        escape = 1.0 - self.gamma * np.einsum("asb,sa->sb", by_action, self._self_loops)
-        usable = escape > 1e-8
-        scale = np.divide(self._uniform_escape[:, None], escape, out=np.ones_like(escape), where=usable)
-        start = np.divide(self._start_escape[:, None], escape, out=np.ones_like(escape), where=usable)
-        start *= self._x_uniform[:, None]
+        escape = 1.0 - self.gamma * np.einsum("asb,sa->sb", by_action, self._self_loops)  # (S, B)
+        scale = escape_ratio(self._uniform_escape[:, None], escape)  # column_scale's, by columns
+        start = self._x_uniform[:, None] * escape_ratio(self._start_escape[:, None], escape)
         x, converged, steps = self._bicgstab_columns(by_action, scale, start)
         mu = np.ascontiguousarray(x.T)
         counts = np.array([steps.sum(), 0, 0], dtype=np.int64)
