@@ -128,8 +128,9 @@ def matmul_peak(threads: int, *, size: int = PEAK_SIZE, repeats: int = PEAK_REPE
     return {"threads": threads, "size": size, "gflop_s": _spread(rates), "load_average": loads}
 
 
-#: BiCGSTAB's work besides its two products per iteration, in flops per state: five inner products
-#: (10), the direction (4), the scaled copies (2), the half step (2), the solution (4) and the residual (2).
+#: BiCGSTAB's work per product with ``A_pi`` besides the product itself, in flops per state: half of an
+#: iteration's five inner products (10), direction (4), half step (2), solution (4) and residual (2),
+#: plus the diagonal scale each of its two products applies (2).
 BICGSTAB_FLOPS_PER_PRODUCT = 12.0
 
 

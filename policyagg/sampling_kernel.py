@@ -7,6 +7,10 @@ Gram-Schmidt and Givens updates (many small numpy calls). The first and the last
 with every array laid out ``(..., B)`` so that the innermost loop runs over the samples (SIMD,
 no gathers, no Python between the pieces).
 
+The kronecker method's BiCGSTAB runs here whole (:func:`kronecker_bicgstab`), with the
+structure's product :func:`kronecker_apply`; every innermost loop writes one row, so that LLVM
+can vectorise it (see :func:`_component_flat`).
+
 Each sample's numbers depend on its own data only (a sample that has converged stops changing
 while the others go on), and without fastmath every operation runs in source order, so the
 results are the same whichever worker solves a batch.
