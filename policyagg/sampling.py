@@ -435,7 +435,7 @@ class PolicySampler:
             compiled = np.empty((S, B))
             kronecker_apply(
                 np.ascontiguousarray(by_action), np.ascontiguousarray(x), self.gamma, self.gamma == 1.0,
-                *self.kronecker.packed, compiled, np.empty((3, S * B)), compiled, False,
+                self.kronecker.packed, compiled, np.empty((3, S * B)), compiled, False,
             )  # fmt: skip
             return compiled
         product = self.kronecker.transposed_sum(by_action, x)
@@ -650,12 +650,12 @@ class PolicySampler:
         average = self.gamma == 1.0
         structure = self.kronecker.packed
         kernel.kronecker_bicgstab(
-            by_action, scale, self.rhs, self.gamma, average, *structure,
+            by_action, scale, self.rhs, self.gamma, average, structure,
             iterations or self.iterations, 0.1 * RESIDUAL_TOL * c_norm, x, steps,
         )  # fmt: skip
         w = np.empty((S, B))
         if self._structure_residuals:
-            kernel.kronecker_apply(by_action, x, self.gamma, average, *structure, w, np.empty((3, S * B)), w, False)
+            kernel.kronecker_apply(by_action, x, self.gamma, average, structure, w, np.empty((3, S * B)), w, False)
             bound = self.gamma * self._structure_gap * np.abs(x).sum(axis=0)  # to the residual with P
         else:
             flat = np.ascontiguousarray(by_action.transpose(1, 0, 2).reshape(S * A, B))

@@ -21,10 +21,14 @@ Imported lazily (compiling takes seconds the first time; numba caches the machin
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from policyagg.kronecker import PackedStructure
 
 _APPLY = [
     f"void({index}[::1], {index}[::1], float64[::1], int64, float64[:, ::1], float64[:, ::1], float64, boolean, "
@@ -530,24 +534,19 @@ def kronecker_apply(
     x: NDArray[np.float64],
     gamma: float,
     average: bool,
-    outer: NDArray[np.int64],
-    sizes: NDArray[np.int64],
-    inner: NDArray[np.int64],
-    base_t: NDArray[np.float64],
-    corr_ptr: NDArray[np.int64],
-    corr_component: NDArray[np.int64],
-    corr_matrix: NDArray[np.float64],
+    structure: PackedStructure,
     out: NDArray[np.float64],
     work: NDArray[np.float64],
     scale: NDArray[np.float64],
     scaled: bool,
 ) -> None:  # pragma: no cover - compiled
-    """``out = A_pi x`` for a block by a Kronecker structure (the arrays of
-    :meth:`policyagg.kronecker.KroneckerTransitions.packed`): ``A_pi x = x - gamma sum_a P_a^T (w_a x)``
+    """``out = A_pi x`` for a block by a Kronecker structure (``structure``:
+    :attr:`policyagg.kronecker.KroneckerTransitions.packed`): ``A_pi x = x - gamma sum_a P_a^T (w_a x)``
     (the last row ``sum_s x[s]`` when ``average``), with ``sum_a P_a^T z_a = K sum_a (prod G_{a,i}) z_a``.
     ``weights`` (A, S, B), ``x`` and ``out`` (S, B); ``work`` (3, S * B) scratch. With ``scaled``,
     ``out = A_pi (scale x)`` for ``weights`` already multiplied by ``scale`` (S, B): BiCGSTAB's
     preconditioned products without a scaled copy of ``x``."""
+    outer, sizes, inner, base_t, corr_ptr, corr_component, corr_matrix = structure
     n_actions = weights.shape[0]
     n_states, n_block = x.shape
     size = n_states * n_block
@@ -621,13 +620,7 @@ def kronecker_bicgstab(
     rhs: NDArray[np.float64],
     gamma: float,
     average: bool,
-    outer: NDArray[np.int64],
-    sizes: NDArray[np.int64],
-    inner: NDArray[np.int64],
-    base_t: NDArray[np.float64],
-    corr_ptr: NDArray[np.int64],
-    corr_component: NDArray[np.int64],
-    corr_matrix: NDArray[np.float64],
+    structure: PackedStructure,
     iterations: int,
     target: float,
     x: NDArray[np.float64],
@@ -641,10 +634,9 @@ def kronecker_bicgstab(
     fixed order, so its numbers do not depend on the other samples of the block."""
     n_actions = weights.shape[0]
     n_states, n_block = x.shape
-    structure = (outer, sizes, inner, base_t, corr_ptr, corr_component, corr_matrix)
     work = np.empty((3, n_states * n_block))
     r = np.empty((n_states, n_block))
-    kronecker_apply(weights, x, gamma, average, *structure, r, work, scale, False)
+    kronecker_apply(weights, x, gamma, average, structure, r, work, scale, False)
     for s in range(n_states):
         for b in range(n_block):
             r[s, b] = rhs[s] - r[s, b]
@@ -688,12 +680,12 @@ def kronecker_bicgstab(
             elif k > 0:  # (beta = 0 at the start: p = r)
                 beta[b] = rho[b] / rho_old[b] * (alpha[b] / omega[b])
         _bicgstab_direction(r, p, v, beta, omega)
-        kronecker_apply(scaled_weights, p, gamma, average, *structure, v, work, scale, True)
+        kronecker_apply(scaled_weights, p, gamma, average, structure, v, work, scale, True)
         column_dots(r_hat, v, dots)
         for b in range(n_block):
             alpha[b] = rho[b] / dots[b] if active[b] else 0.0
         _bicgstab_half(r, v, alpha, s_vec)
-        kronecker_apply(scaled_weights, s_vec, gamma, average, *structure, t, work, scale, True)
+        kronecker_apply(scaled_weights, s_vec, gamma, average, structure, t, work, scale, True)
         _omega_dots(t, s_vec, dots, squares)
         for b in range(n_block):
             broken[b] = False

@@ -325,7 +325,8 @@ def test_reproduce_variants_pick_the_shipped_configs(monkeypatch, tmp_path):
     assert [c.output for c in seen] == [tmp_path / "attention-a", tmp_path / "attention-b"]
 
 
-def test_bench_scale_env_option_reaches_the_bench(monkeypatch):
+def bench_scale_arguments(monkeypatch, argv):
+    """The keyword arguments `policyagg ARGV` passes to `bench_scale` (which is not run)."""
     from policyagg.experiments import bench_scale
 
     seen = {}
@@ -336,7 +337,14 @@ def test_bench_scale_env_option_reaches_the_bench(monkeypatch):
 
     monkeypatch.setattr(bench_scale, "bench_scale", fake)
     with pytest.raises(SystemExit):
-        main(["bench", "scale", "--env", "four-room-v0", "--rules", "max-quantile", "--workers", "2"])
+        main(argv)
+    return seen
+
+
+def test_bench_scale_env_option_reaches_the_bench(monkeypatch):
+    seen = bench_scale_arguments(
+        monkeypatch, ["bench", "scale", "--env", "four-room-v0", "--rules", "max-quantile", "--workers", "2"]
+    )
     assert seen["env"] == "four-room-v0" and seen["workers"] == 2
     assert [case[0] for case in seen["rules"]] == ["utilitarian", "max-quantile"]
     seen.clear()
@@ -367,17 +375,7 @@ def test_bench_scale_on_a_converted_gymnasium_environment():
 
 
 def test_bench_scale_rules_select_cases_and_keep_the_baseline(monkeypatch, capsys):
-    from policyagg.experiments import bench_scale
-
-    seen = {}
-
-    def fake(**kwargs):
-        seen.update(kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(bench_scale, "bench_scale", fake)
-    with pytest.raises(SystemExit):
-        main(["bench", "scale", "--rules", "max-quantile,egalitarian"])
+    seen = bench_scale_arguments(monkeypatch, ["bench", "scale", "--rules", "max-quantile,egalitarian"])
     # in the table's order, the utilitarian baseline first although not asked for
     assert [case[0] for case in seen["rules"]] == ["utilitarian", "egalitarian", "max-quantile"]
     with pytest.raises(SystemExit):

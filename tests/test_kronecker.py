@@ -239,7 +239,7 @@ def compiled_apply_matches(kron, P, weights, x):
         if average:
             expected[-1] = x.sum(axis=0)
         out = np.empty(x.shape)
-        kronecker_apply(np.ascontiguousarray(weights), np.ascontiguousarray(x), gamma, average, *kron.packed, out,
+        kronecker_apply(np.ascontiguousarray(weights), np.ascontiguousarray(x), gamma, average, kron.packed, out,
                         np.empty((3, x.size)), out, False)  # fmt: skip
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
         # scaled: A_pi (scale x) from weights multiplied by the scale
@@ -249,7 +249,7 @@ def compiled_apply_matches(kron, P, weights, x):
         )
         if average:
             expected[-1] = (scale * x).sum(axis=0)
-        kronecker_apply(np.ascontiguousarray(weights * scale), np.ascontiguousarray(x), gamma, average, *kron.packed,
+        kronecker_apply(np.ascontiguousarray(weights * scale), np.ascontiguousarray(x), gamma, average, kron.packed,
                         out, np.empty((3, x.size)), scale, True)  # fmt: skip
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
 
