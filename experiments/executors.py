@@ -27,7 +27,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from policyagg.errors import InvalidProblemError
-from policyagg.parallel import Executor, LocalExecutor, Output, Payload, check_workers
+from policyagg.parallel import Executor, LocalExecutor, Output, Payload, check_workers, keep_freed_memory
 
 #: The executors' names, as the command line takes them.
 EXECUTORS = ("local", "ray")
@@ -159,6 +159,7 @@ def _run_task(boxed: list[Any], j: int) -> Any:
     ref = boxed[0]
     key = ref.hex()
     if key not in _PAYLOAD:
+        keep_freed_memory()  # as a local worker: the map's batches reuse their arrays
         _PAYLOAD.clear()
         _PAYLOAD[key] = ray.cloudpickle.loads(ray.get(ref))
     compute, payload = _PAYLOAD[key]

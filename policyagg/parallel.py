@@ -33,6 +33,10 @@ from policyagg.errors import InvalidProblemError, check_count
 
 #: Most workers used when the caller does not say.
 MAX_DEFAULT_WORKERS = 4
+#: glibc malloc: blocks up to this size come from the heap (its largest allowed value, 32 MiB on 64 bit) ...
+HEAP_MMAP_THRESHOLD = 32 * 2**20
+#: ... and freed heap memory is kept until this much is free at its top.
+HEAP_TRIM_THRESHOLD = 256 * 2**20
 KINDS = ("auto", "process", "thread")
 
 _task: Callable[[int], int] | None = None  # the running task, inherited by forked workers
@@ -80,10 +84,28 @@ def _die_with_parent() -> None:
         pass
 
 
+def keep_freed_memory() -> bool:
+    """glibc (Linux): keep freed arrays up to :data:`HEAP_MMAP_THRESHOLD` in this process's heap for
+    reuse (``mallopt``), instead of returning them to the kernel, which a process that allocates and
+    frees the same megabyte-sized arrays for every batch then page-faults in again (zeroed) each time.
+    In ``reproduce --full --seeds 1`` on 2 cores that was 6.1 million page faults and 11.6 s of system
+    time, about a third of the sampling. Peak memory does not grow: the heap reuses what it keeps.
+    Returns whether the settings took (False where ``mallopt`` is missing, e.g. macOS)."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD))
+
+
 def _worker_init() -> None:
     # Libraries whose state does not survive fork repair it with `os.register_at_fork`
     # (the LP layer, policyagg.solvers.lp, resets HiGHS's task scheduler that way).
     _die_with_parent()
+    keep_freed_memory()  # the workers are ours: their batches reuse the same arrays
 
 
 def _run(index: int) -> int:
