@@ -435,7 +435,7 @@ class PolicySampler:
             compiled = np.empty((S, B))
             kronecker_apply(
                 np.ascontiguousarray(by_action), np.ascontiguousarray(x), self.gamma, self.gamma == 1.0,
-                self.kronecker.packed, compiled, np.empty((3, S * B)), compiled, False,
+                self.kronecker.packed, compiled, np.empty((3, S * B)), np.empty((0, 0)),
             )  # fmt: skip
             return compiled
         product = self.kronecker.transposed_sum(by_action, x)
@@ -655,7 +655,9 @@ class PolicySampler:
         )  # fmt: skip
         w = np.empty((S, B))
         if self._structure_residuals:
-            kernel.kronecker_apply(by_action, x, self.gamma, average, structure, w, np.empty((3, S * B)), w, False)
+            kernel.kronecker_apply(
+                by_action, x, self.gamma, average, structure, w, np.empty((3, S * B)), np.empty((0, 0))
+            )
             bound = self.gamma * self._structure_gap * np.abs(x).sum(axis=0)  # to the residual with P
         else:
             flat = np.ascontiguousarray(by_action.transpose(1, 0, 2).reshape(S * A, B))

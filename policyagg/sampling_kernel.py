@@ -538,14 +538,14 @@ def kronecker_apply(
     out: NDArray[np.float64],
     work: NDArray[np.float64],
     scale: NDArray[np.float64],
-    scaled: bool,
 ) -> None:  # pragma: no cover - compiled
     """``out = A_pi x`` for a block by a Kronecker structure (``structure``:
     :attr:`policyagg.kronecker.KroneckerTransitions.packed`): ``A_pi x = x - gamma sum_a P_a^T (w_a x)``
     (the last row ``sum_s x[s]`` when ``average``), with ``sum_a P_a^T z_a = K sum_a (prod G_{a,i}) z_a``.
-    ``weights`` (A, S, B), ``x`` and ``out`` (S, B); ``work`` (3, S * B) scratch. With ``scaled``,
-    ``out = A_pi (scale x)`` for ``weights`` already multiplied by ``scale`` (S, B): BiCGSTAB's
-    preconditioned products without a scaled copy of ``x``."""
+    ``weights`` (A, S, B), ``x`` and ``out`` (S, B); ``work`` (3, S * B) scratch. With a ``scale`` (S, B)
+    (not empty, (0, 0)), ``out = A_pi (scale x)`` for ``weights`` already multiplied by ``scale``:
+    BiCGSTAB's preconditioned products without a scaled copy of ``x``. (A run-time choice, not a flag
+    argument: numba would compile this function once per constant flag its callers pass.)"""
     outer, sizes, inner, base_t, corr_ptr, corr_component, corr_matrix = structure
     n_actions = weights.shape[0]
     n_states, n_block = x.shape
@@ -601,9 +601,14 @@ def kronecker_apply(
     source, target = (total, spare) if top % 2 == 0 else (spare, total)
     _component_flat(source, target, outer[top], m_top, inner[top] * n_block, base_t[top, :m_top, :m_top])
     of = out.reshape(size)
-    sf = scale.reshape(size)
-    for k in range(size):
-        of[k] = (sf[k] * xf[k] if scaled else xf[k]) - gamma * target[k]
+    scaled = scale.size > 0
+    if scaled:
+        sf = scale.reshape(size)
+        for k in range(size):
+            of[k] = sf[k] * xf[k] - gamma * target[k]
+    else:
+        for k in range(size):
+            of[k] = xf[k] - gamma * target[k]
     if average:
         last = out[n_states - 1]
         for b in range(n_block):
@@ -636,7 +641,7 @@ def kronecker_bicgstab(
     n_states, n_block = x.shape
     work = np.empty((3, n_states * n_block))
     r = np.empty((n_states, n_block))
-    kronecker_apply(weights, x, gamma, average, structure, r, work, scale, False)
+    kronecker_apply(weights, x, gamma, average, structure, r, work, np.empty((0, 0)))
     for s in range(n_states):
         for b in range(n_block):
             r[s, b] = rhs[s] - r[s, b]
@@ -680,12 +685,12 @@ def kronecker_bicgstab(
             elif k > 0:  # (beta = 0 at the start: p = r)
                 beta[b] = rho[b] / rho_old[b] * (alpha[b] / omega[b])
         _bicgstab_direction(r, p, v, beta, omega)
-        kronecker_apply(scaled_weights, p, gamma, average, structure, v, work, scale, True)
+        kronecker_apply(scaled_weights, p, gamma, average, structure, v, work, scale)
         column_dots(r_hat, v, dots)
         for b in range(n_block):
             alpha[b] = rho[b] / dots[b] if active[b] else 0.0
         _bicgstab_half(r, v, alpha, s_vec)
-        kronecker_apply(scaled_weights, s_vec, gamma, average, structure, t, work, scale, True)
+        kronecker_apply(scaled_weights, s_vec, gamma, average, structure, t, work, scale)
         _omega_dots(t, s_vec, dots, squares)
         for b in range(n_block):
             broken[b] = False

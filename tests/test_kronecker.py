@@ -240,7 +240,7 @@ def compiled_apply_matches(kron, P, weights, x):
             expected[-1] = x.sum(axis=0)
         out = np.empty(x.shape)
         kronecker_apply(np.ascontiguousarray(weights), np.ascontiguousarray(x), gamma, average, kron.packed, out,
-                        np.empty((3, x.size)), out, False)  # fmt: skip
+                        np.empty((3, x.size)), np.empty((0, 0)))  # fmt: skip
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
         # scaled: A_pi (scale x) from weights multiplied by the scale
         scale = np.linspace(0.5, 2.0, x.size).reshape(x.shape)
@@ -250,7 +250,7 @@ def compiled_apply_matches(kron, P, weights, x):
         if average:
             expected[-1] = (scale * x).sum(axis=0)
         kronecker_apply(np.ascontiguousarray(weights * scale), np.ascontiguousarray(x), gamma, average, kron.packed,
-                        out, np.empty((3, x.size)), scale, True)  # fmt: skip
+                        out, np.empty((3, x.size)), scale)  # fmt: skip
         np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
 
 
