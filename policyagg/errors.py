@@ -121,10 +121,10 @@ def float_array(name: str, value: object, error: type[PolicyAggError] = InvalidP
     """``value`` as a float array (a copy); a complex, ragged or non-numeric input is ``error``
     naming the argument, not a silent cast or numpy's ``ValueError``."""
     try:
-        array = np.array(value)
+        array = np.asarray(value)
         real = not np.iscomplexobj(array)
         if real:
-            array = array.astype(float)
+            array = np.array(array, dtype=float)  # one copy, converted on the way
     except (TypeError, ValueError) as exc:
         raise error(f"`{name}` must be an array of numbers of one shape ({exc})") from None
     if not real:

@@ -61,7 +61,8 @@ class ReturnSamples:
             k, i = np.argwhere(~np.isfinite(values))[0]
             raise InvalidSamplesError(f"`values` has a non-finite return at sample {k}, agent {i}")
         values.flags.writeable = False
-        sorted_values = np.sort(values, axis=0).T.copy()
+        sorted_values = np.array(values.T, order="C")  # one copy (never a view), each row sorted in place
+        sorted_values.sort(axis=1)
         span = sorted_values[:, -1] - sorted_values[:, 0]
         magnitude = np.maximum(np.abs(sorted_values[:, 0]), np.abs(sorted_values[:, -1]))
         scale = np.where(span > 0, span, np.maximum(magnitude, 1.0))  # all samples equal: any tie scale

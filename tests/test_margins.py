@@ -4,7 +4,7 @@ strictly (no tie tolerance) reach what the rule reports."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_many_agents import random_problem
 
@@ -19,6 +19,7 @@ def strict_ranks(returns, values):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_agents=st.sampled_from([2, 3, 5, 10]), n_actions=st.integers(2, 3), seed=st.integers(0, 2**32 - 1))
+@example(n_agents=10, n_actions=2, seed=7816)  # a kept floor 6.2e-8 (of the range) short: within HiGHS's 1e-7
 def test_max_quantile_point_is_strictly_inside(n_agents, n_actions, seed):
     problem = random_problem(n_agents, n_actions, seed)
     samples = sample_returns(problem, 300, measure="policy", rng=seed % 1000)
@@ -30,7 +31,9 @@ def test_max_quantile_point_is_strictly_inside(n_agents, n_actions, seed):
         above = (result.returns - np.asarray(result.diagnostics["thresholds"])) / width
         margin = result.diagnostics["region_margin"]
         assert 0.0 <= margin <= MARGIN_CAP / 2
-        assert above.min() >= margin - 1e-8  # the floors the completion kept, to LP tolerance
+        # the floors the completion kept, to the LP's tolerance (HiGHS's primal feasibility, 1e-7; the
+        # exact policy's returns differ from the LP's point by as much): the strict ranks above are the guarantee
+        assert above.min() >= margin - 1e-7
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
