@@ -963,7 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from policyagg.errors import PolicyAggError  # imports numpy: after parsing, so --help stays fast
+    from policyagg.parallel import keep_freed_memory
 
+    keep_freed_memory()  # the command owns this process: one worker's batches run here, as in a forked worker
     try:
         args.run(args)
     except (PolicyAggError, FileNotFoundError) as exc:
