@@ -36,7 +36,7 @@ MAX_DEFAULT_WORKERS = 4
 #: glibc malloc: blocks up to this size come from the heap (its largest allowed value, 32 MiB on 64 bit) ...
 HEAP_MMAP_THRESHOLD = 32 * 2**20
 #: ... and freed heap memory is kept until this much is free at its top.
-HEAP_TRIM_THRESHOLD = 256 * 2**20
+HEAP_TRIM_THRESHOLD = 64 * 2**20
 KINDS = ("auto", "process", "thread")
 
 _task: Callable[[int], int] | None = None  # the running task, inherited by forked workers
