@@ -89,7 +89,8 @@ def keep_freed_memory() -> bool:
     reuse (``mallopt``), instead of returning them to the kernel, which a process that allocates and
     frees the same megabyte-sized arrays for every batch then page-faults in again (zeroed) each time.
     In ``reproduce --full --seeds 1`` on 2 cores that was 6.1 million page faults and 11.6 s of system
-    time, about a third of the sampling. Peak memory does not grow: the heap reuses what it keeps.
+    time, about a third of the sampling. At most :data:`HEAP_TRIM_THRESHOLD` stays free at the heap's
+    top, so peak memory stayed where it was (``reproduce --full``, ``bench scale --sites 9``).
     Returns whether the settings took (False where ``mallopt`` is missing, e.g. macOS)."""
     try:
         import ctypes

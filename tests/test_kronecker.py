@@ -290,6 +290,23 @@ def test_bicgstab_blocks_give_the_samples_solved_alone():
 
 
 @needs_numba
+def test_the_kronecker_product_is_compiled_once():
+    """BiCGSTAB's scaled and unscaled products and the sampler's own residual product share one
+    compiled version of :func:`kronecker_apply` (a flag argument passed as a constant made numba
+    compile it three times: 4 s more on a cold cache)."""
+    from policyagg.sampling_kernel import kronecker_apply
+
+    sampler = PolicySampler(attention_problem(5))  # 243 states: residuals by the structure's product
+    assert (sampler.method, sampler.solver) == ("kronecker", "bicgstab")
+    sampler.returns(sampler.draw_policies(np.random.default_rng(0), 3))
+    x = np.ones((sampler.S, 2))
+    by_action = np.full((sampler.A, sampler.S, 2), 1.0 / sampler.A)
+    expected = sampler.apply(np.ascontiguousarray(np.moveaxis(by_action, 0, 1)), x.T).T  # by the sparse P
+    np.testing.assert_allclose(sampler.apply_columns(by_action, x), expected, rtol=0, atol=1e-12)
+    assert len(kronecker_apply.signatures) == 1, kronecker_apply.signatures
+
+
+@needs_numba
 def test_bicgstab_that_stops_short_is_finished_by_gmres(monkeypatch):
     """Samples BiCGSTAB leaves above the tolerance (here: after 2 iterations) are restarted by GMRES
     and come out exact; the restarts are counted."""
