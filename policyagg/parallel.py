@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -91,12 +92,14 @@ def keep_freed_memory() -> bool:
     In ``reproduce --full --seeds 1`` on 2 cores that was 6.1 million page faults and 11.6 s of system
     time, about a third of the sampling. At most :data:`HEAP_TRIM_THRESHOLD` stays free at the heap's
     top, so peak memory stayed where it was (``reproduce --full``, ``bench scale --sites 9``).
-    Returns whether the settings took (False where ``mallopt`` is missing, e.g. macOS)."""
+    Returns whether the settings took (False off Linux, or where the C library lacks ``mallopt``)."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         import ctypes
 
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
     return bool(mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD))

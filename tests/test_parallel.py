@@ -105,3 +105,11 @@ def test_forked_workers_reuse_freed_arrays():
 
     list(run_tasks(task, 2, workers=2, kind="process"))
     assert faults.max() < 2 * 1024  # the pages of half an array; 20 rounds of re-faulting would be 163,840
+
+
+def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):
+    """The command calls it on every platform: elsewhere it changes nothing and says so."""
+    import policyagg.parallel as parallel
+
+    monkeypatch.setattr(parallel.sys, "platform", "win32")
+    assert parallel.keep_freed_memory() is False
