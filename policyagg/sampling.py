@@ -653,13 +653,11 @@ class PolicySampler:
             by_action, scale, self.rhs, self.gamma, average, structure,
             iterations or self.iterations, 0.1 * RESIDUAL_TOL * c_norm, x, steps,
         )  # fmt: skip
-        w = np.empty((S, B))
         if self._structure_residuals:
-            kernel.kronecker_apply(
-                by_action, x, self.gamma, average, structure, w, np.empty((3, S * B)), np.empty((0, 0))
-            )
+            w = self.apply_columns(by_action, x)
             bound = self.gamma * self._structure_gap * np.abs(x).sum(axis=0)  # to the residual with P
         else:
+            w = np.empty((S, B))
             flat = np.ascontiguousarray(by_action.transpose(1, 0, 2).reshape(S * A, B))
             kernel.apply_block(*self._p_csr, A, flat, x, self.gamma, average, w)
             bound = np.zeros(B)

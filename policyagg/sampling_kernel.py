@@ -533,8 +533,8 @@ def kronecker_apply(
     """``out = A_pi x`` for a block by a Kronecker structure (``structure``:
     :attr:`policyagg.kronecker.KroneckerTransitions.packed`): ``A_pi x = x - gamma sum_a P_a^T (w_a x)``
     (the last row ``sum_s x[s]`` when ``average``), with ``sum_a P_a^T z_a = K sum_a (prod G_{a,i}) z_a``.
-    ``weights`` (A, S, B), ``x`` and ``out`` (S, B); ``work`` (3, S * B) scratch. With a ``scale`` (S, B)
-    (not empty, (0, 0)), ``out = A_pi (scale x)`` for ``weights`` already multiplied by ``scale``:
+    ``weights`` (A, S, B), ``x`` and ``out`` (S, B); ``work`` (3, S * B) scratch. With a non-empty ``scale``
+    (S, B) (an empty (0, 0) array: none), ``out = A_pi (scale x)`` for ``weights`` already multiplied by ``scale``:
     BiCGSTAB's preconditioned products without a scaled copy of ``x``. (A run-time choice, not a flag
     argument: numba would compile this function once per constant flag its callers pass.)"""
     outer, sizes, inner, base_t, corr_ptr, corr_component, corr_matrix = structure
