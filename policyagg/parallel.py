@@ -107,7 +107,7 @@ def keep_freed_memory() -> bool:
 
 def _worker_init() -> None:
     # Libraries whose state does not survive fork repair it with `os.register_at_fork`
-    # (the LP layer, policyagg.solvers.lp, resets HiGHS's task scheduler that way).
+    # (the LP layer, policyagg.solvers.lp, stops HiGHS's task scheduler before every fork that way).
     _die_with_parent()
     keep_freed_memory()  # the workers are ours: their batches reuse the same arrays
 

@@ -441,14 +441,17 @@ def set_highs_option(highs: highspy.Highs, name: str, value: Any) -> None:
         raise InvalidProblemError(f"HiGHS rejected option {name}={value!r}")
 
 
-def _reset_highs_scheduler() -> None:
-    """In a forked child: HiGHS's task-scheduler threads do not survive fork, and a MIP in the
-    child would wait for them forever. Drop the inherited scheduler; the next solve makes one."""
-    highspy.Highs.resetGlobalScheduler(False)
+def _stop_highs_scheduler() -> None:
+    """Before a fork: stop this thread's HiGHS task scheduler and join its worker threads, so the
+    child inherits none (its first solve starts a fresh one; so does this process's next solve).
+    Resetting it in the child instead locks a mutex that one of the parent's workers may hold at
+    the fork, on its way to sleep: the child then waits forever (seen in about 1 fork in 1,500
+    made within 10 ms of a MIP solve; `tests/test_parallel.py` makes such forks)."""
+    highspy.Highs.resetGlobalScheduler(True)
 
 
 if hasattr(os, "register_at_fork"):  # POSIX: every fork of a process that imported this layer
-    os.register_at_fork(after_in_child=_reset_highs_scheduler)
+    os.register_at_fork(before=_stop_highs_scheduler)
 
 
 def change_rows_bounds(
